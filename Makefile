@@ -6,6 +6,7 @@ DEV    := $(VENV)/.dev-installed
 BENCH  := $(VENV)/.bench-installed
 # The CPU build of torch that lies on this machine's disk; any other version pulls several GB.
 TORCH  := torch==2.13.0
+LINTED := src tests $(wildcard benchmarks examples)
 
 .PHONY: demo test lint typecheck bench clean
 
@@ -27,8 +28,8 @@ demo: $(DEV)
 	$(VENV)/bin/eightbit fi 3.14159265358979 --word-length 16
 
 lint: $(DEV)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check $(LINTED)
+	$(PY) -m ruff format --check $(LINTED)
 
 typecheck: $(DEV)
 	$(PY) -m mypy
