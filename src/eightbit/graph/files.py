@@ -1,0 +1,186 @@
+"""Reading and writing ONNX models: external data, models past 2 GiB, one clear error.
+
+A model file may keep its weights in separate files beside it ("external data"); that is
+the only way to store a model whose protobuf exceeds 2 GiB. ``load_model`` always returns
+a self-contained ``ModelProto`` (weights in memory); ``save_model`` writes weights out to
+``<name>.data`` when asked to or when a single file could not hold them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import ModelProto, TensorProto, external_data_helper, numpy_helper
+
+from eightbit._io import atomic_path, atomic_write_bytes
+from eightbit.errors import ModelError
+from eightbit.graph._proto import all_tensors, copy_except, one_line, uses_external_data
+from eightbit.graph._skeleton import skeleton_of
+
+log = logging.getLogger("eightbit.graph")
+
+PROTOBUF_LIMIT = 2**31 - 1
+# Past this size ``save_model`` chooses external data on its own, leaving headroom under
+# the hard protobuf limit for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# Tensors smaller than this stay inside the .onnx file (onnx's own default threshold).
+EXTERNAL_MIN_BYTES = 1024
+# Offsets of tensors in the data file are multiples of this (cache lines, SIMD loads).
+DATA_ALIGNMENT = 64
+
+
+def load_model(source: str | os.PathLike[str] | ModelProto, *, check: bool = True) -> ModelProto:
+    """Read a model file (weights in external data included) or copy a ``ModelProto``.
+
+    The result holds every weight in memory; the source is never changed. With ``check``
+    the model must pass the ONNX checker. Any problem is one ``ModelError`` line.
+    """
+    if isinstance(source, ModelProto):
+        model = ModelProto()
+        model.CopyFrom(source)
+        origin = "the model"
+        _refuse_unloaded_external_data(model, origin)
+    elif isinstance(source, (str, os.PathLike)):
+        model = _read(Path(source))
+        origin = f"model file {os.fspath(source)!r}"
+    else:
+        raise ModelError(
+            f"expected a path to an .onnx file or an onnx.ModelProto (got {type(source).__name__})"
+        )
+    if check:
+        check_model(model, origin)
+    return model
+
+
+def check_model(model: ModelProto, origin: str = "the model") -> None:
+    """Run the ONNX checker on ``model`` (any size: it checks the weightless skeleton)."""
+    if model.ir_version == 0:
+        raise ModelError(f"{origin} is not an ONNX model: it has no IR version")
+    try:
+        onnx.checker.check_model(skeleton_of(model).model)
+    except (onnx.checker.ValidationError, ValueError) as error:
+        raise ModelError(
+            f"{origin} fails the ONNX checker: {one_line(error)}; "
+            "re-export the model or repair it with the onnx tools"
+        ) from None
+
+
+def _read(path: Path) -> ModelProto:
+    if not path.exists():
+        raise ModelError(f"model file {str(path)!r} does not exist; check the path")
+    if not path.is_file():
+        raise ModelError(f"model path {str(path)!r} is not a file; give the .onnx file")
+    try:
+        model = onnx.load(os.fspath(path), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError) as error:
+        raise ModelError(
+            f"model file {str(path)!r} is not an ONNX model (protobuf parsing failed: "
+            f"{one_line(error, 120)})"
+        ) from None
+    except OSError as error:
+        raise ModelError(f"cannot read model file {str(path)!r}: {error.strerror}") from None
+    if model.ir_version == 0 and not model.HasField("graph"):
+        raise ModelError(f"model file {str(path)!r} is empty or not an ONNX model")
+    _load_external_data(model, path.parent)
+    return model
+
+
+def _load_external_data(model: ModelProto, folder: Path) -> None:
+    """Read the weights that ``model`` keeps in files under ``folder``."""
+    external = [tensor for tensor in all_tensors(model.graph) if uses_external_data(tensor)]
+    for tensor in external:
+        location = external_data_helper.ExternalDataInfo(tensor).location
+        if not (folder / location).is_file():
+            raise ModelError(
+                f"tensor {tensor.name!r} keeps its data in {location!r}, which is missing from "
+                f"{str(folder)!r}; copy the data file beside the model file"
+            )
+    try:
+        external_data_helper.load_external_data_for_model(model, os.fspath(folder))
+    except (OSError, ValueError, onnx.checker.ValidationError) as error:
+        raise ModelError(
+            f"cannot read the external data of the model in {str(folder)!r}: {one_line(error)}"
+        ) from None
+    # onnx leaves ``data_location: DEFAULT`` set explicitly; clearing it makes the loaded
+    # model serialize exactly like the same model saved as a single file.
+    for tensor in external:
+        tensor.ClearField("data_location")
+
+
+def _refuse_unloaded_external_data(model: ModelProto, origin: str) -> None:
+    for tensor in all_tensors(model.graph):
+        if uses_external_data(tensor):
+            raise ModelError(
+                f"{origin} refers to external data for tensor {tensor.name!r} that is not "
+                "loaded; pass the model's file path instead, or load it with onnx.load()"
+            )
+
+
+def save_model(
+    model: ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None
+) -> None:
+    """Write ``model`` atomically; with external data its weights go to ``<name>.data``.
+
+    ``external_data=None`` chooses external data when one file could not hold the model.
+    The model object is not changed.
+    """
+    destination = Path(path)
+    _refuse_unloaded_external_data(model, "the model to save")
+    size = model.ByteSize()
+    if external_data is None:
+        external_data = size > EXTERNAL_DATA_THRESHOLD
+    if not external_data:
+        if size > PROTOBUF_LIMIT:
+            raise ModelError(
+                f"the model is {size / 2**30:.1f} GiB, over protobuf's 2 GiB limit for one "
+                "file; save it with external_data=True"
+            )
+        atomic_write_bytes(destination, model.SerializeToString())
+        return
+    data_name = destination.name + ".data"
+    # The data file is renamed into place first, so the model never points at a missing file.
+    with (
+        atomic_path(destination) as model_tmp,
+        atomic_path(destination.parent / data_name) as data_tmp,
+    ):
+        with data_tmp.open("wb") as data_file:
+            skeleton = _write_weights(model, data_file, data_name)
+        model_tmp.write_bytes(skeleton.SerializeToString())
+    log.info("saved %s with weights in %s", destination, data_name)
+
+
+def _write_weights(model: ModelProto, data_file: BinaryIO, location: str) -> ModelProto:
+    """Copy ``model`` with its large initializers' bytes moved to ``data_file``."""
+    skeleton = ModelProto()
+    copy_except(model, skeleton, skipped="graph")
+    copy_except(model.graph, skeleton.graph, skipped="initializer")
+    for tensor in model.graph.initializer:
+        if tensor.ByteSize() < EXTERNAL_MIN_BYTES or tensor.data_type == TensorProto.STRING:
+            skeleton.graph.initializer.append(tensor)
+            continue
+        payload = _little_endian_bytes(tensor)
+        data_file.write(b"\0" * (-data_file.tell() % DATA_ALIGNMENT))
+        offset = data_file.tell()
+        data_file.write(payload)
+        reference = skeleton.graph.initializer.add()
+        reference.name = tensor.name
+        reference.data_type = tensor.data_type
+        reference.dims.extend(tensor.dims)
+        if tensor.doc_string:
+            reference.doc_string = tensor.doc_string
+        reference.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", offset), ("length", len(payload))):
+            entry = reference.external_data.add()
+            entry.key, entry.value = key, str(value)
+    return skeleton
+
+
+def _little_endian_bytes(tensor: TensorProto) -> bytes:
+    if tensor.HasField("raw_data"):
+        return tensor.raw_data  # ONNX stores raw_data little-endian already
+    return numpy_helper.from_array(numpy_helper.to_array(tensor)).raw_data

@@ -1,0 +1,158 @@
+"""Running models with ONNX Runtime: sessions, and models that expose inner tensors.
+
+Calibration runs the float model with every activation exposed as an output; validation
+runs float and QDQ models side by side. Both go through ``make_session`` so that thread
+use, optimization level and large-model handling are decided in one place.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import onnx
+import onnxruntime as ort
+from onnx import ModelProto, ValueInfoProto, helper
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+from eightbit.errors import ConfigError, ModelError
+from eightbit.graph._proto import one_line, tensor_type_of
+from eightbit.graph._skeleton import skeleton_of
+from eightbit.graph.files import PROTOBUF_LIMIT, save_model
+
+log = logging.getLogger("eightbit.graph")
+
+Optimization = Literal["all", "basic", "none"]
+
+_OPTIMIZATION_LEVELS = {
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+}
+
+_ORT_LOAD_ERRORS = (
+    ort_errors.Fail,
+    ort_errors.InvalidArgument,
+    ort_errors.InvalidGraph,
+    ort_errors.InvalidProtobuf,
+    ort_errors.NoSuchFile,
+    ort_errors.NotImplemented,
+    ort_errors.RuntimeException,
+)
+
+# ORT takes a model in memory as one protobuf string; past this it must read a file.
+SESSION_INLINE_LIMIT = PROTOBUF_LIMIT
+
+
+def make_session(
+    model: ModelProto | str | os.PathLike[str],
+    *,
+    threads: int | None = None,
+    optimized_model_path: str | os.PathLike[str] | None = None,
+    optimization: Optimization = "all",
+) -> ort.InferenceSession:
+    """A CPU ``InferenceSession`` running nodes one at a time on ``threads`` threads.
+
+    ``threads=None`` lets ONNX Runtime choose. ``optimized_model_path`` saves the graph as
+    ONNX Runtime optimized it (to see which nodes it fused or ran in int8).
+    """
+    options = _session_options(threads, optimized_model_path, optimization)
+    if isinstance(model, ModelProto):
+        if model.ByteSize() <= SESSION_INLINE_LIMIT:
+            return _open(model.SerializeToString(), options, "the model")
+        with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
+            path = Path(tmp) / "model.onnx"
+            save_model(model, path, external_data=True)
+            return _open(os.fspath(path), options, "the model")
+    path = Path(model)
+    if not path.is_file():
+        raise ModelError(f"model file {str(path)!r} does not exist; check the path")
+    return _open(os.fspath(path), options, f"model file {str(path)!r}")
+
+
+def _session_options(
+    threads: int | None,
+    optimized_model_path: str | os.PathLike[str] | None,
+    optimization: str,
+) -> ort.SessionOptions:
+    if optimization not in _OPTIMIZATION_LEVELS:
+        raise ConfigError(
+            f"'optimization' must be one of {sorted(_OPTIMIZATION_LEVELS)} (got {optimization!r})"
+        )
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"'threads' must be a positive integer or None (got {threads!r})")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's own choice
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = _OPTIMIZATION_LEVELS[optimization]
+    options.log_severity_level = 3  # errors only; warnings about unused initializers are noise
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = os.fspath(optimized_model_path)
+    return options
+
+
+def _open(source: bytes | str, options: ort.SessionOptions, origin: str) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except _ORT_LOAD_ERRORS as error:
+        raise ModelError(f"ONNX Runtime cannot load {origin}: {one_line(error)}") from None
+
+
+def with_outputs(model: ModelProto, names: Sequence[str]) -> ModelProto:
+    """A copy of ``model`` that also returns the tensors ``names`` as graph outputs.
+
+    Each new output carries the tensor's known type and shape; a tensor whose type even
+    shape inference cannot tell gets an untyped output, which ONNX Runtime resolves.
+    """
+    graph = model.graph
+    present = {value.name for value in graph.output}
+    wanted = [name for name in dict.fromkeys(names) if name not in present]
+    defined = {value.name for value in graph.input} | {t.name for t in graph.initializer}
+    defined.update(name for node in graph.node for name in node.output)
+    unknown = [name for name in wanted if name not in defined]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], defined, n=3)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ModelError(f"the model has no tensor named {unknown[0]!r}{hint}")
+    declared = _declared_types(model)
+    if any(name not in declared for name in wanted):
+        declared.update(_inferred_types(model))
+    exposed = ModelProto()
+    exposed.CopyFrom(model)
+    for name in wanted:
+        exposed.graph.output.append(declared.get(name) or helper.make_empty_tensor_value_info(name))
+    return exposed
+
+
+def _declared_types(model: ModelProto) -> dict[str, ValueInfoProto]:
+    graph = model.graph
+    found = {
+        value.name: value
+        for value in [*graph.value_info, *graph.input, *graph.output]
+        if tensor_type_of(value) is not None
+    }
+    for tensor in graph.initializer:
+        found[tensor.name] = helper.make_tensor_value_info(
+            tensor.name, tensor.data_type, list(tensor.dims)
+        )
+    return found
+
+
+def _inferred_types(model: ModelProto) -> dict[str, ValueInfoProto]:
+    """Types of intermediate tensors from shape inference (run on the weightless skeleton)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(skeleton_of(model).model)
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as error:
+        log.debug("shape inference failed while exposing outputs: %s", one_line(error))
+        return {}
+    return {
+        value.name: value
+        for value in inferred.graph.value_info
+        if tensor_type_of(value) is not None
+    }
