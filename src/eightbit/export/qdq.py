@@ -1,0 +1,222 @@
+"""``to_qdq``: a plan written as a standard QDQ ONNX model (docs/numerics.md §Q10).
+
+Placement follows ONNX Runtime's QDQ format, so its CPU provider turns each quantized
+Conv, Gemm and MatMul into an int8 kernel: one QuantizeLinear -> DequantizeLinear pair per
+quantized activation, right after its producer (or the graph input) and shared by every
+reader; weights stored as int8 initializers (per-axis scales) and biases as int32
+initializers, each read through a DequantizeLinear; folded activations removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from eightbit.errors import ModelError
+from eightbit.plan import NodeDecision, QuantPlan
+from eightbit.quant import QuantParams, quantize_values
+
+# Per-axis DequantizeLinear arrived in opset 13.
+MIN_QDQ_OPSET = 13
+
+
+def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
+    """A QDQ copy of ``model`` (normalized, opset >= 13) quantized as ``plan`` says.
+
+    The tensor names of ``model`` keep their meaning: each quantized activation ``t`` is
+    the DequantizeLinear output named ``t`` (its producer now writes ``t_prequant``), so
+    graph outputs and value infos are unchanged. ``model`` itself is not modified.
+    """
+    opset = _default_opset(model)
+    if opset < MIN_QDQ_OPSET:
+        raise ModelError(
+            f"QDQ export needs opset >= {MIN_QDQ_OPSET} for per-channel scales (got {opset}); "
+            f"normalize the model first"
+        )
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    _QdqWriter(result.graph, plan).write()
+    return result
+
+
+class _QdqWriter:
+    """Rewrites one GraphProto in place; used once per export."""
+
+    def __init__(self, graph: onnx.GraphProto, plan: QuantPlan) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.decisions = _decisions_for(graph, plan)
+        self.initializers = {tensor.name: tensor for tensor in graph.initializer}
+        self.names = _FreshNames(_all_names(graph))
+        self.params_names: dict[str, tuple[str, str]] = {}
+        self.dequantized_constants: dict[str, str] = {}
+        self.head: list[onnx.NodeProto] = []  # DQ of constants and Q/DQ of inputs go first
+
+    def write(self) -> None:
+        nodes = list(self.graph.node)
+        by_name = {node.name: node for node in nodes}
+        input_renames = self._quantize_graph_inputs()
+        body: list[onnx.NodeProto] = []
+        for node in nodes:
+            decision = self.decisions[node.name]
+            if decision.fused_into is not None:
+                continue  # folded into its producer: the producer writes into its Q/DQ
+            for port, name in enumerate(node.input):
+                if name in input_renames:
+                    node.input[port] = input_renames[name]
+                elif decision.quantized and name in self.initializers and name in self.plan.tensors:
+                    node.input[port] = self._dequantized_constant(name)
+            body.append(node)
+            if decision.fused_activation is not None:
+                folded = by_name[decision.fused_activation].output[0]
+                body.extend(self._pair(node.output[0], folded, self.plan.tensors[folded]))
+            for port, name in enumerate(node.output):
+                if name and name in self.plan.tensors and name not in self.initializers:
+                    node.output[port] = self.names.fresh(f"{name}_prequant")
+                    body.extend(self._pair(node.output[port], name, self.plan.tensors[name]))
+        self.graph.ClearField("node")
+        self.graph.node.extend([*self.head, *body])
+        self._drop_unused_float_constants()
+
+    def _quantize_graph_inputs(self) -> dict[str, str]:
+        renames = {}
+        for value in self.graph.input:
+            name = value.name
+            if name in self.plan.tensors and name not in self.initializers:
+                renames[name] = self.names.fresh(f"{name}_dequantized")
+                self.head.extend(self._pair(name, renames[name], self.plan.tensors[name]))
+        return renames
+
+    def _pair(self, source: str, target: str, params: QuantParams) -> list[onnx.NodeProto]:
+        """QuantizeLinear(source) -> DequantizeLinear -> target."""
+        scale, zero_point = self._params_initializers(target, params)
+        stored = self.names.fresh(f"{target}_quantized")
+        quantize = _qdq_node(
+            "QuantizeLinear",
+            [source, scale, zero_point],
+            stored,
+            self.names.fresh(f"{target}_QuantizeLinear"),
+            params.axis,
+        )
+        dequantize = _qdq_node(
+            "DequantizeLinear",
+            [stored, scale, zero_point],
+            target,
+            self.names.fresh(f"{target}_DequantizeLinear"),
+            params.axis,
+        )
+        return [quantize, dequantize]
+
+    def _dequantized_constant(self, name: str) -> str:
+        """The DequantizeLinear output reading the integer form of initializer ``name``."""
+        if name in self.dequantized_constants:
+            return self.dequantized_constants[name]
+        params = self.plan.tensors[name]
+        values = numpy_helper.to_array(self.initializers[name])
+        stored = self.names.fresh(f"{name}_quantized")
+        self.graph.initializer.append(
+            numpy_helper.from_array(quantize_values(values, params), stored)
+        )
+        scale, zero_point = self._params_initializers(name, params)
+        output = self.names.fresh(f"{name}_dequantized")
+        self.head.append(
+            _qdq_node(
+                "DequantizeLinear",
+                [stored, scale, zero_point],
+                output,
+                self.names.fresh(f"{name}_DequantizeLinear"),
+                params.axis,
+            )
+        )
+        self.dequantized_constants[name] = output
+        return output
+
+    def _params_initializers(self, tensor: str, params: QuantParams) -> tuple[str, str]:
+        if tensor not in self.params_names:
+            scale = self.names.fresh(f"{tensor}_scale")
+            zero_point = self.names.fresh(f"{tensor}_zero_point")
+            self.graph.initializer.extend(
+                [
+                    numpy_helper.from_array(params.scale.astype(np.float32), scale),
+                    numpy_helper.from_array(
+                        params.zero_point.astype(params.numpy_dtype), zero_point
+                    ),
+                ]
+            )
+            self.params_names[tensor] = (scale, zero_point)
+        return self.params_names[tensor]
+
+    def _drop_unused_float_constants(self) -> None:
+        """Remove float weights now read only in integer form (the file keeps 1 byte/weight)."""
+        used = set(_names_read(self.graph.node)) | {value.name for value in self.graph.output}
+        replaced = set(self.dequantized_constants)
+        kept = [t for t in self.graph.initializer if t.name not in replaced or t.name in used]
+        if len(kept) != len(self.graph.initializer):
+            self.graph.ClearField("initializer")
+            self.graph.initializer.extend(kept)
+
+
+def _qdq_node(
+    op_type: str, inputs: list[str], output: str, name: str, axis: int | None
+) -> onnx.NodeProto:
+    node = helper.make_node(op_type, inputs, [output], name=name)
+    if axis is not None:  # per-channel: scale and zero point run along this axis
+        node.attribute.append(helper.make_attribute("axis", axis))
+    return node
+
+
+def _decisions_for(graph: onnx.GraphProto, plan: QuantPlan) -> dict[str, NodeDecision]:
+    decisions = {decision.name: decision for decision in plan.nodes}
+    names = [node.name for node in graph.node]
+    missing = [name for name in names if name not in decisions]
+    extra = sorted(set(decisions) - set(names))
+    if missing or extra:
+        raise ModelError(
+            f"the plan does not match the model (nodes without a decision: {missing[:5]}, "
+            f"decisions without a node: {extra[:5]}); make the plan from this normalized model"
+        )
+    return decisions
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    return 0
+
+
+def _names_read(nodes: Iterable[onnx.NodeProto]) -> Iterator[str]:
+    """Every name read by ``nodes``, including from inside their subgraphs."""
+    for node in nodes:
+        yield from node.input
+        for attribute in node.attribute:
+            for subgraph in [attribute.g, *attribute.graphs]:
+                yield from _names_read(subgraph.node)
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    names = {tensor.name for tensor in graph.initializer}
+    names.update(value.name for value in [*graph.input, *graph.output, *graph.value_info])
+    for node in graph.node:
+        names.add(node.name)
+        names.update(node.input)
+        names.update(node.output)
+    return names
+
+
+class _FreshNames:
+    """Names not yet used in the graph: ``hint``, else ``hint_1``, ``hint_2``, ..."""
+
+    def __init__(self, taken: Iterable[str]) -> None:
+        self.taken = set(taken)
+
+    def fresh(self, hint: str) -> str:
+        name, suffix = hint, 0
+        while name in self.taken:
+            suffix += 1
+            name = f"{hint}_{suffix}"
+        self.taken.add(name)
+        return name

@@ -1,0 +1,44 @@
+"""Convolutions: Conv (grouped and depthwise included) and ConvTranspose.
+
+Weight layouts: Conv ``[C_out, C_in/group, k...]`` (output channels on axis 0),
+ConvTranspose ``[C_in, C_out/group, k...]`` (axis 1). Bias ``[C_out]`` is int32 with scale
+``s_x · s_w`` (docs/numerics.md §Q3).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from eightbit.ops.spec import OpSpec, PerTensor, attr
+
+if TYPE_CHECKING:
+    from eightbit.graph import Node
+
+
+def _conv_axis(node: Node, shape: tuple[int, ...]) -> int | PerTensor:
+    return 0
+
+
+def _conv_transpose_axis(node: Node, shape: tuple[int, ...]) -> int | PerTensor:
+    if attr(node, "group", 1) != 1:
+        # Axis 1 holds C_out/group channels: one scale would serve a channel of every group.
+        return PerTensor("grouped ConvTranspose: weight axis 1 does not index output channels")
+    return 1
+
+
+CONV = OpSpec(
+    "Conv",
+    weight_port=1,
+    bias_port=2,
+    weight_channel_axis=_conv_axis,
+    absorbs_activation=True,
+)
+CONV_TRANSPOSE = OpSpec(
+    "ConvTranspose",
+    weight_port=1,
+    bias_port=2,
+    weight_channel_axis=_conv_transpose_axis,
+    absorbs_activation=True,
+)
+
+SPECS = (CONV, CONV_TRANSPOSE)

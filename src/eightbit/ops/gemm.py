@@ -1,0 +1,65 @@
+"""Matrix products: Gemm and MatMul (constant weight, or two activations).
+
+Gemm's weight B is ``[K, N]``, or ``[N, K]`` with ``transB = 1``: the output-channel axis
+is 1, resp. 0. ONNX Runtime turns a QDQ Gemm into ``QGemm`` and a QDQ MatMul into
+``QLinearMatMul``; the latter takes per-channel scales for a 2-D weight but only a
+per-tensor scale for a batched (>= 3-D) one, so those are quantized per tensor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from eightbit.ops.spec import OpSpec, PerTensor, attr, optional_input
+
+if TYPE_CHECKING:
+    from eightbit.graph import Graph, Node
+
+
+def _gemm_axis(node: Node, shape: tuple[int, ...]) -> int | PerTensor:
+    return 0 if attr(node, "transB", 0) else 1
+
+
+def _gemm_check(node: Node, graph: Graph) -> str | None:
+    if attr(node, "transA", 0):
+        return "Gemm with transA=1 is not quantized (the input is not in row-major form)"
+    if attr(node, "alpha", 1.0) != 1.0:
+        return "Gemm with alpha != 1 is not quantized (QGemm's bias unit assumes alpha = 1)"
+    bias = optional_input(node, 2)
+    if bias is not None and attr(node, "beta", 1.0) != 1.0:
+        return "Gemm with beta != 1 is not quantized (the int32 bias is added unscaled)"
+    weight = optional_input(node, 1)
+    if bias is not None and weight is not None and weight in graph.initializers:
+        channels = graph.initializers[weight].shape[0 if attr(node, "transB", 0) else 1]
+        if np.asarray(graph.initializers[bias]).shape != (channels,):
+            return f"Gemm bias C must have shape ({channels},) to be stored as int32 per channel"
+    return None
+
+
+def _matmul_axis(node: Node, shape: tuple[int, ...]) -> int | PerTensor:
+    if len(shape) != 2:
+        return PerTensor(
+            "batched MatMul weight: ONNX Runtime fuses it into QLinearMatMul only per tensor"
+        )
+    return 1
+
+
+GEMM = OpSpec(
+    "Gemm",
+    weight_port=1,
+    bias_port=2,
+    weight_channel_axis=_gemm_axis,
+    absorbs_activation=True,
+    check=_gemm_check,
+)
+MATMUL = OpSpec(
+    "MatMul",
+    weight_port=1,
+    weight_may_be_activation=True,
+    weight_channel_axis=_matmul_axis,
+    absorbs_activation=True,
+)
+
+SPECS = (GEMM, MATMUL)

@@ -1,0 +1,24 @@
+"""Layout ops: they move, select or pad values, so they keep their input's parameters and
+ONNX Runtime runs them directly on int8 (docs/numerics.md §Q6). Only input 0 is data:
+the other inputs are shapes, axes, indices or the pad value.
+"""
+
+from __future__ import annotations
+
+from eightbit.ops.spec import OpSpec, OutputParams
+
+_SAME = OutputParams.SAME_AS_INPUT
+
+SPECS = tuple(
+    OpSpec(op_type, output_params=_SAME)
+    for op_type in (
+        "Reshape",
+        "Flatten",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Split",
+        "Slice",
+        "Pad",
+    )
+)

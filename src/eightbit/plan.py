@@ -1,0 +1,286 @@
+"""``QuantPlan``: for every node, int8 or float (and why); for every tensor, its parameters.
+
+``make_plan`` decides from a normalized graph, calibrated ranges and a ``QuantConfig``:
+which nodes are quantized (docs/numerics.md §Q6, §Q9), which Relu/Clip nodes are folded into
+their producer (§Q5), and the parameters of every activation, weight, bias and constant
+operand (§Q1-§Q4, §Q8). ``activation_tensors_to_calibrate`` names the tensors whose ranges
+calibration must observe, and no more. The plan is a plain value: JSON in, JSON out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from eightbit._io import atomic_write_text
+from eightbit.errors import ConfigError, DataError
+from eightbit.graph import Graph, Node
+from eightbit.ops import OpSpec, PerTensor, lookup
+from eightbit.ops.selection import Calibrated, SameAs, clamp_bounds, select
+from eightbit.ops.spec import optional_input
+from eightbit.quant import (
+    QuantConfig,
+    QuantParams,
+    activation_params,
+    bias_params,
+    constant_params,
+    fit_weight_to_bias,
+    quantize_values,
+    weight_params,
+)
+
+PLAN_FORMAT = "eightbit-plan"
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class NodeDecision:
+    """What happens to one node.
+
+    ``reason``: for a float node, why it is not quantized; for a quantized node, any
+    departure from the configuration (per-tensor weights, widened weight scales), else None.
+    ``fused_activation``: the Relu/Clip folded into this node's output (dropped from the
+    graph). ``fused_into``: for that folded activation, the node it was folded into.
+    """
+
+    name: str
+    op_type: str
+    quantized: bool
+    reason: str | None = None
+    fused_activation: str | None = None
+    fused_into: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op_type": self.op_type,
+            "quantized": self.quantized,
+            "reason": self.reason,
+            "fused_activation": self.fused_activation,
+            "fused_into": self.fused_into,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NodeDecision:
+        known = list(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"a plan node has unknown field(s) {unknown}; expected {known}")
+        for required, kind in (("name", str), ("op_type", str), ("quantized", bool)):
+            if not isinstance(data.get(required), kind):
+                raise ConfigError(
+                    f"a plan node's {required!r} must be a {kind.__name__} "
+                    f"(got {data.get(required)!r})"
+                )
+        for optional in ("reason", "fused_activation", "fused_into"):
+            if not isinstance(data.get(optional), str | None):
+                raise ConfigError(
+                    f"a plan node's {optional!r} must be a string or null "
+                    f"(got {data.get(optional)!r})"
+                )
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """The decisions of ``make_plan``: a configuration, node decisions, tensor parameters."""
+
+    config: QuantConfig
+    tensors: Mapping[str, QuantParams]
+    nodes: tuple[NodeDecision, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
+        object.__setattr__(self, "nodes", tuple(self.nodes))
+        seen: set[str] = set()
+        for decision in self.nodes:
+            if decision.name in seen:
+                raise ConfigError(f"a plan lists node {decision.name!r} twice")
+            seen.add(decision.name)
+
+    def quantized_nodes(self) -> tuple[NodeDecision, ...]:
+        return tuple(d for d in self.nodes if d.quantized)
+
+    def fallbacks(self) -> tuple[NodeDecision, ...]:
+        """Nodes kept in float, each with its reason."""
+        return tuple(d for d in self.nodes if not d.quantized)
+
+    def decision(self, name: str) -> NodeDecision:
+        for candidate in self.nodes:
+            if candidate.name == name:
+                return candidate
+        raise ConfigError(f"the plan has no node named {name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "version": PLAN_VERSION,
+            "config": self.config.to_dict(),
+            "nodes": [decision.to_dict() for decision in self.nodes],
+            "tensors": {name: params.to_dict() for name, params in self.tensors.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantPlan:
+        if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
+            raise ConfigError(f"not an eightbit plan: 'format' must be {PLAN_FORMAT!r}")
+        if data.get("version") != PLAN_VERSION:
+            raise ConfigError(
+                f"plan 'version' must be {PLAN_VERSION} (got {data.get('version')!r}); "
+                f"make the plan again with this eightbit"
+            )
+        return cls(
+            config=QuantConfig.from_dict(data.get("config", {})),
+            tensors={
+                name: QuantParams.from_dict(params)
+                for name, params in dict(data.get("tensors", {})).items()
+            },
+            nodes=tuple(NodeDecision.from_dict(node) for node in data.get("nodes", [])),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the plan as JSON, atomically."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> QuantPlan:
+        source = Path(path)
+        try:
+            text = source.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read plan {str(source)!r}: {exc.strerror}") from exc
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"plan {str(source)!r} is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+# --- Planning ---------------------------------------------------------------------------
+
+
+class RangeLookup(Protocol):
+    """``Ranges`` from eightbit.calibrate, or a plain mapping name -> (min, max)."""
+
+    def __getitem__(self, name: str, /) -> Any: ...
+
+
+def activation_tensors_to_calibrate(graph: Graph, config: QuantConfig) -> list[str]:
+    """The tensors whose ranges ``make_plan`` reads, in topological order.
+
+    Outputs that keep their input's parameters are not listed, and a folded producer's
+    output is replaced by its activation's output (§Q5): calibration observes no more
+    than the plan needs. Raises the same ConfigErrors as ``make_plan``.
+    """
+    return select(graph, config).calibrated_tensors()
+
+
+def make_plan(graph: Graph, ranges: RangeLookup, config: QuantConfig) -> QuantPlan:
+    """Decide every node and the parameters of every quantized tensor.
+
+    ``ranges`` maps each tensor of ``activation_tensors_to_calibrate`` to its (min, max),
+    as ``Ranges`` from eightbit.calibrate or a plain mapping of pairs. Raises ConfigError
+    for an unknown name in ``config.exclude`` or a model with nothing to quantize, and
+    DataError for a missing range.
+    """
+    selection = select(graph, config)
+    tensors: dict[str, QuantParams] = {}
+    for name, source in selection.sources.items():
+        if isinstance(source, Calibrated):
+            lo, hi = _clipped(_range_of(ranges, source.tensor), source.bounds)
+            tensors[name] = activation_params(lo, hi, config)
+        elif isinstance(source, SameAs):
+            tensors[name] = tensors[source.tensor]
+        else:
+            tensors[name] = constant_params(graph.initializers[name], config)
+
+    notes: dict[str, str | None] = {}
+    for node in graph.nodes:
+        spec = lookup(node.op_type, node.domain)
+        if selection.reasons[node.name] is None and spec is not None:
+            notes[node.name] = _weight_and_bias_params(graph, node, spec, config, tensors)
+
+    folded: dict[str, str] = {}  # dropped activation -> the producer it was folded into
+    for producer_name, activation in selection.fused.items():
+        produced = graph.node(producer_name).outputs[0]
+        if _saturation_is_clamp(tensors[produced], clamp_bounds(graph, activation)):
+            del tensors[produced]  # the producer writes straight into the activation's Q/DQ
+            folded[activation.name] = producer_name
+
+    fused_activation = {producer: activation for activation, producer in folded.items()}
+    decisions = tuple(
+        NodeDecision(
+            name=node.name,
+            op_type=node.op_type,
+            quantized=selection.reasons[node.name] is None,
+            reason=selection.reasons[node.name] or notes.get(node.name),
+            fused_activation=fused_activation.get(node.name),
+            fused_into=folded.get(node.name),
+        )
+        for node in graph.nodes
+    )
+    return QuantPlan(config=config, tensors=tensors, nodes=decisions)
+
+
+def _weight_and_bias_params(
+    graph: Graph, node: Node, spec: OpSpec, config: QuantConfig, tensors: dict[str, QuantParams]
+) -> str | None:
+    """Add the node's weight and bias parameters to ``tensors``; return a note, if any."""
+    weight = None if spec.weight_port is None else optional_input(node, spec.weight_port)
+    if weight is None or weight not in graph.initializers:
+        return None  # no weight, or MatMul's second activation
+    values = graph.initializers[weight]
+    notes = []
+    axis: int | None = None
+    if config.per_channel and spec.weight_channel_axis is not None:
+        found = spec.weight_channel_axis(node, tuple(values.shape))
+        if isinstance(found, PerTensor):
+            notes.append(f"per-tensor weights: {found.reason}")
+        else:
+            axis = found
+    params = weight_params(values, axis, config, name=f"weight {weight!r}")
+    bias = None if spec.bias_port is None else optional_input(node, spec.bias_port)
+    if bias is not None:
+        input_params = tensors[node.inputs[spec.data_ports(node)[0]]]
+        params, widened = fit_weight_to_bias(graph.initializers[bias], input_params, params)
+        if widened:
+            notes.append(f"weight scale widened on channel(s) {list(widened)} so the bias fits")
+        tensors[bias] = bias_params(input_params, params)
+    tensors[weight] = params
+    return "; ".join(notes) or None
+
+
+def _range_of(ranges: RangeLookup, name: str) -> tuple[float, float]:
+    try:
+        entry = ranges[name]
+    except KeyError:
+        raise DataError(
+            f"no calibrated range for tensor {name!r}; calibrate the tensors listed by "
+            f"activation_tensors_to_calibrate(graph, config) with this configuration"
+        ) from None
+    lo, hi = entry if isinstance(entry, tuple | list) else (entry.min, entry.max)
+    return float(lo), float(hi)
+
+
+def _clipped(
+    calibrated: tuple[float, float], clamp: tuple[float, float] | None
+) -> tuple[float, float]:
+    lo, hi = calibrated
+    if clamp is None:
+        return lo, hi
+    lo, hi = max(lo, clamp[0]), min(hi, clamp[1])
+    return lo, max(lo, hi)  # a range entirely outside the clamp collapses onto its edge
+
+
+def _saturation_is_clamp(params: QuantParams, bounds: tuple[float, float]) -> bool:
+    """Eq. Q.9: Q(min) = qmin and Q(max) = qmax, so quantizing does the clamp by itself."""
+    low, high = bounds
+    low_ok = low == -math.inf or int(quantize_values(low, params)) == params.qmin
+    high_ok = high == math.inf or int(quantize_values(high, params)) == params.qmax
+    return low_ok and high_ok

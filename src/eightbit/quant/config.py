@@ -1,0 +1,116 @@
+"""``QuantConfig``: the quantization scheme a user chooses (mirrored by the CLI's flags)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Literal, cast, get_args
+
+from eightbit.errors import ConfigError
+
+Scheme = Literal["affine", "pow2"]
+ActivationType = Literal["uint8", "int8"]
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
+ACTIVATION_TYPES: tuple[ActivationType, ...] = get_args(ActivationType)
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How tensors are quantized and which nodes are.
+
+    - ``scheme``: ``"affine"`` (scales from the range, asymmetric activations) or ``"pow2"``
+      (every scale a power of two, symmetric int8 activations: shift-only targets).
+    - ``activations``: ``"uint8"`` (the fast u8 × s8 path of x86 VNNI) or ``"int8"``. Left
+      as None it resolves to the scheme's type: uint8 for affine, int8 for pow2; pow2 with
+      an explicit ``"uint8"`` is an error, not a silent change.
+    - ``per_channel``: one weight scale per output channel (else one per tensor).
+    - ``exclude``: names of nodes kept in float.
+    - ``op_types``: if given, only nodes of these op types are quantized.
+    """
+
+    scheme: Scheme = "affine"
+    activations: ActivationType | None = None
+    per_channel: bool = True
+    exclude: tuple[str, ...] = ()
+    op_types: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("scheme", self.scheme, SCHEMES)
+        activations = self.activations
+        if activations is None:
+            activations = "int8" if self.scheme == "pow2" else "uint8"
+        _one_of("activations", activations, ACTIVATION_TYPES)
+        if self.scheme == "pow2" and activations != "int8":
+            raise ConfigError(
+                f"'activations' must be 'int8' when 'scheme' is 'pow2': power-of-two "
+                f"activations are symmetric int8 (got {activations!r})"
+            )
+        object.__setattr__(self, "activations", activations)
+        if not isinstance(self.per_channel, bool):
+            raise ConfigError(f"'per_channel' must be True or False (got {self.per_channel!r})")
+        object.__setattr__(self, "exclude", _names("exclude", self.exclude))
+        if self.op_types is not None:
+            op_types = _names("op_types", self.op_types)
+            if not op_types:
+                raise ConfigError("'op_types' must name at least one op type, or be None for all")
+            _check_supported(op_types)
+            object.__setattr__(self, "op_types", op_types)
+
+    @property
+    def activation_type(self) -> ActivationType:
+        """The resolved activation storage type (never None after construction)."""
+        return cast(ActivationType, self.activations)
+
+    @property
+    def symmetric_activations(self) -> bool:
+        return self.scheme == "pow2"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scheme": self.scheme,
+            "activations": self.activations,
+            "per_channel": self.per_channel,
+            "exclude": list(self.exclude),
+            "op_types": None if self.op_types is None else list(self.op_types),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
+        known = [field.name for field in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"quantization config has unknown field(s) {unknown}; expected {known}"
+            )
+        return cls(**dict(data))
+
+
+def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name!r} must be one of {list(allowed)} (got {value!r})")
+
+
+def _names(name: str, values: Iterable[str] | str) -> tuple[str, ...]:
+    """A tuple of non-empty strings from any iterable of strings (a bare string is refused)."""
+    if isinstance(values, str):
+        raise ConfigError(f"{name!r} must be a list of names, not one string (got {values!r})")
+    try:
+        names = tuple(values)
+    except TypeError as exc:
+        raise ConfigError(f"{name!r} must be a list of names (got {values!r})") from exc
+    for item in names:
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{name!r} must hold non-empty strings (got {item!r})")
+    return names
+
+
+def _check_supported(op_types: tuple[str, ...]) -> None:
+    # Imported here: eightbit.ops will import eightbit.quant for its integer kernels.
+    from eightbit.ops import supported_op_types
+
+    supported = supported_op_types()
+    unknown = [op for op in op_types if op not in supported]
+    if unknown:
+        raise ConfigError(
+            f"'op_types' must be op types eightbit quantizes, {list(supported)} (got {unknown})"
+        )

@@ -1,0 +1,271 @@
+"""The QDQ model: ONNX Runtime's int8 kernels, exact folds, storage, and real exported models."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from eightbit.errors import ModelError
+from eightbit.export import to_qdq
+from eightbit.graph import load_model, save_model
+from eightbit.quant import QuantConfig
+from tests.export.helpers import (
+    make_model,
+    normal,
+    optimized_op_types,
+    output_scale,
+    quantize,
+    run,
+    scale_initializers,
+)
+from tests.fixtures import models as fixtures
+
+FLOAT_KERNELS = {"Conv", "FusedConv", "Gemm", "FusedGemm", "MatMul", "FusedMatMul"}
+
+
+def conv_depthwise_gemm_matmul() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """Conv+Relu -> depthwise Conv+Clip(0, 6) -> pool -> Gemm+Relu -> MatMul, batch symbolic."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv", pads=[1] * 4),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="dw", pads=[1] * 4, group=8),
+        helper.make_node("Clip", ["c2", "zero", "six"], ["r2"], name="relu6"),
+        helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
+        helper.make_node("Flatten", ["p"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["g"], name="fc", transB=1),
+        helper.make_node("Relu", ["g"], ["r3"], name="relu3"),
+        helper.make_node("MatMul", ["r3", "w4"], ["y"], name="head"),
+    ]
+    weights = {
+        "w1": normal(8, 4, 3, 3, seed=1, scale=0.3),
+        "b1": normal(8, seed=2, scale=0.1),
+        "w2": normal(8, 1, 3, 3, seed=3, scale=0.5),
+        "b2": normal(8, seed=4, scale=0.1),
+        "zero": np.float32(0.0),
+        "six": np.float32(6.0),
+        "w3": normal(16, 8, seed=5, scale=0.4),
+        "b3": normal(16, seed=6, scale=0.1),
+        "w4": normal(16, 5, seed=7, scale=0.3),
+    }
+    model = make_model(nodes, [("x", ("batch", 4, 8, 8))], [("y", ("batch", 5))], weights)
+    return model, {"x": normal(4, 4, 8, 8, seed=8)}
+
+
+@pytest.mark.parametrize(
+    "config",
+    [QuantConfig(), QuantConfig(per_channel=False), QuantConfig(activations="int8")],
+    ids=["u8-per-channel", "u8-per-tensor", "s8"],
+)
+def test_onnxruntime_runs_every_conv_gemm_matmul_on_int8_kernels(config: QuantConfig) -> None:
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds, config)
+    kernels = optimized_op_types(quantized.qdq)
+    assert not FLOAT_KERNELS & set(kernels), kernels
+    assert kernels.count("QLinearConv") == 2
+    assert kernels.count("QGemm") == 1
+    assert kernels.count("QLinearMatMul") == 1
+    assert "Relu" not in kernels and "Clip" not in kernels  # folded into their producers
+    assert {d.fused_activation for d in quantized.plan.nodes} >= {"relu1", "relu6", "relu3"}
+
+
+def test_folded_activations_give_bit_identical_results() -> None:
+    """Eq. Q.9: putting the dropped Relu/Clip back in front of their Q changes no bit."""
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds)
+    restored = onnx.ModelProto()
+    restored.CopyFrom(quantized.qdq)
+    clamps = {"c1": ("Relu", []), "c2": ("Clip", ["zero", "six"]), "g": ("Relu", [])}
+    for node in restored.graph.node:
+        if node.op_type == "QuantizeLinear" and node.input[0] in clamps:
+            op_type, bounds = clamps[node.input[0]]
+            clamped = node.input[0] + "_clamped"
+            restored.graph.node.append(
+                helper.make_node(op_type, [node.input[0], *bounds], [clamped], name=clamped)
+            )
+            node.input[0] = clamped
+    restored.graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.float32(0), "zero"),
+            numpy_helper.from_array(np.float32(6), "six"),
+        ]
+    )
+    restored = _sorted(restored)
+    assert sum(n.op_type in ("Relu", "Clip") for n in restored.graph.node) == 3
+    np.testing.assert_array_equal(
+        run(quantized.qdq, feeds, optimized=False), run(restored, feeds, optimized=False)
+    )
+
+
+def test_the_output_is_valid_and_the_input_untouched() -> None:
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds)
+    before = quantized.float_model.SerializeToString()
+    again = to_qdq(quantized.float_model, quantized.plan)
+    assert quantized.float_model.SerializeToString() == before
+    onnx.checker.check_model(again, full_check=True)
+    assert again.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert [o.name for o in again.graph.output] == ["y"]
+    for batch in (1, 3):
+        assert run(again, {"x": feeds["x"][:batch]}, optimized=True).shape == (batch, 5)
+
+
+def test_weights_are_stored_as_int8_and_biases_as_int32() -> None:
+    model, feeds = conv_depthwise_gemm_matmul()
+    qdq = quantize(model, feeds).qdq
+    stored = {t.name: numpy_helper.to_array(t) for t in qdq.graph.initializer}
+    for weight in ("w1", "w2", "w3", "w4"):
+        assert weight not in stored  # no float copy kept
+        assert stored[f"{weight}_quantized"].dtype == np.int8
+        assert np.abs(stored[f"{weight}_quantized"]).max() == 127  # narrow range, full use
+    for bias in ("b1", "b2", "b3"):
+        assert stored[f"{bias}_quantized"].dtype == np.int32
+
+
+def test_pow2_models_contain_only_power_of_two_scales() -> None:
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds, QuantConfig(scheme="pow2"))
+    scales = scale_initializers(quantized.qdq)
+    assert len(scales) > 10
+    for name, scale in scales.items():
+        mantissa, _ = np.frexp(scale.astype(np.float64))
+        assert np.all(mantissa == 0.5), name
+    for params in quantized.plan.tensors.values():
+        assert params.fraction_lengths is not None
+        assert np.all(params.zero_point == 0)
+    expected = run(quantized.float_model, feeds, optimized=False)
+    int8 = run(quantized.qdq, feeds, optimized=True)
+    assert np.max(np.abs(int8 - expected)) <= 4 * output_scale(quantized)
+
+
+def test_a_huge_bias_widens_the_weight_scale_and_stays_exact() -> None:
+    """Channel 1 has weights ~1e-9 and bias 3: s_x·s_w would put the bias far beyond int32."""
+    weights = normal(2, 3, 1, 1, seed=1)
+    weights[1] *= 1e-9
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], name="conv")]
+    initializers = {"w": weights, "b": np.array([0.1, 3.0], np.float32)}
+    model = make_model(nodes, [("x", (1, 3, 4, 4))], [("y", (1, 2, 4, 4))], initializers)
+    feeds = {"x": normal(1, 3, 4, 4, seed=2)}
+    quantized = quantize(model, feeds)
+    assert "widened on channel(s) [1]" in (quantized.plan.decision("conv").reason or "")
+    stored = {t.name: numpy_helper.to_array(t) for t in quantized.qdq.graph.initializer}
+    assert np.abs(stored["b_quantized"]).max() <= 2**30
+    expected = run(quantized.float_model, feeds, optimized=False)
+    int8 = run(quantized.qdq, feeds, optimized=True)
+    assert np.max(np.abs(int8 - expected)) <= 2 * output_scale(quantized)
+
+
+def test_torch_model_with_batchnorm_constant_biases_and_external_data(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    source = fixtures.torch_export(
+        fixtures.torch_small_cnn(),
+        torch.randn(2, 3, 8, 8),
+        tmp_path / "cnn.onnx",
+        external_data=True,
+    )
+    digest = _digest(tmp_path)
+    model = load_model(source)
+    assert any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    feeds = fixtures.random_inputs(model, 16, seed=1)
+    quantized = quantize(model, feeds)
+    out = tmp_path / "cnn.int8.onnx"
+    save_model(quantized.qdq, out)
+    assert _digest(tmp_path, skip=out.name) == digest  # the input files are never modified
+    reloaded = load_model(out)
+    kernels = optimized_op_types(reloaded)
+    assert not FLOAT_KERNELS & set(kernels), kernels
+    expected = run(quantized.float_model, feeds, optimized=False)
+    int8 = run(reloaded, feeds, optimized=True)
+    assert np.mean(expected.argmax(1) == int8.argmax(1)) >= 0.9
+    assert _sqnr_db(expected, int8) >= 25
+
+
+@pytest.mark.parametrize("build", [fixtures.opset11_model, fixtures.weights_in_constants])
+def test_exported_models_as_users_have_them(build) -> None:
+    model = build()
+    feeds = fixtures.random_inputs(model, 16, seed=1)
+    quantized = quantize(model, feeds)
+    onnx.checker.check_model(quantized.qdq, full_check=True)
+    kernels = optimized_op_types(quantized.qdq)
+    assert {"QLinearConv", "QGemm"} <= set(kernels)
+    expected = run(quantized.float_model, feeds, optimized=False)
+    assert _sqnr_db(expected, run(quantized.qdq, feeds, optimized=True)) >= 25
+
+
+def test_a_weight_shared_with_a_float_node_keeps_its_float_copy() -> None:
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="first"),
+        helper.make_node("Conv", ["a", "w"], ["y"], name="second"),
+    ]
+    weights = {"w": normal(2, 2, 1, 1)}
+    model = make_model(nodes, [("x", (1, 2, 3, 3))], [("y", (1, 2, 3, 3))], weights)
+    feeds = {"x": normal(1, 2, 3, 3, seed=1)}
+    quantized = quantize(model, feeds)
+    assert not quantized.plan.decision("second").quantized
+    stored = {t.name for t in quantized.qdq.graph.initializer}
+    assert {"w", "w_quantized"} <= stored
+    expected = run(quantized.float_model, feeds, optimized=False)
+    assert _sqnr_db(expected, run(quantized.qdq, feeds, optimized=True)) >= 25
+
+
+def test_export_refuses_old_opsets_and_foreign_plans() -> None:
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds)
+    old = onnx.ModelProto()
+    old.CopyFrom(quantized.float_model)
+    old.opset_import[0].version = 12
+    with pytest.raises(ModelError, match="opset >= 13"):
+        to_qdq(old, quantized.plan)
+    other = quantize(*_tiny())
+    with pytest.raises(ModelError, match="plan does not match the model"):
+        to_qdq(quantized.float_model, other.plan)
+
+
+def _tiny() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="other_conv")]
+    weights = {"w": normal(2, 2, 1, 1)}
+    model = make_model(nodes, [("x", (1, 2, 3, 3))], [("y", (1, 2, 3, 3))], weights)
+    return model, {"x": normal(1, 2, 3, 3)}
+
+
+def _sorted(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same model with its nodes in topological order (appended nodes moved up)."""
+    produced_by = {out: node for node in model.graph.node for out in node.output}
+    ordered: list[onnx.NodeProto] = []
+    done: set[str] = set()
+
+    def visit(node: onnx.NodeProto) -> None:
+        if node.name in done:
+            return
+        done.add(node.name)
+        for name in node.input:
+            if name in produced_by:
+                visit(produced_by[name])
+        ordered.append(node)
+
+    for node in list(model.graph.node):
+        visit(node)
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    result.graph.ClearField("node")
+    result.graph.node.extend(ordered)
+    return result
+
+
+def _sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    noise = np.sum((reference - test).astype(np.float64) ** 2)
+    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / noise))
+
+
+def _digest(folder: Path, skip: str = "") -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(skip or "\0")
+    }

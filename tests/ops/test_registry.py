@@ -1,0 +1,106 @@
+"""The op registry: the issue's list, facts declared per op, attribute-dependent rules."""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper
+
+from eightbit.graph import Graph, Node
+from eightbit.ops import OpSpec, OutputParams, PerTensor, lookup, supported_op_types
+from tests.export.helpers import make_model, normal
+
+ISSUE_LIST = {
+    "Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul", "Concat", "MaxPool",
+    "AveragePool", "GlobalAveragePool", "Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid",
+    "HardSwish", "Resize", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Split",
+    "Slice", "Pad",
+}  # fmt: skip
+LAYOUT = {"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Split", "Slice", "Pad"}
+
+
+def _node(op_type: str, **attrs: object) -> Node:
+    proto = helper.make_node(op_type, ["x", "w"], ["y"], name="n", **attrs)
+    return Node("n", op_type, tuple(proto.input), tuple(proto.output), attrs)
+
+
+def test_the_registry_holds_exactly_the_issue_list() -> None:
+    assert set(supported_op_types()) == ISSUE_LIST
+    for op_type in ("Softmax", "LayerNormalization", "Erf", "BatchNormalization"):
+        assert lookup(op_type) is None
+    assert lookup("Conv", "com.microsoft") is None
+    assert lookup("Conv", "ai.onnx") is lookup("Conv")
+
+
+def test_value_preserving_ops_keep_their_input_parameters() -> None:
+    same = {op for op in ISSUE_LIST if _spec(op).output_params is OutputParams.SAME_AS_INPUT}
+    assert same == LAYOUT | {"MaxPool", "Resize", "Relu", "Clip"}
+
+
+def _spec(op_type: str) -> OpSpec:
+    spec = lookup(op_type)
+    assert spec is not None
+    return spec
+
+
+def _axis(op_type: str, shape: tuple[int, ...], **attrs: object) -> int | PerTensor:
+    rule = _spec(op_type).weight_channel_axis
+    assert rule is not None
+    return rule(_node(op_type, **attrs), shape)
+
+
+def test_weight_ports_and_channel_axes_are_declared() -> None:
+    assert (_spec("Conv").weight_port, _spec("Conv").bias_port) == (1, 2)
+    assert (_spec("Gemm").weight_port, _spec("Gemm").bias_port) == (1, 2)
+    matmul = _spec("MatMul")
+    assert (matmul.weight_port, matmul.bias_port, matmul.weight_may_be_activation) == (
+        1,
+        None,
+        True,
+    )
+    assert _axis("Conv", (8, 1, 3, 3), group=8) == 0
+    assert _axis("ConvTranspose", (4, 8, 3, 3)) == 1
+    assert isinstance(_axis("ConvTranspose", (4, 4, 3, 3), group=2), PerTensor)
+    assert _axis("Gemm", (8, 16), transB=1) == 0
+    assert _axis("Gemm", (16, 8)) == 1
+    assert _axis("MatMul", (16, 8)) == 1
+    assert isinstance(_axis("MatMul", (2, 16, 8)), PerTensor)
+
+
+def test_only_linear_ops_absorb_and_only_clamps_are_absorbed() -> None:
+    absorbs = {op for op in ISSUE_LIST if _spec(op).absorbs_activation}
+    assert absorbs == {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"}
+    clamps = {op for op in ISSUE_LIST if _spec(op).clamp_bounds is not None}
+    assert clamps == {"Relu", "Clip"}
+
+
+def test_attribute_rules_keep_nodes_in_float_with_a_reason() -> None:
+    nodes = [
+        helper.make_node("Resize", ["x", "", "s"], ["r"], name="cubic", mode="cubic"),
+        helper.make_node("Clip", ["r", "lo"], ["c"], name="dynamic_clip"),
+        helper.make_node("Clip", ["c", "zero", "six"], ["k"], name="relu6"),
+        helper.make_node("Gemm", ["f", "w", "b"], ["g"], name="alpha_gemm", alpha=2.0),
+        helper.make_node("Gemm", ["f", "w", "b2"], ["h"], name="wide_bias_gemm"),
+    ]
+    initializers = {
+        "s": np.array([1, 1, 2, 2], np.float32),
+        "zero": np.float32(0),
+        "six": np.float32(6),
+        "w": normal(4, 3),
+        "b": normal(3),
+        "b2": normal(2, 3),
+    }
+    inputs = [("x", (1, 2, 2, 2)), ("lo", ()), ("f", (2, 4))]
+    outputs = [("k", (1, 2, 4, 4)), ("g", (2, 3)), ("h", (2, 3))]
+    graph = Graph(make_model(nodes, inputs, outputs, initializers))
+
+    def reason(name: str) -> str | None:
+        node = graph.node(name)
+        return _spec(node.op_type).reason_not_quantized(node, graph)
+
+    assert "cubic" in (reason("cubic") or "")
+    assert reason("dynamic_clip") == "Clip bounds are not constant scalars"
+    assert reason("relu6") is None
+    bounds = _spec("Clip").clamp_bounds
+    assert bounds is not None and bounds(graph.node("relu6"), graph) == (0.0, 6.0)
+    assert "alpha != 1" in (reason("alpha_gemm") or "")
+    assert "bias C must have shape (3,)" in (reason("wide_bias_gemm") or "")
