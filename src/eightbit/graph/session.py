@@ -55,13 +55,19 @@ def make_session(
     threads: int | None = None,
     optimized_model_path: str | os.PathLike[str] | None = None,
     optimization: Optimization = "all",
+    lean: bool = False,
 ) -> ort.InferenceSession:
     """A CPU ``InferenceSession`` running nodes one at a time on ``threads`` threads.
 
     ``threads=None`` lets ONNX Runtime choose. ``optimized_model_path`` saves the graph as
-    ONNX Runtime optimized it (to see which nodes it fused or ran in int8).
+    ONNX Runtime optimized it (to see which nodes it fused or ran in int8). ``lean`` is for
+    sessions that expose many tensors while other work shares the cores (calibration): no
+    memory pattern (it pre-plans one arena for every exposed output) and no thread spinning.
     """
     options = _session_options(threads, optimized_model_path, optimization)
+    if lean:
+        options.enable_mem_pattern = False
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, ModelProto):
         if model.ByteSize() <= SESSION_INLINE_LIMIT:
             return _open(model.SerializeToString(), options, "the model")

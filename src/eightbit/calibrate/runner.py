@@ -1,0 +1,227 @@
+"""``calibrate``: run the float model on data and turn what it computes into ``Ranges``.
+
+The model runs in ONNX Runtime with every requested tensor exposed as an output, one batch
+at a time; then the observers fold that batch in, one tensor per task on a thread pool
+(numpy releases the GIL in the heavy loops), and the batch is dropped before the next run.
+Inference and observation alternate rather than overlap: each uses all cores in turn, so
+neither starves the other of a core, and only one batch of activations is alive at a time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from eightbit.calibrate.config import CalibrationConfig, ImageOptions
+from eightbit.calibrate.data import DataLike, DataSource
+from eightbit.calibrate.histogram import NonFiniteError
+from eightbit.calibrate.observers import HistogramObserver, MinMaxObserver, make_observer
+from eightbit.calibrate.progress import sample_progress
+from eightbit.calibrate.ranges import Ranges, TensorRange
+from eightbit.calibrate.selection import select_range
+from eightbit.calibrate.sources import open_data
+from eightbit.errors import ConfigError, DataError
+from eightbit.graph import Graph, load_model, make_session, normalize, with_outputs
+
+if TYPE_CHECKING:
+    import onnx
+
+Observer = HistogramObserver | MinMaxObserver
+# Runs the model on one batch: input arrays in, every observed tensor out.
+Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def calibrate(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    data: DataLike,
+    config: CalibrationConfig = CalibrationConfig(),  # noqa: B008 (frozen, so sharing is safe)
+    *,
+    tensors: Sequence[str] | None = None,
+    threads: int | None = None,
+    image: ImageOptions | None = None,
+    progress: bool = False,
+    normalized: bool = False,
+) -> Ranges:
+    """Observe the float activations of ``model`` on ``data`` and select their ranges.
+
+    ``data`` is anything ``open_data`` reads: a path (.npz, .npy, image folder), an array,
+    a dict of arrays, or an iterable of those (one sample or one batch per item).
+    ``tensors`` are the tensors to calibrate (default: every float activation, inputs
+    included). The model is normalized first (eightbit.graph.normalize) unless
+    ``normalized`` says it already is, so tensor names refer to the normalized graph.
+    ``threads`` is the thread count of ONNX Runtime and of the observers (None: ONNX
+    Runtime's own choice, and one observer thread per core).
+    """
+    if not isinstance(config, CalibrationConfig):
+        raise ConfigError(f"'config' must be a CalibrationConfig (got {type(config).__name__})")
+    run, names, source = _prepare(model, data, config, tensors, threads, image, normalized)
+    observers = {name: make_observer(config) for name in names}
+    workers = threads or os.cpu_count() or 1
+    _observe_all(source, run, observers, workers=workers, progress=progress)
+    if source.used == 0:
+        raise DataError(_no_samples_message(source))
+    return _select(observers, config, samples=source.used, skipped=source.skipped)
+
+
+def _prepare(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    data: DataLike,
+    config: CalibrationConfig,
+    tensors: Sequence[str] | None,
+    threads: int | None,
+    image: ImageOptions | None,
+    normalized: bool,
+) -> tuple[Run, list[str], DataSource]:
+    """The model as a function of one batch, the tensors it returns, and the data.
+
+    Everything is checked before the session is built; the model protos are dropped on
+    return (the session holds its own copy), so they do not add to the memory in use
+    while batches run.
+    """
+    loaded = load_model(model)
+    prepared = loaded if normalized else normalize(loaded)
+    graph = Graph(prepared)
+    names = _requested(graph, tensors)
+    source = open_data(
+        data,
+        graph.inputs,
+        batch_size=config.batch_size,
+        image=image,
+        skip_nonfinite=config.skip_nonfinite,
+        limit=config.samples,
+    )
+    input_names = {info.name for info in graph.inputs}
+    computed = [name for name in names if name not in input_names]
+    fed = [name for name in names if name in input_names]
+    session = make_session(with_outputs(prepared, computed), threads=threads, lean=True)
+
+    def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = session.run(computed, batch) if computed else []
+        values = dict(zip(computed, outputs, strict=True))
+        values.update((name, batch[name]) for name in fed)
+        return values
+
+    return run, names, source
+
+
+def _requested(graph: Graph, tensors: Sequence[str] | None) -> list[str]:
+    """The tensors to calibrate, checked: known, float, and computed at run time."""
+    activations = graph.float_activations()
+    if tensors is None:
+        if not activations:
+            raise ConfigError("the model has no float activations; there is nothing to calibrate")
+        return activations
+    if isinstance(tensors, str):
+        raise ConfigError(f"'tensors' must be a sequence of names (got the string {tensors!r})")
+    names = list(dict.fromkeys(tensors))
+    runtime = set(activations)
+    for name in names:
+        if name in runtime:
+            continue
+        info = graph.info(name)
+        if info is None and graph.producer(name) is None:
+            close = difflib.get_close_matches(name, activations, n=3)
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise ConfigError(f"the model has no tensor {name!r} to calibrate{hint}")
+        if graph.is_constant(name):
+            raise ConfigError(
+                f"tensor {name!r} is a constant; weights are quantized from their exact "
+                "values and need no calibration"
+            )
+        if info is not None and not info.is_float:
+            raise ConfigError(
+                f"tensor {name!r} holds {info.dtype} values; only float tensors are calibrated"
+            )
+    return names
+
+
+def _observe_all(
+    source: DataSource,
+    run: Run,
+    observers: dict[str, Observer],
+    *,
+    workers: int,
+    progress: bool,
+) -> None:
+    """Run every batch, then fold it into the observers on ``workers`` threads (module doc)."""
+    with (
+        sample_progress(source.samples, "calibrating", show=progress) as advance,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eightbit-observe") as pool,
+    ):
+        first = 0
+        for batch in source:
+            count = len(next(iter(batch.values())))
+            values = run(batch)
+            _observe(pool, observers, values, first, count)
+            del values  # release this batch's activations before the next run allocates
+            first += count
+            advance(count)
+
+
+def _observe(
+    pool: ThreadPoolExecutor,
+    observers: dict[str, Observer],
+    values: dict[str, np.ndarray],
+    first: int,
+    count: int,
+) -> None:
+    # Largest tensors first, so that the last task to finish is a short one.
+    order = sorted(observers, key=lambda name: -values[name].size)
+    tasks = {name: pool.submit(observers[name].update, values[name]) for name in order}
+    for name, task in tasks.items():
+        try:
+            task.result()
+        except NonFiniteError:
+            raise DataError(
+                f"tensor {name!r} is NaN or infinite for samples {first}..{first + count - 1}: "
+                "the float model overflows on this data; check its preprocessing "
+                "(scale, mean, std)"
+            ) from None
+
+
+def _select(
+    observers: dict[str, Observer], config: CalibrationConfig, *, samples: int, skipped: int
+) -> Ranges:
+    tensors = {}
+    histograms = {}
+    for name, observer in observers.items():
+        summary = observer.histogram if isinstance(observer, HistogramObserver) else observer
+        low, high = select_range(
+            summary, config.method, percentile=config.percentile, bits=config.bits
+        )
+        tensors[name] = TensorRange(low, high, observer.min, observer.max)
+        if isinstance(observer, HistogramObserver):
+            histograms[name] = observer.histogram
+    options: dict[str, float] = {
+        "percentile": config.percentile,
+        "bits": config.bits,
+        "bins": config.bins,
+    }
+    if config.moving_average is not None:
+        options["moving_average"] = config.moving_average
+    if histograms and config.histogram_values_per_sample is not None:
+        options["histogram_values_per_sample"] = config.histogram_values_per_sample
+    return Ranges(
+        config.method,
+        tensors,
+        samples,
+        skipped=skipped,
+        histograms=histograms,
+        options=options,
+    )
+
+
+def _no_samples_message(source: DataSource) -> str:
+    if source.skipped:
+        return f"all {source.skipped} samples of {source.label} contain NaN or infinity"
+    if source.dropped:
+        return (
+            f"the model's fixed batch of {source.batch_size} needs at least that many samples; "
+            f"{source.label} has {source.dropped}"
+        )
+    return f"{source.label} holds no samples"

@@ -1,0 +1,216 @@
+"""``eightbit calibrate``: observe a model's activations on data and save their ranges."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import click
+
+from eightbit._io import refuse_overwrite
+from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges
+from eightbit.calibrate import calibrate as calibrate_model
+from eightbit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from eightbit.calibrate.config import Method
+
+T = TypeVar("T")
+
+
+def _numbers(option: str, text: str | None, convert: Callable[[str], T]) -> tuple[T, ...] | None:
+    """'a,b,c' as a tuple of numbers; a ConfigError naming ``option`` otherwise."""
+    if text is None:
+        return None
+    try:
+        return tuple(convert(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{option} must be comma-separated numbers, e.g. 0.485,0.456,0.406 (got {text!r})"
+        ) from None
+
+
+def _image_options(
+    size: str | None,
+    resize_short: int | None,
+    mean: str | None,
+    std: str | None,
+    scale: float | None,
+    layout: str | None,
+    channels: str | None,
+) -> ImageOptions | None:
+    """ImageOptions from the image flags; None when no image flag was given."""
+    given: dict[str, Any] = {
+        "size": _numbers("--image-size", size, int),
+        "resize_short": resize_short,
+        "mean": _numbers("--mean", mean, float),
+        "std": _numbers("--std", std, float),
+        "scale": scale,
+        "layout": layout,
+        "channels": channels,
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    if not given:
+        return None
+    image_size = given.get("size")
+    if image_size is not None:
+        if len(image_size) not in (1, 2):
+            raise ConfigError(f"--image-size must be H or H,W (got {size!r})")
+        given["size"] = (image_size[0], image_size[-1])
+    return ImageOptions(**given)
+
+
+def _clipped(ranges: Ranges, name: str) -> float | None:
+    histogram = ranges.histogram(name)
+    if histogram is None:
+        return None
+    chosen = ranges[name]
+    return histogram.fraction_outside(chosen.min, chosen.max)
+
+
+def _print_table(ranges: Ranges, top: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        title=f"widest {ranges.method} ranges ({len(ranges)} tensors, {ranges.samples} samples)",
+        title_justify="left",
+    )
+    for column in ("tensor", "min", "max", "observed min", "observed max", "clipped"):
+        table.add_column(column, justify="left" if column == "tensor" else "right")
+    for name, chosen in ranges.widest(top):
+        clipped = _clipped(ranges, name)
+        table.add_row(
+            name,
+            f"{chosen.min:.6g}",
+            f"{chosen.max:.6g}",
+            f"{chosen.observed_min:.6g}",
+            f"{chosen.observed_max:.6g}",
+            "—" if clipped is None else f"{clipped:.4%}",
+        )
+    Console().print(table)
+
+
+@click.command(name="calibrate")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option(
+    "-d",
+    "--data",
+    required=True,
+    help="Samples: an .npz (one array per input, first axis samples), an .npy, "
+    "or a folder of images.",
+)
+@click.option("-o", "--output", required=True, help="Ranges file to write (JSON).")
+@click.option(
+    "--method",
+    default="percentile",
+    show_default=True,
+    help="Range selection: minmax, percentile, entropy or mse.",
+)
+@click.option(
+    "--percentile",
+    type=float,
+    default=99.99,
+    show_default=True,
+    help="percentile: share of values kept below the upper end.",
+)
+@click.option("--samples", type=int, help="Use at most this many samples.")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Samples per run (a model with a fixed batch takes its own).",
+)
+@click.option("--bins", type=int, default=2048, show_default=True, help="Least histogram bins.")
+@click.option("--bits", type=int, default=8, show_default=True, help="Grid for entropy/mse.")
+@click.option("--moving-average", type=float, help="minmax: average batch extremes with this rate.")
+@click.option(
+    "--skip-nonfinite", is_flag=True, help="Skip samples with NaN/inf instead of failing."
+)
+@click.option("--threads", type=int, help="Threads for ONNX Runtime and the observers.")
+@click.option("--image-size", help="Images: model input size H or H,W.")
+@click.option("--resize-short", type=int, help="Images: resize the short side, then center crop.")
+@click.option("--mean", help="Images: per-channel mean, e.g. 0.485,0.456,0.406.")
+@click.option("--std", help="Images: per-channel std, e.g. 0.229,0.224,0.225.")
+@click.option("--scale", type=float, help="Images: pixel scale before mean/std [1/255].")
+@click.option("--layout", help="Images: nchw or nhwc [nchw].")
+@click.option("--channels", help="Images: rgb, bgr or gray [rgb].")
+@click.option("--top", type=int, default=10, show_default=True, help="Rows in the table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def calibrate(
+    model: str,
+    data: str,
+    output: str,
+    method: str,
+    percentile: float,
+    samples: int | None,
+    batch_size: int,
+    bins: int,
+    bits: int,
+    moving_average: float | None,
+    skip_nonfinite: bool,
+    threads: int | None,
+    image_size: str | None,
+    resize_short: int | None,
+    mean: str | None,
+    std: str | None,
+    scale: float | None,
+    layout: str | None,
+    channels: str | None,
+    top: int,
+    as_json: bool,
+) -> None:
+    """Run MODEL on sample data and save the range of every float activation."""
+    refuse_overwrite(output, model, data)
+    refuse_overwrite(Ranges.sidecar_path(output), model, data)
+    config = CalibrationConfig(
+        method=cast("Method", method),  # CalibrationConfig validates it
+        percentile=percentile,
+        bins=bins,
+        batch_size=batch_size,
+        samples=samples,
+        skip_nonfinite=skip_nonfinite,
+        moving_average=moving_average,
+        bits=bits,
+    )
+    image = _image_options(image_size, resize_short, mean, std, scale, layout, channels)
+    started = time.perf_counter()
+    ranges = calibrate_model(
+        model, data, config, threads=threads, image=image, progress=not as_json
+    )
+    seconds = time.perf_counter() - started
+    ranges.save(output)
+    has_histograms = any(ranges.histogram(name) is not None for name in ranges)
+    if as_json:
+        summary = {
+            "output": output,
+            "histograms": str(Ranges.sidecar_path(output)) if has_histograms else None,
+            "method": ranges.method,
+            "samples": ranges.samples,
+            "skipped": ranges.skipped,
+            "tensors": len(ranges),
+            "seconds": round(seconds, 3),
+            "samples_per_second": round(ranges.samples / seconds, 2),
+            "widest": [
+                {
+                    "name": name,
+                    "min": chosen.min,
+                    "max": chosen.max,
+                    "observed_min": chosen.observed_min,
+                    "observed_max": chosen.observed_max,
+                    "clipped": _clipped(ranges, name),
+                }
+                for name, chosen in ranges.widest(top)
+            ],
+        }
+        click.echo(json.dumps(summary))
+        return
+    _print_table(ranges, top)
+    skipped = f", skipped {ranges.skipped} with NaN/inf" if ranges.skipped else ""
+    click.echo(
+        f"calibrated {len(ranges)} tensors on {ranges.samples} samples{skipped} in "
+        f"{seconds:.1f} s ({ranges.samples / seconds:.1f} samples/s); wrote {output}"
+    )
