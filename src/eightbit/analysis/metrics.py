@@ -1,7 +1,10 @@
 """Output metrics float vs int8: agreement, SQNR, cosine similarity, max abs error.
 
 Each function takes the float reference first and the quantized result second, both arrays
-of the same shape with samples on the first axis. Definitions are in docs/numerics.md.
+of the same shape with samples on the first axis. ``ErrorSums`` accumulates the same
+metrics batch by batch, and ``topk_hits``/``correct_predictions`` give the per-sample
+results that the agreement and accuracy fractions count. Definitions are in
+docs/numerics-analysis.md §A.1.
 """
 
 from __future__ import annotations
@@ -25,14 +28,11 @@ def _pair(reference: ArrayLike, quantized: ArrayLike) -> tuple[np.ndarray, np.nd
     return ref, out
 
 
-def sqnr_db(reference: ArrayLike, quantized: ArrayLike) -> float:
-    """Signal-to-quantization-noise ratio 10·log10(Σ r² / Σ (r − q)²), in dB.
+def sqnr_from_sums(signal: float, noise: float) -> float:
+    """10·log10(signal / noise) in dB from the two sums of squares (eq. A.1).
 
-    +inf when the two agree exactly; -inf when the reference is all zero but they differ.
+    +inf when there is no noise; -inf when there is noise but no signal.
     """
-    ref, out = _pair(reference, quantized)
-    noise = float(np.sum((ref - out) ** 2))
-    signal = float(np.sum(ref**2))
     if noise == 0.0:
         return math.inf
     if signal == 0.0:
@@ -40,10 +40,61 @@ def sqnr_db(reference: ArrayLike, quantized: ArrayLike) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def topk_agreement(reference: ArrayLike, quantized: ArrayLike, k: int = 1) -> float:
-    """Fraction of samples whose float top-1 class is among the quantized model's top-k.
+class ErrorSums:
+    """Running sums of Σr², Σo², Σr·o, Σ(r−o)² and max|r−o| over batches (eqs. A.1-A.3).
 
-    For k = 1 this is plain top-1 agreement. Logits are flattened per sample (axis 0 = samples).
+    The streamed metrics equal the whole-array ones up to the order of float64 additions.
+    """
+
+    def __init__(self) -> None:
+        self.reference_power = 0.0
+        self.quantized_power = 0.0
+        self.dot = 0.0
+        self.noise_power = 0.0
+        self.max_abs = 0.0
+        self.count = 0
+
+    def update(self, reference: ArrayLike, quantized: ArrayLike) -> None:
+        ref, out = _pair(reference, quantized)
+        difference = ref - out
+        self.reference_power += float(np.sum(ref * ref))
+        self.quantized_power += float(np.sum(out * out))
+        self.dot += float(np.sum(ref * out))
+        self.noise_power += float(np.sum(difference * difference))
+        if difference.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(difference))))
+        self.count += ref.size
+
+    @property
+    def sqnr_db(self) -> float:
+        return sqnr_from_sums(self.reference_power, self.noise_power)
+
+    @property
+    def cosine(self) -> float:
+        norms = math.sqrt(self.reference_power) * math.sqrt(self.quantized_power)
+        if norms == 0.0:
+            return 1.0 if self.reference_power == self.quantized_power == 0.0 else 0.0
+        return self.dot / norms
+
+
+def _summed(reference: ArrayLike, quantized: ArrayLike) -> ErrorSums:
+    sums = ErrorSums()
+    sums.update(reference, quantized)
+    return sums
+
+
+def sqnr_db(reference: ArrayLike, quantized: ArrayLike) -> float:
+    """Signal-to-quantization-noise ratio 10·log10(Σ r² / Σ (r − q)²), in dB.
+
+    +inf when the two agree exactly; -inf when the reference is all zero but they differ.
+    """
+    return _summed(reference, quantized).sqnr_db
+
+
+def topk_hits(reference: ArrayLike, quantized: ArrayLike, k: int = 1) -> np.ndarray:
+    """Per sample: is the float top-1 class among the quantized model's top-k? (bool array)
+
+    Logits are flattened per sample (axis 0 = samples); ties go to the lower class index.
     """
     ref, out = _pair(reference, quantized)
     if ref.ndim < 2 or ref.shape[0] == 0:
@@ -53,11 +104,19 @@ def topk_agreement(reference: ArrayLike, quantized: ArrayLike, k: int = 1) -> fl
     k = min(k, ref2.shape[1])
     want = np.argmax(ref2, axis=1)
     top = np.argsort(-out2, axis=1, kind="stable")[:, :k]
-    return float(np.mean(np.any(top == want[:, None], axis=1)))
+    return np.any(top == want[:, None], axis=1)
 
 
-def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
-    """Fraction of samples whose arg-max class equals the label."""
+def topk_agreement(reference: ArrayLike, quantized: ArrayLike, k: int = 1) -> float:
+    """Fraction of samples whose float top-1 class is among the quantized model's top-k.
+
+    For k = 1 this is plain top-1 agreement. Logits are flattened per sample (axis 0 = samples).
+    """
+    return float(np.mean(topk_hits(reference, quantized, k)))
+
+
+def correct_predictions(logits: ArrayLike, labels: ArrayLike) -> np.ndarray:
+    """Per sample: does the arg-max class equal the label? (bool array)"""
     scores = np.asarray(logits)
     truth = np.asarray(labels).reshape(-1)
     if scores.shape[0] != truth.shape[0]:
@@ -65,18 +124,18 @@ def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
             f"{truth.shape[0]} labels for {scores.shape[0]} samples; give one label per sample"
         )
     predicted = np.argmax(scores.reshape(scores.shape[0], -1), axis=1)
-    return float(np.mean(predicted == truth))
+    return np.asarray(predicted == truth)
+
+
+def accuracy(logits: ArrayLike, labels: ArrayLike) -> float:
+    """Fraction of samples whose arg-max class equals the label."""
+    return float(np.mean(correct_predictions(logits, labels)))
 
 
 def cosine_similarity(reference: ArrayLike, quantized: ArrayLike) -> float:
     """Cosine of the angle between the two outputs, flattened (1.0 = same direction)."""
-    ref, out = _pair(reference, quantized)
-    norms = float(np.linalg.norm(ref)) * float(np.linalg.norm(out))
-    if norms == 0.0:
-        return 1.0 if not np.any(ref) and not np.any(out) else 0.0
-    return float(np.dot(ref.ravel(), out.ravel()) / norms)
+    return _summed(reference, quantized).cosine
 
 
 def max_abs_error(reference: ArrayLike, quantized: ArrayLike) -> float:
-    ref, out = _pair(reference, quantized)
-    return float(np.max(np.abs(ref - out))) if ref.size else 0.0
+    return _summed(reference, quantized).max_abs

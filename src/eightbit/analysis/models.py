@@ -1,0 +1,124 @@
+"""The float and int8 models of an analysis, loaded and checked against each other.
+
+The float model is normalized (as ``eightbit quantize`` does before quantizing), so its
+tensor names are those of the graph that was quantized. The two models must take the
+same inputs and give the same outputs. eightbit's plan, when it lies beside the int8
+model as ``<stem>.plan.json``, supplies fallback reasons and decisions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeAlias
+
+import numpy as np
+import onnx
+
+from eightbit.analysis.qdq import QdqModel, read_qdq
+from eightbit.errors import ModelError
+from eightbit.graph import Graph, TensorInfo, load_model, normalize
+from eightbit.plan import QuantPlan
+
+ModelLike = str | os.PathLike[str] | onnx.ModelProto
+PlanLike = QuantPlan | str | os.PathLike[str]
+# What eightbit.calibrate.open_data reads: a path, arrays, or an iterable of them.
+DataLike: TypeAlias = (
+    "str | os.PathLike[str] | Mapping[str, np.ndarray] | np.ndarray"
+    " | Iterable[Mapping[str, np.ndarray] | np.ndarray]"
+)
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    float_model: onnx.ModelProto
+    int8_model: onnx.ModelProto
+    float_graph: Graph
+    int8_graph: Graph
+    qdq: QdqModel
+    plan: QuantPlan | None
+    float_path: Path | None
+    int8_path: Path | None
+
+
+def plan_beside(int8_path: str | os.PathLike[str]) -> Path:
+    """Where eightbit writes the plan of ``model.onnx``: ``model.plan.json``."""
+    path = Path(int8_path)
+    return path.with_name(f"{path.stem}.plan.json")
+
+
+def load_pair(
+    float_model: ModelLike,
+    int8_model: ModelLike,
+    *,
+    plan: PlanLike | None = None,
+    find_plan: bool = True,
+) -> ModelPair:
+    """Load, normalize and check the two models.
+
+    ``plan``: a plan or its file; otherwise, with ``find_plan``, the plan beside the int8
+    file when there is one.
+    """
+    float_path = None if isinstance(float_model, onnx.ModelProto) else Path(float_model)
+    int8_path = None if isinstance(int8_model, onnx.ModelProto) else Path(int8_model)
+    normalized = normalize(load_model(float_model))
+    quantized = load_model(int8_model)
+    float_graph, int8_graph = Graph(normalized), Graph(quantized)
+    _check_interfaces(float_graph, int8_graph)
+    qdq = read_qdq(int8_graph, float_graph)
+    if not qdq.activations and not qdq.weights:
+        raise ModelError(
+            "the int8 model has no QuantizeLinear/DequantizeLinear pairs matching the float "
+            "model's tensors; give the QDQ model quantized from this float model"
+        )
+    if plan is None and find_plan and int8_path is not None and plan_beside(int8_path).is_file():
+        plan = plan_beside(int8_path)
+    if plan is not None and not isinstance(plan, QuantPlan):
+        plan = QuantPlan.load(plan)
+    return ModelPair(
+        normalized, quantized, float_graph, int8_graph, qdq, plan, float_path, int8_path
+    )
+
+
+def _check_interfaces(float_graph: Graph, int8_graph: Graph) -> None:
+    for kind, floats, int8s in (
+        ("inputs", float_graph.inputs, int8_graph.inputs),
+        ("outputs", float_graph.outputs, int8_graph.outputs),
+    ):
+        if [info.name for info in floats] != [info.name for info in int8s]:
+            raise ModelError(
+                f"the float model's {kind} are {_describe(floats)} but the int8 model's are "
+                f"{_describe(int8s)}; give the int8 model quantized from this float model"
+            )
+        for left, right in zip(floats, int8s, strict=True):
+            if left.dtype != right.dtype or not _shapes_agree(left, right):
+                raise ModelError(
+                    f"{kind[:-1]} {left.name!r} is {_describe([left])} in the float model but "
+                    f"{_describe([right])} in the int8 model; give the int8 model quantized "
+                    "from this float model"
+                )
+
+
+def _shapes_agree(left: TensorInfo, right: TensorInfo) -> bool:
+    if left.shape is None or right.shape is None:
+        return True
+    if len(left.shape) != len(right.shape):
+        return False
+    return all(
+        a == b or not (isinstance(a, int) and isinstance(b, int))
+        for a, b in zip(left.shape, right.shape, strict=True)
+    )
+
+
+def _describe(infos: list[TensorInfo]) -> str:
+    parts = []
+    for info in infos:
+        dims = (
+            "?"
+            if info.shape is None
+            else ", ".join("?" if d is None else str(d) for d in info.shape)
+        )
+        parts.append(f"{info.name} ({info.dtype} [{dims}])")
+    return "[" + ", ".join(parts) + "]"

@@ -1,0 +1,69 @@
+"""``eightbit report``: one self-contained HTML page of what int8 cost, and where."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from eightbit._io import refuse_overwrite
+from eightbit.cli.validate import data_options, run_options
+from eightbit.report import build_report, write_report
+
+
+@click.command("report")
+@click.argument("float_model", metavar="FLOAT.onnx")
+@click.argument("int8_model", metavar="INT8.onnx")
+@data_options
+@click.option("-o", "--output", required=True, metavar="REPORT.html", help="The page to write.")
+@click.option(
+    "--plan",
+    metavar="PLAN",
+    help="eightbit plan of the int8 model (default: <int8 stem>.plan.json beside it, if any).",
+)
+@click.option("--title", default=None, help="Page title (default: names the int8 model).")
+@click.option(
+    "--latency-runs",
+    type=click.IntRange(min=0),
+    default=20,
+    show_default=True,
+    help="Timed runs of each model for the latency summary (0: none).",
+)
+def report_command(
+    float_model: str,
+    int8_model: str,
+    output: str,
+    plan: str | None,
+    title: str | None,
+    latency_runs: int,
+    **params: Any,
+) -> None:
+    """Write an HTML report comparing INT8.onnx (a QDQ model) with FLOAT.onnx.
+
+    Summary (size, agreement, accuracy, latency), per-layer table (SQNR, overflow,
+    underflow, fallback reasons), log2 histograms of every quantized tensor, and the
+    plan's decisions when <int8 stem>.plan.json lies beside the int8 model.
+    """
+    refuse_overwrite(output, float_model, int8_model, params["data"])
+    data = build_report(
+        float_model,
+        int8_model,
+        params["data"],
+        labels=params["labels"],
+        plan=plan,
+        title=title,
+        what_if=params["what_if"],
+        latency_runs=latency_runs,
+        options=run_options(params),
+    )
+    write_report(data, output)
+    first = data.summary.outputs[0]
+    agreement = (
+        ""
+        if first.top1_agreement is None
+        else f", top-1 agreement {100 * first.top1_agreement:.2f}%"
+    )
+    click.echo(
+        f"wrote {output}: {len(data.layers)} layers, parameters "
+        f"{data.summary.saved_percent:.1f}% smaller{agreement}"
+    )

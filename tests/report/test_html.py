@@ -1,0 +1,85 @@
+"""The HTML page: sections, self-contained, escaped, and usable with 100+ layers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from eightbit.analysis import RunOptions
+from eightbit.report import ReportData, build_report, render_html, write_report
+from tests.analysis.helpers import classifier, images, quantize, with_scale
+from tests.report.helpers import deep_report
+
+SECTIONS = ("summary", "outputs", "worst", "layers", "ranges", "decisions")
+
+
+@pytest.fixture(scope="module")
+def deep() -> ReportData:
+    return deep_report(120)
+
+
+def test_sections_summary_and_plan_decisions(deep: ReportData) -> None:
+    page = render_html(deep)
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+    # 120 conv nodes, the flatten and the head; the Relus were folded into the convs.
+    assert len(deep.layers) == 1 + 122  # plus the quantized input
+    assert page.count("<tr") - page.count("<thead><tr>") >= len(deep.layers)
+    assert "folded into block0/conv" in page
+    assert deep.summary.has_plan and deep.summary.latency is not None
+    # 2×2 weights: each channel's float32 scale costs more than int8 saves, and the report says so.
+    assert deep.summary.saved_percent < 0
+
+
+def test_large_models_stay_readable(deep: ReportData) -> None:
+    page = render_html(deep)
+    assert page.count('<details class="range"') == len(deep.histograms) >= 240
+    assert page.count('<details class="range" data-search=') - page.count(" open>") >= 237
+    assert 'class="sortable" id="layer-table"' in page
+    assert len(page) < 2_000_000  # about 6 KB per layer
+
+
+def test_page_loads_nothing_from_anywhere(deep: ReportData) -> None:
+    page = render_html(deep)
+    assert "http" not in page  # no URL of any kind (inline SVG needs no xmlns either)
+    assert not re.search(r"\b(src|srcset|action)=", page)
+    assert not re.search(r"url\(|@import", page)
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert hrefs and all(href.startswith("#") for href in hrefs)
+
+
+def test_names_from_the_model_are_escaped() -> None:
+    model = classifier()
+    for node in model.graph.node:
+        node.name = f"<b>{node.name}</b>&"
+    data = images(8)
+    quantized = quantize(model, data)
+    page = render_html(
+        build_report(model, quantized.qdq, {"input": data}, latency_runs=0, what_if=0)
+    )
+    assert "<b>" not in page
+    assert "&lt;b&gt;conv1&lt;/b&gt;&amp;" in page
+
+
+def test_without_plan_and_a_planted_bad_layer(tmp_path: Path) -> None:
+    model = classifier()
+    quantized = quantize(model, images(32))
+    planted = with_scale(quantized.qdq, "r2", 1 / 16)
+    data = build_report(
+        model,
+        planted,
+        {"input": images(16)},
+        latency_runs=0,
+        options=RunOptions(batch_size=8),
+    )
+    assert data.worst[0].tensor == "r2" and data.worst[0].worst_rank == 1
+    assert data.worst[0].overflow_percent is not None and data.worst[0].overflow_percent > 5
+    assert data.decisions == () and any("No plan" in note for note in data.notes)
+    write_report(data, tmp_path / "report.html")
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    # The histograms of the three worst layers start open, the planted one among them.
+    opened = re.findall(r'<details class="range" data-search="(\S+)[^"]*" open>', page)
+    assert len(opened) == 3 and "r2" in opened
