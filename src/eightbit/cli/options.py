@@ -1,0 +1,74 @@
+"""Options shared by the subcommands that read data: one definition, one meaning."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from eightbit.calibrate import ImageOptions
+from eightbit.errors import ConfigError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+_IMAGE_FLAGS = ("image_size", "resize_short", "mean", "std", "scale", "layout", "channels")
+
+
+def _numbers(option: str, text: str | None, convert: Callable[[str], T]) -> tuple[T, ...] | None:
+    """'a,b,c' as a tuple of numbers; a ConfigError naming ``option`` otherwise."""
+    if text is None:
+        return None
+    try:
+        return tuple(convert(part) for part in text.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"{option} must be comma-separated numbers, e.g. 0.485,0.456,0.406 (got {text!r})"
+        ) from None
+
+
+def image_options(values: dict[str, Any]) -> ImageOptions | None:
+    """ImageOptions from the image flags in ``values`` (popped); None when none was given."""
+    size = values.pop("image_size", None)
+    mean = values.pop("mean", None)
+    std = values.pop("std", None)
+    given: dict[str, Any] = {
+        "size": _numbers("--image-size", size, int),
+        "resize_short": values.pop("resize_short", None),
+        "mean": _numbers("--mean", mean, float),
+        "std": _numbers("--std", std, float),
+        "scale": values.pop("scale", None),
+        "layout": values.pop("layout", None),
+        "channels": values.pop("channels", None),
+    }
+    given = {key: value for key, value in given.items() if value is not None}
+    if not given:
+        return None
+    image_size = given.get("size")
+    if image_size is not None:
+        if len(image_size) not in (1, 2):
+            raise ConfigError(f"--image-size must be H or H,W (got {size!r})")
+        given["size"] = (image_size[0], image_size[-1])
+    return ImageOptions(**given)
+
+
+def image_flags(command: F) -> F:
+    """The preprocessing flags for a folder of images."""
+    flags = [
+        click.option("--image-size", help="Images: model input size H or H,W."),
+        click.option("--resize-short", type=int, help="Images: resize the short side, then crop."),
+        click.option("--mean", help="Images: per-channel mean, e.g. 0.485,0.456,0.406."),
+        click.option("--std", help="Images: per-channel std, e.g. 0.229,0.224,0.225."),
+        click.option("--scale", type=float, help="Images: pixel scale before mean/std [1/255]."),
+        click.option("--layout", help="Images: nchw or nhwc [nchw]."),
+        click.option("--channels", help="Images: rgb, bgr or gray [rgb]."),
+    ]
+    for flag in reversed(flags):
+        command = flag(command)
+    return command
+
+
+DATA_HELP = (
+    "Samples: an .npz (one array per input, first axis samples), an .npy, or a folder of images."
+)

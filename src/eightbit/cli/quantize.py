@@ -1,0 +1,206 @@
+"""``eightbit quantize``: float ONNX model + data -> int8 QDQ model, plan and summary."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from eightbit._io import refuse_overwrite
+from eightbit.calibrate import METHODS, CalibrationConfig, ImageOptions, Ranges
+from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.errors import ConfigError
+from eightbit.pipeline import QuantizedModel, quantize, save_quantized
+from eightbit.quant import QuantConfig
+
+
+def model_bytes(path: str | Path) -> int:
+    """Size of a model on disk, its external data file (``<name>.data``) included."""
+    path = Path(path)
+    data = path.with_name(f"{path.name}.data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def _summary(
+    result: QuantizedModel, source: str, output: str, plan_path: Path, seconds: float
+) -> dict[str, Any]:
+    before, after = model_bytes(source), model_bytes(output)
+    fallbacks = [
+        {"node": d.name, "op_type": d.op_type, "reason": d.reason} for d in result.plan.fallbacks()
+    ]
+    fused = sum(1 for d in result.plan.nodes if d.fused_into is not None)
+    return {
+        "model": source,
+        "output": output,
+        "plan": str(plan_path),
+        "scheme": result.plan.config.scheme,
+        "activations": result.plan.config.activation_type,
+        "per_channel": result.plan.config.per_channel,
+        "nodes_quantized": len(result.plan.quantized_nodes()) - fused,
+        "activations_fused": fused,
+        "fallbacks": fallbacks,
+        "bytes_before": before,
+        "bytes_after": after,
+        "saved_percent": 100.0 * (1 - after / before) if before else 0.0,
+        "calibration_samples": result.calibration_samples,
+        "check": None if result.check is None else result.check.to_dict(),
+        "seconds": seconds,
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(
+        f"[bold]{summary['output']}[/bold]: {summary['nodes_quantized']} nodes int8 "
+        f"({summary['activations_fused']} activations fused), "
+        f"{len(summary['fallbacks'])} kept in float; scheme {summary['scheme']}, "
+        f"{summary['activations']} activations, "
+        f"{'per-channel' if summary['per_channel'] else 'per-tensor'} weights"
+    )
+    console.print(
+        f"size {summary['bytes_before']:,} -> {summary['bytes_after']:,} bytes "
+        f"({summary['saved_percent']:.1f}% saved); plan {summary['plan']}; "
+        f"{summary['seconds']:.1f} s"
+    )
+    if summary["fallbacks"]:
+        table = Table(title="kept in float", title_justify="left")
+        for column in ("node", "op type", "reason"):
+            table.add_column(column)
+        for row in summary["fallbacks"]:
+            table.add_row(row["node"], row["op_type"], row["reason"] or "")
+        console.print(table)
+    check = summary["check"]
+    if check is None:
+        console.print("quick check: no held-back samples (see --check-samples)")
+        return
+    for output in check["outputs"]:
+        agreement = output["top1_agreement"]
+        agree = "" if agreement is None else f"top-1 agreement {agreement:.1%}, "
+        sqnr = output["sqnr_db"]
+        console.print(
+            f"quick check on {check['samples']} held-back samples, output {output['name']!r}: "
+            f"{agree}SQNR {'inf' if math.isinf(sqnr) else f'{sqnr:.1f}'} dB"
+        )
+
+
+def _write_report(
+    model: str,
+    output: str,
+    plan_path: Path,
+    data: str,
+    report_path: str,
+    batch_size: int,
+    threads: int | None,
+    image: ImageOptions | None,
+) -> None:
+    from eightbit.analysis import RunOptions
+    from eightbit.report import build_report, write_report
+
+    options = RunOptions(batch_size=batch_size, threads=threads, image=image)
+    write_report(build_report(model, output, data, plan=plan_path, options=options), report_path)
+
+
+@click.command(name="quantize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-d", "--data", help=DATA_HELP + " Needed unless --ranges is given.")
+@click.option("-o", "--output", required=True, help="The int8 QDQ model to write (.onnx).")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="percentile",
+    show_default=True,
+    help="Activation range selection.",
+)
+@click.option("--percentile", type=float, default=99.99, show_default=True)
+@click.option("--ranges", "ranges_path", help="Reuse ranges from `eightbit calibrate`.")
+@click.option(
+    "--scheme", type=click.Choice(["affine", "pow2"]), default="affine", show_default=True
+)
+@click.option(
+    "--activations",
+    type=click.Choice(["uint8", "int8"]),
+    help="Activation type [uint8 for affine, int8 for pow2].",
+)
+@click.option("--per-tensor", is_flag=True, help="One weight scale per tensor, not per channel.")
+@click.option("--exclude", multiple=True, help="Keep this node in float (repeatable).")
+@click.option("--op-types", multiple=True, help="Quantize only these op types (repeatable).")
+@click.option("--samples", type=int, help="Calibrate on at most this many samples.")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option(
+    "--check-samples",
+    type=int,
+    help="Samples held back from calibration for the quick check [up to 64; 0 disables].",
+)
+@click.option("--threads", type=int, help="Threads for ONNX Runtime.")
+@click.option("--report", "report_path", help="Also write an HTML report (float vs int8) here.")
+@image_flags
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def quantize_command(
+    model: str,
+    data: str | None,
+    output: str,
+    method: str,
+    percentile: float,
+    ranges_path: str | None,
+    scheme: str,
+    activations: str | None,
+    per_tensor: bool,
+    exclude: tuple[str, ...],
+    op_types: tuple[str, ...],
+    samples: int | None,
+    batch_size: int,
+    check_samples: int | None,
+    threads: int | None,
+    report_path: str | None,
+    as_json: bool,
+    **image_values: Any,
+) -> None:
+    """Quantize MODEL to int8 and write a QDQ ONNX model that runs on int8 kernels."""
+    started = time.perf_counter()
+    config = QuantConfig(
+        scheme=scheme,  # type: ignore[arg-type]
+        activations=activations,  # type: ignore[arg-type]
+        per_channel=not per_tensor,
+        exclude=exclude,
+        op_types=op_types or None,
+    )
+    calibration = CalibrationConfig(
+        method=method,  # type: ignore[arg-type]
+        percentile=percentile,
+        samples=samples,
+        batch_size=batch_size,
+    )
+    ranges = Ranges.load(ranges_path) if ranges_path else None
+    image = image_options(image_values)
+    inputs = [model] + ([data] if data else []) + ([ranges_path] if ranges_path else [])
+    if report_path:
+        if not data:
+            raise ConfigError("--report needs --data: the report runs both models on it")
+        refuse_overwrite(report_path, output, *inputs)
+    result = quantize(
+        model,
+        data,
+        config,
+        calibration=calibration,
+        ranges=ranges,
+        image=image,
+        check_samples=check_samples,
+        threads=threads,
+        progress=not as_json,
+    )
+    plan_path = save_quantized(result, output, *inputs)
+    summary = _summary(result, model, output, plan_path, time.perf_counter() - started)
+    if report_path and data:
+        _write_report(model, output, plan_path, data, report_path, batch_size, threads, image)
+        summary["report"] = report_path
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        _print_summary(summary)

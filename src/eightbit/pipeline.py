@@ -1,0 +1,272 @@
+"""``quantize``: the main job, float ONNX model + data -> int8 QDQ model and its plan.
+
+Each stage is a function from one plain value to the next (docs/numerics.md, DESIGN.md):
+
+    load/normalize -> calibrate (only the tensors the plan needs) -> make_plan -> to_qdq
+
+then a quick check on samples held back from calibration: top-1 agreement with the float
+model and output SQNR, so a user sees at once whether int8 kept the network's behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from eightbit._io import refuse_overwrite
+from eightbit.analysis.metrics import sqnr_db, topk_agreement
+from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges, calibrate, open_data
+from eightbit.calibrate.data import DataLike, DataSource
+from eightbit.errors import ConfigError
+from eightbit.export import to_qdq
+from eightbit.graph import Graph, load_model, make_session, normalize, save_model
+from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
+from eightbit.quant import QuantConfig
+
+# Samples held back from calibration for the quick check, at most, and at most this
+# share of the data: a check should not starve calibration of a small data set.
+DEFAULT_CHECK_SAMPLES = 64
+CHECK_SHARE = 0.2
+
+
+def plan_path_for(model_path: str | os.PathLike[str]) -> Path:
+    """Where the plan of a quantized model is saved: ``<stem>.plan.json`` beside it."""
+    path = Path(model_path)
+    return path.with_name(f"{path.stem}.plan.json")
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """Float vs int8 on one output over the held-back samples."""
+
+    name: str
+    sqnr_db: float
+    top1_agreement: float | None  # None when the output is not (samples, classes)
+
+
+@dataclass(frozen=True)
+class QuickCheck:
+    samples: int
+    outputs: tuple[OutputCheck, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "samples": self.samples,
+            "outputs": [
+                {"name": o.name, "sqnr_db": o.sqnr_db, "top1_agreement": o.top1_agreement}
+                for o in self.outputs
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """The result of ``quantize``: the QDQ model, its plan, and what was measured."""
+
+    model: onnx.ModelProto
+    plan: QuantPlan
+    float_model: onnx.ModelProto = field(repr=False)
+    ranges: Ranges | None = field(default=None, repr=False)
+    check: QuickCheck | None = None
+    calibration_samples: int = 0
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model (checked, atomically) and its plan beside it; returns the plan path."""
+        save_model(self.model, path)
+        plan_path = plan_path_for(path)
+        self.plan.save(plan_path)
+        return plan_path
+
+
+def quantize(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    data: DataLike | None = None,
+    config: QuantConfig | None = None,
+    *,
+    calibration: CalibrationConfig | None = None,
+    ranges: Ranges | None = None,
+    image: ImageOptions | None = None,
+    check_samples: int | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+) -> QuantizedModel:
+    """Quantize ``model`` to int8 as ``config`` says, calibrating on ``data``.
+
+    ``ranges`` (from ``eightbit calibrate``) skips calibration; ``data`` is then only used
+    for the quick check. ``check_samples`` samples at the end of the data are held back
+    from calibration for the quick check (default: up to 64, at most a fifth of the data;
+    0 disables it).
+    """
+    config = config or QuantConfig()
+    calibration = calibration or CalibrationConfig()
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(f"'config' must be a QuantConfig (got {type(config).__name__})")
+    if data is None and ranges is None:
+        raise ConfigError("quantize needs calibration data, or ranges from eightbit calibrate")
+    float_model = normalize(load_model(model))
+    graph = Graph(float_model)
+    needed = activation_tensors_to_calibrate(graph, config)
+
+    source = None
+    if data is not None:
+        source = open_data(
+            data,
+            graph.inputs,
+            batch_size=calibration.batch_size,
+            image=image,
+            skip_nonfinite=calibration.skip_nonfinite,
+        )
+    calibrate_count, check_count = _split(source, calibration, check_samples, ranges is None)
+
+    if ranges is None:
+        assert source is not None  # guaranteed by the check above
+        ranges = calibrate(
+            float_model,
+            _window(source, 0, calibrate_count),
+            calibration,
+            tensors=needed,
+            threads=threads,
+            progress=progress,
+            normalized=True,
+        )
+    else:
+        _check_ranges_cover(ranges, needed)
+    plan = make_plan(graph, ranges, config)
+    qdq = to_qdq(float_model, plan)
+    check = None
+    if source is not None and check_count > 0:
+        # Regrouped so that a model with a fixed batch size gets whole batches.
+        held_back = open_data(
+            _window(source, calibrate_count, check_count),
+            graph.inputs,
+            batch_size=calibration.batch_size,
+        )
+        check = quick_check(float_model, qdq, held_back, threads)
+    return QuantizedModel(
+        model=qdq,
+        plan=plan,
+        float_model=float_model,
+        ranges=ranges,
+        check=check,
+        calibration_samples=getattr(ranges, "samples", 0) or 0,
+    )
+
+
+def save_quantized(
+    result: QuantizedModel, output: str | os.PathLike[str], *inputs: str | os.PathLike[str]
+) -> Path:
+    """``result.save(output)`` after refusing to overwrite any of ``inputs``."""
+    refuse_overwrite(output, *inputs)
+    refuse_overwrite(plan_path_for(output), *inputs)
+    return result.save(output)
+
+
+def quick_check(
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    threads: int | None = None,
+) -> QuickCheck | None:
+    """Top-1 agreement and SQNR of every output, int8 vs float, on ``batches``."""
+    reference = make_session(float_model, threads=threads)
+    quantized = make_session(int8_model, threads=threads)
+    names = [output.name for output in reference.get_outputs()]
+    collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
+    samples = 0
+    for batch in batches:
+        feeds = dict(batch)
+        for name, ref, out in zip(
+            names, reference.run(names, feeds), quantized.run(names, feeds), strict=True
+        ):
+            collected[name][0].append(np.asarray(ref))
+            collected[name][1].append(np.asarray(out))
+        samples += len(next(iter(feeds.values())))
+    if samples == 0:
+        return None
+    outputs = []
+    for name in names:
+        ref = np.concatenate(collected[name][0])
+        out = np.concatenate(collected[name][1])
+        classes = ref.ndim == 2 and ref.shape[1] > 1 and np.issubdtype(ref.dtype, np.floating)
+        outputs.append(
+            OutputCheck(
+                name=name,
+                sqnr_db=sqnr_db(ref, out),
+                top1_agreement=topk_agreement(ref, out, 1) if classes else None,
+            )
+        )
+    return QuickCheck(samples=samples, outputs=tuple(outputs))
+
+
+def _split(
+    source: DataSource | None,
+    calibration: CalibrationConfig,
+    check_samples: int | None,
+    calibrating: bool,
+) -> tuple[int, int]:
+    """How many samples calibrate and how many, after them, check."""
+    if check_samples is not None and (
+        isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 0
+    ):
+        raise ConfigError(f"'check_samples' must be an integer >= 0 (got {check_samples!r})")
+    if source is None:
+        return 0, 0
+    total = source.samples
+    if not calibrating:
+        # Ranges came from a file: every sample can serve the check.
+        wanted = DEFAULT_CHECK_SAMPLES if check_samples is None else check_samples
+        return 0, wanted if total is None else min(wanted, total)
+    if total is None:
+        # An iterable of unknown length: calibrate on what was asked, check on nothing
+        # unless a count was given explicitly.
+        count = calibration.samples or 0
+        return count, check_samples or 0 if calibration.samples else 0
+    if check_samples is None:
+        check_samples = min(DEFAULT_CHECK_SAMPLES, int(total * CHECK_SHARE))
+    check_samples = min(check_samples, max(total - 1, 0))
+    calibrate_count = total - check_samples
+    if calibration.samples is not None:
+        calibrate_count = min(calibrate_count, calibration.samples)
+        check_samples = min(check_samples, total - calibrate_count)
+    return calibrate_count, check_samples
+
+
+class _Window:
+    """Samples ``[start, start + count)`` of a data source, as batches (re-iterable)."""
+
+    def __init__(self, source: DataSource, start: int, count: int) -> None:
+        self.source, self.start, self.count = source, start, count
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        seen = 0
+        end = self.start + self.count
+        for batch in self.source:
+            rows = len(next(iter(batch.values())))
+            low, high = max(self.start - seen, 0), min(end - seen, rows)
+            seen += rows
+            if high > low:
+                yield {name: array[low:high] for name, array in batch.items()}
+            if seen >= end:
+                return
+
+
+def _window(source: DataSource, start: int, count: int) -> _Window | DataSource:
+    if count <= 0 and start == 0:
+        return source  # unknown length: the whole source
+    return _Window(source, start, count)
+
+
+def _check_ranges_cover(ranges: Ranges, needed: list[str]) -> None:
+    missing = [name for name in needed if name not in ranges]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ConfigError(
+            f"the ranges file has no range for {shown}{more}; it was calibrated for another "
+            "model or another --op-types/--exclude choice: rerun eightbit calibrate on this model"
+        )

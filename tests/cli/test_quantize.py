@@ -1,0 +1,117 @@
+"""``eightbit quantize`` through click's runner: summary, JSON, files, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from eightbit.cli import main
+from eightbit.graph import save_model
+from tests.fixtures import models
+
+
+@pytest.fixture
+def model_and_data(tmp_path: Path) -> tuple[Path, Path]:
+    model = models.conv_bn_relu()
+    model_path = tmp_path / "model.onnx"
+    save_model(model, model_path)
+    data_path = tmp_path / "data.npz"
+    np.savez(data_path, **models.random_inputs(model, n=24, seed=3))
+    return model_path, data_path
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.output
+
+
+def test_quantize_writes_model_and_plan_and_reports_json(
+    model_and_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model_path, data_path = model_and_data
+    before = model_path.read_bytes()
+    out = tmp_path / "int8.onnx"
+    code, text = _run("quantize", str(model_path), "-d", str(data_path), "-o", str(out), "--json")
+    assert code == 0, text
+    summary = json.loads(text)
+    assert summary["nodes_quantized"] > 0 and summary["fallbacks"] == []
+    assert summary["bytes_before"] == len(before)
+    assert summary["bytes_after"] == out.stat().st_size
+    assert summary["check"]["samples"] == 4
+    assert (tmp_path / "int8.plan.json").exists()
+    onnx.checker.check_model(str(out))
+    assert model_path.read_bytes() == before  # the input is never modified
+
+
+def test_quantize_human_summary_and_pow2(model_and_data: tuple[Path, Path], tmp_path: Path) -> None:
+    model_path, data_path = model_and_data
+    out = tmp_path / "pow2.onnx"
+    code, text = _run(
+        "quantize", str(model_path), "-d", str(data_path), "-o", str(out), "--scheme", "pow2"
+    )
+    assert code == 0, text
+    assert "scheme pow2" in text and "saved" in text and "quick check" in text
+    scales = [
+        onnx.numpy_helper.to_array(t)
+        for t in onnx.load(str(out)).graph.initializer
+        if t.data_type == onnx.TensorProto.FLOAT
+    ]
+    for scale in scales:
+        mantissa, _ = np.frexp(scale)
+        assert np.all(mantissa == 0.5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--exclude", "nope"], "'exclude' names 'nope'"),
+        (["--activations", "uint8", "--scheme", "pow2"], "'activations' must be 'int8'"),
+        (["--op-types", "Softmax"], "'op_types' must be op types"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(
+    model_and_data: tuple[Path, Path], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    model_path, data_path = model_and_data
+    out = tmp_path / "x.onnx"
+    code, text = _run("quantize", str(model_path), "-d", str(data_path), "-o", str(out), *extra)
+    assert code == 2
+    assert message in text and "Traceback" not in text
+    assert not out.exists()
+
+
+def test_output_over_input_is_refused(model_and_data: tuple[Path, Path]) -> None:
+    model_path, data_path = model_and_data
+    before = model_path.read_bytes()
+    code, text = _run("quantize", str(model_path), "-d", str(data_path), "-o", str(model_path))
+    assert code == 2 and "is the input file" in text
+    assert model_path.read_bytes() == before
+
+
+def test_data_for_another_model_exits_2(model_and_data: tuple[Path, Path], tmp_path: Path) -> None:
+    model_path, _ = model_and_data
+    wrong = tmp_path / "wrong.npy"
+    np.save(wrong, np.zeros((4, 9, 9), dtype=np.float32))
+    code, text = _run("quantize", str(model_path), "-d", str(wrong), "-o", str(tmp_path / "o.onnx"))
+    assert code == 2 and "Traceback" not in text
+
+
+def test_model_without_quantizable_ops_exits_2(tmp_path: Path) -> None:
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Softmax", ["x"], ["y"], name="softmax")],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["n", 4])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    path = tmp_path / "softmax.onnx"
+    save_model(model, path)
+    data = tmp_path / "d.npy"
+    np.save(data, np.ones((8, 4), dtype=np.float32))
+    code, text = _run("quantize", str(path), "-d", str(data), "-o", str(tmp_path / "o.onnx"))
+    assert code == 2 and "Traceback" not in text
