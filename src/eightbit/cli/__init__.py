@@ -33,13 +33,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from eightbit.cli import calibrate, fi, quantize, report, validate
+    from eightbit.cli import calibrate, fi, quantize, report, run, validate
 
     main.add_command(fi.fi)
     main.add_command(calibrate.calibrate)
     main.add_command(quantize.quantize_command)
     main.add_command(validate.validate_command)
     main.add_command(report.report_command)
+    main.add_command(run.run)
 
 
 _register()

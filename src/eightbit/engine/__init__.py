@@ -1,1 +1,27 @@
-"""eightbit.engine"""
+"""eightbit.engine: the integer-only reference interpreter (docs/numerics-engine.md).
+
+The definition of what a device computes for a quantized model. ``prepare`` builds an
+integer ``Program`` once from the QDQ model and its plan (multipliers, shifts, lookup
+tables); ``execute`` runs it with int8/uint8 tensors, int32 accumulators and integer
+requantization, float only at the boundary and in the nodes the plan keeps in float;
+``run`` does both and can dump every integer tensor.
+"""
+
+from __future__ import annotations
+
+from eightbit.engine.build import build_program
+from eightbit.engine.program import FloatNode, Program, Step, TensorFormat
+from eightbit.engine.runner import execute, plan_path, prepare, require_integer_only, run
+
+__all__ = [
+    "FloatNode",
+    "Program",
+    "Step",
+    "TensorFormat",
+    "build_program",
+    "execute",
+    "plan_path",
+    "prepare",
+    "require_integer_only",
+    "run",
+]

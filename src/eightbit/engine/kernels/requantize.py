@@ -1,0 +1,175 @@
+"""The output stage every rescaling kernel shares (docs/numerics-engine.md §E.2).
+
+``Rescale`` holds what Prepare computes once from float scales: an int32 multiplier and a
+shift per channel (``eightbit.fixed.quantize_multiplier``). ``Requantization`` adds the
+output zero point and the clamp. At run time, integers only:
+
+    q = clamp(z + round_half_even(acc · M · 2^(shift − 31)), low, high)
+
+one rounding of the exact int64 product, ties to even (``ENGINE_ROUNDING``, the
+``convergent`` mode of docs/numerics.md §1.3; §E.2 says why not ties toward +inf).
+``requantize_reference`` is the definition, written with the fixed-point core's rounding
+function; ``Rescale.apply`` is the same rule as whole-array int64 operations,
+``(p + 2^(t−1) − 1 + ((p >> t) & 1)) >> t`` with ``p = acc·M`` and ``t = 31 − shift``, and
+must equal it bit for bit (tests/engine/test_requantize.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import numpy.typing as npt
+
+from eightbit.errors import ModelError
+from eightbit.fixed import quantize_multiplier
+from eightbit.fixed.modes import Rounding
+from eightbit.fixed.scaling import round_shift_right
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+_MULTIPLIER_BITS = 31
+# Ties to even, as ONNX QuantizeLinear and ONNX Runtime's requantization round (§E.2).
+ENGINE_ROUNDING: Rounding = "convergent"
+_STORAGE_TYPES: dict[str, type[np.integer]] = {"int8": np.int8, "uint8": np.uint8}
+
+
+def storage_type(dtype: str) -> type[np.integer]:
+    """The numpy type of an 8-bit storage type name ("int8" or "uint8")."""
+    if dtype not in _STORAGE_TYPES:
+        raise ModelError(f"the integer engine stores activations as int8 or uint8 (got {dtype})")
+    return _STORAGE_TYPES[dtype]
+
+
+def check_int32(acc: np.ndarray) -> None:
+    """Refuse accumulators a 32-bit device register could not hold."""
+    if acc.size and (int(acc.min()) < INT32_MIN or int(acc.max()) > INT32_MAX):
+        raise ModelError(
+            f"an accumulator left the int32 range ([{int(acc.min())}, {int(acc.max())}]); "
+            "the weights, bias or input parameters of this node are out of the planned bounds"
+        )
+
+
+def requantize_reference(
+    acc: npt.ArrayLike, multiplier: npt.ArrayLike, shift: npt.ArrayLike
+) -> np.ndarray:
+    """The definition: round(acc · M · 2^(shift − 31)) by ``ENGINE_ROUNDING``, exactly.
+
+    ``eightbit.fixed.requantize`` with the engine's rounding mode: the same int64 product
+    (|acc| <= 2^31, M < 2^31) and the same exact rounding function, ``round_shift_right``.
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    check_int32(acc)
+    shifts = np.asarray(shift, dtype=np.int64)
+    product = acc * np.asarray(multiplier, dtype=np.int64)
+    return round_shift_right(product, _MULTIPLIER_BITS - shifts, ENGINE_ROUNDING)
+
+
+@dataclass(frozen=True, eq=False)
+class Rescale:
+    """``acc ↦ round_half_even(acc · M · 2^(shift − 31))``, per tensor or per channel.
+
+    ``multiplier`` and ``shift`` are int64 arrays, 0-d or 1-D (one entry per channel along
+    ``axis`` of the accumulator).
+    """
+
+    multiplier: np.ndarray
+    shift: np.ndarray
+    axis: int | None = None
+
+    @classmethod
+    def from_real(cls, real_multiplier: npt.ArrayLike, *, axis: int | None = None) -> Rescale:
+        """Multipliers and shifts for the real ratios ``real_multiplier`` (float64)."""
+        reals = np.asarray(real_multiplier, dtype=np.float64)
+        pairs = [quantize_multiplier(float(real)) for real in reals.reshape(-1)]
+        multiplier = np.array([m for m, _ in pairs], dtype=np.int64).reshape(reals.shape)
+        shift = np.array([s for _, s in pairs], dtype=np.int64).reshape(reals.shape)
+        return cls(multiplier, shift, None if reals.ndim == 0 else axis)
+
+    def _along(self, values: np.ndarray, ndim: int) -> np.ndarray:
+        """Per-channel ``values`` shaped to broadcast along ``axis`` of an ndim-array."""
+        if values.ndim == 0 or self.axis is None:
+            return values
+        shape = [1] * ndim
+        shape[self.axis % ndim] = values.size
+        return values.reshape(shape)
+
+    def apply_reference(self, acc: npt.ArrayLike) -> np.ndarray:
+        """The definition, ``requantize_reference`` (int64 result)."""
+        acc = np.asarray(acc, dtype=np.int64)
+        return requantize_reference(
+            acc, self._along(self.multiplier, acc.ndim), self._along(self.shift, acc.ndim)
+        )
+
+    @cached_property
+    def _constants(self) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(t, 2^(t−1) − 1, whether every t >= 1), computed once."""
+        t = np.minimum(_MULTIPLIER_BITS - self.shift, 63)
+        below_half = np.where(t >= 1, np.left_shift(1, np.maximum(t - 1, 0)) - 1, 0)
+        return t, below_half, bool(np.all(t >= 1))
+
+    def apply(self, acc: npt.ArrayLike, *, bounded: bool = False) -> np.ndarray:
+        """The same as ``apply_reference`` in whole-array int64 operations.
+
+        ``bounded``: the caller has proven |acc| < 2^31 (Prepare's static bound), so the
+        run-time range check is skipped.
+        """
+        acc = np.asarray(acc, dtype=np.int64)
+        if not bounded:
+            check_int32(acc)
+        t, below_half, all_shifted = self._constants
+        t = self._along(t, acc.ndim)
+        # p = floor·2^t + r: adding 2^(t-1) - 1 carries into floor when r > 2^(t-1), and
+        # the parity bit of floor decides r = 2^(t-1) (ties to even). |p| < 2^62, so no
+        # overflow. t >= 63 (multipliers below 2^-32) leaves 0, t = 0 (shift 31) leaves p.
+        product = acc * self._along(self.multiplier, acc.ndim)
+        odd = product >> t
+        odd &= 1
+        if not all_shifted:
+            odd *= self._along(np.asarray(self.shift < _MULTIPLIER_BITS, np.int64), acc.ndim)
+        product += self._along(below_half, acc.ndim)
+        product += odd
+        product >>= t
+        return product
+
+
+@dataclass(frozen=True, eq=False)
+class Requantization:
+    """An accumulator rescaled to a stored 8-bit tensor: zero point added, then clamped.
+
+    ``low``/``high`` is the output type's range, narrowed by a fused Relu/Clip.
+    """
+
+    rescale: Rescale
+    zero_point: int
+    low: int
+    high: int
+    dtype: str
+
+    @classmethod
+    def from_real(
+        cls,
+        real_multiplier: npt.ArrayLike,
+        zero_point: int,
+        dtype: str,
+        *,
+        axis: int | None = None,
+        clamp: tuple[int, int] | None = None,
+    ) -> Requantization:
+        limits = np.iinfo(storage_type(dtype))
+        low, high = int(limits.min), int(limits.max)
+        if clamp is not None:
+            low, high = max(low, clamp[0]), min(high, clamp[1])
+        rescale = Rescale.from_real(real_multiplier, axis=axis)
+        return cls(rescale, int(zero_point), low, high, dtype)
+
+    def apply_reference(self, acc: npt.ArrayLike) -> np.ndarray:
+        return self._store(self.rescale.apply_reference(acc) + self.zero_point)
+
+    def apply(self, acc: npt.ArrayLike, *, bounded: bool = False) -> np.ndarray:
+        rounded = self.rescale.apply(acc, bounded=bounded)
+        rounded += self.zero_point
+        return self._store(rounded)
+
+    def _store(self, values: np.ndarray) -> np.ndarray:
+        return np.clip(values, self.low, self.high, out=values).astype(storage_type(self.dtype))
