@@ -50,8 +50,8 @@ def test_multiplier_relative_error_is_at_most_2_to_minus_31(real: float) -> None
 
 
 def requantize_exact(acc: int, multiplier: int, shift: int) -> int:
-    """round(acc · M · 2^(shift - 31)), ties toward +inf: ⌊x + 1/2⌋."""
-    return math.floor(Fraction(acc * multiplier) * Fraction(2) ** (shift - 31) + Fraction(1, 2))
+    """round(acc · M · 2^(shift - 31)), ties to even (Python's round of a Fraction)."""
+    return round(Fraction(acc * multiplier) * Fraction(2) ** (shift - 31))
 
 
 @PROPERTY
@@ -69,26 +69,21 @@ def test_requantize_is_one_exact_rounding(acc: list[int], multiplier: int, shift
 @PROPERTY
 @given(acc=st.lists(INT32, min_size=1, max_size=8), n=st.integers(0, 70))
 def test_power_of_two_multiplier_is_an_arithmetic_shift(acc: list[int], n: int) -> None:
-    """μ = 2^-n gives M = 2^30: the result is (acc + 2^(n-1)) >> n, the core's nearest cast."""
+    """μ = 2^-n gives M = 2^30: an arithmetic shift by n, ties to even (the convergent cast)."""
     multiplier, shift = quantize_multiplier(2.0**-n)
     assert multiplier == 2**30
     got = requantize(np.array(acc, dtype=np.int64), multiplier, shift).tolist()
-    shifted = [(a + (1 << (n - 1))) >> n if n else a for a in acc]
+    shifted = [round(Fraction(a, 1 << n)) for a in acc]
     assert got == shifted
     as_fixed = FixedArray(np.array(acc, dtype=np.int64), FixedFormat(32, 0))
-    assert as_fixed.cast(FixedFormat(64, -n), "nearest").stored.tolist() == shifted
+    assert as_fixed.cast(FixedFormat(64, -n), "convergent").stored.tolist() == shifted
 
 
-def test_ties_go_toward_plus_infinity() -> None:
+def test_ties_go_to_even() -> None:
     multiplier, shift = quantize_multiplier(0.5)
-    assert requantize(np.array([5, -5, 3, -3, 1, -1]), multiplier, shift).tolist() == [
-        3,
-        -2,
-        2,
-        -1,
-        1,
-        0,
-    ]
+    # 2.5, -2.5, 1.5, -1.5, 0.5, -0.5, 3.5 -> the even neighbour
+    acc = np.array([5, -5, 3, -3, 1, -1, 7])
+    assert requantize(acc, multiplier, shift).tolist() == [2, -2, 2, -2, 0, 0, 4]
 
 
 def test_per_channel_multipliers_broadcast() -> None:

@@ -74,3 +74,25 @@ def test_from_dict_refuses_unknown_and_mistyped_fields() -> None:
         QuantParams.from_dict({**good, "scale": 0.1})  # 0.1 is not a float32
     with pytest.raises(ConfigError, match=r"miss field\(s\) \['scale'\]"):
         QuantParams.from_dict({"dtype": "int8", "zero_point": 0})
+
+
+def test_pow2_params_show_their_fraction_length_in_json() -> None:
+    params = QuantParams(
+        scale=np.array([2.0**-7, 2.0**-3], dtype=np.float32),
+        zero_point=np.zeros(2, dtype=np.int64),
+        dtype="int8",
+        axis=0,
+    )
+    data = params.to_dict()
+    assert data["fraction_length"] == [7, 3]
+    assert QuantParams.from_dict(data) == params
+    data["fraction_length"] = [7, 4]
+    with pytest.raises(ConfigError, match="does not match scale"):
+        QuantParams.from_dict(data)
+
+
+def test_affine_params_have_no_fraction_length() -> None:
+    params = QuantParams(
+        scale=np.array(0.3, dtype=np.float32), zero_point=np.array(3), dtype="uint8", axis=None
+    )
+    assert "fraction_length" not in params.to_dict()

@@ -1,8 +1,8 @@
 """Integer requantization: a real multiplier as an int32 multiplier and a shift.
 
 The one definition the integer engine and the generated C share (docs/numerics.md §1.8):
-``y = round_nearest(acc · M · 2^(shift - 31))``, a single rounding of the exact product,
-ties toward +inf.
+``y = round_half_even(acc · M · 2^(shift - 31))``, a single rounding of the exact product,
+ties to even (the ``convergent`` mode), as ONNX QuantizeLinear and ONNX Runtime round.
 """
 
 from __future__ import annotations
@@ -14,7 +14,13 @@ import numpy.typing as npt
 
 from eightbit.errors import FixedPointError
 from eightbit.fixed.inputs import IntArray
+from eightbit.fixed.modes import Rounding
 from eightbit.fixed.scaling import round_shift_right
+
+# The requantization rounding rule (§1.8): ties to even. Power-of-two scales make exact
+# ties common (a 2x2 average, an Add of equal scales), so a tie rule biased toward +inf
+# drifts by whole LSBs through a network; ties to even is unbiased and is what ONNX does.
+REQUANTIZE_ROUNDING: Rounding = "convergent"
 
 MULTIPLIER_BITS = 31
 MAX_SHIFT = 31  # real multipliers below 2^31: t = 31 - shift >= 0 is always a right shift
@@ -65,7 +71,7 @@ def _check_range(values: IntArray, name: str, low: int, high: int, hint: str) ->
 
 
 def requantize(acc: npt.ArrayLike, multiplier: npt.ArrayLike, shift: npt.ArrayLike) -> IntArray:
-    """round_nearest(acc · M · 2^(shift - 31)) as int64, exactly (ties toward +inf).
+    """round_half_even(acc · M · 2^(shift - 31)) as int64, exactly.
 
     ``acc`` holds int32 values (any integer dtype); ``multiplier`` and ``shift`` come from
     ``quantize_multiplier`` and broadcast against ``acc`` (per-channel arrays shaped for
@@ -85,4 +91,4 @@ def requantize(acc: npt.ArrayLike, multiplier: npt.ArrayLike, shift: npt.ArrayLi
             f"against 'acc' {accumulators.shape}; shape per-channel arrays for the channel axis"
         ) from None
     product = accumulators * multipliers
-    return round_shift_right(product, MULTIPLIER_BITS - shifts, "nearest")
+    return round_shift_right(product, MULTIPLIER_BITS - shifts, REQUANTIZE_ROUNDING)

@@ -105,18 +105,26 @@ class QuantParams:
         return (1 - exponent).astype(np.int64)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form; floats are written so that float32 scales round-trip exactly."""
-        return {
+        """JSON-ready form; floats are written so that float32 scales round-trip exactly.
+
+        Power-of-two parameters also show their fraction length ``f`` (scale = 2^-f, the
+        format ``eightbit fi`` displays); it is redundant with the scale and checked on load.
+        """
+        data: dict[str, Any] = {
             "dtype": self.dtype,
             "scale": self.scale.astype(np.float64).tolist(),
             "zero_point": self.zero_point.tolist(),
             "axis": self.axis,
             "narrow_range": self.narrow_range,
         }
+        fraction_lengths = self.fraction_lengths
+        if fraction_lengths is not None:
+            data["fraction_length"] = fraction_lengths.tolist()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantParams:
-        known = {"dtype", "scale", "zero_point", "axis", "narrow_range"}
+        known = {"dtype", "scale", "zero_point", "axis", "narrow_range", "fraction_length"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(
@@ -128,13 +136,22 @@ class QuantParams:
         axis = data.get("axis")
         if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
             raise ConfigError(f"'axis' must be an integer or null (got {axis!r})")
-        return cls(
+        params = cls(
             scale=_array_field(data["scale"], np.float32, "scale"),
             zero_point=_array_field(data["zero_point"], np.int64, "zero_point"),
             dtype=cast(QuantType, data["dtype"]),
             axis=axis,
             narrow_range=bool(data.get("narrow_range", False)),
         )
+        if "fraction_length" in data:
+            implied = params.fraction_lengths
+            given = np.asarray(data["fraction_length"])
+            if implied is None or not np.array_equal(implied, given):
+                raise ConfigError(
+                    f"'fraction_length' {data['fraction_length']!r} does not match scale "
+                    f"{data['scale']!r} (scale must be 2^-fraction_length); fix or remove one"
+                )
+        return params
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, QuantParams):

@@ -25,12 +25,12 @@ import numpy.typing as npt
 from eightbit.errors import ModelError
 from eightbit.fixed import quantize_multiplier
 from eightbit.fixed.modes import Rounding
-from eightbit.fixed.scaling import round_shift_right
+from eightbit.fixed.requantize import REQUANTIZE_ROUNDING, requantize
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 _MULTIPLIER_BITS = 31
 # Ties to even, as ONNX QuantizeLinear and ONNX Runtime's requantization round (§E.2).
-ENGINE_ROUNDING: Rounding = "convergent"
+ENGINE_ROUNDING: Rounding = REQUANTIZE_ROUNDING
 _STORAGE_TYPES: dict[str, type[np.integer]] = {"int8": np.int8, "uint8": np.uint8}
 
 
@@ -53,16 +53,10 @@ def check_int32(acc: np.ndarray) -> None:
 def requantize_reference(
     acc: npt.ArrayLike, multiplier: npt.ArrayLike, shift: npt.ArrayLike
 ) -> np.ndarray:
-    """The definition: round(acc · M · 2^(shift − 31)) by ``ENGINE_ROUNDING``, exactly.
-
-    ``eightbit.fixed.requantize`` with the engine's rounding mode: the same int64 product
-    (|acc| <= 2^31, M < 2^31) and the same exact rounding function, ``round_shift_right``.
-    """
+    """The definition, ``eightbit.fixed.requantize``: round(acc·M·2^(shift−31)), ties to even."""
     acc = np.asarray(acc, dtype=np.int64)
     check_int32(acc)
-    shifts = np.asarray(shift, dtype=np.int64)
-    product = acc * np.asarray(multiplier, dtype=np.int64)
-    return round_shift_right(product, _MULTIPLIER_BITS - shifts, ENGINE_ROUNDING)
+    return requantize(acc, multiplier, shift)
 
 
 @dataclass(frozen=True, eq=False)
