@@ -1,6 +1,6 @@
 """The engine against ONNX Runtime running the same QDQ model (its int8 kernels).
 
-The contract (docs/numerics-engine.md §E.10): every output element within 1 LSB, and at
+The contract (docs/numerics.md §E.10): every output element within 1 LSB, and at
 least 99.9% exactly equal. ONNX Runtime requantizes in float32; the engine with an integer
 multiplier and one rounding, so the two differ only where the exact value is within float32
 noise of a tie. Each assertion message gives the measured exact-match percentage.

@@ -1,4 +1,4 @@
-"""eightbit.analysis: what int8 cost, and where (docs/numerics-analysis.md).
+"""eightbit.analysis: what int8 cost, and where (docs/numerics.md).
 
 - ``validate``: output metrics float vs int8 (agreement, accuracy, SQNR, cosine, max abs
   error, user metrics), per-layer analysis, memory and latency; ``check_thresholds`` for CI;

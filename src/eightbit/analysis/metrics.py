@@ -4,7 +4,7 @@ Each function takes the float reference first and the quantized result second, b
 of the same shape with samples on the first axis. ``ErrorSums`` accumulates the same
 metrics batch by batch, and ``topk_hits``/``correct_predictions`` give the per-sample
 results that the agreement and accuracy fractions count. Definitions are in
-docs/numerics-analysis.md §A.1.
+docs/numerics.md §A.1.
 """
 
 from __future__ import annotations

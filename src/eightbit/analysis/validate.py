@@ -2,7 +2,7 @@
 
 The public functions take models (paths or ``ModelProto``) and data (anything
 ``eightbit.calibrate.open_data`` reads) and return frozen results with ``to_dict()``.
-The math is docs/numerics-analysis.md.
+The math is docs/numerics.md.
 """
 
 from __future__ import annotations

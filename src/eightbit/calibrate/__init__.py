@@ -2,7 +2,7 @@
 
 ``calibrate(model, data, config)`` returns ``Ranges`` (saved as JSON plus a histogram
 sidecar, reloaded by ``eightbit quantize --ranges``). The math is in
-docs/numerics-calibration.md; each module implements one part of it:
+docs/numerics.md; each module implements one part of it:
 
 - ``sources``, ``arrays``, ``images``, ``data``: data sources as batches of model inputs;
 - ``histogram``, ``observers``: bounded-memory summaries that update and merge exactly;

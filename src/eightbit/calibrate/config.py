@@ -19,7 +19,7 @@ Channels = Literal["rgb", "bgr", "gray"]
 CHANNELS: tuple[str, ...] = get_args(Channels)
 
 # TensorRT's histogram size; fewer bins leave the entropy search too few candidates
-# (docs/numerics-calibration.md §C.5).
+# (docs/numerics.md §C.5).
 MIN_BINS = 2048
 MAX_BINS = 1 << 16
 MIN_BITS, MAX_BITS = 2, 16

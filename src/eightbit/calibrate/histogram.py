@@ -1,6 +1,6 @@
 """A streaming histogram with power-of-two bins that grows and merges exactly.
 
-docs/numerics-calibration.md §C.2: bin ``k`` covers ``[k·2^e, (k+1)·2^e)``. Doubling the
+docs/numerics.md §C.2: bin ``k`` covers ``[k·2^e, (k+1)·2^e)``. Doubling the
 width maps bin ``k`` to ``k >> 1``, so the range grows by re-binning counts, never by
 revisiting values, and two histograms of the same tensor merge into exactly the histogram
 one pass over all their values would have built.

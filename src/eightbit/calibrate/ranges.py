@@ -2,7 +2,7 @@
 
 JSON holds what the quantizer reads (per tensor: the selected range and the exact observed
 extremes); a sidecar ``<stem>.hist.npz`` holds the histograms, so range selection can be
-redone later without the model or the data (docs/numerics-calibration.md §C.7).
+redone later without the model or the data (docs/numerics.md §C.7).
 """
 
 from __future__ import annotations

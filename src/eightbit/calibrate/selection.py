@@ -1,7 +1,7 @@
 """Range selection: from an observer's summary to a clipping range [lo, hi].
 
 Pure functions of a ``Histogram`` (or a ``MinMaxObserver`` for ``minmax``), each
-implementing one section of docs/numerics-calibration.md. All candidate thresholds of a
+implementing one section of docs/numerics.md. All candidate thresholds of a
 method are scored in one array expression (or a few blocks of one), never one at a time.
 """
 

@@ -1,4 +1,4 @@
-"""eightbit.engine: the integer-only reference interpreter (docs/numerics-engine.md).
+"""eightbit.engine: the integer-only reference interpreter (docs/numerics.md).
 
 The definition of what a device computes for a quantized model. ``prepare`` builds an
 integer ``Program`` once from the QDQ model and its plan (multipliers, shifts, lookup

@@ -1,6 +1,6 @@
 """Prepare: a QDQ model and its plan become an integer ``Program`` (once per model).
 
-The QDQ model is read as eightbit's exporter writes it (docs/numerics-quant.md §Q10):
+The QDQ model is read as eightbit's exporter writes it (docs/numerics.md §Q10):
 ``DequantizeLinear`` of an int8 initializer is a quantized constant; ``Q → DQ`` after a
 producer stores its output as integers; a quantized node reads DQ outputs and writes into
 one Q per output. The plan says which nodes are quantized and why the others are not.

@@ -1,4 +1,4 @@
-"""Inline SVG of a log2 histogram with its int8 window marked (docs/numerics-analysis.md §A.4).
+"""Inline SVG of a log2 histogram with its int8 window marked (docs/numerics.md §A.4).
 
 One bar per bit position k (``|x|`` in ``[2^k, 2^(k+1))``), zeros as a separate grey bar
 at the left. Heights are ``log(1 + count)``: the few values that clip or vanish are what

@@ -3,7 +3,7 @@ otherwise requantized to them,
 
     y = clamp(z_y + rescale(q_i − z_i, s_i / s_y))
 
-as ONNX Runtime's QLinearConcat does (docs/numerics-quant.md §Q7 says why the inputs keep
+as ONNX Runtime's QLinearConcat does (docs/numerics.md §Q7 says why the inputs keep
 their own scales).
 """
 

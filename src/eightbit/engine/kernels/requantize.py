@@ -1,4 +1,4 @@
-"""The output stage every rescaling kernel shares (docs/numerics-engine.md §E.2).
+"""The output stage every rescaling kernel shares (docs/numerics.md §E.2).
 
 ``Rescale`` holds what Prepare computes once from float scales: an int32 multiplier and a
 shift per channel (``eightbit.fixed.quantize_multiplier``). ``Requantization`` adds the
