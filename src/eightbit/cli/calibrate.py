@@ -4,62 +4,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from eightbit._io import refuse_overwrite
-from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges
+from eightbit.calibrate import CalibrationConfig, Ranges
 from eightbit.calibrate import calibrate as calibrate_model
-from eightbit.errors import ConfigError
+from eightbit.cli.options import DATA_HELP, image_flags, image_options
 
 if TYPE_CHECKING:
     from eightbit.calibrate.config import Method
-
-T = TypeVar("T")
-
-
-def _numbers(option: str, text: str | None, convert: Callable[[str], T]) -> tuple[T, ...] | None:
-    """'a,b,c' as a tuple of numbers; a ConfigError naming ``option`` otherwise."""
-    if text is None:
-        return None
-    try:
-        return tuple(convert(part) for part in text.split(","))
-    except ValueError:
-        raise ConfigError(
-            f"{option} must be comma-separated numbers, e.g. 0.485,0.456,0.406 (got {text!r})"
-        ) from None
-
-
-def _image_options(
-    size: str | None,
-    resize_short: int | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    layout: str | None,
-    channels: str | None,
-) -> ImageOptions | None:
-    """ImageOptions from the image flags; None when no image flag was given."""
-    given: dict[str, Any] = {
-        "size": _numbers("--image-size", size, int),
-        "resize_short": resize_short,
-        "mean": _numbers("--mean", mean, float),
-        "std": _numbers("--std", std, float),
-        "scale": scale,
-        "layout": layout,
-        "channels": channels,
-    }
-    given = {key: value for key, value in given.items() if value is not None}
-    if not given:
-        return None
-    image_size = given.get("size")
-    if image_size is not None:
-        if len(image_size) not in (1, 2):
-            raise ConfigError(f"--image-size must be H or H,W (got {size!r})")
-        given["size"] = (image_size[0], image_size[-1])
-    return ImageOptions(**given)
 
 
 def _clipped(ranges: Ranges, name: str) -> float | None:
@@ -99,8 +54,7 @@ def _print_table(ranges: Ranges, top: int) -> None:
     "-d",
     "--data",
     required=True,
-    help="Samples: an .npz (one array per input, first axis samples), an .npy, "
-    "or a folder of images.",
+    help=DATA_HELP,
 )
 @click.option("-o", "--output", required=True, help="Ranges file to write (JSON).")
 @click.option(
@@ -131,13 +85,7 @@ def _print_table(ranges: Ranges, top: int) -> None:
     "--skip-nonfinite", is_flag=True, help="Skip samples with NaN/inf instead of failing."
 )
 @click.option("--threads", type=int, help="Threads for ONNX Runtime and the observers.")
-@click.option("--image-size", help="Images: model input size H or H,W.")
-@click.option("--resize-short", type=int, help="Images: resize the short side, then center crop.")
-@click.option("--mean", help="Images: per-channel mean, e.g. 0.485,0.456,0.406.")
-@click.option("--std", help="Images: per-channel std, e.g. 0.229,0.224,0.225.")
-@click.option("--scale", type=float, help="Images: pixel scale before mean/std [1/255].")
-@click.option("--layout", help="Images: nchw or nhwc [nchw].")
-@click.option("--channels", help="Images: rgb, bgr or gray [rgb].")
+@image_flags
 @click.option("--top", type=int, default=10, show_default=True, help="Rows in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def calibrate(
@@ -153,15 +101,9 @@ def calibrate(
     moving_average: float | None,
     skip_nonfinite: bool,
     threads: int | None,
-    image_size: str | None,
-    resize_short: int | None,
-    mean: str | None,
-    std: str | None,
-    scale: float | None,
-    layout: str | None,
-    channels: str | None,
     top: int,
     as_json: bool,
+    **image_values: Any,
 ) -> None:
     """Run MODEL on sample data and save the range of every float activation."""
     refuse_overwrite(output, model, data)
@@ -176,7 +118,7 @@ def calibrate(
         moving_average=moving_average,
         bits=bits,
     )
-    image = _image_options(image_size, resize_short, mean, std, scale, layout, channels)
+    image = image_options(image_values)
     started = time.perf_counter()
     ranges = calibrate_model(
         model, data, config, threads=threads, image=image, progress=not as_json
