@@ -15,7 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.analysis.qdq import QdqModel, QuantizedActivation
-from eightbit.graph import Graph
+from eightbit.graph import FreshNames, Graph, graph_names
 from eightbit.quant import QuantParams
 
 
@@ -26,7 +26,7 @@ def with_fake_quant(model: onnx.ModelProto, tensor: str, params: QuantParams) ->
     """
     result = _copy(model)
     graph = result.graph
-    fresh = _FreshNames(_names(graph))
+    fresh = FreshNames(graph_names(graph))
     scale, zero_point = fresh(f"{tensor}_scale"), fresh(f"{tensor}_zero_point")
     graph.initializer.extend(
         [
@@ -68,7 +68,7 @@ def without_quantization(
     """
     result = _copy(int8_model)
     graph = result.graph
-    fresh = _FreshNames(_names(graph))
+    fresh = FreshNames(graph_names(graph))
     source = activation.source
     value = _folded_activation(graph, activation, float_graph, fresh) or source
     quantized = {
@@ -101,7 +101,7 @@ def without_quantization(
 
 
 def _folded_activation(
-    graph: onnx.GraphProto, activation: QuantizedActivation, float_graph: Graph, fresh: _FreshNames
+    graph: onnx.GraphProto, activation: QuantizedActivation, float_graph: Graph, fresh: FreshNames
 ) -> str | None:
     """Put back the activation (Relu, Clip) that was folded into the quantization, if any.
 
@@ -152,7 +152,7 @@ def _restore_float_weights(
     producer: onnx.NodeProto,
     qdq: QdqModel,
     float_graph: Graph,
-    fresh: _FreshNames,
+    fresh: FreshNames,
 ) -> None:
     float_initializers = {tensor.name: tensor for tensor in float_graph.model.graph.initializer}
     float_weights = {w.dequantized: w.float_name for w in qdq.weights if w.float_name is not None}
@@ -188,28 +188,3 @@ def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
         if attribute.type == onnx.AttributeProto.GRAPH:
             yield attribute.g
         yield from attribute.graphs
-
-
-def _names(graph: onnx.GraphProto) -> set[str]:
-    names = {tensor.name for tensor in graph.initializer}
-    names.update(value.name for value in [*graph.input, *graph.output, *graph.value_info])
-    for node in graph.node:
-        names.add(node.name)
-        names.update(node.input)
-        names.update(node.output)
-    return names
-
-
-class _FreshNames:
-    """Names not yet used: ``base``, else ``base_1``, ``base_2``, ..."""
-
-    def __init__(self, taken: Iterable[str]) -> None:
-        self.taken = set(taken)
-
-    def __call__(self, base: str) -> str:
-        name, suffix = base, 0
-        while name in self.taken:
-            suffix += 1
-            name = f"{base}_{suffix}"
-        self.taken.add(name)
-        return name

@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
+from eightbit.graph import FreshNames, graph_names
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.quant import QuantParams, quantize_values
 
@@ -50,7 +51,7 @@ class _QdqWriter:
         self.plan = plan
         self.decisions = _decisions_for(graph, plan)
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
-        self.names = _FreshNames(_all_names(graph))
+        self.names = FreshNames(graph_names(graph))
         self.params_names: dict[str, tuple[str, str]] = {}
         self.dequantized_constants: dict[str, str] = {}
         self.head: list[onnx.NodeProto] = []  # DQ of constants and Q/DQ of inputs go first
@@ -75,7 +76,7 @@ class _QdqWriter:
                 body.extend(self._pair(node.output[0], folded, self.plan.tensors[folded]))
             for port, name in enumerate(node.output):
                 if name and name in self.plan.tensors and name not in self.initializers:
-                    node.output[port] = self.names.fresh(f"{name}_prequant")
+                    node.output[port] = self.names(f"{name}_prequant")
                     body.extend(self._pair(node.output[port], name, self.plan.tensors[name]))
         self.graph.ClearField("node")
         self.graph.node.extend([*self.head, *body])
@@ -86,26 +87,26 @@ class _QdqWriter:
         for value in self.graph.input:
             name = value.name
             if name in self.plan.tensors and name not in self.initializers:
-                renames[name] = self.names.fresh(f"{name}_dequantized")
+                renames[name] = self.names(f"{name}_dequantized")
                 self.head.extend(self._pair(name, renames[name], self.plan.tensors[name]))
         return renames
 
     def _pair(self, source: str, target: str, params: QuantParams) -> list[onnx.NodeProto]:
         """QuantizeLinear(source) -> DequantizeLinear -> target."""
         scale, zero_point = self._params_initializers(target, params)
-        stored = self.names.fresh(f"{target}_quantized")
+        stored = self.names(f"{target}_quantized")
         quantize = _qdq_node(
             "QuantizeLinear",
             [source, scale, zero_point],
             stored,
-            self.names.fresh(f"{target}_QuantizeLinear"),
+            self.names(f"{target}_QuantizeLinear"),
             params.axis,
         )
         dequantize = _qdq_node(
             "DequantizeLinear",
             [stored, scale, zero_point],
             target,
-            self.names.fresh(f"{target}_DequantizeLinear"),
+            self.names(f"{target}_DequantizeLinear"),
             params.axis,
         )
         return [quantize, dequantize]
@@ -116,18 +117,18 @@ class _QdqWriter:
             return self.dequantized_constants[name]
         params = self.plan.tensors[name]
         values = numpy_helper.to_array(self.initializers[name])
-        stored = self.names.fresh(f"{name}_quantized")
+        stored = self.names(f"{name}_quantized")
         self.graph.initializer.append(
             numpy_helper.from_array(quantize_values(values, params), stored)
         )
         scale, zero_point = self._params_initializers(name, params)
-        output = self.names.fresh(f"{name}_dequantized")
+        output = self.names(f"{name}_dequantized")
         self.head.append(
             _qdq_node(
                 "DequantizeLinear",
                 [stored, scale, zero_point],
                 output,
-                self.names.fresh(f"{name}_DequantizeLinear"),
+                self.names(f"{name}_DequantizeLinear"),
                 params.axis,
             )
         )
@@ -136,8 +137,8 @@ class _QdqWriter:
 
     def _params_initializers(self, tensor: str, params: QuantParams) -> tuple[str, str]:
         if tensor not in self.params_names:
-            scale = self.names.fresh(f"{tensor}_scale")
-            zero_point = self.names.fresh(f"{tensor}_zero_point")
+            scale = self.names(f"{tensor}_scale")
+            zero_point = self.names(f"{tensor}_zero_point")
             self.graph.initializer.extend(
                 [
                     numpy_helper.from_array(params.scale.astype(np.float32), scale),
@@ -195,28 +196,3 @@ def _names_read(nodes: Iterable[onnx.NodeProto]) -> Iterator[str]:
         for attribute in node.attribute:
             for subgraph in [attribute.g, *attribute.graphs]:
                 yield from _names_read(subgraph.node)
-
-
-def _all_names(graph: onnx.GraphProto) -> set[str]:
-    names = {tensor.name for tensor in graph.initializer}
-    names.update(value.name for value in [*graph.input, *graph.output, *graph.value_info])
-    for node in graph.node:
-        names.add(node.name)
-        names.update(node.input)
-        names.update(node.output)
-    return names
-
-
-class _FreshNames:
-    """Names not yet used in the graph: ``hint``, else ``hint_1``, ``hint_2``, ..."""
-
-    def __init__(self, taken: Iterable[str]) -> None:
-        self.taken = set(taken)
-
-    def fresh(self, hint: str) -> str:
-        name, suffix = hint, 0
-        while name in self.taken:
-            suffix += 1
-            name = f"{hint}_{suffix}"
-        self.taken.add(name)
-        return name

@@ -6,15 +6,18 @@ packages query; ``make_session`` and ``with_outputs`` run models with ONNX Runti
 ``save_model`` writes results atomically.
 """
 
+from eightbit.graph._proto import FreshNames, graph_names
 from eightbit.graph.files import load_model, save_model
 from eightbit.graph.normalize import normalize
 from eightbit.graph.session import make_session, with_outputs
 from eightbit.graph.view import Graph, Node, TensorInfo
 
 __all__ = [
+    "FreshNames",
     "Graph",
     "Node",
     "TensorInfo",
+    "graph_names",
     "load_model",
     "make_session",
     "normalize",

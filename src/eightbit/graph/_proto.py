@@ -209,6 +209,17 @@ def all_value_names(graph: GraphProto) -> set[str]:
     return names
 
 
+def graph_names(graph: GraphProto) -> set[str]:
+    """Every node and tensor name of a graph's top level: what a new name must avoid."""
+    names = {tensor.name for tensor in graph.initializer}
+    names.update(value.name for value in [*graph.input, *graph.output, *graph.value_info])
+    for node in graph.node:
+        names.add(node.name)
+        names.update(node.input)
+        names.update(node.output)
+    return names
+
+
 class FreshNames:
     """Hands out names that collide with no name seen so far: ``base``, ``base_1``, ..."""
 
