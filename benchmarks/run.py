@@ -1,0 +1,113 @@
+"""``make bench``: eightbit side by side with ONNX Runtime's quantizer and NNCF, in one run.
+
+    .venv/bin/python benchmarks/run.py                    # all -> benchmarks/RESULTS.md
+    .venv/bin/python benchmarks/run.py --only calibration # -> benchmarks/_work/RESULTS.partial.md
+    .venv/bin/python benchmarks/run.py --only quantize --tools NNCF
+
+Sections:
+  quantize     MobileNetV2: top-1/top-5 agreement, SQNR, latency ratio, quantization time
+  latency      ResNet-18-style: int8/fp32 latency and file size
+  calibration  ResNet-18-style: calibration memory and speed targets, versus ORT's calibrators
+
+Models and image crops are built on first use and cached in benchmarks/_work/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import accuracy, calibration, latency  # noqa: E402
+from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
+
+SECTIONS = ("quantize", "latency", "calibration")
+TOOLS = ("eightbit", "ONNX Runtime", "NNCF")
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
+
+
+def _csv(allowed: tuple[str, ...]) -> Callable[[str], set[str]]:
+    def parse(text: str) -> set[str]:
+        items = {item.strip() for item in text.split(",") if item.strip()}
+        unknown = items - set(allowed)
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"must be among {list(allowed)} (got {sorted(unknown)})"
+            )
+        return items
+
+    return parse
+
+
+def _interpreter() -> str:
+    """The Python that ran us, relative to the repo when it is the repo's venv."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(ROOT))
+    except ValueError:
+        return str(exe)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", type=_csv(SECTIONS), help="comma-separated sections to run")
+    parser.add_argument(
+        "--tools", type=_csv(TOOLS), help="comma-separated tools (quantize/latency)"
+    )
+    parser.add_argument(
+        "--no-ort-calibration",
+        action="store_true",
+        help="skip ONNX Runtime's calibrators in the calibration section (they need ~6 GB)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help=f"Markdown report (default: {RESULTS.relative_to(ROOT)} for a full run, "
+        f"{PARTIAL.relative_to(ROOT)} otherwise)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    sections = args.only or set(SECTIONS)
+    full = sections == set(SECTIONS) and not args.tools and not args.no_ort_calibration
+    output = args.output or (RESULTS if full else PARTIAL)
+    started, clock, load_at_start = (
+        dt.datetime.now().astimezone(),
+        time.perf_counter(),
+        load_average(),
+    )
+
+    tables: list[Table] = []
+    if "quantize" in sections:
+        tables.append(accuracy.sanity_table())
+        tables.append(accuracy.run(args.tools))
+    if "latency" in sections:
+        tables.append(latency.run(args.tools))
+    if "calibration" in sections:
+        tables += calibration.run(with_ort=not args.no_ort_calibration)
+
+    print_tables(tables)
+    command = [_interpreter(), "benchmarks/run.py", *argv]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    elapsed, load = time.perf_counter() - clock, (load_at_start, load_average())
+    write_atomic(output, to_markdown(tables, command, started, elapsed, load))
+    print(f"wrote {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
