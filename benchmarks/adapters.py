@@ -39,12 +39,17 @@ def _config(method: str, samples: int, batch_size: int) -> Any:
 def eightbit_calibrate(
     model: Path, data: NpyBatches, method: str, samples: int, threads: int
 ) -> Any:
-    """eightbit's calibration of every float activation; returns its ``Ranges``."""
+    """``eightbit calibrate``: the activations quantization reads; returns its ``Ranges``."""
     config = _config(method, samples, data.batch_size)
     from eightbit.calibrate import calibrate
+    from eightbit.graph import Graph, load_model, normalize
+    from eightbit.plan import activation_tensors_to_calibrate
+    from eightbit.quant import QuantConfig
 
+    prepared = normalize(load_model(str(model)))
+    tensors = activation_tensors_to_calibrate(Graph(prepared), QuantConfig())
     try:
-        return calibrate(str(model), data, config, threads=threads)
+        return calibrate(prepared, data, config, tensors=tensors, threads=threads, normalized=True)
     except NotImplementedError as exc:
         raise Unavailable(f"eightbit calibrate({method!r}) not implemented: {exc}") from exc
 

@@ -50,20 +50,32 @@ def test_writes_ranges_and_prints_the_widest(cli: _Group, files: tuple[Path, Pat
     text = result.output
     widest = [name for name, _ in ranges.widest(3)]
     assert all(name in text for name in widest)
-    assert "calibrated 6 tensors on 24 samples" in text and "samples/s" in text
+    # the 4 tensors eightbit quantize reads, of the model's 6 float activations
+    assert "calibrated 4 tensors on 24 samples" in text and "samples/s" in text
 
 
 def test_json_prints_one_object(cli: _Group, files: tuple[Path, Path]) -> None:
     model, data = files
     output = model.parent / "r.json"
     result = invoke(
-        cli, model, "--data", data, "-o", output, "--json", "--samples", "10", "--method", "mse"
+        cli,
+        model,
+        "--data",
+        data,
+        "-o",
+        output,
+        "--json",
+        "--samples",
+        "10",
+        "--method",
+        "mse",
+        "--all-tensors",
     )
     assert result.exit_code == 0
     summary = json.loads(result.stdout)
     assert summary["samples"] == 10 and summary["method"] == "mse"
     assert summary["histograms"] == str(model.parent / "r.hist.npz")
-    assert len(summary["widest"]) == 6
+    assert len(summary["widest"]) == 6 == summary["tensors"]
     saved = Ranges.load(output)
     first = summary["widest"][0]
     assert saved[first["name"]].max == first["max"]

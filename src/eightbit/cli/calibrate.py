@@ -12,6 +12,9 @@ from eightbit._io import refuse_overwrite
 from eightbit.calibrate import CalibrationConfig, Ranges
 from eightbit.calibrate import calibrate as calibrate_model
 from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.graph import Graph, load_model, normalize
+from eightbit.plan import activation_tensors_to_calibrate
+from eightbit.quant import QuantConfig
 
 if TYPE_CHECKING:
     from eightbit.calibrate.config import Method
@@ -86,6 +89,12 @@ def _print_table(ranges: Ranges, top: int) -> None:
 )
 @click.option("--threads", type=int, help="Threads for ONNX Runtime and the observers.")
 @image_flags
+@click.option(
+    "--all-tensors",
+    is_flag=True,
+    help="Observe every float activation, not only those eightbit quantize reads "
+    "(slower: exposing a Conv output stops ONNX Runtime fusing it with its Relu).",
+)
 @click.option("--top", type=int, default=10, show_default=True, help="Rows in the table.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def calibrate(
@@ -101,11 +110,17 @@ def calibrate(
     moving_average: float | None,
     skip_nonfinite: bool,
     threads: int | None,
+    all_tensors: bool,
     top: int,
     as_json: bool,
     **image_values: Any,
 ) -> None:
-    """Run MODEL on sample data and save the range of every float activation."""
+    """Run MODEL on sample data and save the ranges eightbit quantize needs.
+
+    Every tensor the quantizer reads (the same set for every scheme) is observed; with
+    --exclude or --op-types at quantize time a few more may be needed: calibrate with
+    --all-tensors then.
+    """
     refuse_overwrite(output, model, data)
     refuse_overwrite(Ranges.sidecar_path(output), model, data)
     config = CalibrationConfig(
@@ -120,8 +135,19 @@ def calibrate(
     )
     image = image_options(image_values)
     started = time.perf_counter()
+    prepared = normalize(load_model(model))
+    tensors = (
+        None if all_tensors else activation_tensors_to_calibrate(Graph(prepared), QuantConfig())
+    )
     ranges = calibrate_model(
-        model, data, config, threads=threads, image=image, progress=not as_json
+        prepared,
+        data,
+        config,
+        tensors=tensors,
+        threads=threads,
+        image=image,
+        progress=not as_json,
+        normalized=True,
     )
     seconds = time.perf_counter() - started
     ranges.save(output)
