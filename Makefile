@@ -6,7 +6,7 @@ DEV    := $(VENV)/.dev-installed
 BENCH  := $(VENV)/.bench-installed
 # The CPU build of torch that lies on this machine's disk; any other version pulls several GB.
 TORCH  := torch==2.13.0
-LINTED := src tests $(wildcard benchmarks examples)
+LINTED := src tests $(wildcard benchmarks examples mcu)
 
 .PHONY: demo test lint typecheck bench clean chromium
 
@@ -54,3 +54,6 @@ bench: $(BENCH)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# make mcu-check: the demo model cross-compiled for Cortex-M4 and run under QEMU.
+include mcu/mcu.mk

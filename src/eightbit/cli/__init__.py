@@ -33,7 +33,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from eightbit.cli import calibrate, fi, quantize, report, run, validate
+    from eightbit.cli import calibrate, codegen, fi, quantize, report, run, validate
 
     main.add_command(fi.fi)
     main.add_command(calibrate.calibrate)
@@ -41,6 +41,7 @@ def _register() -> None:
     main.add_command(validate.validate_command)
     main.add_command(report.report_command)
     main.add_command(run.run)
+    main.add_command(codegen.codegen_command)
 
 
 _register()
