@@ -28,7 +28,9 @@ PACKAGES = (
     "scikit-learn",
     "matplotlib",
     "pillow",
+    "threadpoolctl",
 )
+COMPILERS = ("gcc", "arm-none-eabi-gcc")
 
 
 @dataclass
@@ -80,7 +82,18 @@ def machine_info() -> dict[str, str]:
             info[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             info[name] = "not installed"
+    for compiler in COMPILERS:  # the codegen section's sizes depend on them
+        info[compiler] = compiler_version(compiler)
     return info
+
+
+def compiler_version(command: str) -> str:
+    """The first line of ``command --version``, or "not installed"."""
+    try:
+        done = subprocess.run([command, "--version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "not installed"
+    return done.stdout.splitlines()[0].strip() if done.stdout else "unknown"
 
 
 def load_average() -> str:

@@ -8,6 +8,10 @@ Sections:
   quantize     MobileNetV2: top-1/top-5 agreement, SQNR, latency ratio, quantization time
   latency      ResNet-18-style: int8/fp32 latency and file size
   calibration  ResNet-18-style: calibration memory and speed targets, versus ORT's calibrators
+  engine       integer engine vs ORT on the same QDQ model: exactness (end to end, per node)
+               and 1-thread speed vs ORT fp32 (ResNet-18-style, MobileNetV2)
+  codegen      generated C for Cortex-M4: flash, weights, arena vs its lower bound (MNIST demo
+               CNN, MobileNetV2)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -26,10 +30,10 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import accuracy, calibration, latency  # noqa: E402
+from benchmarks import accuracy, calibration, codegen, engine, latency  # noqa: E402
 from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
 
-SECTIONS = ("quantize", "latency", "calibration")
+SECTIONS = ("quantize", "latency", "calibration", "engine", "codegen")
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -99,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(latency.run(args.tools))
     if "calibration" in sections:
         tables += calibration.run(with_ort=not args.no_ort_calibration)
+    if "engine" in sections:
+        tables += engine.run()
+    if "codegen" in sections:
+        tables.append(codegen.run())
 
     print_tables(tables)
     command = [_interpreter(), "benchmarks/run.py", *argv]
