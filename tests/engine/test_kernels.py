@@ -19,8 +19,16 @@ from eightbit.engine.kernels.activation import prepare_activation
 from eightbit.engine.kernels.concat import prepare_concat
 from eightbit.engine.kernels.conv import prepare_conv
 from eightbit.engine.kernels.elementwise import prepare_elementwise
-from eightbit.engine.kernels.gemm import FLOAT32_EXACT, exact_matmul, prepare_matmul
+from eightbit.engine.kernels.gemm import (
+    FLOAT32_EXACT,
+    SHIFTED_BOUND,
+    exact_ends,
+    exact_matmul,
+    exact_sum,
+    prepare_matmul,
+)
 from eightbit.engine.kernels.pool import prepare_pool
+from eightbit.engine.kernels.requantize import Requantization, Rescale
 from eightbit.engine.program import Step
 from tests.engine.helpers import PROPERTY, activation, constant, prepared
 
@@ -155,6 +163,151 @@ def test_exact_matmul_is_exact_where_one_float32_sum_is_not(depth: int) -> None:
     np.testing.assert_array_equal(exact_matmul(a, b, 255 * 128), expected)
     if depth * 255 * 128 > 2 * FLOAT32_EXACT:  # the check can fail: plain float32 is wrong
         assert not np.array_equal((a @ b).astype(np.int64), expected)
+
+
+# With |x'| <= 128 and |w| = 128 everywhere, a chunk holds 2^24 / 128 / 128 = 1024 terms.
+CHUNK_DEPTHS = [1, 1023, 1024, 1025, 2047, 2048, 2049, 4608]
+
+
+@PROPERTY
+@given(data=st.data(), rows=st.integers(1, 4), depth=st.integers(1, 3000))
+def test_exact_ends_keep_every_chunk_exact_and_full(data: Any, rows: int, depth: int) -> None:
+    weight = _integers(data.draw, (rows, depth), "int8").astype(np.int64)
+    ends = exact_ends(weight)
+    assert ends[-1] == depth and list(ends) == sorted(set(ends))
+    limit = FLOAT32_EXACT // SHIFTED_BOUND
+    start = 0
+    for end in ends:
+        reach = np.abs(weight[:, start:end]).sum(axis=1).max()
+        assert reach <= limit
+        if end < depth:  # the chunk stops where one more term would break the bound
+            assert np.abs(weight[:, start : end + 1]).sum(axis=1).max() > limit
+        start = end
+
+
+@pytest.mark.parametrize("depth", CHUNK_DEPTHS)
+def test_exact_sum_is_exact_at_chunk_boundaries(depth: int) -> None:
+    weight = np.full((3, depth), -128, dtype=np.int64)
+    weight[1, ::7] = 127
+    weight[2, ::3] = -127
+    x = np.full((depth, 4), -128, dtype=np.int64)  # uint8 0 shifted: the largest products
+    x[::5, 1] = 127
+    x[::2, 3] = -127
+    ends = exact_ends(weight)
+    assert len(ends) == -(-depth // 1024)
+    total = exact_sum(weight.astype(np.float32), x.astype(np.float32), ends, "test")
+    np.testing.assert_array_equal(total.astype(np.int64), weight @ x)
+    if depth * 128 * 128 > 2 * FLOAT32_EXACT:  # one float32 sum would not be exact here
+        single = weight.astype(np.float32) @ x.astype(np.float32)
+        assert not np.array_equal(single.astype(np.int64), weight @ x)
+
+
+@st.composite
+def deep_conv_cases(draw: Any) -> tuple[Step, np.ndarray]:
+    """Reductions of 1024 terms and more (several float32 chunks), extremes included."""
+    channels = draw(st.sampled_from([64, 113, 128, 130]))
+    kernel = draw(st.sampled_from([(1, 1), (3, 3), (1, 3)]))
+    out_channels = draw(st.integers(1, 2))
+    strides = [draw(st.integers(1, 2)) for _ in kernel]
+    pads = [draw(st.integers(0, k - 1)) for k in kernel] * 2
+    x_type = draw(st.sampled_from(["uint8", "int8"]))
+    x = _integers(draw, (draw(st.integers(1, 2)), channels, *(k + 2 for k in kernel)), x_type)
+    weight = _integers(draw, (out_channels, channels, *kernel), "int8")
+    w_scales = [draw(SCALES) for _ in range(out_channels)]
+    node = prepared(
+        "Conv",
+        [
+            activation("x", 1.0, _zero_point(draw, x_type), x_type),
+            constant("w", weight, w_scales, axis=0),
+            constant("b", np.array([-(2**24), 2**24 - 3])[:out_channels], w_scales, "int32"),
+        ],
+        [activation("y", 1.0, _zero_point(draw, "uint8"), "uint8")],
+        strides=strides,
+        pads=pads,
+    )
+    return prepare_conv(node), x
+
+
+@PROPERTY
+@given(case=deep_conv_cases())
+def test_conv_over_several_chunks(case: tuple[Step, np.ndarray]) -> None:
+    step, x = case
+    _same(step, x)
+
+
+def test_conv_chunks_and_both_requantizations_are_exercised() -> None:
+    """Full-scale weights over 128 x 3 x 3 terms need two float32 chunks; a moderate
+    scale requantizes in float64, a tiny one (t > 44) by the int64 rule."""
+    x = np.tile(np.array([0, 255, 3], dtype=np.uint8), (1, 128, 16))[:, :, :25].reshape(
+        1, 128, 5, 5
+    )
+    weight = np.full((2, 128, 3, 3), -128, dtype=np.int8)
+    weight[1, ::2] = 127
+    for scale, in_float in ((1e-4, True), (2.0**-30, False)):
+        node = prepared(
+            "Conv",
+            [activation("x", 1.0, 7), constant("w", weight, [scale, scale])],
+            [activation("y", 1.0, 100)],
+            pads=[1, 1, 1, 1],
+        )
+        step = prepare_conv(node)
+        assert len(step._fast.ends) == 2  # type: ignore[attr-defined]
+        assert step._in_float is in_float  # type: ignore[attr-defined]
+        _same(step, x)
+
+
+@pytest.mark.parametrize("x_type", ["uint8", "int8"])
+def test_depthwise_conv_beyond_float32_sums_in_float64(x_type: str) -> None:
+    """1100 taps of |w| = 128: a running sum can pass 2^24, so the taps add in float64."""
+    low, high = TYPES[x_type]
+    x = np.resize(np.array([low, high, low + 1], dtype=np.dtype(x_type)), (1, 2, 1102))
+    weight = np.full((2, 1, 1100), -128, dtype=np.int8)
+    weight[1, 0, ::3] = 127
+    node = prepared(
+        "Conv",
+        [activation("x", 1.0, low, x_type), constant("w", weight, [1e-4, 2e-4])],
+        [activation("y", 1.0, 0, "int8")],
+        group=2,
+        pads=[2, 2],
+    )
+    step = prepare_conv(node)
+    depthwise = step._fast.depthwise  # type: ignore[attr-defined]
+    assert depthwise is not None and depthwise.dtype == np.float64
+    _same(step, x)
+
+
+@st.composite
+def requantization_cases(draw: Any) -> tuple[Requantization, np.ndarray, int]:
+    """A requantization, accumulators up to ``largest`` (ties and extremes), ``largest``."""
+    t = draw(st.integers(1, 52))
+    multiplier = draw(st.one_of(st.just(2**30), st.integers(2**30, 2**31 - 1)))
+    largest = draw(st.sampled_from([2**31 - 1, 2**24, 40_000, 1000, 1]))
+    dtype = draw(st.sampled_from(["uint8", "int8"]))
+    low, high = TYPES[dtype]
+    zero = _zero_point(draw, dtype)
+    rescale = Rescale(np.asarray(multiplier), np.asarray(31 - t))
+    rq = Requantization(rescale, zero, low, high, dtype)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    half = 2 ** max(t - 31, 0)  # with M = 2^30, odd multiples of this are ties
+    ties = np.arange(-41, 42) * half
+    near = np.array([largest, -largest, largest - 1, 1 - largest, 0, 1, -1])
+    acc = np.concatenate([ties, near, rng.integers(-largest, largest + 1, 200)])
+    return rq, np.clip(acc, -largest, largest), largest
+
+
+@PROPERTY
+@given(case=requantization_cases())
+def test_apply_sum_equals_the_reference(case: tuple[Requantization, np.ndarray, int]) -> None:
+    rq, acc, largest = case
+    want = rq.apply_reference(acc)
+    total = acc.astype(np.float64)
+    np.testing.assert_array_equal(rq.apply_sum(total, None, bounded=True), want)
+    bias = np.array([-3.0])
+    np.testing.assert_array_equal(rq.apply_sum(total - bias, bias), want)
+    if rq.exact_in_float64(largest):
+        got = rq.apply_sum(total, None, bounded=True, in_float=True)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
 
 
 @st.composite

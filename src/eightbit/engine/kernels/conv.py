@@ -19,7 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from eightbit.engine.kernels.gemm import accumulator_bias, exact_matmul, fits_int32
+from eightbit.engine.kernels._scratch import scratch
+from eightbit.engine.kernels.gemm import (
+    FLOAT32_EXACT,
+    SHIFTED_BOUND,
+    accumulator_bias,
+    activation_shift,
+    exact_ends,
+    exact_matmul,
+    exact_sum,
+    fits_int32,
+)
 from eightbit.engine.kernels.requantize import Requantization
 from eightbit.engine.kernels.window import Window, padded, tap_views
 from eightbit.engine.operands import (
@@ -86,44 +96,125 @@ def conv_accumulate(
     group: int,
     bound: int,
 ) -> np.ndarray:
-    """The same sums as ``conv_accumulate_reference``; ``weight_centered`` is w − z_w (float32)."""
+    """The same sums as ``conv_accumulate_reference`` (int64); ``weight_centered`` is
+    w − z_w. ``bound`` is kept for callers; the fast path bounds its chunks by the weights
+    themselves (``exact_ends``)."""
+    del bound
+    weight = np.asarray(weight_centered).astype(np.int64)
+    shift = activation_shift(x.dtype)
+    if shift is None:  # not an 8-bit activation: the definition
+        return conv_accumulate_reference(x, weight, x_zero, 0, window, group)
+    fast = _FastConv.of(weight, group)
+    total = _conv_sum(x, fast, shift, x_zero, window, group)
+    correction = fast.correction(shift, x_zero)
+    return total.astype(np.int64) + correction.reshape(-1, *([1] * (total.ndim - 2)))
+
+
+@dataclass(frozen=True, eq=False)
+class _FastConv:
+    """What the fast Conv kernel prepares once from the centred weights w' = w − z_w.
+
+    The activations are shifted, x' = x − s with s = 128 (uint8) or 0 (int8), so that
+    |x'| <= 128; since x − z_x = x' + (s − z_x),
+
+        Σ_k (x_k − z_x) · w'_k = Σ_k x'_k · w'_k + (s − z_x) · Σ_k w'_k,
+
+    the second term a per-channel constant (``correction``), and a padded cell holds
+    x' = z_x − s (real 0). The matrix orders the reduction tap-major (tap, channel) so
+    that im2col copies one contiguous block per tap.
+    """
+
+    matrix: np.ndarray  # (G, C_out/G, taps · C_in/G) float32
+    ends: tuple[int, ...]  # exact_ends of the matrix rows
+    sums: np.ndarray  # Σ_k w'[c, k], int64 (C_out,)
+    depthwise: np.ndarray | None  # (C, taps), float32 or float64 (exact type), or None
+
+    @classmethod
+    def of(cls, weight: np.ndarray, group: int) -> _FastConv:
+        """From the centred int64 weight (C_out, C_in/G, kernel...)."""
+        out_channels, group_channels = weight.shape[:2]
+        flat = weight.reshape(out_channels, group_channels, -1)
+        sums = flat.sum(axis=(1, 2))
+        depthwise = None
+        if group_channels == 1 and out_channels == group:
+            taps = flat[:, 0, :]
+            largest = int(np.abs(taps).sum(axis=1).max()) if taps.size else 0
+            exact = np.float32 if SHIFTED_BOUND * largest <= FLOAT32_EXACT else np.float64
+            depthwise = taps.astype(exact)
+        tap_major = np.swapaxes(flat, 1, 2).reshape(group, out_channels // group, -1)
+        matrix = np.ascontiguousarray(tap_major, dtype=np.float32)
+        return cls(matrix, exact_ends(tap_major), sums, depthwise)
+
+    def correction(self, shift: int, x_zero: int) -> np.ndarray:
+        """(s − z_x) · Σ_k w'[c, k] per output channel, int64."""
+        return (shift - x_zero) * self.sums
+
+
+def _conv_sum(
+    x: np.ndarray, fast: _FastConv, shift: int, x_zero: int, window: Window, group: int
+) -> np.ndarray:
+    """Σ_k x'_k · w'_k for every output (N, C_out, out...), exact, as a float work buffer."""
     pads, out_shape = window.resolve(x.shape[2:])
-    centered = x.astype(np.float32)
-    centered -= np.float32(x_zero)
-    source = padded(centered, pads, 0.0)
+    source = _shifted_source(x, shift, x_zero - shift, pads)
     batch, channels = x.shape[:2]
-    out_channels, group_channels = weight_centered.shape[:2]
-    if group == channels and group_channels == 1 and out_channels == channels:
-        return _depthwise(source, weight_centered, window, out_shape, bound)
-    # The im2col matrix (N, C, taps, positions), filled one tap at a time.
-    count = int(np.prod(window.kernel))
-    columns = np.empty((batch, channels, count, *out_shape), dtype=np.float32)
-    for index, (_, cells) in enumerate(tap_views(source, window, out_shape)):
-        columns[:, :, index] = cells
-    columns = columns.reshape(batch, group, group_channels * count, -1)
-    kernels = weight_centered.reshape(group, out_channels // group, group_channels * count)
-    acc = exact_matmul(kernels, columns, bound)  # (N, G, C_out/G, positions)
-    return acc.reshape(batch, out_channels, *out_shape)
+    if fast.depthwise is not None:
+        return _depthwise(source, fast.depthwise, window, out_shape)
+    group_channels = channels // group
+    positions = int(np.prod(out_shape))
+    plain = all(k == 1 for k in window.kernel) and all(st == 1 for st in window.strides)
+    if plain and not any(pads):  # a 1x1 convolution: the input is the matrix
+        columns = source.reshape(batch, group, group_channels, positions)
+    else:
+        taps = list(tap_views(source, window, out_shape))
+        columns = scratch(
+            "conv.columns", (batch, group, len(taps), group_channels, *out_shape), np.float32
+        )
+        for index, (_, cells) in enumerate(taps):
+            columns[:, :, index] = cells.reshape(batch, group, group_channels, *out_shape)
+        columns = columns.reshape(batch, group, len(taps) * group_channels, positions)
+    total = exact_sum(fast.matrix, columns, fast.ends, "conv.sum")  # (N, G, C_out/G, P)
+    return total.reshape(batch, -1, *out_shape)
+
+
+def _shifted_source(x: np.ndarray, shift: int, pad_value: int, pads: tuple[int, ...]) -> np.ndarray:
+    """x − shift as float32 in a work buffer, padded with ``pad_value`` (z_x − shift)."""
+    rank = x.ndim - 2
+    shape = (*x.shape[:2], *(x.shape[2 + i] + pads[i] + pads[i + rank] for i in range(rank)))
+    source = scratch("conv.source", shape, np.float32)
+    inner: Index = tuple(slice(pads[i], pads[i] + x.shape[2 + i]) for i in range(rank))
+    np.subtract(x, np.float32(shift), out=source[(slice(None), slice(None), *inner)])
+    for i in range(rank):
+        before: Index = (slice(None), slice(None), *inner[:i], slice(0, pads[i]))
+        after: Index = (
+            slice(None),
+            slice(None),
+            *inner[:i],
+            slice(shape[2 + i] - pads[i + rank], None),
+        )
+        source[before] = pad_value
+        source[after] = pad_value
+    return source
 
 
 def _depthwise(
-    source: np.ndarray,
-    weight_centered: np.ndarray,
-    window: Window,
-    out_shape: tuple[int, ...],
-    bound: int,
+    source: np.ndarray, taps: np.ndarray, window: Window, out_shape: tuple[int, ...]
 ) -> np.ndarray:
-    """One channel per group: a multiply-add per kernel tap, exact in float32 while the
-    window holds at most 2^24 / bound taps (checked), else in float64."""
-    channels = weight_centered.shape[0]
-    count = int(np.prod(window.kernel))
-    exact_type = np.float32 if count * bound <= 2**24 else np.float64
-    acc = np.zeros((source.shape[0], channels, *out_shape), dtype=exact_type)
-    shape = (channels, *([1] * len(out_shape)))
-    for tap, cells in tap_views(source, window, out_shape):
-        column: Index = (slice(None), 0, *tap)
-        acc += cells * weight_centered[column].astype(exact_type).reshape(shape)
-    return acc.astype(np.int64)
+    """One channel per group: a multiply-add per kernel tap in ``taps.dtype``, exact
+    because every running sum is bounded by 128 · Σ_t |w'[c, t]| (float32 when that is at
+    most 2^24, else float64)."""
+    channels = taps.shape[0]
+    shape = (source.shape[0], channels, *out_shape)
+    acc = scratch("conv.sum", shape, taps.dtype)
+    product = scratch("conv.tap", shape, taps.dtype)
+    column_shape = (channels, *([1] * len(out_shape)))
+    for index, (_, cells) in enumerate(tap_views(source, window, out_shape)):
+        column = taps[:, index].reshape(column_shape)
+        if index == 0:
+            np.multiply(cells, column, out=acc)
+        else:
+            np.multiply(cells, column, out=product)
+            acc += product
+    return acc
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,15 +233,45 @@ class ConvStep(Step):
     kind = "Conv"
 
     @cached_property
-    def _weight_centered(self) -> np.ndarray:
-        return _centered_weight(self.weight, self.weight_zero, 0).astype(np.float32)
+    def _fast(self) -> _FastConv:
+        return _FastConv.of(_centered_weight(self.weight, self.weight_zero, 0), self.group)
+
+    @cached_property
+    def _bounded(self) -> bool:
+        return fits_int32(self.weight[0].size, self.bound, self.bias)
+
+    @cached_property
+    def _biases(self) -> dict[int, np.ndarray]:
+        """bias + correction per channel (float64, exact) for each shift s, computed once."""
+        shape = (-1, *([1] * (self.weight.ndim - 2)))
+        bias = 0 if self.bias is None else self.bias
+        return {
+            s: (bias + self._fast.correction(s, self.x_zero)).astype(np.float64).reshape(shape)
+            for s in (0, 128)
+        }
+
+    @cached_property
+    def _in_float(self) -> bool:
+        """Whether requantization may run in float64 (``Requantization.exact_in_float64``
+        for |acc| <= 255 · Σ_k |w'[c, k]| + |bias[c]|)."""
+        if not self._bounded:
+            return False
+        largest = 255 * np.abs(self._fast.matrix.astype(np.int64)).sum(axis=-1).reshape(-1)
+        if self.bias is not None:
+            largest = largest + np.abs(self.bias)
+        return self.requantization.exact_in_float64(largest)
 
     def run(self, *args: np.ndarray) -> tuple[np.ndarray, ...]:
-        acc = conv_accumulate(
-            args[0], self._weight_centered, self.x_zero, self.window, self.group, self.bound
+        x = args[0]
+        shift = activation_shift(x.dtype)
+        if shift is None:
+            return self.run_reference(*args)
+        total = _conv_sum(x, self._fast, shift, self.x_zero, self.window, self.group)
+        return (
+            self.requantization.apply_sum(
+                total, self._biases[shift], bounded=self._bounded, in_float=self._in_float
+            ),
         )
-        bounded = fits_int32(self.weight[0].size, self.bound, self.bias)
-        return (self.requantization.apply(_add_bias(acc, self.bias), bounded=bounded),)
 
     def run_reference(self, *args: np.ndarray) -> tuple[np.ndarray, ...]:
         acc = conv_accumulate_reference(

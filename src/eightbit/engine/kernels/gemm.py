@@ -14,6 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
+from eightbit.engine.kernels._scratch import scratch
 from eightbit.engine.kernels.requantize import Requantization
 from eightbit.engine.operands import (
     IntegerConstant,
@@ -47,6 +48,61 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
         total = part.astype(np.float64) if total is None else total + part
     assert total is not None
     return total.astype(np.int64)
+
+
+# The fast kernels shift an 8-bit activation into [-128, 127] (x - 128 for uint8, x for
+# int8), so |x'| <= SHIFTED_BOUND and a chunk's exactness depends on the weights alone.
+SHIFTED_BOUND = 128
+_SHIFTS = {np.dtype(np.uint8): 128, np.dtype(np.int8): 0}
+
+
+def activation_shift(dtype: np.dtype) -> int | None:
+    """``s`` with x − s in [−128, 127] for an 8-bit activation type; None for other types."""
+    return _SHIFTS.get(np.dtype(dtype))
+
+
+def exact_ends(weight: np.ndarray, activation_bound: int = SHIFTED_BOUND) -> tuple[int, ...]:
+    """Where to cut the reduction (last) axis of ``weight`` (rows × K, integer-valued):
+    chunk ends such that ``activation_bound · Σ_{k in chunk} |w[r, k]| <= 2^24`` for every
+    row r (a single term that alone is larger gets a chunk of its own).
+
+    Then every partial sum of (row r of the weights) · (a column of activations bounded by
+    ``activation_bound``) over a chunk, in any order and any grouping, is an integer of
+    magnitude <= 2^24, exact in float32.
+    """
+    depth = weight.shape[-1]
+    rows = np.abs(weight.reshape(-1, depth).astype(np.int64))
+    reach_limit = FLOAT32_EXACT // activation_bound
+    cumulative = np.cumsum(rows, axis=1)
+    ends: list[int] = []
+    start = 0
+    while start < depth:
+        base = cumulative[:, start - 1 : start] if start else 0
+        reach = (cumulative[:, start:] - base).max(axis=0)  # nondecreasing along K
+        start += max(1, int(np.searchsorted(reach, reach_limit, side="right")))
+        ends.append(start)
+    return tuple(ends)
+
+
+def exact_sum(a: np.ndarray, b: np.ndarray, ends: tuple[int, ...], key: str) -> np.ndarray:
+    """``a @ b`` for integer-valued float32 operands whose reduction axis is cut at
+    ``ends`` (``exact_ends``): each chunk one float32 BLAS call, exact; the chunks added in
+    float64 (exact below 2^53). float32 for one chunk, else float64; the result is the
+    work buffer ``key`` (valid until the next call with that key)."""
+    shape = (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1])
+    if len(ends) == 1:
+        return np.matmul(a, b, out=scratch(key, shape, np.float32))
+    part = scratch(key + ".part", shape, np.float32)
+    total = scratch(key, shape, np.float64)
+    start = 0
+    for index, end in enumerate(ends):
+        np.matmul(a[..., start:end], b[..., start:end, :], out=part)
+        if index == 0:
+            np.copyto(total, part)
+        else:
+            total += part
+        start = end
+    return total
 
 
 def fits_int32(terms: int, bound: int, bias: np.ndarray | None) -> bool:

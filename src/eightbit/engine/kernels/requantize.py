@@ -22,6 +22,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
+from eightbit.engine.kernels._scratch import scratch
 from eightbit.errors import ModelError
 from eightbit.fixed import quantize_multiplier
 from eightbit.fixed.modes import Rounding
@@ -111,20 +112,25 @@ class Rescale:
         acc = np.asarray(acc, dtype=np.int64)
         if not bounded:
             check_int32(acc)
+        product = np.asarray(acc * self._along(self.multiplier, acc.ndim))  # 0-d: an array
+        self.round_in_place(product)
+        return product
+
+    def round_in_place(self, product: np.ndarray) -> None:
+        """``product`` = acc · M (int64) becomes round_half_even(product · 2^(shift − 31))."""
         t, below_half, all_shifted = self._constants
-        t = self._along(t, acc.ndim)
+        ndim = product.ndim
+        t = self._along(t, ndim)
         # p = floor·2^t + r: adding 2^(t-1) - 1 carries into floor when r > 2^(t-1), and
         # the parity bit of floor decides r = 2^(t-1) (ties to even). |p| < 2^62, so no
         # overflow. t >= 63 (multipliers below 2^-32) leaves 0, t = 0 (shift 31) leaves p.
-        product = acc * self._along(self.multiplier, acc.ndim)
-        odd = product >> t
+        odd = np.right_shift(product, t, out=scratch("rescale.odd", product.shape, np.int64))
         odd &= 1
         if not all_shifted:
-            odd *= self._along(np.asarray(self.shift < _MULTIPLIER_BITS, np.int64), acc.ndim)
-        product += self._along(below_half, acc.ndim)
+            odd *= self._along(np.asarray(self.shift < _MULTIPLIER_BITS, np.int64), ndim)
+        product += self._along(below_half, ndim)
         product += odd
         product >>= t
-        return product
 
 
 @dataclass(frozen=True, eq=False)
@@ -161,9 +167,85 @@ class Requantization:
         return self._store(self.rescale.apply_reference(acc) + self.zero_point)
 
     def apply(self, acc: npt.ArrayLike, *, bounded: bool = False) -> np.ndarray:
-        rounded = self.rescale.apply(acc, bounded=bounded)
-        rounded += self.zero_point
-        return self._store(rounded)
+        acc = np.asarray(acc)
+        if acc.dtype.kind != "i":
+            acc = acc.astype(np.int64)
+        if not bounded:
+            check_int32(acc)
+        multiplier = self.rescale._along(self.rescale.multiplier, acc.ndim)
+        shape = np.broadcast_shapes(acc.shape, multiplier.shape)
+        product = scratch("requantize.product", shape, np.int64)
+        np.multiply(acc, multiplier, out=product, dtype=np.int64)
+        return self._finish(product)
+
+    def exact_in_float64(self, largest: npt.ArrayLike) -> bool:
+        """Whether ``apply_sum(..., in_float=True)`` is exact for every accumulator with
+        |acc| <= ``largest`` (< 2^31; per channel along ``axis``, or one bound).
+
+        With t = 31 − shift and v = acc · M / 2^t, y = float64(acc) · float64(M · 2^−t) is v
+        rounded once (|y − v| <= 2^−53 |v|). If t <= 44 and |v| < 384, every half-integer
+        other than v lies 2^−t or more from v (v · 2^t is an integer), further than y, so
+        rint(y) = round_half_even(v) (a half-integer v is exact in y). If |v| >= 384, both
+        roundings are >= 384 in magnitude with the same sign, and z + that lies outside
+        [−128, 255]: both clamp to the same end. A channel with acc · M < 2^53 has y = v.
+        """
+        t = np.asarray(_MULTIPLIER_BITS - self.rescale.shift, dtype=np.int64)
+        multiplier = np.asarray(self.rescale.multiplier, dtype=np.int64)
+        bound = np.asarray(largest, dtype=np.int64)
+        if bound.size and int(bound.max()) > INT32_MAX:
+            return False
+        return bool(np.all((t <= 44) | (bound * multiplier < 2**53)))
+
+    @cached_property
+    def _real(self) -> np.ndarray:
+        """M · 2^(shift − 31) in float64, exact (M has 31 bits)."""
+        multiplier = np.asarray(self.rescale.multiplier, dtype=np.float64)
+        return np.ldexp(multiplier, np.asarray(self.rescale.shift - _MULTIPLIER_BITS, np.int32))
+
+    def apply_sum(
+        self,
+        total: np.ndarray,
+        bias: np.ndarray | None = None,
+        *,
+        bounded: bool = False,
+        in_float: bool = False,
+    ) -> np.ndarray:
+        """``apply(total + bias)`` for an exact integer-valued float ``total`` (the fast
+        weighted kernels' sums) and an integer-valued float64 ``bias`` broadcasting to it.
+
+        total + bias is formed in float64, exact below 2^53. ``in_float``: the caller has
+        checked ``exact_in_float64`` for its accumulators (and ``bounded``), so the
+        rescaling is rint(acc · μ) in float64; else it is the int64 rule of ``apply``.
+        """
+        if in_float:
+            scaled = scratch("requantize.product", total.shape, np.float64)
+            if bias is None:
+                np.copyto(scaled, total)
+            else:
+                np.add(total, bias, out=scaled)
+            scaled *= self.rescale._along(self._real, scaled.ndim)
+            np.rint(scaled, out=scaled)
+            np.clip(scaled, self.low - self.zero_point, self.high - self.zero_point, out=scaled)
+            stored = np.empty(total.shape, dtype=storage_type(self.dtype))
+            np.add(scaled, self.zero_point, out=stored, casting="unsafe")
+            return stored
+        acc = scratch("requantize.product", total.shape, np.int64)
+        if bias is None:
+            np.copyto(acc, total, casting="unsafe")
+        else:
+            np.add(total, bias, out=acc, dtype=np.float64, casting="unsafe")
+        if not bounded:
+            check_int32(acc)
+        acc *= self.rescale._along(self.rescale.multiplier, acc.ndim)
+        return self._finish(acc)
+
+    def _finish(self, product: np.ndarray) -> np.ndarray:
+        """Round ``product`` = acc · M (a work buffer, changed), add z, clamp, store."""
+        self.rescale.round_in_place(product)
+        product += self.zero_point
+        np.maximum(product, self.low, out=product)
+        np.minimum(product, self.high, out=product)
+        return product.astype(storage_type(self.dtype))
 
     def _store(self, values: np.ndarray) -> np.ndarray:
         return np.clip(values, self.low, self.high, out=values).astype(storage_type(self.dtype))
