@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +14,12 @@ import eightbit
 from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, load_model, normalize
-from eightbit.pipeline import _split, plan_path_for
+from eightbit.improve.presets import ImproveConfig
+from eightbit.pipeline import _split, plan_path_for, quick_check
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
+from tests.improve.helpers import conv_pair, inputs
 
 
 def _data(model: onnx.ModelProto, n: int = 40) -> dict[str, np.ndarray]:
@@ -51,7 +55,9 @@ def test_quantize_with_saved_ranges_skips_calibration(tmp_path: Path) -> None:
     assert result.check is not None and result.check.samples == 8
     reused = eightbit.quantize(model, None, config, ranges=ranges)
     assert reused.check is None
-    assert reused.plan == result.plan
+    # The same plan; the steps' reports differ only in how long they took.
+    assert replace(reused.plan, steps=()) == replace(result.plan, steps=())
+    assert [s.name for s in reused.plan.steps] == [s.name for s in result.plan.steps]
 
 
 def test_ranges_for_another_model_are_refused() -> None:
@@ -93,3 +99,78 @@ def test_split_between_calibration_and_check(
     source.samples = total  # type: ignore[attr-defined]
     config = CalibrationConfig(samples=samples)
     assert _split(source, config, check, True) == expected  # type: ignore[arg-type]
+
+
+def test_default_steps_are_recorded_and_the_check_uses_the_original_model() -> None:
+    model = normalize(conv_pair("Clip", depthwise=True, spread=20.0))
+    data = {"input": inputs(model, n=40)}
+    result = eightbit.quantize(model, data)
+    assert [step.name for step in result.plan.steps] == ["equalize", "bias_correction"]
+    assert result.plan.steps[0].notes[0].startswith("1 pair(s) equalized")
+    # The QDQ model quantizes the prepared (equalized) model; the check compares it with
+    # the original, which keeps its tensor names.
+    assert result.prepared_model is not None
+    prepared = {n for node in result.prepared_model.graph.node for n in node.input}
+    original = {n for node in result.float_model.graph.node for n in node.input}
+    assert "mid_equalized" in prepared and "mid_equalized" not in original
+    held_back = {"input": data["input"][-8:]}
+    again = quick_check(result.float_model, result.model, [held_back])
+    assert result.check == again
+
+
+def test_fast_preset_runs_no_step_and_names_are_checked() -> None:
+    model = models.conv_bn_relu()
+    result = eightbit.quantize(model, _data(model), improve="fast")
+    assert result.plan.steps == ()
+    with pytest.raises(ConfigError, match="'preset' must be one of"):
+        eightbit.quantize(model, _data(model), improve="fastest")
+    with pytest.raises(ConfigError, match="'improve' must be an ImproveConfig"):
+        eightbit.quantize(model, _data(model), improve=3)  # type: ignore[arg-type]
+
+
+def test_without_data_bias_correction_uses_batchnorm_statistics() -> None:
+    exported = models.conv_bn_relu()
+    model = normalize(exported)
+    config = QuantConfig()
+    needed = activation_tensors_to_calibrate(Graph(model), config)
+    ranges = calibrate(model, _data(model), CalibrationConfig(), tensors=needed)
+    result = eightbit.quantize(exported, None, config, ranges=ranges)
+    equalized, corrected = result.plan.steps
+    assert equalized.notes == ("skipped: the ranges from a file describe the model as is",)
+    assert "BatchNormalization statistics" in corrected.notes[0]
+
+
+def test_steps_that_need_calibration_samples_refuse_saved_ranges() -> None:
+    model = normalize(models.conv_bn_relu())
+    needed = activation_tensors_to_calibrate(Graph(model), QuantConfig())
+    ranges = calibrate(model, _data(model), CalibrationConfig(), tensors=needed)
+    for improve in (ImproveConfig(min_sqnr=30.0), ImproveConfig(adaround=True)):
+        with pytest.raises(ConfigError, match="needs calibration samples"):
+            eightbit.quantize(model, _data(model, 8), ranges=ranges, improve=improve)
+
+
+def test_fallback_is_wired_and_restores_float_constants() -> None:
+    model = normalize(conv_pair("Relu", spread=20.0))
+    data = {"input": inputs(model, n=40)}
+    # An SQNR no int8 model reaches: every node goes back to float, one at a time.
+    result = eightbit.quantize(model, data, improve=ImproveConfig(min_sqnr=200.0))
+    assert [step.name for step in result.plan.steps][-1] == "fallback"
+    report = result.plan.steps[-1]
+    assert report.layers and "budget not met" in report.notes[0]
+    kept_float = {d.name for d in result.plan.fallbacks()}
+    assert "second" in kept_float or "first" in kept_float
+    # A node back in float computes with the planned bias, not the one corrected for int8.
+    planned = {t.name: t for t in model.graph.initializer}
+    for node in result.model.graph.node:
+        if node.name in kept_float and node.op_type == "Conv" and len(node.input) > 2:
+            bias = next(t for t in result.model.graph.initializer if t.name == node.input[2])
+            assert bias == planned[node.input[2]]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs PyTorch")
+def test_adaround_is_wired() -> None:
+    model = normalize(conv_pair("Relu", spread=5.0))
+    data = {"input": inputs(model, n=24)}
+    improve = ImproveConfig(equalize=False, adaround=True, adaround_iters=20)
+    result = eightbit.quantize(model, data, improve=improve, check_samples=0)
+    assert [step.name for step in result.plan.steps] == ["adaround", "bias_correction"]

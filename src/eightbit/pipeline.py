@@ -2,17 +2,23 @@
 
 Each stage is a function from one plain value to the next (docs/numerics.md, DESIGN.md):
 
-    load/normalize -> calibrate (only the tensors the plan needs) -> make_plan -> to_qdq
+    load/normalize -> equalize -> calibrate (only the tensors the plan needs)
+    -> refine_ranges -> make_plan -> adaround -> bias_correction -> rebias -> to_qdq
+    -> fallback
 
-then a quick check on samples held back from calibration: top-1 agreement with the float
-model and output SQNR, so a user sees at once whether int8 kept the network's behaviour.
+(the improvement steps of ``eightbit.improve`` run as ``ImproveConfig`` says; each adds its
+``StepReport`` to the plan), then a quick check on samples held back from calibration: top-1
+agreement with the original float model and output SQNR, so a user sees at once whether
+int8 kept the network's behaviour.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +31,17 @@ from eightbit.calibrate.data import DataLike, DataSource
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, load_model, make_session, normalize, save_model
-from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
+from eightbit.improve._onnx import restore_nodes
+from eightbit.improve.bias_correction import batchnorm_statistics, bias_correction
+from eightbit.improve.equalize import equalize
+from eightbit.improve.presets import PRESETS, ImproveConfig, preset
+from eightbit.improve.refine import refine_ranges
+from eightbit.improve.steps import StepReport
+from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan, rebias
 from eightbit.quant import QuantConfig
+
+# A user metric for the fallback budget: metric(float_output, int8_output) -> float.
+Metric = Callable[[np.ndarray, np.ndarray], float]
 
 # Samples held back from calibration for the quick check, at most, and at most this
 # share of the data: a check should not starve calibration of a small data set.
@@ -66,7 +81,14 @@ class QuickCheck:
 
 @dataclass(frozen=True)
 class QuantizedModel:
-    """The result of ``quantize``: the QDQ model, its plan, and what was measured."""
+    """The result of ``quantize``: the QDQ model, its plan, and what was measured.
+
+    ``float_model``: the original model, normalized: what the int8 model is checked
+    against. ``prepared_model``: the float model the QDQ model quantizes, after the
+    improvement steps (equalized, learned-rounded, bias-corrected); ``ranges`` are its
+    activation ranges. ``make_plan(Graph(prepared_model), ranges, config)`` and ``to_qdq``
+    rebuild the QDQ model, e.g. with other nodes excluded.
+    """
 
     model: onnx.ModelProto
     plan: QuantPlan
@@ -74,6 +96,7 @@ class QuantizedModel:
     ranges: Ranges | None = field(default=None, repr=False)
     check: QuickCheck | None = None
     calibration_samples: int = 0
+    prepared_model: onnx.ModelProto | None = field(default=None, repr=False)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model (checked, atomically) and its plan beside it; returns the plan path."""
@@ -94,23 +117,30 @@ def quantize(
     check_samples: int | None = None,
     threads: int | None = None,
     progress: bool = False,
+    improve: ImproveConfig | str | None = None,
+    metric: Metric | None = None,
 ) -> QuantizedModel:
     """Quantize ``model`` to int8 as ``config`` says, calibrating on ``data``.
 
     ``ranges`` (from ``eightbit calibrate``) skips calibration; ``data`` is then only used
     for the quick check. ``check_samples`` samples at the end of the data are held back
     from calibration for the quick check (default: up to 64, at most a fifth of the data;
-    0 disables it).
+    0 disables it). ``improve``: the improvement steps, an ``ImproveConfig`` or a preset
+    name (``"fast"``, ``"default"``, ``"accurate"``; None is ``"default"``). ``metric``:
+    ``metric(float_output, int8_output)`` for the fallback budget ``max_drop`` instead of
+    top-1 agreement.
     """
     config = config or QuantConfig()
     calibration = calibration or CalibrationConfig()
+    improve = _improve_config(improve)
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"'config' must be a QuantConfig (got {type(config).__name__})")
     if data is None and ranges is None:
         raise ConfigError("quantize needs calibration data, or ranges from eightbit calibrate")
-    float_model = normalize(load_model(model))
+    _require_steps(improve, data, ranges is not None)
+    exported = load_model(model)
+    float_model = normalize(exported)
     graph = Graph(float_model)
-    needed = activation_tensors_to_calibrate(graph, config)
 
     source = None
     if data is not None:
@@ -122,11 +152,23 @@ def quantize(
             skip_nonfinite=calibration.skip_nonfinite,
         )
     calibrate_count, check_count = _split(source, calibration, check_samples, ranges is None)
+    # The steps learn from the calibration samples only; the held-back ones stay unseen.
+    samples = None if source is None or ranges is not None else _window(source, 0, calibrate_count)
+    steps: list[StepReport] = []
 
+    prepared = float_model
+    if improve.equalize:
+        if ranges is not None:
+            steps.append(_skipped("equalize", "the ranges from a file describe the model as is"))
+        else:
+            prepared, report = equalize(prepared, samples, config, threads=threads)
+            steps.append(report)
+    prepared_graph = Graph(prepared)
+    needed = activation_tensors_to_calibrate(prepared_graph, config)
     if ranges is None:
         assert source is not None  # guaranteed by the check above
         ranges = calibrate(
-            float_model,
+            prepared,
             _window(source, 0, calibrate_count),
             calibration,
             tensors=needed,
@@ -136,8 +178,43 @@ def quantize(
         )
     else:
         _check_ranges_cover(ranges, needed)
-    plan = make_plan(graph, ranges, config)
-    qdq = to_qdq(float_model, plan)
+    if improve.refine_ranges:
+        if samples is None:
+            steps.append(_skipped("refine_ranges", "no calibration data (ranges from a file)"))
+        else:
+            ranges, report = refine_ranges(prepared, ranges, samples, config, threads=threads)
+            steps.append(report)
+    plan = make_plan(prepared_graph, ranges, config)
+    planned = prepared  # the float constants as planned, before rounding and correction
+    if improve.adaround:
+        assert samples is not None  # _require_steps
+        prepared, report = _adaround(prepared, plan, samples, improve, threads, progress)
+        steps.append(report)
+        plan = make_plan(Graph(prepared), ranges, config)
+    if improve.bias_correction is not False:
+        # After learned rounding the weights' shifts are chosen, not accidents (§I.3.1):
+        # only the output layer is then corrected against the int8 output.
+        prepared, report = bias_correction(
+            prepared,
+            plan,
+            samples,
+            reference=planned,
+            weight_shifts=not improve.adaround,
+            statistics=batchnorm_statistics(exported) if samples is None else None,
+            keep="always" if improve.bias_correction else "if_better",
+            threads=threads,
+        )
+        steps.append(report)
+        plan = rebias(Graph(prepared), plan)
+    qdq = to_qdq(prepared, plan)
+    if improve.fallback:
+        assert samples is not None  # _require_steps
+        qdq, plan, report = _fallback(
+            float_model, prepared, planned, ranges, config, plan, qdq, samples, improve,
+            metric, threads, progress,
+        )  # fmt: skip
+        steps.append(report)
+    plan = replace(plan, steps=tuple(steps))
     check = None
     if source is not None and check_count > 0:
         # Regrouped so that a model with a fixed batch size gets whole batches.
@@ -154,7 +231,107 @@ def quantize(
         ranges=ranges,
         check=check,
         calibration_samples=getattr(ranges, "samples", 0) or 0,
+        prepared_model=prepared,
     )
+
+
+def _improve_config(improve: ImproveConfig | str | None) -> ImproveConfig:
+    if improve is None:
+        return PRESETS["default"]
+    if isinstance(improve, str):
+        return preset(improve)
+    if not isinstance(improve, ImproveConfig):
+        raise ConfigError(
+            f"'improve' must be an ImproveConfig or a preset name {list(PRESETS)} "
+            f"(got {type(improve).__name__})"
+        )
+    return improve
+
+
+def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: bool) -> None:
+    """Refuse, before any work, the steps that cannot run here."""
+    for wanted, module, flag in (
+        (improve.adaround, "eightbit.improve.adaround", "--adaround"),
+        (improve.fallback, "eightbit.improve.fallback", "--max-drop/--min-sqnr"),
+    ):
+        if wanted and importlib.util.find_spec(module) is None:
+            raise ConfigError(f"{flag} is not available yet in this eightbit ({module})")
+    if improve.adaround:
+        importlib.import_module("eightbit.improve.adaround").require_torch()
+    for wanted, flag in (
+        (improve.adaround, "--adaround"),
+        (improve.fallback, "--max-drop/--min-sqnr"),
+    ):
+        if wanted and (data is None or given_ranges):
+            raise ConfigError(
+                f"{flag} needs calibration samples: give --data, and calibrate here rather "
+                "than with --ranges (which holds all the data back for the check)"
+            )
+
+
+def _skipped(name: str, why: str) -> StepReport:
+    return StepReport(name, 0.0, None, None, notes=(f"skipped: {why}",))
+
+
+def _adaround(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    samples: DataLike,
+    improve: ImproveConfig,
+    threads: int | None,
+    progress: bool,
+) -> tuple[onnx.ModelProto, StepReport]:
+    module = importlib.import_module("eightbit.improve.adaround")
+    options = module.AdaRoundOptions(iterations=improve.adaround_iters)
+    result: tuple[onnx.ModelProto, StepReport] = module.adaround(
+        model, plan, samples, options, threads=threads, progress=progress
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class _Built:
+    """An int8 model and its plan, as the fallback step rebuilds them."""
+
+    model: onnx.ModelProto
+    plan: QuantPlan
+
+
+def _fallback(
+    float_model: onnx.ModelProto,
+    prepared: onnx.ModelProto,
+    planned: onnx.ModelProto,
+    ranges: Ranges,
+    config: QuantConfig,
+    plan: QuantPlan,
+    qdq: onnx.ModelProto,
+    samples: DataLike,
+    improve: ImproveConfig,
+    metric: Metric | None,
+    threads: int | None,
+    progress: bool,
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
+    """Return nodes to float until the budget holds on the calibration samples.
+
+    A node returned to float computes with its planned float constants again, not with the
+    weights rounded or the bias corrected for int8.
+    """
+    module = importlib.import_module("eightbit.improve.fallback")
+
+    def build(excluded: frozenset[str]) -> _Built:
+        if not excluded:
+            return _Built(qdq, plan)
+        restored = restore_nodes(prepared, planned, sorted(excluded))
+        kept = replace(config, exclude=tuple(dict.fromkeys([*config.exclude, *sorted(excluded)])))
+        new_plan = make_plan(Graph(restored), ranges, kept)
+        return _Built(to_qdq(restored, new_plan), new_plan)
+
+    budget = module.Budget(max_drop=improve.max_drop, min_sqnr=improve.min_sqnr, metric=metric)
+    result = module.fallback(
+        float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
+        progress=progress,
+    )  # fmt: skip
+    return result.model, result.plan, result.report
 
 
 def save_quantized(

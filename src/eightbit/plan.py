@@ -4,7 +4,10 @@
 which nodes are quantized (docs/numerics.md §Q6, §Q9), which Relu/Clip nodes are folded into
 their producer (§Q5), and the parameters of every activation, weight, bias and constant
 operand (§Q1-§Q4, §Q8). ``activation_tensors_to_calibrate`` names the tensors whose ranges
-calibration must observe, and no more. The plan is a plain value: JSON in, JSON out.
+calibration must observe, and no more. ``rebias`` derives the weight and bias parameters
+again after a step changed the constants (bias correction). The plan also records the
+improvement steps that ran (``steps``, docs/numerics-improve.md). The plan is a plain
+value: JSON in, JSON out.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
@@ -21,6 +24,7 @@ from typing import Any, Protocol
 from eightbit._io import atomic_write_text
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
+from eightbit.improve.steps import StepReport
 from eightbit.ops import OpSpec, PerTensor, lookup
 from eightbit.ops.selection import Calibrated, SameAs, clamp_bounds, select
 from eightbit.ops.spec import optional_input
@@ -36,7 +40,9 @@ from eightbit.quant import (
 )
 
 PLAN_FORMAT = "eightbit-plan"
-PLAN_VERSION = 1
+# Version 2 added "steps"; version 1 plans (no steps) still load.
+PLAN_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -89,15 +95,21 @@ class NodeDecision:
 
 @dataclass(frozen=True)
 class QuantPlan:
-    """The decisions of ``make_plan``: a configuration, node decisions, tensor parameters."""
+    """The decisions of ``make_plan``: a configuration, node decisions, tensor parameters.
+
+    ``steps``: the improvement steps that ran before the plan was final, in order, each
+    with its time and what it gained (``eightbit.improve``).
+    """
 
     config: QuantConfig
     tensors: Mapping[str, QuantParams]
     nodes: tuple[NodeDecision, ...] = field(default=())
+    steps: tuple[StepReport, ...] = field(default=())
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tensors", MappingProxyType(dict(self.tensors)))
         object.__setattr__(self, "nodes", tuple(self.nodes))
+        object.__setattr__(self, "steps", tuple(self.steps))
         seen: set[str] = set()
         for decision in self.nodes:
             if decision.name in seen:
@@ -124,17 +136,23 @@ class QuantPlan:
             "config": self.config.to_dict(),
             "nodes": [decision.to_dict() for decision in self.nodes],
             "tensors": {name: params.to_dict() for name, params in self.tensors.items()},
+            "steps": [step.to_dict() for step in self.steps],
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantPlan:
         if not isinstance(data, Mapping) or data.get("format") != PLAN_FORMAT:
             raise ConfigError(f"not an eightbit plan: 'format' must be {PLAN_FORMAT!r}")
-        if data.get("version") != PLAN_VERSION:
+        version = data.get("version")
+        if isinstance(version, bool) or version not in READABLE_VERSIONS:
             raise ConfigError(
-                f"plan 'version' must be {PLAN_VERSION} (got {data.get('version')!r}); "
+                f"plan 'version' must be {' or '.join(map(str, READABLE_VERSIONS))} "
+                f"(got {version!r}); "
                 f"make the plan again with this eightbit"
             )
+        steps = data.get("steps", []) if version >= 2 else []
+        if not isinstance(steps, list):
+            raise ConfigError(f"a plan's 'steps' must be a list (got {steps!r})")
         return cls(
             config=QuantConfig.from_dict(data.get("config", {})),
             tensors={
@@ -142,6 +160,7 @@ class QuantPlan:
                 for name, params in dict(data.get("tensors", {})).items()
             },
             nodes=tuple(NodeDecision.from_dict(node) for node in data.get("nodes", [])),
+            steps=tuple(StepReport.from_dict(step) for step in steps),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -193,7 +212,7 @@ def make_plan(graph: Graph, ranges: RangeLookup, config: QuantConfig) -> QuantPl
     tensors: dict[str, QuantParams] = {}
     for name, source in selection.sources.items():
         if isinstance(source, Calibrated):
-            lo, hi = _clipped(_range_of(ranges, source.tensor), source.bounds)
+            lo, hi = clip_range(_range_of(ranges, source.tensor), source.bounds)
             tensors[name] = activation_params(lo, hi, config)
         elif isinstance(source, SameAs):
             tensors[name] = tensors[source.tensor]
@@ -226,6 +245,29 @@ def make_plan(graph: Graph, ranges: RangeLookup, config: QuantConfig) -> QuantPl
         for node in graph.nodes
     )
     return QuantPlan(config=config, tensors=tensors, nodes=decisions)
+
+
+def rebias(graph: Graph, plan: QuantPlan) -> QuantPlan:
+    """``plan`` with weight and bias parameters derived again from ``graph``'s constants.
+
+    For a model whose weights or biases a step changed after planning (bias correction
+    adds and changes biases): activation parameters, fusions and steps are kept, so no
+    calibration is needed; the result equals ``make_plan`` on the same ranges.
+    """
+    tensors = dict(plan.tensors)
+    notes: dict[str, str | None] = {}
+    for decision in plan.quantized_nodes():
+        if decision.fused_into is not None:
+            continue
+        node = graph.node(decision.name)
+        spec = lookup(node.op_type, node.domain)
+        if spec is not None:
+            notes[node.name] = _weight_and_bias_params(graph, node, spec, plan.config, tensors)
+    nodes = tuple(
+        replace(decision, reason=notes[decision.name]) if decision.name in notes else decision
+        for decision in plan.nodes
+    )
+    return replace(plan, tensors=tensors, nodes=nodes)
 
 
 def _weight_and_bias_params(
@@ -268,9 +310,10 @@ def _range_of(ranges: RangeLookup, name: str) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _clipped(
+def clip_range(
     calibrated: tuple[float, float], clamp: tuple[float, float] | None
 ) -> tuple[float, float]:
+    """A calibrated range within a folded activation's clamp (the range its params get)."""
     lo, hi = calibrated
     if clamp is None:
         return lo, hi

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -115,3 +116,70 @@ def test_model_without_quantizable_ops_exits_2(tmp_path: Path) -> None:
     np.save(data, np.ones((8, 4), dtype=np.float32))
     code, text = _run("quantize", str(path), "-d", str(data), "-o", str(tmp_path / "o.onnx"))
     assert code == 2 and "Traceback" not in text
+
+
+def _steps(model_and_data: tuple[Path, Path], tmp_path: Path, *extra: str) -> list[dict[str, Any]]:
+    model_path, data_path = model_and_data
+    out = tmp_path / "steps.onnx"
+    code, text = _run(
+        "quantize", str(model_path), "-d", str(data_path), "-o", str(out), "--json", *extra
+    )
+    assert code == 0, text
+    steps: list[dict[str, Any]] = json.loads(text)["steps"]
+    saved = json.loads((tmp_path / "steps.plan.json").read_text())["steps"]
+    assert [s["name"] for s in saved] == [s["name"] for s in steps]
+    return steps
+
+
+def test_default_preset_runs_equalization_and_bias_correction(
+    model_and_data: tuple[Path, Path], tmp_path: Path
+) -> None:
+    steps = _steps(model_and_data, tmp_path)
+    assert [s["name"] for s in steps] == ["equalize", "bias_correction"]
+    correction = steps[1]
+    assert correction["before_db"] is not None and correction["seconds"] >= 0
+    assert any(n.startswith(("kept", "reverted")) for n in correction["notes"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "names"),
+    [
+        (["--preset", "fast"], []),
+        (["--preset", "fast", "--bias-correction"], ["bias_correction"]),
+        (["--no-equalize", "--no-bias-correction"], []),
+        (["--preset", "fast", "--refine-ranges"], ["refine_ranges"]),
+    ],
+)
+def test_step_flags_override_the_preset(
+    model_and_data: tuple[Path, Path], tmp_path: Path, extra: list[str], names: list[str]
+) -> None:
+    steps = _steps(model_and_data, tmp_path, *extra)
+    assert [s["name"] for s in steps] == names
+
+
+def test_human_summary_lists_the_steps(model_and_data: tuple[Path, Path], tmp_path: Path) -> None:
+    model_path, data_path = model_and_data
+    code, text = _run(
+        "quantize", str(model_path), "-d", str(data_path), "-o", str(tmp_path / "h.onnx")
+    )
+    assert code == 0, text
+    assert "improvement steps" in text and "bias_correction" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--adaround-iters", "10"], "--adaround-iters needs --adaround"),
+        (["--max-drop", "-1"], "'max_drop' must be a number >= 0"),
+        (["--preset", "turbo"], "Invalid value for '--preset'"),
+    ],
+)
+def test_bad_step_options_exit_2(
+    model_and_data: tuple[Path, Path], tmp_path: Path, extra: list[str], message: str
+) -> None:
+    model_path, data_path = model_and_data
+    out = tmp_path / "x.onnx"
+    code, text = _run("quantize", str(model_path), "-d", str(data_path), "-o", str(out), *extra)
+    assert code == 2, text
+    assert message in text and "Traceback" not in text
+    assert not out.exists()

@@ -14,8 +14,15 @@ from eightbit._io import refuse_overwrite
 from eightbit.calibrate import METHODS, CalibrationConfig, ImageOptions, Ranges
 from eightbit.cli.options import DATA_HELP, image_flags, image_options
 from eightbit.errors import ConfigError
+from eightbit.improve.presets import PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
 from eightbit.quant import QuantConfig
+
+PRESET_HELP = (
+    "Improvement steps: fast (none), default (equalization, then bias correction where it "
+    "helps), accurate (also range refinement and AdaRound; needs PyTorch; minutes). The "
+    "step flags below override the preset."
+)
 
 
 def model_bytes(path: str | Path) -> int:
@@ -47,6 +54,7 @@ def _summary(
         "bytes_after": after,
         "saved_percent": 100.0 * (1 - after / before) if before else 0.0,
         "calibration_samples": result.calibration_samples,
+        "steps": [step.to_dict() for step in result.plan.steps],
         "check": None if result.check is None else result.check.to_dict(),
         "seconds": seconds,
     }
@@ -76,6 +84,18 @@ def _print_summary(summary: dict[str, Any]) -> None:
         for row in summary["fallbacks"]:
             table.add_row(row["node"], row["op_type"], row["reason"] or "")
         console.print(table)
+    if summary["steps"]:
+        table = Table(title="improvement steps", title_justify="left")
+        for column in ("step", "seconds", "output SQNR dB", "notes"):
+            table.add_column(column)
+        for step in summary["steps"]:
+            table.add_row(
+                step["name"],
+                f"{step['seconds']:.1f}",
+                _before_after(step["before_db"], step["after_db"]),
+                "; ".join(step["notes"]),
+            )
+        console.print(table)
     check = summary["check"]
     if check is None:
         console.print("quick check: no held-back samples (see --check-samples)")
@@ -88,6 +108,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
             f"quick check on {check['samples']} held-back samples, output {output['name']!r}: "
             f"{agree}SQNR {'inf' if math.isinf(sqnr) else f'{sqnr:.1f}'} dB"
         )
+
+
+def _before_after(before: float | str | None, after: float | str | None) -> str:
+    if before is None or after is None:
+        return ""
+    return f"{float(before):.2f} -> {float(after):.2f}"
 
 
 def _write_report(
@@ -140,6 +166,41 @@ def _write_report(
 )
 @click.option("--threads", type=int, help="Threads for ONNX Runtime.")
 @click.option("--report", "report_path", help="Also write an HTML report (float vs int8) here.")
+@click.option(
+    "--preset",
+    "preset_name",
+    type=click.Choice(list(PRESETS)),
+    default="default",
+    show_default=True,
+    help=PRESET_HELP,
+)
+@click.option(
+    "--equalize/--no-equalize",
+    default=None,
+    help="Cross-layer equalization before calibration [preset].",
+)
+@click.option(
+    "--refine-ranges/--no-refine-ranges",
+    default=None,
+    help="Choose each activation's range by the error it causes [preset].",
+)
+@click.option(
+    "--bias-correction/--no-bias-correction",
+    default=None,
+    help="Correct the output shift of weight rounding [preset: where it helps].",
+)
+@click.option(
+    "--adaround/--no-adaround", default=None, help="Learned rounding (needs PyTorch) [preset]."
+)
+@click.option("--adaround-iters", type=int, help="AdaRound steps per layer [1000].")
+@click.option(
+    "--max-drop",
+    type=float,
+    help="Return layers to float until top-1 agreement drops by at most this (0.01 = 1 point).",
+)
+@click.option(
+    "--min-sqnr", type=float, help="Return layers to float until the output SQNR is this (dB)."
+)
 @image_flags
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def quantize_command(
@@ -159,11 +220,35 @@ def quantize_command(
     check_samples: int | None,
     threads: int | None,
     report_path: str | None,
+    preset_name: str,
+    equalize: bool | None,
+    refine_ranges: bool | None,
+    bias_correction: bool | None,
+    adaround: bool | None,
+    adaround_iters: int | None,
+    max_drop: float | None,
+    min_sqnr: float | None,
     as_json: bool,
     **image_values: Any,
 ) -> None:
-    """Quantize MODEL to int8 and write a QDQ ONNX model that runs on int8 kernels."""
+    """Quantize MODEL to int8 and write a QDQ ONNX model that runs on int8 kernels.
+
+    The improvement steps of --preset run between calibration and export; the plan
+    records each with its time and the output SQNR before and after it.
+    """
     started = time.perf_counter()
+    if adaround_iters is not None and not adaround and preset_name != "accurate":
+        raise ConfigError("--adaround-iters needs --adaround (or --preset accurate)")
+    improve = preset(
+        preset_name,
+        equalize=equalize,
+        refine_ranges=refine_ranges,
+        bias_correction=bias_correction,
+        adaround=adaround,
+        adaround_iters=adaround_iters,
+        max_drop=max_drop,
+        min_sqnr=min_sqnr,
+    )
     config = QuantConfig(
         scheme=scheme,  # type: ignore[arg-type]
         activations=activations,  # type: ignore[arg-type]
@@ -194,6 +279,7 @@ def quantize_command(
         check_samples=check_samples,
         threads=threads,
         progress=not as_json,
+        improve=improve,
     )
     plan_path = save_quantized(result, output, *inputs)
     summary = _summary(result, model, output, plan_path, time.perf_counter() - started)

@@ -1,0 +1,21 @@
+"""Steps that bring the int8 network closer to the float one (docs/numerics-improve.md).
+
+One module per step, each named after its function (``from eightbit.improve.equalize
+import equalize``):
+
+- ``equalize``: cross-layer equalization and high-bias absorption of the float model;
+- ``refine.refine_ranges``: each activation's range chosen by the error it causes;
+- ``bias_correction``: the output shift of weight rounding removed;
+- ``adaround``, ``fallback``: learned rounding and accuracy-aware fallback
+  (docs/numerics-adaround.md).
+
+Every step returns its result and a ``StepReport``, which the plan records;
+``ImproveConfig`` and the presets ``fast``, ``default``, ``accurate`` say which run. The
+steps import eightbit.plan, which imports ``StepReport`` from here, so this package
+imports no step.
+"""
+
+from eightbit.improve.presets import PRESETS, ImproveConfig, preset
+from eightbit.improve.steps import LayerGain, StepReport
+
+__all__ = ["PRESETS", "ImproveConfig", "LayerGain", "StepReport", "preset"]

@@ -1,0 +1,356 @@
+"""``bias_correction``: remove the shift weight rounding causes (docs/numerics-improve.md §I.3).
+
+A layer ``y = W x + b`` whose weights are stored as ``W_q = W + ΔW`` computes on average
+``E[y_q] − E[y] = ΔW · E[x]`` more than the float layer, per output channel. Subtracting
+that from the bias makes the expectation exact again (Nagel et al. 2019, §4.2):
+
+- empirical (with data): ``E[x]`` is the per-position mean of the layer's float input
+  over calibration samples, and ``ΔW · E[x]`` is the layer run on that mean image with
+  weights ``ΔW`` and no bias (exact for any padding and stride: the layer is linear),
+  averaged over output positions; every layer is corrected from the float network's
+  inputs at once (independent, §I.3.2 says why not sequential);
+- analytic (without data): a layer whose input is a BatchNormalization's output ``z``
+  (folded into its producer) through Relu, Clip or nothing has
+  ``E[x_c] = E[f(z_c)]`` with ``z_c ~ N(β_c, γ_c²)`` in closed form (§I.3.3).
+
+The step measures the int8 model against the float one on the same samples before and
+after and, when asked to be adaptive, keeps the correction only if the first output's
+SQNR did not fall.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from eightbit.calibrate.data import DataLike
+from eightbit.export import to_qdq
+from eightbit.graph import Graph, Node, make_session
+from eightbit.improve._onnx import ModelEdit
+from eightbit.improve.measure import compare, count, read_samples
+from eightbit.improve.steps import LayerGain, StepReport
+from eightbit.ops.selection import clamp_bounds
+from eightbit.plan import QuantPlan, rebias
+from eightbit.quant import dequantize_values, quantize_values
+
+DEFAULT_SAMPLES = 32
+Keep = Literal["always", "if_better"]
+# Ops whose bias input is the third one and whose output channels are on axis 1.
+_CORRECTED = ("Conv", "ConvTranspose", "Gemm")
+
+
+@dataclass(frozen=True)
+class ChannelNormal:
+    """A per-channel normal distribution N(mean_c, std_c²), e.g. a BatchNormalization output."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def batchnorm_statistics(model: onnx.ModelProto) -> dict[str, ChannelNormal]:
+    """The output distribution of every inference BatchNormalization: N(β, γ²) per channel.
+
+    Read from the model as exported (``normalize`` folds the BNs away); keyed by the BN's
+    output tensor, which the folded layer writes afterwards.
+    """
+    constants = {tensor.name: tensor for tensor in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        if node.op_type != "BatchNormalization" or node.domain not in ("", "ai.onnx"):
+            continue
+        if len(node.input) < 3 or not all(name in constants for name in node.input[1:3]):
+            continue
+        gamma, beta = (
+            numpy_helper.to_array(constants[n]).astype(np.float64) for n in node.input[1:3]
+        )
+        found[node.output[0]] = ChannelNormal(mean=beta, std=np.abs(gamma))
+    return found
+
+
+def bias_correction(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    data: DataLike | None = None,
+    *,
+    reference: onnx.ModelProto | None = None,
+    statistics: Mapping[str, ChannelNormal] | None = None,
+    keep: Keep = "if_better",
+    weight_shifts: bool = True,
+    samples: int = DEFAULT_SAMPLES,
+    threads: int | None = None,
+) -> tuple[onnx.ModelProto, StepReport]:
+    """``model`` with corrected biases, and what the step did; plan it with ``rebias``.
+
+    ``plan`` quantizes ``model``. ``reference``: the float model whose outputs the int8
+    model should match (default ``model``; after learned rounding, the model before it,
+    since ``model``'s weights then sit on the grid). ``data``: calibration samples (the
+    first ``samples`` are read); without it, ``statistics`` (``batchnorm_statistics`` of
+    the exported model) give the analytic correction. ``keep="if_better"`` returns the
+    inputs unchanged when the first output's SQNR on the samples fell. ``weight_shifts``
+    False: the weights' rounding was chosen (learned rounding, whose layer-wise objective
+    already includes the mean): only the output layer is corrected (§I.3.4).
+    """
+    started = time.perf_counter()
+    reference = reference or model
+    graph = Graph(model)
+    layers, skipped = corrected_layers(graph, plan)
+    notes = [f"{n} {op} node(s) not corrected: {why}" for (op, why), n in sorted(skipped.items())]
+    if not layers:
+        notes.insert(0, "no quantized layer with a bias input to correct")
+        return model, StepReport(
+            "bias_correction", time.perf_counter() - started, None, None, (), tuple(notes)
+        )
+    if data is None and not weight_shifts:
+        notes.insert(0, "skipped: learned rounding chose the weights, and there is no data")
+        return model, StepReport(
+            "bias_correction", time.perf_counter() - started, None, None, (), tuple(notes)
+        )
+    if data is None:
+        shifts, missing = _analytic_shifts(graph, Graph(reference), plan, layers, statistics or {})
+        corrected = _apply(model, shifts)
+        notes.insert(0, f"{len(shifts)} layer(s) corrected from BatchNormalization statistics")
+        if missing:
+            notes.append(f"{missing} layer(s) without input statistics left as they are")
+        seconds = time.perf_counter() - started
+        return corrected, StepReport("bias_correction", seconds, None, None, (), tuple(notes))
+    batches = read_samples(data, graph, samples)
+    inputs = list(dict.fromkeys(graph.node(layer).inputs[0] for layer in layers))
+    outputs = {layer: layer_output(graph, plan, layer) for layer in layers}
+    last = _output_layer(graph, layers)
+    rank = None if last is None else _rank(graph, graph.outputs[0].name)
+    if weight_shifts:
+        before = compare(reference, to_qdq(model, plan), batches, outputs, inputs, threads)
+        shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
+        corrected = _apply(model, shifts)
+        quantized = to_qdq(corrected, rebias(Graph(corrected), plan))
+        after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
+    else:
+        shifts, corrected = {}, model
+        before = after = compare(
+            reference, to_qdq(model, plan), batches, outputs, (), threads, output_rank=rank
+        )
+    if last is not None and after.output_shift is not None:
+        # (I.3.4) The output layer, corrected against the int8 network's own output.
+        total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
+        candidate = _apply(model, total)
+        quantized = to_qdq(candidate, rebias(Graph(candidate), plan))
+        final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
+        if final.output_db > after.output_db:
+            notes.append(f"output layer {last!r} also corrected against the int8 output")
+            corrected = candidate
+            after = replace(
+                after, output_db=final.output_db, layers={**after.layers, **final.layers}
+            )
+    kept = keep == "always" or after.output_db >= before.output_db
+    seen = count(batches)
+    notes.insert(
+        0,
+        f"{len(shifts)} layer(s) corrected from {seen} calibration samples"
+        if weight_shifts
+        else f"weights as learned rounding chose them; output layer measured on {seen} samples",
+    )
+    verdict = "kept" if kept else "reverted"
+    notes.append(
+        f"{verdict}: output SQNR {before.output_db:.2f} -> {after.output_db:.2f} dB on "
+        "calibration samples"
+    )
+    report = StepReport(
+        name="bias_correction",
+        seconds=time.perf_counter() - started,
+        before_db=before.output_db,
+        after_db=after.output_db if kept else before.output_db,
+        layers=tuple(LayerGain(n, before.layers[n], after.layers[n]) for n in layers),
+        notes=tuple(notes),
+    )
+    return (corrected if kept else model), report
+
+
+def corrected_layers(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[tuple[str, str], int]]:
+    """Quantized layers with a weight on the int8 grid and a bias port, in topological order."""
+    layers: list[str] = []
+    skipped: dict[tuple[str, str], int] = {}
+    for decision in plan.quantized_nodes():
+        node = graph.node(decision.name)
+        weight = node.inputs[1] if len(node.inputs) > 1 else ""
+        if node.op_type == "MatMul" and weight in plan.tensors:
+            key = ("MatMul", "it has no bias input to correct")
+            skipped[key] = skipped.get(key, 0) + 1
+            continue
+        if node.op_type not in _CORRECTED or weight not in plan.tensors:
+            continue
+        if weight not in graph.initializers:
+            continue
+        layers.append(node.name)
+    return layers, skipped
+
+
+def _output_layer(graph: Graph, layers: Sequence[str]) -> str | None:
+    """The corrected layer that writes the first graph output itself, if one does."""
+    producer = graph.producer(graph.outputs[0].name) if graph.outputs else None
+    return producer.name if producer is not None and producer.name in layers else None
+
+
+def _rank(graph: Graph, tensor: str) -> int | None:
+    info = graph.info(tensor)
+    return None if info is None or info.shape is None else len(info.shape)
+
+
+def layer_output(graph: Graph, plan: QuantPlan, layer: str) -> str:
+    """The tensor ``layer`` writes in the int8 model: its folded activation's output, if any."""
+    folded = plan.decision(layer).fused_activation
+    return graph.node(folded if folded is not None else layer).outputs[0]
+
+
+# --- shifts ------------------------------------------------------------------------------
+
+
+def _delta(graph: Graph, reference: Graph, plan: QuantPlan, node: Node) -> np.ndarray:
+    """ΔW = (the weight as the int8 model stores it) − (the reference float weight)."""
+    weight = node.inputs[1]
+    params = plan.tensors[weight]
+    stored = dequantize_values(quantize_values(graph.initializers[weight], params), params)
+    return stored.astype(np.float64) - np.asarray(reference.initializers[weight], np.float64)
+
+
+def _empirical_shifts(
+    graph: Graph,
+    reference: Graph,
+    plan: QuantPlan,
+    layers: Sequence[str],
+    means: Mapping[str, np.ndarray],
+    threads: int | None,
+) -> dict[str, np.ndarray]:
+    """(I.3.1) Each layer run on its mean input with weights ΔW, averaged over positions."""
+    nodes, initializers, inputs, feeds = [], [], [], {}
+    for index, name in enumerate(layers):
+        node = graph.node(name)
+        delta = f"delta_{index}"
+        initializers.append(
+            numpy_helper.from_array(_delta(graph, reference, plan, node).astype(np.float32), delta)
+        )
+        feed = f"mean_{index}"
+        mean = np.asarray(means[node.inputs[0]], np.float32)[None]
+        feeds[feed] = mean
+        inputs.append(helper.make_tensor_value_info(feed, onnx.TensorProto.FLOAT, list(mean.shape)))
+        shifted = helper.make_node(
+            node.op_type, [feed, delta], [f"shift_{index}"], name=f"shift_{index}"
+        )
+        shifted.attribute.extend(helper.make_attribute(k, v) for k, v in node.attrs.items())
+        nodes.append(shifted)
+    outputs = [f"shift_{i}" for i in range(len(layers))]
+    graph_proto = helper.make_graph(
+        nodes,
+        "shifts",
+        inputs,
+        [helper.make_empty_tensor_value_info(o) for o in outputs],
+        initializers,
+    )
+    model = helper.make_model(
+        graph_proto, opset_imports=list(graph.model.opset_import), ir_version=graph.model.ir_version
+    )
+    # No graph optimization: a Conv whose input and weight are plain floats is all we run.
+    session = make_session(model, threads=threads, optimization="none")
+    results = session.run(outputs, feeds)
+    shifts = {}
+    for name, value in zip(layers, results, strict=True):
+        array = np.asarray(value, np.float64)
+        shifts[name] = array.mean(axis=tuple(a for a in range(array.ndim) if a != 1))
+    return shifts
+
+
+def _analytic_shifts(
+    graph: Graph,
+    reference: Graph,
+    plan: QuantPlan,
+    layers: Sequence[str],
+    statistics: Mapping[str, ChannelNormal],
+) -> tuple[dict[str, np.ndarray], int]:
+    """(I.3.3) ΔW · E[x] with E[x] from the statistics; border positions of padded
+    convolutions are read as interior ones (the form of Nagel et al.)."""
+    shifts, missing = {}, 0
+    for name in layers:
+        node = graph.node(name)
+        expected = _expected_input(graph, node.inputs[0], statistics)
+        if expected is None or node.op_type == "ConvTranspose":
+            missing += 1
+            continue
+        delta = _delta(graph, reference, plan, node)
+        shifts[name] = _interior_shift(node, delta, expected)
+    return shifts, missing
+
+
+def _expected_input(
+    graph: Graph, tensor: str, statistics: Mapping[str, ChannelNormal]
+) -> np.ndarray | None:
+    """E[x_c] of ``tensor`` = f(z) for a BN output z and f in {nothing, Relu, Clip}."""
+    if tensor in statistics:
+        stats = statistics[tensor]
+        return stats.mean.copy()
+    producer = graph.producer(tensor)
+    if producer is None or producer.op_type not in ("Relu", "Clip"):
+        return None
+    source = producer.inputs[0]
+    if source not in statistics:
+        return None
+    low, high = clamp_bounds(graph, producer) if producer.op_type == "Clip" else (0.0, math.inf)
+    return clipped_normal_mean(statistics[source], low, high)
+
+
+def clipped_normal_mean(stats: ChannelNormal, low: float, high: float) -> np.ndarray:
+    """E[clip(z, low, high)] for z ~ N(μ, σ²) per channel (I.3.4); f(μ) where σ = 0."""
+    mu, sigma = np.asarray(stats.mean, np.float64), np.asarray(stats.std, np.float64)
+    safe = np.where(sigma > 0, sigma, 1.0)
+    result = np.clip(mu, low, high)
+    a = (low - mu) / safe if math.isfinite(low) else np.full_like(mu, -np.inf)
+    b = (high - mu) / safe if math.isfinite(high) else np.full_like(mu, np.inf)
+    cdf_a, cdf_b = _cdf(a), _cdf(b)
+    pdf_a, pdf_b = _pdf(a), _pdf(b)
+    low_part = low * cdf_a if math.isfinite(low) else 0.0
+    high_part = high * (1.0 - cdf_b) if math.isfinite(high) else 0.0
+    inside = mu * (cdf_b - cdf_a) + sigma * (pdf_a - pdf_b)
+    return np.where(sigma > 0, low_part + high_part + inside, result)
+
+
+def _cdf(x: np.ndarray) -> np.ndarray:
+    erf = np.vectorize(math.erf, otypes=[np.float64])
+    return np.asarray(0.5 * (1.0 + erf(x / math.sqrt(2.0))))
+
+
+def _pdf(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.asarray(np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi))
+
+
+def _interior_shift(node: Node, delta: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Σ_{c,k} ΔW[o, c, k] · E[x_c] (Conv, grouped included) or Σ_k ΔW[k, n] · E[x_k] (Gemm)."""
+    if node.op_type == "Gemm":
+        matrix = delta.T if node.attrs.get("transB", 0) else delta
+        return np.asarray(expected @ matrix)
+    groups = int(node.attrs.get("group", 1))
+    outputs, per_group = delta.shape[:2]
+    summed = delta.reshape(outputs, per_group, -1).sum(axis=2)  # [O, C/g]
+    grouped_means = expected.reshape(groups, per_group)  # [g, C/g]
+    group_of_output = np.arange(outputs) // (outputs // groups)
+    return np.einsum("oc,oc->o", summed, grouped_means[group_of_output])
+
+
+# --- result ------------------------------------------------------------------------------
+
+
+def _apply(model: onnx.ModelProto, shifts: Mapping[str, np.ndarray]) -> onnx.ModelProto:
+    """``b ← b − shift`` for every shifted layer (a zero bias first where there is none)."""
+    edit = ModelEdit(model)
+    for name, shift in shifts.items():
+        bias = edit.value(name, 2)
+        weight = edit.value(name, 1)
+        dtype = np.float32 if weight is None else weight.dtype
+        current = np.zeros(shift.shape) if bias is None else bias.astype(np.float64)
+        edit.set(name, 2, (current - shift).astype(dtype), f"{name}_bias")
+    return edit.model

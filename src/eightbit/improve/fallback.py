@@ -1,0 +1,500 @@
+"""``fallback``: return the most harmful layers to float until an accuracy budget holds.
+
+docs/numerics-adaround.md §R.7-§R.9. The budget is a maximum drop of top-1 agreement (or
+of a user metric) and/or a minimum SQNR of the first output. Quantized nodes are ranked by
+the validate analysis (§A.3): the what-if "this activation and its producer's weights back
+in float", or the activation's own SQNR. The most harmful node is excluded, the model is
+rebuilt by the caller's ``build(excluded)`` and measured again, one node at a time, until
+the budget holds. The report says what that cost in parameter bytes and int8 latency.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import onnx
+
+from eightbit.analysis.latency import median_run_ms
+from eightbit.analysis.layers import rank
+from eightbit.analysis.memory import memory_usage
+from eightbit.analysis.models import DataLike, load_pair
+from eightbit.analysis.outputs import Metric, OutputTally
+from eightbit.analysis.runner import measure, measure_variants
+from eightbit.analysis.variants import without_quantization
+from eightbit.calibrate import DataSource, open_data
+from eightbit.errors import ConfigError
+from eightbit.graph import Graph, make_session
+from eightbit.improve.steps import LayerGain, StepReport
+from eightbit.ops import lookup
+from eightbit.plan import QuantPlan
+
+Ranking = Literal["build", "what_if", "own"]
+RANKINGS: tuple[Ranking, ...] = ("build", "what_if", "own")
+# Slack when comparing a measured fraction with a budget given in decimal: 1 - 0.05 must
+# accept an agreement of 380/400 although the two floats differ in the last bit.
+_SLACK = 1e-9
+
+
+class Built(Protocol):
+    """What ``build`` returns: a QDQ model and its plan (``QuantizedModel`` is one)."""
+
+    @property
+    def model(self) -> onnx.ModelProto: ...
+
+    @property
+    def plan(self) -> QuantPlan: ...
+
+
+Build = Callable[[frozenset[str]], Built]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What the int8 model must keep of the float model's behaviour (§R.7).
+
+    ``max_drop``: largest drop of top-1 agreement (a fraction: 0.01 is one point), or of
+    ``metric(float_output, int8_output)`` (higher is better) from ``metric(f, f)`` when a
+    metric is given. ``min_sqnr``: smallest SQNR of the first output, in dB. Every given
+    condition must hold.
+    """
+
+    max_drop: float | None = None
+    min_sqnr: float | None = None
+    metric: Metric | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_drop is None and self.min_sqnr is None:
+            raise ConfigError("a fallback budget needs 'max_drop' or 'min_sqnr' (or both)")
+        if self.max_drop is not None:
+            if not _finite(self.max_drop) or self.max_drop < 0:
+                raise ConfigError(f"'max_drop' must be a number >= 0 (got {self.max_drop!r})")
+            if self.metric is None and self.max_drop > 1:
+                raise ConfigError(
+                    f"'max_drop' is a fraction of top-1 agreement in [0, 1] (got "
+                    f"{self.max_drop!r}); for 2 points write 0.02"
+                )
+        if self.min_sqnr is not None and not _finite(self.min_sqnr):
+            raise ConfigError(f"'min_sqnr' must be a finite number of dB (got {self.min_sqnr!r})")
+        if self.metric is not None:
+            if not callable(self.metric):
+                raise ConfigError(f"'metric' must be callable (got {type(self.metric).__name__})")
+            if self.max_drop is None:
+                raise ConfigError("a fallback 'metric' needs 'max_drop', the drop it may take")
+
+    def describe(self) -> str:
+        parts = []
+        if self.max_drop is not None:
+            what = "metric" if self.metric is not None else "top-1 agreement"
+            parts.append(f"{what} drop <= {self.max_drop:g}")
+        if self.min_sqnr is not None:
+            parts.append(f"SQNR >= {self.min_sqnr:g} dB")
+        return " and ".join(parts)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The first output of one int8 model against the float model (None: not measurable)."""
+
+    sqnr_db: float
+    agreement: float | None
+    metric_drop: float | None = None
+
+    def meets(self, budget: Budget) -> bool:
+        if budget.min_sqnr is not None and not self.sqnr_db >= budget.min_sqnr - _SLACK:
+            return False
+        if budget.max_drop is None:
+            return True
+        if budget.metric is not None:
+            return self.metric_drop is not None and self.metric_drop <= budget.max_drop + _SLACK
+        if self.agreement is None:
+            raise ConfigError(
+                "'max_drop' without a metric is a drop of top-1 agreement, which needs a "
+                "classification output of shape (samples, classes); give a metric or 'min_sqnr'"
+            )
+        return 1.0 - self.agreement <= budget.max_drop + _SLACK
+
+    def describe(self) -> str:
+        parts = [f"SQNR {self.sqnr_db:.2f} dB"]
+        if self.agreement is not None:
+            parts.append(f"top-1 agreement {self.agreement:.4f}")
+        if self.metric_drop is not None:
+            parts.append(f"metric drop {self.metric_drop:.4g}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class FallbackCost:
+    """What the returned nodes cost (§R.9): parameter bytes and int8 latency (ms, 1 thread).
+
+    ``returned_float_bytes``/``returned_int8_bytes``: the returned nodes' parameters as they
+    are now (float) and as they were (int8, int32 biases). Latencies are None when not timed.
+    """
+
+    parameter_bytes_before: int
+    parameter_bytes_after: int
+    returned_float_bytes: int
+    returned_int8_bytes: int
+    int8_ms_before: float | None = None
+    int8_ms_after: float | None = None
+    float_ms: float | None = None
+
+    def describe(self) -> str:
+        text = (
+            f"parameters {self.parameter_bytes_before:,} -> {self.parameter_bytes_after:,} bytes "
+            f"(returned nodes: {self.returned_int8_bytes:,} bytes int8 -> "
+            f"{self.returned_float_bytes:,} bytes float)"
+        )
+        if self.int8_ms_before is not None and self.int8_ms_after is not None:
+            text += f"; int8 latency {self.int8_ms_before:.2f} -> {self.int8_ms_after:.2f} ms"
+            if self.float_ms:
+                ratio = self.int8_ms_after / self.float_ms
+                text += f" (float {self.float_ms:.2f} ms: {ratio:.2f}x)"
+        return text
+
+
+@dataclass(frozen=True)
+class FallbackResult:
+    """The model fallback settled on, what it measured, and how it got there.
+
+    ``returned``: the ranked nodes returned to float, in the order they were returned;
+    ``excluded``: every node the model keeps in float for it (``returned`` and the Relu/Clip
+    each had folded into it), as passed to ``build``. ``met``:
+    whether the budget holds; ``message`` says why it stopped. ``ranking``: every candidate,
+    most harmful first.
+    """
+
+    quantized: Built
+    returned: tuple[str, ...]
+    excluded: tuple[str, ...]
+    met: bool
+    measured: Measured
+    ranking: tuple[str, ...]
+    cost: FallbackCost
+    report: StepReport
+    message: str
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        return self.quantized.model
+
+    @property
+    def plan(self) -> QuantPlan:
+        return self.quantized.plan
+
+
+def fallback(
+    float_model: onnx.ModelProto,
+    build: Build,
+    data: DataLike,
+    budget: Budget,
+    *,
+    base: Built | None = None,
+    ranking: Ranking = "build",
+    rank_samples: int = 64,
+    max_steps: int | None = None,
+    latency_runs: int = 10,
+    batch_size: int = 16,
+    threads: int | None = None,
+    progress: bool = False,
+) -> FallbackResult:
+    """Return nodes of the int8 model to float, most harmful first, until ``budget`` holds.
+
+    ``build(excluded)`` makes the int8 model with the nodes ``excluded`` kept in float
+    (the pipeline re-plans with them in ``QuantConfig.exclude``); ``base`` is the model
+    with none excluded when the caller has it already (else it is built). ``data`` is the
+    evaluation data (anything ``open_data`` reads). ``ranking`` (§R.8): ``build`` scores
+    each candidate by building the model with it alone in float (one ``build`` per
+    candidate, on ``rank_samples`` samples), ``what_if`` by the validate analysis'
+    what-if models, ``own`` by its activation's own SQNR. ``max_steps`` caps the rebuilds
+    of the loop; ``latency_runs``: timed runs per model for the cost (0: none). Stops at
+    the first model that meets the budget, or when returning one more node would leave
+    nothing in int8 (then ``met`` is False).
+    """
+    _check_options(ranking, rank_samples, max_steps, latency_runs)
+    started = time.perf_counter()
+    graph = Graph(float_model)
+    source = open_data(data, graph.inputs, batch_size=batch_size)
+    evaluate = _Evaluator(float_model, source, budget.metric, threads)
+    current = base if base is not None else build(frozenset())
+    measured = evaluate(current.model)
+    first, first_measured = current, measured
+    returned: list[str] = []
+    excluded: list[str] = []
+    order: tuple[str, ...] = ()
+    gains: list[LayerGain] = []
+    message = "the budget holds without returning any node to float"
+    if not measured.meets(budget):
+        quantized = _returnable(current.plan)
+        # A Relu/Clip folded into a node goes back to float with it: left quantized alone it
+        # would share the parameters of its float input's whole range (§R.9).
+        folded = _folded(current.plan)
+        order = rank_nodes(
+            float_model,
+            current,
+            source,
+            ranking,
+            rank_samples,
+            build=build,
+            threads=threads,
+            progress=progress,
+        )
+        while not measured.meets(budget):
+            stop = _stop_reason(order, returned, quantized, max_steps)
+            if stop is not None:
+                message = f"budget not met ({measured.describe()}): {stop}"
+                break
+            node = next(n for n in order if n not in returned)
+            returned.append(node)
+            excluded.extend([node, folded[node]] if node in folded else [node])
+            current = build(frozenset(excluded))
+            before = measured
+            measured = evaluate(current.model)
+            gains.append(LayerGain(node, before.sqnr_db, measured.sqnr_db))
+        else:
+            message = f"the budget holds after returning {len(returned)} node(s) to float"
+    met = measured.meets(budget)
+    cost = _cost(float_model, first.model, current.model, returned, source, latency_runs)
+    notes = (
+        f"budget: {budget.describe()}; {message}",
+        f"before: {first_measured.describe()}; after: {measured.describe()}",
+        f"returned to float: {', '.join(returned) if returned else 'none'}",
+        f"cost: {cost.describe()}",
+    )
+    report = StepReport(
+        name="fallback",
+        seconds=time.perf_counter() - started,
+        before_db=first_measured.sqnr_db,
+        after_db=measured.sqnr_db,
+        layers=tuple(gains),
+        notes=notes,
+    )
+    return FallbackResult(
+        quantized=current,
+        returned=tuple(returned),
+        excluded=tuple(excluded),
+        met=met,
+        measured=measured,
+        ranking=order,
+        cost=cost,
+        report=report,
+        message=message,
+    )
+
+
+def _rank_by_build(
+    float_model: onnx.ModelProto,
+    plan: QuantPlan,
+    source: DataSource,
+    build: Build,
+    threads: int | None,
+) -> tuple[str, ...]:
+    """Returnable nodes by the first output's SQNR with each alone back in float (§R.8).
+
+    Each score is a real ``build``: exactly the model the loop would make, whatever the
+    export does around a float node.
+    """
+    evaluate = _Evaluator(float_model, source, None, threads)
+    folded = _folded(plan)
+    scores = []
+    for index, node in enumerate(_returnable(plan)):
+        alone = frozenset([node, folded[node]] if node in folded else [node])
+        scores.append((-evaluate(build(alone).model).sqnr_db, index, node))
+    return tuple(node for _, _, node in sorted(scores))
+
+
+def rank_nodes(
+    float_model: onnx.ModelProto,
+    base: Built,
+    data: DataLike,
+    ranking: Ranking = "build",
+    samples: int = 64,
+    *,
+    build: Build | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+) -> tuple[str, ...]:
+    """Quantized nodes a fallback can return, most harmful first (§R.8), on ``samples``.
+
+    ``build``: by the first output's SQNR of ``build({node})`` (the node and its folded
+    Relu/Clip in float), highest first. ``what_if``: by the same SQNR in the validate
+    analysis' what-if model (the node's activation and weights back in float), ties by the
+    activation's own SQNR; ``own``: by own SQNR alone. The last two rank the nodes that
+    compute a quantized activation.
+    """
+    graph = Graph(float_model)
+    source = open_data(data, graph.inputs, batch_size=16, limit=samples)
+    if ranking == "build":
+        if build is None:
+            raise ConfigError("ranking='build' needs the 'build' function")
+        return _rank_by_build(float_model, base.plan, source, build, threads)
+    pair = load_pair(float_model, base.model, plan=base.plan, find_plan=False)
+    returnable = set(_returnable(base.plan))
+    measured = measure(pair, source, compare=False, threads=threads, progress=progress)
+    own = {report.name: report.sqnr_own_db for report in measured.activations}
+    candidates = [
+        activation
+        for activation in pair.qdq.activations
+        if activation.producer in returnable and activation.name in own
+    ]
+    if ranking == "own":
+        names = {activation.name for activation in candidates}
+        ordered = rank(tuple(r for r in measured.activations if r.name in names))
+        return tuple(dict.fromkeys(str(report.node) for report in ordered))
+    variants = [
+        without_quantization(pair.int8_model, activation, pair.qdq, pair.float_graph)
+        for activation in candidates
+    ]
+    results = measure_variants(pair, source, variants, threads=threads, progress=progress)
+    scored = sorted(
+        zip(candidates, results, strict=True),
+        key=lambda item: (-item[1][0].sqnr_db, _or_inf(own[item[0].name])),
+    )
+    return tuple(dict.fromkeys(str(activation.producer) for activation, _ in scored))
+
+
+class _Evaluator:
+    """Measures int8 models against float outputs computed once on the evaluation data."""
+
+    def __init__(
+        self,
+        float_model: onnx.ModelProto,
+        source: DataSource,
+        metric: Metric | None,
+        threads: int | None,
+    ) -> None:
+        self.source, self.metric, self.threads = source, metric, threads
+        self.output = float_model.graph.output[0].name
+        session = make_session(float_model, threads=threads)
+        self.reference = [np.asarray(session.run([self.output], b)[0]) for b in source]
+        self.float_score = None
+        if metric is not None:
+            whole = np.concatenate(self.reference)
+            self.float_score = _score_value(metric(whole, whole))
+
+    def __call__(self, model: onnx.ModelProto) -> Measured:
+        session = make_session(model, threads=self.threads)
+        tally = OutputTally(self.output, keep=self.metric is not None)
+        batches = iter(self.source)
+        for reference in self.reference:
+            batch = next(batches)
+            tally.update(reference, np.asarray(session.run([self.output], batch)[0]))
+        metrics = {"budget": self.metric} if self.metric is not None else None
+        result = tally.result(metrics)
+        drop = None
+        if self.float_score is not None:
+            drop = self.float_score - _score_value(result.custom["budget"])
+        return Measured(result.sqnr_db, result.top1_agreement, drop)
+
+
+def _stop_reason(
+    order: Sequence[str], returned: Sequence[str], quantized: Iterable[str], max_steps: int | None
+) -> str | None:
+    """Why the loop cannot return another node, or None when it can."""
+    remaining = [node for node in order if node not in returned]
+    if max_steps is not None and len(returned) >= max_steps:
+        return f"stopped after max_steps={max_steps} node(s) returned to float"
+    if not remaining:
+        return f"every ranked node ({len(order)}) is already float"
+    if set(quantized) <= {*returned, remaining[0]}:
+        return (
+            f"returning one more node would leave the whole model in float "
+            f"({len(returned)} node(s) already returned); loosen the budget"
+        )
+    return None
+
+
+def _folded(plan: QuantPlan) -> dict[str, str]:
+    """Node -> the Relu/Clip folded into it."""
+    return {d.name: d.fused_activation for d in plan.nodes if d.fused_activation is not None}
+
+
+def _returnable(plan: QuantPlan) -> list[str]:
+    """Quantized nodes a fallback can return.
+
+    A folded Relu/Clip goes with its producer; a value-preserving op (Flatten, MaxPool, a
+    Relu of its own) only rounds nothing and stays quantized just while a neighbour is
+    (§Q6), so returning it buys nothing.
+    """
+    returnable = []
+    for decision in plan.quantized_nodes():
+        spec = lookup(decision.op_type)
+        if decision.fused_into is None and not (spec is not None and spec.same_as_input):
+            returnable.append(decision.name)
+    return returnable
+
+
+def _cost(
+    float_model: onnx.ModelProto,
+    before: onnx.ModelProto,
+    after: onnx.ModelProto,
+    returned_nodes: Sequence[str],
+    source: DataSource,
+    latency_runs: int,
+) -> FallbackCost:
+    float_graph = Graph(float_model)
+    usage_before = memory_usage(float_graph, Graph(before))
+    usage_after = memory_usage(float_graph, Graph(after))
+    returned = set(returned_nodes)
+    int8_bytes = sum(layer.int8_bytes for layer in usage_before.layers if layer.node in returned)
+    float_bytes = sum(layer.float_bytes for layer in usage_before.layers if layer.node in returned)
+    timings: list[float | None] = [None, None, None]
+    if latency_runs:
+        feed = _one_sample(source, float_graph)
+        timings = [
+            median_run_ms(model, feed, runs=latency_runs, warmup=2)
+            for model in (before, after, float_model)
+        ]
+    return FallbackCost(
+        parameter_bytes_before=usage_before.int8_bytes,
+        parameter_bytes_after=usage_after.int8_bytes,
+        returned_float_bytes=float_bytes,
+        returned_int8_bytes=int8_bytes,
+        int8_ms_before=timings[0],
+        int8_ms_after=timings[1],
+        float_ms=timings[2],
+    )
+
+
+def _one_sample(source: DataSource, graph: Graph) -> dict[str, np.ndarray]:
+    """One sample (or the model's fixed batch) of the data: latency is timed at batch 1."""
+    batch = next(iter(source))
+    fixed = [i.shape[0] for i in graph.inputs if i.shape and isinstance(i.shape[0], int)]
+    count = fixed[0] if fixed and fixed[0] > 0 else 1
+    return {name: np.ascontiguousarray(values[:count]) for name, values in batch.items()}
+
+
+def _score_value(value: object) -> float:
+    try:
+        score = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"the budget metric must return one number (got {value!r})") from None
+    if math.isnan(score):
+        raise ConfigError("the budget metric returned NaN")
+    return score
+
+
+def _or_inf(value: float | None) -> float:
+    return math.inf if value is None else value
+
+
+def _finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_options(
+    ranking: str, rank_samples: int, max_steps: int | None, latency_runs: int
+) -> None:
+    if ranking not in RANKINGS:
+        raise ConfigError(f"'ranking' must be one of {list(RANKINGS)} (got {ranking!r})")
+    for name, value, least in (
+        ("rank_samples", rank_samples, 1),
+        ("latency_runs", latency_runs, 0),
+        ("max_steps", 0 if max_steps is None else max_steps, 0),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name!r} must be an integer >= {least} (got {value!r})")

@@ -1,0 +1,149 @@
+"""Measurements the steps decide by, on a few calibration samples (docs/numerics-improve.md §I.1).
+
+- ``read_samples``: the first samples of the calibration data, held in memory (a few
+  dozen: every step reads them more than once);
+- ``run_reductions``: per-channel maxima and per-position sums of inner float tensors;
+- ``compare``: float vs int8, the SQNR of chosen layers and of the first output, in one
+  pass over a merged graph;
+- ``OutputReference``: the float model's first output, kept, so that many int8
+  candidates can be scored against it cheaply.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from eightbit.analysis.metrics import sqnr_db, sqnr_from_sums
+from eightbit.calibrate import open_data
+from eightbit.calibrate.data import Batch, DataLike
+from eightbit.errors import DataError
+from eightbit.graph import Graph, make_session
+from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
+
+# Samples per ONNX Runtime run while measuring.
+BATCH = 16
+
+
+def read_samples(data: DataLike, graph: Graph, samples: int) -> list[Batch]:
+    """Up to ``samples`` samples of ``data`` as batches for the model of ``graph``."""
+    source = open_data(data, graph.inputs, batch_size=BATCH, limit=samples)
+    batches = [dict(batch) for batch in source]
+    if not batches:
+        raise DataError("no calibration samples to measure with (the data is empty)")
+    return batches
+
+
+def count(batches: Sequence[Batch]) -> int:
+    return sum(len(next(iter(batch.values()))) for batch in batches)
+
+
+def run_reductions(
+    model: onnx.ModelProto,
+    reductions: Sequence[Reduction],
+    batches: Sequence[Batch],
+    threads: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Each reduction over all ``batches``, keyed ``"tensor|kind"`` (float64): extremes
+    combined by max and min, sums added."""
+    measuring, names = with_reductions(model, reductions)
+    session = make_session(measuring, threads=threads, lean=True)
+    totals: dict[str, np.ndarray] = {}
+    for batch in batches:
+        for reduction, value in zip(reductions, session.run(names, batch), strict=True):
+            value = np.asarray(value, np.float64)
+            key = reduction.tensor + "|" + reduction.kind
+            previous = totals.get(key)
+            if previous is None:
+                totals[key] = value
+            elif reduction.kind == "max_abs":
+                totals[key] = np.maximum(previous, value)
+            elif reduction.kind == "min":
+                totals[key] = np.minimum(previous, value)
+            else:
+                totals[key] = previous + value
+    return totals
+
+
+@dataclass(frozen=True)
+class Compared:
+    """SQNR (dB) of each compared tensor (by label) and of the first output; float means.
+
+    ``output_shift``: the mean of (int8 − float) of the first output per channel, when asked.
+    """
+
+    layers: Mapping[str, float]
+    output_db: float
+    means: Mapping[str, np.ndarray]
+    output_shift: np.ndarray | None = None
+
+
+def compare(
+    float_model: onnx.ModelProto,
+    quantized_model: onnx.ModelProto,
+    batches: Sequence[Batch],
+    tensors: Mapping[str, str] | None = None,
+    means: Sequence[str] = (),
+    threads: int | None = None,
+    output_rank: int | None = None,
+) -> Compared:
+    """Float vs int8 on ``batches``: SQNR of ``tensors`` (label -> tensor) and of the first
+    output, the per-position float means of ``means``, and with ``output_rank`` the first
+    output's mean shift per channel."""
+    merged, names = comparison_model(
+        float_model, quantized_model, tensors or {}, means, output_rank
+    )
+    session = make_session(merged, threads=threads, lean=True)
+    order = names.names()
+    sums = dict.fromkeys(order, 0.0)
+    arrays: dict[str, np.ndarray] = {}
+    array_names = set(names.means.values())
+    if names.output_channels is not None:
+        array_names.add(names.output_channels[0])
+    elements = 0
+    for batch in batches:
+        for name, value in zip(order, session.run(order, batch), strict=True):
+            if name in array_names:
+                arrays[name] = arrays.get(name, 0.0) + np.asarray(value, np.float64)
+            elif names.output_channels is not None and name == names.output_channels[1]:
+                shape = [int(d) for d in np.asarray(value)]
+                elements += math.prod(shape) // shape[1]
+            else:
+                sums[name] += float(value)
+    samples = count(batches)
+    shift = None
+    if names.output_channels is not None and elements:
+        shift = arrays[names.output_channels[0]] / elements
+    return Compared(
+        layers={
+            layer: sqnr_from_sums(sums[signal], sums[noise])
+            for layer, (noise, signal) in names.layer_sums.items()
+        },
+        output_db=sqnr_from_sums(sums[names.output_sums[1]], sums[names.output_sums[0]]),
+        means={tensor: arrays[name] / samples for tensor, name in names.means.items()},
+        output_shift=shift,
+    )
+
+
+class OutputReference:
+    """The float model's first output on ``batches``, to score int8 models against."""
+
+    def __init__(
+        self, float_model: onnx.ModelProto, batches: Sequence[Batch], threads: int | None
+    ) -> None:
+        self.batches = batches
+        self.threads = threads
+        session = make_session(float_model, threads=threads)
+        self.name = session.get_outputs()[0].name
+        self.values = np.concatenate([session.run([self.name], b)[0] for b in batches])
+
+    def sqnr(self, quantized_model: onnx.ModelProto) -> float:
+        """Output SQNR of ``quantized_model`` (same first output name) on the batches."""
+        session = make_session(quantized_model, threads=self.threads)
+        values = np.concatenate([session.run([self.name], b)[0] for b in self.batches])
+        result = sqnr_db(self.values, values)
+        return result if not math.isnan(result) else -math.inf

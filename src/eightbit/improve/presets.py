@@ -1,0 +1,107 @@
+"""``ImproveConfig``: which improvement steps run, and the named presets.
+
+Presets (``eightbit quantize --preset``), measured in docs/numerics-improve.md §I.6:
+
+- ``fast``: calibration and planning only, no step: the quickest int8 model.
+- ``default``: cross-layer equalization, then bias correction kept where it raised the
+  output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
+- ``accurate``: everything: equalization, per-tensor range refinement, learned rounding
+  (AdaRound; needs PyTorch), then bias correction where it helps. Minutes, not seconds.
+
+``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from eightbit.errors import ConfigError
+
+DEFAULT_ADAROUND_ITERS = 1000
+
+
+@dataclass(frozen=True)
+class ImproveConfig:
+    """The improvement steps of ``quantize`` (docs/numerics-improve.md).
+
+    - ``equalize``: cross-layer equalization of the float model before calibration.
+    - ``refine_ranges``: per-tensor range choice among the calibration methods.
+    - ``adaround``: learned rounding of the weights, ``adaround_iters`` steps per layer.
+    - ``bias_correction``: True always applies it, False never, None keeps it where it
+      raised the output SQNR on calibration samples.
+    - ``max_drop`` / ``min_sqnr``: the accuracy budget for returning layers to float
+      (either, both, or neither): the largest drop of top-1 agreement (a fraction, or of
+      a user metric when ``quantize`` is given one), the least SQNR (dB) of the first output.
+    """
+
+    equalize: bool = True
+    refine_ranges: bool = False
+    adaround: bool = False
+    adaround_iters: int = DEFAULT_ADAROUND_ITERS
+    bias_correction: bool | None = None
+    max_drop: float | None = None
+    min_sqnr: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("equalize", "refine_ranges", "adaround"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
+        if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
+            raise ConfigError(
+                f"'bias_correction' must be True, False or None (where it helps) "
+                f"(got {self.bias_correction!r})"
+            )
+        iters = self.adaround_iters
+        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+            raise ConfigError(f"'adaround_iters' must be an integer >= 1 (got {iters!r})")
+        drop = self.max_drop
+        if drop is not None and not (_real(drop) and math.isfinite(drop) and drop >= 0):
+            raise ConfigError(
+                f"'max_drop' must be a number >= 0, e.g. 0.01 for one point of top-1 "
+                f"agreement (got {drop!r})"
+            )
+        if self.min_sqnr is not None and not (
+            _real(self.min_sqnr) and math.isfinite(self.min_sqnr)
+        ):
+            raise ConfigError(f"'min_sqnr' must be a finite number of dB (got {self.min_sqnr!r})")
+
+    @property
+    def fallback(self) -> bool:
+        return self.max_drop is not None or self.min_sqnr is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImproveConfig:
+        known = [field.name for field in fields(cls)]
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"improve config has unknown field(s) {unknown}; expected {known}")
+        return cls(**dict(data))
+
+
+PRESETS: Mapping[str, ImproveConfig] = {
+    "fast": ImproveConfig(equalize=False, refine_ranges=False, bias_correction=False),
+    "default": ImproveConfig(),
+    "accurate": ImproveConfig(equalize=True, refine_ranges=True, adaround=True),
+}
+
+
+def preset(name: str, **overrides: Any) -> ImproveConfig:
+    """The preset ``name`` with the fields in ``overrides`` (those not None) replaced."""
+    if name not in PRESETS:
+        raise ConfigError(f"'preset' must be one of {list(PRESETS)} (got {name!r})")
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    known = {field.name for field in fields(ImproveConfig)}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ConfigError(f"unknown improve option(s) {unknown}; expected {sorted(known)}")
+    return replace(PRESETS[name], **changes)
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

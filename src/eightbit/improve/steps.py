@@ -1,0 +1,134 @@
+"""What every improvement step reports: its name, its time, and what it gained.
+
+The steps of ``eightbit.improve`` (equalization, range refinement, learned rounding, bias
+correction, accuracy-aware fallback) are functions between plain values (DESIGN.md); each
+returns its result and a ``StepReport``. The plan records the reports of the steps that ran
+(``QuantPlan.steps``), so a user can see what each step cost and what it bought.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eightbit.errors import ConfigError
+
+STEP_NAMES = ("equalize", "refine_ranges", "adaround", "bias_correction", "fallback")
+
+
+@dataclass(frozen=True)
+class LayerGain:
+    """SQNR (dB) of one layer's output against float, before and after a step."""
+
+    layer: str
+    before_db: float
+    after_db: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "before_db": _json_float(self.before_db),
+            "after_db": _json_float(self.after_db),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerGain:
+        fields = ("layer", "before_db", "after_db")
+        _check_fields("a layer gain", data, fields, fields)
+        if not isinstance(data["layer"], str):
+            raise ConfigError(f"a layer gain's 'layer' must be a string (got {data['layer']!r})")
+        return cls(
+            layer=data["layer"],
+            before_db=_float_of(data["before_db"], "before_db"),
+            after_db=_float_of(data["after_db"], "after_db"),
+        )
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """One step that ran: how long it took and the output SQNR before and after it.
+
+    ``before_db``/``after_db``: SQNR of the first model output, int8 against float, on the
+    samples the step measured on (None when it did not measure). ``layers``: per-layer
+    gains, when the step measures layers. ``notes``: what a person should know, e.g.
+    ``"12 pairs equalized"`` or ``"reverted: output SQNR fell"``.
+    """
+
+    name: str
+    seconds: float
+    before_db: float | None
+    after_db: float | None
+    layers: tuple[LayerGain, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"a step's 'name' must be a non-empty string (got {self.name!r})")
+        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "notes", tuple(self.notes))
+
+    @property
+    def gain_db(self) -> float | None:
+        """``after_db - before_db``, when both were measured."""
+        if self.before_db is None or self.after_db is None:
+            return None
+        return self.after_db - self.before_db
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "seconds": self.seconds,
+            "before_db": None if self.before_db is None else _json_float(self.before_db),
+            "after_db": None if self.after_db is None else _json_float(self.after_db),
+            "layers": [layer.to_dict() for layer in self.layers],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StepReport:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a plan step must be an object (got {data!r})")
+        known = ("name", "seconds", "before_db", "after_db", "layers", "notes")
+        _check_fields("a plan step", data, known, ("name", "seconds"))
+        notes = data.get("notes", [])
+        if not isinstance(notes, list | tuple) or not all(isinstance(n, str) for n in notes):
+            raise ConfigError(f"a plan step's 'notes' must be a list of strings (got {notes!r})")
+        layers = data.get("layers", [])
+        if not isinstance(layers, list | tuple):
+            raise ConfigError(f"a plan step's 'layers' must be a list (got {layers!r})")
+        before, after = data.get("before_db"), data.get("after_db")
+        return cls(
+            name=data["name"],
+            seconds=_float_of(data["seconds"], "seconds"),
+            before_db=None if before is None else _float_of(before, "before_db"),
+            after_db=None if after is None else _float_of(after, "after_db"),
+            layers=tuple(LayerGain.from_dict(layer) for layer in layers),
+            notes=tuple(notes),
+        )
+
+
+def _check_fields(
+    what: str, data: Mapping[str, Any], known: tuple[str, ...], required: tuple[str, ...]
+) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{what} has unknown field(s) {unknown}; expected {list(known)}")
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise ConfigError(f"{what} needs the field(s) {missing}")
+
+
+def _json_float(value: float) -> float | str:
+    """JSON has no infinities: an exact match (SQNR = +inf) is written as the string "inf"."""
+    return value if math.isfinite(value) else str(value)
+
+
+def _float_of(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"a plan step's {name!r} must be a number (got {value!r})")
+    try:
+        return float(value)
+    except ValueError:
+        raise ConfigError(f"a plan step's {name!r} must be a number (got {value!r})") from None

@@ -1,0 +1,213 @@
+"""Accuracy-aware fallback (docs/numerics-adaround.md §R.7-§R.9) on a small classifier: the
+loop stops exactly when the budget first holds, never builds when it holds already, and
+stops with a clear message when only the float model is left."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import pytest
+
+from eightbit.analysis.metrics import sqnr_db, topk_agreement
+from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
+from eightbit.errors import ConfigError
+from eightbit.export import to_qdq
+from eightbit.graph import Graph, make_session, normalize
+from eightbit.improve.fallback import Budget, Measured, fallback, rank_nodes
+from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
+from eightbit.quant import QuantConfig
+from tests.analysis.helpers import classifier, images
+
+
+@dataclass(frozen=True)
+class Built:
+    model: onnx.ModelProto
+    plan: QuantPlan
+
+
+class Builder:
+    """``build(excluded)`` as the pipeline gives it, counting its calls."""
+
+    def __init__(self, ranges: Ranges | dict[str, tuple[float, float]]) -> None:
+        self.model = normalize(classifier(seed=3))
+        self.graph = Graph(self.model)
+        self.ranges = ranges
+        self.calls: list[frozenset[str]] = []
+
+    def __call__(self, excluded: frozenset[str]) -> Built:
+        self.calls.append(excluded)
+        plan = make_plan(self.graph, self.ranges, QuantConfig(exclude=tuple(sorted(excluded))))
+        return Built(to_qdq(self.model, plan), plan)
+
+
+@pytest.fixture(scope="module")
+def ranges() -> Ranges:
+    # Only what the plan with nothing excluded needs, as the pipeline calibrates: a node
+    # returns to float with its folded Relu, so no other tensor needs a range.
+    model = normalize(classifier(seed=3))
+    return calibrate(
+        model,
+        {"input": images(64, seed=4)},
+        CalibrationConfig(method="minmax"),
+        tensors=activation_tensors_to_calibrate(Graph(model), QuantConfig()),
+        normalized=True,
+    )
+
+
+DATA = {"input": images(40, seed=9)}
+
+
+def measured_by_oracle(builder: Builder, model: onnx.ModelProto) -> tuple[float, float]:
+    feeds = DATA
+    reference = make_session(builder.model).run(["logits"], feeds)[0]
+    output = make_session(model).run(["logits"], feeds)[0]
+    return sqnr_db(reference, output), topk_agreement(reference, output)
+
+
+def test_a_budget_already_met_changes_nothing(ranges: Ranges) -> None:
+    builder = Builder(ranges)
+    base = builder(frozenset())
+    builder.calls.clear()
+    result = fallback(builder.model, builder, DATA, Budget(min_sqnr=0.0), base=base)
+    assert builder.calls == []
+    assert result.met and result.returned == result.excluded == ()
+    assert result.quantized is base
+    assert result.report.layers == () and result.ranking == ()
+    assert result.cost.parameter_bytes_after == result.cost.parameter_bytes_before
+    # Without a base the loop builds it, once, with nothing excluded.
+    again = fallback(builder.model, builder, DATA, Budget(max_drop=1.0), latency_runs=0)
+    assert builder.calls == [frozenset()] and again.excluded == ()
+
+
+def test_an_impossible_budget_stops_before_all_float(ranges: Ranges) -> None:
+    builder = Builder(ranges)
+    result = fallback(
+        builder.model, builder, DATA, Budget(min_sqnr=500.0), ranking="own", latency_runs=0
+    )
+    assert not result.met
+    assert "leave the whole model in float" in result.message
+    assert result.message in result.report.notes[0]
+    base = builder(frozenset())
+    # The base, then one build per node returned, each adding the next node (and its Relu).
+    steps = len(result.returned)
+    expected = [with_folded(base.plan, result.returned[:k]) for k in range(steps + 1)]
+    assert builder.calls[:-1] == expected
+    assert set(result.excluded) == expected[-1]
+    returnable = {"conv1", "conv2", "add", "pool", "fc"}  # not Flatten: it only moves values
+    # Every returnable node but the last went back to float.
+    assert len(result.returned) == len(returnable) - 1
+    assert set(result.returned) < returnable
+
+
+@pytest.mark.parametrize("ranking", ["build", "what_if"])
+def test_stops_exactly_when_the_budget_first_holds(ranges: Ranges, ranking: str) -> None:
+    builder = Builder(ranges)
+    trace = fallback(
+        builder.model, builder, DATA, Budget(min_sqnr=500.0), ranking=ranking, latency_runs=0
+    )  # type: ignore[arg-type]
+    sqnrs = [trace.report.before_db] + [gain.after_db for gain in trace.report.layers]
+    assert all(value is not None for value in sqnrs)
+    # The first step k >= 2 that beats everything before it: a budget between the two.
+    k = next(k for k in range(2, len(sqnrs)) if sqnrs[k] > max(sqnrs[:k]))  # type: ignore[type-var]
+    budget = Budget(min_sqnr=(float(sqnrs[k]) + max(sqnrs[:k])) / 2)  # type: ignore[arg-type, type-var]
+    builder.calls.clear()
+    base = builder(frozenset())
+    builder.calls.clear()
+    result = fallback(
+        builder.model, builder, DATA, budget, base=base, ranking=ranking, latency_runs=2
+    )  # type: ignore[arg-type]
+    assert result.met
+    assert result.returned == trace.ranking[:k]
+    loop = [with_folded(base.plan, trace.ranking[:j]) for j in range(1, k + 1)]
+    if ranking == "build":  # one build per candidate, with it alone in float, to rank them
+        candidates = ["conv1", "conv2", "add", "pool", "fc"]
+        assert builder.calls[: len(candidates)] == [
+            with_folded(base.plan, (node,)) for node in candidates
+        ]
+        assert builder.calls[len(candidates) :] == loop
+    else:
+        assert builder.calls == loop
+    sqnr, agreement = measured_by_oracle(builder, result.model)
+    assert result.measured.sqnr_db == pytest.approx(sqnr)
+    assert result.measured.agreement == pytest.approx(agreement)
+    # What it cost: the returned nodes' parameters in float, and timed latencies.
+    cost = result.cost
+    float_params = _float_parameter_bytes(builder.model, result.returned)
+    assert cost.returned_float_bytes == float_params
+    assert cost.parameter_bytes_after > cost.parameter_bytes_before
+    assert cost.int8_ms_before and cost.int8_ms_after and cost.float_ms
+    assert result.report.name == "fallback" and len(result.report.layers) == k
+
+
+def test_the_planted_worst_layer_ranks_first(ranges: Ranges) -> None:
+    # conv2's output range cut to a tenth: it saturates, and nothing else is as harmful.
+    planted = {name: (ranges[name].min, ranges[name].max) for name in ranges}
+    planted["r2"] = (0.0, planted["r2"][1] / 10)
+    builder = Builder(planted)
+    base = builder(frozenset())
+    for ranking in ("build", "what_if", "own"):
+        order = rank_nodes(builder.model, base, DATA, ranking, build=builder)  # type: ignore[arg-type]
+        assert order[0] == "conv2", ranking
+        assert set(order) <= {"conv1", "conv2", "add", "pool", "fc"}
+
+
+def test_a_user_metric_budget(ranges: Ranges) -> None:
+    builder = Builder(ranges)
+
+    def closeness(reference: np.ndarray, quantized: np.ndarray) -> float:
+        return -float(np.max(np.abs(reference - quantized)))
+
+    base = builder(frozenset())
+    result = fallback(
+        builder.model, builder, DATA, Budget(max_drop=1e9, metric=closeness), base=base
+    )
+    assert result.met and result.excluded == ()
+    reference = make_session(builder.model).run(["logits"], DATA)[0]
+    output = make_session(base.model).run(["logits"], DATA)[0]
+    assert result.measured.metric_drop == pytest.approx(-closeness(reference, output))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({}, "needs 'max_drop' or 'min_sqnr'"),
+        ({"max_drop": 2.0}, "fraction"),
+        ({"max_drop": -0.1}, "max_drop"),
+        ({"min_sqnr": math.inf}, "min_sqnr"),
+        ({"min_sqnr": 20.0, "metric": abs}, "needs 'max_drop'"),
+    ],
+)
+def test_budgets_are_checked(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        Budget(**kwargs)  # type: ignore[arg-type]
+
+
+def test_agreement_budget_arithmetic() -> None:
+    budget = Budget(max_drop=0.05)
+    assert Measured(20.0, 380 / 400).meets(budget)  # 1 - 0.05 in decimal, exactly
+    assert not Measured(20.0, 379 / 400).meets(budget)
+    assert not Measured(20.0, 0.99).meets(Budget(max_drop=0.05, min_sqnr=25.0))
+    with pytest.raises(ConfigError, match="classification output"):
+        Measured(20.0, None).meets(budget)
+
+
+def with_folded(plan: QuantPlan, nodes: tuple[str, ...]) -> frozenset[str]:
+    """``nodes`` and the Relu/Clip folded into each: what a fallback keeps in float."""
+    folded = {d.name: d.fused_activation for d in plan.nodes if d.fused_activation}
+    return frozenset(nodes) | {folded[n] for n in nodes if n in folded}
+
+
+def _float_parameter_bytes(model: onnx.ModelProto, nodes: tuple[str, ...]) -> int:
+    graph = Graph(model)
+    total = 0
+    for node in graph.nodes:
+        if node.name in nodes:
+            total += sum(
+                4 * graph.initializers[name].size
+                for name in node.inputs
+                if name in graph.initializers
+            )
+    return total
