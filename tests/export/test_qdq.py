@@ -21,6 +21,7 @@ from tests.export.helpers import (
     output_scale,
     quantize,
     run,
+    run_reference,
     scale_initializers,
 )
 from tests.fixtures import models as fixtures
@@ -269,3 +270,23 @@ def _digest(folder: Path, skip: str = "") -> dict[str, str]:
         for p in sorted(folder.iterdir())
         if p.is_file() and not p.name.startswith(skip or "\0")
     }
+
+
+@pytest.mark.parametrize("excluded", ["dw", "fc"])
+def test_a_node_kept_in_float_stays_float_in_onnxruntime(excluded: str) -> None:
+    """ORT's WeightBiasQuantization must not quantize a node the plan keeps in float.
+
+    It rewrites a float Conv/Gemm fed by a per-tensor DequantizeLinear into an int8 node;
+    the export feeds such a node through a per-channel DequantizeLinear, which it leaves
+    alone. The excluded node's float weight must survive into ORT's optimized graph, and
+    the QDQ model must compute the same as onnx.reference (the QDQ semantics).
+    """
+    model, feeds = conv_depthwise_gemm_matmul()
+    kept = quantize(model, feeds, QuantConfig(exclude=(excluded,)))
+    assert not kept.plan.decision(excluded).quantized
+    with_fix = optimized_op_types(kept.qdq)
+    float_kernel = {"dw": {"Conv", "FusedConv"}, "fc": {"Gemm", "FusedGemm"}}[excluded]
+    assert float_kernel & set(with_fix), with_fix
+    np.testing.assert_allclose(
+        run(kept.qdq, feeds, optimized=True), run_reference(kept.qdq, feeds), atol=1e-5
+    )

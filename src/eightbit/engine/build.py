@@ -119,6 +119,11 @@ class _Builder:
         if source not in self.formats:
             raise ModelError(f"DequantizeLinear {node.name!r} reads {source!r}, not a Q output")
         params = self._params(node, np.dtype(self.formats[source].params.dtype))
+        if _uniform_per_axis_of(params, self.formats[source].params):
+            # The export feeds a float Conv/Gemm through a per-channel DequantizeLinear with
+            # its tensor's one scale repeated (so ONNX Runtime keeps that node float): the
+            # same numbers, so the same format.
+            params = self.formats[source].params
         if params != self.formats[source].params:
             raise ModelError(
                 f"DequantizeLinear {node.name!r} reads {source!r} with other parameters than "
@@ -276,3 +281,14 @@ class _Builder:
         else:
             raise ModelError(f"tensor {name!r} is read before it is computed")
         self.floats.add(name)
+
+
+def _uniform_per_axis_of(params: QuantParams, per_tensor: QuantParams) -> bool:
+    """True when per-axis ``params`` repeat the one scale and zero point of ``per_tensor``."""
+    return (
+        params.axis is not None
+        and per_tensor.axis is None
+        and params.dtype == per_tensor.dtype
+        and bool(np.all(params.scale == per_tensor.scale))
+        and bool(np.all(params.zero_point == per_tensor.zero_point))
+    )

@@ -20,6 +20,9 @@ from eightbit.graph import FreshNames, graph_names
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.quant import QuantParams, quantize_values
 
+# The float ops ONNX Runtime's WeightBiasQuantization would quantize (see _keep_float).
+_WEIGHT_BIAS_QUANTIZED = frozenset({"Conv", "ConvTranspose", "Gemm"})
+
 # Per-axis DequantizeLinear arrived in opset 13.
 MIN_QDQ_OPSET = 13
 
@@ -54,6 +57,8 @@ class _QdqWriter:
         self.names = FreshNames(graph_names(graph))
         self.params_names: dict[str, tuple[str, str]] = {}
         self.dequantized_constants: dict[str, str] = {}
+        # DequantizeLinear output -> (its integer input, parameters), for _keep_float
+        self.dequantized_activations: dict[str, tuple[str, QuantParams]] = {}
         self.head: list[onnx.NodeProto] = []  # DQ of constants and Q/DQ of inputs go first
 
     def write(self) -> None:
@@ -70,6 +75,8 @@ class _QdqWriter:
                     node.input[port] = input_renames[name]
                 elif decision.quantized and name in self.initializers and name in self.plan.tensors:
                     node.input[port] = self._dequantized_constant(name)
+            if not decision.quantized:
+                body.extend(self._keep_float(node))
             body.append(node)
             if decision.fused_activation is not None:
                 folded = by_name[decision.fused_activation].output[0]
@@ -109,7 +116,53 @@ class _QdqWriter:
             self.names(f"{target}_DequantizeLinear"),
             params.axis,
         )
+        self.dequantized_activations[target] = (stored, params)
         return [quantize, dequantize]
+
+    def _keep_float(self, node: onnx.NodeProto) -> list[onnx.NodeProto]:
+        """Stop ONNX Runtime from quantizing a float Conv/ConvTranspose/Gemm behind our back.
+
+        ONNX Runtime's WeightBiasQuantization (>= 1.20, on by default) turns a float Conv,
+        ConvTranspose or Gemm whose input comes from a per-tensor DequantizeLinear into an
+        int8 node with one weight scale for the whole tensor: a node the plan keeps in float
+        (--exclude, fallback) would silently run in int8, and worse than ours. It leaves the
+        node alone when that DequantizeLinear is per-axis, so such a node reads its input
+        through its own DequantizeLinear with the same scale repeated per channel (axis 1):
+        the same real values, exactly.
+        """
+        if node.op_type not in _WEIGHT_BIAS_QUANTIZED or len(node.input) < 2 or not node.input[0]:
+            return []
+        source = self.dequantized_activations.get(node.input[0])
+        weight = self.initializers.get(node.input[1])
+        if source is None or weight is None:
+            return []
+        stored, params = source
+        channels = _input_channels(node, tuple(weight.dims))
+        if params.axis is not None or channels is None:
+            return []
+        output = self.names(f"{node.name}_float_input")
+        scale, zero_point = self.names(f"{output}_scale"), self.names(f"{output}_zero_point")
+        self.graph.initializer.extend(
+            [
+                numpy_helper.from_array(
+                    np.full(channels, params.scale.reshape(()), np.float32), scale
+                ),
+                numpy_helper.from_array(
+                    np.full(channels, params.zero_point.reshape(()), params.numpy_dtype),
+                    zero_point,
+                ),
+            ]
+        )
+        node.input[0] = output
+        return [
+            _qdq_node(
+                "DequantizeLinear",
+                [stored, scale, zero_point],
+                output,
+                self.names(f"{output}_DequantizeLinear"),
+                1,
+            )
+        ]
 
     def _dequantized_constant(self, name: str) -> str:
         """The DequantizeLinear output reading the integer form of initializer ``name``."""
@@ -196,3 +249,16 @@ def _names_read(nodes: Iterable[onnx.NodeProto]) -> Iterator[str]:
         for attribute in node.attribute:
             for subgraph in [attribute.g, *attribute.graphs]:
                 yield from _names_read(subgraph.node)
+
+
+def _input_channels(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> int | None:
+    """Size of axis 1 of a Conv/ConvTranspose/Gemm data input, from its weight (None: unknown)."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if node.op_type == "Gemm" and attrs.get("transA", 0):
+        return None  # A is (K, M): axis 1 is M, which the weight does not tell
+    if node.op_type == "Conv":
+        return weight_shape[1] * int(attrs.get("group", 1))
+    if node.op_type == "ConvTranspose":
+        return weight_shape[0]
+    # Gemm: A is (M, K); B is (K, N), or (N, K) with transB.
+    return weight_shape[1] if attrs.get("transB", 0) else weight_shape[0]
