@@ -37,7 +37,13 @@ from eightbit.improve.equalize import equalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.refine import refine_ranges
 from eightbit.improve.steps import StepReport
-from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan, rebias
+from eightbit.plan import (
+    QuantPlan,
+    activation_tensors_to_calibrate,
+    make_plan,
+    plan_path_for,
+    rebias,
+)
 from eightbit.quant import QuantConfig
 
 # A user metric for the fallback budget: metric(float_output, int8_output) -> float.
@@ -47,12 +53,6 @@ Metric = Callable[[np.ndarray, np.ndarray], float]
 # share of the data: a check should not starve calibration of a small data set.
 DEFAULT_CHECK_SAMPLES = 64
 CHECK_SHARE = 0.2
-
-
-def plan_path_for(model_path: str | os.PathLike[str]) -> Path:
-    """Where the plan of a quantized model is saved: ``<stem>.plan.json`` beside it."""
-    path = Path(model_path)
-    return path.with_name(f"{path.stem}.plan.json")
 
 
 @dataclass(frozen=True)
@@ -445,5 +445,6 @@ def _check_ranges_cover(ranges: Ranges, needed: list[str]) -> None:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
         raise ConfigError(
             f"the ranges file has no range for {shown}{more}; it was calibrated for another "
-            "model or another --op-types/--exclude choice: rerun eightbit calibrate on this model"
+            "model or another --op-types/--exclude choice: rerun eightbit calibrate on this model "
+            "(with --all-tensors to observe every activation)"
         )

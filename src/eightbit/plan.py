@@ -6,7 +6,7 @@ their producer (§Q5), and the parameters of every activation, weight, bias and 
 operand (§Q1-§Q4, §Q8). ``activation_tensors_to_calibrate`` names the tensors whose ranges
 calibration must observe, and no more. ``rebias`` derives the weight and bias parameters
 again after a step changed the constants (bias correction). The plan also records the
-improvement steps that ran (``steps``, docs/numerics-improve.md). The plan is a plain
+improvement steps that ran (``steps``, docs/numerics.md). The plan is a plain
 value: JSON in, JSON out.
 """
 
@@ -43,6 +43,12 @@ PLAN_FORMAT = "eightbit-plan"
 # Version 2 added "steps"; version 1 plans (no steps) still load.
 PLAN_VERSION = 2
 READABLE_VERSIONS = (1, 2)
+
+
+def plan_path_for(model_path: str | os.PathLike[str]) -> Path:
+    """Where the plan of a quantized model file lives: ``<stem>.plan.json`` beside it."""
+    path = Path(model_path)
+    return path.with_name(f"{path.stem}.plan.json")
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ import numpy as np
 import onnx
 import pytest
 
-from eightbit.analysis import RunOptions, load_pair, plan_beside, validate
+from eightbit.analysis import RunOptions, load_pair, validate
 from eightbit.errors import ModelError
 from eightbit.graph import save_model
+from eightbit.plan import plan_path_for
 from tests.analysis.helpers import classifier, images, quantize
 
 
@@ -95,12 +96,12 @@ def test_a_float_model_is_not_an_int8_model() -> None:
         load_pair(classifier(), classifier())
 
 
-def test_plan_beside_the_int8_file_is_found(tmp_path: Path) -> None:
+def test_plan_path_for_the_int8_file_is_found(tmp_path: Path) -> None:
     quantized = quantize(classifier(), images(32))
     path = tmp_path / "model_int8.onnx"
     save_model(quantized.qdq, path)
-    assert plan_beside(path) == tmp_path / "model_int8.plan.json"
+    assert plan_path_for(path) == tmp_path / "model_int8.plan.json"
     assert load_pair(classifier(), path).plan is None
-    quantized.plan.save(plan_beside(path))
+    quantized.plan.save(plan_path_for(path))
     pair = load_pair(classifier(), path)
     assert pair.plan is not None and pair.plan.nodes == quantized.plan.nodes

@@ -11,8 +11,8 @@ from click.testing import CliRunner, Result
 
 from eightbit.cli import main
 from eightbit.cli.codegen import codegen_command, default_name
-from eightbit.engine import plan_path
 from eightbit.graph import save_model
+from eightbit.plan import plan_path_for
 from eightbit.quant import QuantConfig
 from tests.export.helpers import quantize
 from tests.fixtures.models import conv_bn_relu, random_inputs
@@ -30,7 +30,7 @@ def _save(folder: Path, config: QuantConfig, stem: str = "net_int8") -> Path:
     quantized = quantize(model, random_inputs(model, n=8, seed=2), config)
     path = folder / f"{stem}.onnx"
     save_model(quantized.qdq, path)
-    quantized.plan.save(plan_path(path))
+    quantized.plan.save(plan_path_for(path))
     return path
 
 
@@ -75,7 +75,7 @@ def test_refusals_exit_2_with_one_line(
 
 def test_a_model_without_its_plan_exits_2(tmp_path: Path) -> None:
     model = _save(tmp_path, QuantConfig())
-    plan_path(model).unlink()
+    plan_path_for(model).unlink()
     result = invoke(str(model), "-o", str(tmp_path / "c"))
     assert result.exit_code == 2 and "no plan" in result.output
 

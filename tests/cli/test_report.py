@@ -23,7 +23,7 @@ def run(*args: str | Path) -> Result:
     return CliRunner().invoke(group, ["report", *map(str, args)])
 
 
-def test_writes_the_page_with_the_plan_beside(files: Files, tmp_path: Path) -> None:
+def test_writes_the_page_with_the_plan_path_for(files: Files, tmp_path: Path) -> None:
     output = tmp_path / "report.html"
     result = run(
         files.float_model, files.int8_model, "--data", files.data, "--labels", files.labels,

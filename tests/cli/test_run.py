@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 
 from eightbit.cli import main
 from eightbit.cli.run import run as run_command
-from eightbit.engine import plan_path, run
+from eightbit.engine import run
 from eightbit.graph import save_model
-from eightbit.plan import QuantPlan
+from eightbit.plan import QuantPlan, plan_path_for
 from eightbit.quant import QuantConfig
 from tests.export.helpers import quantize
 from tests.fixtures.models import conv_bn_relu, random_inputs
@@ -35,7 +35,7 @@ def _save(folder: Path, config: QuantConfig, name: str = "net_int8") -> Saved:
     quantized = quantize(model, feeds, config)
     path = folder / f"{name}.onnx"
     save_model(quantized.qdq, path)
-    quantized.plan.save(plan_path(path))
+    quantized.plan.save(plan_path_for(path))
     data = folder / "data.npz"
     np.savez(data, input=feeds["input"])
     return path, data, feeds
@@ -62,7 +62,7 @@ def test_onnxruntime_engine_is_within_one_lsb(saved: Saved, tmp_path: Path) -> N
     assert invoke(str(model), "--data", str(data), "-o", str(engine)).exit_code == 0
     result = invoke(str(model), "--data", str(data), "-o", str(ort), "--engine", "onnxruntime")
     assert result.exit_code == 0, result.output
-    lsb = float(QuantPlan.load(plan_path(model)).tensors["logits"].scale)
+    lsb = float(QuantPlan.load(plan_path_for(model)).tensors["logits"].scale)
     with np.load(engine) as ours, np.load(ort) as theirs:
         assert np.max(np.abs(ours["logits"] - theirs["logits"])) <= lsb * (1 + 1e-5)
 
@@ -112,6 +112,6 @@ def test_bad_usage_exits_2(saved: Saved, tmp_path: Path) -> None:
         str(tmp_path / "d"),
     )
     assert no_dump.exit_code == 2 and "--engine integer" in no_dump.output
-    plan_path(model).unlink()
+    plan_path_for(model).unlink()
     missing = invoke(str(model), "--data", str(data), "-o", str(tmp_path / "o.npz"))
     assert missing.exit_code == 2 and "net_int8.plan.json" in missing.output

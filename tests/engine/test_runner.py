@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from eightbit.engine import execute, plan_path, prepare, run
+from eightbit.engine import execute, prepare, run
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import save_model
+from eightbit.plan import plan_path_for
 from eightbit.quant import QuantConfig, dequantize_values
 from tests.export.helpers import Quantized, quantize
 from tests.export.helpers import session as ort_session
@@ -27,7 +28,7 @@ def _quantized(scheme: str = "affine", **config: object) -> tuple[Quantized, dic
 def _saved(folder: Path, quantized: Quantized) -> Path:
     path = folder / "model_int8.onnx"
     save_model(quantized.qdq, path)
-    quantized.plan.save(plan_path(path))
+    quantized.plan.save(plan_path_for(path))
     return path
 
 
@@ -39,10 +40,10 @@ class _Result:
         self.plan = quantized.plan
 
 
-def test_a_saved_model_finds_its_plan_beside_it(tmp_path: Path) -> None:
+def test_a_saved_model_finds_its_plan_path_for_it(tmp_path: Path) -> None:
     quantized, feeds = _quantized()
     path = _saved(tmp_path, quantized)
-    assert plan_path(path).name == "model_int8.plan.json"
+    assert plan_path_for(path).name == "model_int8.plan.json"
     from_file = run(path, feeds)
     from_object = run(_Result(quantized), feeds)
     from_array = run(_Result(quantized), feeds["input"])  # one input: a bare array

@@ -1,4 +1,4 @@
-"""Learned rounding (docs/numerics-adaround.md): the layer math against numpy oracles, the
+"""Learned rounding (docs/numerics.md): the layer math against numpy oracles, the
 rows against ONNX Runtime's own Conv/Gemm/MatMul, and the step on a small model."""
 
 from __future__ import annotations

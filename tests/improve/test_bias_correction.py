@@ -1,4 +1,4 @@
-"""Bias correction (docs/numerics-improve.md §I.3): the output shift weight rounding causes
+"""Bias correction (docs/numerics.md §I.3): the output shift weight rounding causes
 is removed exactly on the data it was measured on; the analytic form matches sampling; the
 adaptive step reverts a correction that lowered the output SQNR."""
 

@@ -1,4 +1,4 @@
-"""Cross-layer equalization (docs/numerics-improve.md §I.2): the float function is kept while
+"""Cross-layer equalization (docs/numerics.md §I.2): the float function is kept while
 channel ranges are equalized, a Clip's bound stays shared and exact on the data, and
 high-bias absorption moves only biases a Relu never clips."""
 

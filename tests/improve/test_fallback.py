@@ -1,4 +1,4 @@
-"""Accuracy-aware fallback (docs/numerics-adaround.md §R.7-§R.9) on a small classifier: the
+"""Accuracy-aware fallback (docs/numerics.md §R.7-§R.9) on a small classifier: the
 loop stops exactly when the budget first holds, never builds when it holds already, and
 stops with a clear message when only the float model is left."""
 

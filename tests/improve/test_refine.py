@@ -1,4 +1,4 @@
-"""Per-tensor range refinement (docs/numerics-improve.md §I.4): candidates come from the
+"""Per-tensor range refinement (docs/numerics.md §I.4): candidates come from the
 stored histograms, and what is kept never lowers the output SQNR it was judged by."""
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from eightbit.analysis.labels import load_labels
 from eightbit.analysis.latency import Latency, measure_latency
 from eightbit.analysis.layers import LayerAnalysis, TensorReport, WhatIf
 from eightbit.analysis.memory import LayerMemory, MemoryUsage, memory_usage
-from eightbit.analysis.models import ModelPair, load_pair, plan_beside
+from eightbit.analysis.models import ModelPair, load_pair
 from eightbit.analysis.outputs import OutputMetrics
 from eightbit.analysis.qdq import QdqModel, QuantizedActivation, QuantizedWeight, read_qdq
 from eightbit.analysis.ranges import (
@@ -64,7 +64,6 @@ __all__ = [
     "log2_bins",
     "measure_latency",
     "memory_usage",
-    "plan_beside",
     "read_qdq",
     "validate",
     "validate_pair",

@@ -20,7 +20,7 @@ import onnx
 from eightbit.analysis.qdq import QdqModel, read_qdq
 from eightbit.errors import ModelError
 from eightbit.graph import Graph, TensorInfo, load_model, normalize
-from eightbit.plan import QuantPlan
+from eightbit.plan import QuantPlan, plan_path_for
 
 ModelLike = str | os.PathLike[str] | onnx.ModelProto
 PlanLike = QuantPlan | str | os.PathLike[str]
@@ -41,12 +41,6 @@ class ModelPair:
     plan: QuantPlan | None
     float_path: Path | None
     int8_path: Path | None
-
-
-def plan_beside(int8_path: str | os.PathLike[str]) -> Path:
-    """Where eightbit writes the plan of ``model.onnx``: ``model.plan.json``."""
-    path = Path(int8_path)
-    return path.with_name(f"{path.stem}.plan.json")
 
 
 def load_pair(
@@ -73,8 +67,8 @@ def load_pair(
             "the int8 model has no QuantizeLinear/DequantizeLinear pairs matching the float "
             "model's tensors; give the QDQ model quantized from this float model"
         )
-    if plan is None and find_plan and int8_path is not None and plan_beside(int8_path).is_file():
-        plan = plan_beside(int8_path)
+    if plan is None and find_plan and int8_path is not None and plan_path_for(int8_path).is_file():
+        plan = plan_path_for(int8_path)
     if plan is not None and not isinstance(plan, QuantPlan):
         plan = QuantPlan.load(plan)
     return ModelPair(

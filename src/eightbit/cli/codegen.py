@@ -20,7 +20,7 @@ from rich.table import Table
 
 from eightbit.codegen import GeneratedModel, check_name, generate_c
 from eightbit.codegen.c import identifier
-from eightbit.engine.runner import plan_path
+from eightbit.plan import plan_path_for
 
 
 def default_name(model: str) -> str:
@@ -84,7 +84,7 @@ def _report(
 ) -> None:
     result = summary(generated)
     result["model"] = model
-    result["plan"] = os.fspath(plan or plan_path(model))
+    result["plan"] = os.fspath(plan or plan_path_for(model))
     result["files"] = [os.fspath(path) for path in written]
     if as_json:
         click.echo(json.dumps(result))

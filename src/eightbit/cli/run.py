@@ -23,9 +23,9 @@ from eightbit.calibrate import open_data
 from eightbit.cli.options import DATA_HELP, image_flags, image_options
 from eightbit.engine import Program, execute, prepare, require_integer_only
 from eightbit.engine.dump import write_dump
-from eightbit.engine.runner import plan_path
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, load_model, make_session
+from eightbit.plan import plan_path_for
 
 ENGINES = ("integer", "onnxruntime")
 # Wide enough that long tensor names are not cut when the output is not a terminal.
@@ -148,7 +148,7 @@ def _report(
     float_nodes = [] if program is None else list(program.float_nodes)
     summary: dict[str, Any] = {
         "model": model,
-        "plan": None if program is None else os.fspath(plan or plan_path(model)),
+        "plan": None if program is None else os.fspath(plan or plan_path_for(model)),
         "engine": engine,
         "samples": samples,
         "outputs": {name: list(values.shape) for name, values in outputs.items()},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from eightbit.engine.build import build_program
 from eightbit.engine.program import FloatNode, Program, Step, TensorFormat
-from eightbit.engine.runner import execute, plan_path, prepare, require_integer_only, run
+from eightbit.engine.runner import execute, prepare, require_integer_only, run
 
 __all__ = [
     "FloatNode",
@@ -20,7 +20,6 @@ __all__ = [
     "TensorFormat",
     "build_program",
     "execute",
-    "plan_path",
     "prepare",
     "require_integer_only",
     "run",

@@ -21,7 +21,7 @@ from eightbit.engine.dump import write_dump
 from eightbit.engine.program import Program
 from eightbit.errors import ConfigError, DataError, ModelError
 from eightbit.graph import load_model
-from eightbit.plan import QuantPlan
+from eightbit.plan import QuantPlan, plan_path_for
 
 Observer = Callable[[str, np.ndarray], None]
 
@@ -39,12 +39,6 @@ class QuantizedLike(Protocol):
 Quantized = str | os.PathLike[str] | QuantizedLike | Program
 
 
-def plan_path(model_path: str | os.PathLike[str]) -> Path:
-    """Where the plan of a quantized model file lives: ``<stem>.plan.json`` beside it."""
-    path = Path(model_path)
-    return path.with_name(f"{path.stem}.plan.json")
-
-
 def prepare(
     quantized: Quantized, *, plan: str | os.PathLike[str] | QuantPlan | None = None
 ) -> Program:
@@ -59,7 +53,7 @@ def prepare(
         path = Path(quantized)
         if isinstance(plan, QuantPlan):
             return build_program(load_model(path), plan)
-        plan_file = plan_path(path) if plan is None else Path(plan)
+        plan_file = plan_path_for(path) if plan is None else Path(plan)
         if not plan_file.is_file():
             raise ConfigError(
                 f"no plan for {str(path)!r}: expected {str(plan_file)!r}, which eightbit "

@@ -1,4 +1,4 @@
-"""Steps that bring the int8 network closer to the float one (docs/numerics-improve.md).
+"""Steps that bring the int8 network closer to the float one (docs/numerics.md).
 
 One module per step, each named after its function (``from eightbit.improve.equalize
 import equalize``):
@@ -7,7 +7,7 @@ import equalize``):
 - ``refine.refine_ranges``: each activation's range chosen by the error it causes;
 - ``bias_correction``: the output shift of weight rounding removed;
 - ``adaround``, ``fallback``: learned rounding and accuracy-aware fallback
-  (docs/numerics-adaround.md).
+  (docs/numerics.md).
 
 Every step returns its result and a ``StepReport``, which the plan records;
 ``ImproveConfig`` and the presets ``fast``, ``default``, ``accurate`` say which run. The

@@ -4,7 +4,7 @@ The steps decide with numpy on plain values; this module is where their decision
 ONNX (new weights and biases, a Clip's new bound) and where the small models that measure
 are built: a float model that also returns per-channel reductions of inner tensors, and a
 float + int8 pair merged into one graph that returns sums of squared differences, so only
-a few numbers per batch leave ONNX Runtime (docs/numerics-improve.md §I.1).
+a few numbers per batch leave ONNX Runtime (docs/numerics.md §I.1).
 """
 
 from __future__ import annotations

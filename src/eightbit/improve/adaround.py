@@ -1,4 +1,4 @@
-"""``adaround``: learned rounding of every quantized weight layer (docs/numerics-adaround.md).
+"""``adaround``: learned rounding of every quantized weight layer (docs/numerics.md).
 
 For each quantized Conv, Gemm and MatMul with a constant weight, in topological order, the
 step draws input rows from calibration data as the quantized network sees them (the QDQ

@@ -1,4 +1,4 @@
-"""Learned rounding of one layer: the math of docs/numerics-adaround.md §R.1, §R.4, §R.5.
+"""Learned rounding of one layer: the math of docs/numerics.md §R.1, §R.4, §R.5.
 
 A layer arrives as a ``LayerProblem``: its weights in the canonical layout
 ``[groups, channels per group, inputs per channel]``, their scales and bounds, and a pool
@@ -34,7 +34,7 @@ _ERROR_CHUNK = 4096
 
 @dataclass(frozen=True)
 class AdaRoundOptions:
-    """How hard learned rounding works on each layer (docs/numerics-adaround.md §R.4, §R.6).
+    """How hard learned rounding works on each layer (docs/numerics.md §R.4, §R.6).
 
     - ``iterations``: Adam steps per layer; ``batch_rows``: rows per step;
     - ``samples``: calibration samples the layers' rows are drawn from (the first ones);

@@ -1,4 +1,4 @@
-"""Layers as rows for learned rounding (docs/numerics-adaround.md §R.1-§R.3).
+"""Layers as rows for learned rounding (docs/numerics.md §R.1-§R.3).
 
 ``layer_of`` reads what learned rounding needs about one quantized node: its weight,
 bias, input, geometry and folded clamp, or why it cannot take part. ``LayerShape`` maps

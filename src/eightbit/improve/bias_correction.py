@@ -1,4 +1,4 @@
-"""``bias_correction``: remove the shift weight rounding causes (docs/numerics-improve.md §I.3).
+"""``bias_correction``: remove the shift weight rounding causes (docs/numerics.md §I.3).
 
 A layer ``y = W x + b`` whose weights are stored as ``W_q = W + ΔW`` computes on average
 ``E[y_q] − E[y] = ΔW · E[x]`` more than the float layer, per output channel. Subtracting

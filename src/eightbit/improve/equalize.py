@@ -1,4 +1,4 @@
-"""``equalize``: cross-layer equalization and high-bias absorption (docs/numerics-improve.md §I.2).
+"""``equalize``: cross-layer equalization and high-bias absorption (docs/numerics.md §I.2).
 
 Two weighted layers joined by a positively homogeneous activation, ``L1 -> f -> L2`` with
 ``f(x/s) = f(x)/s`` for ``s > 0`` (Relu, LeakyRelu, nothing; Clip with its bound handled

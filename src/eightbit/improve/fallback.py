@@ -1,6 +1,6 @@
 """``fallback``: return the most harmful layers to float until an accuracy budget holds.
 
-docs/numerics-adaround.md §R.7-§R.9. The budget is a maximum drop of top-1 agreement (or
+docs/numerics.md §R.7-§R.9. The budget is a maximum drop of top-1 agreement (or
 of a user metric) and/or a minimum SQNR of the first output. Quantized nodes are ranked by
 the validate analysis (§A.3): the what-if "this activation and its producer's weights back
 in float", or the activation's own SQNR. The most harmful node is excluded, the model is

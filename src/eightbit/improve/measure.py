@@ -1,4 +1,4 @@
-"""Measurements the steps decide by, on a few calibration samples (docs/numerics-improve.md §I.1).
+"""Measurements the steps decide by, on a few calibration samples (docs/numerics.md §I.1).
 
 - ``read_samples``: the first samples of the calibration data, held in memory (a few
   dozen: every step reads them more than once);

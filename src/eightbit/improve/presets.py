@@ -1,6 +1,6 @@
 """``ImproveConfig``: which improvement steps run, and the named presets.
 
-Presets (``eightbit quantize --preset``), measured in docs/numerics-improve.md §I.6:
+Presets (``eightbit quantize --preset``), measured in docs/numerics.md §I.6:
 
 - ``fast``: calibration and planning only, no step: the quickest int8 model.
 - ``default``: cross-layer equalization, then bias correction kept where it raised the
@@ -25,7 +25,7 @@ DEFAULT_ADAROUND_ITERS = 1000
 
 @dataclass(frozen=True)
 class ImproveConfig:
-    """The improvement steps of ``quantize`` (docs/numerics-improve.md).
+    """The improvement steps of ``quantize`` (docs/numerics.md).
 
     - ``equalize``: cross-layer equalization of the float model before calibration.
     - ``refine_ranges``: per-tensor range choice among the calibration methods.
