@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from eightbit.errors import DataError
 from eightbit.quant import QuantParams
+from eightbit.quant.values import along_axis
 
 # Bins k = floor(log2|x|) over float64's whole range: subnormals reach 2^-1074, the largest
 # finite value is below 2^1024.
@@ -164,8 +165,8 @@ class RangeCounter:
             self.maximum = max(self.maximum, float(x.max()))
         params = self.params
         x32 = x.astype(np.float32, copy=False)
-        scale = _along_axis(params.scale, params, x32.shape, self.tensor)
-        zero_point = _along_axis(params.zero_point, params, x32.shape, self.tensor)
+        scale = along_axis(params.scale, params, x32.shape, self.tensor)
+        zero_point = along_axis(params.zero_point, params, x32.shape, self.tensor)
         steps = np.rint(np.clip(x32 / scale, -_QUOTIENT_LIMIT, _QUOTIENT_LIMIT)).astype(np.int64)
         code = steps + zero_point
         self.overflow += int(np.count_nonzero((code < params.qmin) | (code > params.qmax)))
@@ -200,20 +201,3 @@ def dynamic_range(values: npt.ArrayLike, params: QuantParams, tensor: str = "") 
 def _as_float(x: np.ndarray) -> np.ndarray:
     """float16/bfloat16-like narrow floats widened to float32 (exact); others unchanged."""
     return x.astype(np.float32) if x.dtype.kind == "f" and x.dtype.itemsize < 4 else x
-
-
-def _along_axis(
-    vector: np.ndarray, params: QuantParams, shape: tuple[int, ...], tensor: str
-) -> np.ndarray:
-    """Per-channel ``vector`` shaped to broadcast along ``params.axis``; scalars unchanged."""
-    if params.axis is None:
-        return vector
-    ndim = len(shape)
-    if not -ndim <= params.axis < ndim or shape[params.axis] != vector.size:
-        raise DataError(
-            f"tensor {tensor!r} has shape {shape}, which does not fit per-channel parameters "
-            f"with {vector.size} channels on axis {params.axis}"
-        )
-    broadcast = [1] * ndim
-    broadcast[params.axis % ndim] = vector.size
-    return vector.reshape(broadcast)

@@ -20,6 +20,7 @@ import onnx.compose
 from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
+from eightbit.graph import FreshNames
 
 # ReduceMax takes its axes as an input from opset 18 (an attribute before).
 _AXES_INPUT_OPSET = 18
@@ -49,8 +50,8 @@ class ModelEdit:
         self._nodes = {node.name: node for node in graph.node}
         self._readers = Counter(name for node in graph.node for name in set(node.input))
         self._readers.update(value.name for value in graph.output)
-        self._taken = set(self._tensors) | {n for node in graph.node for n in node.output}
-        self._taken |= {value.name for value in graph.input}
+        taken = set(self._tensors) | {n for node in graph.node for n in node.output}
+        self._names = FreshNames(taken | {value.name for value in graph.input})
 
     def value(self, node: str, port: int) -> np.ndarray | None:
         """The constant at input ``port`` of ``node`` (None when absent or not constant)."""
@@ -91,12 +92,7 @@ class ModelEdit:
         return new
 
     def _fresh(self, base: str) -> str:
-        name, index = base, 0
-        while name in self._taken:
-            index += 1
-            name = f"{base}_{index}"
-        self._taken.add(name)
-        return name
+        return self._names(base)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ def quantize_values(values: npt.ArrayLike, params: QuantParams) -> np.ndarray:
     x = np.asarray(values, dtype=np.float64 if wide else np.float32)
     if not np.all(np.isfinite(x)):
         raise DataError("cannot quantize NaN or infinite values; check the float model's output")
-    scale = _along_axis(params.scale.astype(x.dtype), params, x.shape)
-    zero_point = _along_axis(params.zero_point, params, x.shape)
+    scale = along_axis(params.scale.astype(x.dtype), params, x.shape)
+    zero_point = along_axis(params.zero_point, params, x.shape)
     # The quotient is clipped before the cast so that huge values saturate, not wrap.
     limit = np.float64(2**40)
     rounded = np.rint(np.clip(x / scale, -limit, limit)).astype(np.int64)
@@ -32,20 +32,23 @@ def quantize_values(values: npt.ArrayLike, params: QuantParams) -> np.ndarray:
 def dequantize_values(q: npt.ArrayLike, params: QuantParams) -> np.ndarray:
     """``scale · (q − zero_point)`` in float32, as ONNX DequantizeLinear."""
     stored = np.asarray(q).astype(np.int64)
-    scale = _along_axis(params.scale, params, stored.shape)
-    zero_point = _along_axis(params.zero_point, params, stored.shape)
+    scale = along_axis(params.scale, params, stored.shape)
+    zero_point = along_axis(params.zero_point, params, stored.shape)
     return ((stored - zero_point).astype(np.float32) * scale).astype(np.float32)
 
 
-def _along_axis(vector: np.ndarray, params: QuantParams, shape: tuple[int, ...]) -> np.ndarray:
+def along_axis(
+    vector: np.ndarray, params: QuantParams, shape: tuple[int, ...], tensor: str | None = None
+) -> np.ndarray:
     """``vector`` reshaped to broadcast along ``params.axis`` of an array of ``shape``."""
     if params.axis is None:
         return vector
     ndim = len(shape)
     if not -ndim <= params.axis < ndim or shape[params.axis] != vector.size:
+        what = "an array" if tensor is None else f"tensor {tensor!r}"
         raise DataError(
             f"per-channel parameters with {vector.size} channels on axis {params.axis} "
-            f"do not fit an array of shape {shape}"
+            f"do not fit {what} of shape {shape}"
         )
     broadcast = [1] * ndim
     broadcast[params.axis % ndim] = vector.size
