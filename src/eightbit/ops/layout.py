@@ -9,16 +9,16 @@ from eightbit.ops.spec import OpSpec, OutputParams
 
 _SAME = OutputParams.SAME_AS_INPUT
 
-SPECS = tuple(
-    OpSpec(op_type, output_params=_SAME)
-    for op_type in (
-        "Reshape",
-        "Flatten",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Split",
-        "Slice",
-        "Pad",
-    )
+# Ops that only move integers: their output keeps their input's parameters.
+LAYOUT_OP_TYPES = (
+    "Reshape",
+    "Flatten",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Split",
+    "Slice",
+    "Pad",
 )
+
+SPECS = tuple(OpSpec(op_type, output_params=_SAME) for op_type in LAYOUT_OP_TYPES)

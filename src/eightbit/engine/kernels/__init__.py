@@ -21,6 +21,7 @@ from eightbit.engine.kernels.pool import prepare_pool
 from eightbit.engine.kernels.resize import prepare_resize
 from eightbit.engine.operands import NodeToPrepare
 from eightbit.engine.program import Step
+from eightbit.ops.layout import LAYOUT_OP_TYPES
 
 Prepare = Callable[[NodeToPrepare], Step]
 
@@ -32,16 +33,7 @@ _FAMILIES: dict[Prepare, tuple[str, ...]] = {
     prepare_pool: ("MaxPool", "AveragePool", "GlobalAveragePool"),
     prepare_activation: tuple(CURVES),
     prepare_resize: ("Resize",),
-    prepare_layout: (
-        "Reshape",
-        "Flatten",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Split",
-        "Slice",
-        "Pad",
-    ),
+    prepare_layout: LAYOUT_OP_TYPES,
 }
 
 PREPARE: Mapping[str, Prepare] = MappingProxyType(
