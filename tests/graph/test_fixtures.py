@@ -14,17 +14,7 @@ from eightbit.graph import load_model
 from tests.fixtures import models
 from tests.graph.helpers import serialized
 
-BUILDERS: list[Callable[..., onnx.ModelProto]] = [
-    models.conv_bn_relu,
-    models.weights_in_constants,
-    models.opset11_model,
-    models.opset12_model,
-    models.unfoldable_bn,
-    models.two_inputs,
-    models.int32_input,
-    models.constant_subgraph,
-    models.if_branches,
-]
+BUILDERS = models.ALL_BUILDERS
 
 
 @pytest.mark.parametrize("build", BUILDERS, ids=lambda b: b.__name__)

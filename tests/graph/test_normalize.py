@@ -15,16 +15,7 @@ from eightbit.graph import Graph, _skeleton, load_model, normalize
 from tests.fixtures import models
 from tests.graph.helpers import assert_same_outputs, serialized
 
-BUILDERS: list[Callable[[], onnx.ModelProto]] = [
-    models.conv_bn_relu,
-    models.weights_in_constants,
-    models.opset11_model,
-    models.opset12_model,
-    models.unfoldable_bn,
-    models.two_inputs,
-    models.int32_input,
-    models.constant_subgraph,
-]
+BUILDERS = models.STRAIGHT_LINE_BUILDERS
 
 
 def _op_types(model: onnx.ModelProto) -> list[str]:
