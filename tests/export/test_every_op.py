@@ -134,9 +134,13 @@ CASES: dict[str, Callable[[], Case]] = {
         "Slice", ["b", "e", "a"], constants={"b": _i64(1), "e": _i64(3), "a": _i64(1)}
     ),
     "Pad": lambda: _after_conv("Pad", ["pads"], constants={"pads": _i64(0, 0, 1, 1, 0, 0, 1, 1)}),
+    "SpaceToDepth": lambda: _after_conv("SpaceToDepth", [], blocksize=2),
+    "DepthToSpace DCR": lambda: _after_conv("DepthToSpace", [], blocksize=2),
+    "DepthToSpace CRD": lambda: _after_conv("DepthToSpace", [], blocksize=2, mode="CRD"),
 }
 VALUE_PRESERVING = {"MaxPool", "Relu", "Clip", "Reshape", "Flatten", "Transpose", "Squeeze"}
 VALUE_PRESERVING |= {"Unsqueeze", "Split", "Slice", "Pad", "Resize nearest", "Resize linear"}
+VALUE_PRESERVING |= {"SpaceToDepth", "DepthToSpace DCR", "DepthToSpace CRD"}
 
 
 def test_the_cases_cover_every_supported_op() -> None:

@@ -155,6 +155,13 @@ def _write_report(
     help="Activation type [uint8 for affine, int8 for pow2].",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor, not per channel.")
+@click.option(
+    "--no-space-to-depth",
+    "no_space_to_depth",
+    is_flag=True,
+    help="Keep a strided stem Conv as it is (by default it reads a SpaceToDepth of the "
+    "input: the same integers, faster in ONNX Runtime; a microcontroller pays for its zeros).",
+)
 @click.option("--exclude", multiple=True, help="Keep this node in float (repeatable).")
 @click.option("--op-types", multiple=True, help="Quantize only these op types (repeatable).")
 @click.option("--samples", type=int, help="Calibrate on at most this many samples.")
@@ -213,6 +220,7 @@ def quantize_command(
     scheme: str,
     activations: str | None,
     per_tensor: bool,
+    no_space_to_depth: bool,
     exclude: tuple[str, ...],
     op_types: tuple[str, ...],
     samples: int | None,
@@ -253,6 +261,7 @@ def quantize_command(
         scheme=scheme,  # type: ignore[arg-type]
         activations=activations,  # type: ignore[arg-type]
         per_channel=not per_tensor,
+        space_to_depth_stem=not no_space_to_depth,
         exclude=exclude,
         op_types=op_types or None,
     )

@@ -29,6 +29,7 @@ from eightbit.engine.operands import (
 )
 from eightbit.engine.program import FloatNode, Program, Step, TensorFormat
 from eightbit.errors import ModelError
+from eightbit.export import integer_moves
 from eightbit.graph import Graph, Node
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.quant import QuantParams, dequantize_values
@@ -38,7 +39,7 @@ Shape = tuple[int | str | None, ...]
 
 def build_program(model: onnx.ModelProto, plan: QuantPlan) -> Program:
     """The integer program of a QDQ ``model`` exported from ``plan``."""
-    return _Builder(Graph(model), plan).build()
+    return _Builder(Graph(integer_moves.expand(model)), plan).build()
 
 
 class _Builder:

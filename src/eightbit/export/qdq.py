@@ -16,6 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
+from eightbit.export import integer_moves
 from eightbit.graph import FreshNames, graph_names
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.quant import QuantParams, quantize_values
@@ -87,6 +88,7 @@ class _QdqWriter:
                     body.extend(self._pair(node.output[port], name, self.plan.tensors[name]))
         self.graph.ClearField("node")
         self.graph.node.extend([*self.head, *body])
+        integer_moves.collapse(self.graph, self.plan.tensors)
         self._drop_unused_float_constants()
 
     def _quantize_graph_inputs(self) -> dict[str, str]:

@@ -19,6 +19,8 @@ LAYOUT_OP_TYPES = (
     "Split",
     "Slice",
     "Pad",
+    "SpaceToDepth",
+    "DepthToSpace",
 )
 
 SPECS = tuple(OpSpec(op_type, output_params=_SAME) for op_type in LAYOUT_OP_TYPES)

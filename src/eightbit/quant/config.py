@@ -26,6 +26,10 @@ class QuantConfig:
     - ``per_channel``: one weight scale per output channel (else one per tensor).
     - ``exclude``: names of nodes kept in float.
     - ``op_types``: if given, only nodes of these op types are quantized.
+    - ``space_to_depth_stem``: rewrite a strided Conv on a graph input with at most 4
+      channels (an image network's stem) as SpaceToDepth + a stride-1 Conv: the same
+      integers, and ONNX Runtime's int8 kernels run it faster (docs/numerics.md §Q11).
+      Turn off for targets that pay for the extra zero weights (a microcontroller).
     """
 
     scheme: Scheme = "affine"
@@ -33,6 +37,7 @@ class QuantConfig:
     per_channel: bool = True
     exclude: tuple[str, ...] = ()
     op_types: tuple[str, ...] | None = None
+    space_to_depth_stem: bool = True
 
     def __post_init__(self) -> None:
         _one_of("scheme", self.scheme, SCHEMES)
@@ -46,8 +51,9 @@ class QuantConfig:
                 f"activations are symmetric int8 (got {activations!r})"
             )
         object.__setattr__(self, "activations", activations)
-        if not isinstance(self.per_channel, bool):
-            raise ConfigError(f"'per_channel' must be True or False (got {self.per_channel!r})")
+        for name in ("per_channel", "space_to_depth_stem"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
         object.__setattr__(self, "exclude", _names("exclude", self.exclude))
         if self.op_types is not None:
             op_types = _names("op_types", self.op_types)
@@ -72,6 +78,7 @@ class QuantConfig:
             "per_channel": self.per_channel,
             "exclude": list(self.exclude),
             "op_types": None if self.op_types is None else list(self.op_types),
+            "space_to_depth_stem": self.space_to_depth_stem,
         }
 
     @classmethod

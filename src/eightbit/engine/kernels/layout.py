@@ -1,8 +1,9 @@
 """Layout ops move stored integers and keep their input's parameters (§E.8).
 
-Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Split, Slice and Pad follow ONNX's
-definitions on the integer array. Their other inputs (shape, axes, starts, pads ...) are
-read at run time, constants or not. Pad's constant is stored quantized (0 is z exactly).
+Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Split, Slice, Pad, SpaceToDepth and
+DepthToSpace follow ONNX's definitions on the integer array. Their other inputs (shape,
+axes, starts, pads ...) are read at run time, constants or not. Pad's constant is stored
+quantized (0 is z exactly).
 """
 
 from __future__ import annotations
@@ -103,6 +104,25 @@ class LayoutStep(Step):
         return (_MOVES[self.op_type](x, aux, self.attrs),)
 
 
+def _space_to_depth(x: np.ndarray, aux: Aux, attrs: dict[str, Any]) -> np.ndarray:
+    """ONNX SpaceToDepth: y[n, (p·b + q)·C + c, i, j] = x[n, c, b·i + p, b·j + q]."""
+    b = int(attrs["blocksize"])
+    n, c, h, w = x.shape
+    blocks = x.reshape(n, c, h // b, b, w // b, b)
+    return blocks.transpose(0, 3, 5, 1, 2, 4).reshape(n, c * b * b, h // b, w // b)
+
+
+def _depth_to_space(x: np.ndarray, aux: Aux, attrs: dict[str, Any]) -> np.ndarray:
+    """ONNX DepthToSpace, DCR (default) or CRD channel order."""
+    b = int(attrs["blocksize"])
+    n, c, h, w = x.shape
+    if str(attrs.get("mode") or "DCR") == "CRD":
+        blocks = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        blocks = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return blocks.reshape(n, c // (b * b), h * b, w * b)
+
+
 _MOVES: dict[str, Callable[[np.ndarray, Aux, dict[str, Any]], np.ndarray]] = {
     "Reshape": _reshape,
     "Flatten": _flatten,
@@ -110,6 +130,8 @@ _MOVES: dict[str, Callable[[np.ndarray, Aux, dict[str, Any]], np.ndarray]] = {
     "Squeeze": _squeeze,
     "Unsqueeze": _unsqueeze,
     "Slice": _slice,
+    "SpaceToDepth": _space_to_depth,
+    "DepthToSpace": _depth_to_space,
 }
 
 

@@ -1,0 +1,135 @@
+"""Layout ops that ONNX Runtime would run in float are written on the stored integers.
+
+ONNX Runtime's QDQ optimizer removes the DequantizeLinear/QuantizeLinear pair around
+Reshape, Transpose, MaxPool and the like, so they move int8 values. It does not do so for
+SpaceToDepth and DepthToSpace: ``DQ → SpaceToDepth → Q`` would dequantize, move floats and
+quantize again (docs/numerics.md §Q11). A pure move with the same parameters in and out
+commutes with quantization, so the export writes ``stored → SpaceToDepth → DQ`` instead
+(``collapse``), which ONNX Runtime runs on uint8/int8 directly. ``expand`` restores the
+standard placement for readers that expect it (the integer engine): the two forms are the
+same function, exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from eightbit.graph import FreshNames, graph_names
+
+# Pure moves ONNX Runtime does not run on integers when they sit between DQ and Q.
+INTEGER_MOVES = frozenset({"SpaceToDepth", "DepthToSpace"})
+
+
+def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
+    """``DQ(a) → move → Q → t`` becomes ``a → move → t`` (in place) where the Q and DQ share
+    their parameters. A DQ nobody else reads is dropped unless its output is ``named`` (the
+    plan's tensors: a quantized activation ``x`` stays readable as the DQ output ``x``)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    readers = _readers(graph)
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    dropped: set[int] = set()
+    for node in graph.node:
+        if node.op_type not in INTEGER_MOVES:
+            continue
+        before = producers.get(node.input[0])
+        after = readers.get(node.output[0], [])
+        if before is None or before.op_type != "DequantizeLinear" or len(after) != 1:
+            continue
+        quantize = after[0]
+        if quantize.op_type != "QuantizeLinear" or not _same_params(before, quantize, constants):
+            continue
+        node.input[0] = before.input[0]
+        node.output[0] = quantize.output[0]
+        dropped.add(id(quantize))
+        if len(readers.get(before.output[0], [])) == 1 and before.output[0] not in named:
+            dropped.add(id(before))
+    if dropped:
+        kept = [node for node in graph.node if id(node) not in dropped]
+        graph.ClearField("node")
+        graph.node.extend(kept)
+
+
+def expand(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with every collapsed move back between a DQ and a Q."""
+    readers = _readers(model.graph)
+    if not any(
+        node.op_type in INTEGER_MOVES and _dequantizes(readers.get(node.output[0], []))
+        for node in model.graph.node
+    ):
+        return model
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    graph = result.graph
+    readers = _readers(graph)
+    fresh = FreshNames(graph_names(graph))
+    nodes: list[onnx.NodeProto] = []
+    for node in graph.node:
+        after = readers.get(node.output[0], [])
+        if node.op_type not in INTEGER_MOVES or not _dequantizes(after):
+            nodes.append(node)
+            continue
+        params = list(after[0].input[1:])
+        floats_in, floats_out = fresh(f"{node.input[0]}_dequantized"), fresh(f"{node.name}_float")
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [node.input[0], *params],
+                [floats_in],
+                name=fresh(f"{node.name}_DequantizeLinear"),
+            )
+        )
+        stored = node.output[0]
+        node.input[0], node.output[0] = floats_in, floats_out
+        nodes.append(node)
+        nodes.append(
+            helper.make_node(
+                "QuantizeLinear",
+                [floats_out, *params],
+                [stored],
+                name=fresh(f"{node.name}_QuantizeLinear"),
+            )
+        )
+    graph.ClearField("node")
+    graph.node.extend(nodes)
+    return result
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in dict.fromkeys(node.input):
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _dequantizes(nodes: list[onnx.NodeProto]) -> bool:
+    """Whether ``nodes`` are all per-tensor DequantizeLinears (what a collapsed move feeds)."""
+    return bool(nodes) and all(
+        node.op_type == "DequantizeLinear" and not any(a.name == "axis" for a in node.attribute)
+        for node in nodes
+    )
+
+
+def _same_params(
+    dequantize: onnx.NodeProto,
+    quantize: onnx.NodeProto,
+    constants: dict[str, onnx.TensorProto],
+) -> bool:
+    """Per-tensor scale and zero point of equal values (and type) on both sides."""
+    if any(a.name == "axis" for a in (*dequantize.attribute, *quantize.attribute)):
+        return False
+    if len(dequantize.input) != 3 or len(quantize.input) != 3:
+        return False
+    for left, right in zip(dequantize.input[1:], quantize.input[1:], strict=True):
+        if left == right:
+            continue
+        if left not in constants or right not in constants:
+            return False
+        a, b = numpy_helper.to_array(constants[left]), numpy_helper.to_array(constants[right])
+        if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b):
+            return False
+    return True
