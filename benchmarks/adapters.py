@@ -55,14 +55,19 @@ def eightbit_calibrate(
 
 
 def eightbit_quantize(
-    model: Path, output: Path, calibration: NpyBatches, method: str, threads: int
-) -> None:
+    model: Path,
+    output: Path,
+    calibration: NpyBatches,
+    method: str,
+    threads: int,
+    preset: str = "default",
+) -> list[tuple[str, float]]:
     """Quantize ``model`` to a QDQ ONNX file at ``output`` with eightbit's defaults.
 
     The default ``QuantConfig`` matches the baselines' setting: per-channel int8 weights,
     uint8 affine activations (DESIGN.md "Numerics"). This is the one call users make
     (``eightbit.quantize``), with the quick check off so that every sample calibrates, as
-    the baselines' do.
+    the baselines' do. ``preset``: the improvement steps; returns (step, seconds) of each.
     """
     config = _config(method, calibration.count, calibration.batch_size)
     try:
@@ -70,6 +75,12 @@ def eightbit_quantize(
     except ImportError as exc:
         raise Unavailable(f"eightbit not importable: {exc}") from exc
     result = eightbit.quantize(
-        str(model), calibration, calibration=config, check_samples=0, threads=threads
+        str(model),
+        calibration,
+        calibration=config,
+        check_samples=0,
+        threads=threads,
+        improve=preset,
     )
     result.save(output)
+    return [(step.name, step.seconds) for step in result.plan.steps]

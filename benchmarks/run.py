@@ -6,6 +6,8 @@
 
 Sections:
   quantize     MobileNetV2: top-1/top-5 agreement, SQNR, latency ratio, quantization time
+  steps        improvement steps: every preset with the time of each step, vs NNCF
+               (MobileNetV2); fast vs default on the MNIST demo and ResNet-18-style
   latency      ResNet-18-style: int8/fp32 latency and file size
   calibration  ResNet-18-style: calibration memory and speed targets, versus ORT's calibrators
   engine       integer engine vs ORT on the same QDQ model: exactness (end to end, per node)
@@ -30,10 +32,10 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import accuracy, calibration, codegen, engine, latency  # noqa: E402
+from benchmarks import accuracy, calibration, codegen, engine, latency, steps  # noqa: E402
 from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
 
-SECTIONS = ("quantize", "latency", "calibration", "engine", "codegen")
+SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "codegen")
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     if "quantize" in sections:
         tables.append(accuracy.sanity_table())
         tables.append(accuracy.run(args.tools))
+    if "steps" in sections:
+        tables += steps.run(args.tools)
     if "latency" in sections:
         tables.append(latency.run(args.tools))
     if "calibration" in sections:

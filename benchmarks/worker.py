@@ -47,6 +47,7 @@ class Task:
     preprocess: bool = False
     output: str = ""
     threads: int = 1
+    preset: str = "default"  # eightbit's improvement steps (eightbit_quantize)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -107,6 +108,7 @@ def execute(task: Task) -> Result:
     model, output = Path(task.model), Path(task.output) if task.output else None
     start_rss = _rss_mb()
     start = time.perf_counter()
+    extra: dict[str, Any] = {}
     try:
         if task.kind == "ort_quantize":
             assert output is not None
@@ -116,7 +118,9 @@ def execute(task: Task) -> Result:
             baselines.nncf_quantize(model, output, batches, task.preprocess)
         elif task.kind == "eightbit_quantize":
             assert output is not None
-            adapters.eightbit_quantize(model, output, batches, task.method, task.threads)
+            extra["steps"] = adapters.eightbit_quantize(
+                model, output, batches, task.method, task.threads, task.preset
+            )
         elif task.kind == "ort_calibrate":
             baselines.ort_calibrate(model, batches, task.method)
         elif task.kind == "eightbit_calibrate":
@@ -128,7 +132,13 @@ def execute(task: Task) -> Result:
     except ImportError as exc:  # e.g. NNCF not installed: `make bench` installs it
         return Result(ok=False, unavailable=True, error=f"{type(exc).__name__}: {exc}")
     seconds = time.perf_counter() - start
-    return Result(ok=True, seconds=seconds, peak_rss_mb=_peak_rss_mb(), start_rss_mb=start_rss)
+    return Result(
+        ok=True,
+        seconds=seconds,
+        peak_rss_mb=_peak_rss_mb(),
+        start_rss_mb=start_rss,
+        extra=extra,
+    )
 
 
 def run_in_subprocess(task: Task, timeout: float = 1200.0) -> Result:

@@ -34,7 +34,7 @@ _PIPE_WIDTH = 200
 
 @click.command("run")
 @click.argument("model", metavar="MODEL.onnx")
-@click.option("--data", required=True, metavar="DATA", help=DATA_HELP)
+@click.option("-d", "--data", required=True, metavar="DATA", help=DATA_HELP)
 @click.option("-o", "--output", required=True, metavar="OUT.npz", help="Where to write outputs.")
 @click.option(
     "--engine",
