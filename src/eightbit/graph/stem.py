@@ -108,10 +108,12 @@ def _geometry(graph: Graph, node: Node) -> _Geometry | None:
     if any(int(d) != 1 for d in attrs.get("dilations", [1, 1])) or strides[0] != strides[1]:
         return None
     stride, channels = int(strides[0]), int(weight.shape[1])
-    height, width = shape[2], shape[3]
     if stride < 2 or channels > MAX_INPUT_CHANNELS:
         return None
-    if not all(isinstance(d, int) and d % stride == 0 for d in (height, width)):
+    height, width = shape[2], shape[3]
+    if not (isinstance(height, int) and isinstance(width, int)):
+        return None  # symbolic spatial sizes: divisibility by the stride is unknown
+    if height % stride or width % stride:
         return None
     kernel = (int(weight.shape[2]), int(weight.shape[3]))
     pads = [int(p) for p in attrs.get("pads", [0, 0, 0, 0])]
