@@ -1,10 +1,12 @@
 /* eightbit_runtime.h: the integer arithmetic shared by every layer eightbit generates.
  *
- * The rules are the integer engine's (docs/numerics.md §E.2, docs/numerics-codegen.md):
- * int32 accumulators, int64 products inside the requantization, one rounding, ties to
- * even. Integers only, no division, no allocation. Every function is static inline: the
- * compiler inlines it into the layer loops, and a program may include this file from
- * several generated models.
+ * The rules are the integer engine's (docs/numerics.md §1.8, §E.2, docs/numerics-codegen.md):
+ * int32 accumulators, and a requantization that reproduces ONNX Runtime's IEEE single
+ * precision (binary32) arithmetic in integers only: round to 24 significant bits (what
+ * binary32 keeps), twice, then round half to even. int64 intermediates, integers only, no
+ * division, no allocation.
+ * Every function is static inline: the compiler inlines it into the layer loops, and a
+ * program may include this file from several generated models.
  */
 #ifndef EIGHTBIT_RUNTIME_H
 #define EIGHTBIT_RUNTIME_H
@@ -21,23 +23,53 @@ typedef char eb_requires_arithmetic_right_shift[((-5 >> 1) == -3 && ((int64_t)-5
 #define EB_ERROR_NULL_POINTER 1
 #define EB_ERROR_OVERFLOW 2 /* an accumulator left int32: the engine refuses it too */
 
-/* round_half_even(acc * m / 2^t), exactly: p = acc * m is formed in int64 (|acc| < 2^31,
- * 0 <= m < 2^31, so |p| < 2^62) and adding 2^(t-1) - 1 carries into the quotient when the
- * remainder is above one half; at exactly one half the quotient's parity bit decides.
- * t = 31 - shift is in [0, 63]; t = 0 leaves p. (Engine: Rescale.apply, eq. E.2.) */
-static inline int64_t eb_rescale(int64_t acc, int32_t m, int32_t t)
+/* The number of significant bits of v (0 for 0), by halving: portable C99, no builtins. */
+static inline int32_t eb_bit_length(uint64_t v)
 {
-    const int64_t p = acc * (int64_t)m;
-    if (t == 0) {
-        return p;
-    }
-    return (p + ((((int64_t)1) << (t - 1)) - 1) + ((p >> t) & 1)) >> t;
+    int32_t n = 0;
+    if (v >> 32) { n += 32; v >>= 32; }
+    if (v >> 16) { n += 16; v >>= 16; }
+    if (v >> 8) { n += 8; v >>= 8; }
+    if (v >> 4) { n += 4; v >>= 4; }
+    if (v >> 2) { n += 2; v >>= 2; }
+    if (v >> 1) { n += 1; v >>= 1; }
+    return n + (int32_t)v;
 }
 
-/* round_half_even(v / 2^s) for s >= 1: the same rounding without a multiplier (Resize). */
+/* round_half_even(v / 2^s) for s >= 1: adding 2^(s-1) - 1 carries into the quotient when the
+ * remainder is above one half; at exactly one half the quotient's parity bit decides. */
 static inline int64_t eb_round_shift(int64_t v, int32_t s)
 {
     return (v + ((((int64_t)1) << (s - 1)) - 1) + ((v >> s) & 1)) >> s;
+}
+
+/* v rounded to 24 significant bits, ties to even: what binary32 keeps of an integer
+ * (|v| < 2^62). Exact below 2^24; the sign is set aside, as that rounding is symmetric. */
+static inline int64_t eb_round24(int64_t v)
+{
+    const uint64_t magnitude = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    const int32_t extra = eb_bit_length(magnitude) - 24;
+    uint64_t rounded;
+    if (extra <= 0) {
+        return v;
+    }
+    rounded = (uint64_t)eb_round_shift((int64_t)magnitude, extra) << extra;
+    return v < 0 ? -(int64_t)rounded : (int64_t)rounded;
+}
+
+/* ONNX Runtime's nearbyint(acc * S) in binary32, for S = m * 2^-t, exactly, in integers
+ * (eq. 1.7, E.2): p = round24(round24(acc) * m), |p| < 2^31 * 2^24 = 2^55 in int64, then
+ * p / 2^t rounded half to even. m is the 24-bit significand of S (2^23 <= m < 2^24, or 0)
+ * and t = 24 - shift is in [-7, 63]: t <= 0 multiplies by 2^-t (exact, < 2^62), t = 63
+ * leaves 0.
+ * (Engine: Rescale.apply_reference, eightbit.fixed.requantize_int.) */
+static inline int64_t eb_rescale(int64_t acc, int32_t m, int32_t t)
+{
+    const int64_t p = eb_round24(eb_round24(acc) * (int64_t)m);
+    if (t <= 0) {
+        return p * (((int64_t)1) << -t);
+    }
+    return eb_round_shift(p, t);
 }
 
 /* The output stage of every rescaling layer: clamp(z + rescale(acc), low, high) (eq. E.1). */

@@ -21,8 +21,8 @@ from eightbit.codegen.c import Code, Table, c_type, identifier, literal
 from eightbit.codegen.interface import Interface
 from eightbit.engine import Step
 from eightbit.engine.kernels.requantize import Requantization, Rescale
+from eightbit.fixed.requantize import MULTIPLIER_BITS
 
-_MULTIPLIER_BITS = 31
 _LARGEST_SHIFT = 63
 
 
@@ -107,8 +107,9 @@ Emitter = Callable[[Step, Context], Layer]
 
 
 def shifts(rescale: Rescale) -> np.ndarray:
-    """t = 31 − shift per entry, capped at 63 as the engine caps it (E.2)."""
-    return np.minimum(_MULTIPLIER_BITS - np.asarray(rescale.shift, dtype=np.int64), _LARGEST_SHIFT)
+    """t = 24 − shift per entry (in [−7, 63]: negative shifts left), capped at 63 as the
+    engine caps it (E.2)."""
+    return np.minimum(MULTIPLIER_BITS - np.asarray(rescale.shift, dtype=np.int64), _LARGEST_SHIFT)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def rescale_terms(rescale: Rescale, context: Context, index: str, name: str) -> 
     """(multiplier, t) as literals for one pair, or table reads ``name_multiplier[index]``."""
     multiplier = np.asarray(rescale.multiplier, dtype=np.int64).reshape(-1)
     t = shifts(rescale).reshape(-1)
-    # One value for every channel (power-of-two scales give M = 2^30 throughout): a literal.
+    # One value for every channel (power-of-two scales give M = 2^23 throughout): a literal.
     if np.all(multiplier == multiplier[0]):
         m_term = literal(int(multiplier[0]))
     else:
@@ -153,7 +154,7 @@ def rescale_terms(rescale: Rescale, context: Context, index: str, name: str) -> 
     if np.all(t == t[0]):
         t_term = literal(int(t[0]))
     else:
-        table = context.table(f"{name}shift", "uint8", t, "right shifts t = 31 - shift")
+        table = context.table(f"{name}shift", "int8", t, "right shifts t = 24 - shift")
         t_term = f"{table}[{index}]"
     return m_term, t_term
 
@@ -166,7 +167,8 @@ def store(requantization: Requantization, context: Context, channel: str = "c") 
     if per_channel:
         text += f" per channel ({np.size(requantization.rescale.multiplier)} channels)"
     summary = (
-        f"requantize: q = clamp({requantization.zero_point} + round_half_even(acc * M / 2^t), "
+        f"requantize: q = clamp({requantization.zero_point} + "
+        "round_half_even(round24(round24(acc) * M) / 2^t), "
         f"{requantization.low}, {requantization.high}); {text}"
     )
     return Store(

@@ -151,7 +151,7 @@ def _emit_average(step: AveragePoolStep, window: Window, context: Context) -> La
     multipliers = context.table(
         "multiplier", "int32", step.by_count.multiplier, "M[n], n = cells counted"
     )
-    t_table = context.table("shift", "uint8", shifts(step.by_count), "t[n] = 31 - shift")
+    t_table = context.table("shift", "int8", shifts(step.by_count), "t[n] = 24 - shift")
     low, high = _LOWEST[step.dtype], _LOWEST[step.dtype] + 255
     code = Code()
     code.line(f"{context.ctype(y)} *out = y;")
@@ -170,7 +170,8 @@ def _emit_average(step: AveragePoolStep, window: Window, context: Context) -> La
         _describe(step, geometry) + f", count_include_pad {int(step.include_pad)}",
         tensor_line("x", x, context, f"zero point {step.x_zero}"),
         tensor_line("y", y, context, f"zero point {step.zero_point}"),
-        "y = clamp(z_y + round_half_even(acc * M[n] / 2^t[n])), M[n] / 2^t[n] ~ s_x / (s_y * n)",
+        "y = clamp(z_y + round_half_even(round24(round24(acc) * M[n]) / 2^t[n])), "
+        "M[n] / 2^t[n] = s_x / (s_y * n)",
     ]
     return context.layer([Argument(x, "x", False), Argument(y, "y", True)], comment, code.text())
 
@@ -198,7 +199,8 @@ def _emit_global(step: AveragePoolStep, context: Context) -> Layer:
         f"GlobalAveragePool '{step.node}': mean of {cells} cells per channel",
         tensor_line("x", x, context, f"zero point {step.x_zero}"),
         tensor_line("y", y, context, f"zero point {step.zero_point}"),
-        f"y = clamp(z_y + round_half_even(acc * M / 2^t)); M = {multiplier}, t = {t} "
+        "y = clamp(z_y + round_half_even(round24(round24(acc) * M) / 2^t)); "
+        f"M = {multiplier}, t = {t} "
         f"(s_x / (s_y * {cells}))",
     ]
     return context.layer([Argument(x, "x", False), Argument(y, "y", True)], comment, code.text())

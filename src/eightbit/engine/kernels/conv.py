@@ -7,7 +7,8 @@
 A padded position holds real 0, which is z_x, so it adds nothing to the sum.
 ``conv_accumulate_reference`` is the definition (a loop over output positions, int64);
 ``conv_accumulate`` builds the windows as columns (im2col) and sums them exactly with
-``exact_matmul``, or for depthwise convolutions as one multiply-add per kernel tap.
+``exact_sum``, or for depthwise convolutions as one multiply-add per kernel tap; with torch
+installed, 1-D and 2-D Convs sum on oneDNN instead (``torch_conv``, the same integers).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from eightbit.engine.kernels import torch_conv
 from eightbit.engine.kernels._scratch import scratch
 from eightbit.engine.kernels.gemm import (
     FLOAT32_EXACT,
@@ -31,6 +33,7 @@ from eightbit.engine.kernels.gemm import (
     fits_int32,
 )
 from eightbit.engine.kernels.requantize import Requantization
+from eightbit.engine.kernels.torch_conv import TorchConv
 from eightbit.engine.kernels.window import Window, padded, tap_views
 from eightbit.engine.operands import (
     IntegerConstant,
@@ -41,6 +44,7 @@ from eightbit.engine.operands import (
 )
 from eightbit.engine.program import Step
 from eightbit.errors import ModelError
+from eightbit.fixed import float32_scale_ratio
 
 Index = tuple[Any, ...]
 
@@ -105,7 +109,8 @@ def conv_accumulate(
     if shift is None:  # not an 8-bit activation: the definition
         return conv_accumulate_reference(x, weight, x_zero, 0, window, group)
     fast = _FastConv.of(weight, group)
-    total = _conv_sum(x, fast, shift, x_zero, window, group)
+    on_torch = TorchConv.prepare(weight, window.strides, window.dilations, group)
+    total = _conv_sum(x, fast, shift, x_zero, window, group, on_torch)
     correction = fast.correction(shift, x_zero)
     return total.astype(np.int64) + correction.reshape(-1, *([1] * (total.ndim - 2)))
 
@@ -151,11 +156,23 @@ class _FastConv:
 
 
 def _conv_sum(
-    x: np.ndarray, fast: _FastConv, shift: int, x_zero: int, window: Window, group: int
+    x: np.ndarray,
+    fast: _FastConv,
+    shift: int,
+    x_zero: int,
+    window: Window,
+    group: int,
+    on_torch: TorchConv | None = None,
 ) -> np.ndarray:
-    """Σ_k x'_k · w'_k for every output (N, C_out, out...), exact, as a float work buffer."""
+    """Σ_k x'_k · w'_k for every output (N, C_out, out...), exact, as a float array (a
+    work buffer on the numpy path); on oneDNN through torch when ``on_torch`` is given and
+    torch may be used now (``torch_conv``), else on numpy's BLAS."""
     pads, out_shape = window.resolve(x.shape[2:])
     source = _shifted_source(x, shift, x_zero - shift, pads)
+    if on_torch is not None:
+        total = on_torch(source)
+        if total is not None:
+            return total
     batch, channels = x.shape[:2]
     if fast.depthwise is not None:
         return _depthwise(source, fast.depthwise, window, out_shape)
@@ -237,6 +254,12 @@ class ConvStep(Step):
         return _FastConv.of(_centered_weight(self.weight, self.weight_zero, 0), self.group)
 
     @cached_property
+    def _torch(self) -> TorchConv | None:
+        """The oneDNN form of the weights (packed at the first run), or None for numpy."""
+        centered = _centered_weight(self.weight, self.weight_zero, 0)
+        return TorchConv.prepare(centered, self.window.strides, self.window.dilations, self.group)
+
+    @cached_property
     def _bounded(self) -> bool:
         return fits_int32(self.weight[0].size, self.bound, self.bias)
 
@@ -266,7 +289,7 @@ class ConvStep(Step):
         shift = activation_shift(x.dtype)
         if shift is None:
             return self.run_reference(*args)
-        total = _conv_sum(x, self._fast, shift, self.x_zero, self.window, self.group)
+        total = _conv_sum(x, self._fast, shift, self.x_zero, self.window, self.group, self._torch)
         return (
             self.requantization.apply_sum(
                 total, self._biases[shift], bounded=self._bounded, in_float=self._in_float
@@ -482,7 +505,7 @@ def _prepare_weighted(node: NodeToPrepare, channel_axis: int) -> _Weighted:
         bias = accumulator_bias(bias_operand, x_scale, w_scales)
     elif bias_operand is not None:
         raise node.refuse("the bias must be a quantized constant")
-    real = x_scale * w.params.scale.astype(np.float64) / scalar_scale(out.params, "output", node)
+    real = float32_scale_ratio(x_scale, w.params.scale, scalar_scale(out.params, "output", node))
     requantization = Requantization.from_real(
         real,
         scalar_zero_point(out.params, "the output", node),
@@ -517,6 +540,7 @@ def prepare_conv(node: NodeToPrepare) -> Step:
         "requantization": common.requantization,
         "bound": common.bound,
     }
+    torch_conv.load()  # before any run, so that thread limits set then cover torch's OpenMP
     if transpose:
         return ConvTransposeStep(**fields, attrs=dict(node.node.attrs))
     kernel = tuple(node.attr("kernel_shape", None) or common.weight.shape[2:])

@@ -25,6 +25,7 @@ from eightbit.engine.operands import (
     scalar_zero_point,
 )
 from eightbit.engine.program import Step
+from eightbit.fixed import float32_scale_ratio
 from eightbit.quant import QuantParams
 
 # Every integer of magnitude <= 2^24 is a float32, so is every partial sum that stays there.
@@ -249,7 +250,7 @@ def prepare_matmul(node: NodeToPrepare) -> MatMulStep:
         if bias.size not in (1, columns):
             raise node.refuse(f"bias of {bias.size} values for {columns} columns")
     out_zero = scalar_zero_point(out.params, "the output", node)
-    real = np.float64(a_scale) * b_scales / np.float64(scalar_scale(out.params, "output", node))
+    real = float32_scale_ratio(a_scale, b_scales, scalar_scale(out.params, "output", node))
     requantization = Requantization.from_real(
         real, out_zero, out.params.dtype, axis=-1 if real.ndim else None
     )

@@ -191,9 +191,10 @@ def prepare_pool(node: NodeToPrepare) -> Step:
         counts = list(range(1, int(np.prod(kernel)) + 1))
     x_scale = scalar_scale(x.params, "the input", node)
     out_scale = scalar_scale(out.params, "the output", node)
-    reals = np.zeros(max(counts) + 1)
+    # s_x / (s_y · n) in float32, in ONNX Runtime's order (QLinearGlobalAveragePool).
+    reals = np.zeros(max(counts) + 1, dtype=np.float32)
     for n in counts:
-        reals[n] = np.float64(x_scale) / (np.float64(out_scale) * n)
+        reals[n] = np.float32(x_scale) / (np.float32(out_scale) * np.float32(n))
     return AveragePoolStep(
         node=node.node.name,
         inputs=(x.name,),

@@ -1,17 +1,30 @@
 """The output stage every rescaling kernel shares (docs/numerics.md §E.2).
 
-``Rescale`` holds what Prepare computes once from float scales: an int32 multiplier and a
-shift per channel (``eightbit.fixed.quantize_multiplier``). ``Requantization`` adds the
-output zero point and the clamp. At run time, integers only:
+``Rescale`` holds what Prepare computes once from float scales: the float32 scale of each
+channel as its 24-bit significand M and exponent ``shift`` (``eightbit.fixed.
+quantize_multiplier``). ``Requantization`` adds the output zero point and the clamp. At run
+time:
 
-    q = clamp(z + round_half_even(acc · M · 2^(shift − 31)), low, high)
+    q = clamp(z + round_half_even(round24(round24(acc) · M) · 2^(shift − 24)), low, high)
 
-one rounding of the exact int64 product, ties to even (``ENGINE_ROUNDING``, the
-``convergent`` mode of docs/numerics.md §1.3; §E.2 says why not ties toward +inf).
-``requantize_reference`` is the definition, written with the fixed-point core's rounding
-function; ``Rescale.apply`` is the same rule as whole-array int64 operations,
-``(p + 2^(t−1) − 1 + ((p >> t) & 1)) >> t`` with ``p = acc·M`` and ``t = 31 − shift``, and
-must equal it bit for bit (tests/engine/test_requantize.py).
+``round24`` rounds to 24 significant bits, ties to even: this is ONNX Runtime's
+``nearbyint(float(acc) * scale)`` in float32, written in integers (§1.8 proves it).
+``requantize_reference`` is the definition, in int64 arithmetic (``eightbit.fixed.
+requantize``). The fast path computes the same thing in numpy float32, which is IEEE
+binary32 with round-to-nearest-even, so it is the definition and not an approximation:
+
+* ``float32(acc)`` of an integer with |acc| < 2^53 is acc rounded once to 24 significant
+  bits, ties to even: round24(acc) (the sums reach it exact in float64, or as int64);
+* the float32 product of two float32 values is their exact product rounded once to 24
+  significant bits, ties to even; the scale's power of two moves the binary point only, so
+  that is round24(round24(acc) · M) · 2^(shift − 24), except for products below 2^−126
+  (subnormal), which are below 1/2 both ways and give 0; |acc · S| < 2^31 · 2^31 never
+  overflows;
+* ``np.rint`` rounds half to even, as nearbyint and cvtps2dq do, and every value it returns
+  is an integer below 2^62, exact in float32 and in int64.
+
+tests/engine/test_requantize.py checks the fast path against the definition (Hypothesis,
+whole int32 range, ties, |acc| >= 2^24, tiny and subnormal results).
 """
 
 from __future__ import annotations
@@ -26,10 +39,9 @@ from eightbit.engine.kernels._scratch import scratch
 from eightbit.errors import ModelError
 from eightbit.fixed import quantize_multiplier
 from eightbit.fixed.modes import Rounding
-from eightbit.fixed.requantize import REQUANTIZE_ROUNDING, requantize
+from eightbit.fixed.requantize import MULTIPLIER_BITS, REQUANTIZE_ROUNDING, requantize
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
-_MULTIPLIER_BITS = 31
 # Ties to even, as ONNX QuantizeLinear and ONNX Runtime's requantization round (§E.2).
 ENGINE_ROUNDING: Rounding = REQUANTIZE_ROUNDING
 _STORAGE_TYPES: dict[str, type[np.integer]] = {"int8": np.int8, "uint8": np.uint8}
@@ -54,7 +66,7 @@ def check_int32(acc: np.ndarray) -> None:
 def requantize_reference(
     acc: npt.ArrayLike, multiplier: npt.ArrayLike, shift: npt.ArrayLike
 ) -> np.ndarray:
-    """The definition, ``eightbit.fixed.requantize``: round(acc·M·2^(shift−31)), ties to even."""
+    """The definition, ``eightbit.fixed.requantize``: round24 twice, then half to even."""
     acc = np.asarray(acc, dtype=np.int64)
     check_int32(acc)
     return requantize(acc, multiplier, shift)
@@ -62,7 +74,8 @@ def requantize_reference(
 
 @dataclass(frozen=True, eq=False)
 class Rescale:
-    """``acc ↦ round_half_even(acc · M · 2^(shift − 31))``, per tensor or per channel.
+    """``acc ↦ nearbyint(float32(acc) · S)`` with S = M · 2^(shift − 24), per tensor or per
+    channel.
 
     ``multiplier`` and ``shift`` are int64 arrays, 0-d or 1-D (one entry per channel along
     ``axis`` of the accumulator).
@@ -74,8 +87,9 @@ class Rescale:
 
     @classmethod
     def from_real(cls, real_multiplier: npt.ArrayLike, *, axis: int | None = None) -> Rescale:
-        """Multipliers and shifts for the real ratios ``real_multiplier`` (float64)."""
-        reals = np.asarray(real_multiplier, dtype=np.float64)
+        """Multipliers and shifts for the scales ``real_multiplier``, rounded to float32
+        (pass float32 scales computed in ONNX Runtime's order to match it exactly)."""
+        reals = np.asarray(real_multiplier)
         pairs = [quantize_multiplier(float(real)) for real in reals.reshape(-1)]
         multiplier = np.array([m for m, _ in pairs], dtype=np.int64).reshape(reals.shape)
         shift = np.array([s for _, s in pairs], dtype=np.int64).reshape(reals.shape)
@@ -89,6 +103,13 @@ class Rescale:
         shape[self.axis % ndim] = values.size
         return values.reshape(shape)
 
+    @cached_property
+    def scale(self) -> np.ndarray:
+        """S = M · 2^(shift − 24) as float32, exact (M has 24 bits; S is the float32 the
+        multiplier came from). Shifts far below float32's range give 0, as they must."""
+        exponent = np.clip(self.shift - MULTIPLIER_BITS, -1100, 100).astype(np.int32)
+        return np.ldexp(self.multiplier.astype(np.float64), exponent).astype(np.float32)
+
     def apply_reference(self, acc: npt.ArrayLike) -> np.ndarray:
         """The definition, ``requantize_reference`` (int64 result)."""
         acc = np.asarray(acc, dtype=np.int64)
@@ -96,48 +117,34 @@ class Rescale:
             acc, self._along(self.multiplier, acc.ndim), self._along(self.shift, acc.ndim)
         )
 
-    @cached_property
-    def _constants(self) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(t, 2^(t−1) − 1, whether every t >= 1), computed once."""
-        t = np.minimum(_MULTIPLIER_BITS - self.shift, 63)
-        below_half = np.where(t >= 1, np.left_shift(1, np.maximum(t - 1, 0)) - 1, 0)
-        return t, below_half, bool(np.all(t >= 1))
+    def scaled(self, acc: np.ndarray) -> np.ndarray:
+        """float32(acc) · S in float32 (a new array), not yet rounded."""
+        values = np.asarray(acc).astype(np.float32)
+        values *= self._along(self.scale, values.ndim)
+        return values
 
     def apply(self, acc: npt.ArrayLike, *, bounded: bool = False) -> np.ndarray:
-        """The same as ``apply_reference`` in whole-array int64 operations.
+        """The same as ``apply_reference`` in float32 (the module doc proves it).
 
         ``bounded``: the caller has proven |acc| < 2^31 (Prepare's static bound), so the
         run-time range check is skipped.
         """
-        acc = np.asarray(acc, dtype=np.int64)
+        acc = np.asarray(acc)
+        if acc.dtype.kind != "i":
+            acc = acc.astype(np.int64)
         if not bounded:
             check_int32(acc)
-        product = np.asarray(acc * self._along(self.multiplier, acc.ndim))  # 0-d: an array
-        self.round_in_place(product)
-        return product
-
-    def round_in_place(self, product: np.ndarray) -> None:
-        """``product`` = acc · M (int64) becomes round_half_even(product · 2^(shift − 31))."""
-        t, below_half, all_shifted = self._constants
-        ndim = product.ndim
-        t = self._along(t, ndim)
-        # p = floor·2^t + r: adding 2^(t-1) - 1 carries into floor when r > 2^(t-1), and
-        # the parity bit of floor decides r = 2^(t-1) (ties to even). |p| < 2^62, so no
-        # overflow. t >= 63 (multipliers below 2^-32) leaves 0, t = 0 (shift 31) leaves p.
-        odd = np.right_shift(product, t, out=scratch("rescale.odd", product.shape, np.int64))
-        odd &= 1
-        if not all_shifted:
-            odd *= self._along(np.asarray(self.shift < _MULTIPLIER_BITS, np.int64), ndim)
-        product += self._along(below_half, ndim)
-        product += odd
-        product >>= t
+        return np.rint(self.scaled(acc)).astype(np.int64)
 
 
 @dataclass(frozen=True, eq=False)
 class Requantization:
     """An accumulator rescaled to a stored 8-bit tensor: zero point added, then clamped.
 
-    ``low``/``high`` is the output type's range, narrowed by a fused Relu/Clip.
+    ``low``/``high`` is the output type's range, narrowed by a fused Relu/Clip. ONNX
+    Runtime clamps the float product to [low − z, high − z] before rounding it; with integer
+    bounds that is the same as clamping the rounded integer (rounding is monotone and keeps
+    integers).
     """
 
     rescale: Rescale
@@ -172,35 +179,16 @@ class Requantization:
             acc = acc.astype(np.int64)
         if not bounded:
             check_int32(acc)
-        multiplier = self.rescale._along(self.rescale.multiplier, acc.ndim)
-        shape = np.broadcast_shapes(acc.shape, multiplier.shape)
-        product = scratch("requantize.product", shape, np.int64)
-        np.multiply(acc, multiplier, out=product, dtype=np.int64)
-        return self._finish(product)
+        scaled = scratch("requantize.scaled", acc.shape, np.float32)
+        np.copyto(scaled, acc, casting="unsafe")  # float32(acc): one rounding, ties to even
+        return self._finish(scaled)
 
     def exact_in_float64(self, largest: npt.ArrayLike) -> bool:
-        """Whether ``apply_sum(..., in_float=True)`` is exact for every accumulator with
-        |acc| <= ``largest`` (< 2^31; per channel along ``axis``, or one bound).
-
-        With t = 31 − shift and v = acc · M / 2^t, y = float64(acc) · float64(M · 2^−t) is v
-        rounded once (|y − v| <= 2^−53 |v|). If t <= 44 and |v| < 384, every half-integer
-        other than v lies 2^−t or more from v (v · 2^t is an integer), further than y, so
-        rint(y) = round_half_even(v) (a half-integer v is exact in y). If |v| >= 384, both
-        roundings are >= 384 in magnitude with the same sign, and z + that lies outside
-        [−128, 255]: both clamp to the same end. A channel with acc · M < 2^53 has y = v.
-        """
-        t = np.asarray(_MULTIPLIER_BITS - self.rescale.shift, dtype=np.int64)
-        multiplier = np.asarray(self.rescale.multiplier, dtype=np.int64)
+        """Whether ``apply_sum(..., in_float=True)`` equals the definition for every
+        accumulator with |acc| <= ``largest`` (per channel, or one bound): it does whenever
+        the accumulators are int32, since the float path is the definition (module doc)."""
         bound = np.asarray(largest, dtype=np.int64)
-        if bound.size and int(bound.max()) > INT32_MAX:
-            return False
-        return bool(np.all((t <= 44) | (bound * multiplier < 2**53)))
-
-    @cached_property
-    def _real(self) -> np.ndarray:
-        """M · 2^(shift − 31) in float64, exact (M has 31 bits)."""
-        multiplier = np.asarray(self.rescale.multiplier, dtype=np.float64)
-        return np.ldexp(multiplier, np.asarray(self.rescale.shift - _MULTIPLIER_BITS, np.int32))
+        return not (bound.size and int(bound.max()) > INT32_MAX)
 
     def apply_sum(
         self,
@@ -213,39 +201,31 @@ class Requantization:
         """``apply(total + bias)`` for an exact integer-valued float ``total`` (the fast
         weighted kernels' sums) and an integer-valued float64 ``bias`` broadcasting to it.
 
-        total + bias is formed in float64, exact below 2^53. ``in_float``: the caller has
-        checked ``exact_in_float64`` for its accumulators (and ``bounded``), so the
-        rescaling is rint(acc · μ) in float64; else it is the int64 rule of ``apply``.
+        total + bias is formed in float64, exact below 2^53, and rounded once to float32:
+        round24(acc), as ``apply`` does. ``in_float`` (the caller checked
+        ``exact_in_float64``) changes nothing any more: both paths are the float32 rule.
         """
-        if in_float:
-            scaled = scratch("requantize.product", total.shape, np.float64)
-            if bias is None:
-                np.copyto(scaled, total)
-            else:
-                np.add(total, bias, out=scaled)
-            scaled *= self.rescale._along(self._real, scaled.ndim)
-            np.rint(scaled, out=scaled)
-            np.clip(scaled, self.low - self.zero_point, self.high - self.zero_point, out=scaled)
-            stored = np.empty(total.shape, dtype=storage_type(self.dtype))
-            np.add(scaled, self.zero_point, out=stored, casting="unsafe")
-            return stored
-        acc = scratch("requantize.product", total.shape, np.int64)
+        del in_float  # kept for the callers: every path below is the definition
         if bias is None:
-            np.copyto(acc, total, casting="unsafe")
+            acc = total
         else:
-            np.add(total, bias, out=acc, dtype=np.float64, casting="unsafe")
+            acc = scratch("requantize.sum", total.shape, np.float64)
+            np.add(total, bias, out=acc)
         if not bounded:
             check_int32(acc)
-        acc *= self.rescale._along(self.rescale.multiplier, acc.ndim)
-        return self._finish(acc)
+        scaled = scratch("requantize.scaled", acc.shape, np.float32)
+        np.copyto(scaled, acc, casting="unsafe")
+        return self._finish(scaled)
 
-    def _finish(self, product: np.ndarray) -> np.ndarray:
-        """Round ``product`` = acc · M (a work buffer, changed), add z, clamp, store."""
-        self.rescale.round_in_place(product)
-        product += self.zero_point
-        np.maximum(product, self.low, out=product)
-        np.minimum(product, self.high, out=product)
-        return product.astype(storage_type(self.dtype))
+    def _finish(self, scaled: np.ndarray) -> np.ndarray:
+        """``scaled`` = float32(acc) (a work buffer, changed): times S, rounded half to
+        even, clamped to [low − z, high − z], plus z, stored."""
+        scaled *= self.rescale._along(self.rescale.scale, scaled.ndim)
+        np.rint(scaled, out=scaled)
+        np.clip(scaled, self.low - self.zero_point, self.high - self.zero_point, out=scaled)
+        stored = np.empty(scaled.shape, dtype=storage_type(self.dtype))
+        np.add(scaled, self.zero_point, out=stored, casting="unsafe")
+        return stored
 
     def _store(self, values: np.ndarray) -> np.ndarray:
         return np.clip(values, self.low, self.high, out=values).astype(storage_type(self.dtype))
