@@ -3,7 +3,8 @@
 Each stage is a function from one plain value to the next (docs/numerics.md, DESIGN.md):
 
     load/normalize -> equalize -> calibrate (only the tensors the plan needs)
-    -> refine_ranges -> make_plan -> adaround -> bias_correction -> rebias -> to_qdq
+    -> refine_ranges -> make_plan -> adaround | reconstruct -> bias_correction -> rebias
+    -> to_qdq
     -> fallback
 
 (the improvement steps of ``eightbit.improve`` run as ``ImproveConfig`` says; each adds its
@@ -37,6 +38,7 @@ from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.equalize import equalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
+from eightbit.improve.reconstruct import reconstruct
 from eightbit.improve.refine import refine_ranges
 from eightbit.improve.steps import StepReport
 from eightbit.plan import (
@@ -197,15 +199,22 @@ def quantize(
         prepared, report = _adaround(prepared, plan, samples, improve, threads, progress)
         steps.append(report)
         plan = make_plan(Graph(prepared), ranges, config)
+    if improve.reconstruct:
+        assert samples is not None  # _require_steps
+        prepared, report = reconstruct(prepared, plan, samples, threads=threads)
+        steps.append(report)
+        plan = make_plan(Graph(prepared), ranges, config)
+    chosen = improve.adaround or improve.reconstruct
     if improve.bias_correction is not False:
-        # After learned rounding the weights' shifts are chosen, not accidents (§I.3.1):
-        # only the output layer is then corrected against the int8 output.
+        # After learned rounding or reconstruction the weights' shifts are chosen, not
+        # accidents (§I.3.1, §I.8): only the output layer is then corrected against the
+        # int8 output.
         prepared, report = bias_correction(
             prepared,
             plan,
             samples,
             reference=planned,
-            weight_shifts=not improve.adaround,
+            weight_shifts=not chosen,
             statistics=batchnorm_statistics(exported) if samples is None else None,
             keep="always" if improve.bias_correction else "if_better",
             threads=threads,
@@ -266,6 +275,7 @@ def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: 
         importlib.import_module("eightbit.improve.adaround").require_torch()
     for wanted, flag in (
         (improve.adaround, "--adaround"),
+        (improve.reconstruct, "--reconstruct"),
         (improve.fallback, "--max-drop/--min-sqnr"),
     ):
         if wanted and (data is None or given_ranges):

@@ -34,6 +34,8 @@ def test_overrides_replace_only_given_fields() -> None:
         ({"adaround_iters": 0}, "'adaround_iters' must be an integer >= 1"),
         ({"max_drop": -0.1}, "'max_drop' must be a number >= 0"),
         ({"min_sqnr": float("nan")}, "'min_sqnr' must be a finite number"),
+        ({"reconstruct": "on"}, "'reconstruct' must be True or False"),
+        ({"adaround": True, "reconstruct": True}, "both choose the weights: enable one"),
     ],
 )
 def test_bad_values_are_named(kwargs: dict[str, object], message: str) -> None:

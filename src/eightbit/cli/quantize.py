@@ -201,6 +201,11 @@ def _write_report(
 )
 @click.option("--adaround-iters", type=int, help="AdaRound steps per layer [1000].")
 @click.option(
+    "--reconstruct/--no-reconstruct",
+    default=None,
+    help="Layer-wise reconstruction of weights and biases (numpy; instead of --adaround).",
+)
+@click.option(
     "--max-drop",
     type=float,
     help="Return layers to float until top-1 agreement drops by at most this (0.01 = 1 point).",
@@ -234,6 +239,7 @@ def quantize_command(
     bias_correction: bool | None,
     adaround: bool | None,
     adaround_iters: int | None,
+    reconstruct: bool | None,
     max_drop: float | None,
     min_sqnr: float | None,
     as_json: bool,
@@ -254,6 +260,7 @@ def quantize_command(
         bias_correction=bias_correction,
         adaround=adaround,
         adaround_iters=adaround_iters,
+        reconstruct=reconstruct,
         max_drop=max_drop,
         min_sqnr=min_sqnr,
     )

@@ -7,7 +7,8 @@ import equalize``):
 - ``refine.refine_ranges``: each activation's range chosen by the error it causes;
 - ``bias_correction``: the output shift of weight rounding removed;
 - ``adaround``, ``fallback``: learned rounding and accuracy-aware fallback
-  (docs/numerics.md).
+  (docs/numerics.md);
+- ``reconstruct``: layer-wise reconstruction of weights and biases (§I.8).
 
 Every step returns its result and a ``StepReport``, which the plan records;
 ``ImproveConfig`` and the presets ``fast``, ``default``, ``accurate`` say which run. The

@@ -8,7 +8,9 @@ Presets (``eightbit quantize --preset``), measured in docs/numerics.md §I.6:
 - ``accurate``: everything: equalization, per-tensor range refinement, learned rounding
   (AdaRound; needs PyTorch), then bias correction where it helps. Minutes, not seconds.
 
-``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
+``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset;
+``--reconstruct`` (layer-wise reconstruction, §I.8; ~35 s on MobileNetV2) with any that does
+not run AdaRound.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class ImproveConfig:
     - ``equalize``: cross-layer equalization of the float model before calibration.
     - ``refine_ranges``: per-tensor range choice among the calibration methods.
     - ``adaround``: learned rounding of the weights, ``adaround_iters`` steps per layer.
+    - ``reconstruct``: layer-wise reconstruction of weights and biases (least squares on
+      the quantized network's inputs, GPTQ rounding; numpy only). It chooses the weights
+      as ``adaround`` does: at most one of the two.
     - ``bias_correction``: True always applies it, False never, None keeps it where it
       raised the output SQNR on calibration samples.
     - ``max_drop`` / ``min_sqnr``: the accuracy budget for returning layers to float
@@ -41,18 +46,24 @@ class ImproveConfig:
     refine_ranges: bool = False
     adaround: bool = False
     adaround_iters: int = DEFAULT_ADAROUND_ITERS
+    reconstruct: bool = False
     bias_correction: bool | None = None
     max_drop: float | None = None
     min_sqnr: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("equalize", "refine_ranges", "adaround"):
+        for name in ("equalize", "refine_ranges", "adaround", "reconstruct"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
         if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
             raise ConfigError(
                 f"'bias_correction' must be True, False or None (where it helps) "
                 f"(got {self.bias_correction!r})"
+            )
+        if self.adaround and self.reconstruct:
+            raise ConfigError(
+                "'adaround' and 'reconstruct' both choose the weights: enable one of them "
+                "(with --preset accurate, add --no-adaround)"
             )
         iters = self.adaround_iters
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:

@@ -1,9 +1,10 @@
 """What every improvement step reports: its name, its time, and what it gained.
 
-The steps of ``eightbit.improve`` (equalization, range refinement, learned rounding, bias
-correction, accuracy-aware fallback) are functions between plain values (DESIGN.md); each
-returns its result and a ``StepReport``. The plan records the reports of the steps that ran
-(``QuantPlan.steps``), so a user can see what each step cost and what it bought.
+The steps of ``eightbit.improve`` (equalization, range refinement, learned rounding,
+reconstruction, bias correction, accuracy-aware fallback) are functions between plain values
+(DESIGN.md); each returns its result and a ``StepReport``. The plan records the reports of
+the steps that ran (``QuantPlan.steps``), so a user can see what each step cost and what it
+bought.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from typing import Any
 
 from eightbit.errors import ConfigError
 
-STEP_NAMES = ("equalize", "refine_ranges", "adaround", "bias_correction", "fallback")
+STEP_NAMES = (
+    "equalize",
+    "refine_ranges",
+    "adaround",
+    "reconstruct",
+    "bias_correction",
+    "fallback",
+)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,248 @@
+"""``reconstruct``: layer-wise reconstruction of the quantized weights (docs/numerics.md §I.8).
+
+For each quantized Conv, Gemm and MatMul with a constant weight, in topological order, the
+step reads input rows as the quantized network computes them (the QDQ model of the layers
+reconstructed so far) and the float layer's outputs on the float network's input at the
+same positions, drops the rows the float weights miss worst (clipped outliers the network
+does not care about, eq. I.10), solves damped least squares for the weights and the bias
+(eq. I.11), rounds onto the plan's grid with GPTQ's error feedback (eq. I.12), and keeps
+the result where it beats nearest rounding on the rows (eq. I.13). No PyTorch: numpy, and
+ONNX Runtime to read the rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from eightbit.calibrate.data import Batch, DataLike
+from eightbit.errors import ConfigError
+from eightbit.graph import Graph, make_session, with_outputs
+from eightbit.improve._onnx import ModelEdit
+from eightbit.improve.adaround import (  # shared machinery of the layer-wise steps
+    _layers,
+    _output_sqnr,
+    _quantized_reader,
+    _read_samples,
+)
+from eightbit.improve.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
+from eightbit.improve.steps import LayerGain, StepReport
+from eightbit.plan import QuantPlan
+
+__all__ = ["ReconstructOptions", "reconstruct"]
+
+# Samples per float-network run: every layer's output of a batch is held at once.
+_FLOAT_BATCH = 8
+
+
+@dataclass(frozen=True)
+class ReconstructOptions:
+    """How layer-wise reconstruction samples and regularizes (docs/numerics.md §I.8).
+
+    - ``samples``: calibration samples read (the first ones);
+    - ``rows_per_sample``: output positions drawn per sample for a Conv (seeded);
+    - ``damping``: δ of eq. I.11, the pull toward the float weights, relative to the
+      mean input energy;
+    - ``keep``: share of rows kept per group by eq. I.10 (1.0 keeps every row);
+    - ``seed``: the positions drawn, so a run repeats exactly.
+    """
+
+    samples: int = 128
+    rows_per_sample: int = 128
+    damping: float = 1.0
+    keep: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("samples", "rows_per_sample"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name!r} must be an integer >= 1 (got {value!r})")
+        if not (_number(self.damping) and math.isfinite(self.damping) and self.damping > 0):
+            raise ConfigError(f"'damping' must be a number > 0 (got {self.damping!r})")
+        if not (_number(self.keep) and 0.0 < self.keep <= 1.0):
+            raise ConfigError(f"'keep' must be a share in (0, 1] (got {self.keep!r})")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ConfigError(f"'seed' must be an integer (got {self.seed!r})")
+
+
+def reconstruct(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    data: DataLike,
+    options: ReconstructOptions | None = None,
+    *,
+    threads: int | None = None,
+) -> tuple[onnx.ModelProto, StepReport]:
+    """A copy of the normalized float ``model`` with reconstructed weights and biases.
+
+    ``plan`` is the plan of ``model`` (its weight scales are kept: every channel's largest
+    weight keeps its integer, R.2); ``data`` calibration samples. The report gives, per
+    layer, the row SQNR with nearest rounding and after (never lower), and the first
+    output's SQNR on the same samples before and after.
+    """
+    options = ReconstructOptions() if options is None else options
+    if not isinstance(options, ReconstructOptions):
+        raise ConfigError(f"'options' must be ReconstructOptions (got {type(options).__name__})")
+    started = time.perf_counter()
+    graph = Graph(model)
+    batches = _split(_read_samples(data, graph, options.samples), _FLOAT_BATCH)
+    layers, skipped = _layers(graph, plan)
+    rows = _float_rows(graph, layers, batches, options, threads)
+    edit = ModelEdit(model)
+    gains: list[LayerGain] = []
+    kept_nearest: list[str] = []
+    for layer in layers:
+        sums = _layer_sums(
+            edit.model, plan, layer, batches, rows[layer.node], graph, options.keep, threads
+        )
+        weight = np.asarray(graph.initializers[layer.weight], np.float32)
+        params = plan.tensors[layer.weight]
+        bound, largest = group_bounds(layer, weight, params)
+        canonical = layer.canonical(weight)
+        grid = LayerGrid(
+            scale=layer.canonical_scale(params),
+            bound=bound,
+            pinned=np.where(np.abs(canonical) == largest, np.sign(canonical), 0).astype(np.int64),
+        )
+        solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
+        node = graph.node(layer.node)
+        edit.set(node.name, 1, stored_weights(layer, solution.q, params, largest, bound), "w")
+        if layer.bias is not None:
+            edit.set(node.name, 2, solution.bias.reshape(-1).astype(np.float32), "b")
+        gains.append(LayerGain(layer.node, solution.nearest_db, solution.db))
+        if not solution.reconstructed:
+            kept_nearest.append(layer.node)
+    samples = sum(_count(batch) for batch in batches)
+    before, after = _output_sqnr(model, edit.model, plan, batches, threads)
+    notes = [
+        f"{len(layers)} layer(s) reconstructed from {samples} sample(s), up to "
+        f"{options.rows_per_sample} rows per sample, {options.keep:.0%} of rows kept, "
+        f"damping {options.damping:g}; output SQNR measured on those samples"
+    ]
+    if kept_nearest:
+        notes.append(
+            f"{len(kept_nearest)} layer(s) kept nearest rounding (not better on their rows): "
+            + ", ".join(kept_nearest)
+        )
+    notes += [f"left at nearest rounding: {node} ({reason})" for node, reason in skipped]
+    report = StepReport(
+        name="reconstruct",
+        seconds=time.perf_counter() - started,
+        before_db=before,
+        after_db=after,
+        layers=tuple(gains),
+        notes=tuple(notes),
+    )
+    return edit.model, report
+
+
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """Where a layer's rows are (per batch: sample index, flat position) and the float
+    layer's outputs there, [M, G, C]."""
+
+    positions: list[tuple[np.ndarray, np.ndarray]]
+    targets: list[np.ndarray]
+
+
+def _float_rows(
+    graph: Graph,
+    layers: Sequence[LayerShape],
+    batches: Sequence[Batch],
+    options: ReconstructOptions,
+    threads: int | None,
+) -> dict[str, _Rows]:
+    """One pass of the float network: each layer's positions and float outputs there."""
+    outputs = [graph.node(layer.node).outputs[0] for layer in layers]
+    inputs = [layer.input for layer in layers]
+    wanted = list(dict.fromkeys(outputs + inputs))
+    session = make_session(with_outputs(graph.model, wanted), threads=threads, lean=True)
+    found: dict[str, _Rows] = {layer.node: _Rows([], []) for layer in layers}
+    for index, batch in enumerate(batches):
+        values = dict(zip(wanted, session.run(wanted, dict(batch)), strict=True))
+        for number, (layer, output) in enumerate(zip(layers, outputs, strict=True)):
+            rng = np.random.default_rng([options.seed, number, index])
+            positions = layer.sample_positions(
+                values[layer.input].shape, options.rows_per_sample, rng
+            )
+            found[layer.node].positions.append(positions)
+            found[layer.node].targets.append(_output_rows(layer, values[output], positions))
+    return found
+
+
+def _output_rows(
+    layer: LayerShape, output: np.ndarray, positions: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """The layer's output at ``positions`` as [M, G, C] (the rows' targets, eq. R.3)."""
+    sample_index, flat = positions
+    if layer.layout == "conv":
+        picked = output.reshape(output.shape[0], output.shape[1], -1)[sample_index, :, flat]
+    else:
+        picked = output.reshape(output.shape[0], -1, output.shape[-1])[sample_index, flat]
+    return np.asarray(picked, np.float32).reshape(len(sample_index), layer.groups, -1)
+
+
+def _layer_sums(
+    current: onnx.ModelProto,
+    plan: QuantPlan,
+    layer: LayerShape,
+    batches: Sequence[Batch],
+    rows: _Rows,
+    graph: Graph,
+    keep: float,
+    threads: int | None,
+) -> LayerSums:
+    """The layer's normal equations over its kept rows (eqs. I.11, I.10)."""
+    weight = layer.canonical(np.asarray(graph.initializers[layer.weight], np.float32))
+    bias = _bias(graph, layer)
+    read = _quantized_reader(current, plan, layer.input, threads)
+    sums = LayerSums.zeros(*weight.shape)
+    for batch, positions, targets in zip(batches, rows.positions, rows.targets, strict=True):
+        inputs = layer.rows(read(batch), positions).astype(np.float32)
+        predicted = _apply(inputs, weight) + bias[None].astype(np.float32)
+        if layer.clamp is not None:  # what the folded activation clips does not count
+            miss = np.clip(predicted, *layer.clamp) - np.clip(targets, *layer.clamp)
+        else:
+            miss = predicted - targets
+        sums.add(inputs, targets, trimmed(miss, keep), with_bias=layer.bias is not None)
+    return sums
+
+
+def _apply(rows: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Rows [M, G, K] through weights [G, C, K] per group: [M, G, C] (BLAS where it can)."""
+    if weight.shape[0] == 1:
+        return np.matmul(rows[:, 0, :], weight[0].T)[:, None, :]
+    if weight.shape[1] == 1:  # depthwise: one channel per group
+        return np.sum(rows * weight[None, :, 0, :], axis=2, keepdims=True)
+    return np.einsum("mgk,gck->mgc", rows, weight)
+
+
+def _bias(graph: Graph, layer: LayerShape) -> np.ndarray:
+    bias = None if layer.bias is None else np.asarray(graph.initializers[layer.bias])
+    canonical = layer.canonical_bias(bias)
+    return np.zeros((layer.groups, layer.channels)) if canonical is None else canonical
+
+
+def _split(batches: Sequence[Batch], size: int) -> list[Batch]:
+    """Batches of at most ``size`` samples (the float pass holds every layer's output)."""
+    result = []
+    for batch in batches:
+        count = _count(batch)
+        for start in range(0, count, size):
+            result.append({name: array[start : start + size] for name, array in batch.items()})
+    return result
+
+
+def _count(batch: Batch) -> int:
+    return len(next(iter(batch.values())))
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
