@@ -15,8 +15,17 @@ def test_presets_hold_what_their_documentation_says() -> None:
     )  # fmt: skip
     assert (default.equalize, default.refine_ranges, default.adaround) == (True, False, False)
     assert default.bias_correction is None  # kept where it helps
-    assert accurate.equalize and accurate.refine_ranges and accurate.adaround
+    assert accurate.equalize and accurate.refine_ranges and accurate.reconstruct
+    assert not accurate.adaround  # slower and no better on MobileNetV2 (§I.6)
     assert not any(p.fallback for p in PRESETS.values())
+
+
+def test_asking_for_one_weight_chooser_replaces_the_presets_other() -> None:
+    assert preset("accurate", adaround=True).reconstruct is False
+    assert preset("accurate", adaround=True).adaround is True
+    assert preset("default", reconstruct=True).adaround is False
+    with pytest.raises(ConfigError, match="both choose the weights"):
+        preset("accurate", adaround=True, reconstruct=True)
 
 
 def test_overrides_replace_only_given_fields() -> None:

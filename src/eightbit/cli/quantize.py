@@ -251,8 +251,8 @@ def quantize_command(
     records each with its time and the output SQNR before and after it.
     """
     started = time.perf_counter()
-    if adaround_iters is not None and not adaround and preset_name != "accurate":
-        raise ConfigError("--adaround-iters needs --adaround (or --preset accurate)")
+    if adaround_iters is not None and not adaround:
+        raise ConfigError("--adaround-iters needs --adaround")
     improve = preset(
         preset_name,
         equalize=equalize,

@@ -5,12 +5,13 @@ Presets (``eightbit quantize --preset``), measured in docs/numerics.md §I.6:
 - ``fast``: calibration and planning only, no step: the quickest int8 model.
 - ``default``: cross-layer equalization, then bias correction kept where it raised the
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
-- ``accurate``: everything: equalization, per-tensor range refinement, learned rounding
-  (AdaRound; needs PyTorch), then bias correction where it helps. Minutes, not seconds.
+- ``accurate``: equalization, per-tensor range refinement, layer-wise reconstruction of the
+  weights (§I.8, numpy only), then bias correction of the output layer. Tens of seconds on
+  MobileNetV2 (0.928 / 20.2 dB against ``default``'s 0.918 / 19.8), minutes on a ResNet-18.
 
-``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset;
-``--reconstruct`` (layer-wise reconstruction, §I.8; ~35 s on MobileNetV2) with any that does
-not run AdaRound.
+``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
+``--adaround`` (learned rounding, needs PyTorch) replaces the reconstruction where asked:
+on MobileNetV2 it reached 0.920 / 19.9 dB in 4.5 minutes, so no preset runs it.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class ImproveConfig:
 PRESETS: Mapping[str, ImproveConfig] = {
     "fast": ImproveConfig(equalize=False, refine_ranges=False, bias_correction=False),
     "default": ImproveConfig(),
-    "accurate": ImproveConfig(equalize=True, refine_ranges=True, adaround=True),
+    "accurate": ImproveConfig(equalize=True, refine_ranges=True, reconstruct=True),
 }
 
 
@@ -107,6 +108,10 @@ def preset(name: str, **overrides: Any) -> ImproveConfig:
     if name not in PRESETS:
         raise ConfigError(f"'preset' must be one of {list(PRESETS)} (got {name!r})")
     changes = {key: value for key, value in overrides.items() if value is not None}
+    # Both choose the weights: asking for one replaces the preset's other.
+    for wanted, other in (("adaround", "reconstruct"), ("reconstruct", "adaround")):
+        if changes.get(wanted) and other not in changes:
+            changes[other] = False
     known = {field.name for field in fields(ImproveConfig)}
     unknown = sorted(set(changes) - known)
     if unknown:
