@@ -17,6 +17,7 @@ from typing import Literal
 
 import onnx
 import onnxruntime as ort
+from google.protobuf import message
 from onnx import ModelProto, ValueInfoProto, helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
@@ -69,8 +70,9 @@ def make_session(
         options.enable_mem_pattern = False
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if isinstance(model, ModelProto):
-        if model.ByteSize() <= SESSION_INLINE_LIMIT:
-            return _open(model.SerializeToString(), options, "the model")
+        serialized = _serialized(model)  # one walk of the message, not ByteSize() and another
+        if serialized is not None and len(serialized) <= SESSION_INLINE_LIMIT:
+            return _open(serialized, options, "the model")
         with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
             path = Path(tmp) / "model.onnx"
             save_model(model, path, external_data=True)
@@ -79,6 +81,14 @@ def make_session(
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist; check the path")
     return _open(os.fspath(path), options, f"model file {str(path)!r}")
+
+
+def _serialized(model: ModelProto) -> bytes | None:
+    """The model as one protobuf string; None past protobuf's 2 GB limit."""
+    try:
+        return model.SerializeToString()
+    except (ValueError, message.Error):
+        return None
 
 
 def _session_options(

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from eightbit.analysis.metrics import sqnr_from_sums
 from eightbit.errors import ConfigError
 
 # Rectified sigmoid stretch (eq. R.4): h reaches exactly 0 and 1.
@@ -144,11 +145,11 @@ class LayerSolution:
 
     @property
     def nearest_db(self) -> float:
-        return _db(self.signal, self.nearest_error)
+        return sqnr_from_sums(self.signal, self.nearest_error)
 
     @property
     def db(self) -> float:
-        return _db(self.signal, self.error)
+        return sqnr_from_sums(self.signal, self.error)
 
 
 def grid_of(
@@ -293,14 +294,6 @@ def _beta(step: int, total: int, options: AdaRoundOptions) -> float | None:
     start, end = options.beta
     progress = (step - warm) / max(total - warm, 1)
     return end + (start - end) * (1.0 - progress)
-
-
-def _db(signal: float, error: float) -> float:
-    if error == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / error)
 
 
 def _number(value: object) -> bool:

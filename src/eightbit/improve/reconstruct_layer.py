@@ -12,10 +12,11 @@ numpy only.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from eightbit.analysis.metrics import sqnr_from_sums
 
 
 @dataclass(eq=False)
@@ -92,11 +93,11 @@ class LayerSolution:
 
     @property
     def nearest_db(self) -> float:
-        return _db(self.signal, self.nearest_error)
+        return sqnr_from_sums(self.signal, self.nearest_error)
 
     @property
     def db(self) -> float:
-        return _db(self.signal, self.error)
+        return sqnr_from_sums(self.signal, self.error)
 
 
 def nearest(weight: np.ndarray, grid: LayerGrid) -> np.ndarray:
@@ -197,11 +198,3 @@ def _damped(sums: LayerSums, damping: float, width: int) -> _Damped:
     lam = damping * mean + 1e-9 * max(float(np.max(np.einsum("gkk->gk", sums.gram))), 1.0)
     identity = np.eye(width + 1)[None]
     return _Damped(gram=sums.gram + lam[:, None, None] * identity, lam=lam)
-
-
-def _db(signal: float, error: float) -> float:
-    if error == 0.0:
-        return math.inf
-    if signal == 0.0:
-        return -math.inf
-    return 10.0 * math.log10(signal / error)
