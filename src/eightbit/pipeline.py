@@ -201,7 +201,7 @@ def quantize(
         plan = make_plan(Graph(prepared), ranges, config)
     if improve.reconstruct:
         assert samples is not None  # _require_steps
-        prepared, report = reconstruct(prepared, plan, samples, threads=threads)
+        prepared, report = reconstruct(prepared, plan, samples, threads=threads, progress=progress)
         steps.append(report)
         plan = make_plan(Graph(prepared), ranges, config)
     chosen = improve.adaround or improve.reconstruct

@@ -267,3 +267,14 @@ def _wide() -> Any:
     model = normalize(classifier())
     names = activation_tensors_to_calibrate(Graph(model), QuantConfig())
     return {name: (-8.0, 8.0) for name in names}
+
+
+def test_progress_counts_the_layers_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    data = images(16, seed=1)
+    model, plan, _ = _planned(classifier(seed=3), data)
+    options = ReconstructOptions(samples=8, rows_per_sample=16)
+    quiet, _ = reconstruct(model, plan, {"input": data}, options)
+    shown, _ = reconstruct(model, plan, {"input": data}, options, progress=True)
+    assert quiet.SerializeToString() == shown.SerializeToString()
+    err = capsys.readouterr().err
+    assert "reconstructing" in err and "3/3" in err

@@ -23,15 +23,6 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from eightbit.analysis.metrics import sqnr_db
 from eightbit.calibrate import open_data
@@ -41,6 +32,7 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, with_outputs
 from eightbit.improve.adaround_layer import AdaRoundOptions, LayerProblem, solve_layer
 from eightbit.improve.adaround_rows import LayerShape, group_bounds, layer_of, stored_weights
+from eightbit.improve.progress import layer_progress
 from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.plan import QuantPlan
 from eightbit.quant import dequantize_values, quantize_values
@@ -92,7 +84,8 @@ def adaround(
     kept_nearest: list[str] = []
     pools: list[int] = []
     shortened = 0
-    with _torch_threads(threads), _layer_progress(len(layers), progress) as advance:
+    bar = layer_progress(len(layers), progress, "learned rounding")
+    with _torch_threads(threads), bar as advance:
         for index, layer in enumerate(layers):
             params = plan.tensors[layer.weight]
             problem = _problem(graph, current, plan, layer, batches, index, options, threads)
@@ -382,22 +375,3 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-@contextlib.contextmanager
-def _layer_progress(total: int, show: bool) -> Iterator[Any]:
-    """Yield ``advance(layer name)``; a bar in layers on stderr when ``show``."""
-    if not show:
-        yield lambda name: None
-        return
-    columns = (
-        TextColumn("learned rounding"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[layer]}"),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task("learned rounding", total=total, layer="")
-        yield lambda name: bar.update(task, advance=1, layer=name)

@@ -31,6 +31,7 @@ from eightbit.improve.adaround import (  # shared machinery of the layer-wise st
     _read_samples,
 )
 from eightbit.improve.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.progress import layer_progress
 from eightbit.improve.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
 from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.plan import QuantPlan
@@ -79,13 +80,15 @@ def reconstruct(
     options: ReconstructOptions | None = None,
     *,
     threads: int | None = None,
+    progress: bool = False,
 ) -> tuple[onnx.ModelProto, StepReport]:
     """A copy of the normalized float ``model`` with reconstructed weights and biases.
 
     ``plan`` is the plan of ``model`` (its weight scales are kept: every channel's largest
     weight keeps its integer, R.2); ``data`` calibration samples. The report gives, per
     layer, the row SQNR with nearest rounding and after (never lower), and the first
-    output's SQNR on the same samples before and after.
+    output's SQNR on the same samples before and after. ``progress``: a bar in layers on
+    stderr.
     """
     options = ReconstructOptions() if options is None else options
     if not isinstance(options, ReconstructOptions):
@@ -98,27 +101,31 @@ def reconstruct(
     edit = ModelEdit(model)
     gains: list[LayerGain] = []
     kept_nearest: list[str] = []
-    for layer in layers:
-        sums = _layer_sums(
-            edit.model, plan, layer, batches, rows[layer.node], graph, options.keep, threads
-        )
-        weight = np.asarray(graph.initializers[layer.weight], np.float32)
-        params = plan.tensors[layer.weight]
-        bound, largest = group_bounds(layer, weight, params)
-        canonical = layer.canonical(weight)
-        grid = LayerGrid(
-            scale=layer.canonical_scale(params),
-            bound=bound,
-            pinned=np.where(np.abs(canonical) == largest, np.sign(canonical), 0).astype(np.int64),
-        )
-        solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
-        node = graph.node(layer.node)
-        edit.set(node.name, 1, stored_weights(layer, solution.q, params, largest, bound), "w")
-        if layer.bias is not None:
-            edit.set(node.name, 2, solution.bias.reshape(-1).astype(np.float32), "b")
-        gains.append(LayerGain(layer.node, solution.nearest_db, solution.db))
-        if not solution.reconstructed:
-            kept_nearest.append(layer.node)
+    with layer_progress(len(layers), progress, "reconstructing") as advance:
+        for layer in layers:
+            sums = _layer_sums(
+                edit.model, plan, layer, batches, rows[layer.node], graph, options.keep, threads
+            )
+            weight = np.asarray(graph.initializers[layer.weight], np.float32)
+            params = plan.tensors[layer.weight]
+            bound, largest = group_bounds(layer, weight, params)
+            canonical = layer.canonical(weight)
+            grid = LayerGrid(
+                scale=layer.canonical_scale(params),
+                bound=bound,
+                pinned=np.where(np.abs(canonical) == largest, np.sign(canonical), 0).astype(
+                    np.int64
+                ),
+            )
+            solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
+            node = graph.node(layer.node)
+            edit.set(node.name, 1, stored_weights(layer, solution.q, params, largest, bound), "w")
+            if layer.bias is not None:
+                edit.set(node.name, 2, solution.bias.reshape(-1).astype(np.float32), "b")
+            gains.append(LayerGain(layer.node, solution.nearest_db, solution.db))
+            if not solution.reconstructed:
+                kept_nearest.append(layer.node)
+            advance(layer.node)
     samples = sum(_count(batch) for batch in batches)
     before, after = _output_sqnr(model, edit.model, plan, batches, threads)
     notes = [
