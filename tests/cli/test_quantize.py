@@ -183,3 +183,21 @@ def test_bad_step_options_exit_2(
     assert code == 2, text
     assert message in text and "Traceback" not in text
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flag", "moved"), [((), 1), (("--no-space-to-depth",), 0)])
+def test_space_to_depth_stem_is_on_by_default_and_can_be_turned_off(
+    tmp_path: Path, flag: tuple[str, ...], moved: int
+) -> None:
+    from tests.graph.test_stem import stem_model
+
+    model_path, data_path = tmp_path / "stem.onnx", tmp_path / "data.npy"
+    save_model(stem_model(size=(32, 32)), model_path)
+    np.save(data_path, np.random.default_rng(0).standard_normal((16, 3, 32, 32), np.float32))
+    out = tmp_path / "int8.onnx"
+    code, text = _run("quantize", str(model_path), "-d", str(data_path), "-o", str(out), *flag)
+    assert code == 0, text
+    ops = [node.op_type for node in onnx.load(str(out)).graph.node]
+    assert ops.count("SpaceToDepth") == moved
+    plan = json.loads((tmp_path / "int8.plan.json").read_text())
+    assert ("space_to_depth_stem" in [step["name"] for step in plan["steps"]]) == bool(moved)
