@@ -1,8 +1,10 @@
 """The float and int8 models of an analysis, loaded and checked against each other.
 
 The float model is normalized (as ``eightbit quantize`` does before quantizing), so its
-tensor names are those of the graph that was quantized. The two models must take the
-same inputs and give the same outputs. eightbit's plan, when it lies beside the int8
+tensor names are those of the graph that was quantized; when the int8 model's stem reads a
+SpaceToDepth (docs/numerics.md §Q11), the float model is compared in that form too, and the
+int8 model is read with its integer moves back between DQ and Q. The two models must take
+the same inputs and give the same outputs. eightbit's plan, when it lies beside the int8
 model as ``<stem>.plan.json``, supplies fallback reasons and decisions.
 """
 
@@ -19,7 +21,9 @@ import onnx
 
 from eightbit.analysis.qdq import QdqModel, read_qdq
 from eightbit.errors import ModelError
+from eightbit.export import integer_moves
 from eightbit.graph import Graph, TensorInfo, load_model, normalize
+from eightbit.graph.stem import space_to_depth_stems
 from eightbit.plan import QuantPlan, plan_path_for
 
 ModelLike = str | os.PathLike[str] | onnx.ModelProto
@@ -33,6 +37,9 @@ DataLike: TypeAlias = (
 
 @dataclass(frozen=True)
 class ModelPair:
+    """The two models as analysed (``float_model``, ``int8_model``: the same structure) and
+    as deployed (``deployed_float``, ``deployed_int8``: what latency is measured on)."""
+
     float_model: onnx.ModelProto
     int8_model: onnx.ModelProto
     float_graph: Graph
@@ -41,6 +48,8 @@ class ModelPair:
     plan: QuantPlan | None
     float_path: Path | None
     int8_path: Path | None
+    deployed_float: onnx.ModelProto
+    deployed_int8: onnx.ModelProto
 
 
 def load_pair(
@@ -57,8 +66,10 @@ def load_pair(
     """
     float_path = None if isinstance(float_model, onnx.ModelProto) else Path(float_model)
     int8_path = None if isinstance(int8_model, onnx.ModelProto) else Path(int8_model)
-    normalized = normalize(load_model(float_model))
-    quantized = load_model(int8_model)
+    deployed_float = normalize(load_model(float_model))
+    deployed_int8 = load_model(int8_model)
+    quantized = integer_moves.expand(deployed_int8)
+    normalized = _same_stems(deployed_float, quantized)
     float_graph, int8_graph = Graph(normalized), Graph(quantized)
     _check_interfaces(float_graph, int8_graph)
     qdq = read_qdq(int8_graph, float_graph)
@@ -72,8 +83,28 @@ def load_pair(
     if plan is not None and not isinstance(plan, QuantPlan):
         plan = QuantPlan.load(plan)
     return ModelPair(
-        normalized, quantized, float_graph, int8_graph, qdq, plan, float_path, int8_path
+        normalized,
+        quantized,
+        float_graph,
+        int8_graph,
+        qdq,
+        plan,
+        float_path,
+        int8_path,
+        deployed_float,
+        deployed_int8,
     )
+
+
+def _same_stems(float_model: onnx.ModelProto, int8_model: onnx.ModelProto) -> onnx.ModelProto:
+    """``float_model`` with the space-to-depth stems of ``int8_model`` (the same rewrite
+    ``quantize`` made), or as it is when the int8 model has none."""
+    if not any(node.op_type == "SpaceToDepth" for node in int8_model.graph.node):
+        return float_model
+    if any(node.op_type == "SpaceToDepth" for node in float_model.graph.node):
+        return float_model
+    rewritten, _ = space_to_depth_stems(float_model)
+    return rewritten
 
 
 def _check_interfaces(float_graph: Graph, int8_graph: Graph) -> None:

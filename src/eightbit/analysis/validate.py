@@ -146,7 +146,7 @@ def validate_pair(
     if latency_runs:
         batch = _fixed_batch(pair) or 1
         feed = {name: array[:batch] for name, array in measured.first_batch.items()}
-        latency = measure_latency(pair.float_model, pair.int8_model, feed, runs=latency_runs)
+        latency = measure_latency(pair.deployed_float, pair.deployed_int8, feed, runs=latency_runs)
     return ValidationResult(
         samples=measured.samples,
         outputs=measured.outputs,
