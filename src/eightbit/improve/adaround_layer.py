@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from eightbit.analysis.metrics import sqnr_from_sums
 from eightbit.errors import ConfigError
+from eightbit.improve.row_errors import RowErrors
 
 # Rectified sigmoid stretch (eq. R.4): h reaches exactly 0 and 1.
 ZETA = 1.1
@@ -127,7 +127,7 @@ class LayerProblem:
 
 
 @dataclass(frozen=True, eq=False)
-class LayerSolution:
+class LayerSolution(RowErrors):
     """The integers chosen for one layer and what they cost (§R.5).
 
     ``q`` [G, C, K] int64; ``learned`` is False when nearest rounding was kept because the
@@ -142,14 +142,6 @@ class LayerSolution:
     learned: bool
     iterations: int
     seconds: float
-
-    @property
-    def nearest_db(self) -> float:
-        return sqnr_from_sums(self.signal, self.nearest_error)
-
-    @property
-    def db(self) -> float:
-        return sqnr_from_sums(self.signal, self.error)
 
 
 def grid_of(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eightbit.analysis.metrics import sqnr_from_sums
+from eightbit.improve.row_errors import RowErrors
 
 
 @dataclass(eq=False)
@@ -81,7 +81,7 @@ class LayerGrid:
 
 
 @dataclass(frozen=True, eq=False)
-class LayerSolution:
+class LayerSolution(RowErrors):
     """Integers [G, C, K], float bias [G, C], and the row errors of eq. I.13."""
 
     q: np.ndarray
@@ -90,14 +90,6 @@ class LayerSolution:
     error: float
     signal: float
     reconstructed: bool
-
-    @property
-    def nearest_db(self) -> float:
-        return sqnr_from_sums(self.signal, self.nearest_error)
-
-    @property
-    def db(self) -> float:
-        return sqnr_from_sums(self.signal, self.error)
 
 
 def nearest(weight: np.ndarray, grid: LayerGrid) -> np.ndarray:
