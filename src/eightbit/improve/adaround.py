@@ -17,33 +17,34 @@ import importlib.util
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from eightbit.analysis.metrics import sqnr_db
-from eightbit.calibrate import open_data
 from eightbit.calibrate.data import Batch, DataLike
-from eightbit.errors import ConfigError, DataError
-from eightbit.export import to_qdq
-from eightbit.graph import Graph, make_session, with_outputs
+from eightbit.errors import ConfigError
+from eightbit.graph import Graph
 from eightbit.improve.adaround_layer import AdaRoundOptions, LayerProblem, solve_layer
-from eightbit.improve.adaround_rows import LayerShape, group_bounds, layer_of, stored_weights
+from eightbit.improve.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.layerwise import (
+    Reader,
+    output_sqnr,
+    quantized_reader,
+    read_step_samples,
+    weight_layers,
+)
 from eightbit.improve.progress import layer_progress
 from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.plan import QuantPlan
-from eightbit.quant import dequantize_values, quantize_values
 
 __all__ = ["AdaRoundOptions", "adaround", "require_torch", "with_float_weights"]
 
 log = logging.getLogger("eightbit.improve")
 
 NO_TORCH = "learned rounding (--adaround) needs PyTorch: pip install 'eightbit[torch]'"
-ROUNDED_OPS = ("Conv", "Gemm", "MatMul")
-_READ_BATCH = 16
 
 
 def require_torch() -> None:
@@ -76,9 +77,9 @@ def adaround(
         raise ConfigError(f"'options' must be AdaRoundOptions (got {type(options).__name__})")
     started = time.perf_counter()
     graph = Graph(model)
-    batches = _read_samples(data, graph, options.samples)
+    batches = read_step_samples(data, graph, options.samples)
     samples = sum(_rows(batch) for batch in batches)
-    layers, skipped = _layers(graph, plan)
+    layers, skipped = weight_layers(graph, plan)
     current = _copy(model)
     gains: list[LayerGain] = []
     kept_nearest: list[str] = []
@@ -109,7 +110,7 @@ def adaround(
                 kept_nearest.append(layer.node)
             shortened += solution.iterations < options.iterations
             advance(layer.node)
-    before, after = _output_sqnr(model, current, plan, batches, threads)
+    before, after = output_sqnr(model, current, plan, batches, threads)
     notes = _notes(pools, kept_nearest, skipped, shortened, samples, options)
     report = StepReport(
         name="adaround",
@@ -146,23 +147,6 @@ def with_float_weights(
     return result
 
 
-def _layers(graph: Graph, plan: QuantPlan) -> tuple[list[LayerShape], list[tuple[str, str]]]:
-    """The layers learned rounding optimizes, and the quantized ones it leaves, with why."""
-    quantized = {decision.name for decision in plan.quantized_nodes()}
-    layers, skipped = [], []
-    for node in graph.nodes:
-        if node.name not in quantized or node.op_type not in ROUNDED_OPS:
-            continue
-        found = layer_of(graph, node, plan)
-        if isinstance(found, str):
-            # A MatMul of two activations has no weight to round: nothing to report.
-            if node.op_type != "MatMul" or node.inputs[1] in graph.initializers:
-                skipped.append((node.name, found))
-        else:
-            layers.append(found)
-    return layers, skipped
-
-
 def _problem(
     graph: Graph,
     current: onnx.ModelProto,
@@ -182,8 +166,8 @@ def _problem(
     canonical = layer.canonical(weight)
     bias = None if layer.bias is None else np.asarray(graph.initializers[layer.bias])
     canonical_bias = layer.canonical_bias(bias)
-    read_float = _Reader(graph.model, layer.input, threads)
-    read_quantized = _quantized_reader(current, plan, layer.input, threads)
+    read_float = Reader(graph.model, layer.input, threads)
+    read_quantized = quantized_reader(current, plan, layer.input, threads)
     rng = np.random.default_rng([options.seed, index])
     per_sample = math.ceil(options.rows / sum(_rows(batch) for batch in batches))
     inputs, targets = [], []
@@ -219,101 +203,6 @@ def _outputs(
     if clamp is not None:
         grouped = np.clip(grouped, *clamp)
     return np.transpose(grouped, (1, 0, 2)).astype(np.float32)
-
-
-class _Reader:
-    """Reads one tensor of a model for a batch: a graph input directly, else by running it."""
-
-    def __init__(self, model: onnx.ModelProto, tensor: str, threads: int | None) -> None:
-        self.tensor = tensor
-        self.session = None
-        if tensor not in {value.name for value in model.graph.input}:
-            self.session = make_session(_upstream(model, tensor), threads=threads, lean=True)
-
-    def __call__(self, batch: Batch) -> np.ndarray:
-        if self.session is None:
-            return np.asarray(batch[self.tensor])
-        return np.asarray(self.session.run([self.tensor], dict(batch))[0])
-
-
-def _quantized_reader(
-    model: onnx.ModelProto, plan: QuantPlan, tensor: str, threads: int | None
-) -> Callable[[Batch], np.ndarray]:
-    """The layer's input as the QDQ model of ``model`` computes it (its DequantizeLinear).
-
-    A quantized graph input is fake-quantized here (eq. A.0): to_qdq renames its readers.
-    """
-    inputs = {value.name for value in model.graph.input}
-    if tensor in inputs:
-        params = plan.tensors.get(tensor)
-
-        def fake_quantized(batch: Batch) -> np.ndarray:
-            values = np.asarray(batch[tensor])
-            if params is None:
-                return values
-            return dequantize_values(quantize_values(values, params), params)
-
-        return fake_quantized
-    return _Reader(to_qdq(model, plan), tensor, threads)
-
-
-def _upstream(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
-    """``model`` cut down to the nodes ``tensor`` depends on, with ``tensor`` as its output.
-
-    ONNX Runtime runs every node whatever outputs are asked for, so early layers would pay
-    for the whole network. Models with subgraphs (If, Loop) are not cut: their nodes read
-    names that the inputs lists do not show.
-    """
-    exposed = with_outputs(model, [tensor])
-    graph = exposed.graph
-    outputs = [value for value in graph.output if value.name == tensor]
-    graph.ClearField("output")
-    graph.output.extend(outputs)
-    if any(a.g.node or a.graphs for node in graph.node for a in node.attribute):
-        return exposed
-    needed = {tensor}
-    kept = []
-    for node in reversed(graph.node):
-        if any(name in needed for name in node.output if name):
-            kept.append(node)
-            needed.update(name for name in node.input if name)
-    kept.reverse()
-    initializers = [t for t in graph.initializer if t.name in needed]
-    graph.ClearField("node")
-    graph.node.extend(kept)
-    graph.ClearField("initializer")
-    graph.initializer.extend(initializers)
-    return exposed
-
-
-def _read_samples(data: DataLike, graph: Graph, samples: int) -> list[Batch]:
-    """The first ``samples`` samples of ``data``, kept in memory: every layer reads them."""
-    source = open_data(data, graph.inputs, batch_size=_READ_BATCH, limit=samples)
-    batches = [dict(batch) for batch in source]
-    if not batches:
-        raise DataError("learned rounding got no calibration samples; check the data")
-    return batches
-
-
-def _output_sqnr(
-    model: onnx.ModelProto,
-    rounded: onnx.ModelProto,
-    plan: QuantPlan,
-    batches: Sequence[Batch],
-    threads: int | None,
-) -> tuple[float, float]:
-    """SQNR of the first output, nearest vs learned rounding, on the step's samples."""
-    name = model.graph.output[0].name
-    sessions = [
-        make_session(candidate, threads=threads)
-        for candidate in (model, to_qdq(model, plan), to_qdq(rounded, plan))
-    ]
-    outputs: list[list[np.ndarray]] = [[], [], []]
-    for batch in batches:
-        for collected, session in zip(outputs, sessions, strict=True):
-            collected.append(np.asarray(session.run([name], dict(batch))[0]))
-    reference, nearest, learned = (np.concatenate(values) for values in outputs)
-    return sqnr_db(reference, nearest), sqnr_db(reference, learned)
 
 
 def _notes(

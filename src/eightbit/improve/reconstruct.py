@@ -24,13 +24,13 @@ from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, make_session, with_outputs
 from eightbit.improve._onnx import ModelEdit
-from eightbit.improve.adaround import (  # shared machinery of the layer-wise steps
-    _layers,
-    _output_sqnr,
-    _quantized_reader,
-    _read_samples,
-)
 from eightbit.improve.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.layerwise import (
+    output_sqnr,
+    quantized_reader,
+    read_step_samples,
+    weight_layers,
+)
 from eightbit.improve.progress import layer_progress
 from eightbit.improve.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
 from eightbit.improve.steps import LayerGain, StepReport
@@ -95,8 +95,8 @@ def reconstruct(
         raise ConfigError(f"'options' must be ReconstructOptions (got {type(options).__name__})")
     started = time.perf_counter()
     graph = Graph(model)
-    batches = _split(_read_samples(data, graph, options.samples), _FLOAT_BATCH)
-    layers, skipped = _layers(graph, plan)
+    batches = _split(read_step_samples(data, graph, options.samples), _FLOAT_BATCH)
+    layers, skipped = weight_layers(graph, plan)
     rows = _float_rows(graph, layers, batches, options, threads)
     edit = ModelEdit(model)
     gains: list[LayerGain] = []
@@ -127,7 +127,7 @@ def reconstruct(
                 kept_nearest.append(layer.node)
             advance(layer.node)
     samples = sum(_count(batch) for batch in batches)
-    before, after = _output_sqnr(model, edit.model, plan, batches, threads)
+    before, after = output_sqnr(model, edit.model, plan, batches, threads)
     notes = [
         f"{len(layers)} layer(s) reconstructed from {samples} sample(s), up to "
         f"{options.rows_per_sample} rows per sample, {options.keep:.0%} of rows kept, "
@@ -209,7 +209,7 @@ def _layer_sums(
     """The layer's normal equations over its kept rows (eqs. I.11, I.10)."""
     weight = layer.canonical(np.asarray(graph.initializers[layer.weight], np.float32))
     bias = _bias(graph, layer)
-    read = _quantized_reader(current, plan, layer.input, threads)
+    read = quantized_reader(current, plan, layer.input, threads)
     sums = LayerSums.zeros(*weight.shape)
     for batch, positions, targets in zip(batches, rows.positions, rows.targets, strict=True):
         inputs = layer.rows(read(batch), positions).astype(np.float32)
