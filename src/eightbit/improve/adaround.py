@@ -33,9 +33,9 @@ from eightbit.improve.layerwise import (
     Reader,
     output_sqnr,
     quantized_reader,
-    read_step_samples,
     weight_layers,
 )
+from eightbit.improve.measure import read_samples
 from eightbit.improve.progress import layer_progress
 from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.plan import QuantPlan
@@ -77,7 +77,7 @@ def adaround(
         raise ConfigError(f"'options' must be AdaRoundOptions (got {type(options).__name__})")
     started = time.perf_counter()
     graph = Graph(model)
-    batches = read_step_samples(data, graph, options.samples)
+    batches = read_samples(data, graph, options.samples)
     samples = sum(_rows(batch) for batch in batches)
     layers, skipped = weight_layers(graph, plan)
     current = _copy(model)

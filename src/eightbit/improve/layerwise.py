@@ -1,6 +1,6 @@
 """What the layer-wise steps (learned rounding, reconstruction) share: the layers they
-choose weights for, the samples they keep, a layer's input as the float or the QDQ network
-computes it, and the output SQNR they report."""
+choose weights for, a layer's input as the float or the QDQ network computes it, and the
+output SQNR they report. Their samples are read by ``measure.read_samples``."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ import numpy as np
 import onnx
 
 from eightbit.analysis.metrics import sqnr_db
-from eightbit.calibrate import open_data
-from eightbit.calibrate.data import Batch, DataLike
-from eightbit.errors import DataError
+from eightbit.calibrate.data import Batch
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, with_outputs
 from eightbit.improve.adaround_rows import LayerShape, layer_of
@@ -20,7 +18,6 @@ from eightbit.plan import QuantPlan
 from eightbit.quant import dequantize_values, quantize_values
 
 ROUNDED_OPS = ("Conv", "Gemm", "MatMul")
-_READ_BATCH = 16
 
 
 def weight_layers(graph: Graph, plan: QuantPlan) -> tuple[list[LayerShape], list[tuple[str, str]]]:
@@ -104,15 +101,6 @@ def upstream(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
     graph.ClearField("initializer")
     graph.initializer.extend(initializers)
     return exposed
-
-
-def read_step_samples(data: DataLike, graph: Graph, samples: int) -> list[Batch]:
-    """The first ``samples`` samples of ``data``, kept in memory: every layer reads them."""
-    source = open_data(data, graph.inputs, batch_size=_READ_BATCH, limit=samples)
-    batches = [dict(batch) for batch in source]
-    if not batches:
-        raise DataError("the layer-wise step got no calibration samples; check the data")
-    return batches
 
 
 def output_sqnr(

@@ -28,9 +28,9 @@ from eightbit.improve.adaround_rows import LayerShape, group_bounds, stored_weig
 from eightbit.improve.layerwise import (
     output_sqnr,
     quantized_reader,
-    read_step_samples,
     weight_layers,
 )
+from eightbit.improve.measure import read_samples
 from eightbit.improve.progress import layer_progress
 from eightbit.improve.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
 from eightbit.improve.steps import LayerGain, StepReport
@@ -95,7 +95,7 @@ def reconstruct(
         raise ConfigError(f"'options' must be ReconstructOptions (got {type(options).__name__})")
     started = time.perf_counter()
     graph = Graph(model)
-    batches = _split(read_step_samples(data, graph, options.samples), _FLOAT_BATCH)
+    batches = _split(read_samples(data, graph, options.samples), _FLOAT_BATCH)
     layers, skipped = weight_layers(graph, plan)
     rows = _float_rows(graph, layers, batches, options, threads)
     edit = ModelEdit(model)
