@@ -40,8 +40,6 @@ MAX_WORK_RATIO = 1.5
 @dataclass(frozen=True)
 class _Geometry:
     stride: int
-    channels: int
-    kernel: tuple[int, int]
     begin: tuple[int, int]  # m: the new Conv's leading pads
     end: tuple[int, int]
     delta: tuple[int, int]
@@ -131,8 +129,6 @@ def _geometry(graph: Graph, node: Node) -> _Geometry | None:
         return None  # the original drops trailing input the new Conv would read
     return _Geometry(
         stride,
-        channels,
-        kernel,
         (begin[0], begin[1]),
         (end[0], end[1]),
         (delta[0], delta[1]),
