@@ -83,12 +83,12 @@ def mobilenet_table(only_tools: set[str] | None = None) -> Table:
             "default figures",
         ],
     )
-    rows: list[tuple[str, str, Result]] = []
+    rows: list[tuple[str, str, Task, Result]] = []
     if not only_tools or "eightbit" in only_tools:
         for preset in _presets():
             print(f"[steps] eightbit {preset} ...", flush=True)
             task = _eightbit(model, images.CALIBRATION_PATH, count, "mobilenet_v2", preset)
-            rows.append(("eightbit", preset, run_in_subprocess(task, timeout=1800)))
+            rows.append(("eightbit", preset, task, run_in_subprocess(task, timeout=1800)))
     if not only_tools or "NNCF" in only_tools:
         for pre in (False, True):
             print(f"[steps] NNCF {'pre-processed' if pre else 'default'} ...", flush=True)
@@ -102,15 +102,16 @@ def mobilenet_table(only_tools: set[str] | None = None) -> Table:
                 preprocess=pre,
                 output=output,
             )
-            rows.append(("NNCF", "default" + " + pre-process" * pre, run_in_subprocess(task)))
+            setting = "default" + " + pre-process" * pre
+            rows.append(("NNCF", setting, task, run_in_subprocess(task)))
     nncf: tuple[float, float] | None = None
     measured: list[tuple[str, str, Result, float, float, float]] = []
-    for tool, setting, result in rows:
+    for tool, setting, task, result in rows:
         if not result.ok:
             table.add(tool, setting, "failed", None, None, None, None, None, None)
             table.notes.append(f"{tool} {setting}: {result.error}")
             continue
-        output = Path(WORK / Path(_output_name(tool, setting)).name)
+        output = Path(task.output)
         logits = metrics.run_batches(output, evaluation, threads=EVAL_THREADS)
         int8_ms, fp32_ms = metrics.interleaved_latency_ms(
             [output, model], np.asarray(evaluation[:1])
@@ -135,12 +136,6 @@ def mobilenet_table(only_tools: set[str] | None = None) -> Table:
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "no"
-
-
-def _output_name(tool: str, setting: str) -> str:
-    if tool == "eightbit":
-        return f"mobilenet_v2_{setting}.onnx"
-    return f"mobilenet_v2_nncf{'_pre' if 'pre-process' in setting else ''}.onnx"
 
 
 def _mnist_data() -> tuple[np.ndarray, np.ndarray]:
@@ -182,14 +177,13 @@ def other_models_table() -> Table:
         reference = metrics.run_batches(model, evaluation, threads=EVAL_THREADS)
         for preset in ("fast", "default"):
             print(f"[steps] {name} {preset} ...", flush=True)
-            result = run_in_subprocess(_eightbit(model, data, count, tag, preset))
+            task = _eightbit(model, data, count, tag, preset)
+            result = run_in_subprocess(task)
             if not result.ok:
                 table.add(name, preset, "failed", None, None, None)
                 table.notes.append(f"{name} {preset}: {result.error}")
                 continue
-            logits = metrics.run_batches(
-                WORK / f"{tag}_{preset}.onnx", evaluation, threads=EVAL_THREADS
-            )
+            logits = metrics.run_batches(task.output, evaluation, threads=EVAL_THREADS)
             table.add(
                 name,
                 preset,
