@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from eightbit.calibrate import CalibrationConfig, calibrate
+from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize, save_model
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
@@ -73,10 +73,10 @@ class Quantized:
     qdq: onnx.ModelProto
 
 
-def quantize(
+def planned(
     model: onnx.ModelProto, data: np.ndarray, config: QuantConfig | None = None
-) -> Quantized:
-    """normalize -> calibrate (min/max) -> make_plan -> to_qdq."""
+) -> tuple[onnx.ModelProto, QuantPlan, Ranges]:
+    """normalize -> calibrate (min/max) -> make_plan: the normalized model, plan, ranges."""
     config = config or QuantConfig()
     normalized = normalize(model)
     graph = Graph(normalized)
@@ -87,7 +87,14 @@ def quantize(
         tensors=activation_tensors_to_calibrate(graph, config),
         normalized=True,
     )
-    plan = make_plan(graph, ranges, config)
+    return normalized, make_plan(graph, ranges, config), ranges
+
+
+def quantize(
+    model: onnx.ModelProto, data: np.ndarray, config: QuantConfig | None = None
+) -> Quantized:
+    """normalize -> calibrate (min/max) -> make_plan -> to_qdq."""
+    normalized, plan, _ = planned(model, data, config)
     return Quantized(normalized, plan, to_qdq(normalized, plan))
 
 

@@ -13,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
@@ -27,7 +26,7 @@ from eightbit.improve.adaround_layer import (
 from eightbit.improve.adaround_rows import LayerShape, group_bounds, layer_of, stored_weights
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig, quantize_values, weight_params
-from tests.analysis.helpers import classifier, images
+from tests.analysis.helpers import classifier, images, planned
 
 torch = pytest.importorskip("torch")
 
@@ -297,18 +296,8 @@ def _layer(model: onnx.ModelProto) -> LayerShape:
 
 @pytest.fixture(scope="module")
 def rounded() -> tuple[onnx.ModelProto, object, onnx.ModelProto, object, object]:
-    model = normalize(classifier(seed=3))
-    graph = Graph(model)
-    config = QuantConfig(exclude=("conv1",))
     data = images(48, seed=4)
-    ranges = calibrate(
-        model,
-        {"input": data},
-        CalibrationConfig(method="minmax"),
-        tensors=activation_tensors_to_calibrate(graph, config),
-        normalized=True,
-    )
-    plan = make_plan(graph, ranges, config)
+    model, plan, ranges = planned(classifier(seed=3), data, QuantConfig(exclude=("conv1",)))
     result, report = adaround(model, plan, {"input": data}, FAST)
     return model, plan, result, report, ranges
 

@@ -7,12 +7,10 @@ import math
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
@@ -30,7 +28,7 @@ from eightbit.improve.reconstruct_layer import (
 from eightbit.pipeline import quantize
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig, quantize_values
-from tests.analysis.helpers import classifier, images
+from tests.analysis.helpers import classifier, images, planned
 
 # --- Oracles ----------------------------------------------------------------------------
 
@@ -207,23 +205,9 @@ def test_options_are_checked(field: str, value: object) -> None:
 # --- The step on a model ---------------------------------------------------------------------
 
 
-def _planned(model: onnx.ModelProto, data: np.ndarray):  # type: ignore[no-untyped-def]
-    model = normalize(model)
-    config = QuantConfig()
-    graph = Graph(model)
-    ranges = calibrate(
-        model,
-        {"input": data},
-        CalibrationConfig(method="minmax"),
-        tensors=activation_tensors_to_calibrate(graph, config),
-        normalized=True,
-    )
-    return model, make_plan(graph, ranges, config), ranges
-
-
 def test_step_keeps_the_plan_is_deterministic_and_reports_layers() -> None:
     data = images(24, seed=1)
-    model, plan, ranges = _planned(classifier(seed=3), data)
+    model, plan, ranges = planned(classifier(seed=3), data)
     options = ReconstructOptions(samples=16, rows_per_sample=32)
     first, report = reconstruct(model, plan, {"input": data}, options)
     second, _ = reconstruct(model, plan, {"input": data}, options)
@@ -271,7 +255,7 @@ def _wide() -> Any:
 
 def test_progress_counts_the_layers_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     data = images(16, seed=1)
-    model, plan, _ = _planned(classifier(seed=3), data)
+    model, plan, _ = planned(classifier(seed=3), data)
     options = ReconstructOptions(samples=8, rows_per_sample=16)
     quiet, _ = reconstruct(model, plan, {"input": data}, options)
     shown, _ = reconstruct(model, plan, {"input": data}, options, progress=True)
