@@ -86,6 +86,18 @@ def test_exclude_and_op_types_keep_nodes_in_float() -> None:
     assert "not selected ('op_types')" in (plan.decision("pool").reason or "")
 
 
+def test_a_clamp_after_a_float_node_stays_float_and_its_readers_get_its_own_range() -> None:
+    """Excluded Conv -> Relu -> pool: quantized, the Relu would share the Conv's signed range."""
+    plan = _plan(fixtures.conv_bn_relu(), QuantConfig(exclude=("conv",)))
+    assert not plan.decision("relu").quantized
+    assert "float node" in (plan.decision("relu").reason or "")
+    assert "bn_out" not in plan.tensors  # the pre-activation stays float
+    relu_out = plan.tensors["relu_out"]  # the pool's input: calibrated after the clamp
+    assert relu_out.dtype == "uint8" and relu_out.zero_point == 0
+    # After a quantized producer the clamp is folded, as before.
+    assert _plan(fixtures.conv_bn_relu()).decision("relu").fused_into == "conv"
+
+
 def test_layout_ops_are_quantized_only_next_to_quantized_nodes() -> None:
     """input -> Transpose -> Conv: quantized (feeds Conv); Conv -> Softmax -> Reshape: float."""
     nodes = [

@@ -170,26 +170,38 @@ def _refuse_shared_constants(graph: Graph, reasons: dict[str, str | None]) -> No
 
 
 def _propagate_value_preserving(graph: Graph, reasons: dict[str, str | None]) -> None:
-    """Quantize a value-preserving op only next to a quantized node (§Q6), to a fixed point."""
+    """Quantize a value-preserving op only next to a quantized node (§Q6), to a fixed point.
+
+    A clamp (Relu, Clip) fed by a node is quantized only when that node is: after a float
+    node it would share the parameters of its input, the whole pre-activation range, while
+    in float its readers quantize its output with its own, narrower range.
+    """
     pending = []
     for node in graph.nodes:
         spec = lookup(node.op_type, node.domain)
         if reasons[node.name] is None and spec is not None and spec.same_as_input:
-            pending.append(node)
-            reasons[node.name] = "its input and its readers are float (int8 would only round)"
+            clamp = spec.clamp_bounds is not None and graph.producer(node.inputs[0]) is not None
+            pending.append((node, clamp))
+            reasons[node.name] = (
+                "its input comes from a float node: it clamps in float and its readers "
+                "quantize its output with its own range"
+                if clamp
+                else "its input and its readers are float (int8 would only round)"
+            )
     changed = True
     while changed:
         changed = False
-        for node in pending:
+        for node, clamp in pending:
             if reasons[node.name] is None:
                 continue
             producer = graph.producer(node.inputs[0])
-            feeds = any(
+            after_quantized = producer is not None and reasons[producer.name] is None
+            feeds = not clamp and any(
                 reasons[reader.name] is None
                 for output in node.outputs
                 for reader in graph.consumers(output)
             )
-            if feeds or (producer is not None and reasons[producer.name] is None):
+            if feeds or after_quantized:
                 reasons[node.name] = None
                 changed = True
 
