@@ -167,6 +167,29 @@ def test_fallback_is_wired_and_restores_float_constants() -> None:
             assert bias == planned[node.input[2]]
 
 
+def test_fallback_decides_before_reconstruction_which_keeps_float_nodes_float() -> None:
+    model = normalize(conv_pair("Relu", spread=20.0))
+    data = {"input": inputs(model, n=40)}
+    improve = ImproveConfig(equalize=False, reconstruct=True, min_sqnr=200.0)
+    result = eightbit.quantize(model, data, improve=improve, check_samples=0)
+    names = [step.name for step in result.plan.steps]
+    # §R.9: the budget is judged on nearest rounding, the weights are learned afterwards.
+    assert names == ["fallback", "reconstruct", "bias_correction"]
+    assert "decided with nearest rounding" in result.plan.steps[0].notes[-1]
+    kept_float = {d.name for d in result.plan.fallbacks()}
+    assert kept_float and set(result.plan.config.exclude) >= kept_float
+    reconstructed = {gain.layer for gain in result.plan.steps[1].layers}
+    assert reconstructed and not reconstructed & kept_float
+    planned = {t.name: t for t in model.graph.initializer}
+    stored = {t.name: t for t in result.model.graph.initializer}
+    float_convs = [
+        n for n in result.model.graph.node if n.name in kept_float and n.op_type == "Conv"
+    ]
+    assert float_convs
+    for node in float_convs:
+        assert stored[node.input[1]] == planned[node.input[1]]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs PyTorch")
 def test_adaround_is_wired() -> None:
     model = normalize(conv_pair("Relu", spread=5.0))

@@ -7,6 +7,9 @@ Each stage is a function from one plain value to the next (docs/numerics.md, DES
     -> to_qdq
     -> fallback
 
+(with learned weights, fallback comes first: it decides on nearest rounding, then the
+weights are learned on its final plan, docs/numerics.md §R.9)
+
 (the improvement steps of ``eightbit.improve`` run as ``ImproveConfig`` says; each adds its
 ``StepReport`` to the plan), then a quick check on samples held back from calibration: top-1
 agreement with the original float model and output SQNR, so a user sees at once whether
@@ -194,35 +197,34 @@ def quantize(
             steps.append(report)
     plan = make_plan(prepared_graph, ranges, config)
     planned = prepared  # the float constants as planned, before rounding and correction
-    if improve.adaround:
+    learned = improve.adaround or improve.reconstruct
+    if improve.fallback and learned:
+        # Fallback decides on nearest rounding; the learned weights come afterwards, on the
+        # final plan (§R.9): learned rounding tunes each layer to the error of the layers
+        # before it, so returning one of those to float afterwards over-compensates.
         assert samples is not None  # _require_steps
-        prepared, report = _adaround(prepared, plan, samples, improve, threads, progress)
-        steps.append(report)
-        plan = make_plan(Graph(prepared), ranges, config)
-    if improve.reconstruct:
-        assert samples is not None  # _require_steps
-        prepared, report = reconstruct(prepared, plan, samples, threads=threads, progress=progress)
-        steps.append(report)
-        plan = make_plan(Graph(prepared), ranges, config)
-    chosen = improve.adaround or improve.reconstruct
+        nearest, nearest_plan = planned, plan
+        if improve.bias_correction is not False:
+            nearest, nearest_plan, _ = _correct_biases(
+                planned, plan, planned, samples, exported, improve, learned=False, threads=threads
+            )
+        _, decided, report = _fallback(
+            float_model, nearest, planned, ranges, config, nearest_plan,
+            to_qdq(nearest, nearest_plan), samples, improve, metric, threads, progress,
+        )  # fmt: skip
+        steps.append(replace(report, notes=(*report.notes, _FALLBACK_FIRST)))
+        plan = make_plan(prepared_graph, ranges, decided.config)
+    prepared, plan, learned_steps = _learned_weights(
+        planned, plan, ranges, samples, improve, threads, progress
+    )
+    steps.extend(learned_steps)
     if improve.bias_correction is not False:
-        # After learned rounding or reconstruction the weights' shifts are chosen, not
-        # accidents (§I.3.1, §I.8): only the output layer is then corrected against the
-        # int8 output.
-        prepared, report = bias_correction(
-            prepared,
-            plan,
-            samples,
-            reference=planned,
-            weight_shifts=not chosen,
-            statistics=batchnorm_statistics(exported) if samples is None else None,
-            keep="always" if improve.bias_correction else "if_better",
-            threads=threads,
+        prepared, plan, report = _correct_biases(
+            prepared, plan, planned, samples, exported, improve, learned=learned, threads=threads
         )
         steps.append(report)
-        plan = rebias(Graph(prepared), plan)
     qdq = to_qdq(prepared, plan)
-    if improve.fallback:
+    if improve.fallback and not learned:
         assert samples is not None  # _require_steps
         qdq, plan, report = _fallback(
             float_model, prepared, planned, ranges, config, plan, qdq, samples, improve,
@@ -301,6 +303,65 @@ def _space_to_depth_stems(model: onnx.ModelProto) -> tuple[onnx.ModelProto, Step
 
 def _skipped(name: str, why: str) -> StepReport:
     return StepReport(name, 0.0, None, None, notes=(f"skipped: {why}",))
+
+
+_FALLBACK_FIRST = (
+    "decided with nearest rounding; the learned weights were then chosen on the final plan "
+    "(the nodes returned to float stay float)"
+)
+
+
+def _learned_weights(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    ranges: Ranges,
+    samples: DataLike | None,
+    improve: ImproveConfig,
+    threads: int | None,
+    progress: bool,
+) -> tuple[onnx.ModelProto, QuantPlan, list[StepReport]]:
+    """Learned rounding or reconstruction of ``model``'s weights, if asked, and the plan of
+    the result (same configuration, same ranges: only the weights and biases moved)."""
+    reports = []
+    if improve.adaround:
+        assert samples is not None  # _require_steps
+        model, report = _adaround(model, plan, samples, improve, threads, progress)
+        reports.append(report)
+    if improve.reconstruct:
+        assert samples is not None  # _require_steps
+        model, report = reconstruct(model, plan, samples, threads=threads, progress=progress)
+        reports.append(report)
+    if reports:
+        plan = make_plan(Graph(model), ranges, plan.config)
+    return model, plan, reports
+
+
+def _correct_biases(
+    model: onnx.ModelProto,
+    plan: QuantPlan,
+    planned: onnx.ModelProto,
+    samples: DataLike | None,
+    exported: onnx.ModelProto,
+    improve: ImproveConfig,
+    *,
+    learned: bool,
+    threads: int | None,
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
+    """Bias correction of ``model`` (weights as ``plan`` rounds them, against ``planned``)."""
+    # After learned rounding or reconstruction the weights' shifts are chosen, not
+    # accidents (§I.3.1, §I.8): only the output layer is then corrected against the
+    # int8 output.
+    corrected, report = bias_correction(
+        model,
+        plan,
+        samples,
+        reference=planned,
+        weight_shifts=not learned,
+        statistics=batchnorm_statistics(exported) if samples is None else None,
+        keep="always" if improve.bias_correction else "if_better",
+        threads=threads,
+    )
+    return corrected, rebias(Graph(corrected), plan), report
 
 
 def _adaround(
