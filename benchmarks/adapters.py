@@ -61,17 +61,20 @@ def eightbit_quantize(
     method: str,
     threads: int,
     preset: str = "default",
+    min_sqnr: float | None = None,
 ) -> list[tuple[str, float]]:
     """Quantize ``model`` to a QDQ ONNX file at ``output`` with eightbit's defaults.
 
     The default ``QuantConfig`` matches the baselines' setting: per-channel int8 weights,
     uint8 affine activations (DESIGN.md "Numerics"). This is the one call users make
     (``eightbit.quantize``), with the quick check off so that every sample calibrates, as
-    the baselines' do. ``preset``: the improvement steps; returns (step, seconds) of each.
+    the baselines' do. ``preset``: the improvement steps; ``min_sqnr``: the fallback
+    budget (``--min-sqnr``), if any. Returns (step, seconds) of each step.
     """
     config = _config(method, calibration.count, calibration.batch_size)
     try:
         import eightbit
+        from eightbit.improve.presets import preset as improve_preset
     except ImportError as exc:
         raise Unavailable(f"eightbit not importable: {exc}") from exc
     result = eightbit.quantize(
@@ -80,7 +83,7 @@ def eightbit_quantize(
         calibration=config,
         check_samples=0,
         threads=threads,
-        improve=preset,
+        improve=improve_preset(preset, min_sqnr=min_sqnr),
     )
     result.save(output)
     return [(step.name, step.seconds) for step in result.plan.steps]
