@@ -75,6 +75,15 @@ def test_a_budget_already_met_changes_nothing(ranges: Ranges) -> None:
     assert builder.calls == []
     assert result.met and result.returned == result.excluded == ()
     assert result.quantized is base
+    # The report says how many samples judged the budget, and how loose an agreement on
+    # that many is: sqrt(max(a (1 - a), 1/n) / n).
+    agreement = result.measured.agreement
+    assert agreement is not None
+    error = np.sqrt(max(agreement * (1 - agreement), 1 / 40) / 40)
+    assert (
+        f"measured on 40 samples (standard error of the agreement: {error:.3f})"
+        in (result.report.notes[1])
+    )
     assert result.report.layers == () and result.ranking == ()
     assert result.cost.parameter_bytes_after == result.cost.parameter_bytes_before
     # Without a base the loop builds it, once, with nothing excluded.

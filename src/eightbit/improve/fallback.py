@@ -261,7 +261,8 @@ def fallback(
     cost = _cost(float_model, first.model, current.model, returned, source, latency_runs)
     notes = (
         f"budget: {budget.describe()}; {message}",
-        f"before: {first_measured.describe()}; after: {measured.describe()}",
+        f"before: {first_measured.describe()}; after: {measured.describe()}; "
+        f"{_sampling(measured, evaluate.samples)}",
         f"returned to float: {', '.join(returned) if returned else 'none'}",
         f"cost: {cost.describe()}",
     )
@@ -371,6 +372,7 @@ class _Evaluator:
         self.output = float_model.graph.output[0].name
         session = make_session(float_model, threads=threads)
         self.reference = [np.asarray(session.run([self.output], b)[0]) for b in source]
+        self.samples = sum(len(reference) for reference in self.reference)
         self.float_score = None
         if metric is not None:
             whole = np.concatenate(self.reference)
@@ -389,6 +391,17 @@ class _Evaluator:
         if self.float_score is not None:
             drop = self.float_score - _score_value(result.custom["budget"])
         return Measured(result.sqnr_db, result.top1_agreement, drop)
+
+
+def _sampling(measured: Measured, samples: int) -> str:
+    """On how many samples the budget was judged, and how far an agreement on that many
+    samples may be from the agreement on other data (one standard error)."""
+    text = f"measured on {samples} samples"
+    if measured.agreement is not None and samples > 0:
+        share = measured.agreement
+        error = math.sqrt(max(share * (1.0 - share), 1.0 / samples) / samples)
+        text += f" (standard error of the agreement: {error:.3f})"
+    return text
 
 
 def _stop_reason(
