@@ -25,7 +25,8 @@ from eightbit.codegen.c import Table, c_type, identifier
 from eightbit.codegen.emit import Context, Layer, emitter_for
 from eightbit.codegen.interface import Interface, Port, analyze
 from eightbit.engine import Program
-from eightbit.engine.kernels.conv import ConvStep, ConvTransposeStep
+from eightbit.engine.kernels.conv import ConvStep
+from eightbit.engine.kernels.conv_transpose import ConvTransposeStep
 from eightbit.engine.kernels.gemm import MatMulStep
 from eightbit.errors import ConfigError, ModelError
 

@@ -21,7 +21,8 @@ from eightbit.codegen.emit.resize import emit_resize
 from eightbit.engine import Step
 from eightbit.engine.kernels.activation import ClampStep, LookupStep
 from eightbit.engine.kernels.concat import ConcatStep
-from eightbit.engine.kernels.conv import ConvStep, ConvTransposeStep
+from eightbit.engine.kernels.conv import ConvStep
+from eightbit.engine.kernels.conv_transpose import ConvTransposeStep
 from eightbit.engine.kernels.elementwise import AddStep, MulStep
 from eightbit.engine.kernels.gemm import MatMulStep
 from eightbit.engine.kernels.layout import LayoutStep

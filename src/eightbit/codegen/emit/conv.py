@@ -28,7 +28,8 @@ from eightbit.codegen.emit.base import (
     tensor_line,
 )
 from eightbit.engine import Step
-from eightbit.engine.kernels.conv import ConvStep, ConvTransposeStep, TransposeGeometry
+from eightbit.engine.kernels.conv import ConvStep
+from eightbit.engine.kernels.conv_transpose import ConvTransposeStep, TransposeGeometry
 from eightbit.engine.kernels.gemm import fits_int32
 from eightbit.errors import ModelError
 
