@@ -99,6 +99,8 @@ def test_an_impossible_budget_stops_before_all_float(ranges: Ranges) -> None:
     assert not result.met
     assert "leave the whole model in float" in result.message
     assert result.message in result.report.notes[0]
+    named = f"returned to float ({len(result.returned)}): {', '.join(result.returned)}"
+    assert named in result.report.notes
     base = builder(frozenset())
     # The base, then one build per node returned, each adding the next node (and its Relu).
     steps = len(result.returned)
@@ -220,3 +222,13 @@ def _float_parameter_bytes(model: onnx.ModelProto, nodes: tuple[str, ...]) -> in
                 if name in graph.initializers
             )
     return total
+
+
+def test_the_report_names_the_first_returned_nodes_and_counts_the_rest() -> None:
+    from eightbit.improve.fallback import _returned_note
+
+    assert _returned_note(()) == "returned to float: none"
+    names = [f"n{i}" for i in range(10)]
+    note = _returned_note(names)
+    assert note.startswith("returned to float (10): n0, n1, n2, n3, n4, n5, n6, n7 and 2 more")
+    assert "n8" not in note

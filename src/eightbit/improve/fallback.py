@@ -263,7 +263,7 @@ def fallback(
         f"budget: {budget.describe()}; {message}",
         f"before: {first_measured.describe()}; after: {measured.describe()}; "
         f"{_sampling(measured, evaluate.samples)}",
-        f"returned to float: {', '.join(returned) if returned else 'none'}",
+        _returned_note(returned),
         f"cost: {cost.describe()}",
     )
     report = StepReport(
@@ -391,6 +391,20 @@ class _Evaluator:
         if self.float_score is not None:
             drop = self.float_score - _score_value(result.custom["budget"])
         return Measured(result.sqnr_db, result.top1_agreement, drop)
+
+
+# The report names this many returned nodes; the plan's step lists every one (its layers).
+_NAMED = 8
+
+
+def _returned_note(returned: Sequence[str]) -> str:
+    if not returned:
+        return "returned to float: none"
+    names = ", ".join(returned[:_NAMED])
+    more = len(returned) - _NAMED
+    if more > 0:
+        names += f" and {more} more (the plan's fallback step lists each with its gain)"
+    return f"returned to float ({len(returned)}): {names}"
 
 
 def _sampling(measured: Measured, samples: int) -> str:
