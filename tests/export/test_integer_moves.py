@@ -41,8 +41,9 @@ def inputs() -> np.ndarray:
 
 
 @pytest.mark.parametrize("scheme", ["affine", "pow2"])
-def test_stem_rewrite_gives_the_same_int8_outputs(scheme, inputs):
-    model = stem_model(size=SIZE)
+@pytest.mark.parametrize(("kernel", "pad"), [(7, 3), (3, 1)])  # ResNet's stem, MobileNetV2's
+def test_stem_rewrite_gives_the_same_int8_outputs(scheme, kernel, pad, inputs):
+    model = stem_model(kernel=kernel, pads=(pad,) * 4, size=SIZE)
     plain, moved = _quantize(model, False, scheme), _quantize(model, True, scheme)
     assert [s.name for s in moved.plan.steps][:1] == ["space_to_depth_stem"]
     np.testing.assert_array_equal(_ort(moved.model, inputs), _ort(plain.model, inputs))
@@ -78,8 +79,9 @@ def test_expand_restores_the_standard_placement_with_the_same_function(inputs):
     ].count("QuantizeLinear")
 
 
-def test_the_integer_engine_runs_the_rewritten_stem_as_onnx_runtime_does(inputs):
-    result = _quantize(stem_model(size=SIZE), True)
+@pytest.mark.parametrize(("kernel", "pad"), [(7, 3), (3, 1)])
+def test_the_integer_engine_runs_the_rewritten_stem_as_onnx_runtime_does(kernel, pad, inputs):
+    result = _quantize(stem_model(kernel=kernel, pads=(pad,) * 4, size=SIZE), True)
     expected = _ort(result.model, inputs)
     got = run_engine(result, inputs, strict_integer=True)
     np.testing.assert_array_equal(next(iter(got.values())), expected)

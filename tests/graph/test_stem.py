@@ -85,6 +85,15 @@ def test_resnet_stem_is_rewritten_with_a_4x4_kernel_on_12_channels():
     assert list(conv.attrs["pads"]) == [2, 2, 1, 1]
 
 
+def test_mobilenet_stem_is_rewritten_with_a_2x2_kernel_on_12_channels():
+    """3x3 stride 2, pads 1: delta 1, k' = 2, 1.78x the multiply-adds (9% faster in ORT)."""
+    rewritten, names = space_to_depth_stems(stem_model(kernel=3, pads=(1, 1, 1, 1)))
+    assert names == ["stem"]
+    conv = Graph(rewritten).node("stem")
+    assert Graph(rewritten).initializers["w"].shape == (8, 12, 2, 2)
+    assert list(conv.attrs["pads"]) == [1, 1, 0, 0]
+
+
 @pytest.mark.parametrize(
     ("why", "kwargs"),
     [
@@ -93,7 +102,7 @@ def test_resnet_stem_is_rewritten_with_a_4x4_kernel_on_12_channels():
         ("kernel not larger than the stride", {"kernel": 2, "pads": (0, 0, 0, 0)}),
         ("grouped", {"channels": 4, "group": 2}),
         ("size not a multiple of the stride", {"size": (31, 32)}),
-        ("3x3 stride 2: 1.78x the multiply-adds", {"kernel": 3, "pads": (1, 1, 1, 1)}),
+        ("11x11 stride 4: 2.1x the multiply-adds", {"kernel": 11, "stride": 4, "pads": (2,) * 4}),
     ],
 )
 def test_convs_where_the_rewrite_does_not_apply_or_pay_are_left_alone(why, kwargs):

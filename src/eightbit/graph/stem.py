@@ -34,7 +34,7 @@ from eightbit.graph.view import Graph, Node
 # Rewrite only when the input has at most this many channels (3: RGB, 1: grey, 4: RGBA)...
 MAX_INPUT_CHANNELS = 4
 # ... and the rewritten kernel does at most this many times the multiply-adds.
-MAX_WORK_RATIO = 1.5
+MAX_WORK_RATIO = 2.0
 
 
 @dataclass(frozen=True)
