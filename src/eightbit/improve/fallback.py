@@ -19,9 +19,7 @@ from typing import Literal, Protocol
 import numpy as np
 import onnx
 
-from eightbit.analysis.latency import median_run_ms
 from eightbit.analysis.layers import rank
-from eightbit.analysis.memory import memory_usage
 from eightbit.analysis.models import DataLike, load_pair
 from eightbit.analysis.outputs import Metric, OutputTally
 from eightbit.analysis.runner import measure, measure_variants
@@ -29,6 +27,7 @@ from eightbit.analysis.variants import without_quantization
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, make_session
+from eightbit.improve.fallback_cost import FallbackCost, fallback_cost
 from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
@@ -125,36 +124,6 @@ class Measured:
         if self.metric_drop is not None:
             parts.append(f"metric drop {self.metric_drop:.4g}")
         return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class FallbackCost:
-    """What the returned nodes cost (§R.9): parameter bytes and int8 latency (ms, 1 thread).
-
-    ``returned_float_bytes``/``returned_int8_bytes``: the returned nodes' parameters as they
-    are now (float) and as they were (int8, int32 biases). Latencies are None when not timed.
-    """
-
-    parameter_bytes_before: int
-    parameter_bytes_after: int
-    returned_float_bytes: int
-    returned_int8_bytes: int
-    int8_ms_before: float | None = None
-    int8_ms_after: float | None = None
-    float_ms: float | None = None
-
-    def describe(self) -> str:
-        text = (
-            f"parameters {self.parameter_bytes_before:,} -> {self.parameter_bytes_after:,} bytes "
-            f"(returned nodes: {self.returned_int8_bytes:,} bytes int8 -> "
-            f"{self.returned_float_bytes:,} bytes float)"
-        )
-        if self.int8_ms_before is not None and self.int8_ms_after is not None:
-            text += f"; int8 latency {self.int8_ms_before:.2f} -> {self.int8_ms_after:.2f} ms"
-            if self.float_ms:
-                ratio = self.int8_ms_after / self.float_ms
-                text += f" (float {self.float_ms:.2f} ms: {ratio:.2f}x)"
-        return text
 
 
 @dataclass(frozen=True)
@@ -258,7 +227,7 @@ def fallback(
         else:
             message = f"the budget holds after returning {len(returned)} node(s) to float"
     met = measured.meets(budget)
-    cost = _cost(float_model, first.model, current.model, returned, source, latency_runs)
+    cost = fallback_cost(float_model, first.model, current.model, returned, source, latency_runs)
     notes = (
         f"budget: {budget.describe()}; {message}",
         f"before: {first_measured.describe()}; after: {measured.describe()}; "
@@ -453,46 +422,6 @@ def _returnable(plan: QuantPlan) -> list[str]:
         if decision.fused_into is None and not (spec is not None and spec.same_as_input):
             returnable.append(decision.name)
     return returnable
-
-
-def _cost(
-    float_model: onnx.ModelProto,
-    before: onnx.ModelProto,
-    after: onnx.ModelProto,
-    returned_nodes: Sequence[str],
-    source: DataSource,
-    latency_runs: int,
-) -> FallbackCost:
-    float_graph = Graph(float_model)
-    usage_before = memory_usage(float_graph, Graph(before))
-    usage_after = memory_usage(float_graph, Graph(after))
-    returned = set(returned_nodes)
-    int8_bytes = sum(layer.int8_bytes for layer in usage_before.layers if layer.node in returned)
-    float_bytes = sum(layer.float_bytes for layer in usage_before.layers if layer.node in returned)
-    timings: list[float | None] = [None, None, None]
-    if latency_runs:
-        feed = _one_sample(source, float_graph)
-        timings = [
-            median_run_ms(model, feed, runs=latency_runs, warmup=2)
-            for model in (before, after, float_model)
-        ]
-    return FallbackCost(
-        parameter_bytes_before=usage_before.int8_bytes,
-        parameter_bytes_after=usage_after.int8_bytes,
-        returned_float_bytes=float_bytes,
-        returned_int8_bytes=int8_bytes,
-        int8_ms_before=timings[0],
-        int8_ms_after=timings[1],
-        float_ms=timings[2],
-    )
-
-
-def _one_sample(source: DataSource, graph: Graph) -> dict[str, np.ndarray]:
-    """One sample (or the model's fixed batch) of the data: latency is timed at batch 1."""
-    batch = next(iter(source))
-    fixed = [i.shape[0] for i in graph.inputs if i.shape and isinstance(i.shape[0], int)]
-    count = fixed[0] if fixed and fixed[0] > 0 else 1
-    return {name: np.ascontiguousarray(values[:count]) for name, values in batch.items()}
 
 
 def _score_value(value: object) -> float:
