@@ -62,14 +62,15 @@ def eightbit_quantize(
     threads: int,
     preset: str = "default",
     min_sqnr: float | None = None,
+    max_latency: float | None = None,
 ) -> list[tuple[str, float]]:
     """Quantize ``model`` to a QDQ ONNX file at ``output`` with eightbit's defaults.
 
     The default ``QuantConfig`` matches the baselines' setting: per-channel int8 weights,
     uint8 affine activations (DESIGN.md "Numerics"). This is the one call users make
     (``eightbit.quantize``), with the quick check off so that every sample calibrates, as
-    the baselines' do. ``preset``: the improvement steps; ``min_sqnr``: the fallback
-    budget (``--min-sqnr``), if any. Returns (step, seconds) of each step.
+    the baselines' do. ``preset``: the improvement steps; ``min_sqnr``/``max_latency``: the
+    fallback budget and its latency cap, if any. Returns (step, seconds) of each step.
     """
     config = _config(method, calibration.count, calibration.batch_size)
     try:
@@ -83,7 +84,7 @@ def eightbit_quantize(
         calibration=config,
         check_samples=0,
         threads=threads,
-        improve=improve_preset(preset, min_sqnr=min_sqnr),
+        improve=improve_preset(preset, min_sqnr=min_sqnr, max_latency=max_latency),
     )
     result.save(output)
     return [(step.name, step.seconds) for step in result.plan.steps]

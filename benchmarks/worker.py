@@ -49,6 +49,7 @@ class Task:
     threads: int = 1
     preset: str = "default"  # eightbit's improvement steps (eightbit_quantize)
     min_sqnr: float | None = None  # eightbit's fallback budget (--min-sqnr), if any
+    max_latency: float | None = None  # and its latency cap (--max-latency), if any
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -120,7 +121,14 @@ def execute(task: Task) -> Result:
         elif task.kind == "eightbit_quantize":
             assert output is not None
             extra["steps"] = adapters.eightbit_quantize(
-                model, output, batches, task.method, task.threads, task.preset, task.min_sqnr
+                model,
+                output,
+                batches,
+                task.method,
+                task.threads,
+                task.preset,
+                task.min_sqnr,
+                task.max_latency,
             )
         elif task.kind == "ort_calibrate":
             baselines.ort_calibrate(model, batches, task.method)

@@ -167,6 +167,18 @@ def test_fallback_is_wired_and_restores_float_constants() -> None:
             assert bias == planned[node.input[2]]
 
 
+def test_fallback_latency_cap_is_wired() -> None:
+    model = normalize(conv_pair("Relu", spread=20.0))
+    data = {"input": inputs(model, n=40)}
+    # No model runs in a millionth of the float latency: nothing may be returned.
+    improve = ImproveConfig(min_sqnr=200.0, max_latency=1e-6)
+    result = eightbit.quantize(model, data, improve=improve, check_samples=0)
+    report = result.plan.steps[-1]
+    assert report.name == "fallback" and report.layers == ()
+    assert "the float latency, above max_latency 1e-06" in report.notes[0]
+    assert not result.plan.fallbacks()
+
+
 def test_fallback_decides_before_reconstruction_which_keeps_float_nodes_float() -> None:
     model = normalize(conv_pair("Relu", spread=20.0))
     data = {"input": inputs(model, n=40)}

@@ -417,7 +417,12 @@ def _fallback(
         new_plan = make_plan(Graph(restored), ranges, kept)
         return _Built(to_qdq(restored, new_plan), new_plan)
 
-    budget = module.Budget(max_drop=improve.max_drop, min_sqnr=improve.min_sqnr, metric=metric)
+    budget = module.Budget(
+        max_drop=improve.max_drop,
+        min_sqnr=improve.min_sqnr,
+        metric=metric,
+        max_latency=improve.max_latency,
+    )
     result = module.fallback(
         float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
         progress=progress,

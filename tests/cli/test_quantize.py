@@ -171,6 +171,8 @@ def test_human_summary_lists_the_steps(model_and_data: tuple[Path, Path], tmp_pa
     [
         (["--adaround-iters", "10"], "--adaround-iters needs --adaround"),
         (["--max-drop", "-1"], "'max_drop' must be a number >= 0"),
+        (["--max-latency", "0.6"], "give 'max_drop' or 'min_sqnr' too"),
+        (["--min-sqnr", "20", "--max-latency", "0"], "'max_latency' must be a ratio > 0"),
         (["--preset", "turbo"], "Invalid value for '--preset'"),
     ],
 )

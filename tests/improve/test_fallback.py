@@ -232,3 +232,75 @@ def test_the_report_names_the_first_returned_nodes_and_counts_the_rest() -> None
     note = _returned_note(names)
     assert note.startswith("returned to float (10): n0, n1, n2, n3, n4, n5, n6, n7 and 2 more")
     assert "n8" not in note
+
+
+class Slow:
+    """A fake latency ratio: 0.5, plus 0.3 when ``slow`` is float, plus 0.01 per other
+    float node, read from the last model the builder made (the one being timed)."""
+
+    def __init__(self, builder: Builder, slow: str, base: float = 0.5) -> None:
+        self.builder, self.slow, self.base = builder, slow, base
+        self.timed: list[float] = []
+
+    def __call__(self, model: onnx.ModelProto) -> float:
+        excluded = self.builder.calls[-1] if self.builder.calls else frozenset()
+        ratio = self.base + 0.01 * len(excluded) + (0.3 if self.slow in excluded else 0.0)
+        self.timed.append(ratio)
+        return ratio
+
+
+def test_a_latency_cap_passes_over_nodes_too_slow_in_float(ranges: Ranges) -> None:
+    builder = Builder(ranges)
+    base = builder(frozenset())
+    order = rank_nodes(builder.model, base, DATA, "own")
+    slow = Slow(builder, slow=order[0])
+    budget = Budget(min_sqnr=500.0, max_latency=0.6)
+    result = fallback(
+        builder.model, builder, DATA, budget, base=base, ranking="own", latency=slow,
+        latency_runs=0,
+    )  # fmt: skip
+    # The most harmful node would make the model 0.8x float: it stays int8, the others go.
+    assert result.passed_over == (order[0],)
+    assert (
+        order[0] not in result.returned and result.returned == order[1 : 1 + len(result.returned)]
+    )
+    assert result.returned
+    assert result.latency_ratio is not None and result.latency_ratio <= 0.6
+    assert not result.met  # 500 dB: no int8 model
+    assert "1 node(s) passed over as too slow in float" in result.report.notes[-1]
+    assert "int8 latency <= 0.6x float" in result.report.notes[0]
+
+
+def test_a_model_already_slower_than_the_cap_returns_nothing(ranges: Ranges) -> None:
+    builder = Builder(ranges)
+    base = builder(frozenset())
+    budget = Budget(min_sqnr=500.0, max_latency=0.4)
+    result = fallback(
+        builder.model, builder, DATA, budget, base=base, latency=Slow(builder, "none"),
+        latency_runs=0,
+    )  # fmt: skip
+    assert result.returned == () and not result.met
+    assert "already runs at 0.500x the float latency" in result.message
+    assert len(builder.calls) == 1  # the base only: nothing was tried
+
+
+def test_the_latency_cap_is_checked_and_needs_a_budget() -> None:
+    from eightbit.improve.presets import ImproveConfig
+
+    for bad in (0.0, -1.0, math.inf):
+        with pytest.raises(ConfigError, match="'max_latency' must be a ratio > 0"):
+            Budget(min_sqnr=20.0, max_latency=bad)
+    with pytest.raises(ConfigError, match="give 'max_drop' or 'min_sqnr' too"):
+        ImproveConfig(max_latency=0.6)
+    assert ImproveConfig(min_sqnr=25.0, max_latency=0.6).max_latency == 0.6
+
+
+def test_latency_ratio_times_the_model_against_the_float_one() -> None:
+    from eightbit.analysis.latency import LatencyRatio
+
+    model = normalize(classifier(seed=3))
+    feed = {"input": images(1, seed=5)}
+    ratio = LatencyRatio(model, feed, runs=3, warmup=1)(model)
+    assert math.isfinite(ratio) and ratio > 0
+    with pytest.raises(ConfigError, match="'runs' must be >= 1"):
+        LatencyRatio(model, feed, runs=0)

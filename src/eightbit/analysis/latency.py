@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,3 +69,53 @@ def measure_latency(
         int8_ms=median_run_ms(int8_model, feed, runs=runs, warmup=warmup),
         runs=runs,
     )
+
+
+def interleaved_medians_ms(
+    models: Sequence[onnx.ModelProto],
+    feed: Mapping[str, np.ndarray],
+    *,
+    runs: int,
+    warmup: int,
+) -> list[float]:
+    """Median milliseconds per run of each model, the models' runs interleaved (one of
+    each, ``runs`` times), so that a change of the machine's load moves all of them."""
+    if runs < 1 or warmup < 0:
+        raise ConfigError(f"'runs' must be >= 1 and 'warmup' >= 0 (got {runs} and {warmup})")
+    sessions = [make_session(model, threads=1) for model in models]
+    inputs = dict(feed)
+    for _ in range(warmup):
+        for session in sessions:
+            session.run(None, inputs)
+    times: list[list[float]] = [[] for _ in sessions]
+    for _ in range(runs):
+        for session, spent in zip(sessions, times, strict=True):
+            start = time.perf_counter()
+            session.run(None, inputs)
+            spent.append(time.perf_counter() - start)
+    return [1000.0 * statistics.median(spent) for spent in times]
+
+
+class LatencyRatio:
+    """int8 latency over float latency, one thread, batch 1: ``ratio(model)`` is the
+    ratio of the medians of ``runs`` runs of ``model`` interleaved with ``runs`` of the
+    float model (``interleaved_medians_ms``)."""
+
+    def __init__(
+        self,
+        float_model: onnx.ModelProto,
+        feed: Mapping[str, np.ndarray],
+        *,
+        runs: int = 30,
+        warmup: int = 3,
+    ) -> None:
+        if runs < 1 or warmup < 0:
+            raise ConfigError(f"'runs' must be >= 1 and 'warmup' >= 0 (got {runs} and {warmup})")
+        self.float_model, self.feed = float_model, dict(feed)
+        self.runs, self.warmup = runs, warmup
+
+    def __call__(self, model: onnx.ModelProto) -> float:
+        int8_ms, float_ms = interleaved_medians_ms(
+            [model, self.float_model], self.feed, runs=self.runs, warmup=self.warmup
+        )
+        return int8_ms / float_ms

@@ -213,6 +213,12 @@ def _write_report(
 @click.option(
     "--min-sqnr", type=float, help="Return layers to float until the output SQNR is this (dB)."
 )
+@click.option(
+    "--max-latency",
+    type=float,
+    help="With --max-drop/--min-sqnr: return no layer whose float version would make the "
+    "model slower than this ratio of the float model's latency (e.g. 0.6).",
+)
 @image_flags
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def quantize_command(
@@ -242,6 +248,7 @@ def quantize_command(
     reconstruct: bool | None,
     max_drop: float | None,
     min_sqnr: float | None,
+    max_latency: float | None,
     as_json: bool,
     **image_values: Any,
 ) -> None:
@@ -263,6 +270,7 @@ def quantize_command(
         reconstruct=reconstruct,
         max_drop=max_drop,
         min_sqnr=min_sqnr,
+        max_latency=max_latency,
     )
     config = QuantConfig(
         scheme=scheme,  # type: ignore[arg-type]

@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 import numpy as np
 import onnx
 
+from eightbit.analysis.latency import LatencyRatio
 from eightbit.analysis.layers import rank
 from eightbit.analysis.models import DataLike, load_pair
 from eightbit.analysis.outputs import Metric, OutputTally
@@ -27,7 +28,7 @@ from eightbit.analysis.variants import without_quantization
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, make_session
-from eightbit.improve.fallback_cost import FallbackCost, fallback_cost
+from eightbit.improve.fallback_cost import FallbackCost, fallback_cost, one_sample
 from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
@@ -59,12 +60,14 @@ class Budget:
     ``max_drop``: largest drop of top-1 agreement (a fraction: 0.01 is one point), or of
     ``metric(float_output, int8_output)`` (higher is better) from ``metric(f, f)`` when a
     metric is given. ``min_sqnr``: smallest SQNR of the first output, in dB. Every given
-    condition must hold.
+    condition must hold. ``max_latency``: the largest int8/float latency ratio the model
+    may reach (one thread, batch 1): a limit on the search, not a goal (R.9).
     """
 
     max_drop: float | None = None
     min_sqnr: float | None = None
     metric: Metric | None = None
+    max_latency: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_drop is None and self.min_sqnr is None:
@@ -84,6 +87,13 @@ class Budget:
                 raise ConfigError(f"'metric' must be callable (got {type(self.metric).__name__})")
             if self.max_drop is None:
                 raise ConfigError("a fallback 'metric' needs 'max_drop', the drop it may take")
+        if self.max_latency is not None and not (
+            _finite(self.max_latency) and self.max_latency > 0
+        ):
+            raise ConfigError(
+                f"'max_latency' must be a ratio > 0 of int8 to float latency (got "
+                f"{self.max_latency!r})"
+            )
 
     def describe(self) -> str:
         parts = []
@@ -92,7 +102,10 @@ class Budget:
             parts.append(f"{what} drop <= {self.max_drop:g}")
         if self.min_sqnr is not None:
             parts.append(f"SQNR >= {self.min_sqnr:g} dB")
-        return " and ".join(parts)
+        text = " and ".join(parts)
+        if self.max_latency is not None:
+            text += f", int8 latency <= {self.max_latency:g}x float"
+        return text
 
 
 @dataclass(frozen=True)
@@ -133,8 +146,10 @@ class FallbackResult:
     ``returned``: the ranked nodes returned to float, in the order they were returned;
     ``excluded``: every node the model keeps in float for it (``returned`` and the Relu/Clip
     each had folded into it), as passed to ``build``. ``met``:
-    whether the budget holds; ``message`` says why it stopped. ``ranking``: every candidate,
-    most harmful first.
+    whether the budget holds (within the latency cap, if any); ``message`` says why it
+    stopped. ``ranking``: every candidate, most harmful first. ``passed_over``: the nodes
+    left in int8 because their return would pass ``max_latency``; ``latency_ratio``: the
+    final model's int8/float latency when a cap was given (else None).
     """
 
     quantized: Built
@@ -146,6 +161,8 @@ class FallbackResult:
     cost: FallbackCost
     report: StepReport
     message: str
+    passed_over: tuple[str, ...] = ()
+    latency_ratio: float | None = None
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -166,10 +183,11 @@ def fallback(
     ranking: Ranking = "build",
     rank_samples: int = 64,
     max_steps: int | None = None,
-    latency_runs: int = 10,
+    latency_runs: int = 30,
     batch_size: int = 16,
     threads: int | None = None,
     progress: bool = False,
+    latency: Callable[[onnx.ModelProto], float] | None = None,
 ) -> FallbackResult:
     """Return nodes of the int8 model to float, most harmful first, until ``budget`` holds.
 
@@ -182,7 +200,9 @@ def fallback(
     what-if models, ``own`` by its activation's own SQNR. ``max_steps`` caps the rebuilds
     of the loop; ``latency_runs``: timed runs per model for the cost (0: none). Stops at
     the first model that meets the budget, or when returning one more node would leave
-    nothing in int8 (then ``met`` is False).
+    nothing in int8 (then ``met`` is False). With ``budget.max_latency``, each model is
+    timed by ``latency`` (its int8/float latency ratio; default ``LatencyRatio``) before it
+    is measured, and a node whose return would pass the cap is passed over.
     """
     _check_options(ranking, rank_samples, max_steps, latency_runs)
     started = time.perf_counter()
@@ -192,12 +212,21 @@ def fallback(
     current = base if base is not None else build(frozenset())
     measured = evaluate(current.model)
     first, first_measured = current, measured
+    if budget.max_latency is not None and latency is None:
+        latency = LatencyRatio(float_model, one_sample(source, graph))
+    ratio = None if latency is None else latency(current.model)
     returned: list[str] = []
+    passed: list[str] = []
     excluded: list[str] = []
     order: tuple[str, ...] = ()
     gains: list[LayerGain] = []
     message = "the budget holds without returning any node to float"
-    if not measured.meets(budget):
+    if ratio is not None and budget.max_latency is not None and ratio > budget.max_latency:
+        message = (
+            f"the int8 model already runs at {ratio:.3f}x the float latency, above "
+            f"max_latency {budget.max_latency:g}: returning nodes to float would only slow it"
+        )
+    elif not measured.meets(budget):
         quantized = _returnable(current.plan)
         # A Relu/Clip folded into a node goes back to float with it: left quantized alone it
         # would share the parameters of its float input's whole range (§R.9).
@@ -213,35 +242,48 @@ def fallback(
             progress=progress,
         )
         while not measured.meets(budget):
-            stop = _stop_reason(order, returned, quantized, max_steps)
+            stop = _stop_reason(order, returned, quantized, max_steps, passed)
             if stop is not None:
                 message = f"budget not met ({measured.describe()}): {stop}"
                 break
-            node = next(n for n in order if n not in returned)
+            node = next(n for n in order if n not in returned and n not in passed)
+            trial = [*excluded, *([node, folded[node]] if node in folded else [node])]
+            candidate = build(frozenset(trial))
+            if latency is not None and budget.max_latency is not None:
+                trial_ratio = latency(candidate.model)
+                if trial_ratio > budget.max_latency:
+                    passed.append(node)  # too slow in float: try the next one
+                    continue
+                ratio = trial_ratio
             returned.append(node)
-            excluded.extend([node, folded[node]] if node in folded else [node])
-            current = build(frozenset(excluded))
+            excluded, current = trial, candidate
             before = measured
             measured = evaluate(current.model)
             gains.append(LayerGain(node, before.sqnr_db, measured.sqnr_db))
         else:
             message = f"the budget holds after returning {len(returned)} node(s) to float"
-    met = measured.meets(budget)
+    within = ratio is None or budget.max_latency is None or ratio <= budget.max_latency
+    met = measured.meets(budget) and within
     cost = fallback_cost(float_model, first.model, current.model, returned, source, latency_runs)
-    notes = (
+    notes = [
         f"budget: {budget.describe()}; {message}",
         f"before: {first_measured.describe()}; after: {measured.describe()}; "
         f"{_sampling(measured, evaluate.samples)}",
         _returned_note(returned),
         f"cost: {cost.describe()}",
-    )
+    ]
+    if budget.max_latency is not None and ratio is not None:
+        notes.append(
+            f"latency cap {budget.max_latency:g}x float: the model runs at {ratio:.3f}x "
+            f"(interleaved medians); {len(passed)} node(s) passed over as too slow in float"
+        )
     report = StepReport(
         name="fallback",
         seconds=time.perf_counter() - started,
         before_db=first_measured.sqnr_db,
         after_db=measured.sqnr_db,
         layers=tuple(gains),
-        notes=notes,
+        notes=tuple(notes),
     )
     return FallbackResult(
         quantized=current,
@@ -253,6 +295,8 @@ def fallback(
         cost=cost,
         report=report,
         message=message,
+        passed_over=tuple(passed),
+        latency_ratio=ratio,
     )
 
 
@@ -388,12 +432,21 @@ def _sampling(measured: Measured, samples: int) -> str:
 
 
 def _stop_reason(
-    order: Sequence[str], returned: Sequence[str], quantized: Iterable[str], max_steps: int | None
+    order: Sequence[str],
+    returned: Sequence[str],
+    quantized: Iterable[str],
+    max_steps: int | None,
+    passed: Sequence[str] = (),
 ) -> str | None:
     """Why the loop cannot return another node, or None when it can."""
-    remaining = [node for node in order if node not in returned]
+    remaining = [node for node in order if node not in returned and node not in passed]
     if max_steps is not None and len(returned) >= max_steps:
         return f"stopped after max_steps={max_steps} node(s) returned to float"
+    if not remaining and passed:
+        return (
+            f"every other ranked node would pass the latency cap in float ({len(passed)} "
+            "passed over); loosen max_latency or the budget"
+        )
     if not remaining:
         return f"every ranked node ({len(order)}) is already float"
     if set(quantized) <= {*returned, remaining[0]}:

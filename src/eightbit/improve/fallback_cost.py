@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from eightbit.analysis.latency import median_run_ms
+from eightbit.analysis.latency import interleaved_medians_ms
 from eightbit.analysis.memory import memory_usage
 from eightbit.calibrate import DataSource
 from eightbit.graph import Graph
@@ -61,10 +61,9 @@ def fallback_cost(
     timings: list[float | None] = [None, None, None]
     if latency_runs:
         feed = one_sample(source, float_graph)
-        timings = [
-            median_run_ms(model, feed, runs=latency_runs, warmup=2)
-            for model in (before, after, float_model)
-        ]
+        timings = list(
+            interleaved_medians_ms([before, after, float_model], feed, runs=latency_runs, warmup=2)
+        )
     return FallbackCost(
         parameter_bytes_before=usage_before.int8_bytes,
         parameter_bytes_after=usage_after.int8_bytes,

@@ -41,6 +41,9 @@ class ImproveConfig:
     - ``max_drop`` / ``min_sqnr``: the accuracy budget for returning layers to float
       (either, both, or neither): the largest drop of top-1 agreement (a fraction, or of
       a user metric when ``quantize`` is given one), the least SQNR (dB) of the first output.
+    - ``max_latency``: the largest int8/float latency ratio (one thread, batch 1) the
+      fallback may reach: a node whose return to float would pass it is left in int8 and
+      the next one tried (§R.9). Needs ``max_drop`` or ``min_sqnr``.
     """
 
     equalize: bool = True
@@ -51,6 +54,7 @@ class ImproveConfig:
     bias_correction: bool | None = None
     max_drop: float | None = None
     min_sqnr: float | None = None
+    max_latency: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("equalize", "refine_ranges", "adaround", "reconstruct"):
@@ -79,6 +83,18 @@ class ImproveConfig:
             _real(self.min_sqnr) and math.isfinite(self.min_sqnr)
         ):
             raise ConfigError(f"'min_sqnr' must be a finite number of dB (got {self.min_sqnr!r})")
+        cap = self.max_latency
+        if cap is not None:
+            if not (_real(cap) and math.isfinite(cap) and cap > 0):
+                raise ConfigError(
+                    f"'max_latency' must be a ratio > 0 of int8 to float latency, e.g. 0.6 "
+                    f"(got {cap!r})"
+                )
+            if not self.fallback:
+                raise ConfigError(
+                    "'max_latency' limits the fallback to float, which runs only for a budget: "
+                    "give 'max_drop' or 'min_sqnr' too"
+                )
 
     @property
     def fallback(self) -> bool:
