@@ -68,7 +68,7 @@ class ImproveConfig:
         if self.adaround and self.reconstruct:
             raise ConfigError(
                 "'adaround' and 'reconstruct' both choose the weights: enable one of them "
-                "(with --preset accurate, add --no-adaround)"
+                "(--adaround or --reconstruct, not both)"
             )
         iters = self.adaround_iters
         if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
