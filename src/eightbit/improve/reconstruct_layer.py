@@ -113,8 +113,12 @@ def least_squares(
     return np.transpose(np.linalg.solve(damped.gram, rhs), (0, 2, 1))
 
 
+# Columns rounded between two updates of the columns after them (GPTQ's lazy batches).
+GPTQ_BLOCK = 128
+
+
 def gptq_round(
-    target: np.ndarray, gram: np.ndarray, grid: LayerGrid
+    target: np.ndarray, gram: np.ndarray, grid: LayerGrid, block: int = GPTQ_BLOCK
 ) -> tuple[np.ndarray, np.ndarray]:
     """Integers and bias from the unrounded [W | b] ``target`` [G, C, K+1] (eq. I.12).
 
@@ -122,6 +126,14 @@ def gptq_round(
     not yet rounded through the upper Cholesky factor U of H⁻¹ (H⁻¹ = UᵀU), which keeps
     ``(A − target) H (A − target)ᵀ`` small (Frantar et al. 2022). The bias column comes
     last and is never rounded (int32), so it takes what the weights could not.
+
+    The updates are those of the column-by-column loop, applied lazily (GPTQ's §4, "lazy
+    batch updates"): within a block of ``block`` columns each error updates the block's
+    later columns at once, and the columns after the block receive the whole block's
+    errors in one matrix product. Column j's value when it is rounded is the same sum of
+    the same terms either way (only the order of the additions differs), and one product
+    per block instead of one pass over the remaining columns per column is what makes a
+    4 608-input layer take seconds rather than tens of them.
     """
     groups, channels, columns = target.shape
     width = columns - 1
@@ -131,14 +143,19 @@ def gptq_round(
     q = np.zeros((groups, channels, width), np.int64)
     scale = grid.scale[:, :, 0].astype(np.float64)
     bound = grid.bound[:, :, 0]
-    for j in range(width):
-        column = work[:, :, j]
-        rounded = np.clip(np.rint(column / scale), -bound, bound)
-        pinned = grid.pinned[:, :, j]
-        rounded = np.where(pinned != 0, pinned * bound, rounded)
-        q[:, :, j] = rounded
-        error = (column - scale * rounded) / upper[:, None, j, j]
-        work[:, :, j + 1 :] -= error[:, :, None] * upper[:, None, j, j + 1 :]
+    for start in range(0, width, block):
+        end = min(start + block, width)
+        errors = np.zeros((groups, channels, end - start))
+        for j in range(start, end):
+            column = work[:, :, j]
+            rounded = np.clip(np.rint(column / scale), -bound, bound)
+            pinned = grid.pinned[:, :, j]
+            rounded = np.where(pinned != 0, pinned * bound, rounded)
+            q[:, :, j] = rounded
+            error = (column - scale * rounded) / upper[:, None, j, j]
+            errors[:, :, j - start] = error
+            work[:, :, j + 1 : end] -= error[:, :, None] * upper[:, None, j, j + 1 : end]
+        work[:, :, end:] -= np.matmul(errors, upper[:, start:end, end:])
     return q, work[:, :, width]
 
 
