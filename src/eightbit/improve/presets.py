@@ -7,7 +7,7 @@ Presets (``eightbit quantize --preset``), measured in docs/numerics.md §I.6:
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
 - ``accurate``: equalization, per-tensor range refinement, layer-wise reconstruction of the
   weights (§I.8, numpy only), then bias correction of the output layer. Tens of seconds on
-  MobileNetV2 (0.92 / 20.6 dB against ``default``'s 0.918 / 19.8), minutes on a ResNet-18.
+  MobileNetV2 (0.92 / 20.6 dB against ``default``'s 0.918 / 19.8), about a minute on a ResNet-18 (2 cores).
 
 ``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
 ``--adaround`` (learned rounding, needs PyTorch) replaces the reconstruction where asked:
