@@ -41,18 +41,7 @@ def median_run_ms(
     model: onnx.ModelProto, feed: Mapping[str, np.ndarray], *, runs: int, warmup: int
 ) -> float:
     """Median wall time of ``runs`` runs after ``warmup`` untimed ones, in milliseconds."""
-    if runs < 1 or warmup < 0:
-        raise ConfigError(f"'runs' must be >= 1 and 'warmup' >= 0 (got {runs} and {warmup})")
-    session = make_session(model, threads=1)
-    inputs = dict(feed)
-    for _ in range(warmup):
-        session.run(None, inputs)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, inputs)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return interleaved_medians_ms([model], feed, runs=runs, warmup=warmup)[0]
 
 
 def measure_latency(
@@ -80,10 +69,14 @@ def interleaved_medians_ms(
 ) -> list[float]:
     """Median milliseconds per run of each model, the models' runs interleaved (one of
     each, ``runs`` times), so that a change of the machine's load moves all of them."""
-    if runs < 1 or warmup < 0:
-        raise ConfigError(f"'runs' must be >= 1 and 'warmup' >= 0 (got {runs} and {warmup})")
+    _check_runs(runs, warmup)
     sessions = [make_session(model, threads=1) for model in models]
-    inputs = dict(feed)
+    return _interleaved_ms(sessions, dict(feed), runs, warmup)
+
+
+def _interleaved_ms(
+    sessions: Sequence[Any], inputs: dict[str, np.ndarray], runs: int, warmup: int
+) -> list[float]:
     for _ in range(warmup):
         for session in sessions:
             session.run(None, inputs)
@@ -109,13 +102,19 @@ class LatencyRatio:
         runs: int = 30,
         warmup: int = 3,
     ) -> None:
-        if runs < 1 or warmup < 0:
-            raise ConfigError(f"'runs' must be >= 1 and 'warmup' >= 0 (got {runs} and {warmup})")
-        self.float_model, self.feed = float_model, dict(feed)
-        self.runs, self.warmup = runs, warmup
+        _check_runs(runs, warmup)  # at construction, not at the first model timed
+        self.feed, self.runs, self.warmup = dict(feed), runs, warmup
+        # One float session for every model timed against it.
+        self.float_session = make_session(float_model, threads=1)
 
     def __call__(self, model: onnx.ModelProto) -> float:
-        int8_ms, float_ms = interleaved_medians_ms(
-            [model, self.float_model], self.feed, runs=self.runs, warmup=self.warmup
+        session = make_session(model, threads=1)
+        int8_ms, float_ms = _interleaved_ms(
+            [session, self.float_session], self.feed, self.runs, self.warmup
         )
         return int8_ms / float_ms
+
+
+def _check_runs(runs: int, warmup: int) -> None:
+    if runs < 1 or warmup < 0:
+        raise ConfigError(f"'runs' must be >= 1 and 'warmup' >= 0 (got {runs} and {warmup})")
