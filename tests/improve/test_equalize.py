@@ -35,14 +35,18 @@ def _weights(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     }
 
 
-def _channel_max(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    """Largest |value| per channel of the tensor the second layer reads (an oracle: ORT)."""
-    graph = Graph(model)
-    tensor = graph.node("second").inputs[0]
+def _second_input(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """The tensor the second layer reads, as ORT computes it (an oracle)."""
+    tensor = Graph(model).node("second").inputs[0]
     exposed = onnx.ModelProto()
     exposed.CopyFrom(model)
     exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    values = run(exposed, x, tensor)
+    return run(exposed, x, tensor)
+
+
+def _channel_max(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
+    """Largest |value| per channel of the tensor the second layer reads."""
+    values = _second_input(model, x)
     return np.abs(values).max(axis=tuple(a for a in range(values.ndim) if a != 1))
 
 
@@ -139,12 +143,7 @@ def test_high_bias_absorption_moves_never_clipped_bias_into_the_next_layer() -> 
 
 
 def _channel_min(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-    graph = Graph(model)
-    tensor = graph.node("second").inputs[0]
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    exposed.graph.output.append(onnx.helper.make_empty_tensor_value_info(tensor))
-    return run(exposed, x, tensor).min(axis=(0, 2, 3))
+    return _second_input(model, x).min(axis=(0, 2, 3))
 
 
 def test_no_absorption_through_padded_layers() -> None:
