@@ -228,8 +228,9 @@ def fallback(
         )
     elif not measured.meets(budget):
         quantized = _returnable(current.plan)
-        # A Relu/Clip folded into a node goes back to float with it: left quantized alone it
-        # would share the parameters of its float input's whole range (§R.9).
+        # A Relu/Clip folded into a node goes back to float with it (§R.9). The planner now
+        # keeps a clamp after a float node float by itself (§Q6); naming it here too keeps
+        # the exclude list the plan records explicit.
         folded = _folded(current.plan)
         order = rank_nodes(
             float_model,
