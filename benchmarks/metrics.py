@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eightbit.graph.session import EXACT_INT8_ENTRY
+
 LATENCY_RUNS = 50
 
 
@@ -53,6 +55,7 @@ def session(model: str | Path, threads: int = 1) -> object:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
+    options.add_session_config_entry(*EXACT_INT8_ENTRY)
     return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 

@@ -11,6 +11,7 @@ from eightbit.analysis import RunOptions, layer_analysis, load_pair, validate
 from eightbit.analysis.metrics import sqnr_db
 from eightbit.analysis.variants import with_fake_quant, without_quantization
 from eightbit.graph import with_outputs
+from eightbit.graph.session import EXACT_INT8_ENTRY
 from eightbit.quant import dequantize_values, quantize_values
 from tests.analysis.helpers import classifier, images, quantize, with_scale
 
@@ -21,6 +22,7 @@ OPTIONS = RunOptions(batch_size=16)
 def run(model: onnx.ModelProto, names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.add_session_config_entry(*EXACT_INT8_ENTRY)
     session = ort.InferenceSession(
         model.SerializeToString(), options, providers=["CPUExecutionProvider"]
     )

@@ -20,6 +20,7 @@ from onnx.reference import ReferenceEvaluator
 
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize, with_outputs
+from eightbit.graph.session import EXACT_INT8_ENTRY
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
 
@@ -39,6 +40,7 @@ def session(
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
+    options.add_session_config_entry(*EXACT_INT8_ENTRY)
     options.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         if optimized

@@ -11,6 +11,7 @@ import eightbit
 from eightbit.engine import run as run_engine
 from eightbit.export.integer_moves import collapse, expand
 from eightbit.graph import Graph
+from eightbit.graph.session import EXACT_INT8_ENTRY
 from eightbit.quant import QuantConfig
 from tests.graph.test_stem import stem_model
 
@@ -27,6 +28,7 @@ def _quantize(model: onnx.ModelProto, stem: bool, scheme: str = "affine"):
 def _ort(model: onnx.ModelProto, x: np.ndarray, optimized_path: str | None = None) -> np.ndarray:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.add_session_config_entry(*EXACT_INT8_ENTRY)
     if optimized_path:
         options.optimized_model_filepath = optimized_path
     session = ort.InferenceSession(
