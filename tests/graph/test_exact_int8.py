@@ -2,38 +2,38 @@
 
 from __future__ import annotations
 
-import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+import onnxruntime as ort
+import pytest
 
 from eightbit.graph import make_session
+from eightbit.graph.session import (
+    SATURATION_PROBE_INPUT,
+    default_int8_kernels_saturate,
+    saturation_probe,
+)
 
 
-def _saturating_conv(channels: int = 8) -> tuple[object, np.ndarray]:
-    """A QLinearConv whose pairs of products (255 x 127) overflow 16 bits."""
-    inits = [
-        numpy_helper.from_array(np.float32(1.0), "xs"),
-        numpy_helper.from_array(np.uint8(0), "xz"),
-        numpy_helper.from_array(np.full((1, channels, 1, 1), 127, np.int8), "w"),
-        numpy_helper.from_array(np.float32(1.0), "ws"),
-        numpy_helper.from_array(np.int8(0), "wz"),
-        numpy_helper.from_array(np.float32(1000.0), "ys"),
-        numpy_helper.from_array(np.uint8(0), "yz"),
-    ]
-    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
-    graph = helper.make_graph(
-        [node],
-        "saturating",
-        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, channels, 1, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 1, 1, 1])],
-        inits,
+def _default_session_output() -> int:
+    session = ort.InferenceSession(
+        saturation_probe().SerializeToString(), providers=["CPUExecutionProvider"]
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    return model, np.full((1, channels, 1, 1), 255, np.uint8)
+    return int(session.run(None, {"x": SATURATION_PROBE_INPUT})[0].ravel()[0])
 
 
 def test_sessions_sum_unsigned_by_signed_products_exactly() -> None:
-    # 8 x 255 x 127 / 1000 = 259.08 -> saturates at 255; a CPU that adds pairs in 16 bits
-    # with saturation (x86 without VNNI, default session) gives 4 x 32767 / 1000 = 131.
-    model, x = _saturating_conv()
-    y = make_session(model, threads=1).run(None, {"x": x})[0]
-    assert int(y.ravel()[0]) == 255
+    # 8 x 255 x 127 / 1000 = 259.08 -> 255 (uint8); a CPU that adds pairs in 16 bits with
+    # saturation (x86 without VNNI, default session) gives 4 x 32767 / 1000 = 131.
+    session = make_session(saturation_probe(), threads=1)
+    assert int(session.run(None, {"x": SATURATION_PROBE_INPUT})[0].ravel()[0]) == 255
+
+
+def test_the_probe_tells_what_a_default_session_computes() -> None:
+    y = _default_session_output()
+    assert y in (131, 255)
+    assert default_int8_kernels_saturate() == (y == 131)
+
+
+def test_on_a_saturating_cpu_only_the_default_session_differs() -> None:
+    if not default_int8_kernels_saturate():
+        pytest.skip("this CPU's default int8 kernels are exact (VNNI, or not x86)")
+    assert _default_session_output() == 131

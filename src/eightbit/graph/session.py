@@ -8,6 +8,7 @@ use, optimization level and large-model handling are decided in one place.
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 import os
 import tempfile
@@ -15,10 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 from google.protobuf import message
-from onnx import ModelProto, ValueInfoProto, helper
+from onnx import ModelProto, ValueInfoProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from eightbit.errors import ConfigError, ModelError
@@ -51,6 +53,52 @@ _ORT_LOAD_ERRORS = (
 # depend on the CPU (docs/numerics.md §1.9). This session option makes those CPUs use the
 # exact u8 x u8 kernels; it changes nothing where the kernels are exact already.
 EXACT_INT8_ENTRY = ("session.x64quantprecision", "1")
+
+
+# A QLinearConv whose 8 products 255 x 127 sum exactly to 259,080, i.e. 255 after the output
+# scale of 1000 and uint8 saturation; summed as 4 pairs clamped to 16 bits it gives 131.
+SATURATION_PROBE_CHANNELS = 8
+SATURATION_PROBE_INPUT = np.full((1, SATURATION_PROBE_CHANNELS, 1, 1), 255, np.uint8)
+
+
+def saturation_probe() -> ModelProto:
+    """The model that tells exact u8 x s8 sums (output 255) from saturated ones (131)."""
+    shape = [1, SATURATION_PROBE_CHANNELS, 1, 1]
+    constants = {
+        "xs": np.float32(1.0),
+        "xz": np.uint8(0),
+        "w": np.full(shape, 127, np.int8),
+        "ws": np.float32(1.0),
+        "wz": np.int8(0),
+        "ys": np.float32(1000.0),
+        "yz": np.uint8(0),
+    }
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "saturation_probe",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.UINT8, shape)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, [1, 1, 1, 1])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in constants.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@functools.cache
+def default_int8_kernels_saturate() -> bool:
+    """Whether ONNX Runtime's *default* session on this CPU saturates u8 x s8 sums.
+
+    True on x86 CPUs without VNNI: a user who opens an int8 model there without
+    ``EXACT_INT8_ENTRY`` gets other outputs than eightbit measured (docs/numerics.md §1.9).
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(
+        saturation_probe().SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    y = session.run(None, {"x": SATURATION_PROBE_INPUT})[0]
+    return int(np.asarray(y).ravel()[0]) != 255
+
 
 # ORT takes a model in memory as one protobuf string; past this it must read a file.
 SESSION_INLINE_LIMIT = PROTOBUF_LIMIT
