@@ -12,6 +12,8 @@ Sections:
   calibration  ResNet-18-style: calibration memory and speed targets, versus ORT's calibrators
   engine       integer engine vs ORT on the same QDQ model: exactness (end to end, per node)
                and 1-thread speed vs ORT fp32 (ResNet-18-style, MobileNetV2)
+  kernels      ONNX Runtime's default int8 kernels vs its exact ones on this CPU (x86 without
+               VNNI saturates u8 x s8 pairs): accuracy and latency of both sessions
   codegen      generated C for Cortex-M4: flash, weights, arena vs its lower bound (MNIST demo
                CNN, MobileNetV2)
 
@@ -32,10 +34,10 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import accuracy, calibration, codegen, engine, latency, steps  # noqa: E402
+from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
 from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
 
-SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "codegen")
+SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen")
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         tables += calibration.run(with_ort=not args.no_ort_calibration)
     if "engine" in sections:
         tables += engine.run()
+    if "kernels" in sections:
+        tables.append(kernels.run())
     if "codegen" in sections:
         tables.append(codegen.run())
 
