@@ -30,6 +30,7 @@ from eightbit.graph.batchnorm import fold_batchnorms
 from eightbit.graph.cleanup import drop_stale_value_info, remove_dead, remove_passthrough
 from eightbit.graph.fold import FoldResult, fold_constants
 from eightbit.graph.pad import fold_zero_pads
+from eightbit.graph.patterns import fuse_patterns
 
 log = logging.getLogger("eightbit.graph")
 
@@ -53,7 +54,8 @@ def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> Model
     fold constants (Constant nodes and constant-only subexpressions become initializers);
     remove Identity and inference Dropout; upgrade to ``min_opset`` when below it; fold
     constant zero Pads into the Conv that reads them (graph/pad.py); drop dead nodes and
-    weights; infer shapes; fold BatchNormalization; infer shapes again.
+    weights; infer shapes; fold BatchNormalization; infer shapes again; fuse functions
+    written as elementary ops into the op the opset has (graph/patterns.py).
     Raises ``ModelError`` when onnx's converter cannot upgrade the model.
     """
     work = ModelProto()
@@ -80,6 +82,12 @@ def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> Model
     folded = fold_batchnorms(work)
     if folded:
         log.info("folded %d BatchNormalization nodes: %s", len(folded), ", ".join(folded))
+        _report_dead(remove_dead(work))
+        infer_shapes(work)
+    fused = fuse_patterns(work)
+    if fused:
+        for match in fused:
+            log.info("fused %s into one node", match.describe())
         _report_dead(remove_dead(work))
         infer_shapes(work)
     return work
