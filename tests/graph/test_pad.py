@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import helper, numpy_helper
 
 import eightbit
@@ -16,6 +17,7 @@ from eightbit.graph import normalize
 from eightbit.graph.pad import fold_zero_pads
 from eightbit.quant import QuantConfig
 from tests.export.helpers import make_model, run
+from tests.fixtures.models import torch_export
 from tests.graph.helpers import assert_same_outputs
 
 CHANNELS, SIZE = 8, 16
@@ -165,3 +167,35 @@ def _pad_reads(model: onnx.ModelProto) -> str:
     """The op type that produces the Pad's data input."""
     (pad,) = [n for n in model.graph.node if n.op_type == "Pad"]
     return next(n.op_type for n in model.graph.node if pad.input[0] in n.output)
+
+
+class _LiteBlock(torch.nn.Module):
+    """EfficientNet-Lite's stride-2 block as TensorFlow pads it: 1x1 expand, ReLU6, a zero
+    pad at the bottom and right, 3x3 stride-2 depthwise, ReLU6, 1x1 project."""
+
+    def __init__(self, channels: int = 8, expand: int = 4) -> None:
+        super().__init__()
+        wide = channels * expand
+        self.expand = torch.nn.Conv2d(channels, wide, 1)
+        self.depthwise = torch.nn.Conv2d(wide, wide, 3, 2, groups=wide)
+        self.project = torch.nn.Conv2d(wide, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.relu6(self.expand(x))
+        h = torch.nn.functional.pad(h, (0, 1, 0, 1))
+        return self.project(torch.nn.functional.relu6(self.depthwise(h)))
+
+
+def test_an_efficientnet_lite_block_from_torch_runs_on_int8_kernels_only():
+    torch.manual_seed(0)
+    model = torch_export(_LiteBlock().eval(), torch.randn(1, CHANNELS, SIZE, SIZE), opset=13)
+    assert [n.op_type for n in model.graph.node].count("Pad") == 1
+    normalized = normalize(model)
+    assert "Pad" not in [n.op_type for n in normalized.graph.node]
+    feeds = {
+        model.graph.input[0].name: np.random.default_rng(0)
+        .standard_normal((2, CHANNELS, SIZE, SIZE))
+        .astype(np.float32)
+    }
+    assert_same_outputs(model, normalized, feeds)
+    assert float_nodes_in_ort(_quantize(model).model) == []
