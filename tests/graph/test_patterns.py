@@ -52,6 +52,18 @@ def test_fusion_keeps_the_float_function(name):
     assert_same_outputs(model, normalized, feeds)
 
 
+def test_the_plan_says_what_was_fused():
+    model = wrap(BUILDERS["layer_norm_keras"][0], opset=17)
+    data = np.random.default_rng(1).standard_normal((8, 16, FEATURES)).astype(np.float32)
+    result = eightbit.quantize(model, data, QuantConfig(), check_samples=0, improve="fast")
+    (fused,) = [n for n in result.plan.nodes if n.op_type == "LayerNormalization"]
+    assert not fused.quantized
+    assert fused.reason == (
+        "LayerNorm written as 12 ops (x -> y) into LayerNormalization: "
+        "kept in float as one unit, int8 only at its boundary"
+    )
+
+
 def test_below_the_fused_ops_opset_the_function_stays_written_out():
     normalized = normalize(wrap(BUILDERS["layer_norm_torch"][0], opset=13))
     assert "LayerNormalization" not in [n.op_type for n in normalized.graph.node]

@@ -101,11 +101,16 @@ def find_patterns(model: onnx.ModelProto) -> tuple[Match, ...]:
 
 
 def float_islands(graph: Graph) -> dict[str, str]:
-    """node name -> why it stays float, for every node of a recognized function that
-    ``fuse_patterns`` left as elementary ops (docs/numerics.md §Q12)."""
-    if not any(node.op_type in _ANCHORS for node in graph.nodes):
-        return {}
-    return dict(_islands_cached(_key(graph), graph))
+    """node name -> why it stays float: every node of a recognized function that
+    ``fuse_patterns`` left as elementary ops, and the float ops it fused (§Q12)."""
+    reasons = {
+        node.name: f"{node.doc_string.removeprefix(_FUSED_NOTE)}: {_FLOAT_UNIT}"
+        for node in graph.model.graph.node
+        if node.doc_string.startswith(_FUSED_NOTE) and node.op_type in _FLOAT_FUSED_OPS
+    }
+    if any(node.op_type in _ANCHORS for node in graph.nodes):
+        reasons.update(_islands_cached(_key(graph), graph))
+    return reasons
 
 
 def _key(graph: Graph) -> tuple[object, ...]:
@@ -119,6 +124,9 @@ def _key(graph: Graph) -> tuple[object, ...]:
     return nodes, small
 
 
+_FUSED_NOTE = "eightbit: fused "
+_FLOAT_FUSED_OPS = frozenset({"LayerNormalization", "Gelu", "Softmax"})  # no int8 kernel here
+_FLOAT_UNIT = "kept in float as one unit, int8 only at its boundary"
 # Planning asks once per plan, and the fallback search plans many times: cache a few models.
 _ISLANDS: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
 _CACHED_MODELS = 4
@@ -130,7 +138,7 @@ def _islands_cached(key: tuple[object, ...], graph: Graph) -> tuple[tuple[str, s
         if len(_ISLANDS) >= _CACHED_MODELS:
             _ISLANDS.pop(next(iter(_ISLANDS)))
         _ISLANDS[key] = tuple(
-            (name, f"part of {match.describe()}: kept in float, int8 only at its boundary")
+            (name, f"part of {match.describe()}: {_FLOAT_UNIT}")
             for match in _search(graph)
             if match.kind in ISLAND_KINDS
             for name in match.nodes
@@ -485,5 +493,5 @@ def _fused_node(match: Match, fresh: FreshNames, graph: onnx.GraphProto) -> onnx
             attrs[key] = match.params[key]
     fused = helper.make_node(op_type, inputs, [match.output], name=name)
     fused.attribute.extend(helper.make_attribute(key, value) for key, value in attrs.items())
-    fused.doc_string = f"eightbit: fused {match.describe()}: {', '.join(match.nodes)}"
+    fused.doc_string = f"{_FUSED_NOTE}{match.describe()} into {op_type}"
     return fused
