@@ -9,6 +9,7 @@ from onnx import helper
 import eightbit
 from eightbit.analysis.ort_kernels import float_nodes_in_ort
 from eightbit.quant import QuantConfig
+from tests.analysis.ort_check import assert_int8_kernels_only
 from tests.export.helpers import make_model, normal
 from tests.fixtures.models import conv_bn_relu, random_inputs
 
@@ -63,3 +64,10 @@ def test_an_unfused_requantization_is_listed():
     assert float_nodes_in_ort(model, optimization="basic") == []
     found = float_nodes_in_ort(model, optimization="none")
     assert [(f.name, f.op_type) for f in found] == [("dq", "DequantizeLinear")]
+
+
+def test_the_helper_names_the_float_nodes_and_accepts_allowed_ones():
+    int8 = _quantize(_conv_then("HardSwish"))
+    with pytest.raises(AssertionError, match="ONNX Runtime runs these in float: Hard"):
+        assert_int8_kernels_only(int8)
+    assert_int8_kernels_only(int8, allowed={"HardSwish", "HardSigmoid", "Mul"})

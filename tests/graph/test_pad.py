@@ -16,6 +16,7 @@ from eightbit.export.integer_moves import expand
 from eightbit.graph import normalize
 from eightbit.graph.pad import fold_zero_pads
 from eightbit.quant import QuantConfig
+from tests.analysis.ort_check import assert_int8_kernels_only
 from tests.export.helpers import make_model, run
 from tests.fixtures.models import torch_export
 from tests.graph.helpers import assert_same_outputs
@@ -123,7 +124,7 @@ def test_a_pad_that_is_a_graph_output_stays():
 
 def test_pad_then_conv_runs_as_one_qlinearconv_in_onnx_runtime():
     int8 = _quantize(pad_conv_model()).model
-    assert float_nodes_in_ort(int8) == []
+    assert_int8_kernels_only(int8)
     assert float_nodes_in_ort(int8, optimization="basic") != []  # the check sees float nodes
 
 
@@ -134,7 +135,7 @@ def test_pad_then_conv_runs_as_one_qlinearconv_in_onnx_runtime():
 )
 def test_other_pads_move_stored_integers_with_the_same_int8_function(model):
     result = _quantize(model)
-    assert float_nodes_in_ort(result.model) == []
+    assert_int8_kernels_only(result.model)
     x = np.random.default_rng(2).standard_normal((1, CHANNELS, SIZE, SIZE)).astype(np.float32)
     standard = expand(result.model)
     assert _pad_reads(standard) == "DequantizeLinear" and _pad_reads(result.model) != _pad_reads(
@@ -198,4 +199,4 @@ def test_an_efficientnet_lite_block_from_torch_runs_on_int8_kernels_only():
         .astype(np.float32)
     }
     assert_same_outputs(model, normalized, feeds)
-    assert float_nodes_in_ort(_quantize(model).model) == []
+    assert_int8_kernels_only(_quantize(model).model)
