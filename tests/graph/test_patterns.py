@@ -14,6 +14,7 @@ from eightbit.analysis.ort_kernels import float_nodes_in_ort
 from eightbit.graph import Graph, normalize
 from eightbit.graph.patterns import FUSED_OPS, ISLAND_KINDS, find_patterns, float_islands
 from eightbit.quant import QuantConfig
+from tests.export.helpers import make_model
 from tests.fixtures.models import torch_export
 from tests.graph.helpers import assert_same_outputs
 from tests.graph.pattern_models import BUILDERS, FEATURES, wrap
@@ -96,6 +97,15 @@ def test_silu_and_unfused_hard_swish_stay_int8(name):
     graph = Graph(normalize(wrap(BUILDERS[name][0], opset=13)))
     assert float_islands(graph) == {}
     assert BUILDERS[name][1] not in ISLAND_KINDS
+
+
+def test_a_layer_norm_over_a_symbolic_size_is_not_fused():
+    nodes, arrays = BUILDERS["layer_norm_torch"][0]()
+    shape = ["batch", "tokens", "features"]
+    model = make_model(nodes, [("x", shape)], [("y", shape)], arrays, opset=17)
+    assert "LayerNormalization" not in [n.op_type for n in normalize(model).graph.node]
+    model.graph.input[0].type.tensor_type.shape.dim[2].dim_value = FEATURES  # planted: fixed
+    assert "LayerNormalization" in [n.op_type for n in normalize(model).graph.node]
 
 
 def test_a_shared_intermediate_is_not_a_function():

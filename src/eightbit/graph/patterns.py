@@ -388,6 +388,11 @@ def _layer_norm(run: _Runner, shape: tuple[int, ...], region: list[Node], graph:
     axes = _reduce_axes(means[0], graph, rank) if means else None
     if axes is None or axes != tuple(range(axes[0], rank)) or axes[0] == 0:
         return None
+    declared = graph.info(run.source)
+    if declared is None or declared.shape is None:
+        return None
+    if not all(isinstance(d, int) and d > 0 for d in declared.shape[axes[0] :]):
+        return None  # gamma and beta need the normalized sizes
     normalized = shape[axes[0] :]
     rows = max(_PROBE_ROWS, 2)
     probe_shape = (rows, *normalized)
