@@ -147,10 +147,11 @@ def _islands_cached(key: tuple[object, ...], graph: Graph) -> tuple[tuple[str, s
 
 
 def _search(graph: Graph) -> tuple[Match, ...]:
+    order = {node.name: i for i, node in enumerate(graph.nodes)}
     found: list[Match] = []
     for anchor in graph.nodes:
         for kind in _ANCHORS.get(anchor.op_type, ()):
-            match = _match_at(graph, anchor, kind)
+            match = _match_at(graph, anchor, kind, order)
             if match is not None:
                 found.append(match)
     found.sort(key=lambda m: -len(m.nodes))
@@ -160,16 +161,16 @@ def _search(graph: Graph) -> tuple[Match, ...]:
         if taken.isdisjoint(match.nodes):
             kept.append(match)
             taken.update(match.nodes)
-    order = {node.name: i for i, node in enumerate(graph.nodes)}
     return tuple(sorted(kept, key=lambda m: order[m.nodes[0]]))
 
 
-def _match_at(graph: Graph, anchor: Node, kind: str) -> Match | None:
-    """The largest region through ``anchor`` that computes ``kind``, or None."""
-    outputs = _downstream(graph, anchor)
+def _match_at(graph: Graph, anchor: Node, kind: str, order: dict[str, int]) -> Match | None:
+    """The largest region through ``anchor`` that computes ``kind``, or None.
+    ``order``: node name -> position in the graph (topological)."""
+    outputs = _downstream(graph, anchor, order)
     for source in _upstream(graph, anchor):
         for output in reversed(outputs):
-            region = _region(graph, source, output)
+            region = _region(graph, source, output, order)
             if region is None or anchor.name not in {n.name for n in region}:
                 continue
             match = _verify(graph, kind, source, output, region)
@@ -195,9 +196,8 @@ def _upstream(graph: Graph, anchor: Node) -> list[str]:
     return sorted(depth, key=lambda name: -depth[name])
 
 
-def _downstream(graph: Graph, anchor: Node) -> list[Node]:
+def _downstream(graph: Graph, anchor: Node, order: dict[str, int]) -> list[Node]:
     """Elementary nodes reachable from the anchor (anchor included), in graph order."""
-    order = {node.name: i for i, node in enumerate(graph.nodes)}
     seen = {anchor.name: anchor}
     frontier = [anchor]
     while frontier and len(seen) < _DOWNSTREAM:
@@ -210,7 +210,7 @@ def _downstream(graph: Graph, anchor: Node) -> list[Node]:
     return sorted(seen.values(), key=lambda n: order[n.name])
 
 
-def _region(graph: Graph, source: str, output: Node) -> list[Node] | None:
+def _region(graph: Graph, source: str, output: Node, order: dict[str, int]) -> list[Node] | None:
     """Nodes on the paths from ``source`` to ``output`` when they form a closed unit."""
     graph_outputs = {info.name for info in graph.outputs}
     region: dict[str, Node] = {}
@@ -241,7 +241,6 @@ def _region(graph: Graph, source: str, output: Node) -> list[Node] | None:
                 return None  # an intermediate value is read elsewhere
     if len(output.outputs) != 1 or len(region) < 2:
         return None
-    order = {node.name: i for i, node in enumerate(graph.nodes)}
     return sorted(region.values(), key=lambda n: order[n.name])
 
 
