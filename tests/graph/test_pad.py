@@ -200,3 +200,18 @@ def test_an_efficientnet_lite_block_from_torch_runs_on_int8_kernels_only():
     }
     assert_same_outputs(model, normalized, feeds)
     assert_int8_kernels_only(_quantize(model).model)
+
+
+def test_a_pad_value_computed_at_run_time_keeps_the_pad_between_dq_and_q():
+    model = pad_conv_model(mode="constant", value=0.5)
+    graph = model.graph
+    (pad,) = [n for n in graph.node if n.op_type == "Pad"]
+    graph.node.insert(0, helper.make_node("ReduceMin", ["x"], ["low"], name="low", keepdims=0))
+    pad.input[2] = "low"
+    result = _quantize(model)
+    assert _pad_reads(result.model) == "DequantizeLinear"
+    x = np.random.default_rng(2).standard_normal((1, CHANNELS, SIZE, SIZE)).astype(np.float32)
+    np.testing.assert_array_equal(
+        run(result.model, {"x": x}, optimized=False),
+        run(expand(result.model), {"x": x}, optimized=False),
+    )

@@ -2,12 +2,12 @@
 
 ONNX Runtime's QDQ optimizer removes the DequantizeLinear/QuantizeLinear pair around
 Reshape, Transpose, MaxPool and the like, so they move int8 values. It does not do so for
-SpaceToDepth, DepthToSpace and Pad: ``DQ → SpaceToDepth → Q`` would dequantize, move floats
-and quantize again (docs/numerics.md §Q11, §Q12). A pure move with the same parameters in and out
-commutes with quantization, so the export writes ``stored → SpaceToDepth → DQ`` instead
-(``collapse``), which ONNX Runtime runs on uint8/int8 directly. ``expand`` restores the
-standard placement for readers that expect it (the integer engine): the two forms are the
-same function, exactly.
+SpaceToDepth, DepthToSpace and Pad: ``DQ → SpaceToDepth → Q`` would dequantize, move
+floats and quantize again (docs/numerics.md §Q11, §Q12). A pure move with the same
+parameters in and out commutes with quantization, so the export writes
+``stored → SpaceToDepth → DQ`` instead (``collapse``), which ONNX Runtime runs on
+uint8/int8 directly. ``expand`` restores the standard placement for readers that expect
+it (the integer engine): the two forms are the same function, exactly.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
         quantize = after[0]
         if quantize.op_type != "QuantizeLinear" or not _same_params(before, quantize, constants):
             continue
+        value = node.input[_PAD_VALUE_PORT] if len(node.input) > _PAD_VALUE_PORT else ""
+        if node.op_type == "Pad" and value and value not in constants:
+            continue  # a value computed at run time cannot be stored quantized beforehand
         node.input[0] = before.input[0]
         node.output[0] = quantize.output[0]
         replaced.update(_set_pad_value(node, graph, quantize, constants, stored=True))
