@@ -2,12 +2,12 @@
 
 ONNX Runtime's QDQ optimizer removes the DequantizeLinear/QuantizeLinear pair around
 Reshape, Transpose, MaxPool and the like, so they move int8 values. It does not do so for
-SpaceToDepth and DepthToSpace: ``DQ → SpaceToDepth → Q`` would dequantize, move floats and
-quantize again (docs/numerics.md §Q11). A pure move with the same parameters in and out
-commutes with quantization, so the export writes ``stored → SpaceToDepth → DQ`` instead
-(``collapse``), which ONNX Runtime runs on uint8/int8 directly. ``expand`` restores the
-standard placement for readers that expect it (the integer engine): the two forms are the
-same function, exactly.
+SpaceToDepth, DepthToSpace and Pad: ``DQ → SpaceToDepth → Q`` would dequantize, move
+floats and quantize again (docs/numerics.md §Q11, §Q12). A pure move with the same
+parameters in and out commutes with quantization, so the export writes
+``stored → SpaceToDepth → DQ`` instead (``collapse``), which ONNX Runtime runs on
+uint8/int8 directly. ``expand`` restores the standard placement for readers that expect
+it (the integer engine): the two forms are the same function, exactly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from onnx import helper, numpy_helper
 from eightbit.graph import FreshNames, graph_names
 
 # Pure moves ONNX Runtime does not run on integers when they sit between DQ and Q.
-INTEGER_MOVES = frozenset({"SpaceToDepth", "DepthToSpace"})
+INTEGER_MOVES = frozenset({"SpaceToDepth", "DepthToSpace", "Pad"})
+_PAD_VALUE_PORT = 2
 
 
 def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
@@ -32,6 +33,7 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
     readers = _readers(graph)
     constants = {tensor.name: tensor for tensor in graph.initializer}
     dropped: set[int] = set()
+    replaced: set[str] = set()
     for node in graph.node:
         if node.op_type not in INTEGER_MOVES:
             continue
@@ -42,8 +44,12 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
         quantize = after[0]
         if quantize.op_type != "QuantizeLinear" or not _same_params(before, quantize, constants):
             continue
+        value = node.input[_PAD_VALUE_PORT] if len(node.input) > _PAD_VALUE_PORT else ""
+        if node.op_type == "Pad" and value and value not in constants:
+            continue  # a value computed at run time cannot be stored quantized beforehand
         node.input[0] = before.input[0]
         node.output[0] = quantize.output[0]
+        replaced.update(_set_pad_value(node, graph, quantize, constants, stored=True))
         dropped.add(id(quantize))
         if len(readers.get(before.output[0], [])) == 1 and before.output[0] not in named:
             dropped.add(id(before))
@@ -51,6 +57,17 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
         kept = [node for node in graph.node if id(node) not in dropped]
         graph.ClearField("node")
         graph.node.extend(kept)
+        _drop_unread(graph, replaced)
+
+
+def _drop_unread(graph: onnx.GraphProto, candidates: set[str]) -> None:
+    """Remove the ``candidates`` initializers nothing reads (Pad values replaced)."""
+    read = {name for node in graph.node for name in node.input}
+    unread = [
+        i for i, t in enumerate(graph.initializer) if t.name in candidates and t.name not in read
+    ]
+    for index in reversed(unread):
+        del graph.initializer[index]
 
 
 def expand(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -65,6 +82,7 @@ def expand(model: onnx.ModelProto) -> onnx.ModelProto:
     result.CopyFrom(model)
     graph = result.graph
     readers = _readers(graph)
+    constants = {tensor.name: tensor for tensor in graph.initializer}
     fresh = FreshNames(graph_names(graph))
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
@@ -84,6 +102,7 @@ def expand(model: onnx.ModelProto) -> onnx.ModelProto:
         )
         stored = node.output[0]
         node.input[0], node.output[0] = floats_in, floats_out
+        _set_pad_value(node, graph, after[0], constants, stored=False)
         nodes.append(node)
         nodes.append(
             helper.make_node(
@@ -96,6 +115,46 @@ def expand(model: onnx.ModelProto) -> onnx.ModelProto:
     graph.ClearField("node")
     graph.node.extend(nodes)
     return result
+
+
+def _set_pad_value(
+    node: onnx.NodeProto,
+    graph: onnx.GraphProto,
+    quantizer: onnx.NodeProto,
+    constants: dict[str, onnx.TensorProto],
+    *,
+    stored: bool,
+) -> list[str]:
+    """Give a constant Pad its value on the other side of the quantization (in place).
+
+    ``stored``: float ``v`` (0 when absent) -> ``Q(v)`` in the quantizer's type; otherwise
+    the stored value -> ``DQ`` of it. ``quantizer`` is the Q or DQ whose parameters apply.
+    Returns the name of the value it replaced, if any.
+    """
+    if node.op_type != "Pad" or any(
+        a.name == "mode" and a.s not in (b"", b"constant") for a in node.attribute
+    ):
+        return []
+    scale = float(numpy_helper.to_array(constants[quantizer.input[1]]))
+    zero = numpy_helper.to_array(constants[quantizer.input[2]])
+    port = node.input[_PAD_VALUE_PORT] if len(node.input) > _PAD_VALUE_PORT else ""
+    current = numpy_helper.to_array(constants[port]) if port else None
+    if stored:
+        value = np.float32(0.0 if current is None else current.reshape(-1)[0])
+        info = np.iinfo(zero.dtype)
+        new = np.clip(np.rint(value / np.float32(scale)) + int(zero), info.min, info.max)
+        array = np.asarray(new, dtype=zero.dtype)
+    else:
+        assert current is not None  # a collapsed Pad always carries its stored value
+        level = int(current.reshape(-1)[0]) - int(zero)
+        array = np.asarray(level * np.float32(scale), np.float32)
+    name = FreshNames(graph_names(graph))(f"{node.name}_{'stored' if stored else 'float'}_value")
+    graph.initializer.append(numpy_helper.from_array(array.reshape(()), name))
+    constants[name] = graph.initializer[-1]
+    while len(node.input) <= _PAD_VALUE_PORT:
+        node.input.append("")
+    node.input[_PAD_VALUE_PORT] = name
+    return [port] if port else []
 
 
 def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:

@@ -3,7 +3,8 @@
 After normalization every node has a unique name, every weight is an initializer (none
 hides in a Constant node, behind an Identity, or in a constant subexpression), foldable
 BatchNormalization is gone, the opset is at least ``min_opset``, and every tensor has an
-inferred type and shape (symbolic batch dimensions stay symbolic). The steps run
+inferred type and shape (symbolic batch dimensions stay symbolic). A zero Pad before a
+Conv is part of the Conv. The steps run
 automatically in a fixed order; each one logs what it did.
 """
 
@@ -28,6 +29,8 @@ from eightbit.graph._skeleton import apply_to_skeleton
 from eightbit.graph.batchnorm import fold_batchnorms
 from eightbit.graph.cleanup import drop_stale_value_info, remove_dead, remove_passthrough
 from eightbit.graph.fold import FoldResult, fold_constants
+from eightbit.graph.pad import fold_zero_pads
+from eightbit.graph.patterns import fuse_patterns
 
 log = logging.getLogger("eightbit.graph")
 
@@ -49,8 +52,10 @@ def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> Model
 
     In order: sort and name the nodes; treat inputs that have an initializer as constants;
     fold constants (Constant nodes and constant-only subexpressions become initializers);
-    remove Identity and inference Dropout; upgrade to ``min_opset`` when below it; drop
-    dead nodes and weights; infer shapes; fold BatchNormalization; infer shapes again.
+    remove Identity and inference Dropout; upgrade to ``min_opset`` when below it; fold
+    constant zero Pads into the Conv that reads them (graph/pad.py); drop dead nodes and
+    weights; infer shapes; fold BatchNormalization; infer shapes again; fuse functions
+    written as elementary ops into the op the opset has (graph/patterns.py).
     Raises ``ModelError`` when onnx's converter cannot upgrade the model.
     """
     work = ModelProto()
@@ -69,11 +74,20 @@ def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> Model
         name_nodes(graph)  # the converter adds unnamed nodes
         _report_fold(fold_constants(work))
 
+    pads = fold_zero_pads(work)
+    if pads:
+        log.info("folded %d zero Pad nodes into their Conv: %s", len(pads), ", ".join(pads))
     _report_dead(remove_dead(work))
     infer_shapes(work)
     folded = fold_batchnorms(work)
     if folded:
         log.info("folded %d BatchNormalization nodes: %s", len(folded), ", ".join(folded))
+        _report_dead(remove_dead(work))
+        infer_shapes(work)
+    fused = fuse_patterns(work)
+    if fused:
+        for match in fused:
+            log.info("fused %s into one node", match.describe())
         _report_dead(remove_dead(work))
         infer_shapes(work)
     return work

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eightbit.errors import ConfigError
+from eightbit.graph.patterns import float_islands
 from eightbit.ops.registry import lookup, supported_op_types
 from eightbit.ops.spec import OpSpec, optional_input
 
@@ -66,6 +67,7 @@ def select(graph: Graph, config: QuantConfig) -> Selection:
     """Decide nodes and parameter sources; ConfigError for a bad exclude or nothing to do."""
     _check_exclude(graph, config)
     reasons = {node.name: _reason_not_quantized(graph, node, config) for node in graph.nodes}
+    reasons.update(float_islands(graph))  # a function written as elementary ops (§Q12)
     _refuse_shared_constants(graph, reasons)
     _propagate_value_preserving(graph, reasons)
     if all(reason is not None for reason in reasons.values()):
