@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -67,6 +68,22 @@ def image_flags(command: F) -> F:
     for flag in reversed(flags):
         command = flag(command)
     return command
+
+
+@contextlib.contextmanager
+def model_problems_first(model: str) -> Iterator[None]:
+    """Name a missing, empty or broken model file rather than the plan it has no match for.
+
+    Preparing a quantized model reads its plan first; when that fails with a ConfigError
+    (no plan beside it, say), the model is loaded to see whether it is the real problem.
+    """
+    try:
+        yield
+    except ConfigError:
+        from eightbit.graph import load_model
+
+        load_model(model)  # raises the ModelError that says what is wrong with the file
+        raise
 
 
 DATA_HELP = (
