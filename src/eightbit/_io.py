@@ -218,8 +218,8 @@ def _real(path: PathLike) -> str:
 def _refuse_input(path: PathLike, real: str, sources: dict[str, str]) -> None:
     if real in sources:
         raise ConfigError(
-            f"output {os.fspath(path)!r} is the input {sources[real]!r}; "
-            "write it elsewhere (inputs are never overwritten)"
+            f"output {os.fspath(path)!r} is the input file {sources[real]!r}; choose another "
+            "path (inputs are never overwritten)"
         )
 
 

@@ -136,7 +136,7 @@ def test_no_usable_samples_is_an_error() -> None:
 
 
 def test_skipped_samples_are_counted() -> None:
-    data = np.ones((5, 2), np.float32)
+    data = np.linspace(1.0, 2.0, 10, dtype=np.float32).reshape(5, 2)  # varied samples
     data[2] = np.inf
     ranges = calibrate(_log_model(), data, CalibrationConfig(skip_nonfinite=True))
     assert (ranges.samples, ranges.skipped) == (4, 1)

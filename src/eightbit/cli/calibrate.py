@@ -95,7 +95,9 @@ def _print_table(ranges: Ranges, top: int) -> None:
     help="Observe every float activation, not only those eightbit quantize reads "
     "(slower: exposing a Conv output stops ONNX Runtime fusing it with its Relu).",
 )
-@click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the table.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the table."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def calibrate(
     model: str,

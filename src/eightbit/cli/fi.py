@@ -209,7 +209,10 @@ def fi(
     outside = _outside(typed, fmt)
     if outside:
         done = "saturated to" if overflow_mode == "saturate" else "wrapped around"
-        click.echo(f"warning: {outside} value(s) outside the range of {fmt.name}, {done} its limits", err=True)
+        click.echo(
+            f"warning: {outside} value(s) outside the range of {fmt.name}, {done} its limits",
+            err=True,
+        )
     rows = _rows(typed, result)
     if as_json:
         payload = {

@@ -17,15 +17,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 _IMAGE_FLAGS = ("image_size", "resize_short", "mean", "std", "scale", "layout", "channels")
 
 
-def _numbers(option: str, text: str | None, convert: Callable[[str], T]) -> tuple[T, ...] | None:
+def _numbers(
+    option: str, text: str | None, convert: Callable[[str], T], example: str
+) -> tuple[T, ...] | None:
     """'a,b,c' as a tuple of numbers; a ConfigError naming ``option`` otherwise."""
     if text is None:
         return None
     try:
         return tuple(convert(part) for part in text.split(","))
     except ValueError:
+        kind = "integers" if convert is int else "numbers"
         raise ConfigError(
-            f"{option} must be comma-separated numbers, e.g. 0.485,0.456,0.406 (got {text!r})"
+            f"{option} must be comma-separated {kind}, e.g. {example} (got {text!r})"
         ) from None
 
 
@@ -35,10 +38,10 @@ def image_options(values: dict[str, Any]) -> ImageOptions | None:
     mean = values.pop("mean", None)
     std = values.pop("std", None)
     given: dict[str, Any] = {
-        "size": _numbers("--image-size", size, int),
+        "size": _numbers("--image-size", size, int, "224 or 224,224"),
         "resize_short": values.pop("resize_short", None),
-        "mean": _numbers("--mean", mean, float),
-        "std": _numbers("--std", std, float),
+        "mean": _numbers("--mean", mean, float, "0.485,0.456,0.406"),
+        "std": _numbers("--std", std, float, "0.229,0.224,0.225"),
         "scale": values.pop("scale", None),
         "layout": values.pop("layout", None),
         "channels": values.pop("channels", None),
