@@ -15,6 +15,7 @@ import contextvars
 import os
 import signal
 import tempfile
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,10 @@ class _Batch:
     created_folders: list[Path] = field(default_factory=list)
 
     def discard(self) -> None:
+        with _sigint_held():  # a second Ctrl-C must not leave temporaries behind
+            self._remove_all()
+
+    def _remove_all(self) -> None:
         for temporary in self.renames.values():
             temporary.unlink(missing_ok=True)
         for folder in reversed(self.created_folders):
@@ -40,7 +45,7 @@ class _Batch:
 
     def commit(self) -> None:
         # Ctrl-C between two renames would leave some outputs new and some old: hold it
-        # until every rename is done (it is delivered when the mask is restored).
+        # until every rename is done, then deliver it.
         with _sigint_held():
             done = 0
             try:
@@ -73,14 +78,25 @@ def all_or_nothing() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _sigint_held() -> Iterator[None]:
-    if not hasattr(signal, "pthread_sigmask"):
+    """Hold Ctrl-C during the block and deliver it after (main thread only).
+
+    Python's handler is swapped, not the thread's signal mask: ONNX Runtime's threads
+    would take a signal blocked here, and Python would still raise in this thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            if callable(previous):
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
