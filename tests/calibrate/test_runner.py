@@ -190,7 +190,7 @@ def test_identical_samples_are_refused_as_calibration_data() -> None:
     model = models.conv_bn_relu()
     one = models.random_inputs(model, n=1, seed=2)["input"]
     constant = np.repeat(one, 40, axis=0)
-    with pytest.raises(DataError, match="all 40 calibration samples .* are identical"):
+    with pytest.raises(DataError, match=r"all 40 calibration samples .* are identical"):
         calibrate(model, constant, CalibrationConfig(batch_size=16))
     varied = constant.copy()
     varied[37] += 0.5  # one differing sample, in the last batch, is variation

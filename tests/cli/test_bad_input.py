@@ -10,8 +10,7 @@ defects of issue 14 (each failed on the code before it).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,185 +19,177 @@ from click.testing import CliRunner
 from eightbit.cli import main
 from tests.cli.conftest import Workspace
 
-Args = Callable[[Workspace, Path], list[str]]
-
 
 @dataclass(frozen=True)
 class Case:
+    """``command``: the arguments, split on spaces; ``{ws}`` is the workspace of inputs and
+    ``{out}`` the (initially empty) output folder."""
+
     name: str
-    args: Args
+    command: str
     message: str  # a part of the one error line
     absent: tuple[str, ...] = ()  # must not be in the error line
     obstacles: tuple[str, ...] = ()  # folders made in the output folder first
     files: tuple[str, ...] = ()  # files made in the output folder first
     code: int = 2
-    extra: dict[str, str] = field(default_factory=dict)
+
+    def args(self, ws: Workspace, out: Path) -> list[str]:
+        return self.command.format(ws=ws.folder, out=out).split()
 
 
-def _m(ws: Workspace) -> str:
-    return str(ws / "mnist_cnn.onnx")
-
-
-def _q(ws: Workspace) -> str:
-    return str(ws / "q.onnx")
-
-
-def _d(ws: Workspace) -> str:
-    return str(ws / "test.npz")
-
-
-def _validate(data: str, *extra: str) -> Args:
-    return lambda ws, out: ["validate", _m(ws), _q(ws), "-d", str(ws / data), "--no-layers", *extra]
-
-
-def _report(data: str, *extra: str) -> Args:
-    return lambda ws, out: [
-        "report", _m(ws), _q(ws), "-d", str(ws / data), "-o", str(out / "r.html"), *extra
-    ]  # fmt: skip
-
-
-def _run(data: str, *extra: str, model: str = "q.onnx") -> Args:
-    return lambda ws, out: ["run", str(ws / model), "-d", str(ws / data), "-o", str(out / "o.npz"), *extra]  # fmt: skip
-
-
-def _quantize(data: str, *extra: str, model: str = "mnist_cnn.onnx") -> Args:
-    return lambda ws, out: [
-        "quantize", str(ws / model), "-d", str(ws / data), "-o", str(out / "q3.onnx"),
-        "--preset", "fast", *extra,
-    ]  # fmt: skip
-
-
-def _calibrate(data: str, *extra: str, model: str = "mnist_cnn.onnx") -> Args:
-    return lambda ws, out: [
-        "calibrate", str(ws / model), "-d", str(ws / data), "-o", str(out / "r.json"), *extra
-    ]  # fmt: skip
-
-
-def _codegen(model: str, *extra: str) -> Args:
-    return lambda ws, out: ["codegen", str(ws / model), "-o", str(out / "c"), *extra]
-
-
-NOT_SKIP = ("--skip-nonfinite (",)  # the advice may name calibrate's option, not offer it here
+M, Q, D = "{ws}/mnist_cnn.onnx", "{ws}/q.onnx", "{ws}/test.npz"
+VALIDATE = f"validate {M} {Q} --no-layers -d {{ws}}/"  # + data file
+REPORT = f"report {M} {Q} -o {{out}}/r.html -d {{ws}}/"
+RUN = f"run {Q} -o {{out}}/o.npz -d {{ws}}/"
+QUANTIZE = f"quantize {M} -o {{out}}/q3.onnx --preset fast -d {{ws}}/"
+CALIBRATE = f"calibrate {M} -o {{out}}/r.json -d {{ws}}/"
+NOT_OFFERED = ("--skip-nonfinite (",)  # the advice may name calibrate's option, not offer it
 
 CASES = [
     # Missing, empty, truncated and random models.
+    Case(
+        "missing model: calibrate",
+        f"calibrate none.onnx -d {D} -o {{out}}/r.json",
+        "does not exist",
+    ),
+    Case(
+        "missing model: quantize", f"quantize none.onnx -d {D} -o {{out}}/q.onnx", "does not exist"
+    ),
+    Case("missing model: validate", f"validate none.onnx {Q} -d {D}", "does not exist"),
+    Case(
+        "missing model: report", f"report {M} none.onnx -d {D} -o {{out}}/r.html", "does not exist"
+    ),
     *[
-        Case(f"missing model: {name}", args, "does not exist")
-        for name, args in [
-            ("calibrate", _calibrate("test.npz", model="none.onnx")),
-            ("quantize", _quantize("test.npz", model="none.onnx")),
-            ("run", _run("test.npz", model="none.onnx")),  # d14
-            ("codegen", _codegen("none.onnx")),  # d14
-            ("validate", lambda ws, out: ["validate", "none.onnx", _q(ws), "-d", _d(ws)]),
-            ("report", lambda ws, out: ["report", _m(ws), "none.onnx", "-d", _d(ws), "-o", "r"]),
+        Case(f"d14 {broken} model: {command}", text, broken.split(".")[0], absent=("no plan",))
+        for broken in ("none.onnx", "empty.onnx", "truncated.onnx", "random.onnx")
+        for command, text in [
+            ("run", f"run {{ws}}/{broken} -d {D} -o {{out}}/o.npz"),
+            ("codegen", f"codegen {{ws}}/{broken} -o {{out}}/c"),
         ]
     ],
-    *[
-        Case(f"d14 {broken} model: {command}", args, broken.split(".")[0], absent=("no plan",))
-        for broken in ("empty.onnx", "truncated.onnx", "random.onnx")
-        for command, args in [
-            ("run", _run("test.npz", model=broken)),
-            ("codegen", _codegen(broken)),
-        ]
-    ],
-    Case("truncated model: quantize", _quantize("test.npz", model="truncated.onnx"), "truncated"),
-    # Data: missing, wrong name, shape, NaN, empty, constant, huge, corrupt images.
-    Case("missing data: quantize", _quantize("none.npz"), "does not exist"),
-    Case("wrong shape: validate", _validate("wrong_shape.npy"), "shape"),
-    Case("corrupt image: calibrate", _calibrate("corrupt_images", "--channels", "gray"), "a.png"),
-    *[
-        Case(f"d9 NaN advice: {command}", args, "NaN", absent=NOT_SKIP)
-        for command, args in [
-            ("quantize", _quantize("nan.npy")),
-            ("validate", _validate("nan.npy")),
-            ("report", _report("nan.npy")),
-            ("run", _run("nan.npy")),
-        ]
-    ],
-    Case("NaN: calibrate offers --skip-nonfinite", _calibrate("nan.npy"), "--skip-nonfinite"),
-    Case("d10 zero samples: run", _run("empty.npy"), "no samples"),
-    Case("zero samples: quantize", _quantize("empty.npy"), "sample"),
-    Case("d8 constant data: quantize", _quantize("constant.npy"), "identical"),
-    Case("d8 constant data: calibrate", _calibrate("constant.npy"), "identical"),
-    Case("d11 float64 beyond float32: quantize", _quantize("huge.npy"), "float32's range"),
+    Case(
+        "truncated model: quantize",
+        f"quantize {{ws}}/truncated.onnx -d {D} -o {{out}}/q.onnx",
+        "truncated",
+    ),
+    # Data: missing, wrong shape, NaN, empty, constant, huge, corrupt images.
+    Case("missing data: quantize", QUANTIZE + "none.npz", "does not exist"),
+    Case("wrong shape: validate", VALIDATE + "wrong_shape.npy", "shape"),
+    Case("corrupt image: calibrate", CALIBRATE + "corrupt_images --channels gray", "a.png"),
+    Case("d9 NaN advice: quantize", QUANTIZE + "nan.npy", "NaN", absent=NOT_OFFERED),
+    Case("d9 NaN advice: validate", VALIDATE + "nan.npy", "NaN", absent=NOT_OFFERED),
+    Case("d9 NaN advice: report", REPORT + "nan.npy", "NaN", absent=NOT_OFFERED),
+    Case("d9 NaN advice: run", RUN + "nan.npy", "NaN", absent=NOT_OFFERED),
+    Case("NaN: calibrate offers --skip-nonfinite", CALIBRATE + "nan.npy", "--skip-nonfinite"),
+    Case("d10 zero samples: run", RUN + "empty.npy", "no samples"),
+    Case("zero samples: quantize", QUANTIZE + "empty.npy", "sample"),
+    Case("d8 constant data: quantize", QUANTIZE + "constant.npy", "identical"),
+    Case("d8 constant data: calibrate", CALIBRATE + "constant.npy", "identical"),
+    Case("d11 float64 beyond float32: quantize", QUANTIZE + "huge.npy", "float32's range"),
     Case(
         "d11 ranges beyond float32 name the tensor",
-        lambda ws, out: ["quantize", _m(ws), "--ranges", str(ws / "huge_ranges.json"), "-o", str(out / "q.onnx")],  # fmt: skip
+        f"quantize {M} --ranges {{ws}}/huge_ranges.json -o {{out}}/q.onnx",
         "tensor '",
     ),
     # Labels.
-    Case("d7 labels 99 for 10 classes: validate", _validate("test.npz", "--labels", "__labels_99.npy"), "10 classes"),  # fmt: skip
-    Case("d7 labels -1: validate", _validate("test.npz", "--labels", "__labels_minus1.npy"), "10 classes"),  # fmt: skip
-    Case("d7 labels 99: report", _report("test.npz", "--labels", "__labels_99.npy"), "10 classes"),
-    Case("label count: validate", _validate("test.npz", "--labels", "__test.npz"), "labels"),
-    # Option values.
-    Case("d15 --top -5", _calibrate("test.npz", "--top", "-5"), "--top"),
-    Case("d16 --image-size abc", _run("test.npz", "--image-size", "abc"), "224", absent=("0.485",)),  # fmt: skip
-    Case("--batch-size 0: validate", _validate("test.npz", "--batch-size", "0"), "--batch-size"),
-    Case("--method bad: quantize", _quantize("test.npz", "--method", "bad"), "--method"),
-    Case("unknown option: run", _run("test.npz", "--bogus"), "--bogus"),
-    # Plans.
-    *[
-        Case(f"d4 binary plan: {command}", args, "not a text file")
-        for command, args in [
-            ("report", _report("test.npz", "--plan", "__binary.plan.json")),
-            ("run", _run("test.npz", "--plan", "__binary.plan.json")),
-            ("codegen", _codegen("q.onnx", "--plan", "__binary.plan.json")),
-        ]
-    ],
-    Case("d6 another model's plan: report", _report("test.npz", "--plan", "__other_q.plan.json"), "plan does not belong"),  # fmt: skip
-    Case("another model's plan: run", _run("test.npz", "--plan", "__other_q.plan.json"), "plan"),
     Case(
-        "d17 codegen of a float node gives no 'exclude' advice",
-        _codegen("other_q.onnx"),
+        "d7 labels 99 (10 classes): validate",
+        VALIDATE + "test.npz --labels {ws}/labels_99.npy",
+        "10 classes",
+    ),
+    Case(
+        "d7 labels -1: validate",
+        VALIDATE + "test.npz --labels {ws}/labels_minus1.npy",
+        "10 classes",
+    ),
+    Case("d7 labels 99: report", REPORT + "test.npz --labels {ws}/labels_99.npy", "10 classes"),
+    Case("label count: validate", VALIDATE + "test.npz --labels {ws}/test.npz", "labels"),
+    # Option values.
+    Case("d15 --top -5", CALIBRATE + "test.npz --top -5", "--top"),
+    Case("d16 --image-size abc", RUN + "test.npz --image-size abc", "224", absent=("0.485",)),
+    Case("--batch-size 0: validate", VALIDATE + "test.npz --batch-size 0", "--batch-size"),
+    Case("--method bad: quantize", QUANTIZE + "test.npz --method bad", "--method"),
+    Case("unknown option: run", RUN + "test.npz --bogus", "--bogus"),
+    # Plans.
+    Case(
+        "d4 binary plan: report",
+        REPORT + "test.npz --plan {ws}/binary.plan.json",
+        "not a text file",
+    ),
+    Case("d4 binary plan: run", RUN + "test.npz --plan {ws}/binary.plan.json", "not a text file"),
+    Case(
+        "d4 binary plan: codegen",
+        f"codegen {Q} -o {{out}}/c --plan {{ws}}/binary.plan.json",
+        "not a text file",
+    ),
+    Case(
+        "d6 another model's plan: report",
+        REPORT + "test.npz --plan {ws}/other_q.plan.json",
+        "not belong",
+    ),
+    Case("another model's plan: run", RUN + "test.npz --plan {ws}/other_q.plan.json", "plan"),
+    Case(
+        "d17 float node, no 'exclude' advice",
+        "codegen {ws}/other_q.onnx -o {out}/c",
         "Softmax",
         absent=("'exclude'",),
     ),
     # d1: outputs onto inputs (after links and '..').
     *[
-        Case(f"d1 output onto input: {name}", args, "is the input file")
-        for name, args in [
-            ("report -o its plan", lambda ws, out: ["report", _m(ws), _q(ws), "-d", _d(ws), "-o", str(ws / "q.plan.json")]),  # fmt: skip
-            ("report --plan p -o p", lambda ws, out: ["report", _m(ws), _q(ws), "-d", _d(ws), "--plan", str(ws / "p.json"), "-o", str(ws / "p.json")]),  # fmt: skip
-            ("report -o its labels", lambda ws, out: ["report", _m(ws), _q(ws), "-d", _d(ws), "--labels", str(ws / "labels.npy"), "-o", str(ws / "labels.npy")]),  # fmt: skip
-            ("run -o the plan", lambda ws, out: ["run", _q(ws), "-d", _d(ws), "-o", str(ws / "q.plan.json")]),  # fmt: skip
-            ("run -o the plan through a link", lambda ws, out: ["run", _q(ws), "-d", _d(ws), "-o", str(ws / "link.plan.json")]),  # fmt: skip
-            ("run -o the plan through ..", lambda ws, out: ["run", _q(ws), "-d", _d(ws), "-o", str(ws / "data" / ".." / "q.plan.json")]),  # fmt: skip
-            ("quantize -o the model", lambda ws, out: ["quantize", _m(ws), "-d", _d(ws), "-o", _m(ws)]),  # fmt: skip
-            ("quantize --report onto the data", lambda ws, out: ["quantize", _m(ws), "-d", _d(ws), "-o", str(out / "x.onnx"), "--report", _d(ws)]),  # fmt: skip
-            ("calibrate -o the data", lambda ws, out: ["calibrate", _m(ws), "-d", _d(ws), "-o", _d(ws)]),  # fmt: skip
-            ("run --dump-dir onto the data file", lambda ws, out: ["run", _q(ws), "-d", _d(ws), "-o", str(out / "o.npz"), "--dump-dir", _d(ws)]),  # fmt: skip
+        Case(f"d1 output onto input: {name}", text, "is the input file")
+        for name, text in [
+            ("report -o its plan", f"report {M} {Q} -d {D} -o {{ws}}/q.plan.json"),
+            (
+                "report --plan p -o p",
+                f"report {M} {Q} -d {D} --plan {{ws}}/p.json -o {{ws}}/p.json",
+            ),
+            (
+                "report -o its labels",
+                f"report {M} {Q} -d {D} --labels {{ws}}/labels.npy -o {{ws}}/labels.npy",
+            ),
+            ("run -o the plan", f"run {Q} -d {D} -o {{ws}}/q.plan.json"),
+            ("run -o the plan via a link", f"run {Q} -d {D} -o {{ws}}/link.plan.json"),
+            ("run -o the plan via ..", f"run {Q} -d {D} -o {{ws}}/data/../q.plan.json"),
+            ("quantize -o the model", f"quantize {M} -d {D} -o {M}"),
+            ("quantize --report the data", f"quantize {M} -d {D} -o {{out}}/x.onnx --report {D}"),
+            ("calibrate -o the data", f"calibrate {M} -d {D} -o {D}"),
+            ("run --dump-dir the data", f"run {Q} -d {D} -o {{out}}/o.npz --dump-dir {D}"),
         ]
     ],
     Case(
         "d1 run --dump-dir a folder holding the data",
-        lambda ws, out: ["run", _q(ws), "-d", str(ws / "data" / "image.npy"), "-o", str(out / "o.npz"), "--dump-dir", str(ws / "data")],  # fmt: skip
+        f"run {Q} -d {{ws}}/data/image.npy -o {{out}}/o.npz --dump-dir {{ws}}/data",
         "holds the input",
     ),
     # d2/d3: outputs that cannot be written fail before any work, and leave nothing.
-    Case("d2 quantize -o a folder", _quantize("test.npz"), "is a folder", obstacles=("q3.onnx",)),
-    Case("d2 run -o a folder", _run("test.npz"), "is a folder", obstacles=("o.npz",)),
-    Case("d2 plan path is a folder", _quantize("test.npz"), "q3.plan.json", obstacles=("q3.plan.json",)),  # fmt: skip
-    Case("d2 codegen: q_io.c is a folder", _codegen("q.onnx"), "q_io.c", obstacles=("c/q_io.c",)),
-    Case("d3 quantize --report into a missing folder", _quantize("test.npz", "--report", "__OUT/nodir/r.html"), "does not exist"),  # fmt: skip
-    Case("d3 calibrate -o a folder", _calibrate("test.npz"), "is a folder", obstacles=("r.json",)),
-    Case("d3 run --dump-dir a file", _run("test.npz", "--dump-dir", "__OUT/f"), "is a file", files=("f",)),  # fmt: skip
-    Case("missing output folder: run", lambda ws, out: ["run", _q(ws), "-d", _d(ws), "-o", str(out / "no" / "o.npz")], "does not exist"),  # fmt: skip
-    Case("two outputs on one path", _quantize("test.npz", "--report", "__OUT/q3.plan.json"), "also the output"),  # fmt: skip
-    Case("codegen -o a file", lambda ws, out: ["codegen", _q(ws), "-o", str(out / "f")], "is a file", files=("f",)),  # fmt: skip
+    Case("d2 quantize -o a folder", QUANTIZE + "test.npz", "is a folder", obstacles=("q3.onnx",)),
+    Case("d2 run -o a folder", RUN + "test.npz", "is a folder", obstacles=("o.npz",)),
+    Case(
+        "d2 plan path a folder", QUANTIZE + "test.npz", "q3.plan.json", obstacles=("q3.plan.json",)
+    ),
+    Case(
+        "d2 codegen: q_io.c a folder",
+        f"codegen {Q} -o {{out}}/c",
+        "q_io.c",
+        obstacles=("c/q_io.c",),
+    ),
+    Case(
+        "d3 quantize --report nodir/",
+        QUANTIZE + "test.npz --report {out}/nodir/r.html",
+        "not exist",
+    ),
+    Case("d3 calibrate -o a folder", CALIBRATE + "test.npz", "is a folder", obstacles=("r.json",)),
+    Case(
+        "d3 run --dump-dir a file", RUN + "test.npz --dump-dir {out}/f", "is a file", files=("f",)
+    ),
+    Case("missing output folder: run", f"run {Q} -d {D} -o {{out}}/no/o.npz", "does not exist"),
+    Case(
+        "two outputs, one path",
+        QUANTIZE + "test.npz --report {out}/q3.plan.json",
+        "also the output",
+    ),
+    Case("codegen -o a file", f"codegen {Q} -o {{out}}/f", "is a file", files=("f",)),
 ]
-
-
-def _expand(args: list[str], ws: Workspace, out: Path) -> list[str]:
-    """``__name`` is a workspace file, ``__OUT/name`` a path in the output folder."""
-    expanded = []
-    for arg in args:
-        if arg.startswith("__OUT/"):
-            arg = str(out / arg.removeprefix("__OUT/"))
-        elif arg.startswith("__"):
-            arg = str(ws / arg.removeprefix("__"))
-        expanded.append(arg)
-    return expanded
 
 
 def _tree(folder: Path) -> list[str]:
@@ -216,7 +207,7 @@ def test_bad_input(case: Case, workspace: Workspace, tmp_path: Path) -> None:
     before, tree = workspace.digests(), _tree(out)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = CliRunner().invoke(main, _expand(case.args(workspace, out), workspace, out))
+        result = CliRunner().invoke(main, case.args(workspace, out))
     assert result.exit_code == case.code, (result.output, result.exception)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     lines = result.stderr.splitlines()
@@ -275,7 +266,7 @@ def test_d2_a_write_refused_by_the_system_is_one_line_and_leaves_nothing(
         return fd, name
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
-    args = _quantize("test.npz")(workspace, tmp_path)
+    args = Case("", QUANTIZE + "test.npz", "").args(workspace, tmp_path)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, (result.output, result.exception)
     assert result.stderr.splitlines() == [

@@ -104,7 +104,9 @@ def _quantize_args(ws: Workspace, out: Path, data: str = "test.npz") -> list[str
     ]  # fmt: skip
 
 
-def _check(result: subprocess.CompletedProcess[str], out: Path, ws: Workspace, before: dict[str, str]) -> None:  # fmt: skip
+def _check(
+    result: subprocess.CompletedProcess[str], out: Path, ws: Workspace, before: dict[str, str]
+) -> None:
     assert result.returncode == 130, (result.returncode, result.stderr)
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: interrupted"), result.stderr
