@@ -136,24 +136,24 @@ CASES = [
     ),
     # d1: outputs onto inputs (after links and '..').
     *[
-        Case(f"d1 output onto input: {name}", text, "is the input file")
+        Case(f"{name} (output onto input)", text, "is the input file")
         for name, text in [
-            ("report -o its plan", f"report {M} {Q} -d {D} -o {{ws}}/q.plan.json"),
+            ("d1 report -o its plan", f"report {M} {Q} -d {D} -o {{ws}}/q.plan.json"),
             (
-                "report --plan p -o p",
+                "d1 report --plan p -o p",
                 f"report {M} {Q} -d {D} --plan {{ws}}/p.json -o {{ws}}/p.json",
             ),
             (
-                "report -o its labels",
+                "d1 report -o its labels",
                 f"report {M} {Q} -d {D} --labels {{ws}}/labels.npy -o {{ws}}/labels.npy",
             ),
-            ("run -o the plan", f"run {Q} -d {D} -o {{ws}}/q.plan.json"),
-            ("run -o the plan via a link", f"run {Q} -d {D} -o {{ws}}/link.plan.json"),
-            ("run -o the plan via ..", f"run {Q} -d {D} -o {{ws}}/data/../q.plan.json"),
+            ("d1 run -o the plan", f"run {Q} -d {D} -o {{ws}}/q.plan.json"),
+            ("d1 run -o the plan via a link", f"run {Q} -d {D} -o {{ws}}/link.plan.json"),
+            ("d1 run -o the plan via ..", f"run {Q} -d {D} -o {{ws}}/data/../q.plan.json"),
             ("quantize -o the model", f"quantize {M} -d {D} -o {M}"),
             ("quantize --report the data", f"quantize {M} -d {D} -o {{out}}/x.onnx --report {D}"),
             ("calibrate -o the data", f"calibrate {M} -d {D} -o {D}"),
-            ("run --dump-dir the data", f"run {Q} -d {D} -o {{out}}/o.npz --dump-dir {D}"),
+            ("d1 run --dump-dir the data", f"run {Q} -d {D} -o {{out}}/o.npz --dump-dir {D}"),
         ]
     ],
     Case(
