@@ -41,3 +41,14 @@ def test_check_outputs_compares_real_paths(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="holds the input"):
         check_outputs([data], folders=[tmp_path])
     check_outputs([data], files=[tmp_path / "new" / "x.c"], folders=[tmp_path / "new"])
+
+
+def test_a_models_external_data_is_an_input(tmp_path: Path) -> None:
+    from eightbit.cli.options import model_files
+
+    model = tmp_path / "big.onnx"
+    model.write_bytes(b"m")
+    assert model_files(str(model)) == [str(model)]
+    (tmp_path / "big.onnx.data").write_bytes(b"w")
+    with pytest.raises(ConfigError, match="is the input file"):
+        check_outputs(model_files(str(model)), files=[tmp_path / "big.onnx.data"])

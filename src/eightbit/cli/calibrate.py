@@ -11,7 +11,7 @@ import click
 from eightbit._io import all_or_nothing, check_outputs
 from eightbit.calibrate import CalibrationConfig, Ranges
 from eightbit.calibrate import calibrate as calibrate_model
-from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.cli.options import DATA_HELP, image_flags, image_options, model_files
 from eightbit.graph import Graph, load_model, normalize
 from eightbit.plan import activation_tensors_to_calibrate
 from eightbit.quant import QuantConfig
@@ -123,7 +123,7 @@ def calibrate(
     --exclude or --op-types at quantize time a few more may be needed: calibrate with
     --all-tensors then.
     """
-    check_outputs([model, data], files=[output, Ranges.sidecar_path(output)])
+    check_outputs([*model_files(model), data], files=[output, Ranges.sidecar_path(output)])
     config = CalibrationConfig(
         method=cast("Method", method),  # CalibrationConfig validates it
         percentile=percentile,

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from eightbit._io import all_or_nothing, check_outputs, output_folder
-from eightbit.cli.options import model_problems_first
+from eightbit.cli.options import model_files, model_problems_first
 from eightbit.codegen import GeneratedModel, check_name, generate_c
 from eightbit.codegen.c import identifier
 from eightbit.codegen.writer import RUNTIME_HEADER
@@ -53,7 +53,7 @@ def codegen_command(
     """Write the quantized MODEL as C99 sources into DIR, bit-exact with the engine."""
     chosen = check_name(name) if name is not None else default_name(model)
     check_outputs(
-        [model, plan or plan_path_for(model)],
+        [*model_files(model), plan or plan_path_for(model)],
         files=[Path(output) / file_name for file_name in source_files(chosen)],
         folders=[output],
         inputs_inside_folders=False,

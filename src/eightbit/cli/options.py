@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -71,6 +72,16 @@ def image_flags(command: F) -> F:
     for flag in reversed(flags):
         command = flag(command)
     return command
+
+
+def model_files(*models: str) -> list[str]:
+    """The files a model is read from: ``<name>`` and its external data ``<name>.data``."""
+    return [
+        path
+        for model in models
+        for path in (model, f"{model}.data")
+        if path == model or Path(path).is_file()
+    ]
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ import click
 
 from eightbit._io import all_or_nothing, check_outputs, pending_path
 from eightbit.calibrate import METHODS, CalibrationConfig, ImageOptions, Ranges
-from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.cli.options import DATA_HELP, image_flags, image_options, model_files
 from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
@@ -301,7 +301,7 @@ def quantize_command(
         batch_size=batch_size,
     )
     image = image_options(image_values)
-    inputs = [model] + ([data] if data else []) + ([ranges_path] if ranges_path else [])
+    inputs = model_files(model) + ([data] if data else []) + ([ranges_path] if ranges_path else [])
     if report_path and not data:
         raise ConfigError("--report needs --data: the report runs both models on it")
     check_outputs(

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from eightbit._io import check_outputs
+from eightbit.cli.options import model_files
 from eightbit.cli.validate import data_options, run_options
 from eightbit.plan import plan_path_for
 from eightbit.report import build_report, write_report
@@ -48,8 +49,7 @@ def report_command(
     default_plan = plan_path_for(int8_model)
     check_outputs(
         [
-            float_model,
-            int8_model,
+            *model_files(float_model, int8_model),
             params["data"],
             params["labels"],
             plan,

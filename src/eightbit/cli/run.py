@@ -20,7 +20,13 @@ from rich.table import Table
 
 from eightbit._io import all_or_nothing, atomic_write_bytes, check_outputs, output_folder
 from eightbit.calibrate import open_data
-from eightbit.cli.options import DATA_HELP, image_flags, image_options, model_problems_first
+from eightbit.cli.options import (
+    DATA_HELP,
+    image_flags,
+    image_options,
+    model_files,
+    model_problems_first,
+)
 from eightbit.engine import Program, execute, prepare, require_integer_only
 from eightbit.engine.dump import write_dump
 from eightbit.errors import ConfigError, DataError
@@ -76,7 +82,7 @@ def run(
         raise ConfigError("--dump-dir and --strict-integer apply to --engine integer only")
     uses_plan = engine == "integer" or strict_integer
     plan_file = (plan or plan_path_for(model)) if uses_plan else None
-    check_outputs([model, plan_file, data], files=[output], folders=[dump_dir])
+    check_outputs([*model_files(model), plan_file, data], files=[output], folders=[dump_dir])
     program = None
     if uses_plan:
         with model_problems_first(model):
