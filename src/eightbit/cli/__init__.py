@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 
 try:  # Ctrl-C while Python starts the command: one line too, not a traceback.
+    import errno
     import importlib
     from typing import Any, NoReturn
 
@@ -62,9 +63,11 @@ class _Group(click.Group):
     """Loads subcommands lazily; bad input, write errors and Ctrl-C become one line."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(_COMMANDS)
+        return [*_COMMANDS, *(name for name in self.commands if name not in _COMMANDS)]
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:  # added with add_command
+            return self.commands[cmd_name]
         if cmd_name not in _COMMANDS:
             return None
         module, attribute = _COMMANDS[cmd_name]
@@ -96,6 +99,8 @@ class _Group(click.Group):
         except EightbitError as exc:
             _fail(str(exc), 2)
         except OSError as exc:
+            if exc.errno == errno.EPIPE:  # stdout closed early (| head): click ends quietly
+                raise
             _fail(_os_message(exc), 2)
         except KeyboardInterrupt:
             _interrupted()
