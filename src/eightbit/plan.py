@@ -180,10 +180,15 @@ class QuantPlan:
             text = source.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"cannot read plan {str(source)!r}: {exc.strerror}") from exc
+        except UnicodeDecodeError:
+            raise ConfigError(
+                f"plan {str(source)!r} is not a text file (not UTF-8); give the .plan.json "
+                "that eightbit quantize wrote beside the model"
+            ) from None
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"plan {str(source)!r} is not valid JSON: {exc}") from exc
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise ConfigError(f"plan {str(source)!r} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
 
 

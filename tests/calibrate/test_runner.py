@@ -136,7 +136,7 @@ def test_no_usable_samples_is_an_error() -> None:
 
 
 def test_skipped_samples_are_counted() -> None:
-    data = np.ones((5, 2), np.float32)
+    data = np.linspace(1.0, 2.0, 10, dtype=np.float32).reshape(5, 2)  # varied samples
     data[2] = np.inf
     ranges = calibrate(_log_model(), data, CalibrationConfig(skip_nonfinite=True))
     assert (ranges.samples, ranges.skipped) == (4, 1)
@@ -183,3 +183,16 @@ def test_a_torch_exported_model_calibrates() -> None:
     assert len(ranges) >= 8
     for name, chosen in ranges.items():
         assert chosen.observed_min <= chosen.min <= chosen.max <= chosen.observed_max, name
+
+
+def test_identical_samples_are_refused_as_calibration_data() -> None:
+    """Issue 14 (d8): ranges of one repeated input describe nothing else."""
+    model = models.conv_bn_relu()
+    one = models.random_inputs(model, n=1, seed=2)["input"]
+    constant = np.repeat(one, 40, axis=0)
+    with pytest.raises(DataError, match=r"all 40 calibration samples .* are identical"):
+        calibrate(model, constant, CalibrationConfig(batch_size=16))
+    varied = constant.copy()
+    varied[37] += 0.5  # one differing sample, in the last batch, is variation
+    assert calibrate(model, varied, CalibrationConfig(batch_size=16)).samples == 40
+    assert calibrate(model, one, CalibrationConfig()).samples == 1  # one sample is not refused

@@ -67,6 +67,19 @@ def check_label_count(labels: np.ndarray, samples: int, *, at_least: bool = Fals
         )
 
 
+def check_label_classes(labels: np.ndarray, classes: int, output: str) -> None:
+    """Every label a class of ``output`` (0 to classes - 1): others could never be right."""
+    if labels.size == 0:
+        return
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise DataError(
+            f"labels run from {low} to {high}, but output {output!r} has {classes} classes "
+            f"(ids 0 to {classes - 1}); give the class ids of the samples, in the order "
+            "of the data"
+        )
+
+
 def _class_ids(array: np.ndarray, label: str) -> np.ndarray:
     flat = array.reshape(-1) if array.ndim == 2 and 1 in array.shape else array
     if flat.ndim != 1 or flat.dtype.kind not in "iu":

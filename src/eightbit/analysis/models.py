@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from eightbit.analysis.qdq import QdqModel, read_qdq
-from eightbit.errors import ModelError
+from eightbit.errors import ConfigError, ModelError
 from eightbit.export import integer_moves
 from eightbit.graph import Graph, TensorInfo, load_model, normalize
 from eightbit.graph.stem import space_to_depth_stems
@@ -50,6 +50,26 @@ class ModelPair:
     int8_path: Path | None
     deployed_float: onnx.ModelProto
     deployed_int8: onnx.ModelProto
+
+
+def _check_plan_matches(plan: QuantPlan, int8_graph: Graph) -> None:
+    """Refuse a plan made for another model: its decisions would be shown as this one's.
+
+    Every node of the int8 model other than its QuantizeLinear/DequantizeLinear pairs has
+    a decision in the plan it was exported from (the engine requires the same).
+    """
+    decided = {decision.name for decision in plan.nodes}
+    missing = [
+        node.name
+        for node in int8_graph.nodes
+        if not (node.op_type in ("QuantizeLinear", "DequantizeLinear") and not node.domain)
+        and node.name not in decided
+    ]
+    if missing:
+        raise ConfigError(
+            f"the plan does not belong to this int8 model: node(s) {missing[:3]} have no "
+            "decision in it; give the plan eightbit quantize wrote beside this model"
+        )
 
 
 def load_pair(
@@ -82,6 +102,8 @@ def load_pair(
         plan = plan_path_for(int8_path)
     if plan is not None and not isinstance(plan, QuantPlan):
         plan = QuantPlan.load(plan)
+    if plan is not None:
+        _check_plan_matches(plan, int8_graph)
     return ModelPair(
         normalized,
         quantized,

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from eightbit.analysis.labels import check_label_classes
 from eightbit.analysis.metrics import ErrorSums, correct_predictions, topk_hits
 from eightbit.errors import ConfigError, DataError
 
@@ -110,6 +111,7 @@ class OutputTally:
             self.top1 += int(np.count_nonzero(topk_hits(reference, quantized, 1)))
             self.top5 += int(np.count_nonzero(topk_hits(reference, quantized, 5)))
             if labels is not None:
+                check_label_classes(labels, self.classes, self.name)
                 self.labelled = True
                 self.float_correct += int(np.count_nonzero(correct_predictions(reference, labels)))
                 self.int8_correct += int(np.count_nonzero(correct_predictions(quantized, labels)))

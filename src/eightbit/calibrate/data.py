@@ -79,6 +79,7 @@ class DataSource:
         self._limit = limit
         self.samples = samples if limit is None or samples is None else min(samples, limit)
         self.used = self.skipped = self.dropped = 0
+        self.varied = False  # after an iteration: did any sample differ from the first?
 
     def __len__(self) -> int:
         """Number of batches, when the number of samples is known."""
@@ -90,7 +91,16 @@ class DataSource:
 
     def __iter__(self) -> Iterator[Batch]:
         self.used = self.skipped = self.dropped = 0
+        self.varied = False
+        first: Batch = {}
         for batch in self._batches(self._finite(self._conformed())):
+            if not first:
+                first = {name: array[:1].copy() for name, array in batch.items()}
+            if not self.varied:
+                self.varied = any(
+                    not np.array_equal(array, np.broadcast_to(first[name], array.shape))
+                    for name, array in batch.items()
+                )
             self.used += rows_of(batch)
             yield batch
 
@@ -122,8 +132,9 @@ class DataSource:
                     )
                     raise DataError(
                         f"sample {bad} (counting from 0) of input {name!r} in {self.label} "
-                        "contains NaN or infinity; remove it, or skip such samples with "
-                        "--skip-nonfinite (skip_nonfinite=True)"
+                        "contains NaN or infinity; remove such samples from the data (only "
+                        "calibration can skip them: eightbit calibrate --skip-nonfinite, "
+                        "skip_nonfinite=True)"
                     )
                 self.skipped += count - int(good.sum())
                 chunk = {name: array[good] for name, array in chunk.items()}
@@ -158,6 +169,20 @@ class DataSource:
             self.dropped = count
         elif count:
             yield _concatenate(pending)
+
+
+def require_variation(source: DataSource) -> None:
+    """Refuse calibration samples that are all the same (checked after an iteration).
+
+    Ranges observed on one repeated input describe that input only: every other input
+    would clip, and a quick check on the same samples would still look perfect.
+    """
+    if source.used >= 2 and not source.varied:
+        raise DataError(
+            f"all {source.used} calibration samples in {source.label} are identical, so the "
+            "ranges would describe that one input only; calibrate on varied, representative "
+            "samples (a few hundred real inputs)"
+        )
 
 
 def rows_of(batch: Batch) -> int:
@@ -204,4 +229,21 @@ def conform(array: np.ndarray, info: TensorInfo, label: str, first: int = 0) -> 
                 f"input {info.name!r} expects {expected} values; {given} with values in "
                 f"[{low}, {high}] (samples {first} on), outside the range of {expected}"
             )
+    if expected.kind == "f" and array.dtype.kind == "f" and array.size:
+        return _narrowed_floats(array, info, label, first)
     return array.astype(expected)
+
+
+def _narrowed_floats(array: np.ndarray, info: TensorInfo, label: str, first: int) -> np.ndarray:
+    """Floats cast to a narrower float type; a finite value that would become inf is refused."""
+    with np.errstate(over="ignore"):  # checked below, by sample, instead of a warning
+        cast = array.astype(info.dtype)
+    overflowed = np.isinf(cast) & np.isfinite(array)
+    if overflowed.any():
+        bad = first + int(np.flatnonzero(overflowed.reshape(len(array), -1).any(axis=1))[0])
+        limit = float(np.finfo(info.dtype).max)
+        raise DataError(
+            f"sample {bad} (counting from 0) of input {info.name!r} in {label} holds values "
+            f"beyond {info.dtype}'s range (±{limit:.4g}); scale the data as the model expects"
+        )
+    return cast

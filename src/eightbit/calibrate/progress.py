@@ -33,7 +33,10 @@ class _SamplesPerSecond(ProgressColumn):
 @contextlib.contextmanager
 def sample_progress(total: int | None, description: str, *, show: bool) -> Iterator[Advance]:
     """Yield ``advance(samples)``; draw a bar on stderr while the block runs when ``show``."""
-    if not show:
+    console = Console(stderr=True)
+    # On a terminal only: in a pipe or a log the bar's last frame is noise before the
+    # result (or before the one line of an error).
+    if not show or not console.is_terminal:
         yield lambda samples: None
         return
     columns = (
@@ -44,6 +47,6 @@ def sample_progress(total: int | None, description: str, *, show: bool) -> Itera
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+    with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(description, total=total)
         yield lambda samples: bar.advance(task, samples)

@@ -245,7 +245,7 @@ class Ranges(Mapping[str, TensorRange]):
             )
         try:
             tensors = {
-                str(name): TensorRange(**{key: float(v) for key, v in fields.items()})
+                str(name): _tensor_range(str(name), fields, path)
                 for name, fields in document["tensors"].items()
             }
             method, samples = str(document["method"]), int(document["samples"])
@@ -261,6 +261,30 @@ class Ranges(Mapping[str, TensorRange]):
         return cls(
             method, tensors, samples, skipped=skipped, histograms=histograms, options=options
         )
+
+
+# Activations are float32: a range past it cannot be a range the model computes.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _tensor_range(
+    name: str, fields: Mapping[str, Any], path: str | os.PathLike[str]
+) -> TensorRange:
+    """One tensor's range from a ranges file; a bad one is refused by the tensor's name."""
+    where = f"tensor {name!r} in ranges file {str(path)!r}"
+    try:
+        chosen = TensorRange(**{key: float(v) for key, v in fields.items()})
+    except DataError as error:
+        raise DataError(f"{where}: {error}") from None
+    widest = max(
+        abs(chosen.min), abs(chosen.max), abs(chosen.observed_min), abs(chosen.observed_max)
+    )
+    if widest > _FLOAT32_MAX:
+        raise DataError(
+            f"{where} reaches {widest:.4g}, past float32's range (±{_FLOAT32_MAX:.4g}); "
+            "calibrate again with `eightbit calibrate`"
+        )
+    return chosen
 
 
 def _histograms_npz(histograms: Mapping[str, Histogram]) -> bytes:

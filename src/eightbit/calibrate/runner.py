@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from eightbit.calibrate.config import CalibrationConfig, ImageOptions
-from eightbit.calibrate.data import DataLike, DataSource
+from eightbit.calibrate.data import DataLike, DataSource, require_variation
 from eightbit.calibrate.histogram import NonFiniteError
 from eightbit.calibrate.observers import HistogramObserver, MinMaxObserver, make_observer
 from eightbit.calibrate.progress import sample_progress
@@ -65,6 +65,7 @@ def calibrate(
     _observe_all(source, run, observers, workers=workers, progress=progress)
     if source.used == 0:
         raise DataError(_no_samples_message(source))
+    require_variation(source)
     return _select(observers, config, samples=source.used, skipped=source.skipped)
 
 

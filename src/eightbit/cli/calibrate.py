@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from eightbit._io import refuse_overwrite
+from eightbit._io import all_or_nothing, check_outputs
 from eightbit.calibrate import CalibrationConfig, Ranges
 from eightbit.calibrate import calibrate as calibrate_model
-from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.cli.options import DATA_HELP, image_flags, image_options, model_files
 from eightbit.graph import Graph, load_model, normalize
 from eightbit.plan import activation_tensors_to_calibrate
 from eightbit.quant import QuantConfig
@@ -95,7 +95,9 @@ def _print_table(ranges: Ranges, top: int) -> None:
     help="Observe every float activation, not only those eightbit quantize reads "
     "(slower: exposing a Conv output stops ONNX Runtime fusing it with its Relu).",
 )
-@click.option("--top", type=int, default=10, show_default=True, help="Rows in the table.")
+@click.option(
+    "--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the table."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def calibrate(
     model: str,
@@ -121,8 +123,7 @@ def calibrate(
     --exclude or --op-types at quantize time a few more may be needed: calibrate with
     --all-tensors then.
     """
-    refuse_overwrite(output, model, data)
-    refuse_overwrite(Ranges.sidecar_path(output), model, data)
+    check_outputs([*model_files(model), data], files=[output, Ranges.sidecar_path(output)])
     config = CalibrationConfig(
         method=cast("Method", method),  # CalibrationConfig validates it
         percentile=percentile,
@@ -139,18 +140,19 @@ def calibrate(
     tensors = (
         None if all_tensors else activation_tensors_to_calibrate(Graph(prepared), QuantConfig())
     )
-    ranges = calibrate_model(
-        prepared,
-        data,
-        config,
-        tensors=tensors,
-        threads=threads,
-        image=image,
-        progress=not as_json,
-        normalized=True,
-    )
-    seconds = time.perf_counter() - started
-    ranges.save(output)
+    with all_or_nothing():  # the ranges and their histograms: both or neither
+        ranges = calibrate_model(
+            prepared,
+            data,
+            config,
+            tensors=tensors,
+            threads=threads,
+            image=image,
+            progress=not as_json,
+            normalized=True,
+        )
+        seconds = time.perf_counter() - started
+        ranges.save(output)
     has_histograms = any(ranges.histogram(name) is not None for name in ranges)
     if as_json:
         summary = {

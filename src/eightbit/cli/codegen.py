@@ -18,8 +18,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from eightbit._io import all_or_nothing, check_outputs, output_folder
+from eightbit.cli.options import model_files, model_problems_first
 from eightbit.codegen import GeneratedModel, check_name, generate_c
 from eightbit.codegen.c import identifier
+from eightbit.codegen.writer import RUNTIME_HEADER
 from eightbit.plan import plan_path_for
 
 
@@ -29,6 +32,11 @@ def default_name(model: str) -> str:
     if stem.lower().startswith("eb_"):  # the runtime's prefix
         stem = f"model_{stem}"
     return identifier(stem, set(), "model")
+
+
+def source_files(name: str) -> list[str]:
+    """The files codegen writes for a model named ``name`` (``generate`` names them so)."""
+    return [f"{name}.h", f"{name}.c", f"{name}_io.c", RUNTIME_HEADER]
 
 
 @click.command("codegen")
@@ -44,8 +52,16 @@ def codegen_command(
 ) -> None:
     """Write the quantized MODEL as C99 sources into DIR, bit-exact with the engine."""
     chosen = check_name(name) if name is not None else default_name(model)
-    generated = generate_c(model, chosen, plan=plan)
-    written = generated.write(output)
+    check_outputs(
+        [*model_files(model), plan or plan_path_for(model)],
+        files=[Path(output) / file_name for file_name in source_files(chosen)],
+        folders=[output],
+        inputs_inside_folders=False,
+    )
+    with model_problems_first(model):
+        generated = generate_c(model, chosen, plan=plan)
+    with all_or_nothing():  # every file of the C sources, or none
+        written = generated.write(output_folder(output))
     _report(model, plan, generated, written, as_json)
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 
 from eightbit import fixed
 from eightbit.errors import ConfigError
+from eightbit.fixed.format import scaled_float, scaled_text
 from eightbit.fixed.modes import check_overflow, check_rounding
 
 # Wide enough that a 32-bit row is never cut when the output is not a terminal.
@@ -65,13 +66,26 @@ def _json_number(value: float) -> float | str:
     return value if math.isfinite(value) else repr(value)
 
 
-def _error(value: float, typed: Decimal) -> float:
-    """value - typed, computed exactly and rounded once to float64."""
+def _exact(typed: Decimal) -> Fraction | None:
+    """The typed VALUE as an exact fraction; None when it lies far past float64's range."""
     if not typed.is_finite() or abs(typed.adjusted()) > _EXACT_EXPONENT_LIMIT:
+        return None
+    return Fraction(typed)
+
+
+def _error(stored: int, fraction_length: int, typed: Decimal) -> float:
+    """value - typed, computed exactly and rounded once to float64.
+
+    The value is taken from the stored integer, not from its float64: -2^1024, the value
+    of -1.7976931348623157e308 in 8 bits, is -inf as a float but 2^970 from the input.
+    """
+    value = Fraction(stored) * Fraction(2) ** -fraction_length
+    exact = _exact(typed)
+    if exact is None:
         # Beyond float64 the typed value reads as 0 or inf; an exact difference would only
         # cost time to round to the same result.
-        return value - float(typed)
-    difference = Fraction(value) - Fraction(typed)
+        return float(scaled_float(stored, fraction_length)) - float(typed)
+    difference = value - exact
     try:
         return float(difference)
     except OverflowError:
@@ -80,6 +94,7 @@ def _error(value: float, typed: Decimal) -> float:
 
 def _rows(typed: list[Decimal], result: fixed.FixedArray) -> list[dict[str, Any]]:
     values = result.values()
+    fraction_length = result.format.fraction_length
     return [
         {
             "input": float(number),
@@ -87,12 +102,27 @@ def _rows(typed: list[Decimal], result: fixed.FixedArray) -> list[dict[str, Any]
             "bin": str(bits),
             "hex": str(digits),
             "value": float(value),
-            "error": _error(float(value), number),
+            "value_text": scaled_text(int(q), fraction_length),
+            "error": _error(int(q), fraction_length, number),
         }
         for number, q, bits, digits, value in zip(
             typed, result.stored, result.bin(), result.hex(), values, strict=True
         )
     ]
+
+
+def _outside(typed: list[Decimal], fmt: fixed.FixedFormat) -> int:
+    """How many finite VALUEs lie outside the format's range (saturated or wrapped)."""
+    low = Fraction(fmt.min_int) * Fraction(2) ** -fmt.fraction_length
+    high = Fraction(fmt.max_int) * Fraction(2) ** -fmt.fraction_length
+    count = 0
+    for number in typed:
+        exact = _exact(number)
+        if exact is None:  # past float64: outside every range whose ends are not
+            exact = Fraction(float(number)) if math.isfinite(float(number)) else None
+        if exact is not None and not low <= exact <= high:
+            count += 1
+    return count
 
 
 def _print_table(rows: list[dict[str, Any]], summary: str) -> None:
@@ -108,7 +138,7 @@ def _print_table(rows: list[dict[str, Any]], summary: str) -> None:
             str(row["stored_integer"]),
             row["bin"],
             row["hex"],
-            repr(row["value"]),
+            row["value_text"],
             repr(row["error"]),
         )
     console.print(table)
@@ -175,8 +205,15 @@ def fi(
         )
     for warning in caught:
         click.echo(f"warning: {warning.message}", err=True)
-    rows = _rows(typed, result)
     fmt = result.format
+    outside = _outside(typed, fmt)
+    if outside:
+        done = "saturated to" if overflow_mode == "saturate" else "wrapped around"
+        click.echo(
+            f"warning: {outside} value(s) outside the range of {fmt.name}, {done} its limits",
+            err=True,
+        )
+    rows = _rows(typed, result)
     if as_json:
         payload = {
             "word_length": fmt.word_length,
@@ -185,7 +222,11 @@ def fi(
             "rounding": rounding_mode,
             "overflow": overflow_mode,
             "values": [
-                {key: _json_number(v) if isinstance(v, float) else v for key, v in row.items()}
+                {
+                    key: _json_number(v) if isinstance(v, float) else v
+                    for key, v in row.items()
+                    if key != "value_text"
+                }
                 for row in rows
             ],
         }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -16,15 +18,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 _IMAGE_FLAGS = ("image_size", "resize_short", "mean", "std", "scale", "layout", "channels")
 
 
-def _numbers(option: str, text: str | None, convert: Callable[[str], T]) -> tuple[T, ...] | None:
+def _numbers(
+    option: str, text: str | None, convert: Callable[[str], T], example: str
+) -> tuple[T, ...] | None:
     """'a,b,c' as a tuple of numbers; a ConfigError naming ``option`` otherwise."""
     if text is None:
         return None
     try:
         return tuple(convert(part) for part in text.split(","))
     except ValueError:
+        kind = "integers" if convert is int else "numbers"
         raise ConfigError(
-            f"{option} must be comma-separated numbers, e.g. 0.485,0.456,0.406 (got {text!r})"
+            f"{option} must be comma-separated {kind}, e.g. {example} (got {text!r})"
         ) from None
 
 
@@ -34,10 +39,10 @@ def image_options(values: dict[str, Any]) -> ImageOptions | None:
     mean = values.pop("mean", None)
     std = values.pop("std", None)
     given: dict[str, Any] = {
-        "size": _numbers("--image-size", size, int),
+        "size": _numbers("--image-size", size, int, "224 or 224,224"),
         "resize_short": values.pop("resize_short", None),
-        "mean": _numbers("--mean", mean, float),
-        "std": _numbers("--std", std, float),
+        "mean": _numbers("--mean", mean, float, "0.485,0.456,0.406"),
+        "std": _numbers("--std", std, float, "0.229,0.224,0.225"),
         "scale": values.pop("scale", None),
         "layout": values.pop("layout", None),
         "channels": values.pop("channels", None),
@@ -67,6 +72,32 @@ def image_flags(command: F) -> F:
     for flag in reversed(flags):
         command = flag(command)
     return command
+
+
+def model_files(*models: str) -> list[str]:
+    """The files a model is read from: ``<name>`` and its external data ``<name>.data``."""
+    return [
+        path
+        for model in models
+        for path in (model, f"{model}.data")
+        if path == model or Path(path).is_file()
+    ]
+
+
+@contextlib.contextmanager
+def model_problems_first(model: str) -> Iterator[None]:
+    """Name a missing, empty or broken model file rather than the plan it has no match for.
+
+    Preparing a quantized model reads its plan first; when that fails with a ConfigError
+    (no plan beside it, say), the model is loaded to see whether it is the real problem.
+    """
+    try:
+        yield
+    except ConfigError:
+        from eightbit.graph import load_model
+
+        load_model(model)  # raises the ModelError that says what is wrong with the file
+        raise
 
 
 DATA_HELP = (

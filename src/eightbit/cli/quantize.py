@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -10,12 +11,13 @@ from typing import Any
 
 import click
 
-from eightbit._io import refuse_overwrite
+from eightbit._io import all_or_nothing, check_outputs, pending_path
 from eightbit.calibrate import METHODS, CalibrationConfig, ImageOptions, Ranges
-from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.cli.options import DATA_HELP, image_flags, image_options, model_files
 from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
+from eightbit.plan import plan_path_for
 from eightbit.quant import QuantConfig
 
 PRESET_HELP = (
@@ -130,7 +132,19 @@ def _write_report(
     from eightbit.report import build_report, write_report
 
     options = RunOptions(batch_size=batch_size, threads=threads, image=image)
-    write_report(build_report(model, output, data, plan=plan_path, options=options), report_path)
+    # The model and plan are not renamed into place yet: read them where they are, and
+    # name them as they will be.
+    written = pending_path(output)
+    data_for_page = build_report(
+        model,
+        written,
+        data,
+        plan=pending_path(plan_path),
+        title=f"eightbit report: {Path(output).name}",
+        options=options,
+    )
+    summary = dataclasses.replace(data_for_page.summary, int8_model=Path(output).name)
+    write_report(dataclasses.replace(data_for_page, summary=summary), report_path)
 
 
 @click.command(name="quantize")
@@ -286,29 +300,33 @@ def quantize_command(
         samples=samples,
         batch_size=batch_size,
     )
-    ranges = Ranges.load(ranges_path) if ranges_path else None
     image = image_options(image_values)
-    inputs = [model] + ([data] if data else []) + ([ranges_path] if ranges_path else [])
-    if report_path:
-        if not data:
-            raise ConfigError("--report needs --data: the report runs both models on it")
-        refuse_overwrite(report_path, output, *inputs)
-    result = quantize(
-        model,
-        data,
-        config,
-        calibration=calibration,
-        ranges=ranges,
-        image=image,
-        check_samples=check_samples,
-        threads=threads,
-        progress=not as_json,
-        improve=improve,
+    inputs = model_files(model) + ([data] if data else []) + ([ranges_path] if ranges_path else [])
+    if report_path and not data:
+        raise ConfigError("--report needs --data: the report runs both models on it")
+    check_outputs(
+        [*inputs, Ranges.sidecar_path(ranges_path) if ranges_path else None],
+        files=[output, plan_path_for(output), report_path],
     )
-    plan_path = save_quantized(result, output, *inputs)
+    ranges = Ranges.load(ranges_path) if ranges_path else None
+    with all_or_nothing():  # the model, its plan and the report: all three or none
+        result = quantize(
+            model,
+            data,
+            config,
+            calibration=calibration,
+            ranges=ranges,
+            image=image,
+            check_samples=check_samples,
+            threads=threads,
+            progress=not as_json,
+            improve=improve,
+        )
+        plan_path = save_quantized(result, output, *inputs)
+        if report_path and data:
+            _write_report(model, output, plan_path, data, report_path, batch_size, threads, image)
     summary = _summary(result, model, output, plan_path, time.perf_counter() - started)
-    if report_path and data:
-        _write_report(model, output, plan_path, data, report_path, batch_size, threads, image)
+    if report_path:
         summary["report"] = report_path
     if as_json:
         click.echo(json.dumps(summary))

@@ -6,8 +6,10 @@ from typing import Any
 
 import click
 
-from eightbit._io import refuse_overwrite
+from eightbit._io import check_outputs
+from eightbit.cli.options import model_files
 from eightbit.cli.validate import data_options, run_options
+from eightbit.plan import plan_path_for
 from eightbit.report import build_report, write_report
 
 
@@ -44,7 +46,17 @@ def report_command(
     underflow, fallback reasons), log2 histograms of every quantized tensor, and the
     plan's decisions when <int8 stem>.plan.json lies beside the int8 model.
     """
-    refuse_overwrite(output, float_model, int8_model, params["data"])
+    default_plan = plan_path_for(int8_model)
+    check_outputs(
+        [
+            *model_files(float_model, int8_model),
+            params["data"],
+            params["labels"],
+            plan,
+            default_plan if plan is None and default_plan.is_file() else None,
+        ],
+        files=[output],
+    )
     data = build_report(
         float_model,
         int8_model,

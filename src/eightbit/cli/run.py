@@ -18,12 +18,18 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from eightbit._io import atomic_write_bytes, refuse_overwrite
+from eightbit._io import all_or_nothing, atomic_write_bytes, check_outputs, output_folder
 from eightbit.calibrate import open_data
-from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.cli.options import (
+    DATA_HELP,
+    image_flags,
+    image_options,
+    model_files,
+    model_problems_first,
+)
 from eightbit.engine import Program, execute, prepare, require_integer_only
 from eightbit.engine.dump import write_dump
-from eightbit.errors import ConfigError
+from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, load_model, make_session
 from eightbit.plan import plan_path_for
 
@@ -72,12 +78,15 @@ def run(
     **image: Any,
 ) -> None:
     """Run the quantized MODEL on DATA and write its outputs to OUT.npz."""
-    refuse_overwrite(output, model, data)
     if engine == "onnxruntime" and (dump_dir is not None or strict_integer):
         raise ConfigError("--dump-dir and --strict-integer apply to --engine integer only")
+    uses_plan = engine == "integer" or strict_integer
+    plan_file = (plan or plan_path_for(model)) if uses_plan else None
+    check_outputs([*model_files(model), plan_file, data], files=[output], folders=[dump_dir])
     program = None
-    if engine == "integer" or strict_integer:
-        program = prepare(model, plan=plan)
+    if uses_plan:
+        with model_problems_first(model):
+            program = prepare(model, plan=plan)
         if strict_integer:
             require_integer_only(program)
     inputs = program.input_infos if program is not None else Graph(load_model(model)).inputs
@@ -88,9 +97,12 @@ def run(
         outputs, integers = _run_integer(program, source, keep=dump_dir is not None)
     else:
         outputs, integers = _run_onnxruntime(model, source, threads), {}
-    atomic_write_bytes(output, _npz_bytes(outputs))
-    if dump_dir is not None and program is not None:
-        write_dump(dump_dir, program, integers)
+    if source.used == 0:
+        raise DataError(f"{source.label} gave no samples; give at least one")
+    with all_or_nothing():  # the outputs and the dump: both or neither
+        atomic_write_bytes(output, _npz_bytes(outputs))
+        if dump_dir is not None and program is not None:
+            write_dump(output_folder(dump_dir), program, integers)
     _report(model, plan, engine, source.used, outputs, program, dump_dir, as_json)
 
 

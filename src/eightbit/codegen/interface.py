@@ -68,13 +68,29 @@ class Interface:
         return None if value is None else np.asarray(value)
 
 
+def _float_advice(program: Program) -> str:
+    """What to do about float nodes: the advice depends on why each was kept in float."""
+    chosen = [
+        n for n in program.float_nodes if "('exclude')" in n.reason or "('op_types')" in n.reason
+    ]
+    if len(chosen) == len(program.float_nodes):
+        return "Quantize again without excluding them (--exclude, --op-types)"
+    advice = (
+        "Generated C has integer kernels only: replace those ops in the float model, or run "
+        "the model with `eightbit run` or ONNX Runtime instead"
+    )
+    if chosen:
+        advice += "; quantize the nodes kept by choice without --exclude/--op-types"
+    return advice
+
+
 def analyze(program: Program) -> Interface:
     """Split the boundary steps off ``program`` and trace its shapes; refuse float nodes."""
     if program.float_nodes:
         listed = "; ".join(f"{n.name} ({n.op_type}): {n.reason}" for n in program.float_nodes)
         raise ModelError(
             f"the model keeps {len(program.float_nodes)} node(s) in float, which generated C "
-            f"cannot run: {listed}. Quantize them (remove them from the plan's 'exclude')"
+            f"cannot run: {listed}. {_float_advice(program)}"
         )
     taken: set[str] = set()
     quantized_inputs: dict[str, QuantizeStep] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +70,24 @@ def scaled_float(integer: int, fraction_length: int) -> float:
         return math.ldexp(float(integer), -fraction_length)
     except OverflowError:
         return math.copysign(math.inf, integer)
+
+
+def scaled_text(integer: int, fraction_length: int) -> str:
+    """integer · 2^-fraction_length as text: the float64 when it is exact, else a power of 2.
+
+    Past float64's range the float would read 0.0 or inf; ``-2^1024`` or
+    ``(2^63-1)*2^-65535`` say the value itself.
+    """
+    value = scaled_float(integer, fraction_length)
+    representable = math.isfinite(value) and (value != 0.0 or integer == 0)
+    if representable and Fraction(value) == Fraction(integer) * Fraction(2) ** -fraction_length:
+        return repr(value)
+    sign, magnitude = ("-" if integer < 0 else ""), abs(integer)
+    if magnitude & (magnitude - 1) == 0:  # a power of two: fold it into the exponent
+        return f"{sign}2^{magnitude.bit_length() - 1 - fraction_length}"
+    if (magnitude + 1) & magnitude == 0:  # 2^k - 1, the largest stored integer
+        return f"{sign}(2^{magnitude.bit_length()}-1)*2^{-fraction_length}"
+    return f"{integer}*2^{-fraction_length}"
 
 
 @dataclass(frozen=True)
@@ -140,7 +159,8 @@ class FixedFormat:
             f"{self.name}: {'signed' if self.signed else 'unsigned'}, "
             f"word length {self.word_length}, fraction length {self.fraction_length}, "
             f"resolution 2^{-self.fraction_length}, "
-            f"range [{self.min_value!r}, {self.max_value!r}]"
+            f"range [{scaled_text(self.min_int, self.fraction_length)}, "
+            f"{scaled_text(self.max_int, self.fraction_length)}]"
         )
 
     def describe(self) -> str:
