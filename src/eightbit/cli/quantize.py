@@ -103,11 +103,27 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for output in check["outputs"]:
         agreement = output["top1_agreement"]
         agree = "" if agreement is None else f"top-1 agreement {agreement:.1%}, "
-        sqnr = output["sqnr_db"]
+        worst = _worst_slice(output)
         console.print(
             f"quick check on {check['samples']} held-back samples, output {output['name']!r}: "
-            f"{agree}SQNR {'inf' if math.isinf(sqnr) else f'{sqnr:.1f}'} dB"
+            f"{agree}SQNR {_db(output['sqnr_db'])} dB{worst}"
         )
+    for finding in check.get("findings", []):
+        console.print(f"[bold red]{finding['level'].upper()}[/bold red]: {finding['message']}")
+
+
+def _db(value: float | str) -> str:
+    number = float(value)
+    return f"{number:.1f}" if math.isfinite(number) else str(value)
+
+
+def _worst_slice(output: dict[str, Any]) -> str:
+    """ ", worst slice <axis, index> X dB" (§A.9), or nothing for an output without slices."""
+    slices = output.get("slices")
+    if not slices:
+        return ""
+    where = f"axis {slices['worst_axis']} index {slices['worst_index']}"
+    return f", worst slice ({where}) {_db(slices['worst_sqnr_db'])} dB"
 
 
 def _before_after(before: float | str | None, after: float | str | None) -> str:
