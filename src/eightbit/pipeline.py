@@ -48,6 +48,7 @@ from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.equalize import equalize
+from eightbit.improve.fallback_cost import one_sample
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.reconstruct import reconstruct
 from eightbit.improve.refine import refine_ranges
@@ -60,6 +61,7 @@ from eightbit.plan import (
     rebias,
 )
 from eightbit.quant import QuantConfig
+from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, missed_floor, ort_int8_latency_ratio
 
 # A user metric for the fallback budget: metric(float_output, int8_output) -> float.
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -233,7 +235,8 @@ def quantize(
         else:
             ranges, report = refine_ranges(prepared, ranges, samples, config, threads=threads)
             steps.append(report)
-    plan = make_plan(prepared_graph, ranges, config)
+    joins = improve.separate_joins
+    plan = make_plan(prepared_graph, ranges, config, separate_joins=joins)
     planned = prepared  # the float constants as planned, before rounding and correction
     learned = improve.adaround or improve.reconstruct
     if improve.fallback and learned:
@@ -251,7 +254,7 @@ def quantize(
             to_qdq(nearest, nearest_plan), samples, improve, metric, threads, progress,
         )  # fmt: skip
         steps.append(replace(report, notes=(*report.notes, _FALLBACK_FIRST)))
-        plan = make_plan(prepared_graph, ranges, decided.config)
+        plan = make_plan(prepared_graph, ranges, decided.config, separate_joins=joins)
     prepared, plan, learned_steps = _learned_weights(
         planned, plan, ranges, samples, improve, threads, progress
     )
@@ -269,7 +272,6 @@ def quantize(
             metric, threads, progress,
         )  # fmt: skip
         steps.append(report)
-    plan = replace(plan, steps=tuple(steps))
     check = None
     if source is not None and check_count > 0:
         # Regrouped so that a model with a fixed batch size gets whole batches.
@@ -279,6 +281,14 @@ def quantize(
             batch_size=calibration.batch_size,
         )
         check = quick_check(float_model, qdq, held_back, threads)
+        why = missed_floor(check) if improve.safety_net and not improve.fallback else None
+        if why is not None:
+            net = _Prepared(float_model, prepared, planned, ranges, config)
+            qdq, plan, report = _safety_net(net, plan, qdq, samples, why, improve, threads)
+            steps.append(report)
+            if report.layers:  # something was returned to float: judge the new model
+                check = quick_check(float_model, qdq, held_back, threads)
+    plan = replace(plan, steps=tuple(steps))
     return QuantizedModel(
         model=qdq,
         plan=plan,
@@ -370,7 +380,8 @@ def _learned_weights(
         model, report = reconstruct(model, plan, samples, threads=threads, progress=progress)
         reports.append(report)
     if reports:
-        plan = make_plan(Graph(model), ranges, plan.config)
+        joins = improve.separate_joins
+        plan = make_plan(Graph(model), ranges, plan.config, separate_joins=joins)
     return model, plan, reports
 
 
@@ -452,7 +463,7 @@ def _fallback(
             return _Built(qdq, plan)
         restored = restore_nodes(prepared, planned, sorted(excluded))
         kept = replace(config, exclude=tuple(dict.fromkeys([*config.exclude, *sorted(excluded)])))
-        new_plan = make_plan(Graph(restored), ranges, kept)
+        new_plan = make_plan(Graph(restored), ranges, kept, separate_joins=improve.separate_joins)
         return _Built(to_qdq(restored, new_plan), new_plan)
 
     budget = module.Budget(
@@ -466,6 +477,50 @@ def _fallback(
         progress=progress,
     )  # fmt: skip
     return result.model, result.plan, result.report
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """What a fallback rebuilds from: the float model checked against, the prepared and
+    planned float models, the ranges and the configuration."""
+
+    float_model: onnx.ModelProto
+    prepared: onnx.ModelProto
+    planned: onnx.ModelProto
+    ranges: Ranges
+    config: QuantConfig
+
+
+def _safety_net(
+    net: _Prepared,
+    plan: QuantPlan,
+    qdq: onnx.ModelProto,
+    samples: DataLike | None,
+    why: str,
+    improve: ImproveConfig,
+    threads: int | None,
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
+    """The fallback with the floor as budget and ONNX Runtime's int8 latency as cap (§I.9)."""
+    started = time.perf_counter()
+    if samples is None:
+        note = f"{why}; not run: no calibration samples (ranges from a file) to judge on"
+        return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,))
+    graph = Graph(net.float_model)
+    source = open_data(samples, graph.inputs, batch_size=16)
+    cap = ort_int8_latency_ratio(net.float_model, source, one_sample(source, graph))
+    budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
+    qdq, plan, report = _fallback(
+        net.float_model, net.prepared, net.planned, net.ranges, net.config, plan, qdq,
+        samples, budget, floor_metric, threads, False,
+    )  # fmt: skip
+    notes = (
+        f"engaged: {why}; budget: the first output's worst slice >= {SAFETY_FLOOR_DB:g} dB "
+        f"and no collapse, on the calibration samples; latency cap {cap:.3f}x float: ONNX "
+        "Runtime's own int8 of this model (quantize_static, measured here) + 5%",
+        *report.notes,
+    )
+    seconds = time.perf_counter() - started
+    return qdq, plan, replace(report, name="safety_net", seconds=seconds, notes=notes)
 
 
 def save_quantized(

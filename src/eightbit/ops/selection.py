@@ -62,10 +62,18 @@ class Selection:
         return list(dict.fromkeys(wanted))
 
 
-def select(graph: Graph, config: QuantConfig) -> Selection:
-    """Decide nodes and parameter sources; ConfigError for a bad exclude or nothing to do."""
+def select(graph: Graph, config: QuantConfig, forced: Mapping[str, str] | None = None) -> Selection:
+    """Decide nodes and parameter sources; ConfigError for a bad exclude or nothing to do.
+
+    ``forced``: node -> why it stays float, for nodes the planner keeps float from their
+    ranges (joins of very different ranges, §Q12); a node's own reason comes first.
+    """
     _check_exclude(graph, config)
-    reasons = {node.name: _reason_not_quantized(graph, node, config) for node in graph.nodes}
+    forced = forced or {}
+    reasons = {
+        node.name: _reason_not_quantized(graph, node, config) or forced.get(node.name)
+        for node in graph.nodes
+    }
     _refuse_shared_constants(graph, reasons)
     _propagate_value_preserving(graph, reasons)
     if all(reason is not None for reason in reasons.values()):
