@@ -25,7 +25,7 @@ from eightbit.analysis.metrics import sqnr_db
 from eightbit.analysis.slices import slice_verdict
 
 if TYPE_CHECKING:
-    from eightbit.pipeline import QuickCheck
+    from eightbit.analysis.quick_check import QuickCheck
 
 # The worst slice of every output must reach this SQNR (§I.9): 10 dB is an error of a
 # third of the signal's RMS, where a detector's scores or a regressor's values are still

@@ -93,3 +93,21 @@ def test_output_parts_follow_the_concat_head() -> None:
 
 def test_an_output_with_samples_only_has_no_slices() -> None:
     assert slice_verdict(np.ones(5), np.ones(5)) is None
+
+
+def test_a_slice_whose_int8_error_exceeds_its_signal_is_collapsed() -> None:
+    reference, quantized = _pair(3)
+    quantized[:, 1] = -reference[:, 1]  # varies, but the error is twice the signal: -6 dB
+    verdict = slice_verdict(reference, quantized)
+    assert verdict is not None and (1, 1) in verdict.collapsed
+    assert verdict.worst_sqnr_db == pytest.approx(10 * math.log10(0.25), abs=1e-9)
+
+
+def test_constancy_is_judged_over_every_batch_not_the_last() -> None:
+    rng = np.random.default_rng(4)
+    tally = OutputTally("out")
+    for level in (5.0, 10.0):
+        reference = level + 0.1 * rng.standard_normal((4, 3))
+        tally.update(reference, np.full_like(reference, level))  # constant within a batch only
+    verdict = tally.result().slices
+    assert verdict is not None and not verdict.has_collapse

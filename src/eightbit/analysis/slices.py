@@ -200,7 +200,7 @@ class SliceSums:
         """The worst slice, collapsed slices and part verdicts; None before any batch."""
         if self.ndim is None or self.ndim < 2 or not self.signal:
             return None
-        worst = (math.inf, None, None)
+        worst: tuple[float, int | None, int | None] = (math.inf, None, None)
         collapsed: list[tuple[int, int]] = []
         count = 0
         for axis in judged_axes(self.ndim):

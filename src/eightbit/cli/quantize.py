@@ -20,7 +20,8 @@ from eightbit.quant import QuantConfig
 
 PRESET_HELP = (
     "Improvement steps: fast (none), default (equalization, then bias correction where it "
-    "helps), accurate (also range refinement and AdaRound; needs PyTorch; minutes). The "
+    "helps; joins of very different ranges kept float after the last heavy op; the safety "
+    "net), accurate (also range refinement and AdaRound; needs PyTorch; minutes). The "
     "step flags below override the preset."
 )
 
@@ -235,6 +236,13 @@ def _write_report(
     help="With --max-drop/--min-sqnr: return no layer whose float version would make the "
     "model slower than this ratio of the float model's latency (e.g. 0.6).",
 )
+@click.option(
+    "--no-safety-net",
+    "no_safety_net",
+    is_flag=True,
+    help="Do not run the fallback by itself when the quick check finds a collapsed output "
+    "slice or one under 10 dB (the default preset does; fast never does).",
+)
 @image_flags
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def quantize_command(
@@ -265,6 +273,7 @@ def quantize_command(
     max_drop: float | None,
     min_sqnr: float | None,
     max_latency: float | None,
+    no_safety_net: bool,
     as_json: bool,
     **image_values: Any,
 ) -> None:
@@ -287,6 +296,7 @@ def quantize_command(
         max_drop=max_drop,
         min_sqnr=min_sqnr,
         max_latency=max_latency,
+        safety_net=False if no_safety_net else None,
     )
     config = QuantConfig(
         scheme=scheme,  # type: ignore[arg-type]
