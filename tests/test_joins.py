@@ -229,3 +229,23 @@ def test_the_verdict_of_the_quick_check_is_the_numpy_oracle(
     assert expected is not None and output.slices is not None
     assert output.slices.worst_sqnr_db == pytest.approx(expected.worst_sqnr_db, abs=1e-9)
     assert output.slices.collapsed == expected.collapsed
+
+
+def test_validate_and_the_report_flag_the_collapse(fast_result: eightbit.QuantizedModel) -> None:
+    from eightbit.analysis import check_thresholds, validate
+    from eightbit.report import build_report
+
+    result = validate(fast_result.float_model, fast_result.model, DATA, layers=False)
+    (output,) = result.outputs
+    assert output.collapsed and output.worst_slice_sqnr_db is not None
+    assert output.worst_slice_sqnr_db <= 0.0 < output.sqnr_db
+    as_json = json.loads(json.dumps(result.to_dict()))
+    assert [f["level"] for f in as_json["findings"]] == ["error"]
+    assert as_json["outputs"][0]["collapsed"] is True
+    # A threshold the whole output meets still fails on the collapse; without one, no failure.
+    (failure,) = check_thresholds(result, min_sqnr=10.0)
+    assert "collapsed" in failure
+    assert check_thresholds(result) == ()
+    report = build_report(fast_result.float_model, fast_result.model, DATA)
+    assert [f.output for f in report.findings] == ["out"]
+    assert report.notes[0].startswith("ERROR: int8 collapsed")
