@@ -43,12 +43,10 @@ def yolo_like_head(seed: int = 0) -> onnx.ModelProto:
         w = rng.standard_normal((cout, cin, k, k)) * gain * np.sqrt(2.0 / (cin * k * k))
         inits.append(numpy_helper.from_array(w.astype(np.float32), f"{name}_w"))
         inits.append(numpy_helper.from_array(np.full(cout, bias, np.float32), f"{name}_b"))
-        nodes.append(
-            helper.make_node(
-                "Conv", [source, f"{name}_w", f"{name}_b"], [f"{name}_y"], name=name,
-                strides=[s, s], pads=[k // 2] * 4,
-            )  # fmt: skip
-        )
+        inputs = [source, f"{name}_w", f"{name}_b"]
+        pads = [k // 2] * 4
+        node = helper.make_node("Conv", inputs, [f"{name}_y"], name=name, strides=[s, s], pads=pads)
+        nodes.append(node)
         return f"{name}_y"
 
     def relu(source: str) -> str:
