@@ -12,8 +12,9 @@ weights are learned on its final plan, docs/numerics.md §R.9)
 
 (the improvement steps of ``eightbit.improve`` run as ``ImproveConfig`` says; each adds its
 ``StepReport`` to the plan), then a quick check on samples held back from calibration: top-1
-agreement with the original float model and output SQNR, so a user sees at once whether
-int8 kept the network's behaviour.
+agreement with the original float model, output SQNR and the worst slice (§A.9), so a user
+sees at once whether int8 kept the network's behaviour; when it did not (a collapsed slice,
+a slice under 10 dB), the safety net runs the fallback (§I.9).
 """
 
 from __future__ import annotations
@@ -71,8 +72,9 @@ class QuantizedModel:
     ``float_model``: the original model, normalized: what the int8 model is checked
     against. ``prepared_model``: the float model the QDQ model quantizes, after the
     improvement steps (equalized, learned-rounded, bias-corrected); ``ranges`` are its
-    activation ranges. ``make_plan(Graph(prepared_model), ranges, config)`` and ``to_qdq``
-    rebuild the QDQ model, e.g. with other nodes excluded.
+    activation ranges. ``make_plan(Graph(prepared_model), ranges, config,
+    separate_joins=...)`` (as the preset said, §Q12) and ``to_qdq`` rebuild the QDQ model,
+    e.g. with other nodes excluded.
     """
 
     model: onnx.ModelProto
