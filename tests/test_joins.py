@@ -91,6 +91,7 @@ def test_the_cli_prints_the_worst_slice_and_the_error(tmp_path: Path) -> None:
         (output,) = check["outputs"]
         assert output["collapsed"] is collapsed
         assert [f["level"] for f in check["findings"]] == (["error"] if collapsed else [])
+        assert json.loads(result.output)["findings"] == check["findings"]
         text = CliRunner().invoke(main, [*args, "--preset", preset_name, "-o", str(out) + "2"])
         assert "worst slice" in text.output
         assert ("ERROR" in text.output) is collapsed
@@ -158,6 +159,8 @@ def test_the_safety_net_engages_when_the_floor_is_missed(
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
     assert "engaged" in step.notes[0] and "collapsed" in step.notes[0]
     assert step.layers  # nodes were returned to float, each with its gain
+    (slices,) = [note for note in step.notes if note.startswith("worst output slice")]
+    assert "before 0.00 dB on 'out' (collapsed)" in slices and "after" in slices
     assert result.check is not None and not result.check.findings()
     assert result.check.outputs[0].worst_slice_sqnr_db >= SAFETY_FLOOR_DB
 

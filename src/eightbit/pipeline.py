@@ -416,7 +416,38 @@ def _fallback(
         float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
         progress=progress,
     )  # fmt: skip
-    return result.model, result.plan, result.report
+    note = _worst_slices(float_model, qdq, result.model, samples, threads)
+    report = result.report
+    return result.model, result.plan, replace(report, notes=(*report.notes, note))
+
+
+# The worst-slice note of a fallback runs the models on at most this many samples.
+_SLICE_NOTE_SAMPLES = 64
+
+
+def _worst_slices(
+    float_model: onnx.ModelProto,
+    before: onnx.ModelProto,
+    after: onnx.ModelProto,
+    samples: DataLike,
+    threads: int | None,
+) -> str:
+    """The fallback's budget reads whole outputs; this says what the slices did (§A.9)."""
+    graph = Graph(float_model)
+
+    def judged(model: onnx.ModelProto) -> str:
+        data = open_data(samples, graph.inputs, batch_size=16, limit=_SLICE_NOTE_SAMPLES)
+        check = quick_check(float_model, model, data, threads)
+        if check is None:
+            return "-"
+        worst = min(check.outputs, key=lambda output: output.worst_slice_sqnr_db)
+        collapsed = " (collapsed)" if any(o.collapsed for o in check.outputs) else ""
+        return f"{worst.worst_slice_sqnr_db:.2f} dB on {worst.name!r}{collapsed}"
+
+    return (
+        f"worst output slice (§A.9) on up to {_SLICE_NOTE_SAMPLES} calibration samples: "
+        f"before {judged(before)}; after {judged(after)}"
+    )
 
 
 @dataclass(frozen=True)

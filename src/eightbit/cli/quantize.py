@@ -57,6 +57,7 @@ def _summary(
         "calibration_samples": result.calibration_samples,
         "steps": [step.to_dict() for step in result.plan.steps],
         "check": None if result.check is None else result.check.to_dict(),
+        "findings": [] if result.check is None else [f.to_dict() for f in result.check.findings()],
         "seconds": seconds,
     }
 
