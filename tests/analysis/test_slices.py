@@ -111,3 +111,12 @@ def test_constancy_is_judged_over_every_batch_not_the_last() -> None:
         tally.update(reference, np.full_like(reference, level))  # constant within a batch only
     verdict = tally.result().slices
     assert verdict is not None and not verdict.has_collapse
+
+
+def test_an_output_whose_shape_changes_between_batches_is_judged_whole() -> None:
+    tally = OutputTally("tokens")
+    for length in (3, 5):
+        reference = np.ones((2, length))
+        tally.update(reference, reference)
+    result = tally.result()
+    assert result.slices is None and result.sqnr_db == math.inf

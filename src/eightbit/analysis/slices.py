@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eightbit.analysis.metrics import sqnr_from_sums
-from eightbit.errors import DataError
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph
@@ -147,19 +146,20 @@ class SliceSums:
         self.int8_low: list[np.ndarray] = []
         self.int8_high: list[np.ndarray] = []
         self.ndim: int | None = None
+        self.varying = False
 
     def update(self, reference: np.ndarray, quantized: np.ndarray) -> None:
         ref = np.asarray(reference, dtype=np.float64)
         out = np.asarray(quantized, dtype=np.float64)
-        if ref.size == 0 or ref.shape != out.shape:
+        if self.varying or ref.size == 0 or ref.shape != out.shape:
             return  # the whole-tensor metrics already refuse mismatched shapes
         if self.ndim is None:
             self.ndim = ref.ndim
         elif self._sizes() != ref.shape[1:]:
-            raise DataError(
-                f"an output changed shape between batches (now {ref.shape}); per-slice "
-                "metrics need the same shape after the sample axis in every batch"
-            )
+            # A shape that changes between batches (a sequence length, a detection count)
+            # has no fixed slices: the output is judged whole, as before §A.9.
+            self.varying = True
+            return
         squared, error = ref * ref, (ref - out) ** 2
         for axis in range(1, ref.ndim):
             others = tuple(a for a in range(ref.ndim) if a != axis)
@@ -198,7 +198,7 @@ class SliceSums:
 
     def verdict(self, parts: Sequence[Part] = ()) -> SliceVerdict | None:
         """The worst slice, collapsed slices and part verdicts; None before any batch."""
-        if self.ndim is None or self.ndim < 2 or not self.signal:
+        if self.varying or self.ndim is None or self.ndim < 2 or not self.signal:
             return None
         worst: tuple[float, int | None, int | None] = (math.inf, None, None)
         collapsed: list[tuple[int, int]] = []
