@@ -147,13 +147,13 @@ def test_the_safety_net_engages_when_the_floor_is_missed(
     # Joins left int8: the head collapses, the default preset's safety net must repair it.
     improve = replace(PRESETS["default"], separate_joins=False)
     caps: list[float] = []
-    real = eightbit.pipeline.ort_int8_latency_ratio
+    real = eightbit.pipeline.latency_cap
 
-    def generous(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
-        caps.append(real(*args, **kwargs))  # ONNX Runtime's own int8 runs and is timed
-        return 100.0  # a tiny model's timings are noise: let the fallback choose freely
+    def generous(*args, **kwargs) -> tuple[float, str]:  # type: ignore[no-untyped-def]
+        caps.append(real(*args, **kwargs)[0])  # ONNX Runtime's own int8 runs and is timed
+        return 100.0, "100x (test)"  # a tiny model's timings are noise: let it choose freely
 
-    monkeypatch.setattr(eightbit.pipeline, "ort_int8_latency_ratio", generous)
+    monkeypatch.setattr(eightbit.pipeline, "latency_cap", generous)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     assert len(caps) == 1 and caps[0] > 0
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -171,7 +171,7 @@ def test_the_safety_net_stays_off_when_the_floor_holds_or_is_turned_off(
     def never(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
         raise AssertionError("the safety net ran")
 
-    monkeypatch.setattr(eightbit.pipeline, "ort_int8_latency_ratio", never)
+    monkeypatch.setattr(eightbit.pipeline, "latency_cap", never)
     # A model that meets the floor: no safety net.
     model = models.conv_bn_relu()
     result = eightbit.quantize(model, models.random_inputs(model, n=40, seed=1))
@@ -192,7 +192,7 @@ def test_no_safety_net_flag_turns_it_off(tmp_path: Path, monkeypatch: pytest.Mon
 
     # Every check misses the floor here; only the flag keeps the net from running.
     monkeypatch.setattr(eightbit.pipeline, "missed_floor", lambda check: "planted")
-    monkeypatch.setattr(eightbit.pipeline, "ort_int8_latency_ratio", ran)
+    monkeypatch.setattr(eightbit.pipeline, "latency_cap", ran)
     model = models.conv_bn_relu()
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "d.npz"
     save_model(model, model_path)
@@ -252,3 +252,20 @@ def test_validate_and_the_report_flag_the_collapse(fast_result: eightbit.Quantiz
     report = build_report(fast_result.float_model, fast_result.model, DATA)
     assert [f.output for f in report.findings] == ["out"]
     assert report.notes[0].startswith("ERROR: int8 collapsed")
+
+
+def test_the_cap_falls_back_to_eightbits_own_int8_when_onnx_runtime_fails(
+    fast_result: eightbit.QuantizedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import eightbit.safety_net as safety_net
+
+    feed = {name: values[:1] for name, values in DATA.items()}
+    cap, what = safety_net.latency_cap(fast_result.float_model, fast_result.model, [DATA], feed)
+    assert cap > 0 and "ONNX Runtime's own int8" in what
+
+    def broken(*args, **kwargs) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
+        raise RuntimeError("unsupported op")
+
+    monkeypatch.setattr(safety_net, "ort_int8", broken)
+    cap, what = safety_net.latency_cap(fast_result.float_model, fast_result.model, [DATA], feed)
+    assert cap > 0 and "eightbit's int8 before the net" in what and "unsupported op" in what

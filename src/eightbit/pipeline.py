@@ -54,7 +54,7 @@ from eightbit.plan import (
     rebias,
 )
 from eightbit.quant import QuantConfig
-from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, missed_floor, ort_int8_latency_ratio
+from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, latency_cap, missed_floor
 
 # A user metric for the fallback budget: metric(float_output, int8_output) -> float.
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -478,7 +478,7 @@ def _safety_net(
         return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,))
     graph = Graph(net.float_model)
     source = open_data(samples, graph.inputs, batch_size=16)
-    cap = ort_int8_latency_ratio(net.float_model, source, one_sample(source, graph))
+    cap, what = latency_cap(net.float_model, qdq, source, one_sample(source, graph))
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
     qdq, plan, report = _fallback(
         net.float_model, net.prepared, net.planned, net.ranges, net.config, plan, qdq,
@@ -486,8 +486,7 @@ def _safety_net(
     )  # fmt: skip
     notes = (
         f"engaged: {why}; budget: the first output's worst slice >= {SAFETY_FLOOR_DB:g} dB "
-        f"and no collapse, on the calibration samples; latency cap {cap:.3f}x float: ONNX "
-        "Runtime's own int8 of this model (quantize_static, measured here) + 5%",
+        f"and no collapse, on the calibration samples; latency cap {what}",
         *report.notes,
     )
     seconds = time.perf_counter() - started
