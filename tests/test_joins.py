@@ -191,7 +191,8 @@ def test_no_safety_net_flag_turns_it_off(tmp_path: Path, monkeypatch: pytest.Mon
         raise RuntimeError("the safety net ran")
 
     # Every check misses the floor here; only the flag keeps the net from running.
-    monkeypatch.setattr(eightbit.pipeline, "missed_floor", lambda check: "planted")
+    planted = {"logits": "planted"}  # conv_bn_relu's only output
+    monkeypatch.setattr(eightbit.pipeline, "missed_floor", lambda check: planted)
     monkeypatch.setattr(eightbit.pipeline, "latency_cap", ran)
     model = models.conv_bn_relu()
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "d.npz"
@@ -269,3 +270,19 @@ def test_the_cap_falls_back_to_eightbits_own_int8_when_onnx_runtime_fails(
     monkeypatch.setattr(safety_net, "ort_int8", broken)
     cap, what = safety_net.latency_cap(fast_result.float_model, fast_result.model, [DATA], feed)
     assert cap > 0 and "eightbit's int8 before the net" in what and "unsupported op" in what
+
+
+def test_a_miss_on_an_output_the_budget_cannot_read_is_said_not_hidden(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def never(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
+        raise AssertionError("the fallback ran")
+
+    monkeypatch.setattr(eightbit.pipeline, "latency_cap", never)
+    monkeypatch.setattr(
+        eightbit.pipeline, "missed_floor", lambda check: {"second": "output 'second': planted"}
+    )
+    model = models.conv_bn_relu()
+    result = eightbit.quantize(model, models.random_inputs(model, n=40, seed=1))
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    assert "planted" in step.notes[0] and "first output only" in step.notes[0]

@@ -23,7 +23,7 @@ import importlib
 import importlib.util
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -221,10 +221,10 @@ def quantize(
             batch_size=calibration.batch_size,
         )
         check = quick_check(float_model, qdq, held_back, threads)
-        why = missed_floor(check) if improve.safety_net and not improve.fallback else None
-        if why is not None:
+        missed = missed_floor(check) if improve.safety_net and not improve.fallback else {}
+        if missed:
             net = _Prepared(float_model, prepared, planned, ranges, config)
-            qdq, plan, report = _safety_net(net, plan, qdq, samples, why, improve, threads)
+            qdq, plan, report = _safety_net(net, plan, qdq, samples, missed, improve, threads)
             steps.append(report)
             if report.layers:  # something was returned to float: judge the new model
                 check = quick_check(float_model, qdq, held_back, threads)
@@ -467,15 +467,23 @@ def _safety_net(
     plan: QuantPlan,
     qdq: onnx.ModelProto,
     samples: DataLike | None,
-    why: str,
+    missed: Mapping[str, str],
     improve: ImproveConfig,
     threads: int | None,
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
     """The fallback with the floor as budget and ONNX Runtime's int8 latency as cap (§I.9)."""
     started = time.perf_counter()
+    first = net.float_model.graph.output[0].name
+    why = "; ".join(missed.values())
+    cannot = None
     if samples is None:
-        note = f"{why}; not run: no calibration samples (ranges from a file) to judge on"
+        cannot = "no calibration samples (ranges from a file) to judge on"
+    elif first not in missed:
+        cannot = f"the fallback's budget reads the first output only ({first!r}), which holds"
+    if cannot is not None:
+        note = f"{why}; not run: {cannot}"
         return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,))
+    assert samples is not None  # cannot is set otherwise
     graph = Graph(net.float_model)
     source = open_data(samples, graph.inputs, batch_size=16)
     cap, what = latency_cap(net.float_model, qdq, source, one_sample(source, graph))
@@ -485,8 +493,8 @@ def _safety_net(
         samples, budget, floor_metric, threads, False,
     )  # fmt: skip
     notes = (
-        f"engaged: {why}; budget: the first output's worst slice >= {SAFETY_FLOOR_DB:g} dB "
-        f"and no collapse, on the calibration samples; latency cap {what}",
+        f"engaged: {missed[first]}; budget: the first output's worst slice >= "
+        f"{SAFETY_FLOOR_DB:g} dB and no collapse, on the calibration samples; latency cap {what}",
         *report.notes,
     )
     seconds = time.perf_counter() - started

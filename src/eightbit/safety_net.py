@@ -39,20 +39,21 @@ CAP_CALIBRATION_SAMPLES = 16
 CAP_TOLERANCE = 1.05
 
 
-def missed_floor(check: QuickCheck | None) -> str | None:
-    """Why the safety net must run (collapse, or a slice under the floor), else None."""
-    if check is None:
-        return None
-    for output in check.outputs:
-        if output.collapsed and output.slices is not None:
-            return f"output {output.name!r} collapsed: {output.slices.describe_collapse()}"
-    for output in check.outputs:
+def missed_floor(check: QuickCheck | None) -> dict[str, str]:
+    """Output -> why it needs the safety net (a collapse, or a slice under the floor), for
+    every output of ``check`` that misses the floor, in output order."""
+    missed: dict[str, str] = {}
+    for output in () if check is None else check.outputs:
         worst = output.worst_slice_sqnr_db
-        if worst < SAFETY_FLOOR_DB:
-            return (
+        if output.collapsed and output.slices is not None:
+            missed[output.name] = (
+                f"output {output.name!r} collapsed: {output.slices.describe_collapse()}"
+            )
+        elif worst < SAFETY_FLOOR_DB:
+            missed[output.name] = (
                 f"output {output.name!r}: worst slice {worst:.1f} dB < floor {SAFETY_FLOOR_DB:g} dB"
             )
-    return None
+    return missed
 
 
 def floor_metric(reference: np.ndarray, quantized: np.ndarray) -> float:
