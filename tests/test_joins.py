@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import eightbit
 import eightbit.pipeline
+import eightbit.rebuild
 from eightbit.analysis.slices import slice_verdict
 from eightbit.cli import main
 from eightbit.graph import Graph, normalize, save_model
@@ -108,6 +109,12 @@ def test_a_wide_join_before_a_heavy_op_stays_int8() -> None:
     graph.output.append(helper.make_tensor_value_info("out_conv", TensorProto.FLOAT, None))
     plan = _plan(model)
     assert plan.decision("head_concat").quantized and plan.decision("tail").quantized
+    # Nor does the safety net's first rung count it as the cheap tail: a heavy op follows.
+    assert eightbit.rebuild.cheap_tail(plan, Graph(normalize(model))) == []
+    assert eightbit.rebuild.cheap_tail(_plan(large_small_concat()), _graph()) == [
+        "box_scale",
+        "cls_sigmoid",
+    ]  # head_concat is float already (§Q12); box_relu is folded into box_conv
 
 
 def test_the_join_rule_is_a_ratio_of_input_ranges() -> None:
@@ -130,6 +137,10 @@ def test_the_join_rule_is_a_ratio_of_input_ranges() -> None:
     assert make_plan(graph, ranges, config).decision("head_concat").quantized
 
 
+def _graph() -> Graph:
+    return Graph(normalize(large_small_concat()))
+
+
 def _plan(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
     normalized = normalize(model)
     graph = Graph(normalized)
@@ -147,20 +158,23 @@ def test_the_safety_net_engages_when_the_floor_is_missed(
     # Joins left int8: the head collapses, the default preset's safety net must repair it.
     improve = replace(PRESETS["default"], separate_joins=False)
     caps: list[float] = []
-    real = eightbit.pipeline.latency_cap
+    real = eightbit.rebuild.latency_cap
 
     def generous(*args, **kwargs) -> tuple[float, str]:  # type: ignore[no-untyped-def]
         caps.append(real(*args, **kwargs)[0])  # ONNX Runtime's own int8 runs and is timed
         return 100.0, "100x (test)"  # a tiny model's timings are noise: let it choose freely
 
-    monkeypatch.setattr(eightbit.pipeline, "latency_cap", generous)
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", generous)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     assert len(caps) == 1 and caps[0] > 0
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
     assert "engaged" in step.notes[0] and "collapsed" in step.notes[0]
-    assert step.layers  # nodes were returned to float, each with its gain
-    (slices,) = [note for note in step.notes if note.startswith("worst output slice")]
-    assert "before 0.00 dB on 'out' (collapsed)" in slices and "after" in slices
+    # The first rung, the cheap tail after the last heavy op in float, is enough here.
+    assert step.notes[1].startswith("tail after the last heavy op returned to float first")
+    for name in ("head_concat", "cls_sigmoid", "box_scale"):
+        assert name in step.notes[1] and not result.plan.decision(name).quantized
+    assert result.plan.decision("cls_conv").quantized
+    assert any(note.startswith("worst output slice") for note in step.notes)
     assert result.check is not None and not result.check.findings()
     assert result.check.outputs[0].worst_slice_sqnr_db >= SAFETY_FLOOR_DB
 
@@ -171,7 +185,7 @@ def test_the_safety_net_stays_off_when_the_floor_holds_or_is_turned_off(
     def never(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
         raise AssertionError("the safety net ran")
 
-    monkeypatch.setattr(eightbit.pipeline, "latency_cap", never)
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", never)
     # A model that meets the floor: no safety net.
     model = models.conv_bn_relu()
     result = eightbit.quantize(model, models.random_inputs(model, n=40, seed=1))
@@ -193,7 +207,7 @@ def test_no_safety_net_flag_turns_it_off(tmp_path: Path, monkeypatch: pytest.Mon
     # Every check misses the floor here; only the flag keeps the net from running.
     planted = {"logits": "planted"}  # conv_bn_relu's only output
     monkeypatch.setattr(eightbit.pipeline, "missed_floor", lambda check: planted)
-    monkeypatch.setattr(eightbit.pipeline, "latency_cap", ran)
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", ran)
     model = models.conv_bn_relu()
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "d.npz"
     save_model(model, model_path)
@@ -259,16 +273,17 @@ def test_the_cap_falls_back_to_eightbits_own_int8_when_onnx_runtime_fails(
     fast_result: eightbit.QuantizedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import eightbit.safety_net as safety_net
+    from eightbit.analysis.latency import LatencyRatio
 
-    feed = {name: values[:1] for name, values in DATA.items()}
-    cap, what = safety_net.latency_cap(fast_result.float_model, fast_result.model, [DATA], feed)
+    timer = LatencyRatio(fast_result.float_model, {name: v[:1] for name, v in DATA.items()})
+    cap, what = safety_net.latency_cap(timer, fast_result.float_model, fast_result.model, [DATA])
     assert cap > 0 and "ONNX Runtime's own int8" in what
 
     def broken(*args, **kwargs) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
         raise RuntimeError("unsupported op")
 
     monkeypatch.setattr(safety_net, "ort_int8", broken)
-    cap, what = safety_net.latency_cap(fast_result.float_model, fast_result.model, [DATA], feed)
+    cap, what = safety_net.latency_cap(timer, fast_result.float_model, fast_result.model, [DATA])
     assert cap > 0 and "eightbit's int8 before the net" in what and "unsupported op" in what
 
 
@@ -278,7 +293,7 @@ def test_a_miss_on_an_output_the_budget_cannot_read_is_said_not_hidden(
     def never(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
         raise AssertionError("the fallback ran")
 
-    monkeypatch.setattr(eightbit.pipeline, "latency_cap", never)
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", never)
     monkeypatch.setattr(
         eightbit.pipeline, "missed_floor", lambda check: {"second": "output 'second': planted"}
     )
@@ -286,3 +301,28 @@ def test_a_miss_on_an_output_the_budget_cannot_read_is_said_not_hidden(
     result = eightbit.quantize(model, models.random_inputs(model, n=40, seed=1))
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
     assert "planted" in step.notes[0] and "first output only" in step.notes[0]
+
+
+def test_without_a_tail_to_return_the_fallback_repairs_the_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(eightbit.rebuild, "cheap_tail", lambda plan, graph: [])
+    improve = replace(PRESETS["default"], separate_joins=False)
+    result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    assert step.layers  # the fallback returned nodes, each with its gain
+    (slices,) = [note for note in step.notes if note.startswith("worst output slice")]
+    assert "before 0.00 dB on 'out' (collapsed)" in slices
+    assert result.check is not None and not result.check.findings()
+
+
+def test_the_net_never_passes_its_latency_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
+    improve = replace(PRESETS["default"], separate_joins=False)
+    result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    assert "left int8" in step.notes[1] and not step.layers
+    assert result.plan.decision("head_concat").quantized
+    # Nothing could be done within the cap: the collapse is still reported, not hidden.
+    assert result.check is not None and result.check.findings()

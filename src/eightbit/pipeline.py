@@ -23,7 +23,7 @@ import importlib
 import importlib.util
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,10 +38,8 @@ from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, load_model, normalize, save_model
 from eightbit.graph.stem import space_to_depth_stems
-from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.equalize import equalize
-from eightbit.improve.fallback_cost import one_sample
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.reconstruct import reconstruct
 from eightbit.improve.refine import refine_ranges
@@ -54,10 +52,8 @@ from eightbit.plan import (
     rebias,
 )
 from eightbit.quant import QuantConfig
-from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, latency_cap, missed_floor
-
-# A user metric for the fallback budget: metric(float_output, int8_output) -> float.
-Metric = Callable[[np.ndarray, np.ndarray], float]
+from eightbit.rebuild import Metric, Prepared, run_fallback, safety_net
+from eightbit.safety_net import missed_floor
 
 # Samples held back from calibration for the quick check, at most, and at most this
 # share of the data: a check should not starve calibration of a small data set.
@@ -189,9 +185,10 @@ def quantize(
             nearest, nearest_plan, _ = _correct_biases(
                 planned, plan, planned, samples, exported, improve, learned=False, threads=threads
             )
-        _, decided, report = _fallback(
-            float_model, nearest, planned, ranges, config, nearest_plan,
-            to_qdq(nearest, nearest_plan), samples, improve, metric, threads, progress,
+        net = Prepared(float_model, nearest, planned, ranges, config)
+        _, decided, report = run_fallback(
+            net, nearest_plan, to_qdq(nearest, nearest_plan), samples, improve, metric, threads,
+            progress,
         )  # fmt: skip
         steps.append(replace(report, notes=(*report.notes, _FALLBACK_FIRST)))
         plan = make_plan(prepared_graph, ranges, decided.config, separate_joins=joins)
@@ -207,10 +204,10 @@ def quantize(
     qdq = to_qdq(prepared, plan)
     if improve.fallback and not learned:
         assert samples is not None  # _require_steps
-        qdq, plan, report = _fallback(
-            float_model, prepared, planned, ranges, config, plan, qdq, samples, improve,
-            metric, threads, progress,
-        )  # fmt: skip
+        net = Prepared(float_model, prepared, planned, ranges, config)
+        qdq, plan, report = run_fallback(
+            net, plan, qdq, samples, improve, metric, threads, progress
+        )
         steps.append(report)
     check = None
     if source is not None and check_count > 0:
@@ -223,10 +220,11 @@ def quantize(
         check = quick_check(float_model, qdq, held_back, threads)
         missed = missed_floor(check) if improve.safety_net and not improve.fallback else {}
         if missed:
-            net = _Prepared(float_model, prepared, planned, ranges, config)
-            qdq, plan, report = _safety_net(net, plan, qdq, samples, missed, improve, threads)
+            net = Prepared(float_model, prepared, planned, ranges, config)
+            before = qdq
+            qdq, plan, report = safety_net(net, plan, qdq, samples, missed, improve, threads)
             steps.append(report)
-            if report.layers:  # something was returned to float: judge the new model
+            if qdq is not before:  # nodes were returned to float: judge the new model
                 check = quick_check(float_model, qdq, held_back, threads)
     plan = replace(plan, steps=tuple(steps))
     return QuantizedModel(
@@ -367,138 +365,6 @@ def _adaround(
         model, plan, samples, options, threads=threads, progress=progress
     )
     return result
-
-
-@dataclass(frozen=True)
-class _Built:
-    """An int8 model and its plan, as the fallback step rebuilds them."""
-
-    model: onnx.ModelProto
-    plan: QuantPlan
-
-
-def _fallback(
-    float_model: onnx.ModelProto,
-    prepared: onnx.ModelProto,
-    planned: onnx.ModelProto,
-    ranges: Ranges,
-    config: QuantConfig,
-    plan: QuantPlan,
-    qdq: onnx.ModelProto,
-    samples: DataLike,
-    improve: ImproveConfig,
-    metric: Metric | None,
-    threads: int | None,
-    progress: bool,
-) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
-    """Return nodes to float until the budget holds on the calibration samples.
-
-    A node returned to float computes with its planned float constants again, not with the
-    weights rounded or the bias corrected for int8.
-    """
-    module = importlib.import_module("eightbit.improve.fallback")
-
-    def build(excluded: frozenset[str]) -> _Built:
-        if not excluded:
-            return _Built(qdq, plan)
-        restored = restore_nodes(prepared, planned, sorted(excluded))
-        kept = replace(config, exclude=tuple(dict.fromkeys([*config.exclude, *sorted(excluded)])))
-        new_plan = make_plan(Graph(restored), ranges, kept, separate_joins=improve.separate_joins)
-        return _Built(to_qdq(restored, new_plan), new_plan)
-
-    budget = module.Budget(
-        max_drop=improve.max_drop,
-        min_sqnr=improve.min_sqnr,
-        metric=metric,
-        max_latency=improve.max_latency,
-    )
-    result = module.fallback(
-        float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
-        progress=progress,
-    )  # fmt: skip
-    note = _worst_slices(float_model, qdq, result.model, samples, threads)
-    report = result.report
-    return result.model, result.plan, replace(report, notes=(*report.notes, note))
-
-
-# The worst-slice note of a fallback runs the models on at most this many samples.
-_SLICE_NOTE_SAMPLES = 64
-
-
-def _worst_slices(
-    float_model: onnx.ModelProto,
-    before: onnx.ModelProto,
-    after: onnx.ModelProto,
-    samples: DataLike,
-    threads: int | None,
-) -> str:
-    """The fallback's budget reads whole outputs; this says what the slices did (§A.9)."""
-    graph = Graph(float_model)
-
-    def judged(model: onnx.ModelProto) -> str:
-        data = open_data(samples, graph.inputs, batch_size=16, limit=_SLICE_NOTE_SAMPLES)
-        check = quick_check(float_model, model, data, threads)
-        if check is None:
-            return "-"
-        worst = min(check.outputs, key=lambda output: output.worst_slice_sqnr_db)
-        collapsed = " (collapsed)" if any(o.collapsed for o in check.outputs) else ""
-        return f"{worst.worst_slice_sqnr_db:.2f} dB on {worst.name!r}{collapsed}"
-
-    return (
-        f"worst output slice (§A.9) on up to {_SLICE_NOTE_SAMPLES} calibration samples: "
-        f"before {judged(before)}; after {judged(after)}"
-    )
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """What a fallback rebuilds from: the float model checked against, the prepared and
-    planned float models, the ranges and the configuration."""
-
-    float_model: onnx.ModelProto
-    prepared: onnx.ModelProto
-    planned: onnx.ModelProto
-    ranges: Ranges
-    config: QuantConfig
-
-
-def _safety_net(
-    net: _Prepared,
-    plan: QuantPlan,
-    qdq: onnx.ModelProto,
-    samples: DataLike | None,
-    missed: Mapping[str, str],
-    improve: ImproveConfig,
-    threads: int | None,
-) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
-    """The fallback with the floor as budget and ONNX Runtime's int8 latency as cap (§I.9)."""
-    started = time.perf_counter()
-    first = net.float_model.graph.output[0].name
-    why = "; ".join(missed.values())
-    cannot = None
-    if samples is None:
-        cannot = "no calibration samples (ranges from a file) to judge on"
-    elif first not in missed:
-        cannot = f"the fallback's budget reads the first output only ({first!r}), which holds"
-    if cannot is not None:
-        note = f"{why}; not run: {cannot}"
-        return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,))
-    assert samples is not None  # cannot is set otherwise
-    graph = Graph(net.float_model)
-    source = open_data(samples, graph.inputs, batch_size=16)
-    cap, what = latency_cap(net.float_model, qdq, source, one_sample(source, graph))
-    budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
-    qdq, plan, report = _fallback(
-        net.float_model, net.prepared, net.planned, net.ranges, net.config, plan, qdq,
-        samples, budget, floor_metric, threads, False,
-    )  # fmt: skip
-    notes = (
-        f"engaged: {missed[first]}; budget: the first output's worst slice >= "
-        f"{SAFETY_FLOOR_DB:g} dB and no collapse, on the calibration samples; latency cap {what}",
-        *report.notes,
-    )
-    seconds = time.perf_counter() - started
-    return qdq, plan, replace(report, name="safety_net", seconds=seconds, notes=notes)
 
 
 def save_quantized(

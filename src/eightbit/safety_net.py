@@ -69,21 +69,20 @@ def floor_metric(reference: np.ndarray, quantized: np.ndarray) -> float:
 
 
 def latency_cap(
+    timer: LatencyRatio,
     float_model: onnx.ModelProto,
     int8_model: onnx.ModelProto,
     calibration: Iterable[Mapping[str, np.ndarray]],
-    feed: Mapping[str, np.ndarray],
 ) -> tuple[float, str]:
     """The safety net's ``max_latency`` and what it is (§I.9).
 
-    ``CAP_TOLERANCE`` times the int8/float latency of ONNX Runtime's own int8 of
-    ``float_model``, timed as the fallback times (``LatencyRatio``). Where ONNX Runtime's
-    quantizer cannot quantize the model, the cap is eightbit's ``int8_model`` before the
-    net instead (the net may then slow it by the tolerance only).
+    ``CAP_TOLERANCE`` times the int8/float latency (``timer``, as the fallback times) of
+    ONNX Runtime's own int8 of ``float_model``. Where ONNX Runtime's quantizer cannot
+    quantize the model, the cap is eightbit's ``int8_model`` before the net instead (the
+    net may then slow it by the tolerance only).
     """
-    timer = LatencyRatio(float_model, feed)
     try:
-        reference = ort_int8(float_model, calibration, len(next(iter(feed.values()))))
+        reference = ort_int8(float_model, calibration, len(next(iter(timer.feed.values()))))
     except Exception as exc:  # a third-party quantizer: its failure only changes the cap
         ratio = timer(int8_model) * CAP_TOLERANCE
         why = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]

@@ -39,7 +39,7 @@ def float_joins(
     constant_range: ConstantRange,
 ) -> dict[str, str]:
     """Node -> why it stays float: every wide join in the tail and the nodes after it."""
-    tail = _tail_nodes(graph)
+    tail = tail_nodes(graph)
     forced: dict[str, str] = {}
     for node in graph.nodes:
         if node.op_type not in JOIN_OPS or reasons[node.name] is not None:
@@ -64,8 +64,9 @@ def float_joins(
     return forced
 
 
-def _tail_nodes(graph: Graph) -> set[str]:
-    """Nodes from which no heavy op can be reached (graph.nodes is topological)."""
+def tail_nodes(graph: Graph) -> set[str]:
+    """Nodes from which no heavy op can be reached (graph.nodes is topological); the last
+    heavy ops themselves are among them."""
     reaches: dict[str, bool] = {}
     for node in reversed(graph.nodes):
         readers = [reader for output in node.outputs for reader in graph.consumers(output)]
