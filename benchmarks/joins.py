@@ -152,7 +152,10 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     settings = {
         "eightbit fast (Concat int8)": "fast",
-        "eightbit default (float join, §Q12)": "default",
+        "eightbit default (float join §Q12, safety net §I.9)": "default",
+        "eightbit default, no safety net (float join only)": replace(
+            PRESETS["default"], safety_net=False
+        ),
         "eightbit default, joins int8 + safety net": replace(
             PRESETS["default"], separate_joins=False
         ),

@@ -203,14 +203,17 @@ def _tail_in_float(
 
 def cheap_tail(plan: QuantPlan, graph: Graph) -> list[str]:
     """Quantized nodes after the last heavy op (no Conv/Gemm/MatMul reachable, not one
-    itself), without the activations folded into their producer."""
+    itself) that compute: not the activations folded into their producer, not the
+    value-preserving ops (they go float with their neighbours, §Q6)."""
     tail = tail_nodes(graph)
     names = []
     for decision in plan.quantized_nodes():
         spec = lookup(decision.op_type)
         if decision.name not in tail or decision.fused_into is not None:
             continue
-        if decision.op_type in HEAVY_OPS or spec is None:
+        # A value-preserving op follows its neighbours by itself (§Q6); named alone it
+        # would need a range nobody calibrated.
+        if decision.op_type in HEAVY_OPS or spec is None or spec.same_as_input:
             continue
         names.append(decision.name)
     return names
