@@ -326,3 +326,17 @@ def test_the_net_never_passes_its_latency_cap(monkeypatch: pytest.MonkeyPatch) -
     assert result.plan.decision("head_concat").quantized
     # Nothing could be done within the cap: the collapse is still reported, not hidden.
     assert result.check is not None and result.check.findings()
+
+
+def test_the_first_rung_leaves_value_preserving_ops_to_their_neighbours(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The Reshapes between the branches and the Concat have no calibrated range of their
+    # own: named alone in the exclude list they would make planning fail.
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    improve = replace(PRESETS["default"], separate_joins=False)
+    result = eightbit.quantize(large_small_concat(flatten=True), DATA, improve=improve)
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    assert "returned to float first" in step.notes[1] and "box_flat" not in step.notes[1]
+    assert not result.plan.decision("box_flat").quantized  # float with its neighbours
+    assert result.check is not None and not result.check.findings()
