@@ -37,6 +37,10 @@ from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, latency_cap
 Metric = Callable[[np.ndarray, np.ndarray], float]
 # The worst-slice note of a fallback runs the models on at most this many samples.
 SLICE_NOTE_SAMPLES = 64
+# The safety net's search (§I.9): ranked by each activation's own SQNR (one pass, not one
+# rebuild per candidate) and at most this many returns, so that the default preset stays
+# within a few times the plain quantize time; a net that cannot reach the floor so says so.
+NET_SEARCH: dict[str, object] = {"ranking": "own", "max_steps": 8}
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,13 @@ def run_fallback(
     metric: Metric | None,
     threads: int | None,
     progress: bool,
+    **search: object,
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
     """Return nodes to float until the budget holds on the calibration samples.
 
     A node returned to float computes with its planned float constants again, not with the
-    weights rounded or the bias corrected for int8.
+    weights rounded or the bias corrected for int8. ``search``: options of
+    ``eightbit.improve.fallback.fallback`` (``ranking``, ``max_steps``).
     """
     module = importlib.import_module("eightbit.improve.fallback")
 
@@ -99,7 +105,7 @@ def run_fallback(
     )
     result = module.fallback(
         net.float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
-        progress=progress,
+        progress=progress, **search,
     )  # fmt: skip
     note = worst_slices_note(net.float_model, qdq, result.model, samples, threads)
     report = result.report
@@ -162,7 +168,9 @@ def safety_net(
     cap, what = latency_cap(timer, net.float_model, qdq, source)
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
-    qdq, plan, report = run_fallback(net, plan, qdq, samples, budget, floor_metric, threads, False)
+    qdq, plan, report = run_fallback(
+        net, plan, qdq, samples, budget, floor_metric, threads, False, **NET_SEARCH
+    )
     notes = (
         f"engaged: {missed[first]}; budget: the first output's worst slice >= "
         f"{SAFETY_FLOOR_DB:g} dB and no collapse, on the calibration samples; latency cap {what}",
