@@ -12,8 +12,9 @@ weights are learned on its final plan, docs/numerics.md §R.9)
 
 (the improvement steps of ``eightbit.improve`` run as ``ImproveConfig`` says; each adds its
 ``StepReport`` to the plan), then a quick check on samples held back from calibration: top-1
-agreement with the original float model and output SQNR, so a user sees at once whether
-int8 kept the network's behaviour.
+agreement with the original float model, output SQNR and the worst slice (§A.9), so a user
+sees at once whether int8 kept the network's behaviour; when it did not (a collapsed slice,
+a slice under 10 dB), the safety net runs the fallback (§I.9).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import importlib
 import importlib.util
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,14 +31,13 @@ import numpy as np
 import onnx
 
 from eightbit._io import refuse_overwrite
-from eightbit.analysis.metrics import sqnr_db, topk_agreement
+from eightbit.analysis.quick_check import QuickCheck, quick_check
 from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges, calibrate, open_data
 from eightbit.calibrate.data import DataLike, DataSource
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
-from eightbit.graph import Graph, load_model, make_session, normalize, save_model
+from eightbit.graph import Graph, load_model, normalize, save_model
 from eightbit.graph.stem import space_to_depth_stems
-from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.equalize import equalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
@@ -52,38 +52,13 @@ from eightbit.plan import (
     rebias,
 )
 from eightbit.quant import QuantConfig
-
-# A user metric for the fallback budget: metric(float_output, int8_output) -> float.
-Metric = Callable[[np.ndarray, np.ndarray], float]
+from eightbit.rebuild import Metric, Prepared, run_fallback, safety_net
+from eightbit.safety_net import missed_floor
 
 # Samples held back from calibration for the quick check, at most, and at most this
 # share of the data: a check should not starve calibration of a small data set.
 DEFAULT_CHECK_SAMPLES = 64
 CHECK_SHARE = 0.2
-
-
-@dataclass(frozen=True)
-class OutputCheck:
-    """Float vs int8 on one output over the held-back samples."""
-
-    name: str
-    sqnr_db: float
-    top1_agreement: float | None  # None when the output is not (samples, classes)
-
-
-@dataclass(frozen=True)
-class QuickCheck:
-    samples: int
-    outputs: tuple[OutputCheck, ...]
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "samples": self.samples,
-            "outputs": [
-                {"name": o.name, "sqnr_db": o.sqnr_db, "top1_agreement": o.top1_agreement}
-                for o in self.outputs
-            ],
-        }
 
 
 @dataclass(frozen=True)
@@ -93,8 +68,9 @@ class QuantizedModel:
     ``float_model``: the original model, normalized: what the int8 model is checked
     against. ``prepared_model``: the float model the QDQ model quantizes, after the
     improvement steps (equalized, learned-rounded, bias-corrected); ``ranges`` are its
-    activation ranges. ``make_plan(Graph(prepared_model), ranges, config)`` and ``to_qdq``
-    rebuild the QDQ model, e.g. with other nodes excluded.
+    activation ranges. ``make_plan(Graph(prepared_model), ranges, config,
+    separate_joins=...)`` (as the preset said, §Q13) and ``to_qdq`` rebuild the QDQ model,
+    e.g. with other nodes excluded.
     """
 
     model: onnx.ModelProto
@@ -195,7 +171,8 @@ def quantize(
         else:
             ranges, report = refine_ranges(prepared, ranges, samples, config, threads=threads)
             steps.append(report)
-    plan = make_plan(prepared_graph, ranges, config)
+    joins = improve.separate_joins
+    plan = make_plan(prepared_graph, ranges, config, separate_joins=joins)
     planned = prepared  # the float constants as planned, before rounding and correction
     learned = improve.adaround or improve.reconstruct
     if improve.fallback and learned:
@@ -208,12 +185,13 @@ def quantize(
             nearest, nearest_plan, _ = _correct_biases(
                 planned, plan, planned, samples, exported, improve, learned=False, threads=threads
             )
-        _, decided, report = _fallback(
-            float_model, nearest, planned, ranges, config, nearest_plan,
-            to_qdq(nearest, nearest_plan), samples, improve, metric, threads, progress,
+        net = Prepared(float_model, nearest, planned, ranges, config)
+        _, decided, report = run_fallback(
+            net, nearest_plan, to_qdq(nearest, nearest_plan), samples, improve, metric, threads,
+            progress,
         )  # fmt: skip
         steps.append(replace(report, notes=(*report.notes, _FALLBACK_FIRST)))
-        plan = make_plan(prepared_graph, ranges, decided.config)
+        plan = make_plan(prepared_graph, ranges, decided.config, separate_joins=joins)
     prepared, plan, learned_steps = _learned_weights(
         planned, plan, ranges, samples, improve, threads, progress
     )
@@ -226,12 +204,11 @@ def quantize(
     qdq = to_qdq(prepared, plan)
     if improve.fallback and not learned:
         assert samples is not None  # _require_steps
-        qdq, plan, report = _fallback(
-            float_model, prepared, planned, ranges, config, plan, qdq, samples, improve,
-            metric, threads, progress,
-        )  # fmt: skip
+        net = Prepared(float_model, prepared, planned, ranges, config)
+        qdq, plan, report = run_fallback(
+            net, plan, qdq, samples, improve, metric, threads, progress
+        )
         steps.append(report)
-    plan = replace(plan, steps=tuple(steps))
     check = None
     if source is not None and check_count > 0:
         # Regrouped so that a model with a fixed batch size gets whole batches.
@@ -241,6 +218,15 @@ def quantize(
             batch_size=calibration.batch_size,
         )
         check = quick_check(float_model, qdq, held_back, threads)
+        missed = missed_floor(check) if improve.safety_net and not improve.fallback else {}
+        if missed:
+            net = Prepared(float_model, prepared, planned, ranges, config)
+            before = qdq
+            qdq, plan, report = safety_net(net, plan, qdq, samples, missed, improve, threads)
+            steps.append(report)
+            if qdq is not before:  # nodes were returned to float: judge the new model
+                check = quick_check(float_model, qdq, held_back, threads)
+    plan = replace(plan, steps=tuple(steps))
     return QuantizedModel(
         model=qdq,
         plan=plan,
@@ -332,7 +318,8 @@ def _learned_weights(
         model, report = reconstruct(model, plan, samples, threads=threads, progress=progress)
         reports.append(report)
     if reports:
-        plan = make_plan(Graph(model), ranges, plan.config)
+        joins = improve.separate_joins
+        plan = make_plan(Graph(model), ranges, plan.config, separate_joins=joins)
     return model, plan, reports
 
 
@@ -380,56 +367,6 @@ def _adaround(
     return result
 
 
-@dataclass(frozen=True)
-class _Built:
-    """An int8 model and its plan, as the fallback step rebuilds them."""
-
-    model: onnx.ModelProto
-    plan: QuantPlan
-
-
-def _fallback(
-    float_model: onnx.ModelProto,
-    prepared: onnx.ModelProto,
-    planned: onnx.ModelProto,
-    ranges: Ranges,
-    config: QuantConfig,
-    plan: QuantPlan,
-    qdq: onnx.ModelProto,
-    samples: DataLike,
-    improve: ImproveConfig,
-    metric: Metric | None,
-    threads: int | None,
-    progress: bool,
-) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
-    """Return nodes to float until the budget holds on the calibration samples.
-
-    A node returned to float computes with its planned float constants again, not with the
-    weights rounded or the bias corrected for int8.
-    """
-    module = importlib.import_module("eightbit.improve.fallback")
-
-    def build(excluded: frozenset[str]) -> _Built:
-        if not excluded:
-            return _Built(qdq, plan)
-        restored = restore_nodes(prepared, planned, sorted(excluded))
-        kept = replace(config, exclude=tuple(dict.fromkeys([*config.exclude, *sorted(excluded)])))
-        new_plan = make_plan(Graph(restored), ranges, kept)
-        return _Built(to_qdq(restored, new_plan), new_plan)
-
-    budget = module.Budget(
-        max_drop=improve.max_drop,
-        min_sqnr=improve.min_sqnr,
-        metric=metric,
-        max_latency=improve.max_latency,
-    )
-    result = module.fallback(
-        float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
-        progress=progress,
-    )  # fmt: skip
-    return result.model, result.plan, result.report
-
-
 def save_quantized(
     result: QuantizedModel, output: str | os.PathLike[str], *inputs: str | os.PathLike[str]
 ) -> Path:
@@ -437,43 +374,6 @@ def save_quantized(
     refuse_overwrite(output, *inputs)
     refuse_overwrite(plan_path_for(output), *inputs)
     return result.save(output)
-
-
-def quick_check(
-    float_model: onnx.ModelProto,
-    int8_model: onnx.ModelProto,
-    batches: Iterable[Mapping[str, np.ndarray]],
-    threads: int | None = None,
-) -> QuickCheck | None:
-    """Top-1 agreement and SQNR of every output, int8 vs float, on ``batches``."""
-    reference = make_session(float_model, threads=threads)
-    quantized = make_session(int8_model, threads=threads)
-    names = [output.name for output in reference.get_outputs()]
-    collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
-    samples = 0
-    for batch in batches:
-        feeds = dict(batch)
-        for name, ref, out in zip(
-            names, reference.run(names, feeds), quantized.run(names, feeds), strict=True
-        ):
-            collected[name][0].append(np.asarray(ref))
-            collected[name][1].append(np.asarray(out))
-        samples += len(next(iter(feeds.values())))
-    if samples == 0:
-        return None
-    outputs = []
-    for name in names:
-        ref = np.concatenate(collected[name][0])
-        out = np.concatenate(collected[name][1])
-        classes = ref.ndim == 2 and ref.shape[1] > 1 and np.issubdtype(ref.dtype, np.floating)
-        outputs.append(
-            OutputCheck(
-                name=name,
-                sqnr_db=sqnr_db(ref, out),
-                top1_agreement=topk_agreement(ref, out, 1) if classes else None,
-            )
-        )
-    return QuickCheck(samples=samples, outputs=tuple(outputs))
 
 
 def _split(

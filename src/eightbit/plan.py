@@ -26,6 +26,7 @@ from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
 from eightbit.improve.steps import StepReport
 from eightbit.ops import OpSpec, PerTensor, lookup
+from eightbit.ops.joins import float_joins
 from eightbit.ops.selection import Calibrated, SameAs, clamp_bounds, select
 from eightbit.ops.spec import optional_input
 from eightbit.quant import (
@@ -211,15 +212,29 @@ def activation_tensors_to_calibrate(graph: Graph, config: QuantConfig) -> list[s
     return select(graph, config).calibrated_tensors()
 
 
-def make_plan(graph: Graph, ranges: RangeLookup, config: QuantConfig) -> QuantPlan:
+def make_plan(
+    graph: Graph, ranges: RangeLookup, config: QuantConfig, *, separate_joins: bool = False
+) -> QuantPlan:
     """Decide every node and the parameters of every quantized tensor.
 
     ``ranges`` maps each tensor of ``activation_tensors_to_calibrate`` to its (min, max),
-    as ``Ranges`` from eightbit.calibrate or a plain mapping of pairs. Raises ConfigError
-    for an unknown name in ``config.exclude`` or a model with nothing to quantize, and
-    DataError for a missing range.
+    as ``Ranges`` from eightbit.calibrate or a plain mapping of pairs. ``separate_joins``:
+    keep float a Concat/Add/Sub after the last heavy op whose inputs' ranges differ by more
+    than ``JOIN_RATIO``, and the nodes after it (§Q13), each node with its reason. Raises
+    ConfigError for an unknown name in ``config.exclude`` or a model with nothing to
+    quantize, and DataError for a missing range.
     """
     selection = select(graph, config)
+    if separate_joins:
+        forced = float_joins(
+            graph,
+            selection.reasons,
+            selection.sources,
+            lambda name, bounds: clip_range(_range_of(ranges, name), bounds),
+            lambda name: _constant_range(graph, name),
+        )
+        if forced:
+            selection = select(graph, config, forced)
     tensors: dict[str, QuantParams] = {}
     for name, source in selection.sources.items():
         if isinstance(source, Calibrated):
@@ -319,6 +334,13 @@ def _range_of(ranges: RangeLookup, name: str) -> tuple[float, float]:
         ) from None
     lo, hi = entry if isinstance(entry, tuple | list) else (entry.min, entry.max)
     return float(lo), float(hi)
+
+
+def _constant_range(graph: Graph, name: str) -> tuple[float, float]:
+    values = graph.initializers[name]
+    if values.size == 0:
+        return 0.0, 0.0
+    return float(values.min()), float(values.max())
 
 
 def clip_range(

@@ -18,6 +18,10 @@ def test_presets_hold_what_their_documentation_says() -> None:
     assert accurate.equalize and accurate.refine_ranges and accurate.reconstruct
     assert not accurate.adaround  # slower and no better on MobileNetV2 (§I.6)
     assert not any(p.fallback for p in PRESETS.values())
+    # Only fast leaves joins int8 and the safety net off (§Q13, §I.9).
+    assert not fast.separate_joins and not fast.safety_net
+    assert default.separate_joins and default.safety_net
+    assert accurate.separate_joins and accurate.safety_net
 
 
 def test_asking_for_one_weight_chooser_replaces_the_presets_other() -> None:
@@ -44,6 +48,8 @@ def test_overrides_replace_only_given_fields() -> None:
         ({"max_drop": -0.1}, "'max_drop' must be a number >= 0"),
         ({"min_sqnr": float("nan")}, "'min_sqnr' must be a finite number"),
         ({"reconstruct": "on"}, "'reconstruct' must be True or False"),
+        ({"safety_net": 1}, "'safety_net' must be True or False"),
+        ({"separate_joins": None}, "'separate_joins' must be True or False"),
         ({"adaround": True, "reconstruct": True}, "both choose the weights: enable one"),
     ],
 )

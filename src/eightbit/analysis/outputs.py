@@ -1,4 +1,4 @@
-"""Output metrics float vs int8, accumulated batch by batch (§A.1).
+"""Output metrics float vs int8, accumulated batch by batch (§A.1), slice by slice (§A.9).
 
 ``OutputTally`` keeps fixed-size sums and integer counts per graph output; ``OutputMetrics``
 is the frozen result. User metrics (MATLAB's MetricFcn) see the whole outputs, so only
@@ -17,6 +17,7 @@ import numpy as np
 
 from eightbit.analysis.labels import check_label_classes
 from eightbit.analysis.metrics import ErrorSums, correct_predictions, topk_hits
+from eightbit.analysis.slices import Part, SliceSums, SliceVerdict
 from eightbit.errors import ConfigError, DataError
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -45,6 +46,7 @@ class OutputMetrics:
     float_accuracy: float | None = None
     int8_accuracy: float | None = None
     custom: Mapping[str, float] = field(default_factory=dict)
+    slices: SliceVerdict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "custom", MappingProxyType(dict(self.custom)))
@@ -52,6 +54,16 @@ class OutputMetrics:
     @property
     def is_classification(self) -> bool:
         return self.top1_agreement is not None
+
+    @property
+    def worst_slice_sqnr_db(self) -> float | None:
+        """The worst slice's SQNR (§A.9); None for an output with no axis but the samples."""
+        return None if self.slices is None else self.slices.worst_sqnr_db
+
+    @property
+    def collapsed(self) -> bool:
+        """True when a slice or part of this output carries no signal in int8 (§A.9)."""
+        return self.slices is not None and self.slices.has_collapse
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +77,9 @@ class OutputMetrics:
             "float_accuracy": self.float_accuracy,
             "int8_accuracy": self.int8_accuracy,
             "custom": {name: json_number(value) for name, value in self.custom.items()},
+            "worst_slice_sqnr_db": json_number(self.worst_slice_sqnr_db),
+            "collapsed": self.collapsed,
+            "slices": None if self.slices is None else self.slices.to_dict(),
         }
 
 
@@ -90,9 +105,11 @@ def named_metrics(metric: Metric | Mapping[str, Metric] | None) -> dict[str, Met
 class OutputTally:
     """Sums and counts for one output over every batch; ``keep`` holds the outputs too."""
 
-    def __init__(self, name: str, *, keep: bool = False) -> None:
+    def __init__(self, name: str, *, keep: bool = False, parts: tuple[Part, ...] = ()) -> None:
         self.name = name
         self.errors = ErrorSums()
+        self.slice_sums = SliceSums()
+        self.parts = parts
         self.samples = 0
         self.classes: int | None = None
         self.top1 = self.top5 = self.float_correct = self.int8_correct = 0
@@ -103,6 +120,7 @@ class OutputTally:
         self, reference: np.ndarray, quantized: np.ndarray, labels: np.ndarray | None = None
     ) -> None:
         self.errors.update(reference, quantized)
+        self.slice_sums.update(reference, quantized)
         count = reference.shape[0] if reference.ndim else 1
         if self.samples == 0:
             self.classes = _classes(reference)
@@ -134,6 +152,7 @@ class OutputTally:
             float_accuracy=self.float_correct / self.samples if self.labelled else None,
             int8_accuracy=self.int8_correct / self.samples if self.labelled else None,
             custom=self._custom(metrics or {}),
+            slices=self.slice_sums.verdict(self.parts),
         )
 
     def _custom(self, metrics: Mapping[str, Metric]) -> dict[str, float]:

@@ -19,6 +19,7 @@ from eightbit.analysis.labels import check_label_count
 from eightbit.analysis.layers import ActivationTally, TensorReport
 from eightbit.analysis.models import ModelPair
 from eightbit.analysis.outputs import Metric, OutputMetrics, OutputTally
+from eightbit.analysis.slices import output_parts
 from eightbit.calibrate import DataSource
 from eightbit.calibrate.progress import sample_progress
 from eightbit.errors import DataError
@@ -69,7 +70,11 @@ def measure(
     )
     if labels is not None and source.samples is not None:
         check_label_count(labels, source.samples, at_least=not exact_labels)
-    tallies = {name: OutputTally(name, keep=bool(metrics)) for name in output_names}
+    parts = output_parts(pair.float_graph)
+    tallies = {
+        name: OutputTally(name, keep=bool(metrics), parts=parts.get(name, ()))
+        for name in output_names
+    }
     activation_tallies = [ActivationTally(a) for a in watched]
     first_batch: dict[str, np.ndarray] = {}
     start = 0

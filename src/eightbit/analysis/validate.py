@@ -22,6 +22,7 @@ from eightbit.analysis.models import DataLike, ModelLike, ModelPair, load_pair
 from eightbit.analysis.outputs import Metric, OutputMetrics, named_metrics
 from eightbit.analysis.ranges import DynamicRange
 from eightbit.analysis.runner import measure, measure_variants
+from eightbit.analysis.slices import Finding, collapse_finding
 from eightbit.analysis.variants import with_fake_quant, without_quantization
 from eightbit.calibrate import DataSource, ImageOptions, open_data
 from eightbit.errors import ConfigError
@@ -47,10 +48,19 @@ class ValidationResult:
             f"no output named {name!r}; the outputs are {[m.name for m in self.outputs]}"
         )
 
+    def findings(self) -> tuple[Finding, ...]:
+        """Error-level findings: every output with a collapsed slice or part (§A.9)."""
+        return tuple(
+            collapse_finding(metrics.name, metrics.slices)
+            for metrics in self.outputs
+            if metrics.collapsed and metrics.slices is not None
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "samples": self.samples,
             "outputs": [metrics.to_dict() for metrics in self.outputs],
+            "findings": [finding.to_dict() for finding in self.findings()],
             "memory": self.memory.to_dict(),
             "layers": None if self.layers is None else self.layers.to_dict(),
             "latency": None if self.latency is None else self.latency.to_dict(),
@@ -212,8 +222,11 @@ def check_thresholds(
     min_agreement: float | None = None,
     min_sqnr: float | None = None,
 ) -> tuple[str, ...]:
-    """One line per output that misses a threshold (§A.8); empty when all are met."""
+    """One line per output that misses a threshold (§A.8), and, when any threshold is
+    given, per output with a collapsed slice or part (§A.9); empty when all are met."""
     failures = []
+    if min_agreement is not None or min_sqnr is not None:
+        failures += [finding.message for finding in result.findings()]
     if min_agreement is not None:
         if not 0.0 <= min_agreement <= 1.0:
             raise ConfigError(

@@ -22,7 +22,8 @@ from eightbit.quant import QuantConfig
 
 PRESET_HELP = (
     "Improvement steps: fast (none), default (equalization, then bias correction where it "
-    "helps), accurate (also range refinement and AdaRound; needs PyTorch; minutes). The "
+    "helps; joins of very different ranges kept float after the last heavy op; the safety "
+    "net), accurate (also range refinement and AdaRound; needs PyTorch; minutes). The "
     "step flags below override the preset."
 )
 
@@ -58,6 +59,7 @@ def _summary(
         "calibration_samples": result.calibration_samples,
         "steps": [step.to_dict() for step in result.plan.steps],
         "check": None if result.check is None else result.check.to_dict(),
+        "findings": [] if result.check is None else [f.to_dict() for f in result.check.findings()],
         "seconds": seconds,
     }
 
@@ -105,11 +107,27 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for output in check["outputs"]:
         agreement = output["top1_agreement"]
         agree = "" if agreement is None else f"top-1 agreement {agreement:.1%}, "
-        sqnr = output["sqnr_db"]
+        worst = _worst_slice(output)
         console.print(
             f"quick check on {check['samples']} held-back samples, output {output['name']!r}: "
-            f"{agree}SQNR {'inf' if math.isinf(sqnr) else f'{sqnr:.1f}'} dB"
+            f"{agree}SQNR {_db(output['sqnr_db'])} dB{worst}"
         )
+    for finding in check.get("findings", []):
+        console.print(f"[bold red]{finding['level'].upper()}[/bold red]: {finding['message']}")
+
+
+def _db(value: float | str) -> str:
+    number = float(value)
+    return f"{number:.1f}" if math.isfinite(number) else str(value)
+
+
+def _worst_slice(output: dict[str, Any]) -> str:
+    """ ", worst slice <axis, index> X dB" (§A.9), or nothing for an output without slices."""
+    slices = output.get("slices")
+    if not slices:
+        return ""
+    where = f"axis {slices['worst_axis']} index {slices['worst_index']}"
+    return f", worst slice ({where}) {_db(slices['worst_sqnr_db'])} dB"
 
 
 def _before_after(before: float | str | None, after: float | str | None) -> str:
@@ -233,6 +251,13 @@ def _write_report(
     help="With --max-drop/--min-sqnr: return no layer whose float version would make the "
     "model slower than this ratio of the float model's latency (e.g. 0.6).",
 )
+@click.option(
+    "--no-safety-net",
+    "no_safety_net",
+    is_flag=True,
+    help="Do not run the fallback by itself when the quick check finds a collapsed output "
+    "slice or one under 10 dB (the default preset does; fast never does).",
+)
 @image_flags
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
 def quantize_command(
@@ -263,6 +288,7 @@ def quantize_command(
     max_drop: float | None,
     min_sqnr: float | None,
     max_latency: float | None,
+    no_safety_net: bool,
     as_json: bool,
     **image_values: Any,
 ) -> None:
@@ -285,6 +311,7 @@ def quantize_command(
         max_drop=max_drop,
         min_sqnr=min_sqnr,
         max_latency=max_latency,
+        safety_net=False if no_safety_net else None,
     )
     config = QuantConfig(
         scheme=scheme,  # type: ignore[arg-type]

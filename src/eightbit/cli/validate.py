@@ -169,6 +169,8 @@ def print_result(result: ValidationResult, failures: tuple[str, ...], *, thresho
             f"{latency.float_ms:.3f} ms, int8 {latency.int8_ms:.3f} ms",
             markup=False,
         )
+    for finding in result.findings():
+        console.print(f"ERROR: {finding.message}", markup=False, style="bold red")
     for failure in failures:
         console.print(f"FAILED: {failure}", markup=False, style="bold red")
     if thresholds and not failures:
@@ -191,6 +193,7 @@ def _outputs_table(outputs: tuple[OutputMetrics, ...], samples: int) -> Table:
     for header in (
         "output",
         "SQNR dB",
+        "worst slice dB",
         "cosine",
         "max abs err",
         "top-1 agree",
@@ -204,6 +207,7 @@ def _outputs_table(outputs: tuple[OutputMetrics, ...], samples: int) -> Table:
         table.add_row(
             m.name,
             _db(m.sqnr_db),
+            _db(m.worst_slice_sqnr_db) + (" COLLAPSED" if m.collapsed else ""),
             f"{m.cosine:.6f}",
             f"{m.max_abs_error:.4g}",
             _share(m.top1_agreement),

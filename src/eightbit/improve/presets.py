@@ -2,9 +2,13 @@
 
 Presets (``eightbit quantize --preset``), measured in docs/numerics.md §I.6:
 
-- ``fast``: calibration and planning only, no step: the quickest int8 model.
+- ``fast``: calibration and planning only, no step: the quickest int8 model, with no
+  protection against collapse (joins of different ranges stay int8, no safety net); the
+  quick check still reports a collapse as an error.
 - ``default``: cross-layer equalization, then bias correction kept where it raised the
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
+  Wide joins after the last heavy op stay float (§Q13), and the safety net (§I.9) runs the
+  fallback when the quick check finds a collapse or a slice under ``SAFETY_FLOOR_DB``.
 - ``accurate``: equalization, per-tensor range refinement, layer-wise reconstruction of the
   weights (§I.8, numpy only), then bias correction of the output layer. Half a minute on
   MobileNetV2 (0.92 / 20.7 dB against ``default``'s 0.9 / 19.8), about a minute on a
@@ -45,6 +49,11 @@ class ImproveConfig:
     - ``max_latency``: the largest int8/float latency ratio (one thread, batch 1) the
       fallback may reach: a node whose return to float would pass it is left in int8 and
       the next one tried (§R.9). Needs ``max_drop`` or ``min_sqnr``.
+    - ``separate_joins``: keep float a Concat/Add/Sub after the last heavy op whose inputs'
+      ranges differ by more than 16x, and the cheap nodes after it (§Q13).
+    - ``safety_net``: when the quick check finds a collapsed slice or a worst-slice SQNR
+      under ``SAFETY_FLOOR_DB`` and no budget was given, run the fallback by itself,
+      capped at ONNX Runtime's own int8 latency (§I.9).
     """
 
     equalize: bool = True
@@ -56,9 +65,18 @@ class ImproveConfig:
     max_drop: float | None = None
     min_sqnr: float | None = None
     max_latency: float | None = None
+    separate_joins: bool = True
+    safety_net: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("equalize", "refine_ranges", "adaround", "reconstruct"):
+        for name in (
+            "equalize",
+            "refine_ranges",
+            "adaround",
+            "reconstruct",
+            "separate_joins",
+            "safety_net",
+        ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
         if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
@@ -114,7 +132,13 @@ class ImproveConfig:
 
 
 PRESETS: Mapping[str, ImproveConfig] = {
-    "fast": ImproveConfig(equalize=False, refine_ranges=False, bias_correction=False),
+    "fast": ImproveConfig(
+        equalize=False,
+        refine_ranges=False,
+        bias_correction=False,
+        separate_joins=False,
+        safety_net=False,
+    ),
     "default": ImproveConfig(),
     "accurate": ImproveConfig(equalize=True, refine_ranges=True, reconstruct=True),
 }

@@ -63,10 +63,18 @@ class Selection:
         return list(dict.fromkeys(wanted))
 
 
-def select(graph: Graph, config: QuantConfig) -> Selection:
-    """Decide nodes and parameter sources; ConfigError for a bad exclude or nothing to do."""
+def select(graph: Graph, config: QuantConfig, forced: Mapping[str, str] | None = None) -> Selection:
+    """Decide nodes and parameter sources; ConfigError for a bad exclude or nothing to do.
+
+    ``forced``: node -> why it stays float, for nodes the planner keeps float from their
+    ranges (joins of very different ranges, §Q13); a node's own reason comes first.
+    """
     _check_exclude(graph, config)
-    reasons = {node.name: _reason_not_quantized(graph, node, config) for node in graph.nodes}
+    forced = forced or {}
+    reasons = {
+        node.name: _reason_not_quantized(graph, node, config) or forced.get(node.name)
+        for node in graph.nodes
+    }
     reasons.update(float_islands(graph))  # a function written as elementary ops (§Q12)
     _refuse_shared_constants(graph, reasons)
     _propagate_value_preserving(graph, reasons)

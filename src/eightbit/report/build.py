@@ -86,6 +86,7 @@ def report_data(
         decisions=_decisions(pair),
         what_if=_what_if_rows(result),
         notes=_notes(pair, result),
+        findings=result.findings(),
     )
 
 
@@ -231,7 +232,7 @@ def _what_if_rows(result: ValidationResult) -> tuple[WhatIfRow, ...]:
 
 
 def _notes(pair: ModelPair, result: ValidationResult) -> tuple[str, ...]:
-    notes = []
+    notes = [f"ERROR: {finding.message}" for finding in result.findings()]
     if pair.plan is None:
         notes.append(
             "No plan beside the int8 model: fallback reasons and decisions are not shown "

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eightbit.analysis import Latency, OutputMetrics
+from eightbit.analysis.slices import Finding
 
 LayerStatus = str  # "int8", "float" or "input"
 
@@ -127,6 +128,7 @@ class ReportData:
     decisions: tuple[Decision, ...]
     what_if: tuple[WhatIfRow, ...]
     notes: tuple[str, ...]
+    findings: tuple[Finding, ...] = ()  # error-level: collapsed output slices (§A.9)
 
     @property
     def worst(self) -> tuple[LayerRow, ...]:

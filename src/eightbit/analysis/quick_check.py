@@ -1,0 +1,118 @@
+"""The quick check of ``quantize``: int8 against float on samples held back from calibration.
+
+Top-1 agreement and SQNR of every output, with the per-slice verdict (§A.9) and its
+error-level findings: a user sees at once whether int8 kept the network's behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from eightbit.analysis.metrics import sqnr_db, topk_agreement
+from eightbit.analysis.outputs import json_number
+from eightbit.analysis.slices import (
+    Finding,
+    SliceVerdict,
+    collapse_finding,
+    output_parts,
+    slice_verdict,
+)
+from eightbit.graph import Graph, make_session
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    """Float vs int8 on one output over the held-back samples.
+
+    ``slices``: the worst slice, the collapsed slices and the parts (§A.9); None for an
+    output with no axis besides the samples.
+    """
+
+    name: str
+    sqnr_db: float
+    top1_agreement: float | None  # None when the output is not (samples, classes)
+    slices: SliceVerdict | None = None
+
+    @property
+    def worst_slice_sqnr_db(self) -> float:
+        """The worst slice's SQNR, or the whole output's when it has no slices."""
+        return self.sqnr_db if self.slices is None else self.slices.worst_sqnr_db
+
+    @property
+    def collapsed(self) -> bool:
+        return self.slices is not None and self.slices.has_collapse
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "sqnr_db": json_number(self.sqnr_db),
+            "top1_agreement": self.top1_agreement,
+            "worst_slice_sqnr_db": json_number(self.worst_slice_sqnr_db),
+            "collapsed": self.collapsed,
+            "slices": None if self.slices is None else self.slices.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class QuickCheck:
+    samples: int
+    outputs: tuple[OutputCheck, ...]
+
+    def findings(self) -> tuple[Finding, ...]:
+        """Error-level findings: every output with a collapsed slice or part (§A.9)."""
+        return tuple(
+            collapse_finding(output.name, output.slices)
+            for output in self.outputs
+            if output.collapsed and output.slices is not None
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "samples": self.samples,
+            "outputs": [output.to_dict() for output in self.outputs],
+            "findings": [finding.to_dict() for finding in self.findings()],
+        }
+
+
+def quick_check(
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    batches: Iterable[Mapping[str, np.ndarray]],
+    threads: int | None = None,
+) -> QuickCheck | None:
+    """Top-1 agreement, SQNR and the per-slice verdict (§A.9) of every output, int8 vs
+    float, on ``batches``."""
+    reference = make_session(float_model, threads=threads)
+    quantized = make_session(int8_model, threads=threads)
+    names = [output.name for output in reference.get_outputs()]
+    collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
+    samples = 0
+    for batch in batches:
+        feeds = dict(batch)
+        for name, ref, out in zip(
+            names, reference.run(names, feeds), quantized.run(names, feeds), strict=True
+        ):
+            collected[name][0].append(np.asarray(ref))
+            collected[name][1].append(np.asarray(out))
+        samples += len(next(iter(feeds.values())))
+    if samples == 0:
+        return None
+    parts = output_parts(Graph(float_model))
+    outputs = []
+    for name in names:
+        ref = np.concatenate(collected[name][0])
+        out = np.concatenate(collected[name][1])
+        classes = ref.ndim == 2 and ref.shape[1] > 1 and np.issubdtype(ref.dtype, np.floating)
+        outputs.append(
+            OutputCheck(
+                name=name,
+                sqnr_db=sqnr_db(ref, out),
+                top1_agreement=topk_agreement(ref, out, 1) if classes else None,
+                slices=slice_verdict(ref, out, parts.get(name, ())),
+            )
+        )
+    return QuickCheck(samples=samples, outputs=tuple(outputs))

@@ -1,0 +1,304 @@
+"""Per-slice and per-part verdicts of one output, float vs int8 (docs/numerics.md §A.9).
+
+A whole-tensor SQNR is ruled by the largest-magnitude values of an output: a part that
+int8 squeezed to zero vanishes in it. ``SliceSums`` accumulates, batch by batch, the sums
+of every slice along every non-sample axis (Σr², Σ(r−q)², min and max of r and of q), so
+the SQNR of each slice and of each contiguous part along an axis is a sum away. The
+verdict (``SliceVerdict``) names the worst slice along the judged axes (axis 1 and the
+last axis), the SQNR of each part where the output is a Concat of parts, and every
+collapsed slice: int8 values that carry no signal (§A.9).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from eightbit.analysis.metrics import sqnr_from_sums
+
+if TYPE_CHECKING:
+    from eightbit.graph import Graph
+
+# A slice or part at or below this SQNR is collapsed: its int8 error is as large as its
+# signal, whatever its values (§A.9).
+COLLAPSE_DB = 0.0
+
+
+@dataclass(frozen=True)
+class Part:
+    """A contiguous block ``[start, stop)`` of an output along ``axis`` (a Concat input)."""
+
+    name: str
+    axis: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class PartVerdict:
+    name: str
+    axis: int
+    start: int
+    stop: int
+    sqnr_db: float
+    collapsed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "axis": self.axis,
+            "start": self.start,
+            "stop": self.stop,
+            "sqnr_db": _json(self.sqnr_db),
+            "collapsed": self.collapsed,
+        }
+
+
+@dataclass(frozen=True)
+class SliceVerdict:
+    """The worst slice of an output, its collapsed slices and its parts (§A.9).
+
+    ``worst_axis``/``worst_index``: where the worst slice is (None for an output with no
+    axis besides the samples, judged whole). ``collapsed``: (axis, index) of every
+    collapsed slice along the judged axes; ``slices``: how many slices were judged.
+    """
+
+    worst_sqnr_db: float
+    worst_axis: int | None
+    worst_index: int | None
+    slices: int
+    collapsed: tuple[tuple[int, int], ...]
+    parts: tuple[PartVerdict, ...] = ()
+
+    @property
+    def has_collapse(self) -> bool:
+        return bool(self.collapsed) or any(part.collapsed for part in self.parts)
+
+    def describe_collapse(self) -> str:
+        """One line naming the collapsed slices and parts (empty when none)."""
+        texts = []
+        collapsed_parts = [part for part in self.parts if part.collapsed]
+        if collapsed_parts:
+            names = ", ".join(f"{p.name!r} [{p.start}:{p.stop}]" for p in collapsed_parts)
+            texts.append(f"part(s) {names} along axis {collapsed_parts[0].axis}")
+        if self.collapsed:
+            shown = ", ".join(f"{index}" for _, index in self.collapsed[:8])
+            more = f" and {len(self.collapsed) - 8} more" if len(self.collapsed) > 8 else ""
+            texts.append(
+                f"{len(self.collapsed)} of {self.slices} slice(s) (axis "
+                f"{self.collapsed[0][0]}: {shown}{more})"
+            )
+        return "; ".join(texts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "worst_sqnr_db": _json(self.worst_sqnr_db),
+            "worst_axis": self.worst_axis,
+            "worst_index": self.worst_index,
+            "slices": self.slices,
+            "collapsed": [list(entry) for entry in self.collapsed],
+            "parts": [part.to_dict() for part in self.parts],
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Something a user must see about the int8 model: ``level`` "error" or "warning"."""
+
+    level: str
+    output: str
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"level": self.level, "output": self.output, "message": self.message}
+
+
+def collapse_finding(output: str, verdict: SliceVerdict) -> Finding:
+    """The error-level finding of an output with collapsed slices or parts (§A.9)."""
+    return Finding(
+        "error",
+        output,
+        f"int8 collapsed {verdict.describe_collapse()} of output {output!r}: their int8 "
+        "values carry no signal (constant while the float values vary, or SQNR <= 0 dB)",
+    )
+
+
+def judged_axes(ndim: int) -> tuple[int, ...]:
+    """Axes judged slice by slice: axis 1 (channels first, features, classes) and the last
+    axis (channels last), for an output with samples on axis 0 (§A.9)."""
+    if ndim < 2:
+        return ()
+    return tuple(dict.fromkeys((1, ndim - 1)))
+
+
+class SliceSums:
+    """Per-slice sums along every non-sample axis, accumulated over batches (eq. A.9)."""
+
+    def __init__(self) -> None:
+        self.signal: list[np.ndarray] = []
+        self.noise: list[np.ndarray] = []
+        self.ref_low: list[np.ndarray] = []
+        self.ref_high: list[np.ndarray] = []
+        self.int8_low: list[np.ndarray] = []
+        self.int8_high: list[np.ndarray] = []
+        self.ndim: int | None = None
+        self.varying = False
+
+    def update(self, reference: np.ndarray, quantized: np.ndarray) -> None:
+        ref = np.asarray(reference, dtype=np.float64)
+        out = np.asarray(quantized, dtype=np.float64)
+        if self.varying or ref.size == 0 or ref.shape != out.shape:
+            return  # the whole-tensor metrics already refuse mismatched shapes
+        if self.ndim is None:
+            self.ndim = ref.ndim
+        elif self._sizes() != ref.shape[1:]:
+            # A shape that changes between batches (a sequence length, a detection count)
+            # has no fixed slices: the output is judged whole, as before §A.9.
+            self.varying = True
+            return
+        squared, error = ref * ref, (ref - out) ** 2
+        for axis in range(1, ref.ndim):
+            others = tuple(a for a in range(ref.ndim) if a != axis)
+            values = (
+                squared.sum(axis=others),
+                error.sum(axis=others),
+                ref.min(axis=others),
+                ref.max(axis=others),
+                out.min(axis=others),
+                out.max(axis=others),
+            )
+            self._accumulate(axis - 1, values)
+
+    def _sizes(self) -> tuple[int, ...]:
+        return tuple(len(values) for values in self.signal)
+
+    def _accumulate(self, position: int, values: tuple[np.ndarray, ...]) -> None:
+        stores = (
+            self.signal,
+            self.noise,
+            self.ref_low,
+            self.ref_high,
+            self.int8_low,
+            self.int8_high,
+        )
+        if len(self.signal) <= position:
+            for store, value in zip(stores, values, strict=True):
+                store.append(value)
+            return
+        self.signal[position] += values[0]
+        self.noise[position] += values[1]
+        for store, value, pick in zip(
+            stores[2:], values[2:], (np.minimum, np.maximum, np.minimum, np.maximum), strict=True
+        ):
+            store[position] = pick(store[position], value)
+
+    def verdict(self, parts: Sequence[Part] = ()) -> SliceVerdict | None:
+        """The worst slice, collapsed slices and part verdicts; None before any batch."""
+        if self.varying or self.ndim is None or self.ndim < 2 or not self.signal:
+            return None
+        worst: tuple[float, int | None, int | None] = (math.inf, None, None)
+        collapsed: list[tuple[int, int]] = []
+        count = 0
+        for axis in judged_axes(self.ndim):
+            sqnrs = self._slice_sqnrs(axis)
+            flat = self._collapsed(axis, sqnrs)
+            collapsed += [(axis, int(index)) for index in flat]
+            count += len(sqnrs)
+            index = int(np.argmin(sqnrs))
+            if sqnrs[index] < worst[0]:
+                worst = (float(sqnrs[index]), axis, index)
+        return SliceVerdict(
+            worst_sqnr_db=worst[0],
+            worst_axis=worst[1],
+            worst_index=worst[2],
+            slices=count,
+            collapsed=tuple(collapsed),
+            parts=tuple(self._part(part) for part in parts if self._fits(part)),
+        )
+
+    def _slice_sqnrs(self, axis: int) -> np.ndarray:
+        signal, noise = self.signal[axis - 1], self.noise[axis - 1]
+        pairs = zip(signal.tolist(), noise.tolist(), strict=True)
+        return np.array([sqnr_from_sums(s, n) for s, n in pairs])
+
+    def _collapsed(self, axis: int, sqnrs: np.ndarray) -> np.ndarray:
+        """Slices whose int8 values are constant while the float ones vary, or whose SQNR
+        is at most COLLAPSE_DB (eq. A.10)."""
+        position = axis - 1
+        varies = self.ref_high[position] > self.ref_low[position]
+        constant = self.int8_high[position] == self.int8_low[position]
+        return np.flatnonzero((varies & constant) | (sqnrs <= COLLAPSE_DB))
+
+    def _fits(self, part: Part) -> bool:
+        return 1 <= part.axis < (self.ndim or 0) and part.stop <= len(self.signal[part.axis - 1])
+
+    def _part(self, part: Part) -> PartVerdict:
+        position = part.axis - 1
+        block = slice(part.start, part.stop)
+        sqnr = sqnr_from_sums(
+            float(self.signal[position][block].sum()), float(self.noise[position][block].sum())
+        )
+        varies = bool(np.any(self.ref_high[position][block] > self.ref_low[position][block]))
+        constant = bool(
+            self.int8_high[position][block].max() == self.int8_low[position][block].min()
+        )
+        return PartVerdict(
+            name=part.name,
+            axis=part.axis,
+            start=part.start,
+            stop=part.stop,
+            sqnr_db=sqnr,
+            collapsed=(varies and constant) or sqnr <= COLLAPSE_DB,
+        )
+
+
+def output_parts(graph: Graph) -> dict[str, tuple[Part, ...]]:
+    """Output name -> its parts, for each graph output a Concat produces directly.
+
+    A part is one Concat input, named after it, along the Concat's axis; the sizes must be
+    static in the normalized model, else the output is judged by slices alone.
+    """
+    found: dict[str, tuple[Part, ...]] = {}
+    for info in graph.outputs:
+        producer = graph.producer(info.name)
+        if producer is None or producer.op_type != "Concat" or info.shape is None:
+            continue
+        axis = int(producer.attrs.get("axis", 0))
+        axis = axis + len(info.shape) if axis < 0 else axis
+        sizes = [_size_along(graph, name, axis) for name in producer.inputs]
+        if axis < 1 or any(size is None for size in sizes):
+            continue
+        parts, start = [], 0
+        for name, size in zip(producer.inputs, sizes, strict=True):
+            assert size is not None
+            parts.append(Part(name, axis, start, start + size))
+            start += size
+        found[info.name] = tuple(parts)
+    return found
+
+
+def _size_along(graph: Graph, tensor: str, axis: int) -> int | None:
+    info = graph.info(tensor)
+    if info is None or info.shape is None or axis >= len(info.shape):
+        return None
+    size = info.shape[axis]
+    return size if isinstance(size, int) and size >= 0 else None
+
+
+def slice_verdict(
+    reference: np.ndarray, quantized: np.ndarray, parts: Sequence[Part] = ()
+) -> SliceVerdict | None:
+    """``SliceSums`` over whole arrays (samples on axis 0)."""
+    sums = SliceSums()
+    sums.update(reference, quantized)
+    return sums.verdict(parts)
+
+
+def _json(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "inf" if value > 0 else "-inf"

@@ -1,0 +1,145 @@
+"""The default preset's safety net (docs/numerics.md §I.9).
+
+When the quick check on held-back samples finds a collapsed slice or part, or a worst
+slice under ``SAFETY_FLOOR_DB``, ``quantize`` runs the accuracy-aware fallback by itself
+(``eightbit.improve.fallback``), with the budget "the first output's worst slice reaches
+the floor, nothing collapsed" and a latency cap: the int8/float latency ratio of ONNX
+Runtime's own int8 of the same model (``quantize_static``), measured here, so the model
+stays no slower than what a user would get from ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx
+
+from eightbit.analysis.latency import LatencyRatio
+from eightbit.analysis.metrics import sqnr_db
+from eightbit.analysis.slices import slice_verdict
+
+if TYPE_CHECKING:
+    from eightbit.analysis.quick_check import QuickCheck
+
+# The worst slice of every output must reach this SQNR (§I.9): 10 dB is an error of a
+# third of the signal's RMS, where a detector's scores or a regressor's values are still
+# ordered as in float; the issue's target for every zoo model is the same 10 dB.
+SAFETY_FLOOR_DB = 10.0
+# Samples ONNX Runtime calibrates on for the latency cap: only its graph is timed, so a
+# few samples give the same nodes and the same kernels as many.
+CAP_CALIBRATION_SAMPLES = 16
+# The cap is ONNX Runtime's int8 latency ratio times this: two timings of the same graph
+# differ by a few per cent (§I.9), and the issue's own latency target allows 5%.
+CAP_TOLERANCE = 1.05
+
+
+def missed_floor(check: QuickCheck | None) -> dict[str, str]:
+    """Output -> why it needs the safety net (a collapse, or a slice under the floor), for
+    every output of ``check`` that misses the floor, in output order."""
+    missed: dict[str, str] = {}
+    for output in () if check is None else check.outputs:
+        worst = output.worst_slice_sqnr_db
+        if output.collapsed and output.slices is not None:
+            missed[output.name] = (
+                f"output {output.name!r} collapsed: {output.slices.describe_collapse()}"
+            )
+        elif worst < SAFETY_FLOOR_DB:
+            missed[output.name] = (
+                f"output {output.name!r}: worst slice {worst:.1f} dB < floor {SAFETY_FLOOR_DB:g} dB"
+            )
+    return missed
+
+
+def floor_metric(reference: np.ndarray, quantized: np.ndarray) -> float:
+    """The fallback's metric for the safety net: the worst slice's SQNR, capped at the floor
+    (so the float model scores the floor and a drop of 0 means "at the floor or above");
+    -inf for a collapse."""
+    verdict = slice_verdict(reference, quantized)
+    if verdict is None:  # no axis but the samples: the whole output is its only slice
+        return min(sqnr_db(reference, quantized), SAFETY_FLOOR_DB)
+    if verdict.has_collapse:
+        return -math.inf
+    return min(verdict.worst_sqnr_db, SAFETY_FLOOR_DB)
+
+
+def latency_cap(
+    timer: LatencyRatio,
+    float_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto,
+    calibration: Iterable[Mapping[str, np.ndarray]],
+) -> tuple[float, str]:
+    """The safety net's ``max_latency`` and what it is (§I.9).
+
+    ``CAP_TOLERANCE`` times the int8/float latency (``timer``, as the fallback times) of
+    ONNX Runtime's own int8 of ``float_model``. Where ONNX Runtime's quantizer cannot
+    quantize the model, the cap is eightbit's ``int8_model`` before the net instead (the
+    net may then slow it by the tolerance only).
+    """
+    try:
+        reference = ort_int8(float_model, calibration, len(next(iter(timer.feed.values()))))
+    except Exception as exc:  # a third-party quantizer: its failure only changes the cap
+        ratio = timer(int8_model) * CAP_TOLERANCE
+        why = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
+        return ratio, (
+            f"{ratio:.3f}x float: eightbit's int8 before the net + 5% (ONNX Runtime's "
+            f"quantize_static failed on this model: {why})"
+        )
+    ratio = timer(reference) * CAP_TOLERANCE
+    return ratio, (
+        f"{ratio:.3f}x float: ONNX Runtime's own int8 of this model (quantize_static, "
+        "measured here) + 5%"
+    )
+
+
+def ort_int8(
+    float_model: onnx.ModelProto, calibration: Iterable[Mapping[str, np.ndarray]], rows: int
+) -> onnx.ModelProto:
+    """ONNX Runtime's ``quantize_static`` of ``float_model`` in its documented x86 setting
+    (QDQ, per-channel int8 weights, uint8 activations, MinMax) on
+    ``CAP_CALIBRATION_SAMPLES`` samples, ``rows`` per feed."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    with tempfile.TemporaryDirectory(prefix="eightbit-cap-") as tmp:
+        source, target = Path(tmp) / "float.onnx", Path(tmp) / "ort_int8.onnx"
+        onnx.save(float_model, source)
+        quantize_static(
+            str(source),
+            str(target),
+            _Reader(calibration, CAP_CALIBRATION_SAMPLES, rows),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+        return onnx.load(str(target))
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over the first ``limit`` samples, ``size`` at a
+    time (1, or the model's fixed batch size)."""
+
+    def __init__(self, batches: Iterable[Mapping[str, np.ndarray]], limit: int, size: int) -> None:
+        self._feeds = self._regrouped(batches, limit, max(size, 1))
+
+    @staticmethod
+    def _regrouped(
+        batches: Iterable[Mapping[str, np.ndarray]], limit: int, size: int
+    ) -> Iterator[dict[str, np.ndarray]]:
+        count = 0
+        for batch in batches:
+            rows = len(next(iter(batch.values())))
+            for row in range(0, rows - size + 1, size):
+                if count >= limit:
+                    return
+                yield {name: np.asarray(values[row : row + size]) for name, values in batch.items()}
+                count += size
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._feeds, None)
