@@ -187,3 +187,19 @@ def test_space_to_depth_stem_is_on_by_default_and_can_be_turned_off(
     assert ops.count("SpaceToDepth") == moved
     plan = json.loads((tmp_path / "int8.plan.json").read_text())
     assert ("space_to_depth_stem" in [step["name"] for step in plan["steps"]]) == bool(moved)
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_a_cpu_whose_default_int8_kernels_saturate_gets_a_note(
+    model_and_data: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    saturates: bool,
+) -> None:
+    monkeypatch.setattr("eightbit.graph.session.default_int8_kernels_saturate", lambda: saturates)
+    model_path, data_path = model_and_data
+    base = ("quantize", str(model_path), "-d", str(data_path), "--preset", "fast")
+    _, text = _run(*base, "-o", str(tmp_path / "a.onnx"))
+    _, raw = _run(*base, "-o", str(tmp_path / "b.onnx"), "--json")
+    assert ("session.x64quantprecision=1" in text) == saturates
+    assert (json.loads(raw)["runtime_note"] is not None) == saturates

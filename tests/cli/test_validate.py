@@ -113,3 +113,14 @@ def test_image_folder_with_class_folders_as_labels(files: Files, tmp_path: Path)
     assert result.exit_code == 0, result.output
     (output,) = json.loads(result.stdout)["outputs"]
     assert output["samples"] == 6 and output["float_accuracy"] is not None
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_a_cpu_whose_default_int8_kernels_saturate_gets_a_note(
+    files: Files, monkeypatch: pytest.MonkeyPatch, saturates: bool
+) -> None:
+    monkeypatch.setattr("eightbit.graph.session.default_int8_kernels_saturate", lambda: saturates)
+    args = (files.float_model, files.int8_model, "--data", files.data, "--no-layers")
+    text, payload = run(*args), json.loads(run(*args, "--json").stdout)
+    assert ("session.x64quantprecision=1" in text.stdout) == saturates
+    assert (payload["runtime_note"] is not None) == saturates

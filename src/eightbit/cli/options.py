@@ -103,3 +103,16 @@ def model_problems_first(model: str) -> Iterator[None]:
 DATA_HELP = (
     "Samples: an .npz (one array per input, first axis samples), an .npy, or a folder of images."
 )
+
+
+def exact_kernels_note() -> str | None:
+    """A warning for CPUs whose default ONNX Runtime session saturates int8 sums (§1.9)."""
+    from eightbit.graph.session import default_int8_kernels_saturate
+
+    if not default_int8_kernels_saturate():
+        return None
+    return (
+        "this CPU's ONNX Runtime int8 kernels saturate by default (x86 without VNNI): the "
+        "figures here use session option session.x64quantprecision=1; set it when you run "
+        "the int8 model on such a CPU (README, 'Running the int8 model')"
+    )

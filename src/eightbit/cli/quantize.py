@@ -13,7 +13,13 @@ import click
 
 from eightbit._io import all_or_nothing, check_outputs, pending_path
 from eightbit.calibrate import METHODS, CalibrationConfig, ImageOptions, Ranges
-from eightbit.cli.options import DATA_HELP, image_flags, image_options, model_files
+from eightbit.cli.options import (
+    DATA_HELP,
+    exact_kernels_note,
+    image_flags,
+    image_options,
+    model_files,
+)
 from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
@@ -61,6 +67,7 @@ def _summary(
         "check": None if result.check is None else result.check.to_dict(),
         "findings": [] if result.check is None else [f.to_dict() for f in result.check.findings()],
         "seconds": seconds,
+        "runtime_note": exact_kernels_note(),
     }
 
 
@@ -100,6 +107,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 "; ".join(step["notes"]),
             )
         console.print(table)
+    if summary["runtime_note"]:
+        console.print(f"note: {summary['runtime_note']}", markup=False)
     check = summary["check"]
     if check is None:
         console.print("quick check: no held-back samples (see --check-samples)")

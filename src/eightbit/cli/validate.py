@@ -22,7 +22,7 @@ from eightbit.analysis import (
     check_thresholds,
     validate,
 )
-from eightbit.cli.options import DATA_HELP, image_flags, image_options
+from eightbit.cli.options import DATA_HELP, exact_kernels_note, image_flags, image_options
 from eightbit.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,6 +134,7 @@ def validate_command(
     failures = check_thresholds(result, min_agreement=min_agreement, min_sqnr=min_sqnr)
     if as_json:
         payload = result.to_dict()
+        payload["runtime_note"] = exact_kernels_note()
         payload["thresholds"] = {
             "min_agreement": min_agreement,
             "min_sqnr": min_sqnr,
@@ -169,6 +170,9 @@ def print_result(result: ValidationResult, failures: tuple[str, ...], *, thresho
             f"{latency.float_ms:.3f} ms, int8 {latency.int8_ms:.3f} ms",
             markup=False,
         )
+    note = exact_kernels_note()
+    if note:
+        console.print(f"note: {note}", markup=False)
     for finding in result.findings():
         console.print(f"ERROR: {finding.message}", markup=False, style="bold red")
     for failure in failures:
