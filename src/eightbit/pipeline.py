@@ -43,7 +43,6 @@ from eightbit.improve.equalize import equalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.reconstruct import reconstruct
 from eightbit.improve.refine import refine_ranges
-from eightbit.improve.steps import StepReport
 from eightbit.plan import (
     QuantPlan,
     activation_tensors_to_calibrate,
@@ -54,6 +53,7 @@ from eightbit.plan import (
 from eightbit.quant import QuantConfig
 from eightbit.rebuild import Metric, Prepared, run_fallback, safety_net
 from eightbit.safety_net import missed_floor
+from eightbit.steps import StepReport
 
 # Samples held back from calibration for the quick check, at most, and at most this
 # share of the data: a check should not starve calibration of a small data set.

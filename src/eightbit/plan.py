@@ -24,7 +24,6 @@ from typing import Any, Protocol
 from eightbit._io import atomic_write_text
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
-from eightbit.improve.steps import StepReport
 from eightbit.ops import OpSpec, PerTensor, lookup
 from eightbit.ops.joins import float_joins
 from eightbit.ops.selection import Calibrated, SameAs, clamp_bounds, select
@@ -39,6 +38,7 @@ from eightbit.quant import (
     quantize_values,
     weight_params,
 )
+from eightbit.steps import StepReport
 
 PLAN_FORMAT = "eightbit-plan"
 # Version 2 added "steps"; version 1 plans (no steps) still load.

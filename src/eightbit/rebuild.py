@@ -26,12 +26,12 @@ from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.fallback_cost import one_sample
 from eightbit.improve.presets import ImproveConfig
-from eightbit.improve.steps import StepReport
 from eightbit.ops import lookup
 from eightbit.ops.joins import HEAVY_OPS, tail_nodes
 from eightbit.plan import QuantPlan, make_plan
 from eightbit.quant import QuantConfig
 from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, latency_cap
+from eightbit.steps import StepReport
 
 # A user metric for the fallback budget: metric(float_output, int8_output) -> float.
 Metric = Callable[[np.ndarray, np.ndarray], float]

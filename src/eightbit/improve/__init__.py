@@ -10,13 +10,12 @@ import equalize``):
   (docs/numerics.md);
 - ``reconstruct``: layer-wise reconstruction of weights and biases (§I.8).
 
-Every step returns its result and a ``StepReport``, which the plan records;
-``ImproveConfig`` and the presets ``fast``, ``default``, ``accurate`` say which run. The
-steps import eightbit.plan, which imports ``StepReport`` from here, so this package
-imports no step.
+Every step returns its result and a ``StepReport`` (``eightbit.steps``, beside the plan
+that records it); ``ImproveConfig`` and the presets ``fast``, ``default``, ``accurate`` say
+which run.
 """
 
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
-from eightbit.improve.steps import LayerGain, StepReport
+from eightbit.steps import LayerGain, StepReport
 
 __all__ = ["PRESETS", "ImproveConfig", "LayerGain", "StepReport", "preset"]

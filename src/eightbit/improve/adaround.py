@@ -37,8 +37,8 @@ from eightbit.improve.layerwise import (
 )
 from eightbit.improve.measure import read_samples
 from eightbit.improve.progress import layer_progress
-from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.plan import QuantPlan
+from eightbit.steps import LayerGain, StepReport
 
 __all__ = ["AdaRoundOptions", "adaround", "require_torch", "with_float_weights"]
 

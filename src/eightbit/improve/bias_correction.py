@@ -35,10 +35,10 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph, Node, make_session
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import compare, count, read_samples
-from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.ops.selection import clamp_bounds
 from eightbit.plan import QuantPlan, rebias
 from eightbit.quant import dequantize_values, quantize_values
+from eightbit.steps import LayerGain, StepReport
 
 # 16 images give each channel thousands of positions to average over; more only costs time
 # (MobileNetV2: 32 samples gave the same agreement and +0.1 dB, docs/numerics.md §I.6).

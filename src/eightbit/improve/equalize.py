@@ -31,9 +31,9 @@ from eightbit.calibrate.data import DataLike
 from eightbit.graph import Graph, Node
 from eightbit.improve._onnx import ModelEdit, Reduction
 from eightbit.improve.measure import count, read_samples, run_reductions
-from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.ops import lookup
 from eightbit.quant import QuantConfig, dequantize_values, quantize_values, weight_params
+from eightbit.steps import LayerGain, StepReport
 
 # Channel ranges for the scales; 16 images already cover them (64 gave the same accuracy on
 # MobileNetV2 at 4x the time, docs/numerics.md §I.6).

@@ -29,9 +29,9 @@ from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, make_session
 from eightbit.improve.fallback_cost import FallbackCost, fallback_cost, one_sample
-from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
+from eightbit.steps import LayerGain, StepReport
 
 Ranking = Literal["build", "what_if", "own"]
 RANKINGS: tuple[Ranking, ...] = ("build", "what_if", "own")

@@ -33,8 +33,8 @@ from eightbit.improve.layerwise import (
 from eightbit.improve.measure import read_samples
 from eightbit.improve.progress import layer_progress
 from eightbit.improve.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
-from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.plan import QuantPlan
+from eightbit.steps import LayerGain, StepReport
 
 __all__ = ["ReconstructOptions", "reconstruct"]
 

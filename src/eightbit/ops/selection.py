@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from eightbit.errors import ConfigError
 from eightbit.graph.patterns import float_islands
@@ -20,7 +20,17 @@ from eightbit.ops.spec import OpSpec, optional_input
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph, Node
-    from eightbit.quant import QuantConfig
+
+
+class Scope(Protocol):
+    """Which nodes a user asked to quantize (``QuantConfig`` is one; ``ops`` sits below
+    ``quant`` and does not import it, docs/design.md)."""
+
+    @property
+    def exclude(self) -> tuple[str, ...]: ...
+
+    @property
+    def op_types(self) -> tuple[str, ...] | None: ...
 
 
 @dataclass(frozen=True)
@@ -63,7 +73,7 @@ class Selection:
         return list(dict.fromkeys(wanted))
 
 
-def select(graph: Graph, config: QuantConfig, forced: Mapping[str, str] | None = None) -> Selection:
+def select(graph: Graph, config: Scope, forced: Mapping[str, str] | None = None) -> Selection:
     """Decide nodes and parameter sources; ConfigError for a bad exclude or nothing to do.
 
     ``forced``: node -> why it stays float, for nodes the planner keeps float from their
@@ -106,7 +116,7 @@ def clamp_bounds(graph: Graph, activation: Node) -> tuple[float, float]:
     return bounds
 
 
-def _check_exclude(graph: Graph, config: QuantConfig) -> None:
+def _check_exclude(graph: Graph, config: Scope) -> None:
     names = [node.name for node in graph.nodes]
     known = set(names)
     for name in config.exclude:
@@ -119,7 +129,7 @@ def _check_exclude(graph: Graph, config: QuantConfig) -> None:
             )
 
 
-def _reason_not_quantized(graph: Graph, node: Node, config: QuantConfig) -> str | None:
+def _reason_not_quantized(graph: Graph, node: Node, config: Scope) -> str | None:
     """Why ``node`` cannot be quantized on its own terms; None when it can."""
     spec = lookup(node.op_type, node.domain)
     if node.name in config.exclude:
@@ -269,7 +279,7 @@ def _sources(
     return sources
 
 
-def _nothing_to_quantize(graph: Graph, config: QuantConfig) -> str:
+def _nothing_to_quantize(graph: Graph, config: Scope) -> str:
     present = sorted({node.op_type for node in graph.nodes})
     excluded = f"; {len(config.exclude)} node(s) excluded by 'exclude'" if config.exclude else ""
     selected = f"; 'op_types' selects {list(config.op_types)}" if config.op_types else ""

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, cast, get_args
 
 from eightbit.errors import ConfigError
+from eightbit.ops import supported_op_types
 
 Scheme = Literal["affine", "pow2"]
 ActivationType = Literal["uint8", "int8"]
@@ -112,9 +113,6 @@ def _names(name: str, values: Iterable[str] | str) -> tuple[str, ...]:
 
 
 def _check_supported(op_types: tuple[str, ...]) -> None:
-    # Imported here: eightbit.ops will import eightbit.quant for its integer kernels.
-    from eightbit.ops import supported_op_types
-
     supported = supported_op_types()
     unknown = [op for op in op_types if op not in supported]
     if unknown:

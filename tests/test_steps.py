@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from eightbit.errors import ConfigError
-from eightbit.improve.steps import LayerGain, StepReport
 from eightbit.plan import PLAN_VERSION, QuantPlan
 from eightbit.quant import QuantConfig
+from eightbit.steps import LayerGain, StepReport
 
 REPORT = StepReport(
     name="bias_correction",

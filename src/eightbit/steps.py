@@ -1,8 +1,10 @@
 """What every improvement step reports: its name, its time, and what it gained.
 
 The steps of ``eightbit.improve`` (equalization, range refinement, learned rounding,
-reconstruction, bias correction, accuracy-aware fallback) are functions between plain values
-(DESIGN.md); each returns its result and a ``StepReport``. The plan records the reports of
+reconstruction, bias correction, accuracy-aware fallback) and the pipeline's own (the
+space-to-depth stem, the safety net) are functions between plain values; each returns its
+result and a ``StepReport``. This module sits beside ``eightbit.plan``, below the steps
+(docs/design.md). The plan records the reports of
 the steps that ran (``QuantPlan.steps``), so a user can see what each step cost and what it
 bought.
 """
@@ -15,15 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from eightbit.errors import ConfigError
-
-STEP_NAMES = (
-    "equalize",
-    "refine_ranges",
-    "adaround",
-    "reconstruct",
-    "bias_correction",
-    "fallback",
-)
 
 
 @dataclass(frozen=True)
