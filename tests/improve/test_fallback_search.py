@@ -5,7 +5,6 @@ returns no more nodes than the one-node-at-a-time loop it replaced."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,13 +12,13 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from eightbit.analysis.metrics import sqnr_db
 from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
 from eightbit.improve.fallback import Budget, fallback
 from eightbit.improve.fallback_rank import folded_clamps, returnable_nodes
 from eightbit.improve.fallback_search import Probe, rebuild_bound, search_prefix
-from eightbit.analysis.metrics import sqnr_db
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
 
