@@ -101,6 +101,15 @@ def test_pruning_drops_returned_nodes_the_budget_does_not_need() -> None:
     assert found.final.returned == ("n0", "n1", "n2", "n3", "n5")  # type: ignore[attr-defined]
 
 
+def test_trimming_drops_the_leading_nodes_the_budget_does_not_need() -> None:
+    # Only n40 and n41 matter: the search finds the 42-node prefix, the trim (a bisection
+    # on how many leading nodes to drop) keeps the last two, the pruning keeps both.
+    trial = Threshold(need=0, needed={"n40", "n41"})
+    found = search(trial, prune=4)
+    assert found.final.returned == ("n40", "n41")  # type: ignore[attr-defined]
+    assert len(trial.tried) <= rebuild_bound(99, 0, 4) == 13 + 7 + 4
+
+
 # ---------------------------------------------------------------------------------------
 # A ~1,000-node model: 333 residual blocks x + Relu(Conv(x)), the branch small enough that
 # the values grow by ~1.5% a block, so that every block still reaches the output.
@@ -193,10 +202,11 @@ def test_a_thousand_node_model_takes_a_bounded_number_of_rebuilds() -> None:
     builder.calls.clear()
     budget = Budget(min_sqnr=base_db + 18.0)
     result = fallback(model, builder, data, budget, base=base, rank_samples=16, latency_runs=0)
-    # Ranked in one pass (no rebuild), then at most 2L - 1 + 4 = 23 rebuilds for K = 667
-    # (L = 10), where the one-node-at-a-time loop made 668 to rank and one per node returned.
-    assert result.rebuilds == len(builder.calls) <= result.rebuild_bound == 23
-    assert f"rebuilds: {result.rebuilds} (bound 23)" in result.report.notes[4]
+    # Ranked in one pass (no rebuild), then at most (2L - 1) + L + 4 = 33 rebuilds for
+    # K = 667 (L = 10), where the one-node-at-a-time loop made 668 to rank and one per node
+    # returned.
+    assert result.rebuilds == len(builder.calls) <= result.rebuild_bound == 33
+    assert f"rebuilds: {result.rebuilds} (bound 33)" in result.report.notes[4]
     assert result.met and 0 < len(result.returned) < candidates
     assert builder.calls[-1] == frozenset(result.excluded) or len(builder.calls) > 1
     quantized = make_session(result.model).run(["logits"], data)[0]

@@ -21,7 +21,7 @@ from eightbit.analysis.runner import measure, measure_variants
 from eightbit.analysis.variants import without_quantization
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
-from eightbit.graph import Graph
+from eightbit.graph import Graph, Node
 from eightbit.improve.measure import OutputReference
 from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
@@ -187,26 +187,34 @@ def _rank_by_added_noise(
 def _returnable_readers(
     graph: Graph, candidates: list[str], owner: dict[str, str]
 ) -> dict[str, list[str]]:
-    """Candidate -> the candidates that read its output in the int8 model (through the
-    Quantize/DequantizeLinear pair, and through its folded Relu/Clip)."""
-    produced_by = {}
-    for node in graph.nodes:
-        if node.name in owner:
-            produced_by.update(dict.fromkeys(node.outputs, owner[node.name]))
-    passing = {"QuantizeLinear", "DequantizeLinear"}
+    """Candidate -> the candidates that read its output in the int8 model: through the
+    Quantize/DequantizeLinear pair, its folded Relu/Clip, and value-preserving ops (a
+    Flatten, a MaxPool: §Q6), which pass the rounded values on unchanged."""
     readers: dict[str, list[str]] = {}
     for node in graph.nodes:
-        reader = owner.get(node.name)
-        if reader is None or reader != node.name:
+        writer = owner.get(node.name)
+        if writer is None:
             continue
-        for tensor in node.inputs:
-            source = graph.producer(tensor)
-            while source is not None and source.op_type in passing:
-                source = graph.producer(source.inputs[0])
-            writer = None if source is None else produced_by.get(source.outputs[0])
-            if writer is not None and writer != reader:
-                readers.setdefault(writer, []).append(reader)
+        pending, seen = list(node.outputs), set()
+        while pending:
+            for consumer in graph.consumers(pending.pop()):
+                reader = owner.get(consumer.name)
+                if reader is not None and reader != writer:
+                    readers.setdefault(writer, []).append(reader)
+                elif consumer.name not in seen and (
+                    reader == writer or (reader is None and _passes_on(consumer))
+                ):
+                    seen.add(consumer.name)
+                    pending.extend(consumer.outputs)
     return readers
+
+
+def _passes_on(node: Node) -> bool:
+    spec = lookup(node.op_type)
+    return node.op_type in _QDQ or (spec is not None and spec.same_as_input)
+
+
+_QDQ = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 def _noise_ratio(sqnr_db: float | None) -> float | None:

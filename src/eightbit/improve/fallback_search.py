@@ -46,12 +46,12 @@ class Searched:
 
 def rebuild_bound(candidates: int, pass_overs: int, prune: int) -> int:
     """The most rebuilds ``search_prefix`` makes (eq. R.13): ``2L - 1`` per search,
-    ``L = ceil(log2(K + 1))`` for ``K`` candidates, one search more per pass-over, and the
-    pruning rebuilds."""
+    ``L = ceil(log2(K + 1))`` for ``K`` candidates, one search more per pass-over, ``L``
+    to trim the prefix found and ``prune`` to prune it (neither when ``prune`` is 0)."""
     if candidates <= 0:
         return 0
-    per_search = 2 * math.ceil(math.log2(candidates + 1)) - 1
-    return (1 + pass_overs) * per_search + prune
+    steps = math.ceil(math.log2(candidates + 1))
+    return (1 + pass_overs) * (2 * steps - 1) + (steps + prune if prune else 0)
 
 
 def search_prefix(
@@ -116,18 +116,35 @@ def search_prefix(
 
 
 def _prune(found: Probe, trial: Trial, budget: int) -> tuple[Probe, list[Probe]]:
-    """Try returning each node of ``found`` but the last (which the search showed needed)
-    to int8, lowest-ranked first, keeping each removal that still meets the budget."""
-    final = found
-    probes: list[Probe] = []
-    for node in reversed(found.returned[:-1]):
-        if len(probes) >= budget:
-            break
+    """Fewer nodes than ``found`` for the same budget: first drop the longest leading run
+    of the prefix that is not needed (bisection), then try returning each remaining node
+    but the last to int8, lowest-ranked first, at most ``budget`` times (§R.10, step 4).
+    ``budget`` 0 keeps ``found`` as it is."""
+    if budget == 0:
+        return found, []
+    final, probes = _trim(found, trial)
+    for node in list(reversed(final.returned[:-1]))[:budget]:
         probe = trial(tuple(n for n in final.returned if n != node))
         probes.append(probe)
         if probe.meets:
             final = probe
     return final, probes
+
+
+def _trim(found: Probe, trial: Trial) -> tuple[Probe, list[Probe]]:
+    """The longest ``j`` for which ``found.returned[j:]`` still meets the budget, by
+    bisection (``j = 0`` meets; keeping none is the base, which fails)."""
+    nodes, best, probes = found.returned, found, []
+    meets, fails = 0, len(nodes)
+    while fails - meets > 1:
+        middle = (meets + fails) // 2
+        probe = trial(nodes[middle:])
+        probes.append(probe)
+        if probe.meets:
+            meets, best = middle, probe
+        else:
+            fails = middle
+    return best, probes
 
 
 def _limit(count: int, keep_one: bool, max_nodes: int | None) -> int:
