@@ -267,14 +267,10 @@ def fallback(
         f"{_sampling(final.measured, evaluate.samples)}",
         _returned_note(returned),
         f"cost: {cost.describe()}",
-        _search_note(calls.count, bound, used, order, len(searched.probes)),
+        f"rebuilds: {calls.count} (bound {bound}); ranking {used!r} of {len(order)} "
+        f"candidate(s), then {len(searched.probes)} model(s) tried along it",
+        *_cap_note(budget, ratio, searched.passed_over),
     ]
-    if budget.max_latency is not None and ratio is not None:
-        notes.append(
-            f"latency cap {budget.max_latency:g}x float: the model runs at {ratio:.3f}x "
-            f"(interleaved medians); {len(searched.passed_over)} node(s) passed over as too "
-            "slow in float"
-        )
     report = StepReport(
         name="fallback",
         seconds=time.perf_counter() - started,
@@ -379,12 +375,13 @@ def _gains(
     return tuple(gains)
 
 
-def _search_note(rebuilds: int, bound: int, ranking: str, order: Sequence[str], tried: int) -> str:
-    """How many rebuilds the fallback made, against its bound (eq. R.13)."""
-    return (
-        f"rebuilds: {rebuilds} (bound {bound}); ranking {ranking!r} of {len(order)} "
-        f"candidate(s), then {tried} model(s) tried along it"
-    )
+def _cap_note(budget: Budget, ratio: float | None, passed: Sequence[str]) -> list[str]:
+    if budget.max_latency is None or ratio is None:
+        return []
+    return [
+        f"latency cap {budget.max_latency:g}x float: the model runs at {ratio:.3f}x "
+        f"(interleaved medians); {len(passed)} node(s) passed over as too slow in float"
+    ]
 
 
 class _Evaluator:
