@@ -152,7 +152,8 @@ def _rank_by_added_noise(
     node's score is its output's noise-to-signal ratio less the largest of its inputs'.
     The rounding of a node's output goes only when its readers are float too, so each node
     is followed by the returnable nodes that read it. A node whose output was not measured
-    (no float counterpart) ranks last, in plan order.
+    (no float counterpart, e.g. a rewritten stem) ranks first, in plan order: unknown is
+    not harmless, and the search's trim drops it again when the budget does not need it.
     """
     measured = measure(pair, source, compare=True, threads=threads, progress=progress)
     ratio = {
@@ -172,7 +173,7 @@ def _rank_by_added_noise(
     scores = []
     for index, node in enumerate(candidates):
         if node not in output_ratio:
-            scores.append((math.inf, index, node))
+            scores.append((-math.inf, index, node))
             continue
         inputs = int8_nodes[node].inputs if node in int8_nodes else ()
         carried = max((by_int8_name.get(name) or 0.0 for name in inputs), default=0.0)
