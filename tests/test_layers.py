@@ -95,10 +95,10 @@ def test_every_package_has_a_layer() -> None:
 def test_an_upward_import_is_named_with_its_file_and_line(tmp_path: Path) -> None:
     root = tmp_path / "eightbit"
     (root / "plan").mkdir(parents=True)
-    (root / "plan" / "__init__.py").write_text("x = 1\n\nfrom eightbit.improve.steps import A\n")
+    (root / "plan" / "__init__.py").write_text("x = 1\n\nfrom eightbit.improve.presets import A\n")
     (root / "ops").mkdir()
     (root / "ops" / "spec.py").write_text("from ..quant import QuantConfig\n")  # same layer up
     assert upward_imports(root) == [
         "eightbit/ops/spec.py:1: ops imports eightbit.quant",
-        "eightbit/plan/__init__.py:3: plan imports eightbit.improve.steps",
+        "eightbit/plan/__init__.py:3: plan imports eightbit.improve.presets",
     ]

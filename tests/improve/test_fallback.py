@@ -1,6 +1,6 @@
-"""Accuracy-aware fallback (docs/numerics.md §R.7-§R.9) on a small classifier: the
-loop stops exactly when the budget first holds, never builds when it holds already, and
-stops with a clear message when only the float model is left."""
+"""Accuracy-aware fallback (docs/numerics.md §R.7-§R.10) on a small classifier: the
+search stops at the shortest prefix of the ranking that holds, never builds when the budget
+holds already, and stops with a clear message when only the float model is left."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
 from eightbit.improve.fallback import Budget, Measured, fallback, rank_nodes
+from eightbit.improve.fallback_search import rebuild_bound
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
 from tests.analysis.helpers import classifier, images
@@ -102,45 +103,47 @@ def test_an_impossible_budget_stops_before_all_float(ranges: Ranges) -> None:
     named = f"returned to float ({len(result.returned)}): {', '.join(result.returned)}"
     assert named in result.report.notes
     base = builder(frozenset())
-    # The base, then one build per node returned, each adding the next node (and its Relu).
-    steps = len(result.returned)
-    expected = [with_folded(base.plan, result.returned[:k]) for k in range(steps + 1)]
+    returnable = {"conv1", "conv2", "add", "pool", "fc"}  # not Flatten: it only moves values
+    # The base, then the gallop along the ranking (§R.10): 1 node, 3, then all but the last.
+    assert set(result.ranking) == returnable
+    expected = [with_folded(base.plan, result.ranking[:k]) for k in (0, 1, 3, 4)]
     assert builder.calls[:-1] == expected
     assert set(result.excluded) == expected[-1]
-    returnable = {"conv1", "conv2", "add", "pool", "fc"}  # not Flatten: it only moves values
-    # Every returnable node but the last went back to float.
-    assert len(result.returned) == len(returnable) - 1
-    assert set(result.returned) < returnable
+    assert result.returned == result.ranking[:4]
+    assert result.rebuilds == 4 and "rebuilds: 4 (bound " in result.report.notes[4]
 
 
 @pytest.mark.parametrize("ranking", ["build", "what_if"])
-def test_stops_exactly_when_the_budget_first_holds(ranges: Ranges, ranking: str) -> None:
+def test_stops_at_the_shortest_prefix_that_holds(ranges: Ranges, ranking: str) -> None:
     builder = Builder(ranges)
-    trace = fallback(
-        builder.model, builder, DATA, Budget(min_sqnr=500.0), ranking=ranking, latency_runs=0
-    )  # type: ignore[arg-type]
-    sqnrs = [trace.report.before_db] + [gain.after_db for gain in trace.report.layers]
-    assert all(value is not None for value in sqnrs)
-    # The first step k >= 2 that beats everything before it: a budget between the two.
-    k = next(k for k in range(2, len(sqnrs)) if sqnrs[k] > max(sqnrs[:k]))  # type: ignore[type-var]
-    budget = Budget(min_sqnr=(float(sqnrs[k]) + max(sqnrs[:k])) / 2)  # type: ignore[arg-type, type-var]
-    builder.calls.clear()
     base = builder(frozenset())
+    order = rank_nodes(builder.model, base, DATA, ranking, build=builder)  # type: ignore[arg-type]
+    returnable = ["conv1", "conv2", "add", "pool", "fc"]
+    longest = len(order) - (1 if set(order) == set(returnable) else 0)  # eq. R.12
+    sqnrs = [
+        measured_by_oracle(builder, builder(with_folded(base.plan, order[:j])).model)[0]
+        for j in range(longest + 1)
+    ]
+    # The first k whose prefixes, from k on, all beat every shorter one: a budget between.
+    k = next(k for k in range(1, longest + 1) if min(sqnrs[k:]) > max(sqnrs[:k]))
+    budget = Budget(min_sqnr=(min(sqnrs[k:]) + max(sqnrs[:k])) / 2)
     builder.calls.clear()
     result = fallback(
-        builder.model, builder, DATA, budget, base=base, ranking=ranking, latency_runs=2
-    )  # type: ignore[arg-type]
+        builder.model, builder, DATA, budget, base=base, ranking=ranking, latency_runs=2,
+        prune_steps=0,
+    )  # type: ignore[arg-type]  # fmt: skip
     assert result.met
-    assert result.returned == trace.ranking[:k]
-    loop = [with_folded(base.plan, trace.ranking[:j]) for j in range(1, k + 1)]
+    assert result.ranking == order and result.returned == order[:k]
+    ranked = 0
     if ranking == "build":  # one build per candidate, with it alone in float, to rank them
-        candidates = ["conv1", "conv2", "add", "pool", "fc"]
-        assert builder.calls[: len(candidates)] == [
-            with_folded(base.plan, (node,)) for node in candidates
-        ]
-        assert builder.calls[len(candidates) :] == loop
-    else:
-        assert builder.calls == loop
+        ranked = len(returnable)
+        assert builder.calls[:ranked] == [with_folded(base.plan, (n,)) for n in returnable]
+    prefixes = [with_folded(base.plan, order[:j]) for j in range(1, longest + 1)]
+    searched = builder.calls[ranked:]
+    assert all(call in prefixes for call in searched)
+    assert searched[-1] == with_folded(base.plan, order[:k]) or k < longest
+    assert len(searched) <= rebuild_bound(longest, 0, 0)  # 2 ceil(log2(K + 1)) - 1
+    assert result.rebuilds == len(builder.calls)
     sqnr, agreement = measured_by_oracle(builder, result.model)
     assert result.measured.sqnr_db == pytest.approx(sqnr)
     assert result.measured.agreement == pytest.approx(agreement)
@@ -151,6 +154,7 @@ def test_stops_exactly_when_the_budget_first_holds(ranges: Ranges, ranking: str)
     assert cost.parameter_bytes_after > cost.parameter_bytes_before
     assert cost.int8_ms_before and cost.int8_ms_after and cost.float_ms
     assert result.report.name == "fallback" and len(result.report.layers) == k
+    assert result.report.layers[-1].after_db == pytest.approx(sqnr)
 
 
 def test_the_planted_worst_layer_ranks_first(ranges: Ranges) -> None:
@@ -159,10 +163,17 @@ def test_the_planted_worst_layer_ranks_first(ranges: Ranges) -> None:
     planted["r2"] = (0.0, planted["r2"][1] / 10)
     builder = Builder(planted)
     base = builder(frozenset())
-    for ranking in ("build", "what_if", "own"):
+    for ranking in ("added", "what_if", "own"):
         order = rank_nodes(builder.model, base, DATA, ranking, build=builder)  # type: ignore[arg-type]
         assert order[0] == "conv2", ranking
         assert set(order) <= {"conv1", "conv2", "add", "pool", "fc"}
+    # r2 stays rounded (and cut) while its reader, add, is int8: ``added`` ranks the reader
+    # next (§R.8), and the search returns the two. Rebuilding one node at a time (``build``)
+    # finds no single node that helps.
+    assert rank_nodes(builder.model, base, DATA, "added")[:2] == ("conv2", "add")
+    result = fallback(builder.model, builder, DATA, Budget(min_sqnr=25.0), base=base,
+                      ranking="added", latency_runs=0)  # fmt: skip
+    assert result.met and result.returned == ("conv2", "add")
 
 
 def test_a_user_metric_budget(ranges: Ranges) -> None:

@@ -1,56 +1,51 @@
 """``fallback``: return the most harmful layers to float until an accuracy budget holds.
 
-docs/numerics.md §R.7-§R.9. The budget is a maximum drop of top-1 agreement (or
-of a user metric) and/or a minimum SQNR of the first output. Quantized nodes are ranked by
-the validate analysis (§A.3): the what-if "this activation and its producer's weights back
-in float", or the activation's own SQNR. The most harmful node is excluded, the model is
-rebuilt by the caller's ``build(excluded)`` and measured again, one node at a time, until
-the budget holds. The report says what that cost in parameter bytes and int8 latency.
+docs/numerics.md §R.7-§R.10. The budget is a maximum drop of top-1 agreement (or of a user
+metric) and/or a minimum SQNR of the first output. The returnable nodes are ranked once
+(``fallback_rank``, §R.8); the search (``fallback_search``, §R.10) then finds how many of the
+top-ranked nodes the budget needs, rebuilding the model by the caller's ``build(excluded)``
+a number of times logarithmic in the number of candidates. The report says what that cost
+in parameter bytes and int8 latency, and how many rebuilds it took.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
 
 import numpy as np
 import onnx
 
 from eightbit.analysis.latency import LatencyRatio
-from eightbit.analysis.layers import rank
-from eightbit.analysis.models import DataLike, load_pair
+from eightbit.analysis.models import DataLike
 from eightbit.analysis.outputs import Metric, OutputTally
-from eightbit.analysis.runner import measure, measure_variants
-from eightbit.analysis.variants import without_quantization
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, make_session
 from eightbit.improve.fallback_cost import FallbackCost, fallback_cost, one_sample
-from eightbit.ops import lookup
+from eightbit.improve.fallback_rank import (
+    RANKINGS,
+    Build,
+    Built,
+    Ranking,
+    folded_clamps,
+    rank_nodes,
+    ranking_rebuilds,
+    resolve_ranking,
+    returnable_nodes,
+)
+from eightbit.improve.fallback_search import Probe, Searched, rebuild_bound, search_prefix
+from eightbit.improve.progress import layer_progress
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
 
-Ranking = Literal["build", "what_if", "own"]
-RANKINGS: tuple[Ranking, ...] = ("build", "what_if", "own")
+__all__ = ["Budget", "Build", "Built", "FallbackResult", "Measured", "fallback", "rank_nodes"]
+
 # Slack when comparing a measured fraction with a budget given in decimal: 1 - 0.05 must
 # accept an agreement of 380/400 although the two floats differ in the last bit.
 _SLACK = 1e-9
-
-
-class Built(Protocol):
-    """What ``build`` returns: a QDQ model and its plan (``QuantizedModel`` is one)."""
-
-    @property
-    def model(self) -> onnx.ModelProto: ...
-
-    @property
-    def plan(self) -> QuantPlan: ...
-
-
-Build = Callable[[frozenset[str]], Built]
 
 
 @dataclass(frozen=True)
@@ -143,13 +138,14 @@ class Measured:
 class FallbackResult:
     """The model fallback settled on, what it measured, and how it got there.
 
-    ``returned``: the ranked nodes returned to float, in the order they were returned;
+    ``returned``: the ranked nodes returned to float, most harmful first;
     ``excluded``: every node the model keeps in float for it (``returned`` and the Relu/Clip
     each had folded into it), as passed to ``build``. ``met``:
     whether the budget holds (within the latency cap, if any); ``message`` says why it
     stopped. ``ranking``: every candidate, most harmful first. ``passed_over``: the nodes
     left in int8 because their return would pass ``max_latency``; ``latency_ratio``: the
-    final model's int8/float latency when a cap was given (else None).
+    final model's int8/float latency when a cap was given (else None). ``rebuilds``: the
+    calls of ``build`` it made (ranking and search), at most ``rebuild_bound`` (eq. R.13).
     """
 
     quantized: Built
@@ -163,6 +159,8 @@ class FallbackResult:
     message: str
     passed_over: tuple[str, ...] = ()
     latency_ratio: float | None = None
+    rebuilds: int = 0
+    rebuild_bound: int = 0
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -180,7 +178,7 @@ def fallback(
     budget: Budget,
     *,
     base: Built | None = None,
-    ranking: Ranking = "build",
+    ranking: Ranking = "auto",
     rank_samples: int = 64,
     max_steps: int | None = None,
     latency_runs: int = 30,
@@ -188,188 +186,202 @@ def fallback(
     threads: int | None = None,
     progress: bool = False,
     latency: Callable[[onnx.ModelProto], float] | None = None,
+    prune_steps: int = 4,
+    max_passed_over: int = 4,
 ) -> FallbackResult:
-    """Return nodes of the int8 model to float, most harmful first, until ``budget`` holds.
+    """Return the fewest top-ranked nodes of the int8 model to float for ``budget`` to hold.
 
     ``build(excluded)`` makes the int8 model with the nodes ``excluded`` kept in float
     (the pipeline re-plans with them in ``QuantConfig.exclude``); ``base`` is the model
     with none excluded when the caller has it already (else it is built). ``data`` is the
-    evaluation data (anything ``open_data`` reads). ``ranking`` (§R.8): ``build`` scores
-    each candidate by building the model with it alone in float (one ``build`` per
-    candidate, on ``rank_samples`` samples), ``what_if`` by the validate analysis'
-    what-if models, ``own`` by its activation's own SQNR. ``max_steps`` caps the rebuilds
-    of the loop; ``latency_runs``: timed runs per model for the cost (0: none). Stops at
-    the first model that meets the budget, or when returning one more node would leave
-    nothing in int8 (then ``met`` is False). With ``budget.max_latency``, each model is
-    timed by ``latency`` (its int8/float latency ratio; default ``LatencyRatio``) before it
-    is measured, and a node whose return would pass the cap is passed over.
+    evaluation data (anything ``open_data`` reads). ``ranking`` (§R.8, ``rank_nodes``)
+    orders the candidates on ``rank_samples`` samples; the search (§R.10) then tries
+    prefixes of that order (1, 3, 7, ... nodes, then bisection), and ``prune_steps``
+    rebuilds try to return nodes of the prefix found to int8. ``max_steps`` caps the nodes
+    returned; ``latency_runs``: timed runs per model for the cost (0: none). ``met`` is
+    False when no allowed prefix meets the budget (the model keeps at least one returnable
+    node in int8). With ``budget.max_latency``, each model is timed by ``latency`` (its
+    int8/float latency ratio; default ``LatencyRatio``) before it is measured; a node whose
+    return passes the cap is passed over (kept int8), at most ``max_passed_over`` of them.
     """
-    _check_options(ranking, rank_samples, max_steps, latency_runs)
+    _check_options(ranking, rank_samples, max_steps, latency_runs, prune_steps, max_passed_over)
     started = time.perf_counter()
     graph = Graph(float_model)
     source = open_data(data, graph.inputs, batch_size=batch_size)
     evaluate = _Evaluator(float_model, source, budget.metric, threads)
-    current = base if base is not None else build(frozenset())
-    measured = evaluate(current.model)
-    first, first_measured = current, measured
+    calls = _CountedBuild(build)
+    first = base if base is not None else calls(frozenset())
+    first_measured = evaluate(first.model)
     if budget.max_latency is not None and latency is None:
         latency = LatencyRatio(float_model, one_sample(source, graph))
-    ratio = None if latency is None else latency(current.model)
-    returned: list[str] = []
-    passed: list[str] = []
-    excluded: list[str] = []
+    first_ratio = None if latency is None else latency(first.model)
+    start = Probe(
+        (), _Model(first, first_measured, first_ratio), slow=False,
+        meets=first_measured.meets(budget), sqnr_db=first_measured.sqnr_db,
+    )  # fmt: skip
+    searched = Searched(start, (), (), None)
     order: tuple[str, ...] = ()
-    gains: list[LayerGain] = []
+    used = ranking
+    bound = calls.count
     message = "the budget holds without returning any node to float"
-    if ratio is not None and budget.max_latency is not None and ratio > budget.max_latency:
+    capped = budget.max_latency is not None and first_ratio is not None
+    if capped and first_ratio > budget.max_latency:  # type: ignore[operator]
         message = (
-            f"the int8 model already runs at {ratio:.3f}x the float latency, above "
+            f"the int8 model already runs at {first_ratio:.3f}x the float latency, above "
             f"max_latency {budget.max_latency:g}: returning nodes to float would only slow it"
         )
-    elif not measured.meets(budget):
-        quantized = _returnable(current.plan)
-        # A Relu/Clip folded into a node goes back to float with it (§R.9). The planner now
-        # keeps a clamp after a float node float by itself (§Q6); naming it here too keeps
-        # the exclude list the plan records explicit.
-        folded = _folded(current.plan)
-        order = rank_nodes(
-            float_model,
-            current,
-            source,
-            ranking,
-            rank_samples,
-            build=build,
-            threads=threads,
-            progress=progress,
+    elif not first_measured.meets(budget):
+        used = resolve_ranking(ranking, first.plan, build)
+        returnable = returnable_nodes(first.plan)
+        passes = max_passed_over if capped else 0
+        bound += ranking_rebuilds(used, first.plan, build)
+        bound += rebuild_bound(len(returnable), passes, prune_steps)
+        with layer_progress(bound, progress, "fallback rebuilds") as advance:
+            calls.advance = advance
+            order = rank_nodes(
+                float_model, first, source, used, rank_samples,
+                build=calls, threads=threads, progress=progress,
+            )  # fmt: skip
+            trial = _Trial(calls, evaluate, folded_clamps(first.plan), budget, latency)
+            searched = search_prefix(
+                order, start, trial, keep_one=set(returnable) <= set(order),
+                max_nodes=max_steps, pass_overs=passes, prune=prune_steps,
+            )  # fmt: skip
+        returned = searched.final.returned
+        message = (
+            f"budget not met ({searched.final.built.measured.describe()}): {searched.stop}"
+            if searched.stop is not None
+            else f"the budget holds after returning {len(returned)} node(s) to float"
         )
-        while not measured.meets(budget):
-            stop = _stop_reason(order, returned, quantized, max_steps, passed)
-            if stop is not None:
-                message = f"budget not met ({measured.describe()}): {stop}"
-                break
-            node = next(n for n in order if n not in returned and n not in passed)
-            trial = [*excluded, *([node, folded[node]] if node in folded else [node])]
-            candidate = build(frozenset(trial))
-            if latency is not None and budget.max_latency is not None:
-                trial_ratio = latency(candidate.model)
-                if trial_ratio > budget.max_latency:
-                    passed.append(node)  # too slow in float: try the next one
-                    continue
-                ratio = trial_ratio
-            returned.append(node)
-            excluded, current = trial, candidate
-            before = measured
-            measured = evaluate(current.model)
-            gains.append(LayerGain(node, before.sqnr_db, measured.sqnr_db))
-        else:
-            message = f"the budget holds after returning {len(returned)} node(s) to float"
+    final: _Model = searched.final.built
+    returned = searched.final.returned
+    ratio = final.ratio
     within = ratio is None or budget.max_latency is None or ratio <= budget.max_latency
-    met = measured.meets(budget) and within
-    cost = fallback_cost(float_model, first.model, current.model, returned, source, latency_runs)
+    met = final.measured.meets(budget) and within
+    cost = fallback_cost(
+        float_model, first.model, final.built.model, returned, source, latency_runs
+    )
     notes = [
         f"budget: {budget.describe()}; {message}",
-        f"before: {first_measured.describe()}; after: {measured.describe()}; "
-        f"{_sampling(measured, evaluate.samples)}",
+        f"before: {first_measured.describe()}; after: {final.measured.describe()}; "
+        f"{_sampling(final.measured, evaluate.samples)}",
         _returned_note(returned),
         f"cost: {cost.describe()}",
+        f"rebuilds: {calls.count} (bound {bound}); ranking {used!r} of {len(order)} "
+        f"candidate(s), then {len(searched.probes)} model(s) tried along it",
+        *_cap_note(budget, ratio, searched.passed_over),
     ]
-    if budget.max_latency is not None and ratio is not None:
-        notes.append(
-            f"latency cap {budget.max_latency:g}x float: the model runs at {ratio:.3f}x "
-            f"(interleaved medians); {len(passed)} node(s) passed over as too slow in float"
-        )
     report = StepReport(
         name="fallback",
         seconds=time.perf_counter() - started,
         before_db=first_measured.sqnr_db,
-        after_db=measured.sqnr_db,
-        layers=tuple(gains),
+        after_db=final.measured.sqnr_db,
+        layers=_gains(returned, searched.probes, first_measured.sqnr_db, final.measured),
         notes=tuple(notes),
     )
     return FallbackResult(
-        quantized=current,
-        returned=tuple(returned),
-        excluded=tuple(excluded),
+        quantized=final.built,
+        returned=returned,
+        excluded=_with_folded(returned, folded_clamps(first.plan)),
         met=met,
-        measured=measured,
+        measured=final.measured,
         ranking=order,
         cost=cost,
         report=report,
         message=message,
-        passed_over=tuple(passed),
+        passed_over=searched.passed_over,
         latency_ratio=ratio,
+        rebuilds=calls.count,
+        rebuild_bound=bound,
     )
 
 
-def _rank_by_build(
-    float_model: onnx.ModelProto,
-    plan: QuantPlan,
-    source: DataSource,
-    build: Build,
-    threads: int | None,
-) -> tuple[str, ...]:
-    """Returnable nodes by the first output's SQNR with each alone back in float (§R.8).
+@dataclass(frozen=True)
+class _Model:
+    """A rebuilt model, what it measured (None: over the latency cap) and its latency ratio."""
 
-    Each score is a real ``build``: exactly the model the loop would make, whatever the
-    export does around a float node.
-    """
-    evaluate = _Evaluator(float_model, source, None, threads)
-    folded = _folded(plan)
-    scores = []
-    for index, node in enumerate(_returnable(plan)):
-        alone = frozenset([node, folded[node]] if node in folded else [node])
-        scores.append((-evaluate(build(alone).model).sqnr_db, index, node))
-    return tuple(node for _, _, node in sorted(scores))
+    built: Built
+    measured: Measured
+    ratio: float | None
 
 
-def rank_nodes(
-    float_model: onnx.ModelProto,
-    base: Built,
-    data: DataLike,
-    ranking: Ranking = "build",
-    samples: int = 64,
-    *,
-    build: Build | None = None,
-    threads: int | None = None,
-    progress: bool = False,
-) -> tuple[str, ...]:
-    """Quantized nodes a fallback can return, most harmful first (§R.8), on ``samples``.
+class _CountedBuild:
+    """The caller's ``build``, counting its calls and advancing the progress bar."""
 
-    ``build``: by the first output's SQNR of ``build({node})`` (the node and its folded
-    Relu/Clip in float), highest first. ``what_if``: by the same SQNR in the validate
-    analysis' what-if model (the node's activation and weights back in float), ties by the
-    activation's own SQNR; ``own``: by own SQNR alone. The last two rank the nodes that
-    compute a quantized activation.
-    """
-    graph = Graph(float_model)
-    source = open_data(data, graph.inputs, batch_size=16, limit=samples)
-    if ranking == "build":
-        if build is None:
-            raise ConfigError("ranking='build' needs the 'build' function")
-        return _rank_by_build(float_model, base.plan, source, build, threads)
-    pair = load_pair(float_model, base.model, plan=base.plan, find_plan=False)
-    returnable = set(_returnable(base.plan))
-    measured = measure(pair, source, compare=False, threads=threads, progress=progress)
-    own = {report.name: report.sqnr_own_db for report in measured.activations}
-    candidates = [
-        activation
-        for activation in pair.qdq.activations
-        if activation.producer in returnable and activation.name in own
-    ]
-    if ranking == "own":
-        names = {activation.name for activation in candidates}
-        ordered = rank(tuple(r for r in measured.activations if r.name in names))
-        return tuple(dict.fromkeys(str(report.node) for report in ordered))
-    variants = [
-        without_quantization(pair.int8_model, activation, pair.qdq, pair.float_graph)
-        for activation in candidates
-    ]
-    results = measure_variants(pair, source, variants, threads=threads, progress=progress)
-    scored = sorted(
-        zip(candidates, results, strict=True),
-        key=lambda item: (-item[1][0].sqnr_db, _or_inf(own[item[0].name])),
+    def __init__(self, build: Build) -> None:
+        self.build, self.count = build, 0
+        self.advance: Callable[[str], None] = lambda name: None
+
+    def __call__(self, excluded: frozenset[str]) -> Built:
+        built = self.build(excluded)
+        self.count += 1
+        self.advance(f"{len(excluded)} node(s) in float")
+        return built
+
+
+class _Trial:
+    """Builds the model with ``nodes`` (and their folded clamps) in float, times it against
+    the cap, and measures it unless it is too slow (§R.10)."""
+
+    def __init__(
+        self,
+        build: _CountedBuild,
+        evaluate: _Evaluator,
+        folded: dict[str, str],
+        budget: Budget,
+        latency: Callable[[onnx.ModelProto], float] | None,
+    ) -> None:
+        self.build, self.evaluate, self.folded = build, evaluate, folded
+        self.budget, self.latency = budget, latency
+
+    def __call__(self, nodes: tuple[str, ...]) -> Probe:
+        built = self.build(frozenset(_with_folded(nodes, self.folded)))
+        ratio = None
+        cap = self.budget.max_latency
+        if self.latency is not None and cap is not None:
+            ratio = self.latency(built.model)
+            if ratio > cap:
+                return Probe(nodes, None, slow=True, meets=False)
+        measured = self.evaluate(built.model)
+        model = _Model(built, measured, ratio)
+        return Probe(nodes, model, slow=False, meets=measured.meets(self.budget),
+                     sqnr_db=measured.sqnr_db)  # fmt: skip
+
+
+def _with_folded(nodes: Sequence[str], folded: dict[str, str]) -> tuple[str, ...]:
+    """``nodes`` and the Relu/Clip folded into each, as ``build`` keeps them in float."""
+    return tuple(
+        name for node in nodes for name in ([node, folded[node]] if node in folded else [node])
     )
-    return tuple(dict.fromkeys(str(activation.producer) for activation, _ in scored))
+
+
+def _gains(
+    returned: Sequence[str], probes: Sequence[Probe], before_db: float, final: Measured
+) -> tuple[LayerGain, ...]:
+    """One gain per returned node: the output SQNR of the measured prefixes of ``returned``
+    just short of it and just including it (nodes returned in one group share its gain)."""
+    points = {0: before_db}
+    for probe in probes:
+        count = len(probe.returned)
+        if probe.sqnr_db is not None and tuple(returned[:count]) == probe.returned:
+            points[count] = probe.sqnr_db
+    points[len(returned)] = final.sqnr_db
+    counts = sorted(points)
+    gains = []
+    for index, node in enumerate(returned, start=1):
+        below = max(count for count in counts if count < index)
+        above = min(count for count in counts if count >= index)
+        gains.append(LayerGain(node, points[below], points[above]))
+    return tuple(gains)
+
+
+def _cap_note(budget: Budget, ratio: float | None, passed: Sequence[str]) -> list[str]:
+    if budget.max_latency is None or ratio is None:
+        return []
+    return [
+        f"latency cap {budget.max_latency:g}x float: the model runs at {ratio:.3f}x "
+        f"(interleaved medians); {len(passed)} node(s) passed over as too slow in float"
+    ]
 
 
 class _Evaluator:
@@ -432,52 +444,6 @@ def _sampling(measured: Measured, samples: int) -> str:
     return text
 
 
-def _stop_reason(
-    order: Sequence[str],
-    returned: Sequence[str],
-    quantized: Iterable[str],
-    max_steps: int | None,
-    passed: Sequence[str] = (),
-) -> str | None:
-    """Why the loop cannot return another node, or None when it can."""
-    remaining = [node for node in order if node not in returned and node not in passed]
-    if max_steps is not None and len(returned) >= max_steps:
-        return f"stopped after max_steps={max_steps} node(s) returned to float"
-    if not remaining and passed:
-        return (
-            f"every other ranked node would pass the latency cap in float ({len(passed)} "
-            "passed over); loosen max_latency or the budget"
-        )
-    if not remaining:
-        return f"every ranked node ({len(order)}) is already float"
-    if set(quantized) <= {*returned, remaining[0]}:
-        return (
-            f"returning one more node would leave the whole model in float "
-            f"({len(returned)} node(s) already returned); loosen the budget"
-        )
-    return None
-
-
-def _folded(plan: QuantPlan) -> dict[str, str]:
-    """Node -> the Relu/Clip folded into it."""
-    return {d.name: d.fused_activation for d in plan.nodes if d.fused_activation is not None}
-
-
-def _returnable(plan: QuantPlan) -> list[str]:
-    """Quantized nodes a fallback can return.
-
-    A folded Relu/Clip goes with its producer; a value-preserving op (Flatten, MaxPool, a
-    Relu of its own) only rounds nothing and stays quantized just while a neighbour is
-    (§Q6), so returning it buys nothing.
-    """
-    returnable = []
-    for decision in plan.quantized_nodes():
-        spec = lookup(decision.op_type)
-        if decision.fused_into is None and not (spec is not None and spec.same_as_input):
-            returnable.append(decision.name)
-    return returnable
-
-
 def _score_value(value: object) -> float:
     try:
         score = float(value)  # type: ignore[arg-type]
@@ -488,16 +454,17 @@ def _score_value(value: object) -> float:
     return score
 
 
-def _or_inf(value: float | None) -> float:
-    return math.inf if value is None else value
-
-
 def _finite(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_options(
-    ranking: str, rank_samples: int, max_steps: int | None, latency_runs: int
+    ranking: str,
+    rank_samples: int,
+    max_steps: int | None,
+    latency_runs: int,
+    prune_steps: int,
+    max_passed_over: int,
 ) -> None:
     if ranking not in RANKINGS:
         raise ConfigError(f"'ranking' must be one of {list(RANKINGS)} (got {ranking!r})")
@@ -505,6 +472,8 @@ def _check_options(
         ("rank_samples", rank_samples, 1),
         ("latency_runs", latency_runs, 0),
         ("max_steps", 0 if max_steps is None else max_steps, 0),
+        ("prune_steps", prune_steps, 0),
+        ("max_passed_over", max_passed_over, 0),
     ):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ConfigError(f"{name!r} must be an integer >= {least} (got {value!r})")
