@@ -128,7 +128,9 @@ def _zip(rng: np.random.Generator) -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
         for i in range(4):
-            archive.writestr(f"{_words(rng, 1)[0]}_{i}.txt", _text(rng))
+            # A fixed timestamp: writestr(name, ...) would stamp the current time.
+            entry = zipfile.ZipInfo(f"{_words(rng, 1)[0]}_{i}.txt", date_time=(2024, 1, 1, 0, 0, 0))
+            archive.writestr(entry, _text(rng), zipfile.ZIP_DEFLATED)
     return out.getvalue()
 
 
