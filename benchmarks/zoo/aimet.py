@@ -1,6 +1,6 @@
 """AIMET (aimet-onnx 2.42) post-training quantization, run in a venv of its own.
 
-aimet-onnx pins its own torch/torchvision stack, so it lives in ``benchmarks/_work/aimet-venv``
+aimet-onnx wants its own torch/torchvision stack, so it lives in ``benchmarks/_work/aimet-venv``
 (created by ``ensure_venv``) and runs through ``benchmarks.worker`` under that interpreter.
 The recipe is AIMET's documented PTQ one: fold BatchNorm into weights, cross-layer
 equalization, then a QuantizationSimModel with the per-channel config
@@ -20,8 +20,30 @@ from benchmarks.models import WORK_DIR
 VENV = WORK_DIR / "aimet-venv"
 PYTHON = VENV / "bin" / "python"
 REQUIREMENT = "aimet-onnx==2.42.0"
-# The CPU torch this machine has (aimet-onnx's own requirement would pull the CUDA build).
-TORCH = "torch==2.13.0"
+# aimet-onnx's requirements, less torch and torchvision: as declared they resolve to torch's
+# CUDA build (6 GB here); the CPU torch this machine has serves AIMET's ONNX path, which
+# never imports torchvision. onnx2torch (which declares torchvision) is installed alone.
+DEPENDENCIES = (
+    "torch==2.13.0",
+    "Jinja2",
+    "PyYAML",
+    "bokeh>=3.3.0",
+    "hvplot>=0.10.0",
+    "jsonschema",
+    "numpy",
+    "onnx",
+    "onnx_ir>=0.1.16",
+    "onnxruntime>=1.19",
+    "onnxscript>=0.4.0",
+    "osqp",
+    "pandas",
+    "psutil",
+    "pybind11",
+    "scikit-learn",
+    "scipy",
+    "tqdm",
+)
+WITHOUT_DEPENDENCIES = ("onnx2torch", REQUIREMENT)
 CONFIG = "common/quantsim_config/default_config_per_channel.json"
 
 
@@ -31,13 +53,9 @@ def ensure_venv() -> str | None:
         return None
     try:
         subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
-        for requirement in (TORCH, REQUIREMENT):
-            subprocess.run(
-                [str(PYTHON), "-m", "pip", "install", "-q", requirement],
-                check=True,
-                timeout=1800,
-                capture_output=True,
-            )
+        pip = [str(PYTHON), "-m", "pip", "install", "-q"]
+        for command in ([*pip, *DEPENDENCIES], [*pip, "--no-deps", *WITHOUT_DEPENDENCIES]):
+            subprocess.run(command, check=True, timeout=1800, capture_output=True)
     except (OSError, subprocess.SubprocessError) as exc:
         return f"could not install {REQUIREMENT} into {VENV}: {exc}"
     return None if _importable() else f"{REQUIREMENT} installed but aimet_onnx does not import"
