@@ -38,6 +38,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import accuracy, calibration, codegen, engine, latency, steps  # noqa: E402
 from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
 from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
+from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
 from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "codegen", "zoo")
@@ -80,6 +81,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--zoo-models",
         type=_csv(tuple(m.key for m in zoo_catalog.ZOO)),
         help="comma-separated zoo models (default: all)",
+    )
+    parser.add_argument(
+        "--zoo-fallback",
+        action="store_true",
+        help="zoo: also time --min-sqnr's fallback on the largest zoo model (can take long)",
     )
     parser.add_argument(
         "--no-ort-calibration",
@@ -128,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(codegen.run())
     if "zoo" in sections:
         tables += zoo.run(args.tools, args.zoo_models)
+        if args.zoo_fallback:
+            tables.append(zoo_fallback.run())
 
     print_tables(tables)
     command = [_interpreter(), "benchmarks/run.py", *argv]

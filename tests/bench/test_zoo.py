@@ -177,3 +177,18 @@ def test_run_selects_the_zoo_and_its_models() -> None:
     assert args.only == {"zoo"} and args.zoo_models == {"yolo", "magika"}
     with pytest.raises(SystemExit):
         run.parse_args(["--zoo-models", "resnet"])
+
+
+def test_fallback_reads_returned_nodes_and_notes_from_the_plan(tmp_path: Path) -> None:
+    import json
+
+    from benchmarks.zoo import fallback
+
+    plan = {
+        "steps": [
+            {"name": "equalize", "layers": [{"node": "a"}], "notes": ["3 pairs"]},
+            {"name": "fallback", "layers": [{"node": "b"}, {"node": "c"}], "notes": ["9 rebuilds"]},
+        ]
+    }
+    (tmp_path / "m.plan.json").write_text(json.dumps(plan))
+    assert fallback._fallback_step(str(tmp_path / "m.onnx")) == (2, "9 rebuilds")
