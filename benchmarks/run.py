@@ -83,6 +83,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="comma-separated zoo models (default: all)",
     )
     parser.add_argument(
+        "--zoo-reuse",
+        action="store_true",
+        help="zoo: evaluate the quantized models an earlier run left in _work/zoo, do not "
+        "quantize again",
+    )
+    parser.add_argument(
         "--zoo-fallback",
         action="store_true",
         help="zoo: also time --min-sqnr's fallback on the largest zoo model (can take long)",
@@ -110,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         and not args.tools
         and not args.no_ort_calibration
         and not args.zoo_models
+        and not args.zoo_reuse
     )
     output = args.output or (RESULTS if full else PARTIAL)
     started, clock, load_at_start = (
@@ -133,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     if "codegen" in sections:
         tables.append(codegen.run())
     if "zoo" in sections:
-        tables += zoo.run(args.tools, args.zoo_models)
+        tables += zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
         if args.zoo_fallback:
             tables.append(zoo_fallback.run())
 

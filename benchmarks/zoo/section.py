@@ -10,7 +10,8 @@ tool on each model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+import json
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ class Measured:
     output: Path
     agreement: float = float("nan")
     sqnr: float = float("nan")
+    qdq_sqnr: float = float("nan")  # the same QDQ model run in float (no int8 kernels)
     worst_slice: float = float("nan")
     latency: float = float("nan")
     size: float = float("nan")
@@ -57,7 +59,7 @@ def _task(kind: str, model: ZooModel, path: Path, count: int, **options: object)
 
 
 def _quantize(
-    tool: str, model: ZooModel, path: Path, count: int, aimet_error: str | None
+    tool: str, model: ZooModel, path: Path, count: int, aimet_error: str | None, reuse: bool
 ) -> Measured:
     if tool == "eightbit":
         task = _task("eightbit_default", model, path, count, threads=EVAL_THREADS)
@@ -71,6 +73,9 @@ def _quantize(
         task = _task("aimet_quantize", model, path, count)
         if aimet_error:
             return Measured(tool, Result(ok=False, unavailable=True, error=aimet_error), Path())
+    output = Path(task.output)
+    if reuse and output.exists():
+        return _reused(tool, output)
     print(f"[zoo] {model.name}: {tool} ...", flush=True)
     python = str(aimet.PYTHON) if tool == "AIMET" else None
     measured = Measured(tool, run_in_subprocess(task, TASK_TIMEOUT, python), Path(task.output))
@@ -81,7 +86,36 @@ def _quantize(
         task = replace(task, preprocess=False)
         measured = Measured(tool, run_in_subprocess(task, TASK_TIMEOUT), Path(task.output))
         measured.notes.append(f"pre-processing failed ({error}); quantized without it")
+    if measured.result.ok:
+        record = {"result": asdict(measured.result), "notes": measured.notes}
+        measured.output.with_suffix(".result.json").write_text(json.dumps(record))
     return measured
+
+
+def _reused(tool: str, output: Path) -> Measured:
+    """A quantized model from an earlier run (``--zoo-reuse``), with that run's measurements
+    when they were recorded beside it."""
+    record_path = output.with_suffix(".result.json")
+    if not record_path.exists():
+        return Measured(tool, Result(ok=True), output, notes=["reused; quantize s not recorded"])
+    record = json.loads(record_path.read_text())
+    return Measured(tool, Result(**record["result"]), output, notes=[*record["notes"], "reused"])
+
+
+def _run_qdq_in_float(path: Path, data: np.ndarray) -> np.ndarray:
+    """The QDQ model with ONNX Runtime's graph optimizations off: every Q/DQ pair runs as float
+    arithmetic, so the result is the quantization itself, free of the CPU's int8 kernels
+    (without VNNI, ORT's u8s8 kernels saturate int16 pair sums: see benchmarks/README.md)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.intra_op_num_threads = EVAL_THREADS
+    options.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    batches = [sess.run(None, {name: data[i : i + 16]})[0] for i in range(0, len(data), 16)]
+    return np.concatenate(batches)
 
 
 def _evaluate(model: ZooModel, path: Path, rows: list[Measured], evaluation: np.ndarray) -> None:
@@ -92,6 +126,7 @@ def _evaluate(model: ZooModel, path: Path, rows: list[Measured], evaluation: np.
             candidate = metrics.run_batches(m.output, evaluation, threads=EVAL_THREADS)
             m.agreement = model.metric(reference, candidate)
             m.sqnr = measures.sqnr_db(reference, candidate)
+            m.qdq_sqnr = measures.sqnr_db(reference, _run_qdq_in_float(m.output, evaluation))
             m.worst_slice = measures.worst_slice_sqnr_db(
                 reference, candidate, model.slice_axis, model.predicted_slices
             )
@@ -105,6 +140,26 @@ def _evaluate(model: ZooModel, path: Path, rows: list[Measured], evaluation: np.
         )
         for m, ms in zip(timed, runs[1:], strict=True):
             m.latency = ms / runs[0]
+
+
+def _cpu_note() -> str:
+    """Whether this CPU has int8 dot-product instructions: without VNNI, ONNX Runtime's u8s8
+    kernels (uint8 activations x int8 weights) sum pairs of products in saturating int16."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(
+                (line.split(":", 1)[1].split() for line in f if line.startswith("flags")), []
+            )
+    except OSError:
+        return "CPU flags unknown"
+    vnni = [flag for flag in flags if "vnni" in flag]
+    if vnni:
+        return f"this CPU has {', '.join(sorted(vnni))}: int8 kernels and QDQ in float should agree"
+    widest = "avx512bw" if "avx512bw" in flags else "avx2" if "avx2" in flags else "no avx2"
+    return (
+        f"this CPU has {widest} and no VNNI: ORT's u8s8 int8 kernels can saturate, so the "
+        "first SQNR can be far below this one"
+    )
 
 
 def _check_note(model: ZooModel, rows: list[Measured]) -> str | None:
@@ -122,7 +177,11 @@ def _check_note(model: ZooModel, rows: list[Measured]) -> str | None:
     return f"{model.name}: eightbit's quick check ({samples} held-back samples) said {outputs}"
 
 
-def run(only_tools: set[str] | None = None, only_models: set[str] | None = None) -> list[Table]:
+def run(
+    only_tools: set[str] | None = None,
+    only_models: set[str] | None = None,
+    reuse: bool = False,
+) -> list[Table]:
     tools = [t for t in TOOLS if not only_tools or t in only_tools]
     aimet_error = aimet.ensure_venv() if "AIMET" in tools else None
     table = Table(
@@ -133,6 +192,7 @@ def run(only_tools: set[str] | None = None, only_models: set[str] | None = None)
             "metric",
             "agreement",
             "SQNR dB",
+            "SQNR dB, QDQ in float",
             "worst slice dB",
             "latency int8/fp32",
             "size int8/fp32",
@@ -144,6 +204,9 @@ def run(only_tools: set[str] | None = None, only_models: set[str] | None = None)
             "model's runs interleaved with the fp32 model's; size: the .onnx files",
             "worst slice: the lowest SQNR of one channel/feature of the output (the axis "
             "each model's row names in benchmarks/README.md); <= 0 dB is a collapse",
+            "SQNR, QDQ in float: the same int8 model with ORT's graph optimizations off (Q/DQ "
+            "as float arithmetic): the quantization alone, without the CPU's int8 kernels; "
+            + _cpu_note(),
         ],
     )
     if aimet_error:
@@ -168,7 +231,8 @@ def run(only_tools: set[str] | None = None, only_models: set[str] | None = None)
             continue
         path = model.build()
         calibration, evaluation = model.data()
-        rows = [_quantize(t, model, path, len(calibration), aimet_error) for t in tools]
+        count = len(calibration)
+        rows = [_quantize(t, model, path, count, aimet_error, reuse) for t in tools]
         _evaluate(model, path, rows, evaluation)
         table.notes.append(
             f"{model.name} ({model.family}; {model.source}): {len(calibration)} calibration / "
@@ -177,7 +241,7 @@ def run(only_tools: set[str] | None = None, only_models: set[str] | None = None)
         for m in rows:
             if not m.result.ok:
                 status = "not available" if m.result.unavailable else "failed"
-                table.add(model.name, m.tool, model.metric_name, status, *[None] * 5)
+                table.add(model.name, m.tool, model.metric_name, status, *[None] * 6)
                 table.notes.append(f"{model.name} {m.tool}: {status}: {m.result.error[:300]}")
                 continue
             table.add(
@@ -186,6 +250,7 @@ def run(only_tools: set[str] | None = None, only_models: set[str] | None = None)
                 model.metric_name,
                 m.agreement,
                 m.sqnr,
+                m.qdq_sqnr,
                 m.worst_slice,
                 m.latency,
                 m.size,
