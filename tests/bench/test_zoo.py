@@ -192,3 +192,17 @@ def test_fallback_reads_returned_nodes_and_notes_from_the_plan(tmp_path: Path) -
     }
     (tmp_path / "m.plan.json").write_text(json.dumps(plan))
     assert fallback._fallback_step(str(tmp_path / "m.onnx")) == (2, "9 rebuilds")
+
+
+def test_reuse_reads_the_measurements_recorded_beside_a_model(tmp_path: Path) -> None:
+    import json
+    from dataclasses import asdict
+
+    model = tmp_path / "m_ort_quantize.onnx"
+    model.write_bytes(b"")
+    bare = section._reused("NNCF", model)
+    assert bare.result.ok and bare.notes == ["reused; quantize s not recorded"]
+    record = {"result": asdict(Result(ok=True, seconds=12.5)), "notes": ["pre-processing failed"]}
+    model.with_suffix(".result.json").write_text(json.dumps(record))
+    reused = section._reused("ONNX Runtime", model)
+    assert reused.result.seconds == 12.5 and reused.notes == ["pre-processing failed", "reused"]
