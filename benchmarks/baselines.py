@@ -15,8 +15,11 @@ by ``benchmarks.worker`` in a fresh process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,10 @@ def ort_quantize(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     _quiet_ort()
-    with tempfile.TemporaryDirectory(prefix="bench-ort-") as tmp:
+    model, output = model.resolve(), output.resolve()
+    with tempfile.TemporaryDirectory(prefix="bench-ort-") as tmp, _working_directory(tmp):
+        # In the temporary folder: when its symbolic shape inference fails, quant_pre_process
+        # leaves its temporary model and external-data files in the working directory.
         source = model
         if preprocess:
             source = Path(tmp) / "preprocessed.onnx"
@@ -67,6 +73,16 @@ def ort_quantize(
             weight_type=QuantType.QInt8,
             calibrate_method=_ort_method(method),
         )
+
+
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
 def ort_calibrate(model: Path, calibration: NpyBatches, method: str) -> Any:

@@ -16,6 +16,9 @@ Sections:
                VNNI saturates u8 x s8 pairs): accuracy and latency of both sessions
   codegen      generated C for Cortex-M4: flash, weights, arena vs its lower bound (MNIST demo
                CNN, MobileNetV2)
+  zoo          real models of other families (detector, OCR, file type, pitch, transformers):
+               each family's metric, SQNR, worst-slice SQNR, latency and size, eightbit's
+               default vs ORT, NNCF and AIMET (--zoo-models picks models)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -36,9 +39,12 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
 from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
+from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
+from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
+from benchmarks.zoo import section as zoo  # noqa: E402
 
-SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen")
-TOOLS = ("eightbit", "ONNX Runtime", "NNCF")
+SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo")
+TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
 
@@ -71,7 +77,23 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument("--only", type=_csv(SECTIONS), help="comma-separated sections to run")
     parser.add_argument(
-        "--tools", type=_csv(TOOLS), help="comma-separated tools (quantize/latency)"
+        "--tools", type=_csv(TOOLS), help="comma-separated tools (quantize/latency/zoo)"
+    )
+    parser.add_argument(
+        "--zoo-models",
+        type=_csv(tuple(m.key for m in zoo_catalog.ZOO)),
+        help="comma-separated zoo models (default: all)",
+    )
+    parser.add_argument(
+        "--zoo-reuse",
+        action="store_true",
+        help="zoo: evaluate the quantized models an earlier run left in _work/zoo, do not "
+        "quantize again",
+    )
+    parser.add_argument(
+        "--zoo-fallback",
+        action="store_true",
+        help="zoo: also time --min-sqnr's fallback on the largest zoo model (can take long)",
     )
     parser.add_argument(
         "--no-ort-calibration",
@@ -91,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     sections = args.only or set(SECTIONS)
-    full = sections == set(SECTIONS) and not args.tools and not args.no_ort_calibration
+    full = (
+        sections == set(SECTIONS)
+        and not args.tools
+        and not args.no_ort_calibration
+        and not args.zoo_models
+        and not args.zoo_reuse
+    )
     output = args.output or (RESULTS if full else PARTIAL)
     started, clock, load_at_start = (
         dt.datetime.now().astimezone(),
@@ -115,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
         tables.append(kernels.run())
     if "codegen" in sections:
         tables.append(codegen.run())
+    if "zoo" in sections:
+        tables += zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
+        if args.zoo_fallback:
+            tables.append(zoo_fallback.run())
 
     print_tables(tables)
     command = [_interpreter(), "benchmarks/run.py", *argv]

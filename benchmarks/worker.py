@@ -33,6 +33,8 @@ KINDS = (
     "ort_calibrate",
     "eightbit_calibrate",
     "float_inference",
+    "eightbit_default",
+    "aimet_quantize",
 )
 
 
@@ -86,6 +88,8 @@ def _preimport(kind: str) -> None:
         modules.append("nncf")
     elif kind.startswith("eightbit_"):
         modules.append("eightbit.calibrate")
+    elif kind == "aimet_quantize":
+        modules.append("aimet_onnx.quantsim")
     for module in modules:
         with contextlib.suppress(ImportError):  # the task itself reports what is missing
             importlib.import_module(module)
@@ -130,6 +134,14 @@ def execute(task: Task) -> Result:
                 task.min_sqnr,
                 task.max_latency,
             )
+        elif task.kind == "eightbit_default":
+            assert output is not None
+            extra = adapters.eightbit_default(model, output, batches, task.threads)
+        elif task.kind == "aimet_quantize":
+            assert output is not None
+            from benchmarks.zoo import aimet
+
+            aimet.quantize(model, output, batches)
         elif task.kind == "ort_calibrate":
             baselines.ort_calibrate(model, batches, task.method)
         elif task.kind == "eightbit_calibrate":
@@ -150,9 +162,10 @@ def execute(task: Task) -> Result:
     )
 
 
-def run_in_subprocess(task: Task, timeout: float = 1200.0) -> Result:
-    """Run ``task`` in a fresh interpreter and return its measurements."""
-    cmd = [sys.executable, "-m", "benchmarks.worker", json.dumps(asdict(task))]
+def run_in_subprocess(task: Task, timeout: float = 1200.0, python: str | None = None) -> Result:
+    """Run ``task`` in a fresh interpreter (``python``, default this one) and return its
+    measurements."""
+    cmd = [python or sys.executable, "-m", "benchmarks.worker", json.dumps(asdict(task))]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
