@@ -14,16 +14,16 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import numpy_helper
 
 import eightbit
 from benchmarks import images, metrics, models
 from benchmarks.report import Table
-from eightbit.graph.session import EXACT_INT8_ENTRY, default_int8_kernels_saturate
+from eightbit.graph.session import default_int8_kernels_saturate
 
 CALIBRATION = 64
 EVALUATION = 200
@@ -31,25 +31,14 @@ RUNS = 40
 PAIR_LIMIT = 128  # 255 x 128 = 32,640 <= 32,767
 
 
-def _session(model: onnx.ModelProto | str, exact: bool) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    if exact:
-        options.add_session_config_entry(*EXACT_INT8_ENTRY)
-    source = model if isinstance(model, str) else model.SerializeToString()
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def _outputs(session: ort.InferenceSession, data: np.ndarray) -> np.ndarray:
+def _outputs(session: Any, data: np.ndarray) -> np.ndarray:
     name = session.get_inputs()[0].name
     return np.concatenate(
         [session.run(None, {name: data[i : i + 16]})[0] for i in range(0, len(data), 16)]
     )
 
 
-def _latencies_ms(sessions: list[ort.InferenceSession], sample: np.ndarray) -> list[float]:
+def _latencies_ms(sessions: list[Any], sample: np.ndarray) -> list[float]:
     feeds = [{s.get_inputs()[0].name: sample[:1]} for s in sessions]
     times: list[list[float]] = [[] for _ in sessions]
     for run in range(RUNS + 5):
@@ -167,10 +156,10 @@ def _add_model(
     print(f"[kernels] {name} ...", flush=True)
     input_name = onnx.load(str(path), load_external_data=False).graph.input[0].name
     quantized = eightbit.quantize(str(path), {input_name: calibration}, check_samples=0).model
-    float_session = _session(str(path), exact=True)
+    float_session = metrics.session(str(path), exact=True)
     reference = _outputs(float_session, evaluation)
     for weights, model in (("eightbit", quantized), ("widened", widen_for_16bit_pairs(quantized))):
-        sessions = [_session(model, exact=False), _session(model, exact=True)]
+        sessions = [metrics.session(model, exact=False), metrics.session(model, exact=True)]
         fp32, *int8 = _latencies_ms([float_session, *sessions], evaluation)
         for label, session, ms in zip(("default", "exact"), sessions, int8, strict=True):
             output = _outputs(session, evaluation)

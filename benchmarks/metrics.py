@@ -7,6 +7,7 @@ import statistics
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,8 +47,12 @@ def _check_pair(reference: np.ndarray, candidate: np.ndarray) -> None:
         )
 
 
-def session(model: str | Path, threads: int = 1) -> object:
-    """A CPU ONNX Runtime session with ``threads`` intra-op threads, sequential execution."""
+def session(model: str | Path | Any, threads: int = 1, exact: bool = True) -> Any:
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads, sequential execution.
+
+    ``model``: a path or a ModelProto. ``exact=False`` leaves ONNX Runtime's default int8
+    kernels, which saturate on x86 CPUs without VNNI (docs/numerics.md §1.9).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -55,8 +60,10 @@ def session(model: str | Path, threads: int = 1) -> object:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    options.add_session_config_entry(*EXACT_INT8_ENTRY)
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    if exact:
+        options.add_session_config_entry(*EXACT_INT8_ENTRY)
+    source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
 def run_batches(
