@@ -38,11 +38,11 @@ from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, load_model, normalize, save_model
 from eightbit.graph.stem import space_to_depth_stems
-from eightbit.improve.bias_correction import batchnorm_statistics, bias_correction
-from eightbit.improve.equalize import equalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
-from eightbit.improve.reconstruct import reconstruct
 from eightbit.improve.refine import refine_ranges
+from eightbit.improve.weights.bias_correction import batchnorm_statistics, bias_correction
+from eightbit.improve.weights.equalize import equalize
+from eightbit.improve.weights.reconstruct import reconstruct
 from eightbit.plan import (
     QuantPlan,
     activation_tensors_to_calibrate,
@@ -254,13 +254,13 @@ def _improve_config(improve: ImproveConfig | str | None) -> ImproveConfig:
 def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: bool) -> None:
     """Refuse, before any work, the steps that cannot run here."""
     for wanted, module, flag in (
-        (improve.adaround, "eightbit.improve.adaround", "--adaround"),
-        (improve.fallback, "eightbit.improve.fallback", "--max-drop/--min-sqnr"),
+        (improve.adaround, "eightbit.improve.weights.adaround", "--adaround"),
+        (improve.fallback, "eightbit.improve.fallback.driver", "--max-drop/--min-sqnr"),
     ):
         if wanted and importlib.util.find_spec(module) is None:
             raise ConfigError(f"{flag} is not available yet in this eightbit ({module})")
     if improve.adaround:
-        importlib.import_module("eightbit.improve.adaround").require_torch()
+        importlib.import_module("eightbit.improve.weights.adaround").require_torch()
     for wanted, flag in (
         (improve.adaround, "--adaround"),
         (improve.reconstruct, "--reconstruct"),
@@ -359,7 +359,7 @@ def _adaround(
     threads: int | None,
     progress: bool,
 ) -> tuple[onnx.ModelProto, StepReport]:
-    module = importlib.import_module("eightbit.improve.adaround")
+    module = importlib.import_module("eightbit.improve.weights.adaround")
     options = module.AdaRoundOptions(iterations=improve.adaround_iters)
     result: tuple[onnx.ModelProto, StepReport] = module.adaround(
         model, plan, samples, options, threads=threads, progress=progress

@@ -26,7 +26,7 @@ from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
 from eightbit.ops import OpSpec, PerTensor, lookup
 from eightbit.ops.joins import float_joins
-from eightbit.ops.selection import Calibrated, SameAs, clamp_bounds, select
+from eightbit.ops.node_selection import Calibrated, SameAs, clamp_bounds, select
 from eightbit.ops.spec import optional_input
 from eightbit.quant import (
     QuantConfig,

@@ -1,6 +1,6 @@
 """Rebuilding the int8 model with nodes back in float: the fallback step and the safety net.
 
-``run_fallback`` is ``quantize``'s fallback step (§R.7-§R.9): ``eightbit.improve.fallback``
+``run_fallback`` is ``quantize``'s fallback step (§R.7-§R.9): ``eightbit.improve.fallback.driver``
 with a ``build`` that re-plans the prepared model with the returned nodes excluded.
 ``safety_net`` is the default preset's net (§I.9): first the cheap nodes after the last
 heavy op back in float, then the fallback with the floor as budget, never slower than
@@ -24,7 +24,7 @@ from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
-from eightbit.improve.fallback_cost import one_sample
+from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.presets import ImproveConfig
 from eightbit.ops import lookup
 from eightbit.ops.joins import HEAVY_OPS, tail_nodes
@@ -88,9 +88,9 @@ def run_fallback(
 
     A node returned to float computes with its planned float constants again, not with the
     weights rounded or the bias corrected for int8. ``search``: options of
-    ``eightbit.improve.fallback.fallback`` (``ranking``, ``max_steps``).
+    ``eightbit.improve.fallback.driver.fallback`` (``ranking``, ``max_steps``).
     """
-    module = importlib.import_module("eightbit.improve.fallback")
+    module = importlib.import_module("eightbit.improve.fallback.driver")
 
     def build(excluded: frozenset[str]) -> _Built:
         if not excluded:

@@ -2,7 +2,7 @@
 
 When the quick check on held-back samples finds a collapsed slice or part, or a worst
 slice under ``SAFETY_FLOOR_DB``, ``quantize`` runs the accuracy-aware fallback by itself
-(``eightbit.improve.fallback``), with the budget "the first output's worst slice reaches
+(``eightbit.improve.fallback.driver``), with the budget "the first output's worst slice reaches
 the floor, nothing collapsed" and a latency cap: the int8/float latency ratio of ONNX
 Runtime's own int8 of the same model (``quantize_static``), measured here, so the model
 stays no slower than what a user would get from ONNX Runtime.

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eightbit.calibrate import CalibrationConfig, select_range
+from eightbit.calibrate.clipping import entropy_range, folded_counts, kl_divergences
 from eightbit.calibrate.histogram import Histogram, NonFiniteError
 from eightbit.calibrate.observers import (
     HistogramObserver,
@@ -17,8 +18,7 @@ from eightbit.calibrate.observers import (
     make_observer,
     sampling_stride,
 )
-from eightbit.calibrate.selection import entropy_range, folded_counts, kl_divergences
-from tests.calibrate.test_selection import naive_mse
+from tests.calibrate.test_clipping import naive_mse
 
 
 def test_minmax_equals_numpy_over_all_batches() -> None:

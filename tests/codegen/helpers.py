@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from eightbit.codegen import GeneratedModel, Port, run_integers
-from eightbit.codegen.api import Api
 from eightbit.codegen.c import c_type
+from eightbit.codegen.c_api import Api
 
 CFLAGS = (
     "-std=c99",

@@ -21,7 +21,7 @@ from eightbit.analysis.memory import MemoryUsage, memory_usage
 from eightbit.analysis.models import DataLike, ModelLike, ModelPair, load_pair
 from eightbit.analysis.outputs import Metric, OutputMetrics, named_metrics
 from eightbit.analysis.ranges import DynamicRange
-from eightbit.analysis.runner import measure, measure_variants
+from eightbit.analysis.side_by_side import measure, measure_variants
 from eightbit.analysis.slices import Finding, collapse_finding
 from eightbit.analysis.variants import with_fake_quant, without_quantization
 from eightbit.calibrate import DataSource, ImageOptions, open_data

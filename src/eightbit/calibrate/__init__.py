@@ -11,19 +11,19 @@ docs/numerics.md; each module implements one part of it:
 - ``runner``: running the model in ONNX Runtime and feeding the observers.
 """
 
-from eightbit.calibrate.config import METHODS, CalibrationConfig, ImageOptions
-from eightbit.calibrate.data import DataSource
-from eightbit.calibrate.histogram import Histogram
-from eightbit.calibrate.observers import MinMaxObserver
-from eightbit.calibrate.ranges import Ranges, TensorRange
-from eightbit.calibrate.runner import calibrate
-from eightbit.calibrate.selection import (
+from eightbit.calibrate.clipping import (
     entropy_range,
     minmax_range,
     mse_range,
     percentile_range,
     select_range,
 )
+from eightbit.calibrate.collect import calibrate
+from eightbit.calibrate.config import METHODS, CalibrationConfig, ImageOptions
+from eightbit.calibrate.data import DataSource
+from eightbit.calibrate.histogram import Histogram
+from eightbit.calibrate.observers import MinMaxObserver
+from eightbit.calibrate.ranges import Ranges, TensorRange
 from eightbit.calibrate.sources import open_data
 
 __all__ = [

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from eightbit._io import atomic_path, atomic_write_text
+from eightbit.calibrate.clipping import select_range
 from eightbit.calibrate.config import METHODS, check_choice, check_int, check_percentile
 from eightbit.calibrate.histogram import Histogram
-from eightbit.calibrate.selection import select_range
 from eightbit.errors import ConfigError, DataError
 
 FORMAT = "eightbit.ranges"

@@ -12,10 +12,10 @@ import os
 
 from eightbit.codegen.arena import ArenaPlan, Buffer, lower_bound, plan_arena
 from eightbit.codegen.emit import supported_kinds
-from eightbit.codegen.interface import Interface, Port, analyze, run_integers
+from eightbit.codegen.integer_program import Interface, Port, analyze, run_integers
 from eightbit.codegen.writer import RUNTIME_HEADER, GeneratedModel, check_name, generate
 from eightbit.engine import prepare
-from eightbit.engine.runner import Quantized
+from eightbit.engine.execution import Quantized
 from eightbit.plan import QuantPlan
 
 

@@ -19,11 +19,11 @@ from types import MappingProxyType
 import numpy as np
 
 from eightbit._io import atomic_write_text
-from eightbit.codegen.api import Api, boundary_source, header
 from eightbit.codegen.arena import ArenaPlan, lifetimes, lower_bound, plan_arena
 from eightbit.codegen.c import Table, c_type, identifier
+from eightbit.codegen.c_api import Api, boundary_source, header
 from eightbit.codegen.emit import Context, Layer, emitter_for
-from eightbit.codegen.interface import Interface, Port, analyze
+from eightbit.codegen.integer_program import Interface, Port, analyze
 from eightbit.engine import Program
 from eightbit.engine.kernels.conv import ConvStep
 from eightbit.engine.kernels.conv_transpose import ConvTransposeStep

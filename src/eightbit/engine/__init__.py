@@ -10,8 +10,8 @@ requantization, float only at the boundary and in the nodes the plan keeps in fl
 from __future__ import annotations
 
 from eightbit.engine.build import build_program
+from eightbit.engine.execution import execute, prepare, require_integer_only, run
 from eightbit.engine.program import FloatNode, Program, Step, TensorFormat
-from eightbit.engine.runner import execute, prepare, require_integer_only, run
 
 __all__ = [
     "FloatNode",

@@ -1,6 +1,6 @@
 """Steps that bring the int8 network closer to the float one (docs/numerics.md).
 
-One module per step, each named after its function (``from eightbit.improve.equalize
+One module per step, each named after its function (``from eightbit.improve.weights.equalize
 import equalize``):
 
 - ``equalize``: cross-layer equalization and high-bias absorption of the float model;

@@ -32,7 +32,7 @@ from eightbit.calibrate.data import Batch, DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, Node, make_session
 from eightbit.improve.measure import OutputReference, count, read_samples
-from eightbit.ops.selection import Calibrated, select
+from eightbit.ops.node_selection import Calibrated, select
 from eightbit.plan import clip_range, make_plan
 from eightbit.quant import QuantConfig, activation_params
 from eightbit.steps import LayerGain, StepReport

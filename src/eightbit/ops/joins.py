@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from eightbit.ops.selection import Calibrated, Constant, SameAs, Source
+from eightbit.ops.node_selection import Calibrated, Constant, SameAs, Source
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph, Node

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from eightbit.codegen.c import Code, Table, c_type, identifier, literal
-from eightbit.codegen.interface import Interface
+from eightbit.codegen.integer_program import Interface
 from eightbit.engine import Step
 from eightbit.engine.kernels.requantize import Requantization, Rescale
 from eightbit.fixed.requantize import MULTIPLIER_BITS

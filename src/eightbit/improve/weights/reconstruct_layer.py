@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eightbit.improve.row_errors import RowErrors
+from eightbit.improve.weights.row_errors import RowErrors
 
 
 @dataclass(eq=False)

@@ -24,15 +24,15 @@ from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, make_session, with_outputs
 from eightbit.improve._onnx import ModelEdit
-from eightbit.improve.adaround_rows import LayerShape, group_bounds, stored_weights
-from eightbit.improve.layerwise import (
+from eightbit.improve.measure import read_samples
+from eightbit.improve.progress import layer_progress
+from eightbit.improve.weights.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.weights.layerwise import (
     output_sqnr,
     quantized_reader,
     weight_layers,
 )
-from eightbit.improve.measure import read_samples
-from eightbit.improve.progress import layer_progress
-from eightbit.improve.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
+from eightbit.improve.weights.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
 

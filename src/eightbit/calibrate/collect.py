@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from eightbit.calibrate.clipping import select_range
 from eightbit.calibrate.config import CalibrationConfig, ImageOptions
 from eightbit.calibrate.data import DataLike, DataSource, require_variation
 from eightbit.calibrate.histogram import NonFiniteError
 from eightbit.calibrate.observers import HistogramObserver, MinMaxObserver, make_observer
 from eightbit.calibrate.progress import sample_progress
 from eightbit.calibrate.ranges import Ranges, TensorRange
-from eightbit.calibrate.selection import select_range
 from eightbit.calibrate.sources import open_data
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, load_model, make_session, normalize, with_outputs

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from eightbit.errors import ConfigError
-from eightbit.improve.row_errors import RowErrors
+from eightbit.improve.weights.row_errors import RowErrors
 
 # Rectified sigmoid stretch (eq. R.4): h reaches exactly 0 and 1.
 ZETA = 1.1

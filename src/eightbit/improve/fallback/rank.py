@@ -17,7 +17,7 @@ import onnx
 
 from eightbit.analysis.layers import rank
 from eightbit.analysis.models import DataLike, ModelPair, load_pair
-from eightbit.analysis.runner import measure, measure_variants
+from eightbit.analysis.side_by_side import measure, measure_variants
 from eightbit.analysis.variants import without_quantization
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError

@@ -16,9 +16,9 @@ from eightbit.analysis.metrics import sqnr_db
 from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
-from eightbit.improve.fallback import Budget, fallback
-from eightbit.improve.fallback_rank import folded_clamps, returnable_nodes
-from eightbit.improve.fallback_search import Probe, rebuild_bound, search_prefix
+from eightbit.improve.fallback.driver import Budget, fallback
+from eightbit.improve.fallback.rank import folded_clamps, returnable_nodes
+from eightbit.improve.fallback.search import Probe, rebuild_bound, search_prefix
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
 

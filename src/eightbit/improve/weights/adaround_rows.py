@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from eightbit.graph import Graph, Node
-from eightbit.ops.selection import clamp_bounds
+from eightbit.ops.node_selection import clamp_bounds
 from eightbit.ops.spec import attr, optional_input
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantParams, quantize_values

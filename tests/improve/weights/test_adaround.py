@@ -16,14 +16,19 @@ from onnx import TensorProto, helper, numpy_helper
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
-from eightbit.improve.adaround import NO_TORCH, adaround, with_float_weights
-from eightbit.improve.adaround_layer import (
+from eightbit.improve.weights.adaround import NO_TORCH, adaround, with_float_weights
+from eightbit.improve.weights.adaround_layer import (
     PROBE_ITERATIONS,
     AdaRoundOptions,
     LayerProblem,
     solve_layer,
 )
-from eightbit.improve.adaround_rows import LayerShape, group_bounds, layer_of, stored_weights
+from eightbit.improve.weights.adaround_rows import (
+    LayerShape,
+    group_bounds,
+    layer_of,
+    stored_weights,
+)
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig, quantize_values, weight_params
 from tests.analysis.helpers import classifier, images, planned

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eightbit.codegen.c import c_type, shape_text
-from eightbit.codegen.interface import Port
+from eightbit.codegen.integer_program import Port
 
 # Quotients beyond this saturate to the type's range whatever the zero point (|z| <= 255),
 # so clamping there first keeps every later step exact and in int32.

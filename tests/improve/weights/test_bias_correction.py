@@ -14,14 +14,14 @@ from onnx import numpy_helper
 from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, load_model, normalize
-from eightbit.improve import bias_correction as module
-from eightbit.improve.bias_correction import (
+from eightbit.improve.measure import Compared
+from eightbit.improve.weights import bias_correction as module
+from eightbit.improve.weights.bias_correction import (
     ChannelNormal,
     batchnorm_statistics,
     bias_correction,
     clipped_normal_mean,
 )
-from eightbit.improve.measure import Compared
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan, rebias
 from eightbit.quant import QuantConfig, dequantize_values, quantize_values
 from tests.fixtures import models

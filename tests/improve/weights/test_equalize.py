@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from eightbit.graph import Graph, normalize
-from eightbit.improve.equalize import (
+from eightbit.improve.weights.equalize import (
     MIN_SCALE,
     depthwise_scales,
     equalize,

@@ -24,8 +24,8 @@ from eightbit.analysis.outputs import Metric, OutputTally
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, make_session
-from eightbit.improve.fallback_cost import FallbackCost, fallback_cost, one_sample
-from eightbit.improve.fallback_rank import (
+from eightbit.improve.fallback.cost import FallbackCost, fallback_cost, one_sample
+from eightbit.improve.fallback.rank import (
     RANKINGS,
     Build,
     Built,
@@ -36,7 +36,7 @@ from eightbit.improve.fallback_rank import (
     resolve_ranking,
     returnable_nodes,
 )
-from eightbit.improve.fallback_search import Probe, Searched, rebuild_bound, search_prefix
+from eightbit.improve.fallback.search import Probe, Searched, rebuild_bound, search_prefix
 from eightbit.improve.progress import layer_progress
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport

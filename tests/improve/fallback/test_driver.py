@@ -16,8 +16,8 @@ from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
-from eightbit.improve.fallback import Budget, Measured, fallback, rank_nodes
-from eightbit.improve.fallback_search import rebuild_bound
+from eightbit.improve.fallback.driver import Budget, Measured, fallback, rank_nodes
+from eightbit.improve.fallback.search import rebuild_bound
 from eightbit.plan import QuantPlan, activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
 from tests.analysis.helpers import classifier, images
@@ -236,7 +236,7 @@ def _float_parameter_bytes(model: onnx.ModelProto, nodes: tuple[str, ...]) -> in
 
 
 def test_the_report_names_the_first_returned_nodes_and_counts_the_rest() -> None:
-    from eightbit.improve.fallback import _returned_note
+    from eightbit.improve.fallback.driver import _returned_note
 
     assert _returned_note(()) == "returned to float: none"
     names = [f"n{i}" for i in range(10)]

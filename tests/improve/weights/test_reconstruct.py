@@ -15,8 +15,8 @@ from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, normalize
 from eightbit.improve.presets import preset
-from eightbit.improve.reconstruct import ReconstructOptions, reconstruct
-from eightbit.improve.reconstruct_layer import (
+from eightbit.improve.weights.reconstruct import ReconstructOptions, reconstruct
+from eightbit.improve.weights.reconstruct_layer import (
     LayerGrid,
     LayerSums,
     gptq_round,

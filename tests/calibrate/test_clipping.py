@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eightbit.calibrate import MinMaxObserver, select_range
-from eightbit.calibrate.histogram import Histogram
-from eightbit.calibrate.selection import (
+from eightbit.calibrate.clipping import (
     EMPTY_LEVEL_COUNT,
     entropy_range,
     folded_counts,
@@ -19,6 +18,7 @@ from eightbit.calibrate.selection import (
     mse_range,
     percentile_range,
 )
+from eightbit.calibrate.histogram import Histogram
 from eightbit.errors import ConfigError
 
 RNG = np.random.default_rng(20240601)

@@ -35,7 +35,7 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph, Node, make_session
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import compare, count, read_samples
-from eightbit.ops.selection import clamp_bounds
+from eightbit.ops.node_selection import clamp_bounds
 from eightbit.plan import QuantPlan, rebias
 from eightbit.quant import dequantize_values, quantize_values
 from eightbit.steps import LayerGain, StepReport

@@ -27,16 +27,16 @@ from onnx import numpy_helper
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph
-from eightbit.improve.adaround_layer import AdaRoundOptions, LayerProblem, solve_layer
-from eightbit.improve.adaround_rows import LayerShape, group_bounds, stored_weights
-from eightbit.improve.layerwise import (
+from eightbit.improve.measure import read_samples
+from eightbit.improve.progress import layer_progress
+from eightbit.improve.weights.adaround_layer import AdaRoundOptions, LayerProblem, solve_layer
+from eightbit.improve.weights.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.weights.layerwise import (
     Reader,
     output_sqnr,
     quantized_reader,
     weight_layers,
 )
-from eightbit.improve.measure import read_samples
-from eightbit.improve.progress import layer_progress
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
 

@@ -13,7 +13,7 @@ from eightbit.analysis.metrics import sqnr_db
 from eightbit.calibrate.data import Batch
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, with_outputs
-from eightbit.improve.adaround_rows import LayerShape, layer_of
+from eightbit.improve.weights.adaround_rows import LayerShape, layer_of
 from eightbit.plan import QuantPlan
 from eightbit.quant import dequantize_values, quantize_values
 
