@@ -107,6 +107,7 @@ def to_markdown(
     started: dt.datetime,
     seconds: float,
     load: tuple[str, str] = ("?", "?"),
+    minutes: dict[str, float] | None = None,
 ) -> str:
     lines = [
         "# eightbit benchmark results",
@@ -118,6 +119,9 @@ def to_markdown(
     ]
     lines += [f"- {key}: {value}" for key, value in machine_info().items()]
     lines.append(f"- load average (1 min) at start: {load[0]}; at end: {load[1]}")
+    if minutes:
+        took = ", ".join(f"{name} {value:.1f}" for name, value in minutes.items())
+        lines.append(f"- minutes per section: {took}")
     for table in tables:
         lines += ["", f"## {table.title}", ""]
         lines.append("| " + " | ".join(table.columns) + " |")
@@ -129,6 +133,22 @@ def to_markdown(
             lines.append("")
             lines += [f"- {note}" for note in table.notes]
     return "\n".join(lines) + "\n"
+
+
+KEPT_MARKER = "<!-- kept by make bench: measurements not part of it, each with its command -->"
+
+
+def kept_trailer(path: Path) -> str:
+    """What follows ``KEPT_MARKER`` in the existing report, marker included (or nothing).
+
+    Some measurements are run by hand with their own command (each says which); a full run
+    rewrites the generated part above the marker and keeps them.
+    """
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    at = text.find(KEPT_MARKER)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -38,7 +38,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
-from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    Table,
+    kept_trailer,
+    load_average,
+    print_tables,
+    to_markdown,
+    write_atomic,
+)
 from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
 from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
 from benchmarks.zoo import section as zoo  # noqa: E402
@@ -127,32 +134,33 @@ def main(argv: list[str] | None = None) -> int:
         load_average(),
     )
 
+    runs: dict[str, Callable[[], list[Table]]] = {
+        "quantize": lambda: [accuracy.sanity_table(), accuracy.run(args.tools)],
+        "steps": lambda: steps.run(args.tools),
+        "latency": lambda: [latency.run(args.tools)],
+        "calibration": lambda: calibration.run(with_ort=not args.no_ort_calibration),
+        "engine": engine.run,
+        "kernels": lambda: [kernels.run()],
+        "codegen": lambda: [codegen.run()],
+        "zoo": lambda: (
+            zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
+            + ([zoo_fallback.run()] if args.zoo_fallback else [])
+        ),
+    }
     tables: list[Table] = []
-    if "quantize" in sections:
-        tables.append(accuracy.sanity_table())
-        tables.append(accuracy.run(args.tools))
-    if "steps" in sections:
-        tables += steps.run(args.tools)
-    if "latency" in sections:
-        tables.append(latency.run(args.tools))
-    if "calibration" in sections:
-        tables += calibration.run(with_ort=not args.no_ort_calibration)
-    if "engine" in sections:
-        tables += engine.run()
-    if "kernels" in sections:
-        tables.append(kernels.run())
-    if "codegen" in sections:
-        tables.append(codegen.run())
-    if "zoo" in sections:
-        tables += zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
-        if args.zoo_fallback:
-            tables.append(zoo_fallback.run())
+    minutes: dict[str, float] = {}
+    for name, run in runs.items():
+        if name in sections:
+            section_clock = time.perf_counter()
+            tables += run()
+            minutes[name] = (time.perf_counter() - section_clock) / 60
 
     print_tables(tables)
     command = [_interpreter(), "benchmarks/run.py", *argv]
     output.parent.mkdir(parents=True, exist_ok=True)
     elapsed, load = time.perf_counter() - clock, (load_at_start, load_average())
-    write_atomic(output, to_markdown(tables, command, started, elapsed, load))
+    text = to_markdown(tables, command, started, elapsed, load, minutes)
+    write_atomic(output, text + kept_trailer(output))
     print(f"wrote {output}")
     return 0
 
