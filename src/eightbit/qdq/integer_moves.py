@@ -19,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.graph import FreshNames, graph_names
+from eightbit.qdq.nodes import is_dequantize, is_quantize
 
 # Pure moves ONNX Runtime does not run on integers when they sit between DQ and Q.
 INTEGER_MOVES = frozenset({"SpaceToDepth", "DepthToSpace", "Pad"})
@@ -39,10 +40,10 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
             continue
         before = producers.get(node.input[0])
         after = readers.get(node.output[0], [])
-        if before is None or before.op_type != "DequantizeLinear" or len(after) != 1:
+        if before is None or not is_dequantize(before) or len(after) != 1:
             continue
         quantize = after[0]
-        if quantize.op_type != "QuantizeLinear" or not _same_params(before, quantize, constants):
+        if not is_quantize(quantize) or not _same_params(before, quantize, constants):
             continue
         value = node.input[_PAD_VALUE_PORT] if len(node.input) > _PAD_VALUE_PORT else ""
         if node.op_type == "Pad" and value and value not in constants:
@@ -168,8 +169,7 @@ def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 def _dequantizes(nodes: list[onnx.NodeProto]) -> bool:
     """Whether ``nodes`` are all per-tensor DequantizeLinears (what a collapsed move feeds)."""
     return bool(nodes) and all(
-        node.op_type == "DequantizeLinear" and not any(a.name == "axis" for a in node.attribute)
-        for node in nodes
+        is_dequantize(node) and not any(a.name == "axis" for a in node.attribute) for node in nodes
     )
 
 
