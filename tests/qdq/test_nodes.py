@@ -125,6 +125,7 @@ def test_a_per_axis_scale_needs_a_zero_point_of_its_shape_as_onnx_runtime_does()
         ({"block_size": 2}, "blocked quantization"),
         ({"computed_scale": True}, "computed at run time"),
         ({"int16": True}, r"stores int16; eightbit reads \['int8', 'uint8', 'int32'\]"),
+        ({"output_dtype": 99}, r"stores 99; eightbit reads \['int8'"),  # no such type
     ],
 )
 def test_what_is_not_read_says_why(edit: dict[str, Any], reason: str) -> None:
@@ -139,6 +140,9 @@ def test_what_is_not_read_says_why(edit: dict[str, Any], reason: str) -> None:
         node.attribute.extend([helper.make_attribute("axis", 0)])
     if "computed_scale" in edit:
         node.input[1] = "computed"
+    if "output_dtype" in edit:  # a QuantizeLinear without zero point says its type here
+        node.op_type = "QuantizeLinear"
+        node.attribute.extend([helper.make_attribute("output_dtype", edit["output_dtype"])])
     with pytest.raises(UnreadableParams, match=reason):
         read_params(*_node_and_constants(model))
 

@@ -2,7 +2,8 @@
 
 Any QDQ ONNX model works, not only eightbit's: an activation is a QuantizeLinear ->
 DequantizeLinear pair, a weight a DequantizeLinear of an integer initializer. Parameters
-are read from those nodes, so no plan file is needed. Each quantized tensor is matched to
+are read from those nodes by ``eightbit.qdq.read_params`` (§Q10.1), as the engine reads
+them, so no plan file is needed. Each quantized tensor is matched to
 its counterpart in the float model by name: eightbit keeps the name on the
 DequantizeLinear output, ONNX Runtime's quantizer on the QuantizeLinear input.
 """

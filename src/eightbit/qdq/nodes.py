@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import Graph, Node
@@ -25,6 +25,12 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _ONNX_DOMAINS = ("", "ai.onnx")
 # QuantizeLinear's stored type when neither a zero point nor output_dtype says (ONNX).
 _DEFAULT_QUANTIZE_TYPE = np.dtype(np.uint8)
+# output_dtype values of the types QuantParams holds (eightbit.quant.QUANT_TYPES).
+_READ_TYPES = {
+    TensorProto.INT8: np.dtype(np.int8),
+    TensorProto.UINT8: np.dtype(np.uint8),
+    TensorProto.INT32: np.dtype(np.int32),
+}
 _SCALE, _ZERO_POINT = 1, 2
 
 
@@ -76,7 +82,11 @@ def stored_type(
     output_dtype = int(node.attrs.get("output_dtype", TensorProto.UNDEFINED))
     if output_dtype == TensorProto.UNDEFINED:
         return _DEFAULT_QUANTIZE_TYPE
-    return np.dtype(helper.tensor_dtype_to_np_dtype(output_dtype))
+    if output_dtype not in _READ_TYPES:
+        known = output_dtype in TensorProto.DataType.values()
+        name = TensorProto.DataType.Name(output_dtype).lower() if known else str(output_dtype)
+        raise UnreadableParams(f"it stores {name}; eightbit reads {list(QUANT_TYPES)}")
+    return _READ_TYPES[output_dtype]
 
 
 def read_params(
