@@ -26,7 +26,7 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 # QuantizeLinear's stored type when neither a zero point nor output_dtype says (ONNX).
 _DEFAULT_QUANTIZE_TYPE = np.dtype(np.uint8)
 # output_dtype values of the types QuantParams holds (eightbit.quant.QUANT_TYPES).
-_READ_TYPES = {
+_READ_TYPES: dict[int, np.dtype] = {
     TensorProto.INT8: np.dtype(np.int8),
     TensorProto.UINT8: np.dtype(np.uint8),
     TensorProto.INT32: np.dtype(np.int32),
