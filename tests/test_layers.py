@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("fixed", "graph", "steps"),
     ("ops", "calibrate"),
     ("quant",),
-    ("plan",),
+    ("plan", "qdq"),
     ("export",),
     ("engine",),
     ("codegen", "analysis"),

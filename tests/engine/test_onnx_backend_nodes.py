@@ -34,6 +34,8 @@ from eightbit.engine.kernels.gemm import (
 )
 from eightbit.engine.kernels.window import Window
 from eightbit.engine.operands import IntegerConstant, IntegerInput
+from eightbit.graph import Node
+from eightbit.qdq import read_params
 from eightbit.quant import QuantParams
 from tests.engine.helpers import prepared
 
@@ -99,18 +101,18 @@ def _params(scale: np.ndarray, zero: np.ndarray | None, dtype: str, axis: int) -
     return QuantParams(scales, zeros.reshape(scales.shape), dtype, axis)  # type: ignore[arg-type]
 
 
+def _read(node: onnx.NodeProto, inputs: list[np.ndarray]) -> QuantParams:
+    """The node's parameters as every reader of a QDQ model reads them (§Q10.1)."""
+    view = Node(node.name, node.op_type, tuple(node.input), tuple(node.output), _attrs(node))
+    return read_params(view, dict(zip(node.input, inputs, strict=False)))
+
+
 def _quantize(node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    zero = inputs[2] if len(inputs) > 2 else None
-    dtype = "uint8" if zero is None else np.asarray(zero).dtype.name
-    params = _params(inputs[1], zero, dtype, _attrs(node).get("axis", 1) % inputs[0].ndim)
-    return list(QuantizeStep("q", ("x",), ("y",), params).run(inputs[0]))
+    return list(QuantizeStep("q", ("x",), ("y",), _read(node, inputs)).run(inputs[0]))
 
 
 def _dequantize(node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    zero = inputs[2] if len(inputs) > 2 else None
-    axis = _attrs(node).get("axis", 1) % max(inputs[0].ndim, 1)
-    params = _params(inputs[1], zero, inputs[0].dtype.name, axis)
-    return list(DequantizeStep("dq", ("x",), ("y",), params).run(inputs[0]))
+    return list(DequantizeStep("dq", ("x",), ("y",), _read(node, inputs)).run(inputs[0]))
 
 
 def _qlinear(node: onnx.NodeProto, inputs: list[np.ndarray]) -> list[np.ndarray]:

@@ -12,9 +12,9 @@ from onnx import helper, numpy_helper
 import eightbit
 from eightbit.analysis.ort_kernels import float_nodes_in_ort
 from eightbit.engine import run as run_engine
-from eightbit.export.integer_moves import expand
 from eightbit.graph import normalize
 from eightbit.graph.pad import fold_zero_pads
+from eightbit.qdq import expand
 from eightbit.quant import QuantConfig
 from tests.analysis.ort_check import assert_int8_kernels_only
 from tests.export.helpers import make_model, run

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eightbit.analysis.qdq import QDQ_OPS, node_label
+from eightbit.analysis.qdq import node_label
 from eightbit.graph import Graph
+from eightbit.qdq import QDQ_OPS, is_dequantize
 
 # DequantizeLinear produces float32 (the type of its scale) in every model eightbit reads.
 _FLOAT_BYTES = 4
@@ -102,7 +103,7 @@ def memory_usage(
 def _stored_constant(graph: Graph, name: str) -> tuple[str, ...] | None:
     """(integers, scale, zero point) initializers behind a DequantizeLinear output ``name``."""
     producer = graph.producer(name)
-    if producer is None or producer.op_type != "DequantizeLinear":
+    if producer is None or not is_dequantize(producer):
         return None
     parts = tuple(part for part in producer.inputs if part)
     return parts if all(part in graph.initializers for part in parts) else None

@@ -21,10 +21,10 @@ import onnx
 
 from eightbit.analysis.qdq import QdqModel, read_qdq
 from eightbit.errors import ConfigError, ModelError
-from eightbit.export import integer_moves
 from eightbit.graph import Graph, TensorInfo, load_model, normalize
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.plan import QuantPlan, plan_path_for
+from eightbit.qdq import expand, is_qdq
 
 ModelLike = str | os.PathLike[str] | onnx.ModelProto
 PlanLike = QuantPlan | str | os.PathLike[str]
@@ -60,10 +60,7 @@ def _check_plan_matches(plan: QuantPlan, int8_graph: Graph) -> None:
     """
     decided = {decision.name for decision in plan.nodes}
     missing = [
-        node.name
-        for node in int8_graph.nodes
-        if not (node.op_type in ("QuantizeLinear", "DequantizeLinear") and not node.domain)
-        and node.name not in decided
+        node.name for node in int8_graph.nodes if not is_qdq(node) and node.name not in decided
     ]
     if missing:
         raise ConfigError(
@@ -88,7 +85,7 @@ def load_pair(
     int8_path = None if isinstance(int8_model, onnx.ModelProto) else Path(int8_model)
     deployed_float = normalize(load_model(float_model))
     deployed_int8 = load_model(int8_model)
-    quantized = integer_moves.expand(deployed_int8)
+    quantized = expand(deployed_int8)
     normalized = _same_stems(deployed_float, quantized)
     float_graph, int8_graph = Graph(normalized), Graph(quantized)
     _check_interfaces(float_graph, int8_graph)

@@ -2,7 +2,8 @@
 
 Any QDQ ONNX model works, not only eightbit's: an activation is a QuantizeLinear ->
 DequantizeLinear pair, a weight a DequantizeLinear of an integer initializer. Parameters
-are read from those nodes, so no plan file is needed. Each quantized tensor is matched to
+are read from those nodes by ``eightbit.qdq.read_params`` (§Q10.1), as the engine reads
+them, so no plan file is needed. Each quantized tensor is matched to
 its counterpart in the float model by name: eightbit keeps the name on the
 DequantizeLinear output, ONNX Runtime's quantizer on the QuantizeLinear input.
 """
@@ -10,17 +11,18 @@ DequantizeLinear output, ONNX Runtime's quantizer on the QuantizeLinear input.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import cast
-
-import numpy as np
 
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import Graph, Node
-from eightbit.quant import QUANT_TYPES, QuantParams, QuantType
-
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# QuantizeLinear's output type when the zero point is left out (ONNX default).
-_DEFAULT_ZERO_POINT = np.zeros((), dtype=np.uint8)
+from eightbit.qdq import (
+    QDQ_OPS,
+    UnreadableParams,
+    dequantizes_constant,
+    is_dequantize,
+    quantize_before,
+    read_params,
+)
+from eightbit.quant import QuantParams
 
 
 @dataclass(frozen=True)
@@ -102,17 +104,17 @@ def read_qdq(int8: Graph, float_graph: Graph) -> QdqModel:
     unmatched: list[str] = []
     unsupported: list[tuple[str, str]] = []
     for node in int8.nodes:
-        if node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx"):
+        if not is_dequantize(node):
             continue
         label = labels[id(node)]
         stored = node.inputs[0]
-        quantize = int8.producer(stored)
-        if stored in int8.initializers:
+        if dequantizes_constant(int8, node):
             params = _params(int8, node, label, unsupported)
             if params is not None:
                 weights.append(_weight(int8, float_graph, node, stored, params, labels))
             continue
-        if quantize is None or quantize.op_type != "QuantizeLinear":
+        quantize = quantize_before(int8, node)
+        if quantize is None:
             unsupported.append((label, "reads a tensor that no QuantizeLinear produces"))
             continue
         source = quantize.inputs[0]
@@ -149,36 +151,12 @@ def read_qdq(int8: Graph, float_graph: Graph) -> QdqModel:
 def _params(
     graph: Graph, node: Node, label: str, unsupported: list[tuple[str, str]]
 ) -> QuantParams | None:
-    """Scale, zero point and axis of a QuantizeLinear/DequantizeLinear node, if plain."""
-    scale_name = node.inputs[1] if len(node.inputs) > 1 else ""
-    zero_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    if scale_name not in graph.initializers or (zero_name and zero_name not in graph.initializers):
-        unsupported.append((label, "its scale or zero point is computed at run time"))
-        return None
-    if node.attrs.get("block_size", 0):
-        unsupported.append((label, "blocked quantization (block_size) is not analysed"))
-        return None
-    scale = np.asarray(graph.initializers[scale_name])
-    zero_point = np.asarray(graph.initializers[zero_name]) if zero_name else _DEFAULT_ZERO_POINT
-    dtype = zero_point.dtype.name
-    if dtype not in QUANT_TYPES:
-        unsupported.append((label, f"stores {dtype}; only {list(QUANT_TYPES)} are analysed"))
-        return None
-    if scale.ndim > 1:
-        unsupported.append((label, f"its scale has shape {scale.shape}; expected () or (C,)"))
-        return None
-    axis = int(node.attrs.get("axis", 1)) if scale.ndim == 1 else None
+    """The node's parameters (§Q10.1), or None with the reason recorded in ``unsupported``."""
     try:
-        return QuantParams(
-            scale=scale.astype(np.float32),
-            zero_point=np.broadcast_to(zero_point, scale.shape).astype(np.int64),
-            dtype=cast(QuantType, dtype),
-            axis=axis,
-        )
-    except ConfigError as error:
-        raise ModelError(
-            f"node {label!r} of the int8 model has invalid parameters: {error}"
-        ) from None
+        return read_params(node, graph.initializers)
+    except UnreadableParams as error:
+        unsupported.append((label, error.reason))
+        return None
 
 
 def _weight(

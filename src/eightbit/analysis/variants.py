@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper
 
 from eightbit.analysis.qdq import QdqModel, QuantizedActivation
 from eightbit.graph import FreshNames, Graph, graph_names
+from eightbit.qdq import is_dequantize, is_quantize
 from eightbit.quant import QuantParams
 
 
@@ -72,14 +73,10 @@ def without_quantization(
     source = activation.source
     value = _folded_activation(graph, activation, float_graph, fresh) or source
     quantized = {
-        node.output[0]
-        for node in graph.node
-        if node.op_type == "QuantizeLinear" and node.input[0] == source
+        node.output[0] for node in graph.node if is_quantize(node) and node.input[0] == source
     }
     dequantized = [
-        node
-        for node in graph.node
-        if node.op_type == "DequantizeLinear" and node.input[0] in quantized
+        node for node in graph.node if is_dequantize(node) and node.input[0] in quantized
     ]
     outputs = {value.name for value in graph.output}
     for node in dequantized:
@@ -91,7 +88,7 @@ def without_quantization(
         else:
             _rename_uses(graph.node, name, value)
     readers = {name for node in graph.node for name in node.input}
-    for node in [n for n in graph.node if n.op_type == "QuantizeLinear"]:
+    for node in [n for n in graph.node if is_quantize(n)]:
         if node.output[0] in quantized and node.output[0] not in readers:
             graph.node.remove(node)
     producer = next((node for node in graph.node if source in node.output), None)

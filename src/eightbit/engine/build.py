@@ -29,9 +29,9 @@ from eightbit.engine.operands import (
 )
 from eightbit.engine.program import FloatNode, Program, Step, TensorFormat
 from eightbit.errors import ModelError
-from eightbit.export import integer_moves
 from eightbit.graph import Graph, Node
 from eightbit.plan import NodeDecision, QuantPlan
+from eightbit.qdq import UnreadableParams, expand, is_dequantize, is_quantize, read_params
 from eightbit.quant import QuantParams, dequantize_values
 
 Shape = tuple[int | str | None, ...]
@@ -39,7 +39,7 @@ Shape = tuple[int | str | None, ...]
 
 def build_program(model: onnx.ModelProto, plan: QuantPlan) -> Program:
     """The integer program of a QDQ ``model`` exported from ``plan``."""
-    return _Builder(Graph(integer_moves.expand(model)), plan).build()
+    return _Builder(Graph(expand(model)), plan).build()
 
 
 class _Builder:
@@ -60,9 +60,9 @@ class _Builder:
 
     def build(self) -> Program:
         for node in self.graph.nodes:
-            if node.op_type == "DequantizeLinear" and not node.domain:
+            if is_dequantize(node):
                 self._record_dequantize(node)
-            elif node.op_type == "QuantizeLinear" and not node.domain:
+            elif is_quantize(node):
                 if node.name not in self.absorbed:
                     self._quantize(node)
             elif self._decision(node).quantized:
@@ -85,36 +85,21 @@ class _Builder:
 
     # --- Q and DQ -------------------------------------------------------------------------
 
-    def _params(self, node: Node, stored_dtype: np.dtype | None) -> QuantParams:
-        scale = np.asarray(self._initializer(node, 1), dtype=np.float32)
-        zero_name = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
-        zero = None if zero_name is None else np.asarray(self._initializer(node, 2))
-        dtype = np.dtype(zero.dtype if zero is not None else stored_dtype or np.uint8)
-        if dtype.name not in ("int8", "uint8", "int32"):
-            raise ModelError(f"{node.name!r} stores {dtype.name}; the engine runs int8/uint8/int32")
-        if zero is None:
-            zero = np.zeros(scale.shape, dtype=np.int64)
-        if scale.size == 1 and scale.ndim <= 1:
-            scale, zero = scale.reshape(()), np.asarray(zero).reshape(())
-        axis = int(node.attrs.get("axis", 1)) if scale.ndim == 1 else None
-        if node.attrs.get("block_size"):
-            raise ModelError(f"{node.name!r} uses blocked quantization; the engine does not")
-        return QuantParams(scale, zero.astype(np.int64), dtype.name, axis)  # type: ignore[arg-type]
-
-    def _initializer(self, node: Node, port: int) -> np.ndarray:
-        name = node.inputs[port]
-        if name not in self.graph.initializers:
+    def _params(self, node: Node, input_type: np.dtype | None) -> QuantParams:
+        """The node's parameters (§Q10.1); ``input_type``: the type of a DQ's integers."""
+        try:
+            return read_params(node, self.graph.initializers, input_type)
+        except UnreadableParams as error:
             raise ModelError(
-                f"{node.op_type} {node.name!r}: input {name!r} must be a constant "
-                "(the engine prepares scales and zero points once)"
-            )
-        return self.graph.initializers[name]
+                f"{node.op_type} {node.name!r}: {error.reason}; the engine prepares constant "
+                "int8/uint8/int32 scales and zero points, per tensor or per axis, once"
+            ) from None
 
     def _record_dequantize(self, node: Node) -> None:
         source, target = node.inputs[0], node.outputs[0]
         if source in self.graph.initializers:
             values = np.asarray(self.graph.initializers[source])
-            params = self._params(node, values.dtype)
+            params = self._params(node, None)
             self.quantized_constants[target] = IntegerConstant(source, values, params)
             return
         if source not in self.formats:
@@ -230,7 +215,7 @@ class _Builder:
             unused = QuantParams(np.asarray(1.0), np.asarray(0), "int8")
             return IntegerInput(placeholder, unused)
         quantize = readers[0] if len(readers) == 1 else None
-        if quantize is None or quantize.op_type != "QuantizeLinear" or name in graph_outputs:
+        if quantize is None or not is_quantize(quantize) or name in graph_outputs:
             raise ModelError(
                 f"output {name!r} of quantized node {node.name!r} must be read by exactly one "
                 "QuantizeLinear (the QDQ form eightbit exports)"

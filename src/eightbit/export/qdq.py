@@ -16,9 +16,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
-from eightbit.export import integer_moves
 from eightbit.graph import FreshNames, graph_names
 from eightbit.plan import NodeDecision, QuantPlan
+from eightbit.qdq import integer_moves
 from eightbit.quant import QuantParams, quantize_values
 
 # The float ops ONNX Runtime's WeightBiasQuantization would quantize (see _keep_float).

@@ -16,8 +16,9 @@ from eightbit.analysis import (
 )
 from eightbit.analysis.labels import LabelsLike
 from eightbit.analysis.models import DataLike, ModelLike, PlanLike
-from eightbit.analysis.qdq import QDQ_OPS, node_label
+from eightbit.analysis.qdq import node_label
 from eightbit.errors import ConfigError
+from eightbit.qdq import QDQ_OPS
 from eightbit.report.model import (
     Decision,
     HistogramData,

@@ -19,6 +19,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.graph import FreshNames, graph_names
+from eightbit.qdq.nodes import is_dequantize, is_quantize
 
 # Pure moves ONNX Runtime does not run on integers when they sit between DQ and Q.
 INTEGER_MOVES = frozenset({"SpaceToDepth", "DepthToSpace", "Pad"})
@@ -39,10 +40,10 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
             continue
         before = producers.get(node.input[0])
         after = readers.get(node.output[0], [])
-        if before is None or before.op_type != "DequantizeLinear" or len(after) != 1:
+        if before is None or not is_dequantize(before) or len(after) != 1:
             continue
         quantize = after[0]
-        if quantize.op_type != "QuantizeLinear" or not _same_params(before, quantize, constants):
+        if not is_quantize(quantize) or not _same_params(before, quantize, constants):
             continue
         value = node.input[_PAD_VALUE_PORT] if len(node.input) > _PAD_VALUE_PORT else ""
         if node.op_type == "Pad" and value and value not in constants:
@@ -73,8 +74,9 @@ def _drop_unread(graph: onnx.GraphProto, candidates: set[str]) -> None:
 def expand(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with every collapsed move back between a DQ and a Q."""
     readers = _readers(model.graph)
+    names = {tensor.name for tensor in model.graph.initializer}
     if not any(
-        node.op_type in INTEGER_MOVES and _dequantizes(readers.get(node.output[0], []))
+        node.op_type in INTEGER_MOVES and _dequantizes(readers.get(node.output[0], []), names)
         for node in model.graph.node
     ):
         return model
@@ -87,7 +89,7 @@ def expand(model: onnx.ModelProto) -> onnx.ModelProto:
     nodes: list[onnx.NodeProto] = []
     for node in graph.node:
         after = readers.get(node.output[0], [])
-        if node.op_type not in INTEGER_MOVES or not _dequantizes(after):
+        if node.op_type not in INTEGER_MOVES or not _dequantizes(after, constants):
             nodes.append(node)
             continue
         params = list(after[0].input[1:])
@@ -145,8 +147,9 @@ def _set_pad_value(
         new = np.clip(np.rint(value / np.float32(scale)) + int(zero), info.min, info.max)
         array = np.asarray(new, dtype=zero.dtype)
     else:
-        assert current is not None  # a collapsed Pad always carries its stored value
-        level = int(current.reshape(-1)[0]) - int(zero)
+        # eightbit's collapse always writes the stored value; another writer's integer Pad
+        # may leave it out, and then pads with the integer 0.
+        level = (0 if current is None else int(current.reshape(-1)[0])) - int(zero)
         array = np.asarray(level * np.float32(scale), np.float32)
     name = FreshNames(graph_names(graph))(f"{node.name}_{'stored' if stored else 'float'}_value")
     graph.initializer.append(numpy_helper.from_array(array.reshape(()), name))
@@ -165,10 +168,15 @@ def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return readers
 
 
-def _dequantizes(nodes: list[onnx.NodeProto]) -> bool:
-    """Whether ``nodes`` are all per-tensor DequantizeLinears (what a collapsed move feeds)."""
+def _dequantizes(nodes: list[onnx.NodeProto], constants: Collection[str]) -> bool:
+    """Whether ``nodes`` are all per-tensor DequantizeLinears with a constant scale and zero
+    point (what a collapsed move feeds: the Q put back after the move writes the same type
+    only when the zero point is there to say it, §Q10.1)."""
     return bool(nodes) and all(
-        node.op_type == "DequantizeLinear" and not any(a.name == "axis" for a in node.attribute)
+        is_dequantize(node)
+        and not any(a.name == "axis" for a in node.attribute)
+        and len(node.input) == 3
+        and all(name in constants for name in node.input[1:])
         for node in nodes
     )
 

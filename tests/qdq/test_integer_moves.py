@@ -9,9 +9,9 @@ import pytest
 
 import eightbit
 from eightbit.engine import run as run_engine
-from eightbit.export.integer_moves import collapse, expand
 from eightbit.graph import Graph
 from eightbit.graph.session import EXACT_INT8_ENTRY
+from eightbit.qdq import collapse, expand
 from eightbit.quant import QuantConfig
 from tests.graph.test_stem import stem_model
 
