@@ -156,6 +156,22 @@ class Ranges(Mapping[str, TensorRange]):
             options=options,
         )
 
+    def extremes(self) -> Ranges:
+        """Every tensor's range set to the exact extremes calibration observed (``minmax``),
+        histograms kept."""
+        tensors = {
+            name: TensorRange(r.observed_min, r.observed_max, r.observed_min, r.observed_max)
+            for name, r in self.tensors.items()
+        }
+        return Ranges(
+            "minmax",
+            tensors,
+            self.samples,
+            skipped=self.skipped,
+            histograms=self._histograms,
+            options=self.options,
+        )
+
     def merge(self, other: Ranges) -> Ranges:
         """Ranges of the union of both calibrations' samples (e.g. run on two machines).
 

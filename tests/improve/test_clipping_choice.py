@@ -1,0 +1,63 @@
+"""One clipping policy per model (docs/numerics.md §I.10): the observed extremes replace the
+calibrated ranges only when the int8 output is measurably better with them."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
+from eightbit.export import to_qdq
+from eightbit.graph import Graph, normalize
+from eightbit.improve.clipping_choice import MARGIN_DB, choose_clipping
+from eightbit.improve.measure import OutputReference, read_samples
+from eightbit.plan import activation_tensors_to_calibrate, make_plan
+from eightbit.quant import QuantConfig
+from tests.improve.helpers import conv_pair, inputs
+
+
+def _calibrated(method: str, percentile: float) -> tuple[onnx.ModelProto, np.ndarray, Ranges]:
+    model = normalize(conv_pair("Relu", spread=10.0))
+    x = inputs(model, n=32)
+    needed = activation_tensors_to_calibrate(Graph(model), QuantConfig())
+    config = CalibrationConfig(method=method, percentile=percentile)  # type: ignore[arg-type]
+    return model, x, calibrate(model, {"input": x}, config, tensors=needed)
+
+
+def _output_db(model: onnx.ModelProto, x: np.ndarray, ranges: Ranges) -> float:
+    graph = Graph(model)
+    reference = OutputReference(model, read_samples({"input": x}, graph, 32), None)
+    return reference.sqnr(to_qdq(model, make_plan(graph, ranges, QuantConfig())))
+
+
+def test_ranges_clipped_far_too_tight_give_way_to_the_observed_extremes() -> None:
+    model, x, ranges = _calibrated("percentile", percentile=60.0)
+    chosen, report = choose_clipping(model, ranges, {"input": x}, QuantConfig())
+    assert chosen.method == "minmax"
+    for name in ranges:
+        assert (chosen[name].min, chosen[name].max) == (
+            ranges[name].observed_min,
+            ranges[name].observed_max,
+        )
+    assert report.before_db is not None and report.after_db is not None
+    assert report.after_db >= report.before_db + MARGIN_DB
+    # The report's figures are the output SQNR of the two int8 models on the samples.
+    assert abs(report.before_db - _output_db(model, x, ranges)) < 1e-6
+    assert abs(report.after_db - _output_db(model, x, chosen)) < 1e-6
+
+
+def test_the_calibrated_ranges_stay_without_a_clear_gain() -> None:
+    model, x, ranges = _calibrated("percentile", percentile=99.99)
+    gain = _output_db(model, x, ranges.extremes()) - _output_db(model, x, ranges)
+    assert gain < MARGIN_DB  # the premise: on plain normal data clipping costs nothing
+    chosen, report = choose_clipping(model, ranges, {"input": x}, QuantConfig())
+    assert chosen is ranges
+    assert report.before_db == report.after_db
+    assert "kept" in report.notes[0]
+
+
+def test_minmax_ranges_are_not_measured_again() -> None:
+    model, x, ranges = _calibrated("minmax", percentile=99.99)
+    chosen, report = choose_clipping(model, ranges, {"input": x}, QuantConfig())
+    assert chosen is ranges
+    assert report.before_db is None and "skipped" in report.notes[0]
