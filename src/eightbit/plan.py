@@ -21,6 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import onnx
+
 from eightbit._io import atomic_write_text
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
@@ -182,6 +184,17 @@ class QuantPlan:
         except (json.JSONDecodeError, RecursionError) as exc:
             raise ConfigError(f"plan {str(source)!r} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+class PlannedModel(Protocol):
+    """A QDQ model and its plan: what ``quantize`` returns, what a fallback's ``build``
+    makes, what the engine runs (``eightbit.engine.execution``)."""
+
+    @property
+    def model(self) -> onnx.ModelProto: ...
+
+    @property
+    def plan(self) -> QuantPlan: ...
 
 
 # --- Planning ---------------------------------------------------------------------------

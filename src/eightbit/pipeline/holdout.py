@@ -12,7 +12,7 @@ import numpy as np
 
 from eightbit.calibrate import CalibrationConfig
 from eightbit.calibrate.data import DataSource
-from eightbit.errors import ConfigError
+from eightbit.validators import require_int
 
 # Samples held back from calibration for the quick check, at most, and at most this
 # share of the data: a check should not starve calibration of a small data set.
@@ -27,10 +27,8 @@ def split(
     calibrating: bool,
 ) -> tuple[int, int]:
     """How many samples calibrate and how many, after them, check."""
-    if check_samples is not None and (
-        isinstance(check_samples, bool) or not isinstance(check_samples, int) or check_samples < 0
-    ):
-        raise ConfigError(f"'check_samples' must be an integer >= 0 (got {check_samples!r})")
+    if check_samples is not None:
+        require_int("check_samples", check_samples, 0)
     if source is None:
         return 0, 0
     total = source.samples

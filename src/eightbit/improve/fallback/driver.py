@@ -40,6 +40,7 @@ from eightbit.improve.measure import OutputReference
 from eightbit.improve.progress import layer_progress
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
+from eightbit.validators import require_int
 
 __all__ = ["Budget", "Build", "Built", "FallbackResult", "Measured", "fallback", "rank_nodes"]
 
@@ -339,5 +340,4 @@ def _check_options(
         ("prune_steps", prune_steps, 0),
         ("max_passed_over", max_passed_over, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name!r} must be an integer >= {least} (got {value!r})")
+        require_int(name, value, least)
