@@ -18,6 +18,7 @@ from pathlib import Path
 import onnx
 
 from eightbit._io import refuse_overwrite
+from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import quick_check
 from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges, open_data
 from eightbit.calibrate.data import DataLike
@@ -43,7 +44,6 @@ from eightbit.pipeline.stages import (
 from eightbit.pipeline.state import QuantizedModel, Settings, State
 from eightbit.plan import plan_path_for
 from eightbit.quant import QuantConfig
-from eightbit.rebuild import Metric
 from eightbit.safety_net import missed_floor
 
 __all__ = [

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import onnx
 
+from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import QuickCheck
 from eightbit.calibrate import CalibrationConfig, Ranges
 from eightbit.calibrate.data import DataLike, DataSource
@@ -20,7 +21,6 @@ from eightbit.graph import save_model
 from eightbit.improve.presets import ImproveConfig
 from eightbit.plan import QuantPlan, plan_path_for
 from eightbit.quant import QuantConfig
-from eightbit.rebuild import Metric
 from eightbit.steps import StepReport
 
 
