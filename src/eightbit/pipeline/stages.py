@@ -1,8 +1,8 @@
 """The steps of ``quantize``, each a value with ``applies(settings)`` and ``run(state)``.
 
-The order they run in, and why, is written once: ``eightbit.pipeline.steps``. A step
-that applies but finds nothing to do (no data, ranges from a file) says so in a report
-rather than being left out silently.
+The order they run in, and why, is written once: ``eightbit.pipeline.steps``. A step the
+user asked for that cannot run here (ranges from a file, so no calibration samples) says so
+in a report rather than being left out silently.
 """
 
 from __future__ import annotations
