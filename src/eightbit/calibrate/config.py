@@ -103,9 +103,7 @@ class CalibrationConfig:
 def _check_real_tuple(name: str, values: object, *, positive: bool) -> None:
     ok = isinstance(values, tuple) and len(values) >= 1
     if isinstance(values, tuple):
-        ok = ok and all(
-            is_real(v) and math.isfinite(v) and (v > 0 or not positive) for v in values
-        )
+        ok = ok and all(is_real(v) and math.isfinite(v) and (v > 0 or not positive) for v in values)
     if not ok:
         kind = "positive numbers" if positive else "finite numbers"
         raise ConfigError(f"{name!r} must be a non-empty tuple of {kind} (got {values!r})")
