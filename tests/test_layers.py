@@ -12,7 +12,7 @@ PACKAGE = SOURCE / "eightbit"
 # docs/design.md, "Layers, bottom to top". Top-level modules count as packages.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "__version__"),
-    ("_io",),
+    ("_io", "validators", "serialize"),
     ("fixed", "graph", "steps"),
     ("ops", "calibrate"),
     ("quant",),

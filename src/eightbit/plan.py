@@ -21,6 +21,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import onnx
+
 from eightbit._io import atomic_write_text
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
@@ -38,6 +40,7 @@ from eightbit.quant import (
     quantize_values,
     weight_params,
 )
+from eightbit.serialize import check_fields, field_names, from_dict, to_dict
 from eightbit.steps import StepReport
 
 PLAN_FORMAT = "eightbit-plan"
@@ -70,21 +73,11 @@ class NodeDecision:
     fused_into: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "op_type": self.op_type,
-            "quantized": self.quantized,
-            "reason": self.reason,
-            "fused_activation": self.fused_activation,
-            "fused_into": self.fused_into,
-        }
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> NodeDecision:
-        known = list(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"a plan node has unknown field(s) {unknown}; expected {known}")
+        data = check_fields("a plan node", data, field_names(cls))
         for required, kind in (("name", str), ("op_type", str), ("quantized", bool)):
             if not isinstance(data.get(required), kind):
                 raise ConfigError(
@@ -97,7 +90,7 @@ class NodeDecision:
                     f"a plan node's {optional!r} must be a string or null "
                     f"(got {data.get(optional)!r})"
                 )
-        return cls(**dict(data))
+        return from_dict(cls, "a plan node", data)
 
 
 @dataclass(frozen=True)
@@ -191,6 +184,17 @@ class QuantPlan:
         except (json.JSONDecodeError, RecursionError) as exc:
             raise ConfigError(f"plan {str(source)!r} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+class PlannedModel(Protocol):
+    """A QDQ model and its plan: what ``quantize`` returns, what a fallback's ``build``
+    makes, what the engine runs (``eightbit.engine.execution``)."""
+
+    @property
+    def model(self) -> onnx.ModelProto: ...
+
+    @property
+    def plan(self) -> QuantPlan: ...
 
 
 # --- Planning ---------------------------------------------------------------------------

@@ -9,15 +9,15 @@ ONNX Runtime's own int8 of the model.
 
 from __future__ import annotations
 
-import importlib
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
-import numpy as np
 import onnx
 
 from eightbit.analysis.latency import LatencyRatio
+from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import quick_check
 from eightbit.calibrate import Ranges, open_data
 from eightbit.calibrate.data import DataLike
@@ -25,6 +25,8 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.fallback.cost import one_sample
+from eightbit.improve.fallback.driver import fallback
+from eightbit.improve.measure import OutputReference
 from eightbit.improve.presets import ImproveConfig
 from eightbit.ops import lookup
 from eightbit.ops.joins import HEAVY_OPS, tail_nodes
@@ -33,14 +35,14 @@ from eightbit.quant import QuantConfig
 from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, latency_cap
 from eightbit.steps import StepReport
 
-# A user metric for the fallback budget: metric(float_output, int8_output) -> float.
-Metric = Callable[[np.ndarray, np.ndarray], float]
+# Samples per run while the fallback measures a model.
+EVALUATION_BATCH = 16
 # The worst-slice note of a fallback runs the models on at most this many samples.
 SLICE_NOTE_SAMPLES = 64
 # The safety net's search (§I.9): ranked by each activation's own SQNR (one pass, not one
 # rebuild per candidate) and at most this many returns, so that the default preset stays
 # within a few times the plain quantize time; a net that cannot reach the floor so says so.
-NET_SEARCH: dict[str, object] = {"ranking": "own", "max_steps": 8}
+NET_SEARCH: dict[str, Any] = {"ranking": "own", "max_steps": 8}
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def run_fallback(
     metric: Metric | None,
     threads: int | None,
     progress: bool,
-    **search: object,
+    **search: Any,
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
     """Return nodes to float until the budget holds on the calibration samples.
 
@@ -90,22 +92,18 @@ def run_fallback(
     weights rounded or the bias corrected for int8. ``search``: options of
     ``eightbit.improve.fallback.driver.fallback`` (``ranking``, ``max_steps``).
     """
-    module = importlib.import_module("eightbit.improve.fallback.driver")
 
     def build(excluded: frozenset[str]) -> _Built:
         if not excluded:
             return _Built(qdq, plan)
         return _with_float(net, excluded, improve.separate_joins)[1]
 
-    budget = module.Budget(
-        max_drop=improve.max_drop,
-        min_sqnr=improve.min_sqnr,
-        metric=metric,
-        max_latency=improve.max_latency,
-    )
-    result = module.fallback(
+    budget = improve.budget(metric)
+    source = open_data(samples, Graph(net.float_model).inputs, batch_size=EVALUATION_BATCH)
+    score = OutputReference(net.float_model, source, threads, metric)
+    result = fallback(
         net.float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
-        progress=progress, **search,
+        progress=progress, score=score, batch_size=EVALUATION_BATCH, **search,
     )  # fmt: skip
     note = worst_slices_note(net.float_model, qdq, result.model, samples, threads)
     report = result.report

@@ -11,12 +11,12 @@ bought.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from eightbit.errors import ConfigError
+from eightbit.serialize import check_fields, field_names, to_dict
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,12 @@ class LayerGain:
     after_db: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "layer": self.layer,
-            "before_db": _json_float(self.before_db),
-            "after_db": _json_float(self.after_db),
-        }
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerGain:
-        fields = ("layer", "before_db", "after_db")
-        _check_fields("a layer gain", data, fields, fields)
+        fields = field_names(cls)
+        check_fields("a layer gain", data, fields, fields)
         if not isinstance(data["layer"], str):
             raise ConfigError(f"a layer gain's 'layer' must be a string (got {data['layer']!r})")
         return cls(
@@ -78,21 +74,11 @@ class StepReport:
         return self.after_db - self.before_db
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "seconds": self.seconds,
-            "before_db": None if self.before_db is None else _json_float(self.before_db),
-            "after_db": None if self.after_db is None else _json_float(self.after_db),
-            "layers": [layer.to_dict() for layer in self.layers],
-            "notes": list(self.notes),
-        }
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StepReport:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"a plan step must be an object (got {data!r})")
-        known = ("name", "seconds", "before_db", "after_db", "layers", "notes")
-        _check_fields("a plan step", data, known, ("name", "seconds"))
+        data = check_fields("a plan step", data, field_names(cls), ("name", "seconds"))
         notes = data.get("notes", [])
         if not isinstance(notes, list | tuple) or not all(isinstance(n, str) for n in notes):
             raise ConfigError(f"a plan step's 'notes' must be a list of strings (got {notes!r})")
@@ -108,22 +94,6 @@ class StepReport:
             layers=tuple(LayerGain.from_dict(layer) for layer in layers),
             notes=tuple(notes),
         )
-
-
-def _check_fields(
-    what: str, data: Mapping[str, Any], known: tuple[str, ...], required: tuple[str, ...]
-) -> None:
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{what} has unknown field(s) {unknown}; expected {list(known)}")
-    missing = [name for name in required if name not in data]
-    if missing:
-        raise ConfigError(f"{what} needs the field(s) {missing}")
-
-
-def _json_float(value: float) -> float | str:
-    """JSON has no infinities: an exact match (SQNR = +inf) is written as the string "inf"."""
-    return value if math.isfinite(value) else str(value)
 
 
 def _float_of(value: object, name: str) -> float:

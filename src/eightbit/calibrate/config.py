@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from eightbit.errors import ConfigError
+from eightbit.validators import is_real
 
 Method = Literal["minmax", "percentile", "entropy", "mse"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -32,10 +33,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(f"{name!r} must be one of {list(choices)} (got {value!r})")
@@ -48,7 +45,7 @@ def check_int(name: str, value: object, low: int, high: int | None = None) -> No
 
 
 def check_percentile(value: object) -> None:
-    if not _is_real(value) or not 50.0 < float(value) <= 100.0:  # type: ignore[arg-type]
+    if not is_real(value) or not 50.0 < float(value) <= 100.0:  # type: ignore[arg-type]
         raise ConfigError(
             f"'percentile' must be a number in (50, 100] (got {value!r}); "
             "it is the share of values kept below the upper end, e.g. 99.99"
@@ -90,7 +87,7 @@ class CalibrationConfig:
                 f"'skip_nonfinite' must be True or False (got {self.skip_nonfinite!r})"
             )
         average = self.moving_average
-        if average is not None and (not _is_real(average) or not 0.0 < average <= 1.0):
+        if average is not None and (not is_real(average) or not 0.0 < average <= 1.0):
             raise ConfigError(
                 f"'moving_average' must be None or a number in (0, 1] (got {average!r})"
             )
@@ -106,9 +103,7 @@ class CalibrationConfig:
 def _check_real_tuple(name: str, values: object, *, positive: bool) -> None:
     ok = isinstance(values, tuple) and len(values) >= 1
     if isinstance(values, tuple):
-        ok = ok and all(
-            _is_real(v) and math.isfinite(v) and (v > 0 or not positive) for v in values
-        )
+        ok = ok and all(is_real(v) and math.isfinite(v) and (v > 0 or not positive) for v in values)
     if not ok:
         kind = "positive numbers" if positive else "finite numbers"
         raise ConfigError(f"{name!r} must be a non-empty tuple of {kind} (got {values!r})")
@@ -145,7 +140,7 @@ class ImageOptions:
             check_int("resize_short", self.resize_short, 1)
         _check_real_tuple("mean", self.mean, positive=False)
         _check_real_tuple("std", self.std, positive=True)
-        if not _is_real(self.scale) or not (math.isfinite(self.scale) and self.scale > 0):
+        if not is_real(self.scale) or not (math.isfinite(self.scale) and self.scale > 0):
             raise ConfigError(f"'scale' must be a positive number (got {self.scale!r})")
         check_choice("layout", self.layout, LAYOUTS)
         check_choice("channels", self.channels, CHANNELS)

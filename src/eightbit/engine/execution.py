@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,19 +21,13 @@ from eightbit.engine.dump import write_dump
 from eightbit.engine.program import Program
 from eightbit.errors import ConfigError, DataError, ModelError
 from eightbit.graph import load_model
-from eightbit.plan import QuantPlan, plan_path_for
+from eightbit.plan import PlannedModel, QuantPlan, plan_path_for
 
 Observer = Callable[[str, np.ndarray], None]
 
 
-class QuantizedLike(Protocol):
-    """What ``eightbit.quantize`` returns: the QDQ model and its plan."""
-
-    @property
-    def model(self) -> onnx.ModelProto: ...
-
-    @property
-    def plan(self) -> QuantPlan: ...
+# What ``eightbit.quantize`` returns: the QDQ model and its plan.
+QuantizedLike = PlannedModel
 
 
 Quantized = str | os.PathLike[str] | QuantizedLike | Program

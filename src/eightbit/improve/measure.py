@@ -5,25 +5,29 @@
 - ``run_reductions``: per-channel maxima and per-position sums of inner float tensors;
 - ``compare``: float vs int8, the SQNR of chosen layers and of the first output, in one
   pass over a merged graph;
-- ``OutputReference``: the float model's first output, kept, so that many int8
-  candidates can be scored against it cheaply.
+- ``OutputReference``: the one evaluator: the float model's first output, kept, so that
+  many int8 candidates can be scored against it cheaply (SQNR, or what a fallback budget
+  reads).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnx
 
 from eightbit.analysis.metrics import sqnr_db, sqnr_from_sums
+from eightbit.analysis.outputs import Metric, OutputTally
 from eightbit.calibrate import open_data
 from eightbit.calibrate.data import Batch, DataLike
-from eightbit.errors import DataError
+from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, make_session
 from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
+from eightbit.improve.budget import Measured
 
 # Samples per ONNX Runtime run while measuring.
 BATCH = 16
@@ -130,20 +134,69 @@ def compare(
 
 
 class OutputReference:
-    """The float model's first output on ``batches``, to score int8 models against."""
+    """The one evaluator: the float model's first output on ``batches``, computed once, and
+    int8 candidates scored against it (§R.7, §I.1).
+
+    ``batches``: a list, or any source that can be read again (each score reads it once
+    more instead of holding every batch in memory). ``metric(float_output, int8_output)``:
+    a user score for ``measure``'s ``metric_drop``, from ``metric(f, f)``.
+    """
 
     def __init__(
-        self, float_model: onnx.ModelProto, batches: Sequence[Batch], threads: int | None
+        self,
+        float_model: onnx.ModelProto,
+        batches: Iterable[Batch],
+        threads: int | None,
+        metric: Metric | None = None,
     ) -> None:
-        self.batches = batches
-        self.threads = threads
+        self.batches, self.threads, self.metric = batches, threads, metric
         session = make_session(float_model, threads=threads)
         self.name = session.get_outputs()[0].name
-        self.values = np.concatenate([session.run([self.name], b)[0] for b in batches])
+        self.references = [np.asarray(session.run([self.name], b)[0]) for b in batches]
+        self.samples = sum(len(reference) for reference in self.references)
+        self.float_score = None
+        if metric is not None:
+            whole = np.concatenate(self.references)
+            self.float_score = _score_value(metric(whole, whole))
+
+    @cached_property
+    def values(self) -> np.ndarray:
+        """The float output on every batch, in order."""
+        return np.concatenate(self.references)
 
     def sqnr(self, quantized_model: onnx.ModelProto) -> float:
-        """Output SQNR of ``quantized_model`` (same first output name) on the batches."""
-        session = make_session(quantized_model, threads=self.threads)
-        values = np.concatenate([session.run([self.name], b)[0] for b in self.batches])
+        """Output SQNR of ``quantized_model`` (same first output name) on the batches;
+        -inf where it is undefined (NaN), so that it ranks last."""
+        values = np.concatenate(list(self._outputs(quantized_model)))
         result = sqnr_db(self.values, values)
         return result if not math.isnan(result) else -math.inf
+
+    def measure(self, quantized_model: onnx.ModelProto) -> Measured:
+        """SQNR, top-1 agreement and the metric's drop of ``quantized_model``: what a
+        fallback budget reads."""
+        tally = OutputTally(self.name, keep=self.metric is not None)
+        for reference, output in zip(self.references, self._outputs(quantized_model), strict=True):
+            tally.update(reference, output)
+        metrics = {"budget": self.metric} if self.metric is not None else None
+        result = tally.result(metrics)
+        drop = None
+        if self.float_score is not None:
+            drop = self.float_score - _score_value(result.custom["budget"])
+        return Measured(result.sqnr_db, result.top1_agreement, drop)
+
+    __call__ = measure
+
+    def _outputs(self, model: onnx.ModelProto) -> Iterator[np.ndarray]:
+        session = make_session(model, threads=self.threads)
+        for batch in self.batches:
+            yield np.asarray(session.run([self.name], batch)[0])
+
+
+def _score_value(value: object) -> float:
+    try:
+        score = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"the budget metric must return one number (got {value!r})") from None
+    if math.isnan(score):
+        raise ConfigError("the budget metric returned NaN")
+    return score

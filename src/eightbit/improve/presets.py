@@ -21,12 +21,15 @@ on MobileNetV2 it reached 0.920 / 19.9 dB in 4.5 minutes, so no preset runs it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from eightbit.analysis.outputs import Metric
 from eightbit.errors import ConfigError
+from eightbit.improve.budget import Budget, check_limits
+from eightbit.serialize import from_dict, to_dict
+from eightbit.validators import require_bool, require_int
 
 DEFAULT_ADAROUND_ITERS = 1000
 
@@ -77,8 +80,7 @@ class ImproveConfig:
             "separate_joins",
             "safety_net",
         ):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
+            require_bool(name, getattr(self, name))
         if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
             raise ConfigError(
                 f"'bias_correction' must be True, False or None (where it helps) "
@@ -89,46 +91,28 @@ class ImproveConfig:
                 "'adaround' and 'reconstruct' both choose the weights: enable one of them "
                 "(--adaround or --reconstruct, not both)"
             )
-        iters = self.adaround_iters
-        if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-            raise ConfigError(f"'adaround_iters' must be an integer >= 1 (got {iters!r})")
-        drop = self.max_drop
-        if drop is not None and not (_real(drop) and math.isfinite(drop) and drop >= 0):
+        require_int("adaround_iters", self.adaround_iters, 1)
+        check_limits(self.max_drop, self.min_sqnr, self.max_latency)
+        if self.max_latency is not None and not self.fallback:
             raise ConfigError(
-                f"'max_drop' must be a number >= 0, e.g. 0.01 for one point of top-1 "
-                f"agreement (got {drop!r})"
+                "'max_latency' limits the fallback to float, which runs only for a budget: "
+                "give 'max_drop' or 'min_sqnr' too"
             )
-        if self.min_sqnr is not None and not (
-            _real(self.min_sqnr) and math.isfinite(self.min_sqnr)
-        ):
-            raise ConfigError(f"'min_sqnr' must be a finite number of dB (got {self.min_sqnr!r})")
-        cap = self.max_latency
-        if cap is not None:
-            if not (_real(cap) and math.isfinite(cap) and cap > 0):
-                raise ConfigError(
-                    f"'max_latency' must be a ratio > 0 of int8 to float latency, e.g. 0.6 "
-                    f"(got {cap!r})"
-                )
-            if not self.fallback:
-                raise ConfigError(
-                    "'max_latency' limits the fallback to float, which runs only for a budget: "
-                    "give 'max_drop' or 'min_sqnr' too"
-                )
 
     @property
     def fallback(self) -> bool:
         return self.max_drop is not None or self.min_sqnr is not None
 
+    def budget(self, metric: Metric | None = None) -> Budget:
+        """The fallback's budget (``fallback`` must be True), read by ``metric`` if given."""
+        return Budget(self.max_drop, self.min_sqnr, metric, self.max_latency)
+
     def to_dict(self) -> dict[str, Any]:
-        return {field.name: getattr(self, field.name) for field in fields(self)}
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ImproveConfig:
-        known = [field.name for field in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"improve config has unknown field(s) {unknown}; expected {known}")
-        return cls(**dict(data))
+        return from_dict(cls, "improve config", data)
 
 
 PRESETS: Mapping[str, ImproveConfig] = {
@@ -158,7 +142,3 @@ def preset(name: str, **overrides: Any) -> ImproveConfig:
     if unknown:
         raise ConfigError(f"unknown improve option(s) {unknown}; expected {sorted(known)}")
     return replace(PRESETS[name], **changes)
-
-
-def _real(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

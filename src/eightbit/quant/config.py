@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal, cast, get_args
 
 from eightbit.errors import ConfigError
 from eightbit.ops import supported_op_types
+from eightbit.serialize import from_dict, to_dict
 
 Scheme = Literal["affine", "pow2"]
 ActivationType = Literal["uint8", "int8"]
@@ -73,24 +74,11 @@ class QuantConfig:
         return self.scheme == "pow2"
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "scheme": self.scheme,
-            "activations": self.activations,
-            "per_channel": self.per_channel,
-            "exclude": list(self.exclude),
-            "op_types": None if self.op_types is None else list(self.op_types),
-            "space_to_depth_stem": self.space_to_depth_stem,
-        }
+        return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
-        known = [field.name for field in fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"quantization config has unknown field(s) {unknown}; expected {known}"
-            )
-        return cls(**dict(data))
+        return from_dict(cls, "quantization config", data)
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -81,12 +81,9 @@ def conv_accumulate(
     x_zero: int,
     window: Window,
     group: int,
-    bound: int,
 ) -> np.ndarray:
     """The same sums as ``conv_accumulate_reference`` (int64); ``weight_centered`` is
-    w − z_w. ``bound`` is kept for callers; the fast path bounds its chunks by the weights
-    themselves (``exact_ends``)."""
-    del bound
+    w − z_w. The fast path bounds its chunks by the weights themselves (``exact_ends``)."""
     weight = np.asarray(weight_centered).astype(np.int64)
     shift = activation_shift(x.dtype)
     if shift is None:  # not an 8-bit activation: the definition

@@ -15,15 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 
 from eightbit.analysis.latency import LatencyRatio
-from eightbit.analysis.models import DataLike
-from eightbit.analysis.outputs import Metric, OutputTally
-from eightbit.calibrate import DataSource, open_data
+from eightbit.calibrate import open_data
+from eightbit.calibrate.data import DataLike
 from eightbit.errors import ConfigError
-from eightbit.graph import Graph, make_session
+from eightbit.graph import Graph
+from eightbit.improve.budget import Budget, Measured, Score
 from eightbit.improve.fallback.cost import FallbackCost, fallback_cost, one_sample
 from eightbit.improve.fallback.rank import (
     RANKINGS,
@@ -37,101 +36,13 @@ from eightbit.improve.fallback.rank import (
     returnable_nodes,
 )
 from eightbit.improve.fallback.search import Probe, Searched, rebuild_bound, search_prefix
+from eightbit.improve.measure import OutputReference
 from eightbit.improve.progress import layer_progress
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
+from eightbit.validators import require_int
 
 __all__ = ["Budget", "Build", "Built", "FallbackResult", "Measured", "fallback", "rank_nodes"]
-
-# Slack when comparing a measured fraction with a budget given in decimal: 1 - 0.05 must
-# accept an agreement of 380/400 although the two floats differ in the last bit.
-_SLACK = 1e-9
-
-
-@dataclass(frozen=True)
-class Budget:
-    """What the int8 model must keep of the float model's behaviour (§R.7).
-
-    ``max_drop``: largest drop of top-1 agreement (a fraction: 0.01 is one point), or of
-    ``metric(float_output, int8_output)`` (higher is better) from ``metric(f, f)`` when a
-    metric is given. ``min_sqnr``: smallest SQNR of the first output, in dB. Every given
-    condition must hold. ``max_latency``: the largest int8/float latency ratio the model
-    may reach (one thread, batch 1): a limit on the search, not a goal (R.9).
-    """
-
-    max_drop: float | None = None
-    min_sqnr: float | None = None
-    metric: Metric | None = None
-    max_latency: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_drop is None and self.min_sqnr is None:
-            raise ConfigError("a fallback budget needs 'max_drop' or 'min_sqnr' (or both)")
-        if self.max_drop is not None:
-            if not _finite(self.max_drop) or self.max_drop < 0:
-                raise ConfigError(f"'max_drop' must be a number >= 0 (got {self.max_drop!r})")
-            if self.metric is None and self.max_drop > 1:
-                raise ConfigError(
-                    f"'max_drop' is a fraction of top-1 agreement in [0, 1] (got "
-                    f"{self.max_drop!r}); for 2 points write 0.02"
-                )
-        if self.min_sqnr is not None and not _finite(self.min_sqnr):
-            raise ConfigError(f"'min_sqnr' must be a finite number of dB (got {self.min_sqnr!r})")
-        if self.metric is not None:
-            if not callable(self.metric):
-                raise ConfigError(f"'metric' must be callable (got {type(self.metric).__name__})")
-            if self.max_drop is None:
-                raise ConfigError("a fallback 'metric' needs 'max_drop', the drop it may take")
-        if self.max_latency is not None and not (
-            _finite(self.max_latency) and self.max_latency > 0
-        ):
-            raise ConfigError(
-                f"'max_latency' must be a ratio > 0 of int8 to float latency (got "
-                f"{self.max_latency!r})"
-            )
-
-    def describe(self) -> str:
-        parts = []
-        if self.max_drop is not None:
-            what = "metric" if self.metric is not None else "top-1 agreement"
-            parts.append(f"{what} drop <= {self.max_drop:g}")
-        if self.min_sqnr is not None:
-            parts.append(f"SQNR >= {self.min_sqnr:g} dB")
-        text = " and ".join(parts)
-        if self.max_latency is not None:
-            text += f", int8 latency <= {self.max_latency:g}x float"
-        return text
-
-
-@dataclass(frozen=True)
-class Measured:
-    """The first output of one int8 model against the float model (None: not measurable)."""
-
-    sqnr_db: float
-    agreement: float | None
-    metric_drop: float | None = None
-
-    def meets(self, budget: Budget) -> bool:
-        if budget.min_sqnr is not None and not self.sqnr_db >= budget.min_sqnr - _SLACK:
-            return False
-        if budget.max_drop is None:
-            return True
-        if budget.metric is not None:
-            return self.metric_drop is not None and self.metric_drop <= budget.max_drop + _SLACK
-        if self.agreement is None:
-            raise ConfigError(
-                "'max_drop' without a metric is a drop of top-1 agreement, which needs a "
-                "classification output of shape (samples, classes); give a metric or 'min_sqnr'"
-            )
-        return 1.0 - self.agreement <= budget.max_drop + _SLACK
-
-    def describe(self) -> str:
-        parts = [f"SQNR {self.sqnr_db:.2f} dB"]
-        if self.agreement is not None:
-            parts.append(f"top-1 agreement {self.agreement:.4f}")
-        if self.metric_drop is not None:
-            parts.append(f"metric drop {self.metric_drop:.4g}")
-        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -188,6 +99,7 @@ def fallback(
     latency: Callable[[onnx.ModelProto], float] | None = None,
     prune_steps: int = 4,
     max_passed_over: int = 4,
+    score: Score | None = None,
 ) -> FallbackResult:
     """Return the fewest top-ranked nodes of the int8 model to float for ``budget`` to hold.
 
@@ -203,12 +115,14 @@ def fallback(
     node in int8). With ``budget.max_latency``, each model is timed by ``latency`` (its
     int8/float latency ratio; default ``LatencyRatio``) before it is measured; a node whose
     return passes the cap is passed over (kept int8), at most ``max_passed_over`` of them.
+    ``score``: how a model is measured against the budget (the caller's evaluator); by
+    default an ``OutputReference`` of ``float_model`` on ``data`` with ``budget.metric``.
     """
     _check_options(ranking, rank_samples, max_steps, latency_runs, prune_steps, max_passed_over)
     started = time.perf_counter()
     graph = Graph(float_model)
     source = open_data(data, graph.inputs, batch_size=batch_size)
-    evaluate = _Evaluator(float_model, source, budget.metric, threads)
+    evaluate = score or OutputReference(float_model, source, threads, budget.metric)
     calls = _CountedBuild(build)
     first = base if base is not None else calls(frozenset())
     first_measured = evaluate(first.model)
@@ -326,7 +240,7 @@ class _Trial:
     def __init__(
         self,
         build: _CountedBuild,
-        evaluate: _Evaluator,
+        evaluate: Score,
         folded: dict[str, str],
         budget: Budget,
         latency: Callable[[onnx.ModelProto], float] | None,
@@ -384,41 +298,6 @@ def _cap_note(budget: Budget, ratio: float | None, passed: Sequence[str]) -> lis
     ]
 
 
-class _Evaluator:
-    """Measures int8 models against float outputs computed once on the evaluation data."""
-
-    def __init__(
-        self,
-        float_model: onnx.ModelProto,
-        source: DataSource,
-        metric: Metric | None,
-        threads: int | None,
-    ) -> None:
-        self.source, self.metric, self.threads = source, metric, threads
-        self.output = float_model.graph.output[0].name
-        session = make_session(float_model, threads=threads)
-        self.reference = [np.asarray(session.run([self.output], b)[0]) for b in source]
-        self.samples = sum(len(reference) for reference in self.reference)
-        self.float_score = None
-        if metric is not None:
-            whole = np.concatenate(self.reference)
-            self.float_score = _score_value(metric(whole, whole))
-
-    def __call__(self, model: onnx.ModelProto) -> Measured:
-        session = make_session(model, threads=self.threads)
-        tally = OutputTally(self.output, keep=self.metric is not None)
-        batches = iter(self.source)
-        for reference in self.reference:
-            batch = next(batches)
-            tally.update(reference, np.asarray(session.run([self.output], batch)[0]))
-        metrics = {"budget": self.metric} if self.metric is not None else None
-        result = tally.result(metrics)
-        drop = None
-        if self.float_score is not None:
-            drop = self.float_score - _score_value(result.custom["budget"])
-        return Measured(result.sqnr_db, result.top1_agreement, drop)
-
-
 # The report names this many returned nodes; the plan's step lists every one (its layers).
 _NAMED = 8
 
@@ -444,20 +323,6 @@ def _sampling(measured: Measured, samples: int) -> str:
     return text
 
 
-def _score_value(value: object) -> float:
-    try:
-        score = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigError(f"the budget metric must return one number (got {value!r})") from None
-    if math.isnan(score):
-        raise ConfigError("the budget metric returned NaN")
-    return score
-
-
-def _finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_options(
     ranking: str,
     rank_samples: int,
@@ -475,5 +340,4 @@ def _check_options(
         ("prune_steps", prune_steps, 0),
         ("max_passed_over", max_passed_over, 0),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(f"{name!r} must be an integer >= {least} (got {value!r})")
+        require_int(name, value, least)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, Protocol
+from typing import Literal
 
 import onnx
 
@@ -24,7 +24,7 @@ from eightbit.errors import ConfigError
 from eightbit.graph import Graph, Node
 from eightbit.improve.measure import OutputReference
 from eightbit.ops import lookup
-from eightbit.plan import QuantPlan
+from eightbit.plan import PlannedModel, QuantPlan
 
 Ranking = Literal["auto", "build", "added", "what_if", "own"]
 RANKINGS: tuple[Ranking, ...] = ("auto", "build", "added", "what_if", "own")
@@ -33,14 +33,8 @@ RANKINGS: tuple[Ranking, ...] = ("auto", "build", "added", "what_if", "own")
 BUILD_RANKING_LIMIT = 96
 
 
-class Built(Protocol):
-    """What ``build`` returns: a QDQ model and its plan (``QuantizedModel`` is one)."""
-
-    @property
-    def model(self) -> onnx.ModelProto: ...
-
-    @property
-    def plan(self) -> QuantPlan: ...
+# What ``build`` returns: a QDQ model and its plan (``QuantizedModel`` is one).
+Built = PlannedModel
 
 
 Build = Callable[[frozenset[str]], Built]

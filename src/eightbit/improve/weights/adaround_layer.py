@@ -11,7 +11,6 @@ only inside ``solve_layer``: it is an optional extra.
 from __future__ import annotations
 
 import importlib
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,13 @@ import numpy as np
 
 from eightbit.errors import ConfigError
 from eightbit.improve.weights.row_errors import RowErrors
+from eightbit.validators import (
+    is_finite,
+    is_real,
+    require_at_least_zero,
+    require_int,
+    require_positive,
+)
 
 # Rectified sigmoid stretch (eq. R.4): h reaches exactly 0 and 1.
 ZETA = 1.1
@@ -60,26 +66,18 @@ class AdaRoundOptions:
 
     def __post_init__(self) -> None:
         for name in ("iterations", "batch_rows", "samples", "rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name!r} must be an integer >= 1 (got {value!r})")
-        if self.layer_seconds is not None and not _positive(self.layer_seconds):
-            raise ConfigError(
-                f"'layer_seconds' must be a number of seconds > 0, or None for no limit "
-                f"(got {self.layer_seconds!r})"
-            )
-        if not _positive(self.learning_rate):
-            raise ConfigError(f"'learning_rate' must be a number > 0 (got {self.learning_rate!r})")
-        if not (_positive(self.regularization) or self.regularization == 0):
-            raise ConfigError(
-                f"'regularization' must be a number >= 0 (got {self.regularization!r})"
-            )
+            require_int(name, getattr(self, name), 1)
+        if self.layer_seconds is not None:
+            no_limit = ", or None for no limit"
+            require_positive("layer_seconds", self.layer_seconds, "a number of seconds", no_limit)
+        require_positive("learning_rate", self.learning_rate)
+        require_at_least_zero("regularization", self.regularization)
         start, end = self.beta
         if not (_positive(start) and _positive(end) and start >= end):
             raise ConfigError(
                 f"'beta' must be (start, end) with start >= end > 0 (got {self.beta!r})"
             )
-        if not (_number(self.warm_start) and 0.0 <= self.warm_start < 1.0):
+        if not (is_real(self.warm_start) and 0.0 <= self.warm_start < 1.0):
             raise ConfigError(
                 f"'warm_start' must be a fraction in [0, 1) (got {self.warm_start!r})"
             )
@@ -288,9 +286,5 @@ def _beta(step: int, total: int, options: AdaRoundOptions) -> float | None:
     return end + (start - end) * (1.0 - progress)
 
 
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
 def _positive(value: object) -> bool:
-    return _number(value) and math.isfinite(value) and value > 0  # type: ignore[arg-type, operator]
+    return is_finite(value) and value > 0  # type: ignore[operator]

@@ -12,7 +12,6 @@ ONNX Runtime to read the rows.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from eightbit.improve.weights.layerwise import (
 from eightbit.improve.weights.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
+from eightbit.validators import is_real, require_int, require_positive
 
 __all__ = ["ReconstructOptions", "reconstruct"]
 
@@ -62,12 +62,9 @@ class ReconstructOptions:
 
     def __post_init__(self) -> None:
         for name in ("samples", "rows_per_sample"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name!r} must be an integer >= 1 (got {value!r})")
-        if not (_number(self.damping) and math.isfinite(self.damping) and self.damping > 0):
-            raise ConfigError(f"'damping' must be a number > 0 (got {self.damping!r})")
-        if not (_number(self.keep) and 0.0 < self.keep <= 1.0):
+            require_int(name, getattr(self, name), 1)
+        require_positive("damping", self.damping)
+        if not (is_real(self.keep) and 0.0 < self.keep <= 1.0):
             raise ConfigError(f"'keep' must be a share in (0, 1] (got {self.keep!r})")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"'seed' must be an integer (got {self.seed!r})")
@@ -249,7 +246,3 @@ def _split(batches: Sequence[Batch], size: int) -> list[Batch]:
 
 def _count(batch: Batch) -> int:
     return len(next(iter(batch.values())))
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,196 @@
+"""``quantize``: the main job, float ONNX model + data -> int8 QDQ model and its plan.
+
+``quantize`` loads and normalizes the model, splits the data into calibration samples and
+samples held back for the quick check (``holdout``), then runs the steps of ``steps()``
+in order over one ``State`` value (``state``, ``stages``): each step that applies to the
+settings takes the state and returns the next one, and the plan records the report of
+every step that ran. The quick check judges the int8 model on the held-back samples: top-1
+agreement with the original float model, output SQNR and the worst slice (§A.9), so a user
+sees at once whether int8 kept the network's behaviour; when it did not (a collapsed slice,
+a slice under 10 dB), the safety net runs the fallback (§I.9).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+
+from eightbit._io import refuse_overwrite
+from eightbit.analysis.outputs import Metric
+from eightbit.analysis.quick_check import quick_check
+from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges, open_data
+from eightbit.calibrate.data import DataLike
+from eightbit.errors import ConfigError
+from eightbit.graph import Graph, load_model, normalize
+from eightbit.improve.presets import PRESETS, ImproveConfig, preset
+from eightbit.improve.weights.adaround import require_torch
+from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
+from eightbit.pipeline.stages import (
+    BiasCorrection,
+    Calibrate,
+    Check,
+    Equalize,
+    Export,
+    Fallback,
+    LearnedWeights,
+    Plan,
+    RefineRanges,
+    SafetyNet,
+    SpaceToDepthStem,
+    Step,
+)
+from eightbit.pipeline.state import QuantizedModel, Settings, State
+from eightbit.plan import plan_path_for
+from eightbit.quant import QuantConfig
+from eightbit.safety_net import missed_floor
+
+__all__ = [
+    "CHECK_SHARE",
+    "DEFAULT_CHECK_SAMPLES",
+    "QuantizedModel",
+    "plan_path_for",
+    "quantize",
+    "quick_check",
+    "save_quantized",
+    "steps",
+]
+_split = split  # the tests' name for it
+
+
+def steps() -> tuple[Step, ...]:
+    """The steps of ``quantize``, in the order they run; each runs when it applies.
+
+    The ordering rule: **the fallback decides on nearest rounding; learned weights come
+    after it**, on its final plan. Learned rounding (AdaRound, reconstruction) tunes each
+    layer to the error of the layers before it, so returning one of those to float
+    afterwards would over-compensate (§R.9). The nearest stage (bias correction, export)
+    therefore runs first whenever it is the result or the fallback judges it; the learned
+    stage (weights, their bias correction, export) replaces its model. The rest follows the
+    data: equalization changes the float model, so it comes before calibration; the plan
+    needs the ranges; the quick check needs the final model; the safety net reads the check.
+    """
+    return (
+        SpaceToDepthStem(),
+        Equalize(),
+        Calibrate(),
+        RefineRanges(),
+        Plan(),
+        BiasCorrection(learned=False),
+        Export(learned=False),
+        Fallback(),
+        LearnedWeights(),
+        BiasCorrection(learned=True),
+        Export(learned=True),
+        Check(),
+        SafetyNet(missed_floor),
+    )
+
+
+def quantize(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    data: DataLike | None = None,
+    config: QuantConfig | None = None,
+    *,
+    calibration: CalibrationConfig | None = None,
+    ranges: Ranges | None = None,
+    image: ImageOptions | None = None,
+    check_samples: int | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    improve: ImproveConfig | str | None = None,
+    metric: Metric | None = None,
+) -> QuantizedModel:
+    """Quantize ``model`` to int8 as ``config`` says, calibrating on ``data``.
+
+    ``ranges`` (from ``eightbit calibrate``) skips calibration; ``data`` is then only used
+    for the quick check. ``check_samples`` samples at the end of the data are held back
+    from calibration for the quick check (default: up to 64, at most a fifth of the data;
+    0 disables it). ``improve``: the improvement steps, an ``ImproveConfig`` or a preset
+    name (``"fast"``, ``"default"``, ``"accurate"``; None is ``"default"``). ``metric``:
+    ``metric(float_output, int8_output)`` for the fallback budget ``max_drop`` instead of
+    top-1 agreement.
+    """
+    config = config or QuantConfig()
+    settings = Settings(
+        config, _improve_config(improve), calibration or CalibrationConfig(), metric, threads,
+        progress,
+    )  # fmt: skip
+    if not isinstance(config, QuantConfig):
+        raise ConfigError(f"'config' must be a QuantConfig (got {type(config).__name__})")
+    if data is None and ranges is None:
+        raise ConfigError("quantize needs calibration data, or ranges from eightbit calibrate")
+    _require_steps(settings.improve, data, ranges is not None)
+    state = _start(load_model(model), data, ranges, image, check_samples, settings)
+    for step in steps():
+        if step.applies(settings):
+            state = step.run(state)
+    return state.result()
+
+
+def _start(
+    exported: onnx.ModelProto,
+    data: DataLike | None,
+    ranges: Ranges | None,
+    image: ImageOptions | None,
+    check_samples: int | None,
+    settings: Settings,
+) -> State:
+    """The state before any step: the model normalized, the data opened and split."""
+    float_model = normalize(exported)
+    calibration = settings.calibration
+    source = None
+    if data is not None:
+        source = open_data(
+            data,
+            Graph(float_model).inputs,
+            batch_size=calibration.batch_size,
+            image=image,
+            skip_nonfinite=calibration.skip_nonfinite,
+        )
+    calibrate_count, check_count = split(source, calibration, check_samples, ranges is None)
+    # The steps learn from the calibration samples only; the held-back ones stay unseen.
+    samples = None if source is None or ranges is not None else window(source, 0, calibrate_count)
+    return State(
+        settings, exported, float_model, source, samples, calibrate_count, check_count,
+        given_ranges=ranges is not None, prepared=float_model, ranges=ranges,
+    )  # fmt: skip
+
+
+def _improve_config(improve: ImproveConfig | str | None) -> ImproveConfig:
+    if improve is None:
+        return PRESETS["default"]
+    if isinstance(improve, str):
+        return preset(improve)
+    if not isinstance(improve, ImproveConfig):
+        raise ConfigError(
+            f"'improve' must be an ImproveConfig or a preset name {list(PRESETS)} "
+            f"(got {type(improve).__name__})"
+        )
+    return improve
+
+
+def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: bool) -> None:
+    """Refuse, before any work, the steps that cannot run here."""
+    if improve.adaround:
+        require_torch()
+    for wanted, flag in (
+        (improve.adaround, "--adaround"),
+        (improve.reconstruct, "--reconstruct"),
+        (improve.fallback, "--max-drop/--min-sqnr"),
+    ):
+        if wanted and (data is None or given_ranges):
+            raise ConfigError(
+                f"{flag} needs calibration samples: give --data, and calibrate here rather "
+                "than with --ranges (which holds all the data back for the check)"
+            )
+
+
+def save_quantized(
+    result: QuantizedModel, output: str | os.PathLike[str], *inputs: str | os.PathLike[str]
+) -> Path:
+    """``result.save(output)`` after refusing to overwrite any of ``inputs``."""
+    refuse_overwrite(output, *inputs)
+    refuse_overwrite(plan_path_for(output), *inputs)
+    return result.save(output)

@@ -1,0 +1,318 @@
+"""The steps of ``quantize``, each a value with ``applies(settings)`` and ``run(state)``.
+
+The order they run in, and why, is written once: ``eightbit.pipeline.steps``. A step the
+user asked for that cannot run here (ranges from a file, so no calibration samples) says so
+in a report rather than being left out silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+from eightbit.analysis.quick_check import QuickCheck, quick_check
+from eightbit.calibrate import Ranges, calibrate, open_data
+from eightbit.errors import ConfigError
+from eightbit.export import to_qdq
+from eightbit.graph import Graph
+from eightbit.graph.stem import space_to_depth_stems
+from eightbit.improve.refine import refine_ranges
+from eightbit.improve.weights.adaround import AdaRoundOptions, adaround
+from eightbit.improve.weights.bias_correction import batchnorm_statistics, bias_correction
+from eightbit.improve.weights.equalize import equalize
+from eightbit.improve.weights.reconstruct import reconstruct
+from eightbit.pipeline.holdout import window
+from eightbit.pipeline.state import Settings, State
+from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
+from eightbit.rebuild import Prepared, run_fallback, safety_net
+from eightbit.steps import StepReport
+
+
+class Step(Protocol):
+    """One step of ``quantize``: whether it runs for these settings, and what it does."""
+
+    def applies(self, settings: Settings) -> bool: ...
+
+    def run(self, state: State) -> State: ...
+
+
+class SpaceToDepthStem:
+    """``QuantConfig.space_to_depth_stem``: strided stem Convs as SpaceToDepth + Conv."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.config.space_to_depth_stem
+
+    def run(self, state: State) -> State:
+        started = time.perf_counter()
+        rewritten, names = space_to_depth_stems(state.prepared)
+        if not names:
+            return state
+        note = (
+            f"{len(names)} strided Conv(s) on a graph input rewritten as SpaceToDepth + "
+            f"stride-1 Conv (same integers, faster int8 kernels): {', '.join(names)}"
+        )
+        seconds = time.perf_counter() - started
+        report = StepReport("space_to_depth_stem", seconds, None, None, (), (note,))
+        return state.reported(report, prepared=rewritten)
+
+
+class Equalize:
+    """Cross-layer equalization of the float model, before it is calibrated."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.equalize
+
+    def run(self, state: State) -> State:
+        if state.given_ranges:
+            why = "the ranges from a file describe the model as is"
+            return state.reported(_skipped("equalize", why))
+        settings = state.settings
+        model, report = equalize(
+            state.prepared, state.samples, settings.config, threads=settings.threads
+        )
+        return state.reported(report, prepared=model)
+
+
+class Calibrate:
+    """The ranges of the activations the plan needs: observed, or checked to be in the file."""
+
+    def applies(self, settings: Settings) -> bool:
+        return True
+
+    def run(self, state: State) -> State:
+        settings = state.settings
+        needed = activation_tensors_to_calibrate(Graph(state.prepared), settings.config)
+        if state.given_ranges:
+            assert state.ranges is not None  # given_ranges says so
+            _check_ranges_cover(state.ranges, needed)
+            return state
+        assert state.source is not None  # quantize refuses no data and no ranges
+        ranges = calibrate(
+            state.prepared,
+            window(state.source, 0, state.calibrate_count),
+            settings.calibration,
+            tensors=needed,
+            threads=settings.threads,
+            progress=settings.progress,
+            normalized=True,
+        )
+        return replace(state, ranges=ranges)
+
+
+class RefineRanges:
+    """Per-tensor choice among the calibration methods, on the calibration samples."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.refine_ranges
+
+    def run(self, state: State) -> State:
+        if state.samples is None:
+            why = "no calibration data (ranges from a file)"
+            return state.reported(_skipped("refine_ranges", why))
+        assert state.ranges is not None  # Calibrate ran
+        settings = state.settings
+        ranges, report = refine_ranges(
+            state.prepared, state.ranges, state.samples, settings.config, threads=settings.threads
+        )
+        return state.reported(report, ranges=ranges)
+
+
+class Plan:
+    """One decision per node; the float constants as planned are kept (``State.planned``)."""
+
+    def applies(self, settings: Settings) -> bool:
+        return True
+
+    def run(self, state: State) -> State:
+        assert state.ranges is not None  # Calibrate ran
+        settings = state.settings
+        joins = settings.improve.separate_joins
+        plan = make_plan(Graph(state.prepared), state.ranges, settings.config, separate_joins=joins)
+        return replace(state, plan=plan, planned=state.prepared)
+
+
+@dataclass(frozen=True)
+class BiasCorrection:
+    """Bias correction of the weights as rounded: nearest (``learned=False``) or learned.
+
+    With learned weights to follow, the nearest correction only serves the fallback's
+    decision (§R.9) and is not reported: the correction that stays is made after them.
+    """
+
+    learned: bool
+
+    def applies(self, settings: Settings) -> bool:
+        if settings.improve.bias_correction is False:
+            return False
+        return settings.learned if self.learned else _nearest_stage(settings)
+
+    def run(self, state: State) -> State:
+        assert state.plan is not None and state.planned is not None  # Plan ran
+        settings = state.settings
+        model = state.prepared if self.learned else state.planned
+        # After learned rounding or reconstruction the weights' shifts are chosen, not
+        # accidents (§I.3.1, §I.8): only the output layer is then corrected against the
+        # int8 output.
+        corrected, report = bias_correction(
+            model,
+            state.plan,
+            state.samples,
+            reference=state.planned,
+            weight_shifts=not self.learned,
+            statistics=batchnorm_statistics(state.exported) if state.samples is None else None,
+            keep="always" if settings.improve.bias_correction else "if_better",
+            threads=settings.threads,
+        )
+        plan = rebias(Graph(corrected), state.plan)
+        kept = report if self.learned or not settings.learned else None
+        return state.reported(kept, prepared=corrected, plan=plan)
+
+
+@dataclass(frozen=True)
+class Export:
+    """The QDQ model of the prepared model and its plan: nearest (``learned=False``) or learned."""
+
+    learned: bool
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.learned if self.learned else _nearest_stage(settings)
+
+    def run(self, state: State) -> State:
+        assert state.plan is not None  # Plan ran
+        return replace(state, qdq=to_qdq(state.prepared, state.plan))
+
+
+class Fallback:
+    """Nodes back to float until the budget (``max_drop``/``min_sqnr``) holds (§R.7-§R.10)."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.fallback
+
+    def run(self, state: State) -> State:
+        assert state.plan is not None and state.qdq is not None  # Export ran
+        assert state.samples is not None  # quantize's _require_steps
+        settings = state.settings
+        qdq, plan, report = run_fallback(
+            _prepared(state), state.plan, state.qdq, state.samples, settings.improve,
+            settings.metric, settings.threads, settings.progress,
+        )  # fmt: skip
+        if settings.learned:
+            report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
+        return state.reported(report, qdq=qdq, plan=plan)
+
+
+_FALLBACK_FIRST = (
+    "decided with nearest rounding; the learned weights were then chosen on the final plan "
+    "(the nodes returned to float stay float)"
+)
+
+
+class LearnedWeights:
+    """AdaRound or reconstruction of the planned weights, on the plan the fallback left
+    (same configuration, same ranges: only the weights and biases move)."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.learned
+
+    def run(self, state: State) -> State:
+        assert state.plan is not None and state.planned is not None and state.ranges is not None
+        assert state.samples is not None  # quantize's _require_steps
+        settings, improve = state.settings, state.settings.improve
+        joins = improve.separate_joins
+        plan = state.plan
+        if improve.fallback:  # its plan holds the nearest biases: plan the planned model again
+            plan = make_plan(Graph(state.planned), state.ranges, plan.config, separate_joins=joins)
+        if improve.adaround:
+            options = AdaRoundOptions(iterations=improve.adaround_iters)
+            model, report = adaround(
+                state.planned, plan, state.samples, options,
+                threads=settings.threads, progress=settings.progress,
+            )  # fmt: skip
+        else:
+            model, report = reconstruct(
+                state.planned, plan, state.samples,
+                threads=settings.threads, progress=settings.progress,
+            )  # fmt: skip
+        plan = make_plan(Graph(model), state.ranges, plan.config, separate_joins=joins)
+        return state.reported(report, prepared=model, plan=plan)
+
+
+class Check:
+    """The quick check on the held-back samples: top-1 agreement, SQNR, worst slice (§A.9)."""
+
+    def applies(self, settings: Settings) -> bool:
+        return True
+
+    def run(self, state: State) -> State:
+        if state.source is None or state.check_count <= 0:
+            return state
+        assert state.qdq is not None  # Export ran
+        # Regrouped so that a model with a fixed batch size gets whole batches.
+        held_back = open_data(
+            window(state.source, state.calibrate_count, state.check_count),
+            Graph(state.float_model).inputs,
+            batch_size=state.settings.calibration.batch_size,
+        )
+        check = quick_check(state.float_model, state.qdq, held_back, state.settings.threads)
+        return replace(state, held_back=held_back, check=check)
+
+
+@dataclass(frozen=True)
+class SafetyNet:
+    """The default preset's net (§I.9): when the check finds an output under the floor
+    (``missed``: output -> why) and no budget was given, nodes back to float, then the
+    model is judged again."""
+
+    missed: Callable[[QuickCheck | None], dict[str, str]]
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.safety_net and not settings.improve.fallback
+
+    def run(self, state: State) -> State:
+        if state.held_back is None:  # no check ran: nothing to engage on
+            return state
+        missed = self.missed(state.check)
+        if not missed:
+            return state
+        assert state.plan is not None and state.qdq is not None  # Export ran
+        settings = state.settings
+        qdq, plan, report = safety_net(
+            _prepared(state), state.plan, state.qdq, state.samples, missed, settings.improve,
+            settings.threads,
+        )  # fmt: skip
+        check = state.check
+        if qdq is not state.qdq:  # nodes were returned to float: judge the new model
+            check = quick_check(state.float_model, qdq, state.held_back, settings.threads)
+        return state.reported(report, qdq=qdq, plan=plan, check=check)
+
+
+def _nearest_stage(settings: Settings) -> bool:
+    """Whether the nearest-rounded model is made: it is the result, or the fallback judges
+    it before the weights are learned."""
+    return not settings.learned or settings.improve.fallback
+
+
+def _prepared(state: State) -> Prepared:
+    """What a fallback rebuilds from (``eightbit.rebuild``)."""
+    assert state.planned is not None and state.ranges is not None  # Plan ran
+    return Prepared(
+        state.float_model, state.prepared, state.planned, state.ranges, state.settings.config
+    )
+
+
+def _skipped(name: str, why: str) -> StepReport:
+    return StepReport(name, 0.0, None, None, notes=(f"skipped: {why}",))
+
+
+def _check_ranges_cover(ranges: Ranges, needed: list[str]) -> None:
+    missing = [name for name in needed if name not in ranges]
+    if missing:
+        shown = ", ".join(repr(n) for n in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ConfigError(
+            f"the ranges file has no range for {shown}{more}; it was calibrated for another "
+            "model or another --op-types/--exclude choice: rerun eightbit calibrate on this model "
+            "(with --all-tensors to observe every activation)"
+        )

@@ -1,0 +1,118 @@
+"""The one value ``quantize``'s steps pass along: what was asked (``Settings``) and what has
+been made so far (``State``), and the result it ends as (``QuantizedModel``).
+
+Each step is a function from one ``State`` to the next (``dataclasses.replace``): no step
+edits another's values, so the order in ``eightbit.pipeline.steps`` is the whole story.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import onnx
+
+from eightbit.analysis.outputs import Metric
+from eightbit.analysis.quick_check import QuickCheck
+from eightbit.calibrate import CalibrationConfig, Ranges
+from eightbit.calibrate.data import DataLike, DataSource
+from eightbit.graph import save_model
+from eightbit.improve.presets import ImproveConfig
+from eightbit.plan import QuantPlan, plan_path_for
+from eightbit.quant import QuantConfig
+from eightbit.steps import StepReport
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the user asked of ``quantize``: the steps read it, none changes it."""
+
+    config: QuantConfig
+    improve: ImproveConfig
+    calibration: CalibrationConfig
+    metric: Metric | None = None
+    threads: int | None = None
+    progress: bool = False
+
+    @property
+    def learned(self) -> bool:
+        """Whether the weights are learned (AdaRound or reconstruction) rather than rounded."""
+        return self.improve.adaround or self.improve.reconstruct
+
+
+@dataclass(frozen=True)
+class State:
+    """Everything ``quantize`` has made so far.
+
+    ``exported``: the model as loaded (its BatchNormalization statistics serve bias
+    correction without data); ``float_model``: normalized, what the int8 model is checked
+    against. ``source``: the data, split into ``calibrate_count`` samples the steps learn from
+    (``samples``; None with ranges from a file) and the ``check_count`` after them, held
+    back for the quick check (``held_back``, once opened). ``prepared``: the float model the
+    QDQ model quantizes; ``planned``: its float constants as planned, before rounding and
+    correction (what a node returned to float gets back). ``given_ranges``: the ranges came
+    from a file.
+    """
+
+    settings: Settings
+    exported: onnx.ModelProto = field(repr=False)
+    float_model: onnx.ModelProto = field(repr=False)
+    source: DataSource | None
+    samples: DataLike | None
+    calibrate_count: int
+    check_count: int
+    given_ranges: bool
+    prepared: onnx.ModelProto = field(repr=False)
+    ranges: Ranges | None = None
+    planned: onnx.ModelProto | None = field(default=None, repr=False)
+    plan: QuantPlan | None = None
+    qdq: onnx.ModelProto | None = field(default=None, repr=False)
+    held_back: DataSource | None = None
+    check: QuickCheck | None = None
+    reports: tuple[StepReport, ...] = ()
+
+    def reported(self, report: StepReport | None, **changes: object) -> State:
+        """This state with ``changes`` and ``report`` (when there is one) appended."""
+        reports = self.reports if report is None else (*self.reports, report)
+        return replace(self, reports=reports, **changes)  # type: ignore[arg-type]
+
+    def result(self) -> QuantizedModel:
+        assert self.plan is not None and self.qdq is not None  # the Plan and Export steps ran
+        return QuantizedModel(
+            model=self.qdq,
+            plan=replace(self.plan, steps=self.reports),
+            float_model=self.float_model,
+            ranges=self.ranges,
+            check=self.check,
+            calibration_samples=getattr(self.ranges, "samples", 0) or 0,
+            prepared_model=self.prepared,
+        )
+
+
+@dataclass(frozen=True)
+class QuantizedModel:
+    """The result of ``quantize``: the QDQ model, its plan, and what was measured.
+
+    ``float_model``: the original model, normalized: what the int8 model is checked
+    against. ``prepared_model``: the float model the QDQ model quantizes, after the
+    improvement steps (equalized, learned-rounded, bias-corrected); ``ranges`` are its
+    activation ranges. ``make_plan(Graph(prepared_model), ranges, config,
+    separate_joins=...)`` (as the preset said, §Q13) and ``to_qdq`` rebuild the QDQ model,
+    e.g. with other nodes excluded.
+    """
+
+    model: onnx.ModelProto
+    plan: QuantPlan
+    float_model: onnx.ModelProto = field(repr=False)
+    ranges: Ranges | None = field(default=None, repr=False)
+    check: QuickCheck | None = None
+    calibration_samples: int = 0
+    prepared_model: onnx.ModelProto | None = field(default=None, repr=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the model (checked, atomically) and its plan beside it; returns the plan path."""
+        save_model(self.model, path)
+        plan_path = plan_path_for(path)
+        self.plan.save(plan_path)
+        return plan_path
