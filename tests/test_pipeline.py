@@ -105,7 +105,7 @@ def test_default_steps_are_recorded_and_the_check_uses_the_original_model() -> N
     model = normalize(conv_pair("Clip", depthwise=True, spread=20.0))
     data = {"input": inputs(model, n=40)}
     result = eightbit.quantize(model, data)
-    assert [step.name for step in result.plan.steps] == ["equalize", "bias_correction"]
+    assert [step.name for step in result.plan.steps] == ["equalize", "clipping", "bias_correction"]
     assert result.plan.steps[0].notes[0].startswith("1 pair(s) equalized")
     # The QDQ model quantizes the prepared (equalized) model; the check compares it with
     # the original, which keeps its tensor names.

@@ -39,6 +39,8 @@ class ImproveConfig:
     """The improvement steps of ``quantize`` (docs/numerics.md).
 
     - ``equalize``: cross-layer equalization of the float model before calibration.
+    - ``choose_clipping``: the calibrated ranges or the observed extremes for the whole
+      model, whichever gives the better output on calibration samples (§I.10).
     - ``refine_ranges``: per-tensor range choice among the calibration methods.
     - ``adaround``: learned rounding of the weights, ``adaround_iters`` steps per layer.
     - ``reconstruct``: layer-wise reconstruction of weights and biases (least squares on
@@ -60,6 +62,7 @@ class ImproveConfig:
     """
 
     equalize: bool = True
+    choose_clipping: bool = True
     refine_ranges: bool = False
     adaround: bool = False
     adaround_iters: int = DEFAULT_ADAROUND_ITERS
@@ -74,6 +77,7 @@ class ImproveConfig:
     def __post_init__(self) -> None:
         for name in (
             "equalize",
+            "choose_clipping",
             "refine_ranges",
             "adaround",
             "reconstruct",
@@ -118,6 +122,7 @@ class ImproveConfig:
 PRESETS: Mapping[str, ImproveConfig] = {
     "fast": ImproveConfig(
         equalize=False,
+        choose_clipping=False,
         refine_ranges=False,
         bias_correction=False,
         separate_joins=False,

@@ -31,6 +31,7 @@ from eightbit.pipeline.stages import (
     BiasCorrection,
     Calibrate,
     Check,
+    ChooseClipping,
     Equalize,
     Export,
     Fallback,
@@ -69,12 +70,15 @@ def steps() -> tuple[Step, ...]:
     therefore runs first whenever it is the result or the fallback judges it; the learned
     stage (weights, their bias correction, export) replaces its model. The rest follows the
     data: equalization changes the float model, so it comes before calibration; the plan
-    needs the ranges; the quick check needs the final model; the safety net reads the check.
+    needs the ranges (the whole-model clipping choice comes before the per-tensor
+    refinement, which starts from it); the quick check needs the final model; the safety
+    net reads the check.
     """
     return (
         SpaceToDepthStem(),
         Equalize(),
         Calibrate(),
+        ChooseClipping(),
         RefineRanges(),
         Plan(),
         BiasCorrection(learned=False),

@@ -18,6 +18,7 @@ from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
+from eightbit.improve.clipping_choice import choose_clipping
 from eightbit.improve.refine import refine_ranges
 from eightbit.improve.weights.adaround import AdaRoundOptions, adaround
 from eightbit.improve.weights.bias_correction import batchnorm_statistics, bias_correction
@@ -99,6 +100,28 @@ class Calibrate:
             normalized=True,
         )
         return replace(state, ranges=ranges)
+
+
+class ChooseClipping:
+    """The calibrated ranges or the observed extremes, for the whole model (§I.10)."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.choose_clipping
+
+    def run(self, state: State) -> State:
+        if state.samples is None:
+            return state  # ranges from a file: the user chose them
+        assert state.ranges is not None  # Calibrate ran
+        settings = state.settings
+        ranges, report = choose_clipping(
+            state.prepared,
+            state.ranges,
+            state.samples,
+            settings.config,
+            separate_joins=settings.improve.separate_joins,
+            threads=settings.threads,
+        )
+        return state.reported(report, ranges=ranges)
 
 
 class RefineRanges:
