@@ -1,6 +1,6 @@
 """``quantize``: the main job, float ONNX model + data -> int8 QDQ model and its plan.
 
-Each stage is a function from one plain value to the next (docs/numerics.md, DESIGN.md):
+Each stage is a function from one plain value to the next (docs/numerics.md, docs/design.md):
 
     load/normalize -> equalize -> calibrate (only the tensors the plan needs)
     -> refine_ranges -> make_plan -> adaround | reconstruct -> bias_correction -> rebias
