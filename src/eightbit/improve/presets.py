@@ -1,8 +1,9 @@
 """``ImproveConfig``: which improvement steps run, and the named presets.
 
-Presets (``eightbit quantize --preset``; their one-line help is ``PRESET_DESCRIPTIONS``; what
-they measure: benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-presets-vs-nncf,
-docs/numerics.md §I.6):
+Presets (``eightbit quantize --preset``; their one-line help is ``PRESET_DESCRIPTIONS``).
+What they measure is in docs/numerics.md §I.6 and
+benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-presets-vs-nncf
+
 
 - ``fast``: calibration and planning only, no step: the quickest int8 model, with no
   protection against collapse (joins of different ranges stay int8, no safety net); the
