@@ -68,6 +68,14 @@ def test_no_preset_sets_an_accuracy_budget() -> None:
     assert not any(config.fallback for config in PRESETS.values())
 
 
+def test_the_latency_cap_needs_a_budget() -> None:
+    with pytest.raises(ConfigError, match="give 'max_drop' or 'min_sqnr' too"):
+        ImproveConfig(max_latency=0.6)
+    with pytest.raises(ConfigError, match="'max_latency' must be a ratio > 0"):
+        ImproveConfig(min_sqnr=25.0, max_latency=0.0)
+    assert ImproveConfig(min_sqnr=25.0, max_latency=0.6).max_latency == 0.6
+
+
 def test_asking_for_one_weight_chooser_replaces_the_presets_other() -> None:
     assert preset("accurate", adaround=True).reconstruct is False
     assert preset("accurate", adaround=True).adaround is True
