@@ -133,7 +133,7 @@ def _targets(node: ast.stmt) -> list[str]:
     return []
 
 
-def _scope_of(body: list[ast.stmt], index: CodeIndex) -> Scope:
+def _scope_of(body: list[ast.stmt]) -> Scope:
     scope = Scope()
     for node in body:
         names: list[str] = _targets(node)
@@ -142,7 +142,7 @@ def _scope_of(body: list[ast.stmt], index: CodeIndex) -> Scope:
         elif isinstance(node, ast.ImportFrom | ast.Import):
             names = [(a.asname or a.name).split(".")[0] for a in node.names]
         elif isinstance(node, ast.If | ast.Try):  # TYPE_CHECKING imports, fallbacks
-            inner = _scope_of(node.body, index)
+            inner = _scope_of(node.body)
             names = sorted(inner.names)
         scope.names.update(names)
         value = getattr(node, "value", None)
@@ -153,10 +153,10 @@ def _scope_of(body: list[ast.stmt], index: CodeIndex) -> Scope:
 
 
 def _index_module(tree: ast.Module, qualname: str, index: CodeIndex) -> None:
-    index.modules[qualname] = _scope_of(tree.body, index)
+    index.modules[qualname] = _scope_of(tree.body)
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
-            members = _scope_of(node.body, index)
+            members = _scope_of(node.body)
             index.classes.setdefault(node.name, []).append(members)
             index.defined |= members.names | {node.name}
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -164,11 +164,13 @@ def _index_module(tree: ast.Module, qualname: str, index: CodeIndex) -> None:
             index.defined |= {node.name} | {a.arg for a in arguments}
         elif isinstance(node, ast.Assign | ast.AnnAssign):
             index.defined.update(_targets(node))
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            if qualname.startswith("eightbit.codegen"):
-                index.c_words.update(re.findall(IDENTIFIER, node.value))
-                index.c_strings.add(node.value)
-            index.defined.update(re.findall(r"\"--([a-z][\w-]*)\"", node.value))
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and qualname.startswith("eightbit.codegen")  # the C the emitters write
+        ):
+            index.c_words.update(re.findall(IDENTIFIER, node.value))
+            index.c_strings.add(node.value)
 
 
 def _cli_options() -> dict[str, set[str]]:
@@ -309,9 +311,9 @@ def problem_with(span: str, index: CodeIndex) -> str | None:
 
 
 def _looks_like_code(name: str) -> bool:
-    """A name with an underscore, or CamelCase: plain words (``minmax``, ``rint``) may be
-    prose or math as well as code, so they are not checked."""
-    return "_" in name or bool(re.fullmatch(r"[A-Z][a-z0-9]+[A-Z]\w*|[A-Z][a-z]+", name))
+    """A name with an underscore, or capitalized (``QuantPlan``, ``Conv``): lowercase words
+    (``minmax``, ``rint``) may be prose or math as well as code, so they are not checked."""
+    return "_" in name or bool(re.fullmatch(r"[A-Z]\w*[a-z]\w*", name))
 
 
 def _check_constant(name: str, value: str, index: CodeIndex) -> str | None:
@@ -369,6 +371,7 @@ def test_every_code_name_in_the_docs_exists(doc: Path) -> None:
         "eightbit quantize --no-such-flag",
         "eightbit quantise",
         "JOIN_RATIO = 17",
+        "QLinearConvolution",  # neither ours nor an ONNX op
     ],
 )
 def test_a_stale_name_is_caught(span: str) -> None:
