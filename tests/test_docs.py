@@ -1,12 +1,13 @@
 """The docs name code that exists, and link to results that exist.
 
-Every backticked span in docs/numerics.md and docs/design.md that looks like a code name
-(a dotted name, a name with an underscore or in CamelCase, a call, ``key=value``, a file
-path, a CLI flag or ``eightbit <command> --flag``) must resolve against the package: module
-attributes and class members read from the source (AST, nothing imported), files in the
-repository, and the options of the click commands. Math symbols in code style (``q_min``,
-``s_i``, ``A``) are not code names by the rule below; the few names that are code but not
-ours (ONNX ops, ONNX Runtime and PyTorch internals) are listed in ``ALLOWED``, each with why.
+Every backticked span in docs/numerics.md, docs/design.md and README.md that looks like a
+code name (a dotted name, a name with an underscore or a capital, a call, ``key=value``, a
+file path, a CLI flag or ``eightbit <command> --flag``) must resolve: module attributes and
+class members read from the source (AST, nothing imported), files in the repository, ONNX
+op names, and the options of the click commands and benchmark scripts. Math symbols in
+code style (``q_min``, ``s_i``, ``A``) are not code names by the rule below; the few spans
+that look like code but are not ours (ONNX Runtime and PyTorch internals, C types) or are
+math (``e_span``) are listed in ``ALLOWED``, each with why.
 
 Every ``benchmarks/RESULTS.md#anchor`` link in the docs and in ``src/`` must name a heading
 of benchmarks/RESULTS.md, so a figure moved out of a docstring stays findable.
@@ -28,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "eightbit"
-DOCS = [ROOT / "docs" / "numerics.md", ROOT / "docs" / "design.md"]
+DOCS = [ROOT / "docs" / "numerics.md", ROOT / "docs" / "design.md", ROOT / "README.md"]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 # Folders a relative path in the docs may start from.
 PATH_ROOTS = [ROOT, ROOT / "src", PACKAGE, *sorted(p for p in PACKAGE.iterdir() if p.is_dir())]
@@ -96,6 +97,7 @@ ALLOWED: dict[str, str] = {
     "float/": "a prefix of tensor names in the comparison graph (§I.1), not a folder",
     "int8/": "a prefix of tensor names in the comparison graph (§I.1), not a folder",
     "cli.py": "named as what the code is not (design.md: cli is a package)",
+    "out/demo/report.html": "what `make demo` writes (README)",
 }
 # Dotted names whose first part is another library.
 OTHER_LIBRARIES = ("np.", "math.", "torch.", "onnx.", "time.", "float32.")
@@ -123,6 +125,7 @@ class CodeIndex:
     c_words: set[str]  # identifiers in the C runtime and the C the emitters write
     c_strings: set[str]  # string constants of the C generator (file names it writes)
     cli_options: dict[str, set[str]]  # subcommand -> its flags
+    script_flags: set[str]  # the flags of the benchmark and MCU scripts (argparse)
 
 
 def _targets(node: ast.stmt) -> list[str]:
@@ -186,7 +189,7 @@ def _cli_options() -> dict[str, set[str]]:
 
 @cache
 def code_index() -> CodeIndex:
-    index = CodeIndex({}, {}, set(), set(), set(), _cli_options())
+    index = CodeIndex({}, {}, set(), set(), set(), _cli_options(), set())
     # The package, and the benchmarks, MCU checks and test models the docs name too.
     sources = [
         *PACKAGE.rglob("*.py"),
@@ -198,7 +201,15 @@ def code_index() -> CodeIndex:
         base = PACKAGE.parent if path.is_relative_to(PACKAGE) else ROOT
         parts = path.relative_to(base).with_suffix("").parts
         qualname = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        _index_module(ast.parse(path.read_text(encoding="utf-8")), qualname, index)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        _index_module(tree, qualname, index)
+        if not path.is_relative_to(PACKAGE):
+            index.script_flags |= {
+                node.value
+                for node in ast.walk(tree)
+                if isinstance(node, ast.Constant)
+                and re.fullmatch(r"--[a-z][\w-]*", str(node.value))
+            }
         index.defined.add(parts[-1])
     for module in list(index.modules):  # a package's submodules are its attributes
         parent, _, child = module.rpartition(".")
@@ -243,11 +254,15 @@ def _resolve_path(path: str, index: CodeIndex) -> bool:
 def _check_cli(span: str, index: CodeIndex) -> str | None:
     words = span.split()
     command = None
-    if words[0] == "eightbit":
+    if words[0] == "eightbit" and not words[1].startswith("--"):
         command, words = words[1], words[2:]
         if command not in index.cli_options:
             return f"no subcommand {command!r}"
-    known = index.cli_options[command] if command else set().union(*index.cli_options.values())
+    known = {"--help"} | (
+        index.cli_options[command]
+        if command
+        else set().union(*index.cli_options.values(), index.script_flags)
+    )
     for word in words:
         if word.startswith("--") and word not in known:
             return f"no option {word}" + (f" in 'eightbit {command}'" if command else "")
@@ -406,7 +421,7 @@ def heading_anchor(heading: str) -> str:
 
 def results_links() -> Iterator[tuple[str, str]]:
     """(where, anchor) of each benchmarks/RESULTS.md#anchor in the docs and the package."""
-    sources = [*DOCS, ROOT / "README.md", *sorted(PACKAGE.rglob("*.py"))]
+    sources = [*DOCS, *sorted(PACKAGE.rglob("*.py"))]
     for path in sources:
         text = path.read_text(encoding="utf-8")
         for match in re.finditer(r"RESULTS\.md#([\w-]+)", text):
