@@ -38,7 +38,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
-from benchmarks.report import Table, load_average, print_tables, to_markdown, write_atomic  # noqa: E402
+from benchmarks.report import (  # noqa: E402
+    Table,
+    hand_written_sections,
+    load_average,
+    print_tables,
+    to_markdown,
+    write_atomic,
+)
 from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
 from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
 from benchmarks.zoo import section as zoo  # noqa: E402
@@ -152,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     command = [_interpreter(), "benchmarks/run.py", *argv]
     output.parent.mkdir(parents=True, exist_ok=True)
     elapsed, load = time.perf_counter() - clock, (load_at_start, load_average())
-    write_atomic(output, to_markdown(tables, command, started, elapsed, load))
+    kept = hand_written_sections(output.read_text(encoding="utf-8")) if output.exists() else ""
+    write_atomic(output, to_markdown(tables, command, started, elapsed, load, kept))
     print(f"wrote {output}")
     return 0
 
