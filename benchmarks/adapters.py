@@ -67,7 +67,7 @@ def eightbit_quantize(
     """Quantize ``model`` to a QDQ ONNX file at ``output`` with eightbit's defaults.
 
     The default ``QuantConfig`` matches the baselines' setting: per-channel int8 weights,
-    uint8 affine activations (DESIGN.md "Numerics"). This is the one call users make
+    uint8 affine activations (docs/numerics.md §Q1). This is the one call users make
     (``eightbit.quantize``), with the quick check off so that every sample calibrates, as
     the baselines' do. ``preset``: the improvement steps; ``min_sqnr``/``max_latency``: the
     fallback budget and its latency cap, if any. Returns (step, seconds) of each step.

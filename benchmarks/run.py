@@ -40,7 +40,7 @@ if str(ROOT) not in sys.path:
 from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     Table,
-    kept_trailer,
+    hand_written_sections,
     load_average,
     print_tables,
     to_markdown,
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     command = [_interpreter(), "benchmarks/run.py", *argv]
     output.parent.mkdir(parents=True, exist_ok=True)
     elapsed, load = time.perf_counter() - clock, (load_at_start, load_average())
-    text = to_markdown(tables, command, started, elapsed, load, minutes)
-    write_atomic(output, text + kept_trailer(output))
+    kept = hand_written_sections(output.read_text(encoding="utf-8")) if output.exists() else ""
+    write_atomic(output, to_markdown(tables, command, started, elapsed, load, minutes, kept))
     print(f"wrote {output}")
     return 0
 

@@ -1,7 +1,7 @@
 """eightbit: exact, inspectable int8 quantization for edge deployment.
 
 ``eightbit.quantize(model, data, config)`` is the main job; the packages below it are the
-stages (see DESIGN.md): ``fixed``, ``graph``, ``calibrate``, ``quant``/``ops``/``plan``,
+stages (see docs/design.md): ``fixed``, ``graph``, ``calibrate``, ``quant``/``ops``/``plan``,
 ``export``, ``engine``, ``analysis``, ``report``.
 """
 

@@ -6,7 +6,7 @@ import numpy as np
 
 import eightbit
 from eightbit.analysis import validate
-from tests.graph.test_stem import stem_model
+from tests.graph.helpers import stem_model
 
 
 def test_validate_compares_a_space_to_depth_stem_with_its_float_model() -> None:

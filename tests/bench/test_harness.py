@@ -85,16 +85,6 @@ def test_run_rejects_unknown_section() -> None:
     assert isinstance(run.parse_args([]), argparse.Namespace)
 
 
-def test_hand_measured_trailer_survives_a_rewrite(tmp_path: Path) -> None:
-    results = tmp_path / "RESULTS.md"
-    assert report.kept_trailer(results) == ""
-    hand = f"{report.KEPT_MARKER}\n\n## By hand\n\ncommand: `x`\n"
-    results.write_text("# generated\n\n## Old table\n\n" + hand, encoding="utf-8")
-    trailer = report.kept_trailer(results)
-    assert "Old table" not in trailer
-    assert trailer.endswith(hand)
-
-
 def test_report_lists_minutes_per_section() -> None:
     started = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     text = report.to_markdown([], ["run.py"], started, 90.0, minutes={"zoo": 1.25, "codegen": 0.25})

@@ -20,6 +20,7 @@ from eightbit.calibrate.clipping import (
 )
 from eightbit.calibrate.histogram import Histogram
 from eightbit.errors import ConfigError
+from tests.calibrate.reference import naive_mse, naive_mse_grid
 
 RNG = np.random.default_rng(20240601)
 GAUSSIAN = RNG.standard_normal(4_000_000).astype(np.float32)
@@ -193,31 +194,11 @@ def test_mse_finds_the_analytic_optimum_for_laplace_data(bits: int) -> None:
     assert -low == pytest.approx(optimum, rel=0.02)
 
 
-def naive_mse(histogram: Histogram, low: float, high: float, bits: int) -> float:
-    """(C.9) bin by bin, straight from the definition."""
-    width = histogram.bin_width
-    centres = histogram.edges[:-1] + width / 2
-    step = (high - low) / (2**bits - 1)
-    error = np.where(
-        centres > high,
-        (centres - high) ** 2 + width**2 / 12,
-        np.where(centres < low, (low - centres) ** 2 + width**2 / 12, step**2 / 12),
-    )
-    return float(np.dot(histogram.counts, error))
-
-
 def _candidates(histogram: Histogram) -> tuple[np.ndarray, np.ndarray]:
     edges = histogram.edges[1:-1]
     lows = np.append(histogram.min, edges[(edges > histogram.min) & (edges < 0)])
     highs = np.append(edges[(edges > 0) & (edges < histogram.max)], histogram.max)
     return lows, highs
-
-
-def naive_mse_grid(
-    histogram: Histogram, lows: np.ndarray, highs: np.ndarray, bits: int
-) -> np.ndarray:
-    """naive_mse for every (low, high) pair, a row of lows at a time."""
-    return np.array([[naive_mse(histogram, low, high, bits) for high in highs] for low in lows])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -18,7 +19,7 @@ from eightbit.calibrate.observers import (
     make_observer,
     sampling_stride,
 )
-from tests.calibrate.test_clipping import naive_mse
+from tests.calibrate.reference import naive_mse
 
 
 def test_minmax_equals_numpy_over_all_batches() -> None:
@@ -60,14 +61,18 @@ def test_nonfinite_activations_are_reported(observer: MinMaxObserver | Histogram
 
 @settings(max_examples=300, deadline=None)
 @given(st.integers(1, 10**7), st.integers(1, 10**5))
-def test_the_stride_keeps_within_budget_and_shares_no_factor_with_the_sample(
+def test_the_stride_is_the_smallest_within_budget_sharing_no_factor_with_the_sample(
     size: int, budget: int
 ) -> None:
-    stride = sampling_stride(size, budget)
-    assert math.gcd(stride, size) == 1
-    assert -(-size // stride) <= budget or stride == 1
-    if size <= budget:
-        assert stride == 1
+    # The definition, searched by brute force: the smallest stride that counts at most
+    # `budget` values of the sample and is coprime with its size. No valid stride is under
+    # size // budget, so the search starts there.
+    expected = next(
+        stride
+        for stride in itertools.count(max(1, size // budget))
+        if math.ceil(size / stride) <= budget and math.gcd(stride, size) == 1
+    )
+    assert sampling_stride(size, budget) == expected
 
 
 def test_no_budget_counts_every_value() -> None:
@@ -90,7 +95,7 @@ def test_histogram_observer_keeps_exact_extremes_and_counts_a_sample() -> None:
     values = np.random.default_rng(0).standard_normal((8, 1000)).astype(np.float32)
     observer = HistogramObserver(2048, values_per_sample=100)
     observer.update(values)
-    stride = sampling_stride(1000, 100)
+    stride = 11  # ceil(1000 / 100) = 10 shares factors with 1000; 11 is the next coprime
     assert (observer.min, observer.max) == (values.min(), values.max())
     sampled = Histogram(2048)
     sampled.update(values.reshape(-1)[::stride], extremes=(values.min(), values.max()))

@@ -175,7 +175,7 @@ def test_human_summary_lists_the_steps(model_and_data: tuple[Path, Path], tmp_pa
 def test_space_to_depth_stem_is_on_by_default_and_can_be_turned_off(
     tmp_path: Path, flag: tuple[str, ...], moved: int
 ) -> None:
-    from tests.graph.test_stem import stem_model
+    from tests.graph.helpers import stem_model
 
     model_path, data_path = tmp_path / "stem.onnx", tmp_path / "data.npy"
     save_model(stem_model(size=(32, 32)), model_path)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
-from tests.export.test_every_op import X, _after_conv, _alone, _i64, _weighted
+from tests.export.op_cases import X, _after_conv, _alone, _i64, _weighted
 
 Case = tuple[onnx.ModelProto, dict[str, np.ndarray]]
 

@@ -16,7 +16,7 @@ from eightbit.engine import build_program
 from eightbit.quant import QuantConfig
 from tests.codegen.helpers import assert_bit_exact, compile_models, require_gcc
 from tests.export.helpers import quantize
-from tests.export.test_every_op import CASES
+from tests.export.op_cases import CASES
 
 CONFIGS = {
     "affine": QuantConfig(scheme="affine"),

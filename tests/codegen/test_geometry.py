@@ -19,7 +19,7 @@ from eightbit.quant import QuantConfig
 from tests.codegen.geometry_cases import GEOMETRY
 from tests.codegen.helpers import assert_bit_exact, compile_models, require_gcc
 from tests.export.helpers import quantize
-from tests.export.test_every_op import CASES, _weighted
+from tests.export.op_cases import CASES, _weighted
 
 CONFIGS = {"affine": QuantConfig(), "pow2": QuantConfig(scheme="pow2")}
 Compiled = tuple[Path, dict[str, GeneratedModel]]

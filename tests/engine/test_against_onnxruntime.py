@@ -22,7 +22,7 @@ from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.quant import QuantConfig, QuantParams, dequantize_values
 from tests.engine.helpers import agreement, params
 from tests.export.helpers import quantize, run, run_reference
-from tests.export.test_every_op import CASES
+from tests.export.op_cases import CASES
 from tests.fixtures.models import conv_bn_relu, random_inputs
 
 EXACT = 1.0  # every element equal: the engine computes what ONNX Runtime does

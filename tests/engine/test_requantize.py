@@ -16,7 +16,7 @@ from eightbit.engine.kernels.requantize import (
 from eightbit.errors import ModelError
 from eightbit.fixed import quantize_multiplier
 from tests.engine.helpers import PROPERTY
-from tests.fixed.test_requantize import requantize_float32
+from tests.fixed.reference import requantize_float32
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 ACCUMULATORS = st.one_of(

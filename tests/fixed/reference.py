@@ -108,3 +108,34 @@ def values_near(draw: st.DrawFn, fmt: FixedFormat) -> float:
     else:
         candidate = draw(finite_floats)
     return candidate if math.isfinite(candidate) else 0.0
+
+
+# float32 requantization, as ONNX Runtime computes it (docs/numerics.md §1.8).
+
+
+def half_even(value: Fraction) -> int:
+    """The integer nearest to value, ties to the even neighbour."""
+    low = math.floor(value)
+    rest = value - low
+    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and low % 2 == 1):
+        return low + 1
+    return low
+
+
+def float32_round(value: Fraction) -> Fraction:
+    """The binary32 number nearest to ``value``, ties to even (no overflow: |value| < 2^127)."""
+    if value == 0:
+        return value
+    magnitude = abs(value)
+    exponent = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
+    if Fraction(2) ** exponent > magnitude:
+        exponent -= 1  # now 2^exponent <= magnitude < 2^(exponent+1)
+    quantum = Fraction(2) ** (max(exponent, -126) - 23)  # subnormals: a fixed 2^-149 grid
+    rounded = half_even(magnitude / quantum) * quantum
+    return rounded if value > 0 else -rounded
+
+
+def requantize_float32(acc: int, multiplier: int, shift: int) -> int:
+    """nearbyint(float32(float32(acc) · S)) with S = M · 2^(shift − 24), in rationals."""
+    scale = Fraction(multiplier) * Fraction(2) ** (shift - 24)
+    return half_even(float32_round(float32_round(Fraction(acc)) * scale))

@@ -26,7 +26,7 @@ from eightbit.fixed import (
     requantize_int,
 )
 from eightbit.fixed.requantize import bit_length, round_significant, round_significant_array
-from tests.fixed.reference import PROPERTY
+from tests.fixed.reference import PROPERTY, float32_round, half_even, requantize_float32
 
 INT32 = st.integers(-(2**31), 2**31 - 1)
 ACCUMULATORS = st.one_of(
@@ -42,34 +42,6 @@ MULTIPLIERS = st.one_of(
 SHIFTS = st.one_of(st.integers(-160, 31), st.sampled_from([-500, -126, 0, 24, 31]))
 # Every non-negative float32 scale requantization accepts, subnormals included.
 FLOAT32_SCALES = st.floats(min_value=0.0, max_value=2.0**31, width=32, exclude_max=True)
-
-
-def half_even(value: Fraction) -> int:
-    """The integer nearest to value, ties to the even neighbour."""
-    low = math.floor(value)
-    rest = value - low
-    if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and low % 2 == 1):
-        return low + 1
-    return low
-
-
-def float32_round(value: Fraction) -> Fraction:
-    """The binary32 number nearest to ``value``, ties to even (no overflow: |value| < 2^127)."""
-    if value == 0:
-        return value
-    magnitude = abs(value)
-    exponent = magnitude.numerator.bit_length() - magnitude.denominator.bit_length()
-    if Fraction(2) ** exponent > magnitude:
-        exponent -= 1  # now 2^exponent <= magnitude < 2^(exponent+1)
-    quantum = Fraction(2) ** (max(exponent, -126) - 23)  # subnormals: a fixed 2^-149 grid
-    rounded = half_even(magnitude / quantum) * quantum
-    return rounded if value > 0 else -rounded
-
-
-def requantize_float32(acc: int, multiplier: int, shift: int) -> int:
-    """nearbyint(float32(float32(acc) · S)) with S = M · 2^(shift − 24), in rationals."""
-    scale = Fraction(multiplier) * Fraction(2) ** (shift - 24)
-    return half_even(float32_round(float32_round(Fraction(acc)) * scale))
 
 
 @pytest.mark.parametrize(

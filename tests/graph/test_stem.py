@@ -7,46 +7,11 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from eightbit.graph import Graph, normalize
+from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems, space_to_depth_weight
-
-
-def stem_model(
-    channels: int = 3,
-    kernel: int = 7,
-    stride: int = 2,
-    pads: tuple[int, int, int, int] = (3, 3, 3, 3),
-    size: tuple[int, int] = (32, 32),
-    group: int = 1,
-    seed: int = 0,
-) -> onnx.ModelProto:
-    """input -> Conv (the stem) -> Relu."""
-    rng = np.random.default_rng(seed)
-    weight = rng.standard_normal((8, channels // group, kernel, kernel)).astype(np.float32)
-    bias = rng.standard_normal(8).astype(np.float32)
-    conv = helper.make_node(
-        "Conv",
-        ["x", "w", "b"],
-        ["y"],
-        name="stem",
-        kernel_shape=[kernel, kernel],
-        strides=[stride, stride],
-        pads=list(pads),
-        group=group,
-    )
-    relu = helper.make_node("Relu", ["y"], ["z"], name="relu")
-    graph = helper.make_graph(
-        [conv, relu],
-        "stem",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", channels, *size])],
-        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    return normalize(model)
+from tests.graph.helpers import stem_model
 
 
 def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:

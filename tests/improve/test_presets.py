@@ -1,27 +1,79 @@
-"""``ImproveConfig`` validation and the documented contents of the presets."""
+"""The presets by what they do: the steps each runs, joins, the safety net, their help text."""
 
 from __future__ import annotations
 
 import pytest
 
+import eightbit
+from eightbit.cli.quantize import PRESET_HELP
 from eightbit.errors import ConfigError
-from eightbit.improve.presets import PRESETS, ImproveConfig, preset
+from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, ImproveConfig, preset
+from tests.fixtures import models
+from tests.fixtures.joins import inputs, large_small_concat
+
+# What a preset runs, as the plan records it, and the words its description uses for it.
+STEP_WORDS = {
+    "equalize": "equalization",
+    "refine_ranges": "range refinement",
+    "reconstruct": "reconstruction",
+    "adaround": "AdaRound",
+    "bias_correction": "bias correction",
+}
+EXPECTED_STEPS = {
+    "fast": [],
+    "default": ["equalize", "bias_correction"],
+    "accurate": ["equalize", "refine_ranges", "reconstruct", "bias_correction"],
+}
 
 
-def test_presets_hold_what_their_documentation_says() -> None:
-    fast, default, accurate = PRESETS["fast"], PRESETS["default"], PRESETS["accurate"]
-    assert (fast.equalize, fast.refine_ranges, fast.adaround, fast.bias_correction) == (
-        False, False, False, False,
-    )  # fmt: skip
-    assert (default.equalize, default.refine_ranges, default.adaround) == (True, False, False)
-    assert default.bias_correction is None  # kept where it helps
-    assert accurate.equalize and accurate.refine_ranges and accurate.reconstruct
-    assert not accurate.adaround  # slower and no better on MobileNetV2 (§I.6)
-    assert not any(p.fallback for p in PRESETS.values())
-    # Only fast leaves joins int8 and the safety net off (§Q13, §I.9).
-    assert not fast.separate_joins and not fast.safety_net
-    assert default.separate_joins and default.safety_net
-    assert accurate.separate_joins and accurate.safety_net
+@pytest.fixture(scope="module")
+def steps_run() -> dict[str, list[str]]:
+    model = models.conv_bn_relu()
+    data = models.random_inputs(model, n=40, seed=1)
+    return {
+        name: [step.name for step in eightbit.quantize(model, data, improve=name).plan.steps]
+        for name in PRESETS
+    }
+
+
+@pytest.mark.parametrize("name", list(EXPECTED_STEPS))
+def test_each_preset_runs_its_steps_in_order(name: str, steps_run: dict[str, list[str]]) -> None:
+    assert steps_run[name] == EXPECTED_STEPS[name]
+
+
+def test_every_preset_is_described_and_the_description_names_what_it_runs(
+    steps_run: dict[str, list[str]],
+) -> None:
+    assert set(PRESET_DESCRIPTIONS) == set(PRESETS) == set(EXPECTED_STEPS)
+    for name, description in PRESET_DESCRIPTIONS.items():
+        for step, words in STEP_WORDS.items():
+            assert (words in description) == (step in steps_run[name]), (name, step)
+        # The --preset help is built from the descriptions, not written a second time.
+        assert f"{name} ({description})" in PRESET_HELP
+
+
+def test_only_fast_leaves_wide_joins_int8_and_the_safety_net_off() -> None:
+    data = inputs()
+    for name in PRESETS:
+        plan = eightbit.quantize(large_small_concat(), data, improve=name).plan
+        assert plan.decision("head_concat").quantized == (name == "fast"), name
+        # Joins left int8 collapse the head: the safety net repairs it where the preset has one.
+        joined = preset(name, separate_joins=False)
+        steps = eightbit.quantize(large_small_concat(), data, improve=joined).plan.steps
+        assert ("safety_net" in [step.name for step in steps]) == (name != "fast"), name
+
+
+def test_no_preset_sets_an_accuracy_budget() -> None:
+    # The fallback runs only when the user gives --max-drop or --min-sqnr.
+    assert not any(config.fallback for config in PRESETS.values())
+
+
+def test_the_latency_cap_needs_a_budget() -> None:
+    with pytest.raises(ConfigError, match="give 'max_drop' or 'min_sqnr' too"):
+        ImproveConfig(max_latency=0.6)
+    with pytest.raises(ConfigError, match="'max_latency' must be a ratio > 0"):
+        ImproveConfig(min_sqnr=25.0, max_latency=0.0)
+    assert ImproveConfig(min_sqnr=25.0, max_latency=0.6).max_latency == 0.6
 
 
 def test_asking_for_one_weight_chooser_replaces_the_presets_other() -> None:

@@ -62,8 +62,10 @@ def test_without_histograms_nothing_changes() -> None:
 def test_candidates_are_distinct_and_include_the_calibrated_range() -> None:
     _, _, ranges = _calibrated("percentile")
     candidates = candidate_ranges(ranges, list(ranges))
+    assert list(ranges) and set(candidates) == set(ranges)  # one entry per tensor asked for
     for name, options in candidates.items():
         assert options["calibrated"] == (ranges[name].min, ranges[name].max)
         assert len(set(options.values())) == len(options)
+        assert len(options) > 1  # a percentile range always has a wider minmax beside it
         minmax = Ranges.reselect(ranges, "minmax")[name]
         assert (minmax.min, minmax.max) in options.values()

@@ -13,7 +13,7 @@ from eightbit.graph import Graph
 from eightbit.graph.session import EXACT_INT8_ENTRY
 from eightbit.qdq import collapse, expand
 from eightbit.quant import QuantConfig
-from tests.graph.test_stem import stem_model
+from tests.graph.helpers import stem_model
 
 SIZE = (48, 48)
 

@@ -21,16 +21,15 @@ from eightbit.cli.options import (
     model_files,
 )
 from eightbit.errors import ConfigError
-from eightbit.improve.presets import PRESETS, preset
+from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
 from eightbit.plan import plan_path_for
 from eightbit.quant import QuantConfig
 
 PRESET_HELP = (
-    "Improvement steps: fast (none), default (equalization, then bias correction where it "
-    "helps; joins of very different ranges kept float after the last heavy op; the safety "
-    "net), accurate (also range refinement and AdaRound; needs PyTorch; minutes). The "
-    "step flags below override the preset."
+    "Improvement steps: "
+    + "; ".join(f"{name} ({description})" for name, description in PRESET_DESCRIPTIONS.items())
+    + ". The step flags below override the preset."
 )
 
 

@@ -11,7 +11,6 @@ it cannot fit them the way a per-tensor choice does (§I.4.2).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import onnx
 
@@ -48,9 +47,10 @@ def choose_clipping(
         return ranges, _report(started, None, None, "skipped: the ranges are the extremes already")
     graph = Graph(model)
     reference = OutputReference(model, read_samples(data, graph, SAMPLES), threads)
-    score: Callable[[Ranges], float] = lambda candidate: reference.sqnr(
-        to_qdq(model, make_plan(graph, candidate, config, separate_joins=separate_joins))
-    )
+    def score(candidate: Ranges) -> float:
+        return reference.sqnr(
+            to_qdq(model, make_plan(graph, candidate, config, separate_joins=separate_joins))
+        )
     calibrated_db = score(ranges)
     extremes = ranges.extremes()
     extremes_db = score(extremes)

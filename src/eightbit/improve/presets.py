@@ -1,6 +1,9 @@
 """``ImproveConfig``: which improvement steps run, and the named presets.
 
-Presets (``eightbit quantize --preset``), measured in docs/numerics.md §I.6:
+Presets (``eightbit quantize --preset``; their one-line help is ``PRESET_DESCRIPTIONS``).
+What they measure is in docs/numerics.md §I.6 and
+benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-presets-vs-nncf
+
 
 - ``fast``: calibration and planning only, no step: the quickest int8 model, with no
   protection against collapse (joins of different ranges stay int8, no safety net); the
@@ -10,13 +13,11 @@ Presets (``eightbit quantize --preset``), measured in docs/numerics.md §I.6:
   Wide joins after the last heavy op stay float (§Q13), and the safety net (§I.9) runs the
   fallback when the quick check finds a collapse or a slice under ``SAFETY_FLOOR_DB``.
 - ``accurate``: equalization, per-tensor range refinement, layer-wise reconstruction of the
-  weights (§I.8, numpy only), then bias correction of the output layer. Half a minute on
-  MobileNetV2 (0.92 / 20.7 dB against ``default``'s 0.9 / 19.8), about a minute on a
-  ResNet-18 (2 cores).
+  weights (§I.8, numpy only), then bias correction of the output layer; the slowest preset.
 
 ``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
-``--adaround`` (learned rounding, needs PyTorch) replaces the reconstruction where asked:
-on MobileNetV2 it reached 0.920 / 19.9 dB in 4.5 minutes, so no preset runs it.
+``--adaround`` (learned rounding, needs PyTorch) replaces the reconstruction where asked;
+it is slower than the reconstruction and no better on MobileNetV2 (§I.6), so no preset runs it.
 """
 
 from __future__ import annotations
@@ -130,6 +131,20 @@ PRESETS: Mapping[str, ImproveConfig] = {
     ),
     "default": ImproveConfig(),
     "accurate": ImproveConfig(equalize=True, refine_ranges=True, reconstruct=True),
+}
+
+# One line per preset: the help text of ``eightbit quantize --preset`` is built from these,
+# so it names what ``PRESETS`` runs (tests/improve/test_presets.py checks both agree).
+PRESET_DESCRIPTIONS: Mapping[str, str] = {
+    "fast": "no improvement step, joins kept int8, no safety net",
+    "default": (
+        "equalization, then bias correction where it helps; joins of very different ranges "
+        "kept float after the last heavy op; the safety net"
+    ),
+    "accurate": (
+        "equalization, range refinement, layer-wise reconstruction of the weights in numpy, "
+        "bias correction; slowest"
+    ),
 }
 
 

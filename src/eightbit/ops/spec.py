@@ -3,8 +3,9 @@
 Like NNCF's metatypes, each op states its ports and rules as fields (which inputs are
 activations, where the weight and bias are, the weight's output-channel axis, how its output
 parameters are chosen) instead of code paths in the planner. A family file (conv.py,
-gemm.py, ...) declares the specs of its ops; later it also holds their integer kernels and
-C emitters.
+gemm.py, ...) declares the specs of its ops; their integer kernels live in
+``engine/kernels/<family>.py`` and their C emitters in ``codegen/emit/<family>.py``
+(docs/design.md, "Adding an operator family").
 """
 
 from __future__ import annotations

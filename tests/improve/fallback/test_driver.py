@@ -295,23 +295,7 @@ def test_a_model_already_slower_than_the_cap_returns_nothing(ranges: Ranges) -> 
     assert len(builder.calls) == 1  # the base only: nothing was tried
 
 
-def test_the_latency_cap_is_checked_and_needs_a_budget() -> None:
-    from eightbit.improve.presets import ImproveConfig
-
+def test_the_latency_cap_is_checked() -> None:
     for bad in (0.0, -1.0, math.inf):
         with pytest.raises(ConfigError, match="'max_latency' must be a ratio > 0"):
             Budget(min_sqnr=20.0, max_latency=bad)
-    with pytest.raises(ConfigError, match="give 'max_drop' or 'min_sqnr' too"):
-        ImproveConfig(max_latency=0.6)
-    assert ImproveConfig(min_sqnr=25.0, max_latency=0.6).max_latency == 0.6
-
-
-def test_latency_ratio_times_the_model_against_the_float_one() -> None:
-    from eightbit.analysis.latency import LatencyRatio
-
-    model = normalize(classifier(seed=3))
-    feed = {"input": images(1, seed=5)}
-    ratio = LatencyRatio(model, feed, runs=3, warmup=1)(model)
-    assert math.isfinite(ratio) and ratio > 0
-    with pytest.raises(ConfigError, match="'runs' must be >= 1"):
-        LatencyRatio(model, feed, runs=0)

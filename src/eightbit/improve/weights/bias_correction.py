@@ -41,7 +41,7 @@ from eightbit.quant import dequantize_values, quantize_values
 from eightbit.steps import LayerGain, StepReport
 
 # 16 images give each channel thousands of positions to average over; more only costs time
-# (MobileNetV2: 32 samples gave the same agreement and +0.1 dB, docs/numerics.md §I.6).
+# (MobileNetV2: benchmarks/RESULTS.md#numerics-i1).
 DEFAULT_SAMPLES = 16
 Keep = Literal["always", "if_better"]
 # Ops whose bias input is the third one and whose output channels are on axis 1.

@@ -35,8 +35,8 @@ from eightbit.ops import lookup
 from eightbit.quant import QuantConfig, dequantize_values, quantize_values, weight_params
 from eightbit.steps import LayerGain, StepReport
 
-# Channel ranges for the scales; 16 images already cover them (64 gave the same accuracy on
-# MobileNetV2 at 4x the time, docs/numerics.md §I.6).
+# Channel ranges for the scales; 16 images already cover them (more gave the same accuracy
+# on MobileNetV2 at several times the cost: benchmarks/RESULTS.md#numerics-i1).
 DEFAULT_SAMPLES = 16
 MAX_ROUNDS = 8
 # Rounds stop when no scale moves by more than this factor (|log s| < 1e-3).
