@@ -186,11 +186,11 @@ def test_fallback_decides_before_reconstruction_which_keeps_float_nodes_float() 
     result = eightbit.quantize(model, data, improve=improve, check_samples=0)
     names = [step.name for step in result.plan.steps]
     # §R.9: the budget is judged on nearest rounding, the weights are learned afterwards.
-    assert names == ["fallback", "reconstruct", "bias_correction"]
-    assert "decided with nearest rounding" in result.plan.steps[0].notes[-1]
+    assert names == ["clipping", "fallback", "reconstruct", "bias_correction"]
+    assert "decided with nearest rounding" in result.plan.steps[1].notes[-1]
     kept_float = {d.name for d in result.plan.fallbacks()}
     assert kept_float and set(result.plan.config.exclude) >= kept_float
-    reconstructed = {gain.layer for gain in result.plan.steps[1].layers}
+    reconstructed = {gain.layer for gain in result.plan.steps[2].layers}
     assert reconstructed and not reconstructed & kept_float
     planned = {t.name: t for t in model.graph.initializer}
     stored = {t.name: t for t in result.model.graph.initializer}
@@ -208,4 +208,4 @@ def test_adaround_is_wired() -> None:
     data = {"input": inputs(model, n=24)}
     improve = ImproveConfig(equalize=False, adaround=True, adaround_iters=20)
     result = eightbit.quantize(model, data, improve=improve, check_samples=0)
-    assert [step.name for step in result.plan.steps] == ["adaround", "bias_correction"]
+    assert [step.name for step in result.plan.steps] == ["clipping", "adaround", "bias_correction"]

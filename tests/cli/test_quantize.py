@@ -140,8 +140,8 @@ def test_default_preset_runs_equalization_and_bias_correction(
     model_and_data: tuple[Path, Path], tmp_path: Path
 ) -> None:
     steps = _steps(model_and_data, tmp_path)
-    assert [s["name"] for s in steps] == ["equalize", "bias_correction"]
-    correction = steps[1]
+    assert [s["name"] for s in steps] == ["equalize", "clipping", "bias_correction"]
+    correction = steps[2]
     assert correction["before_db"] is not None and correction["seconds"] >= 0
     assert any(n.startswith(("kept", "reverted")) for n in correction["notes"])
 
@@ -151,7 +151,8 @@ def test_default_preset_runs_equalization_and_bias_correction(
     [
         (["--preset", "fast"], []),
         (["--preset", "fast", "--bias-correction"], ["bias_correction"]),
-        (["--no-equalize", "--no-bias-correction"], []),
+        (["--no-equalize", "--no-bias-correction"], ["clipping"]),
+        (["--no-equalize", "--no-bias-correction", "--no-clipping-choice"], []),
         (["--preset", "fast", "--refine-ranges"], ["refine_ranges"]),
     ],
 )

@@ -14,6 +14,7 @@ from tests.fixtures.joins import inputs, large_small_concat
 # What a preset runs, as the plan records it, and the words its description uses for it.
 STEP_WORDS = {
     "equalize": "equalization",
+    "clipping": "clipping choice",
     "refine_ranges": "range refinement",
     "reconstruct": "reconstruction",
     "adaround": "AdaRound",
@@ -21,8 +22,8 @@ STEP_WORDS = {
 }
 EXPECTED_STEPS = {
     "fast": [],
-    "default": ["equalize", "bias_correction"],
-    "accurate": ["equalize", "refine_ranges", "reconstruct", "bias_correction"],
+    "default": ["equalize", "clipping", "bias_correction"],
+    "accurate": ["equalize", "clipping", "refine_ranges", "reconstruct", "bias_correction"],
 }
 
 

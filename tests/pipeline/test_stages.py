@@ -39,7 +39,7 @@ def _applied(improve: ImproveConfig, **config: object) -> list[str]:
     return names
 
 
-FRAME = ["SpaceToDepthStem", "Equalize", "Calibrate", "RefineRanges", "Plan"]
+FRAME = ["SpaceToDepthStem", "Equalize", "Calibrate", "ChooseClipping", "RefineRanges", "Plan"]
 
 
 @pytest.mark.parametrize(
@@ -48,24 +48,25 @@ FRAME = ["SpaceToDepthStem", "Equalize", "Calibrate", "RefineRanges", "Plan"]
         (preset("fast"), ["Calibrate", "Plan", "Export(nearest)", "Check"]),
         (
             preset("default"),
-            ["Equalize", "Calibrate", "Plan", "BiasCorrection(nearest)", "Export(nearest)",
-             "Check", "SafetyNet"],
+            ["Equalize", "Calibrate", "ChooseClipping", "Plan", "BiasCorrection(nearest)",
+             "Export(nearest)", "Check", "SafetyNet"],
         ),
         (
             preset("default", min_sqnr=30.0),
-            ["Equalize", "Calibrate", "Plan", "BiasCorrection(nearest)", "Export(nearest)",
-             "Fallback", "Check"],
+            ["Equalize", "Calibrate", "ChooseClipping", "Plan", "BiasCorrection(nearest)",
+             "Export(nearest)", "Fallback", "Check"],
         ),
         # Learned weights without a fallback: the nearest model would be thrown away.
         (
             preset("accurate"),
-            ["Equalize", "Calibrate", "RefineRanges", "Plan", "LearnedWeights",
+            ["Equalize", "Calibrate", "ChooseClipping", "RefineRanges", "Plan", "LearnedWeights",
              "BiasCorrection(learned)", "Export(learned)", "Check", "SafetyNet"],
         ),
         # With one, the fallback judges the nearest model, then the weights are learned.
         (
             preset("accurate", max_drop=0.01, bias_correction=False),
-            ["Equalize", "Calibrate", "RefineRanges", "Plan", "Export(nearest)", "Fallback",
+            ["Equalize", "Calibrate", "ChooseClipping", "RefineRanges", "Plan", "Export(nearest)",
+             "Fallback",
              "LearnedWeights", "Export(learned)", "Check"],
         ),
     ],

@@ -227,6 +227,13 @@ def _write_report(
     help="Cross-layer equalization before calibration [preset].",
 )
 @click.option(
+    "--clipping-choice/--no-clipping-choice",
+    "choose_clipping",
+    default=None,
+    help="Calibrated ranges or the observed extremes for the whole model, whichever gives "
+    "the better output on calibration samples [preset].",
+)
+@click.option(
     "--refine-ranges/--no-refine-ranges",
     default=None,
     help="Choose each activation's range by the error it causes [preset].",
@@ -288,6 +295,7 @@ def quantize_command(
     report_path: str | None,
     preset_name: str,
     equalize: bool | None,
+    choose_clipping: bool | None,
     refine_ranges: bool | None,
     bias_correction: bool | None,
     adaround: bool | None,
@@ -311,6 +319,7 @@ def quantize_command(
     improve = preset(
         preset_name,
         equalize=equalize,
+        choose_clipping=choose_clipping,
         refine_ranges=refine_ranges,
         bias_correction=bias_correction,
         adaround=adaround,

@@ -47,10 +47,12 @@ def choose_clipping(
         return ranges, _report(started, None, None, "skipped: the ranges are the extremes already")
     graph = Graph(model)
     reference = OutputReference(model, read_samples(data, graph, SAMPLES), threads)
+
     def score(candidate: Ranges) -> float:
         return reference.sqnr(
             to_qdq(model, make_plan(graph, candidate, config, separate_joins=separate_joins))
         )
+
     calibrated_db = score(ranges)
     extremes = ranges.extremes()
     extremes_db = score(extremes)

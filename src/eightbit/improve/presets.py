@@ -8,12 +8,14 @@ benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-pres
 - ``fast``: calibration and planning only, no step: the quickest int8 model, with no
   protection against collapse (joins of different ranges stay int8, no safety net); the
   quick check still reports a collapse as an error.
-- ``default``: cross-layer equalization, then bias correction kept where it raised the
+- ``default``: cross-layer equalization, the whole model's clipping choice (calibrated
+  ranges or the observed extremes, §I.10), then bias correction kept where it raised the
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
   Wide joins after the last heavy op stay float (§Q13), and the safety net (§I.9) runs the
   fallback when the quick check finds a collapse or a slice under ``SAFETY_FLOOR_DB``.
-- ``accurate``: equalization, per-tensor range refinement, layer-wise reconstruction of the
-  weights (§I.8, numpy only), then bias correction of the output layer; the slowest preset.
+- ``accurate``: equalization, the clipping choice, per-tensor range refinement, layer-wise
+  reconstruction of the weights (§I.8, numpy only), then bias correction of the output
+  layer; the slowest preset.
 
 ``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
 ``--adaround`` (learned rounding, needs PyTorch) replaces the reconstruction where asked;
@@ -138,12 +140,12 @@ PRESETS: Mapping[str, ImproveConfig] = {
 PRESET_DESCRIPTIONS: Mapping[str, str] = {
     "fast": "no improvement step, joins kept int8, no safety net",
     "default": (
-        "equalization, then bias correction where it helps; joins of very different ranges "
-        "kept float after the last heavy op; the safety net"
+        "equalization, the clipping choice, then bias correction where it helps; joins of "
+        "very different ranges kept float after the last heavy op; the safety net"
     ),
     "accurate": (
-        "equalization, range refinement, layer-wise reconstruction of the weights in numpy, "
-        "bias correction; slowest"
+        "equalization, the clipping choice, range refinement, layer-wise reconstruction of "
+        "the weights in numpy, bias correction; slowest"
     ),
 }
 

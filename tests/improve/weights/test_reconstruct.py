@@ -240,7 +240,7 @@ def test_quantize_runs_the_step_and_then_corrects_only_the_output_layer() -> Non
         improve=preset("default", reconstruct=True, safety_net=False),
     )
     names = [step.name for step in result.plan.steps]
-    assert names == ["equalize", "reconstruct", "bias_correction"]
+    assert names == ["equalize", "clipping", "reconstruct", "bias_correction"]
     correction = result.plan.steps[-1]
     assert any("output layer" in note for note in correction.notes)
     assert result.check is not None and result.check.outputs[0].sqnr_db > 20
