@@ -74,7 +74,7 @@ def test_weight_ports_and_channel_axes_are_declared() -> None:
 def test_only_linear_ops_absorb_and_only_clamps_are_absorbed() -> None:
     absorbs = {op for op in ISSUE_LIST if _spec(op).absorbs_activation}
     assert absorbs == {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"}
-    clamps = {op for op in ISSUE_LIST if _spec(op).clamp_bounds is not None}
+    clamps = {op for op in ISSUE_LIST if _spec(op).clamp is not None}
     assert clamps == {"Relu", "Clip"}
 
 
@@ -105,7 +105,6 @@ def test_attribute_rules_keep_nodes_in_float_with_a_reason() -> None:
     assert "cubic" in (reason("cubic") or "")
     assert reason("dynamic_clip") == "Clip bounds are not constant scalars"
     assert reason("relu6") is None
-    bounds = _spec("Clip").clamp_bounds
-    assert bounds is not None and bounds(graph.node("relu6"), graph) == (0.0, 6.0)
+    assert _spec("Clip").clamp_bounds(graph.node("relu6"), graph) == (0.0, 6.0)
     assert "alpha != 1" in (reason("alpha_gemm") or "")
     assert "bias C must have shape (3,)" in (reason("wide_bias_gemm") or "")

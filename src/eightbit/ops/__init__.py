@@ -7,7 +7,16 @@ adding an op touches one file plus the list below.
 
 from __future__ import annotations
 
-from eightbit.ops.registry import lookup, supported_op_types
-from eightbit.ops.spec import OpSpec, OutputParams, PerTensor
+from eightbit.ops.registry import lookup, op_types_where, supported_op_types
+from eightbit.ops.spec import Contraction, OpSpec, OutputParams, PerTensor, WeightLayout
 
-__all__ = ["OpSpec", "OutputParams", "PerTensor", "lookup", "supported_op_types"]
+__all__ = [
+    "Contraction",
+    "OpSpec",
+    "OutputParams",
+    "PerTensor",
+    "WeightLayout",
+    "lookup",
+    "op_types_where",
+    "supported_op_types",
+]
