@@ -53,6 +53,7 @@ CLIP = OpSpec(
     "Clip",
     output_params=OutputParams.SAME_AS_INPUT,
     clamp=_clip_bounds,
+    clamp_max_port=2,
     check=_clip_check,
     homogeneous=True,
 )

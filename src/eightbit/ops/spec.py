@@ -96,6 +96,7 @@ class OpSpec:
     - ``output_params``: own calibrated range, or the first data input's parameters.
     - ``absorbs_activation``: a following Relu/Clip can be folded into this op (§Q5).
     - ``clamp``: set for clamp activations (Relu, Clip) that can be folded: their bounds.
+    - ``clamp_max_port``: the input that holds a clamp's upper bound (Clip's ``max``).
     - ``check``: attribute restrictions; returns the reason to keep a node in float.
     - ``contraction``: set for layers (the heavy ops): how the weight is applied.
     - ``weight_layout``: a layer's weight axes and groups, from attributes and shape.
@@ -119,6 +120,7 @@ class OpSpec:
     output_params: OutputParams = OutputParams.CALIBRATED
     absorbs_activation: bool = False
     clamp: ClampRule | None = None
+    clamp_max_port: int | None = None
     check: Check | None = None
     contraction: Contraction | None = None
     weight_layout: LayoutRule | None = None
