@@ -15,6 +15,7 @@ from eightbit.ops import (
     OutputParams,
     PerTensor,
     WeightLayout,
+    Window,
     lookup,
     op_types_where,
     supported_op_types,
@@ -172,3 +173,17 @@ def test_one_clamp_reading_of_attributes_and_constant_inputs() -> None:
     assert clip(_node("Clip"), (None, np.float32(0), np.float32(6))) == (0.0, 6.0)
     assert clip(_node("Clip"), (None, None, np.float32(6))) == (-math.inf, 6.0)
     assert clip(_node("Clip"), (None, np.zeros(2, np.float32))) is None  # not a scalar
+
+
+def test_a_convolution_states_its_window() -> None:
+    assert {op for op in ISSUE_LIST | EXTRA if _spec(op).window is not None} == {"Conv"}
+    window = _spec("Conv").window
+    assert window is not None
+    assert window({}, (8, 2, 3, 5)) == Window(
+        kernel=(3, 5), strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0)
+    )
+    padded = window({"strides": [2, 2], "pads": [1, 0, 1, 0]}, (8, 2, 3, 3))
+    assert (padded.strides, padded.pads, padded.padding_free) == ((2, 2), (1, 0, 1, 0), False)
+    assert not window({"auto_pad": b"SAME_UPPER"}, (8, 2, 3, 3)).padding_free
+    assert window({"auto_pad": b"VALID"}, (8, 2, 3, 3)).auto_pad == "VALID"
+    assert window({"auto_pad": b"VALID"}, (8, 2, 3, 3)).padding_free

@@ -13,7 +13,14 @@ kernels and the C emitters) names an op type. Adding an op family touches its
 from __future__ import annotations
 
 from eightbit.ops.registry import lookup, op_types_where, supported_op_types
-from eightbit.ops.spec import Contraction, OpSpec, OutputParams, PerTensor, WeightLayout
+from eightbit.ops.spec import (
+    Contraction,
+    OpSpec,
+    OutputParams,
+    PerTensor,
+    WeightLayout,
+    Window,
+)
 
 __all__ = [
     "Contraction",
@@ -21,6 +28,7 @@ __all__ = [
     "OutputParams",
     "PerTensor",
     "WeightLayout",
+    "Window",
     "lookup",
     "op_types_where",
     "supported_op_types",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from eightbit.ops.spec import Contraction, OpSpec, PerTensor, WeightLayout, attr
+from eightbit.ops.spec import Contraction, OpSpec, PerTensor, WeightLayout, Window, attr
 
 if TYPE_CHECKING:
     from eightbit.graph import Node
@@ -36,6 +36,19 @@ def _conv_transpose_layout(attrs: Mapping[str, Any], shape: tuple[int, ...]) -> 
     return WeightLayout(out_axis=1, in_axis=0, groups=groups, groups_on_out_axis=False)
 
 
+def _conv_window(attrs: Mapping[str, Any], shape: tuple[int, ...]) -> Window:
+    """Defaults of ONNX Conv: the weight's kernel, stride and dilation 1, no pads."""
+    spatial = len(shape) - 2
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    return Window(
+        kernel=tuple(int(k) for k in attrs.get("kernel_shape", shape[2:])),
+        strides=tuple(int(s) for s in attrs.get("strides", (1,) * spatial)),
+        dilations=tuple(int(d) for d in attrs.get("dilations", (1,) * spatial)),
+        pads=tuple(int(p) for p in attrs.get("pads", (0,) * (2 * spatial))),
+        auto_pad=auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad),
+    )
+
+
 CONV = OpSpec(
     "Conv",
     weight_port=1,
@@ -44,6 +57,7 @@ CONV = OpSpec(
     absorbs_activation=True,
     contraction=Contraction.CONVOLUTION,
     weight_layout=_conv_layout,
+    window=_conv_window,
     runtime_quantizes_float=True,
 )
 CONV_TRANSPOSE = OpSpec(

@@ -72,6 +72,26 @@ class WeightLayout:
         return int(shape[self.out_axis]) * (1 if self.groups_on_out_axis else self.groups)
 
 
+@dataclass(frozen=True)
+class Window:
+    """A convolution's sliding window over the spatial axes, as its attributes say.
+
+    ``pads``: the begin pads of every spatial axis, then the end pads; ``auto_pad`` as
+    written (NOTSET, VALID, SAME_UPPER, SAME_LOWER): explicit pads apply only with NOTSET.
+    """
+
+    kernel: tuple[int, ...]
+    strides: tuple[int, ...]
+    dilations: tuple[int, ...]
+    pads: tuple[int, ...]
+    auto_pad: str = "NOTSET"
+
+    @property
+    def padding_free(self) -> bool:
+        """Every output reads only real inputs (no padding, explicit or automatic)."""
+        return self.auto_pad in ("NOTSET", "VALID") and not any(self.pads)
+
+
 # (node, weight shape) -> output-channel axis of the weight, or PerTensor(reason).
 ChannelAxis = Callable[["Node", tuple[int, ...]], "int | PerTensor"]
 # (node, graph) -> why this node cannot be quantized, or None when it can.
@@ -79,6 +99,8 @@ Check = Callable[["Node", "Graph"], "str | None"]
 # (node attributes, weight shape) -> the weight's layout, or None when the layer's input does
 # not hold its channels on axis 1 (Gemm with transA = 1).
 LayoutRule = Callable[[Mapping[str, Any], tuple[int, ...]], "WeightLayout | None"]
+# (node attributes, weight shape) -> a convolution's window.
+WindowRule = Callable[[Mapping[str, Any], tuple[int, ...]], Window]
 # (node, values of its constant inputs by port, None where a port is empty) -> (min, max) of a
 # clamp activation, or None when a bound is not a scalar.
 ClampRule = Callable[["Node", Sequence["np.ndarray | None"]], "tuple[float, float] | None"]
@@ -100,6 +122,7 @@ class OpSpec:
     - ``check``: attribute restrictions; returns the reason to keep a node in float.
     - ``contraction``: set for layers (the heavy ops): how the weight is applied.
     - ``weight_layout``: a layer's weight axes and groups, from attributes and shape.
+    - ``window``: a convolution's kernel, strides, dilations and pads, likewise.
     - ``runtime_quantizes_float``: ONNX Runtime's WeightBiasQuantization (>= 1.20) turns a
       float node of this type whose input is dequantized per tensor into an int8 node; the
       QDQ writer guards the nodes a plan keeps in float (export/qdq.py).
@@ -124,6 +147,7 @@ class OpSpec:
     check: Check | None = None
     contraction: Contraction | None = None
     weight_layout: LayoutRule | None = None
+    window: WindowRule | None = None
     runtime_quantizes_float: bool = False
     homogeneous: bool = False
     moved_on_stored_integers: bool = False

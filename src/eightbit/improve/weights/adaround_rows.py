@@ -20,7 +20,7 @@ import numpy as np
 from eightbit.graph import Graph, Node
 from eightbit.ops import Contraction, lookup
 from eightbit.ops.node_selection import clamp_bounds
-from eightbit.ops.spec import attr, optional_input
+from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantParams, quantize_values
 
@@ -179,10 +179,10 @@ def layer_of(graph: Graph, node: Node, plan: QuantPlan) -> LayerShape | str:
         clamp = clamp_bounds(graph, graph.node(decision.fused_activation))
     bias = None if spec.bias_port is None else optional_input(node, spec.bias_port)
     found = None if spec.weight_layout is None else spec.weight_layout(node.attrs, shape)
-    if found is not None and spec.contraction is Contraction.CONVOLUTION:
-        spatial = len(shape) - 2
-        if spatial < 1:
-            return f"Conv weight of shape {shape} has no spatial axes"
+    if found is not None and spec.window is not None:
+        if len(shape) < 3:
+            return f"{node.op_type} weight of shape {shape} has no spatial axes"
+        window = spec.window(node.attrs, shape)
         return LayerShape(
             node.name,
             node.op_type,
@@ -192,11 +192,11 @@ def layer_of(graph: Graph, node: Node, plan: QuantPlan) -> LayerShape | str:
             layout="conv",
             weight_shape=shape,
             groups=found.groups,
-            kernel=tuple(int(k) for k in attr(node, "kernel_shape", shape[2:])),
-            strides=tuple(int(s) for s in attr(node, "strides", (1,) * spatial)),
-            dilations=tuple(int(d) for d in attr(node, "dilations", (1,) * spatial)),
-            auto_pad=str(attr(node, "auto_pad", "NOTSET")),
-            pads=tuple(int(p) for p in attr(node, "pads", (0,) * (2 * spatial))),
+            kernel=window.kernel,
+            strides=window.strides,
+            dilations=window.dilations,
+            auto_pad=window.auto_pad,
+            pads=window.pads,
             clamp=clamp,
         )
     if found is not None and spec.contraction is Contraction.MATRIX and len(shape) == 2:

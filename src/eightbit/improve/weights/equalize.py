@@ -432,7 +432,7 @@ def _absorb(state: _State, pairs: Sequence[Pair], minima: Mapping[str, np.ndarra
         # without an upper bound (Relu).
         unbounded = pair.activation is None or (_is_clamp(pair.activation) and pair.clip is None)
         layout = state.layouts[second]
-        if not unbounded or first not in state.biases or not _padding_free(pair.second, layout):
+        if not unbounded or first not in state.biases or not _padding_free(pair.second, state):
             continue
         # Minima were observed before scaling; the scaled channel is x_i / s_i.
         scaled = minima[first] / state.total.get(first, 1.0)
@@ -449,14 +449,12 @@ def _absorb(state: _State, pairs: Sequence[Pair], minima: Mapping[str, np.ndarra
     return absorbed
 
 
-def _padding_free(node: Node, layout: _Layout) -> bool:
+def _padding_free(node: Node, state: _State) -> bool:
     """Every output reads only real inputs: a bias added to L2 is then exact everywhere."""
-    if layout.contraction is Contraction.MATRIX:
-        return True
-    pads = node.attrs.get("pads")
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    return auto_pad in ("NOTSET", "VALID") and (pads is None or not any(pads))
+    spec = lookup(node.op_type, node.domain)
+    if spec is None or spec.window is None:
+        return True  # no window: a matrix product reads whole rows
+    return spec.window(node.attrs, state.weights[node.name].shape).padding_free
 
 
 # --- result ------------------------------------------------------------------------------
