@@ -29,7 +29,7 @@ from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference
 from eightbit.improve.presets import ImproveConfig
 from eightbit.ops import lookup
-from eightbit.ops.joins import HEAVY_OPS, tail_nodes
+from eightbit.ops.joins import tail_nodes
 from eightbit.plan import QuantPlan, make_plan
 from eightbit.quant import QuantConfig
 from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, latency_cap
@@ -219,7 +219,7 @@ def cheap_tail(plan: QuantPlan, graph: Graph) -> list[str]:
             continue
         # A value-preserving op follows its neighbours by itself (§Q6); named alone it
         # would need a range nobody calibrated.
-        if decision.op_type in HEAVY_OPS or spec is None or spec.same_as_input:
+        if spec is None or spec.is_layer or spec.same_as_input:
             continue
         names.append(decision.name)
     return names

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from eightbit.qdq.integer_moves import INTEGER_MOVES
 from onnx import helper
 
 from eightbit.graph import Graph, Node
-from eightbit.ops import OpSpec, OutputParams, PerTensor, lookup, supported_op_types
+from eightbit.ops import (
+    Contraction,
+    OpSpec,
+    OutputParams,
+    PerTensor,
+    WeightLayout,
+    Window,
+    lookup,
+    op_types_where,
+    supported_op_types,
+)
+from eightbit.ops.joins import HEAVY_OPS
 from tests.export.helpers import make_model, normal
 
 ISSUE_LIST = {
@@ -74,7 +88,7 @@ def test_weight_ports_and_channel_axes_are_declared() -> None:
 def test_only_linear_ops_absorb_and_only_clamps_are_absorbed() -> None:
     absorbs = {op for op in ISSUE_LIST if _spec(op).absorbs_activation}
     assert absorbs == {"Conv", "ConvTranspose", "Gemm", "MatMul", "Add"}
-    clamps = {op for op in ISSUE_LIST if _spec(op).clamp_bounds is not None}
+    clamps = {op for op in ISSUE_LIST if _spec(op).clamp is not None}
     assert clamps == {"Relu", "Clip"}
 
 
@@ -105,7 +119,71 @@ def test_attribute_rules_keep_nodes_in_float_with_a_reason() -> None:
     assert "cubic" in (reason("cubic") or "")
     assert reason("dynamic_clip") == "Clip bounds are not constant scalars"
     assert reason("relu6") is None
-    bounds = _spec("Clip").clamp_bounds
-    assert bounds is not None and bounds(graph.node("relu6"), graph) == (0.0, 6.0)
+    assert _spec("Clip").clamp_bounds(graph.node("relu6"), graph) == (0.0, 6.0)
     assert "alpha != 1" in (reason("alpha_gemm") or "")
     assert "bias C must have shape (3,)" in (reason("wide_bias_gemm") or "")
+
+
+def _layout(op_type: str, shape: tuple[int, ...], **attrs: object) -> WeightLayout | None:
+    rule = _spec(op_type).weight_layout
+    assert rule is not None
+    return rule(attrs, shape)
+
+
+def test_layers_state_their_contraction_and_weight_layout() -> None:
+    layers = {op for op in ISSUE_LIST | EXTRA if _spec(op).is_layer}
+    assert layers == {"Conv", "ConvTranspose", "Gemm", "MatMul"} == set(HEAVY_OPS)
+    assert _spec("Conv").contraction is Contraction.CONVOLUTION
+    assert _spec("ConvTranspose").contraction is Contraction.TRANSPOSED_CONVOLUTION
+    assert _spec("Gemm").contraction is _spec("MatMul").contraction is Contraction.MATRIX
+    # Conv [C_out, C_in/g, k, k]: 8 outputs, 2 groups of 2 inputs.
+    conv = _layout("Conv", (8, 2, 3, 3), group=2)
+    assert conv == WeightLayout(out_axis=0, in_axis=1, groups=2)
+    assert (conv.input_channels((8, 2, 3, 3)), conv.output_channels((8, 2, 3, 3))) == (4, 8)
+    # ConvTranspose [C_in, C_out/g, k, k]: 4 inputs, 2 groups of 3 outputs.
+    up = _layout("ConvTranspose", (4, 3, 2, 2), group=2)
+    assert up is not None and (up.out_axis, up.in_axis, up.groups) == (1, 0, 2)
+    assert (up.input_channels((4, 3, 2, 2)), up.output_channels((4, 3, 2, 2))) == (4, 6)
+    assert _layout("Gemm", (5, 7), transB=1) == WeightLayout(out_axis=0, in_axis=1)
+    assert _layout("Gemm", (7, 5)) == WeightLayout(out_axis=1, in_axis=0)
+    assert _layout("Gemm", (7, 5), transA=1) is None  # A's axis 1 is not its channels
+    assert _layout("MatMul", (7, 5)) == WeightLayout(out_axis=1, in_axis=0)
+    assert _layout("MatMul", (2, 7, 5)) == WeightLayout(out_axis=2, in_axis=1)
+
+
+def test_facts_the_steps_and_the_writer_read() -> None:
+    def having(fact: str) -> set[str]:
+        return {op for op in ISSUE_LIST | EXTRA if getattr(_spec(op), fact)}
+
+    assert having("runtime_quantizes_float") == {"Conv", "ConvTranspose", "Gemm"}
+    assert having("homogeneous") == {"Relu", "Clip", "LeakyRelu"}
+    assert having("moved_on_stored_integers") == {"SpaceToDepth", "DepthToSpace", "Pad"}
+    assert op_types_where(lambda spec: spec.moved_on_stored_integers) == INTEGER_MOVES
+    assert {op: _spec(op).fill_value_port for op in having("fill_value_port")} == {"Pad": 2}
+    assert having("joins_along_axis") == {"Concat"}
+    assert {op: _spec(op).clamp_max_port for op in having("clamp_max_port")} == {"Clip": 2}
+
+
+def test_one_clamp_reading_of_attributes_and_constant_inputs() -> None:
+    relu, clip = _spec("Relu").clamp, _spec("Clip").clamp
+    assert relu is not None and clip is not None
+    assert relu(_node("Relu"), (None,)) == (0.0, math.inf)
+    # Before opset 11 the bounds are attributes; after, optional inputs 1 and 2.
+    assert clip(_node("Clip", min=-1.0, max=2.0), (None,)) == (-1.0, 2.0)
+    assert clip(_node("Clip"), (None, np.float32(0), np.float32(6))) == (0.0, 6.0)
+    assert clip(_node("Clip"), (None, None, np.float32(6))) == (-math.inf, 6.0)
+    assert clip(_node("Clip"), (None, np.zeros(2, np.float32))) is None  # not a scalar
+
+
+def test_a_convolution_states_its_window() -> None:
+    assert {op for op in ISSUE_LIST | EXTRA if _spec(op).window is not None} == {"Conv"}
+    window = _spec("Conv").window
+    assert window is not None
+    assert window({}, (8, 2, 3, 5)) == Window(
+        kernel=(3, 5), strides=(1, 1), dilations=(1, 1), pads=(0, 0, 0, 0)
+    )
+    padded = window({"strides": [2, 2], "pads": [1, 0, 1, 0]}, (8, 2, 3, 3))
+    assert (padded.strides, padded.pads, padded.padding_free) == ((2, 2), (1, 0, 1, 0), False)
+    assert not window({"auto_pad": b"SAME_UPPER"}, (8, 2, 3, 3)).padding_free
+    assert window({"auto_pad": b"VALID"}, (8, 2, 3, 3)).auto_pad == "VALID"
+    assert window({"auto_pad": b"VALID"}, (8, 2, 3, 3)).padding_free

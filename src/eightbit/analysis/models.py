@@ -22,7 +22,7 @@ import onnx
 from eightbit.analysis.qdq import QdqModel, read_qdq
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import Graph, TensorInfo, load_model, normalize
-from eightbit.graph.stem import space_to_depth_stems
+from eightbit.graph.stem import has_space_to_depth, space_to_depth_stems
 from eightbit.plan import QuantPlan, plan_path_for
 from eightbit.qdq import expand, is_qdq
 
@@ -118,9 +118,7 @@ def load_pair(
 def _same_stems(float_model: onnx.ModelProto, int8_model: onnx.ModelProto) -> onnx.ModelProto:
     """``float_model`` with the space-to-depth stems of ``int8_model`` (the same rewrite
     ``quantize`` made), or as it is when the int8 model has none."""
-    if not any(node.op_type == "SpaceToDepth" for node in int8_model.graph.node):
-        return float_model
-    if any(node.op_type == "SpaceToDepth" for node in float_model.graph.node):
+    if not has_space_to_depth(int8_model) or has_space_to_depth(float_model):
         return float_model
     rewritten, _ = space_to_depth_stems(float_model)
     return rewritten

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eightbit.analysis.metrics import sqnr_from_sums
+from eightbit.ops import lookup
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph
@@ -265,7 +266,8 @@ def output_parts(graph: Graph) -> dict[str, tuple[Part, ...]]:
     found: dict[str, tuple[Part, ...]] = {}
     for info in graph.outputs:
         producer = graph.producer(info.name)
-        if producer is None or producer.op_type != "Concat" or info.shape is None:
+        spec = None if producer is None else lookup(producer.op_type, producer.domain)
+        if producer is None or spec is None or not spec.joins_along_axis or info.shape is None:
             continue
         axis = int(producer.attrs.get("axis", 0))
         axis = axis + len(info.shape) if axis < 0 else axis

@@ -17,12 +17,10 @@ from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames, graph_names
+from eightbit.ops import lookup
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.qdq import integer_moves
 from eightbit.quant import QuantParams, quantize_values
-
-# The float ops ONNX Runtime's WeightBiasQuantization would quantize (see _keep_float).
-_WEIGHT_BIAS_QUANTIZED = frozenset({"Conv", "ConvTranspose", "Gemm"})
 
 # Per-axis DequantizeLinear arrived in opset 13.
 MIN_QDQ_OPSET = 13
@@ -132,10 +130,13 @@ class _QdqWriter:
         through its own DequantizeLinear with the same scale repeated per channel (axis 1):
         the same real values, exactly.
         """
-        if node.op_type not in _WEIGHT_BIAS_QUANTIZED or len(node.input) < 2 or not node.input[0]:
+        spec = lookup(node.op_type, node.domain)
+        if spec is None or not spec.runtime_quantizes_float or spec.weight_port is None:
+            return []
+        if len(node.input) <= spec.weight_port or not node.input[0]:
             return []
         source = self.dequantized_activations.get(node.input[0])
-        weight = self.initializers.get(node.input[1])
+        weight = self.initializers.get(node.input[spec.weight_port])
         if source is None or weight is None:
             return []
         stored, params = source
@@ -254,13 +255,10 @@ def _names_read(nodes: Iterable[onnx.NodeProto]) -> Iterator[str]:
 
 
 def _input_channels(node: onnx.NodeProto, weight_shape: tuple[int, ...]) -> int | None:
-    """Size of axis 1 of a Conv/ConvTranspose/Gemm data input, from its weight (None: unknown)."""
+    """Size of axis 1 of a layer's data input, from its weight (None: unknown)."""
+    spec = lookup(node.op_type, node.domain)
+    if spec is None or spec.weight_layout is None:
+        return None
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if node.op_type == "Gemm" and attrs.get("transA", 0):
-        return None  # A is (K, M): axis 1 is M, which the weight does not tell
-    if node.op_type == "Conv":
-        return weight_shape[1] * int(attrs.get("group", 1))
-    if node.op_type == "ConvTranspose":
-        return weight_shape[0]
-    # Gemm: A is (M, K); B is (K, N), or (N, K) with transB.
-    return weight_shape[1] if attrs.get("transB", 0) else weight_shape[0]
+    layout = spec.weight_layout(attrs, weight_shape)
+    return None if layout is None else layout.input_channels(weight_shape)

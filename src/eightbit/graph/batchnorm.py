@@ -77,6 +77,11 @@ class _Weights:
         node.input[position] = name
 
 
+def is_batchnorm(node: NodeProto) -> bool:
+    """An ONNX BatchNormalization (what this module folds, and bias correction reads)."""
+    return node.op_type == "BatchNormalization" and node.domain in DEFAULT_DOMAINS
+
+
 def fold_batchnorms(model: ModelProto) -> list[str]:
     """Fold every BN of the main graph that can be folded (in place); return their names."""
     graph = model.graph
@@ -88,7 +93,7 @@ def fold_batchnorms(model: ModelProto) -> list[str]:
     folded: list[str] = []
     removed: list[int] = []
     for index, bn in enumerate(graph.node):
-        if bn.op_type != "BatchNormalization" or bn.domain not in DEFAULT_DOMAINS:
+        if not is_batchnorm(bn):
             continue
         producer = producers.get(bn.input[0])
         if producer is None:

@@ -46,6 +46,11 @@ class _Geometry:
     new_kernel: tuple[int, int]
 
 
+def has_space_to_depth(model: onnx.ModelProto) -> bool:
+    """Whether ``model`` holds a SpaceToDepth: a rewritten stem, or one of its own."""
+    return any(node.op_type == "SpaceToDepth" for node in model.graph.node)
+
+
 def space_to_depth_stems(model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[str]]:
     """A copy of ``model`` with every eligible stem Conv rewritten, and their names.
 

@@ -22,8 +22,10 @@ from onnx import helper, numpy_helper
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames
 
-# ReduceMax takes its axes as an input from opset 18 (an attribute before).
+# ReduceMax, ReduceMin and ReduceSumSquare take their axes as an input from opset 18 (an
+# attribute before); ReduceSum already from opset 13.
 _AXES_INPUT_OPSET = 18
+_SUM_AXES_INPUT_OPSET = 13
 _FLOAT_PREFIX, _QUANT_PREFIX = "float/", "int8/"
 
 
@@ -128,7 +130,7 @@ def with_reductions(
         elif reduction.kind == "min":
             outputs.append(builder.reduce("ReduceMin", reduction.tensor, axes))
         elif reduction.kind == "sum_over_batch":
-            outputs.append(builder.reduce("ReduceSum", reduction.tensor, [0]))
+            outputs.append(builder.reduce_sum(reduction.tensor, [0]))
         else:
             raise ValueError(f"unknown reduction kind {reduction.kind!r}")
     del graph.output[:]
@@ -202,8 +204,8 @@ def comparison_model(
         difference = builder.node("Sub", [_QUANT_PREFIX + first, _FLOAT_PREFIX + first])
         axes = [axis for axis in range(output_rank) if axis != 1]
         shape = builder.node("Shape", [_FLOAT_PREFIX + first])
-        output_channels = (builder.reduce("ReduceSum", difference, axes), shape)
-    sums = {t: builder.reduce("ReduceSum", prefixed(_FLOAT_PREFIX, t), [0]) for t in means}
+        output_channels = (builder.reduce_sum(difference, axes), shape)
+    sums = {t: builder.reduce_sum(prefixed(_FLOAT_PREFIX, t), [0]) for t in means}
     names = Comparison(
         layer_sums=layer_sums, output_sums=output_sums, means=sums, output_channels=output_channels
     )
@@ -232,17 +234,27 @@ class _Builder:
         )
         return output
 
-    def reduce(self, op_type: str, tensor: str, axes: list[int] | None) -> str:
-        """``op_type`` over ``axes`` (all axes when None), without kept dimensions."""
+    def reduce(
+        self,
+        op_type: str,
+        tensor: str,
+        axes: list[int] | None,
+        axes_input_opset: int = _AXES_INPUT_OPSET,
+    ) -> str:
+        """``op_type`` over ``axes`` (all axes when None), without kept dimensions; the axes
+        are an input from ``axes_input_opset`` on."""
         if axes is None:
             return self.node(op_type, [tensor], keepdims=0)
-        if op_type == "ReduceSum" or self.opset >= _AXES_INPUT_OPSET:
+        if self.opset >= axes_input_opset:
             constant = self.name("axes")
             self.graph.initializer.append(
                 numpy_helper.from_array(np.asarray(axes, np.int64), constant)
             )
             return self.node(op_type, [tensor, constant], keepdims=0)
         return self.node(op_type, [tensor], axes=axes, keepdims=0)
+
+    def reduce_sum(self, tensor: str, axes: list[int]) -> str:
+        return self.reduce("ReduceSum", tensor, axes, _SUM_AXES_INPUT_OPSET)
 
     def squared_sums(self, quantized: str, reference: str) -> tuple[str, str]:
         """(Σ(quantized − reference)², Σ reference²) over every element."""

@@ -32,6 +32,7 @@ from eightbit.calibrate.data import Batch, DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, Node, make_session
 from eightbit.improve.measure import OutputReference, count, read_samples
+from eightbit.ops import lookup
 from eightbit.ops.node_selection import Calibrated, select
 from eightbit.plan import clip_range, make_plan
 from eightbit.quant import QuantConfig, activation_params
@@ -47,7 +48,6 @@ CANDIDATES: tuple[tuple[str, float | None], ...] = (
     ("mse", None),
     ("entropy", None),
 )
-_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 @dataclass(frozen=True)
@@ -204,9 +204,7 @@ class _Probe:
         self, tensor: str, options: Mapping[str, tuple[float, float]], config: QuantConfig
     ) -> None:
         readers = [
-            r
-            for r in self.graph.consumers(tensor)
-            if r.op_type in _WEIGHTED and r.inputs[0] == tensor
+            r for r in self.graph.consumers(tensor) if _is_layer(r) and r.inputs[0] == tensor
         ]
         others = len(readers) < len(self.graph.consumers(tensor)) or not readers
         keys = [reader.name for reader in readers] + (["itself"] if others else [])
@@ -360,3 +358,9 @@ def _with(ranges: Ranges, changes: Sequence[Proposal]) -> Ranges:
 
 def _db(nsr: float) -> float:
     return float("inf") if nsr <= 0 else float(-10.0 * np.log10(nsr))
+
+
+def _is_layer(node: Node) -> bool:
+    """A weighted reader (Conv, ConvTranspose, Gemm, MatMul): scored at its output (§I.4.1)."""
+    spec = lookup(node.op_type, node.domain)
+    return spec is not None and spec.is_layer

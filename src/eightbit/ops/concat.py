@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from eightbit.ops.spec import OpSpec
 
-CONCAT = OpSpec("Concat", data_inputs=None)
+CONCAT = OpSpec("Concat", data_inputs=None, joins_along_axis=True)
 
 SPECS = (CONCAT,)

@@ -8,11 +8,12 @@ per-tensor scale for a batched (>= 3-D) one, so those are quantized per tensor.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eightbit.ops.spec import OpSpec, PerTensor, attr, optional_input
+from eightbit.ops.spec import Contraction, OpSpec, PerTensor, WeightLayout, attr, optional_input
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph, Node
@@ -46,6 +47,20 @@ def _matmul_axis(node: Node, shape: tuple[int, ...]) -> int | PerTensor:
     return 1
 
 
+def _gemm_layout(attrs: Mapping[str, Any], shape: tuple[int, ...]) -> WeightLayout | None:
+    if attrs.get("transA", 0):
+        return None  # A is [K, M]: its axis 1 is M, not the input channels
+    if attrs.get("transB", 0):
+        return WeightLayout(out_axis=0, in_axis=1)  # B is [N, K]
+    return WeightLayout(out_axis=1, in_axis=0)  # B is [K, N]
+
+
+def _matmul_layout(attrs: Mapping[str, Any], shape: tuple[int, ...]) -> WeightLayout:
+    """B is [K, N], or a batch of them [..., K, N]."""
+    rank = max(len(shape), 2)
+    return WeightLayout(out_axis=rank - 1, in_axis=rank - 2)
+
+
 GEMM = OpSpec(
     "Gemm",
     weight_port=1,
@@ -53,6 +68,9 @@ GEMM = OpSpec(
     weight_channel_axis=_gemm_axis,
     absorbs_activation=True,
     check=_gemm_check,
+    contraction=Contraction.MATRIX,
+    weight_layout=_gemm_layout,
+    runtime_quantizes_float=True,
 )
 MATMUL = OpSpec(
     "MatMul",
@@ -60,6 +78,8 @@ MATMUL = OpSpec(
     weight_may_be_activation=True,
     weight_channel_axis=_matmul_axis,
     absorbs_activation=True,
+    contraction=Contraction.MATRIX,
+    weight_layout=_matmul_layout,
 )
 
 SPECS = (GEMM, MATMUL)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from eightbit.ops.node_selection import Calibrated, Constant, SameAs, Source
+from eightbit.ops.registry import op_types_where
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph, Node
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 # for a slice of it that spans less (§Q13).
 JOIN_RATIO = 16.0
 JOIN_OPS = frozenset({"Concat", "Add", "Sub"})
-HEAVY_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+HEAVY_OPS = op_types_where(lambda spec: spec.is_layer)
 
 # tensor -> its calibrated (min, max) clipped to a folded clamp, as make_plan reads it
 RangeOf = Callable[[str, "tuple[float, float] | None"], "tuple[float, float]"]

@@ -23,4 +23,18 @@ LAYOUT_OP_TYPES = (
     "DepthToSpace",
 )
 
-SPECS = tuple(OpSpec(op_type, output_params=_SAME) for op_type in LAYOUT_OP_TYPES)
+# ONNX Runtime's QDQ optimizer drops the DequantizeLinear/QuantizeLinear pair around the
+# others; these it would run in float, so the QDQ writer moves their stored integers (§Q11).
+_FLOAT_IN_ONNX_RUNTIME = ("SpaceToDepth", "DepthToSpace", "Pad")
+# Pad's input 2: the value a constant-mode Pad writes, stored quantized when it moves integers.
+_FILL_VALUE_PORT = {"Pad": 2}
+
+SPECS = tuple(
+    OpSpec(
+        op_type,
+        output_params=_SAME,
+        moved_on_stored_integers=op_type in _FLOAT_IN_ONNX_RUNTIME,
+        fill_value_port=_FILL_VALUE_PORT.get(op_type),
+    )
+    for op_type in LAYOUT_OP_TYPES
+)

@@ -108,9 +108,7 @@ def activation_ports(graph: Graph, node: Node, spec: OpSpec) -> tuple[int, ...]:
 def clamp_bounds(graph: Graph, activation: Node) -> tuple[float, float]:
     """[min, max] of a folded clamp activation (selection only folds constant bounds)."""
     spec = lookup(activation.op_type, activation.domain)
-    bounds = None
-    if spec is not None and spec.clamp_bounds is not None:
-        bounds = spec.clamp_bounds(activation, graph)
+    bounds = None if spec is None else spec.clamp_bounds(activation, graph)
     if bounds is None:
         raise AssertionError(f"{activation.name!r} is not a clamp with constant bounds")
     return bounds
@@ -200,7 +198,7 @@ def _propagate_value_preserving(graph: Graph, reasons: dict[str, str | None]) ->
     for node in graph.nodes:
         spec = lookup(node.op_type, node.domain)
         if reasons[node.name] is None and spec is not None and spec.same_as_input:
-            clamp = spec.clamp_bounds is not None and graph.producer(node.inputs[0]) is not None
+            clamp = spec.clamp is not None and graph.producer(node.inputs[0]) is not None
             pending.append((node, clamp))
             reasons[node.name] = (
                 "its input comes from a float node: it clamps in float and its readers "
@@ -243,7 +241,7 @@ def _fusions(graph: Graph, reasons: Mapping[str, str | None]) -> dict[str, Node]
         if (
             reasons[reader.name] is None
             and reader_spec is not None
-            and reader_spec.clamp_bounds is not None
+            and reader_spec.clamp is not None
             and reader.inputs[0] == produced
             and list(reader.inputs).count(produced) == 1
         ):

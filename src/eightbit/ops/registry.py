@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import MappingProxyType
 
 from eightbit.ops import activation, concat, conv, elementwise, gemm, layout, pool, resize
@@ -33,3 +34,8 @@ def lookup(op_type: str, domain: str = "") -> OpSpec | None:
 def supported_op_types() -> tuple[str, ...]:
     """Op types eightbit quantizes, sorted."""
     return tuple(sorted(_REGISTRY))
+
+
+def op_types_where(fact: Callable[[OpSpec], bool]) -> frozenset[str]:
+    """Op types whose spec states ``fact`` (e.g. ``lambda spec: spec.is_layer``)."""
+    return frozenset(op_type for op_type, spec in _REGISTRY.items() if fact(spec))

@@ -19,11 +19,11 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.graph import FreshNames, graph_names
+from eightbit.ops import lookup, op_types_where
 from eightbit.qdq.nodes import is_dequantize, is_quantize
 
 # Pure moves ONNX Runtime does not run on integers when they sit between DQ and Q.
-INTEGER_MOVES = frozenset({"SpaceToDepth", "DepthToSpace", "Pad"})
-_PAD_VALUE_PORT = 2
+INTEGER_MOVES = op_types_where(lambda spec: spec.moved_on_stored_integers)
 
 
 def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
@@ -45,8 +45,9 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
         quantize = after[0]
         if not is_quantize(quantize) or not _same_params(before, quantize, constants):
             continue
-        value = node.input[_PAD_VALUE_PORT] if len(node.input) > _PAD_VALUE_PORT else ""
-        if node.op_type == "Pad" and value and value not in constants:
+        port = _fill_value_port(node)
+        value = node.input[port] if port is not None and len(node.input) > port else ""
+        if value and value not in constants:
             continue  # a value computed at run time cannot be stored quantized beforehand
         node.input[0] = before.input[0]
         node.output[0] = quantize.output[0]
@@ -133,13 +134,14 @@ def _set_pad_value(
     the stored value -> ``DQ`` of it. ``quantizer`` is the Q or DQ whose parameters apply.
     Returns the name of the value it replaced, if any.
     """
-    if node.op_type != "Pad" or any(
+    fill_port = _fill_value_port(node)
+    if fill_port is None or any(
         a.name == "mode" and a.s not in (b"", b"constant") for a in node.attribute
     ):
         return []
     scale = float(numpy_helper.to_array(constants[quantizer.input[1]]))
     zero = numpy_helper.to_array(constants[quantizer.input[2]])
-    port = node.input[_PAD_VALUE_PORT] if len(node.input) > _PAD_VALUE_PORT else ""
+    port = node.input[fill_port] if len(node.input) > fill_port else ""
     current = numpy_helper.to_array(constants[port]) if port else None
     if stored:
         value = np.float32(0.0 if current is None else current.reshape(-1)[0])
@@ -154,10 +156,16 @@ def _set_pad_value(
     name = FreshNames(graph_names(graph))(f"{node.name}_{'stored' if stored else 'float'}_value")
     graph.initializer.append(numpy_helper.from_array(array.reshape(()), name))
     constants[name] = graph.initializer[-1]
-    while len(node.input) <= _PAD_VALUE_PORT:
+    while len(node.input) <= fill_port:
         node.input.append("")
-    node.input[_PAD_VALUE_PORT] = name
+    node.input[fill_port] = name
     return [port] if port else []
+
+
+def _fill_value_port(node: onnx.NodeProto) -> int | None:
+    """The input holding the value a padding writes (Pad's input 2), None for pure moves."""
+    spec = lookup(node.op_type, node.domain)
+    return None if spec is None else spec.fill_value_port
 
 
 def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:

@@ -142,6 +142,18 @@ def test_high_bias_absorption_moves_never_clipped_bias_into_the_next_layer() -> 
     assert _channel_min(equalized, x).min() < _channel_min(model, x).min() / 10
 
 
+def test_a_clip_without_upper_bound_absorbs_as_relu_does() -> None:
+    # Clip(x, 0, ∞) is Relu: f(x − c) = f(x) − c where x >= c > 0 (the op spec's clamp bounds
+    # say so, not its op type).
+    model = normalize(
+        conv_pair("Clip", clip_max=np.inf, second_kernel=1, first_bias_shift=40.0, spread=2.0)
+    )
+    x = inputs(model, n=48)
+    equalized, report = equalize(model, {"input": x}, PER_TENSOR, samples=48)
+    np.testing.assert_allclose(run(equalized, x), run(model, x), rtol=1e-4, atol=1e-3)
+    assert "absorbed" in report.notes[0]
+
+
 def _channel_min(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return _second_input(model, x).min(axis=(0, 2, 3))
 

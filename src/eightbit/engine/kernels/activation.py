@@ -23,6 +23,7 @@ import numpy as np
 
 from eightbit.engine.operands import NodeToPrepare
 from eightbit.engine.program import Step
+from eightbit.ops import lookup
 from eightbit.quant import QuantParams, dequantize_values, quantize_values
 
 Curve = Callable[[np.ndarray, NodeToPrepare], np.ndarray]
@@ -57,16 +58,13 @@ def _gelu(x: np.ndarray, node: NodeToPrepare) -> np.ndarray:
 
 
 def _clip_bounds(node: NodeToPrepare) -> tuple[float, float]:
-    if node.node.op_type == "Relu":
-        return 0.0, math.inf
-    # Attributes before opset 11, optional constant inputs after.
-    low, high = float(node.attr("min", -math.inf)), float(node.attr("max", math.inf))
-    given_low, given_high = node.constant(1), node.constant(2)
-    if given_low is not None:
-        low = float(np.asarray(given_low).reshape(-1)[0])
-    if given_high is not None:
-        high = float(np.asarray(given_high).reshape(-1)[0])
-    return low, high
+    """A Relu's or Clip's [min, max], read by its op spec as node selection reads it."""
+    spec = lookup(node.node.op_type, node.node.domain)
+    given = [None, *(node.constant(port) for port in range(1, len(node.inputs)))]
+    bounds = None if spec is None or spec.clamp is None else spec.clamp(node.node, given)
+    if bounds is None:
+        raise node.refuse("its bounds must be constant scalars")
+    return bounds
 
 
 def _clip(x: np.ndarray, node: NodeToPrepare) -> np.ndarray:
@@ -131,7 +129,8 @@ def prepare_activation(node: NodeToPrepare) -> Step:
     x, out = node.activation(0), node.output(0)
     op_type = node.node.op_type
     common: dict[str, Any] = {"node": node.node.name, "inputs": (x.name,), "outputs": (out.name,)}
-    if op_type in ("Relu", "Clip") and x.params == out.params:
+    spec = lookup(op_type, node.node.domain)
+    if spec is not None and spec.clamp is not None and x.params == out.params:
         low, high = _clip_bounds(node)
         q_low = x.params.qmin if low == -math.inf else int(quantize_values(low, x.params))
         q_high = x.params.qmax if high == math.inf else int(quantize_values(high, x.params))

@@ -18,12 +18,16 @@ from typing import Literal
 import numpy as np
 
 from eightbit.graph import Graph, Node
+from eightbit.ops import Contraction, lookup
 from eightbit.ops.node_selection import clamp_bounds
-from eightbit.ops.spec import attr, optional_input
+from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantParams, quantize_values
 
 Layout = Literal["conv", "rows_nk", "rows_kn"]
+# The layers learned rounding writes as rows: a convolution's im2col patches, a matrix
+# product's input rows. A transposed convolution scatters instead, and stays at nearest.
+ROW_CONTRACTIONS = (Contraction.CONVOLUTION, Contraction.MATRIX)
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,11 @@ class LayerShape:
 
 def layer_of(graph: Graph, node: Node, plan: QuantPlan) -> LayerShape | str:
     """The node as a learned-rounding layer, or why it is left at nearest rounding."""
-    weight = optional_input(node, 1)
-    if weight is None or weight not in graph.initializers or weight not in plan.tensors:
+    spec = lookup(node.op_type, node.domain)
+    port = None if spec is None else spec.weight_port
+    weight = None if port is None else optional_input(node, port)
+    quantized_constant = weight in graph.initializers and weight in plan.tensors
+    if spec is None or weight is None or not quantized_constant:
         return "its weight is not a quantized constant"
     values = graph.initializers[weight]
     shape = tuple(int(d) for d in values.shape)
@@ -170,11 +177,12 @@ def layer_of(graph: Graph, node: Node, plan: QuantPlan) -> LayerShape | str:
     clamp = None
     if decision.fused_activation is not None:
         clamp = clamp_bounds(graph, graph.node(decision.fused_activation))
-    bias = optional_input(node, 2) if node.op_type in ("Conv", "Gemm") else None
-    if node.op_type == "Conv":
-        spatial = len(shape) - 2
-        if spatial < 1:
-            return f"Conv weight of shape {shape} has no spatial axes"
+    bias = None if spec.bias_port is None else optional_input(node, spec.bias_port)
+    found = None if spec.weight_layout is None else spec.weight_layout(node.attrs, shape)
+    if found is not None and spec.window is not None:
+        if len(shape) < 3:
+            return f"{node.op_type} weight of shape {shape} has no spatial axes"
+        window = spec.window(node.attrs, shape)
         return LayerShape(
             node.name,
             node.op_type,
@@ -183,17 +191,16 @@ def layer_of(graph: Graph, node: Node, plan: QuantPlan) -> LayerShape | str:
             input=node.inputs[0],
             layout="conv",
             weight_shape=shape,
-            groups=int(attr(node, "group", 1)),
-            kernel=tuple(int(k) for k in attr(node, "kernel_shape", shape[2:])),
-            strides=tuple(int(s) for s in attr(node, "strides", (1,) * spatial)),
-            dilations=tuple(int(d) for d in attr(node, "dilations", (1,) * spatial)),
-            auto_pad=str(attr(node, "auto_pad", "NOTSET")),
-            pads=tuple(int(p) for p in attr(node, "pads", (0,) * (2 * spatial))),
+            groups=found.groups,
+            kernel=window.kernel,
+            strides=window.strides,
+            dilations=window.dilations,
+            auto_pad=window.auto_pad,
+            pads=window.pads,
             clamp=clamp,
         )
-    if node.op_type in ("Gemm", "MatMul") and len(shape) == 2:
-        transposed = node.op_type == "Gemm" and bool(attr(node, "transB", 0))
-        layout: Layout = "rows_nk" if transposed else "rows_kn"
+    if found is not None and spec.contraction is Contraction.MATRIX and len(shape) == 2:
+        layout: Layout = "rows_nk" if found.out_axis == 0 else "rows_kn"
         return LayerShape(
             node.name, node.op_type, weight, bias, node.inputs[0], layout, shape, clamp=clamp
         )

@@ -33,9 +33,12 @@ from onnx import helper, numpy_helper
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, Node, make_session
+from eightbit.graph.batchnorm import is_batchnorm
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import compare, count, read_samples
+from eightbit.ops import Contraction, OpSpec, lookup
 from eightbit.ops.node_selection import clamp_bounds
+from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan, rebias
 from eightbit.quant import dequantize_values, quantize_values
 from eightbit.steps import LayerGain, StepReport
@@ -44,8 +47,10 @@ from eightbit.steps import LayerGain, StepReport
 # (MobileNetV2: benchmarks/RESULTS.md#numerics-i1).
 DEFAULT_SAMPLES = 16
 Keep = Literal["always", "if_better"]
-# Ops whose bias input is the third one and whose output channels are on axis 1.
-_CORRECTED = ("Conv", "ConvTranspose", "Gemm")
+# Layers whose interior outputs each read every weight tap once, so that E[x] per input
+# channel gives their shift (I.3.3); a transposed convolution's output reads a number of
+# taps that depends on its position.
+_INTERIOR = (Contraction.CONVOLUTION, Contraction.MATRIX)
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,7 @@ def batchnorm_statistics(model: onnx.ModelProto) -> dict[str, ChannelNormal]:
     constants = {tensor.name: tensor for tensor in model.graph.initializer}
     found = {}
     for node in model.graph.node:
-        if node.op_type != "BatchNormalization" or node.domain not in ("", "ai.onnx"):
+        if not is_batchnorm(node):
             continue
         if len(node.input) < 3 or not all(name in constants for name in node.input[1:3]):
             continue
@@ -116,7 +121,7 @@ def bias_correction(
         )
     if data is None:
         shifts, missing = _analytic_shifts(graph, Graph(reference), plan, layers, statistics or {})
-        corrected = _apply(model, shifts)
+        corrected = _apply(model, graph, shifts)
         notes.insert(0, f"{len(shifts)} layer(s) corrected from BatchNormalization statistics")
         if missing:
             notes.append(f"{missing} layer(s) without input statistics left as they are")
@@ -130,7 +135,7 @@ def bias_correction(
     if weight_shifts:
         before = compare(reference, to_qdq(model, plan), batches, outputs, inputs, threads)
         shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
-        corrected = _apply(model, shifts)
+        corrected = _apply(model, graph, shifts)
         quantized = to_qdq(corrected, rebias(Graph(corrected), plan))
         after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
     else:
@@ -141,7 +146,7 @@ def bias_correction(
     if last is not None and after.output_shift is not None:
         # (I.3.4) The output layer, corrected against the int8 network's own output.
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
-        candidate = _apply(model, total)
+        candidate = _apply(model, graph, total)
         quantized = to_qdq(candidate, rebias(Graph(candidate), plan))
         final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
         if final.output_db > after.output_db:
@@ -180,12 +185,15 @@ def corrected_layers(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[tup
     skipped: dict[tuple[str, str], int] = {}
     for decision in plan.quantized_nodes():
         node = graph.node(decision.name)
-        weight = node.inputs[1] if len(node.inputs) > 1 else ""
-        if node.op_type == "MatMul" and weight in plan.tensors:
-            key = ("MatMul", "it has no bias input to correct")
+        spec = lookup(node.op_type, node.domain)
+        if spec is None or not spec.is_layer or spec.weight_port is None:
+            continue
+        weight = optional_input(node, spec.weight_port)
+        if spec.bias_port is None and weight in plan.tensors:
+            key = (node.op_type, "it has no bias input to correct")
             skipped[key] = skipped.get(key, 0) + 1
             continue
-        if node.op_type not in _CORRECTED or weight not in plan.tensors:
+        if spec.bias_port is None or weight not in plan.tensors:
             continue
         if weight not in graph.initializers:
             continue
@@ -215,7 +223,9 @@ def layer_output(graph: Graph, plan: QuantPlan, layer: str) -> str:
 
 def _delta(graph: Graph, reference: Graph, plan: QuantPlan, node: Node) -> np.ndarray:
     """ΔW = (the weight as the int8 model stores it) − (the reference float weight)."""
-    weight = node.inputs[1]
+    port = _layer(node).weight_port
+    assert port is not None
+    weight = node.inputs[port]
     params = plan.tensors[weight]
     stored = dequantize_values(quantize_values(graph.initializers[weight], params), params)
     return stored.astype(np.float64) - np.asarray(reference.initializers[weight], np.float64)
@@ -280,7 +290,7 @@ def _analytic_shifts(
     for name in layers:
         node = graph.node(name)
         expected = _expected_input(graph, node.inputs[0], statistics)
-        if expected is None or node.op_type == "ConvTranspose":
+        if expected is None or _layer(node).contraction not in _INTERIOR:
             missing += 1
             continue
         delta = _delta(graph, reference, plan, node)
@@ -296,12 +306,13 @@ def _expected_input(
         stats = statistics[tensor]
         return stats.mean.copy()
     producer = graph.producer(tensor)
-    if producer is None or producer.op_type not in ("Relu", "Clip"):
+    spec = None if producer is None else lookup(producer.op_type, producer.domain)
+    if producer is None or spec is None or spec.clamp is None:
         return None
     source = producer.inputs[0]
     if source not in statistics:
         return None
-    low, high = clamp_bounds(graph, producer) if producer.op_type == "Clip" else (0.0, math.inf)
+    low, high = clamp_bounds(graph, producer)
     return clipped_normal_mean(statistics[source], low, high)
 
 
@@ -332,10 +343,14 @@ def _pdf(x: np.ndarray) -> np.ndarray:
 
 def _interior_shift(node: Node, delta: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """Σ_{c,k} ΔW[o, c, k] · E[x_c] (Conv, grouped included) or Σ_k ΔW[k, n] · E[x_k] (Gemm)."""
-    if node.op_type == "Gemm":
-        matrix = delta.T if node.attrs.get("transB", 0) else delta
+    spec = _layer(node)
+    assert spec.weight_layout is not None
+    layout = spec.weight_layout(node.attrs, delta.shape)
+    assert layout is not None, f"{node.name!r}: a quantized layer reads its channels on axis 1"
+    if spec.contraction is Contraction.MATRIX:
+        matrix = np.moveaxis(delta, (layout.in_axis, layout.out_axis), (0, 1))  # [K, N]
         return np.asarray(expected @ matrix)
-    groups = int(node.attrs.get("group", 1))
+    groups = layout.groups
     outputs, per_group = delta.shape[:2]
     summed = delta.reshape(outputs, per_group, -1).sum(axis=2)  # [O, C/g]
     grouped_means = expected.reshape(groups, per_group)  # [g, C/g]
@@ -346,13 +361,26 @@ def _interior_shift(node: Node, delta: np.ndarray, expected: np.ndarray) -> np.n
 # --- result ------------------------------------------------------------------------------
 
 
-def _apply(model: onnx.ModelProto, shifts: Mapping[str, np.ndarray]) -> onnx.ModelProto:
-    """``b ← b − shift`` for every shifted layer (a zero bias first where there is none)."""
+def _apply(
+    model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray]
+) -> onnx.ModelProto:
+    """``b ← b − shift`` for every shifted layer (a zero bias first where there is none).
+
+    ``graph``: a view of ``model`` (or of a model with the same nodes)."""
     edit = ModelEdit(model)
     for name, shift in shifts.items():
-        bias = edit.value(name, 2)
-        weight = edit.value(name, 1)
+        spec = _layer(graph.node(name))
+        assert spec.weight_port is not None and spec.bias_port is not None
+        bias = edit.value(name, spec.bias_port)
+        weight = edit.value(name, spec.weight_port)
         dtype = np.float32 if weight is None else weight.dtype
         current = np.zeros(shift.shape) if bias is None else bias.astype(np.float64)
-        edit.set(name, 2, (current - shift).astype(dtype), f"{name}_bias")
+        edit.set(name, spec.bias_port, (current - shift).astype(dtype), f"{name}_bias")
     return edit.model
+
+
+def _layer(node: Node) -> OpSpec:
+    """The spec of a layer ``corrected_layers`` chose."""
+    spec = lookup(node.op_type, node.domain)
+    assert spec is not None and spec.is_layer, f"{node.name!r} is not a quantized layer"
+    return spec

@@ -31,7 +31,8 @@ from eightbit.calibrate.data import DataLike
 from eightbit.graph import Graph, Node
 from eightbit.improve._onnx import ModelEdit, Reduction
 from eightbit.improve.measure import count, read_samples, run_reductions
-from eightbit.ops import lookup
+from eightbit.ops import Contraction, OpSpec, lookup
+from eightbit.ops.spec import optional_input
 from eightbit.quant import QuantConfig, dequantize_values, quantize_values, weight_params
 from eightbit.steps import LayerGain, StepReport
 
@@ -44,7 +45,9 @@ CONVERGED = 1e-3
 # A channel is scaled up by at most this much: below 1/1000 of the widest channel it
 # already rounds to zero and more resolution buys nothing, while its L1 weights would grow.
 MIN_SCALE = 1e-3
-_HOMOGENEOUS = ("Relu", "LeakyRelu", "Clip")
+# The layers whose channels the scales move: convolutions and matrix products, whose weight
+# holds each group's outputs together (a transposed convolution holds each group's inputs).
+_EQUALIZED = (Contraction.CONVOLUTION, Contraction.MATRIX)
 
 
 @dataclass(frozen=True)
@@ -153,23 +156,24 @@ class _Layout:
     out_axis: int  # axis of the weight indexed by output channel
     groups: int  # Conv groups (1 for Gemm)
     in_axis: int  # axis indexed by the input channel (within its group)
+    contraction: Contraction
+    weight_port: int
+    bias_port: int
 
 
 def _weight_layout(graph: Graph, node: Node) -> _Layout | None:
     """The layout of a Conv or Gemm whose weight and bias are constants only it reads."""
-    if node.op_type == "Conv" and node.domain in ("", "ai.onnx"):
-        out_axis, in_axis, groups = 0, 1, int(node.attrs.get("group", 1))
-    elif node.op_type == "Gemm" and node.domain in ("", "ai.onnx"):
-        if node.attrs.get("transA", 0) or node.attrs.get("alpha", 1.0) != 1.0:
-            return None
-        if len(node.inputs) > 2 and node.inputs[2] and node.attrs.get("beta", 1.0) != 1.0:
-            return None
-        trans_b = int(node.attrs.get("transB", 0))
-        out_axis, in_axis, groups = (0, 1, 1) if trans_b else (1, 0, 1)
-    else:
+    spec = _equalized_layer(graph, node)
+    if spec is None or spec.weight_port is None or spec.bias_port is None:
         return None
-    weight = node.inputs[1] if len(node.inputs) > 1 else ""
-    bias = node.inputs[2] if len(node.inputs) > 2 and node.inputs[2] else None
+    assert spec.contraction is not None and spec.weight_layout is not None
+    weight = optional_input(node, spec.weight_port) or ""
+    bias = optional_input(node, spec.bias_port)
+    if weight not in graph.initializers:
+        return None
+    layout = spec.weight_layout(node.attrs, tuple(graph.initializers[weight].shape))
+    if layout is None:
+        return None
     for name in (weight, bias):
         if name is None:
             continue
@@ -179,7 +183,25 @@ def _weight_layout(graph: Graph, node: Node) -> _Layout | None:
             return None
     if bias is not None and graph.initializers[bias].ndim != 1:
         return None
-    return _Layout(weight, bias, out_axis, groups, in_axis)
+    return _Layout(
+        weight,
+        bias,
+        layout.out_axis,
+        layout.groups,
+        layout.in_axis,
+        spec.contraction,
+        spec.weight_port,
+        spec.bias_port,
+    )
+
+
+def _equalized_layer(graph: Graph, node: Node) -> OpSpec | None:
+    """The spec of a convolution or matrix product with a bias port that the quantizer
+    would not keep in float for its attributes (Gemm's transA, alpha, beta)."""
+    spec = lookup(node.op_type, node.domain)
+    if spec is None or spec.contraction not in _EQUALIZED or spec.bias_port is None:
+        return None
+    return spec if spec.reason_not_quantized(node, graph) is None else None
 
 
 def _pair_from(graph: Graph, first: Node, outputs: set[str]) -> Pair | str | None:
@@ -190,7 +212,7 @@ def _pair_from(graph: Graph, first: Node, outputs: set[str]) -> Pair | str | Non
         return None
     activation: Node | None = None
     tensor = produced
-    if readers[0].op_type in _HOMOGENEOUS:
+    if _is_homogeneous(readers[0]):
         activation = readers[0]
         tensor = activation.outputs[0]
         readers = graph.consumers(tensor)
@@ -201,8 +223,8 @@ def _pair_from(graph: Graph, first: Node, outputs: set[str]) -> Pair | str | Non
     if layout is None or second.inputs[0] != tensor or list(second.inputs).count(tensor) != 1:
         return None
     clip = None
-    if activation is not None and activation.op_type == "Clip":
-        bounds = _clip_bounds(graph, activation)
+    if activation is not None and _is_clamp(activation):
+        bounds = _clamp_bounds(graph, activation)
         if bounds is None:
             return "Clip bounds are not constants"
         low, clip = bounds
@@ -227,15 +249,27 @@ def _pair_from(graph: Graph, first: Node, outputs: set[str]) -> Pair | str | Non
         tensor=tensor,
         channels=channels,
         rank=len(info.shape),
-        depthwise=second.op_type == "Conv" and in_per_group == 1 and channels > 1,
+        depthwise=layout.contraction is Contraction.CONVOLUTION
+        and in_per_group == 1
+        and channels > 1,
         clip=clip,
     )
 
 
-def _clip_bounds(graph: Graph, node: Node) -> tuple[float, float] | None:
-    """Clip's [min, max] when both are constants (the op spec's reading of them)."""
+def _is_homogeneous(node: Node) -> bool:
     spec = lookup(node.op_type, node.domain)
-    return None if spec is None or spec.clamp_bounds is None else spec.clamp_bounds(node, graph)
+    return spec is not None and spec.homogeneous
+
+
+def _is_clamp(node: Node) -> bool:
+    spec = lookup(node.op_type, node.domain)
+    return spec is not None and spec.clamp is not None
+
+
+def _clamp_bounds(graph: Graph, node: Node) -> tuple[float, float] | None:
+    """A clamp's [min, max] when both are constants (the op spec's reading of them)."""
+    spec = lookup(node.op_type, node.domain)
+    return None if spec is None else spec.clamp_bounds(node, graph)
 
 
 def _must(layout: _Layout | None) -> _Layout:
@@ -394,8 +428,11 @@ def _absorb(state: _State, pairs: Sequence[Pair], minima: Mapping[str, np.ndarra
     absorbed = 0
     for pair in pairs:
         first, second = pair.first.name, pair.second.name
-        unbounded = pair.activation is None or pair.activation.op_type == "Relu"
-        if not unbounded or first not in state.biases or not _padding_free(pair.second):
+        # Absorption needs f(x - c) = f(x) - c for x >= c > 0: no activation, or a clamp
+        # without an upper bound (Relu).
+        unbounded = pair.activation is None or (_is_clamp(pair.activation) and pair.clip is None)
+        layout = state.layouts[second]
+        if not unbounded or first not in state.biases or not _padding_free(pair.second, state):
             continue
         # Minima were observed before scaling; the scaled channel is x_i / s_i.
         scaled = minima[first] / state.total.get(first, 1.0)
@@ -403,7 +440,6 @@ def _absorb(state: _State, pairs: Sequence[Pair], minima: Mapping[str, np.ndarra
         if not np.any(shift > 0):
             continue
         grouped = state.by_input(second, state.weights[second])
-        layout = state.layouts[second]
         per_input = grouped.sum(axis=3)  # [groups, outputs per group, inputs per group]
         moved = np.einsum("goi,gi->go", per_input, shift.reshape(layout.groups, -1)).reshape(-1)
         state.biases[first] = state.biases[first] - shift
@@ -413,14 +449,12 @@ def _absorb(state: _State, pairs: Sequence[Pair], minima: Mapping[str, np.ndarra
     return absorbed
 
 
-def _padding_free(node: Node) -> bool:
+def _padding_free(node: Node, state: _State) -> bool:
     """Every output reads only real inputs: a bias added to L2 is then exact everywhere."""
-    if node.op_type == "Gemm":
-        return True
-    pads = node.attrs.get("pads")
-    auto_pad = node.attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    return auto_pad in ("NOTSET", "VALID") and (pads is None or not any(pads))
+    spec = lookup(node.op_type, node.domain)
+    if spec is None or spec.window is None:
+        return True  # no window: a matrix product reads whole rows
+    return spec.window(node.attrs, state.weights[node.name].shape).padding_free
 
 
 # --- result ------------------------------------------------------------------------------
@@ -437,12 +471,16 @@ def _write(model: onnx.ModelProto, state: _State, pairs: Sequence[Pair]) -> onnx
                 edit.rename(tensor, f"{tensor}_equalized")
     for name in sorted(state.touched):
         layout = state.layouts[name]
-        dtype = np.asarray(edit.value(name, 1)).dtype
-        edit.set(name, 1, state.weights[name].astype(dtype), layout.weight)
+        dtype = np.asarray(edit.value(name, layout.weight_port)).dtype
+        edit.set(name, layout.weight_port, state.weights[name].astype(dtype), layout.weight)
         if name in state.biases:
-            edit.set(name, 2, state.biases[name].astype(dtype), f"{name}_bias")
+            edit.set(name, layout.bias_port, state.biases[name].astype(dtype), f"{name}_bias")
+    clamps = {p.activation.name: p.activation for p in pairs if p.activation is not None}
     for activation, bound in state.clips.items():
-        edit.set(activation, 2, np.asarray(bound, np.float32), f"{activation}_max")
+        spec = lookup(clamps[activation].op_type, clamps[activation].domain)
+        assert spec is not None and spec.clamp_max_port is not None  # only clamps have clips
+        value = np.asarray(bound, np.float32)
+        edit.set(activation, spec.clamp_max_port, value, f"{activation}_max")
     return edit.model
 
 

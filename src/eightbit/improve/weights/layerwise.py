@@ -13,11 +13,10 @@ from eightbit.analysis.metrics import sqnr_db
 from eightbit.calibrate.data import Batch
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, make_session, with_outputs
-from eightbit.improve.weights.adaround_rows import LayerShape, layer_of
+from eightbit.improve.weights.adaround_rows import ROW_CONTRACTIONS, LayerShape, layer_of
+from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
 from eightbit.quant import dequantize_values, quantize_values
-
-ROUNDED_OPS = ("Conv", "Gemm", "MatMul")
 
 
 def weight_layers(graph: Graph, plan: QuantPlan) -> tuple[list[LayerShape], list[tuple[str, str]]]:
@@ -26,12 +25,14 @@ def weight_layers(graph: Graph, plan: QuantPlan) -> tuple[list[LayerShape], list
     quantized = {decision.name for decision in plan.quantized_nodes()}
     layers, skipped = [], []
     for node in graph.nodes:
-        if node.name not in quantized or node.op_type not in ROUNDED_OPS:
+        spec = lookup(node.op_type, node.domain)
+        if node.name not in quantized or spec is None or spec.contraction not in ROW_CONTRACTIONS:
             continue
         found = layer_of(graph, node, plan)
         if isinstance(found, str):
             # A MatMul of two activations has no weight to round: nothing to report.
-            if node.op_type != "MatMul" or node.inputs[1] in graph.initializers:
+            weight = None if spec.weight_port is None else node.inputs[spec.weight_port]
+            if not spec.weight_may_be_activation or weight in graph.initializers:
                 skipped.append((node.name, found))
         else:
             layers.append(found)

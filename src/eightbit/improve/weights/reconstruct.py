@@ -32,6 +32,7 @@ from eightbit.improve.weights.layerwise import (
     weight_layers,
 )
 from eightbit.improve.weights.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
+from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
 from eightbit.validators import is_real, require_int, require_positive
@@ -116,9 +117,13 @@ def reconstruct(
             )
             solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
             node = graph.node(layer.node)
-            edit.set(node.name, 1, stored_weights(layer, solution.q, params, largest, bound), "w")
-            if layer.bias is not None:
-                edit.set(node.name, 2, solution.bias.reshape(-1).astype(np.float32), "b")
+            spec = lookup(node.op_type, node.domain)
+            assert spec is not None and spec.weight_port is not None  # layer_of found it
+            stored = stored_weights(layer, solution.q, params, largest, bound)
+            edit.set(node.name, spec.weight_port, stored, "w")
+            if layer.bias is not None and spec.bias_port is not None:
+                bias = solution.bias.reshape(-1).astype(np.float32)
+                edit.set(node.name, spec.bias_port, bias, "b")
             gains.append(LayerGain(layer.node, solution.nearest_db, solution.db))
             if not solution.reconstructed:
                 kept_nearest.append(layer.node)
