@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx
 
+from eightbit.analysis.floor import SAFETY_FLOOR_DB, floor_metric
 from eightbit.analysis.latency import LatencyRatio
 from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import quick_check
@@ -32,7 +33,7 @@ from eightbit.ops import lookup
 from eightbit.ops.joins import tail_nodes
 from eightbit.plan import QuantPlan, make_plan
 from eightbit.quant import QuantConfig
-from eightbit.safety_net import SAFETY_FLOOR_DB, floor_metric, latency_cap
+from eightbit.safety_net import latency_cap
 from eightbit.steps import StepReport
 
 # Samples per run while the fallback measures a model.

@@ -11,7 +11,6 @@ stays no slower than what a user would get from ONNX Runtime.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -20,17 +19,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
+from eightbit.analysis.floor import SAFETY_FLOOR_DB
 from eightbit.analysis.latency import LatencyRatio
-from eightbit.analysis.metrics import sqnr_db
-from eightbit.analysis.slices import slice_verdict
 
 if TYPE_CHECKING:
     from eightbit.analysis.quick_check import QuickCheck
 
-# The worst slice of every output must reach this SQNR (§I.9): 10 dB is an error of a
-# third of the signal's RMS, where a detector's scores or a regressor's values are still
-# ordered as in float; the issue's target for every zoo model is the same 10 dB.
-SAFETY_FLOOR_DB = 10.0
 # Samples ONNX Runtime calibrates on for the latency cap: only its graph is timed, so a
 # few samples give the same nodes and the same kernels as many.
 CAP_CALIBRATION_SAMPLES = 16
@@ -54,18 +48,6 @@ def missed_floor(check: QuickCheck | None) -> dict[str, str]:
                 f"output {output.name!r}: worst slice {worst:.1f} dB < floor {SAFETY_FLOOR_DB:g} dB"
             )
     return missed
-
-
-def floor_metric(reference: np.ndarray, quantized: np.ndarray) -> float:
-    """The fallback's metric for the safety net: the worst slice's SQNR, capped at the floor
-    (so the float model scores the floor and a drop of 0 means "at the floor or above");
-    -inf for a collapse."""
-    verdict = slice_verdict(reference, quantized)
-    if verdict is None:  # no axis but the samples: the whole output is its only slice
-        return min(sqnr_db(reference, quantized), SAFETY_FLOOR_DB)
-    if verdict.has_collapse:
-        return -math.inf
-    return min(verdict.worst_sqnr_db, SAFETY_FLOOR_DB)
 
 
 def latency_cap(

@@ -9,7 +9,7 @@ import onnx
 from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
-from eightbit.improve.clipping_choice import MARGIN_DB, choose_clipping
+from eightbit.improve.clipping_choice import MARGIN_DB, Scored, choose_clipping
 from eightbit.improve.measure import OutputReference, read_samples
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
@@ -61,3 +61,17 @@ def test_minmax_ranges_are_not_measured_again() -> None:
     chosen, report = choose_clipping(model, ranges, {"input": x}, QuantConfig())
     assert chosen is ranges
     assert report.before_db is None and "skipped" in report.notes[0]
+
+
+def test_the_floor_decides_first_then_the_sqnr() -> None:
+    inf = float("inf")
+    # A slice brought up to the floor wins even at a lower whole-output SQNR.
+    assert Scored(10.0, 20.0).beats(Scored(4.0, 31.0))
+    assert not Scored(4.0, 31.0).beats(Scored(10.0, 20.0))
+    # Level on the floor (both at it, both collapsed, or within the margin): the SQNR decides.
+    assert Scored(10.0, 25.0).beats(Scored(10.0, 20.0))
+    assert Scored(-inf, 5.0).beats(Scored(-inf, 1.0))
+    assert Scored(6.2, 25.0).beats(Scored(6.0, 20.0))
+    # Within the margin on both: no change.
+    assert not Scored(10.0, 20.0 + MARGIN_DB / 2).beats(Scored(10.0, 20.0))
+    assert not Scored(6.0 + MARGIN_DB / 2, 20.0).beats(Scored(6.0, 20.0))

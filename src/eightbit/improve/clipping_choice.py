@@ -3,7 +3,7 @@ whichever the output prefers (docs/numerics.md §I.10).
 
 Percentile and the other histogram methods clip the rare large values of every tensor. That
 is what a CNN wants, and what a transformer or a byte-level classifier does not: their large
-values are few but carry the signal, and clipping them in every layer costs several dB at the
+values are few but carry the signal, and clipping them in every layer compounds at the
 output. The choice is one bit for the whole model, measured on the calibration samples, so
 it cannot fit them the way a per-tensor choice does (§I.4.2).
 """
@@ -11,9 +11,12 @@ it cannot fit them the way a per-tensor choice does (§I.4.2).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import onnx
 
+from eightbit.analysis.floor import floor_metric
+from eightbit.analysis.metrics import sqnr_db
 from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
@@ -26,9 +29,29 @@ from eightbit.steps import StepReport
 NAME = "clipping"
 # Samples the choice is measured on (read once, held in memory).
 SAMPLES = 32
-# The observed extremes replace the calibrated ranges only when the output gains at least
-# this much: below it, the difference is within what other samples would change.
+# The observed extremes replace the calibrated ranges only when they gain at least this
+# much: below it, the difference is within what other samples would change.
 MARGIN_DB = 0.5
+
+
+@dataclass(frozen=True)
+class Scored:
+    """An int8 model's first output on the samples: its worst slice capped at the floor
+    (-inf for a collapse, §I.9) and its SQNR."""
+
+    floor_db: float
+    sqnr_db: float
+
+    def beats(self, other: Scored) -> bool:
+        """Better by the margin: on the floor first, then, level on it, on the SQNR (I.14)."""
+        if self.floor_db > other.floor_db + MARGIN_DB:
+            return True
+        level = self.floor_db == other.floor_db or abs(self.floor_db - other.floor_db) <= MARGIN_DB
+        return level and self.sqnr_db >= other.sqnr_db + MARGIN_DB
+
+    def describe(self) -> str:
+        floor = "collapsed" if self.floor_db == float("-inf") else f"{self.floor_db:.1f}"
+        return f"{self.sqnr_db:.2f} dB (worst slice to the floor {floor})"
 
 
 def choose_clipping(
@@ -41,32 +64,32 @@ def choose_clipping(
     threads: int | None = None,
 ) -> tuple[Ranges, StepReport]:
     """``ranges``, or the observed extremes if the int8 model's first output is better with
-    them by ``MARGIN_DB`` on the first calibration samples of ``data``."""
+    them (``Scored.beats``) on the first calibration samples of ``data``."""
     started = time.perf_counter()
     if ranges.method == "minmax":
         return ranges, _report(started, None, None, "skipped: the ranges are the extremes already")
     graph = Graph(model)
     reference = OutputReference(model, read_samples(data, graph, SAMPLES), threads)
 
-    def score(candidate: Ranges) -> float:
-        return reference.sqnr(
-            to_qdq(model, make_plan(graph, candidate, config, separate_joins=separate_joins))
-        )
+    def score(candidate: Ranges) -> Scored:
+        plan = make_plan(graph, candidate, config, separate_joins=separate_joins)
+        values = reference.outputs(to_qdq(model, plan))
+        return Scored(floor_metric(reference.values, values), sqnr_db(reference.values, values))
 
-    calibrated_db = score(ranges)
+    calibrated = score(ranges)
     extremes = ranges.extremes()
-    extremes_db = score(extremes)
-    if extremes_db >= calibrated_db + MARGIN_DB:
+    observed = score(extremes)
+    if observed.beats(calibrated):
         note = (
-            f"observed extremes chosen over {ranges.method} ranges: output SQNR "
-            f"{calibrated_db:.2f} -> {extremes_db:.2f} dB on calibration samples"
+            f"observed extremes chosen over {ranges.method} ranges: output "
+            f"{calibrated.describe()} -> {observed.describe()} on calibration samples"
         )
-        return extremes, _report(started, calibrated_db, extremes_db, note)
+        return extremes, _report(started, calibrated.sqnr_db, observed.sqnr_db, note)
     note = (
-        f"{ranges.method} ranges kept (observed extremes: {extremes_db:.2f} dB against "
-        f"{calibrated_db:.2f} dB on calibration samples)"
+        f"{ranges.method} ranges kept: output {calibrated.describe()}; observed extremes "
+        f"{observed.describe()} on calibration samples"
     )
-    return ranges, _report(started, calibrated_db, calibrated_db, note)
+    return ranges, _report(started, calibrated.sqnr_db, calibrated.sqnr_db, note)
 
 
 def _report(started: float, before: float | None, after: float | None, note: str) -> StepReport:

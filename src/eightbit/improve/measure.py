@@ -164,11 +164,14 @@ class OutputReference:
         """The float output on every batch, in order."""
         return np.concatenate(self.references)
 
+    def outputs(self, quantized_model: onnx.ModelProto) -> np.ndarray:
+        """The first output of ``quantized_model`` on every batch, in order."""
+        return np.concatenate(list(self._outputs(quantized_model)))
+
     def sqnr(self, quantized_model: onnx.ModelProto) -> float:
         """Output SQNR of ``quantized_model`` (same first output name) on the batches;
         -inf where it is undefined (NaN), so that it ranks last."""
-        values = np.concatenate(list(self._outputs(quantized_model)))
-        result = sqnr_db(self.values, values)
+        result = sqnr_db(self.values, self.outputs(quantized_model))
         return result if not math.isnan(result) else -math.inf
 
     def measure(self, quantized_model: onnx.ModelProto) -> Measured:
