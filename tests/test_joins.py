@@ -340,3 +340,30 @@ def test_the_first_rung_leaves_value_preserving_ops_to_their_neighbours(
     assert "returned to float first" in step.notes[1] and "box_flat" not in step.notes[1]
     assert not result.plan.decision("box_flat").quantized  # float with its neighbours
     assert result.check is not None and not result.check.findings()
+
+
+def test_a_net_model_that_loses_the_whole_output_is_reverted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A planted net that "repairs" the slices with a model whose output is far worse: the
+    # quick check on the held-back samples must keep the model the net was given (§I.9).
+    improve = replace(PRESETS["default"], separate_joins=False)
+    broken = eightbit.quantize(large_small_concat(), DATA, improve="fast").model
+    for tensor in broken.graph.initializer:
+        array = numpy_helper.to_array(tensor)
+        if tensor.data_type == TensorProto.INT8 and array.ndim > 1:  # the weights, scrambled
+            tensor.CopyFrom(numpy_helper.from_array(array[::-1, ::-1].copy(), tensor.name))
+    real = eightbit.pipeline.stages.safety_net
+
+    def net(*args, **kwargs):  # type: ignore[no-untyped-def]
+        _, plan, report = real(*args, **kwargs)
+        return broken, plan, report
+
+    monkeypatch.setattr(eightbit.pipeline.stages, "safety_net", net)
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    assert step.notes[-1].startswith("reverted: the rebuilt model lost")
+    assert step.after_db == step.before_db
+    assert result.model is not broken
+    assert result.check is not None and result.check.findings()  # the collapse is still said

@@ -25,6 +25,9 @@ from eightbit.analysis.latency import LatencyRatio
 if TYPE_CHECKING:
     from eightbit.analysis.quick_check import QuickCheck
 
+# The net's model is kept only if no output's SQNR on the held-back samples fell by more
+# than this (§I.9): 3 dB is twice the error power, a price no slice is worth.
+SAFETY_SQNR_LOSS_DB = 3.0
 # Samples ONNX Runtime calibrates on for the latency cap: only its graph is timed, so a
 # few samples give the same nodes and the same kernels as many.
 CAP_CALIBRATION_SAMPLES = 16

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from eightbit.qdq.integer_moves import INTEGER_MOVES
 from onnx import helper
 
 from eightbit.graph import Graph, Node
@@ -21,6 +20,7 @@ from eightbit.ops import (
     supported_op_types,
 )
 from eightbit.ops.joins import HEAVY_OPS
+from eightbit.qdq.integer_moves import INTEGER_MOVES
 from tests.export.helpers import make_model, normal
 
 ISSUE_LIST = {

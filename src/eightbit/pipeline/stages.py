@@ -7,6 +7,7 @@ in a report rather than being left out silently.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from eightbit.pipeline.holdout import window
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
 from eightbit.rebuild import Prepared, run_fallback, safety_net
+from eightbit.safety_net import SAFETY_SQNR_LOSS_DB
 from eightbit.steps import StepReport
 
 
@@ -305,10 +307,34 @@ class SafetyNet:
             _prepared(state), state.plan, state.qdq, state.samples, missed, settings.improve,
             settings.threads,
         )  # fmt: skip
-        check = state.check
-        if qdq is not state.qdq:  # nodes were returned to float: judge the new model
-            check = quick_check(state.float_model, qdq, state.held_back, settings.threads)
+        if qdq is state.qdq:
+            return state.reported(report)
+        # Nodes were returned to float: judge the new model, and keep it only if it did not
+        # buy its slices with the whole output (§I.9, ``SAFETY_SQNR_LOSS_DB``).
+        check = quick_check(state.float_model, qdq, state.held_back, settings.threads)
+        lost = _sqnr_lost(state.check, check)
+        if lost is not None:
+            note = (
+                f"reverted: the rebuilt model lost {lost:.1f} dB of output SQNR on the "
+                f"held-back samples (more than {SAFETY_SQNR_LOSS_DB:g} dB)"
+            )
+            kept = replace(report, after_db=report.before_db, notes=(*report.notes, note))
+            return state.reported(kept)
         return state.reported(report, qdq=qdq, plan=plan, check=check)
+
+
+def _sqnr_lost(before: QuickCheck | None, after: QuickCheck | None) -> float | None:
+    """The largest SQNR loss of any output from ``before`` to ``after`` when it exceeds
+    ``SAFETY_SQNR_LOSS_DB``, else None."""
+    if before is None or after is None:
+        return None
+    losses = [
+        old.sqnr_db - new.sqnr_db
+        for old, new in zip(before.outputs, after.outputs, strict=True)
+        if math.isfinite(old.sqnr_db)
+    ]
+    worst = max(losses, default=0.0)
+    return worst if worst > SAFETY_SQNR_LOSS_DB else None
 
 
 def _nearest_stage(settings: Settings) -> bool:
