@@ -72,6 +72,9 @@ def test_the_floor_decides_first_then_the_sqnr() -> None:
     assert Scored(10.0, 25.0).beats(Scored(10.0, 20.0))
     assert Scored(-inf, 5.0).beats(Scored(-inf, 1.0))
     assert Scored(6.2, 25.0).beats(Scored(6.0, 20.0))
+    # A collapse counts as a worst slice of 0 dB: barely keeping the slice is no gain.
+    assert not Scored(0.2, 20.0).beats(Scored(-inf, 25.0))
+    assert Scored(-inf, 25.0).beats(Scored(0.2, 20.0))
     # Within the margin on both: no change.
     assert not Scored(10.0, 20.0 + MARGIN_DB / 2).beats(Scored(10.0, 20.0))
     assert not Scored(6.0 + MARGIN_DB / 2, 20.0).beats(Scored(6.0, 20.0))

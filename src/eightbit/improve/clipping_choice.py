@@ -17,6 +17,7 @@ import onnx
 
 from eightbit.analysis.floor import floor_metric
 from eightbit.analysis.metrics import sqnr_db
+from eightbit.analysis.slices import COLLAPSE_DB
 from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
@@ -27,8 +28,9 @@ from eightbit.quant import QuantConfig
 from eightbit.steps import StepReport
 
 NAME = "clipping"
-# Samples the choice is measured on (read once, held in memory).
-SAMPLES = 32
+# Samples the choice is measured on (read once, held in memory): a slice verdict needs
+# more of them than a whole-output SQNR does.
+SAMPLES = 64
 # The observed extremes replace the calibrated ranges only when they gain at least this
 # much: below it, the difference is within what other samples would change.
 MARGIN_DB = 0.5
@@ -43,11 +45,13 @@ class Scored:
     sqnr_db: float
 
     def beats(self, other: Scored) -> bool:
-        """Better by the margin: on the floor first, then, level on it, on the SQNR (I.14)."""
-        if self.floor_db > other.floor_db + MARGIN_DB:
+        """Better by the margin: on the floor first, then, level on it, on the SQNR (I.14).
+        A collapse counts as a worst slice of ``COLLAPSE_DB``: between two models that both
+        lose a slice on a few samples, or one barely keeps it, the output decides."""
+        mine, theirs = max(self.floor_db, COLLAPSE_DB), max(other.floor_db, COLLAPSE_DB)
+        if mine > theirs + MARGIN_DB:
             return True
-        level = self.floor_db == other.floor_db or abs(self.floor_db - other.floor_db) <= MARGIN_DB
-        return level and self.sqnr_db >= other.sqnr_db + MARGIN_DB
+        return abs(mine - theirs) <= MARGIN_DB and self.sqnr_db >= other.sqnr_db + MARGIN_DB
 
     def describe(self) -> str:
         floor = "collapsed" if self.floor_db == float("-inf") else f"{self.floor_db:.1f}"
