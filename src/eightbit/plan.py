@@ -28,6 +28,7 @@ from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
 from eightbit.ops import OpSpec, PerTensor, lookup
 from eightbit.ops.joins import float_joins
+from eightbit.ops.max_readers import max_read_tensors
 from eightbit.ops.node_selection import Calibrated, SameAs, clamp_bounds, select
 from eightbit.ops.spec import optional_input
 from eightbit.quant import (
@@ -240,9 +241,11 @@ def make_plan(
         if forced:
             selection = select(graph, config, forced)
     tensors: dict[str, QuantParams] = {}
+    max_read = max_read_tensors(graph)  # their top is not clipped (§Q15)
     for name, source in selection.sources.items():
         if isinstance(source, Calibrated):
-            lo, hi = clip_range(_range_of(ranges, source.tensor), source.bounds)
+            found = _range_of(ranges, source.tensor, keep_max=source.tensor in max_read)
+            lo, hi = clip_range(found, source.bounds)
             tensors[name] = activation_params(lo, hi, config)
         elif isinstance(source, SameAs):
             tensors[name] = tensors[source.tensor]
@@ -328,7 +331,8 @@ def _weight_and_bias_params(
     return "; ".join(notes) or None
 
 
-def _range_of(ranges: RangeLookup, name: str) -> tuple[float, float]:
+def _range_of(ranges: RangeLookup, name: str, keep_max: bool = False) -> tuple[float, float]:
+    """The selected range; with ``keep_max``, up to the observed maximum (§Q15)."""
     try:
         entry = ranges[name]
     except KeyError:
@@ -337,6 +341,8 @@ def _range_of(ranges: RangeLookup, name: str) -> tuple[float, float]:
             f"activation_tensors_to_calibrate(graph, config) with this configuration"
         ) from None
     lo, hi = entry if isinstance(entry, tuple | list) else (entry.min, entry.max)
+    if keep_max and not isinstance(entry, tuple | list):
+        hi = max(hi, entry.observed_max)
     return float(lo), float(hi)
 
 

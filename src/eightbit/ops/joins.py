@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from eightbit.ops.float_readers import HEAVY_OPS
 from eightbit.ops.node_selection import Calibrated, Constant, SameAs, Source
-from eightbit.ops.registry import op_types_where
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph, Node
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 # for a slice of it that spans less (§Q13).
 JOIN_RATIO = 16.0
 JOIN_OPS = frozenset({"Concat", "Add", "Sub"})
-HEAVY_OPS = op_types_where(lambda spec: spec.is_layer)
 
 # tensor -> its calibrated (min, max) clipped to a folded clamp, as make_plan reads it
 RangeOf = Callable[[str, "tuple[float, float] | None"], "tuple[float, float]"]

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from eightbit.errors import ConfigError
 from eightbit.graph.patterns import float_islands
+from eightbit.ops.float_readers import keep_float_before_float
 from eightbit.ops.registry import lookup, supported_op_types
 from eightbit.ops.spec import OpSpec, optional_input
 
@@ -88,6 +89,7 @@ def select(graph: Graph, config: Scope, forced: Mapping[str, str] | None = None)
     reasons.update(float_islands(graph))  # a function written as elementary ops (§Q12)
     _refuse_shared_constants(graph, reasons)
     _propagate_value_preserving(graph, reasons)
+    keep_float_before_float(graph, reasons)  # int8 there would only round (§Q14)
     if all(reason is not None for reason in reasons.values()):
         raise ConfigError(_nothing_to_quantize(graph, config))
     fused = _fusions(graph, reasons)
