@@ -11,11 +11,12 @@ from eightbit.analysis.metrics import (
     ErrorSums,
     accuracy,
     cosine_similarity,
+    json_number,
     max_abs_error,
     sqnr_db,
     topk_agreement,
 )
-from eightbit.analysis.outputs import OutputTally, json_number, named_metrics
+from eightbit.analysis.outputs import OutputTally, named_metrics
 from eightbit.errors import ConfigError
 
 

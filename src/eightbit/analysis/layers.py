@@ -14,8 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from eightbit.analysis.metrics import sqnr_db, sqnr_from_sums
-from eightbit.analysis.outputs import OutputMetrics, json_number
+from eightbit.analysis.metrics import json_number, sqnr_db, sqnr_from_sums
+from eightbit.analysis.outputs import OutputMetrics
 from eightbit.analysis.qdq import QuantizedActivation, QuantizedWeight
 from eightbit.analysis.ranges import DynamicRange, RangeCounter
 from eightbit.errors import DataError

@@ -139,3 +139,10 @@ def cosine_similarity(reference: ArrayLike, quantized: ArrayLike) -> float:
 
 def max_abs_error(reference: ArrayLike, quantized: ArrayLike) -> float:
     return _summed(reference, quantized).max_abs
+
+
+def json_number(value: float | None) -> float | str | None:
+    """Finite floats as JSON numbers; ±inf as the strings "inf"/"-inf" (strict JSON)."""
+    if value is None or math.isfinite(value):
+        return value
+    return "inf" if value > 0 else "-inf"

@@ -7,7 +7,6 @@ when one is given are the outputs kept.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -16,20 +15,13 @@ from typing import Any
 import numpy as np
 
 from eightbit.analysis.labels import check_label_classes
-from eightbit.analysis.metrics import ErrorSums, correct_predictions, topk_hits
+from eightbit.analysis.metrics import ErrorSums, correct_predictions, json_number, topk_hits
 from eightbit.analysis.slices import Part, SliceSums, SliceVerdict
 from eightbit.errors import ConfigError, DataError
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 # Top-5 of five classes or fewer is 1 by definition; it is reported above this.
 TOP5_MIN_CLASSES = 6
-
-
-def json_number(value: float | None) -> float | str | None:
-    """Finite floats as JSON numbers; ±inf as the strings "inf"/"-inf" (strict JSON)."""
-    if value is None or math.isfinite(value):
-        return value
-    return "inf" if value > 0 else "-inf"
 
 
 @dataclass(frozen=True)

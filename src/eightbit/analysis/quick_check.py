@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from eightbit.analysis.metrics import sqnr_db, topk_agreement
-from eightbit.analysis.outputs import json_number
+from eightbit.analysis.metrics import json_number, sqnr_db, topk_agreement
 from eightbit.analysis.slices import (
     Finding,
     SliceVerdict,

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from eightbit.analysis.metrics import sqnr_from_sums
+from eightbit.analysis.metrics import json_number, sqnr_from_sums
 from eightbit.ops import lookup
+from eightbit.serialize import to_dict
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph
@@ -54,7 +55,7 @@ class PartVerdict:
             "axis": self.axis,
             "start": self.start,
             "stop": self.stop,
-            "sqnr_db": _json(self.sqnr_db),
+            "sqnr_db": json_number(self.sqnr_db),
             "collapsed": self.collapsed,
         }
 
@@ -97,7 +98,7 @@ class SliceVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "worst_sqnr_db": _json(self.worst_sqnr_db),
+            "worst_sqnr_db": json_number(self.worst_sqnr_db),
             "worst_axis": self.worst_axis,
             "worst_index": self.worst_index,
             "slices": self.slices,
@@ -115,7 +116,7 @@ class Finding:
     message: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"level": self.level, "output": self.output, "message": self.message}
+        return to_dict(self)
 
 
 def collapse_finding(output: str, verdict: SliceVerdict) -> Finding:
@@ -298,9 +299,3 @@ def slice_verdict(
     sums = SliceSums()
     sums.update(reference, quantized)
     return sums.verdict(parts)
-
-
-def _json(value: float) -> float | str:
-    if math.isfinite(value):
-        return value
-    return "inf" if value > 0 else "-inf"
