@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import onnx
 
 from eightbit.analysis.floor import floor_metric
-from eightbit.analysis.metrics import sqnr_db
 from eightbit.analysis.slices import COLLAPSE_DB
 from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
@@ -78,7 +77,7 @@ def choose_clipping(
     def score(candidate: Ranges) -> Scored:
         plan = make_plan(graph, candidate, config, separate_joins=separate_joins)
         values = reference.outputs(to_qdq(model, plan))
-        return Scored(floor_metric(reference.values, values), sqnr_db(reference.values, values))
+        return Scored(floor_metric(reference.values, values), reference.sqnr_of(values))
 
     calibrated = score(ranges)
     extremes = ranges.extremes()

@@ -171,7 +171,11 @@ class OutputReference:
     def sqnr(self, quantized_model: onnx.ModelProto) -> float:
         """Output SQNR of ``quantized_model`` (same first output name) on the batches;
         -inf where it is undefined (NaN), so that it ranks last."""
-        result = sqnr_db(self.values, self.outputs(quantized_model))
+        return self.sqnr_of(self.outputs(quantized_model))
+
+    def sqnr_of(self, values: np.ndarray) -> float:
+        """``sqnr`` of int8 outputs already computed (``outputs``)."""
+        result = sqnr_db(self.values, values)
         return result if not math.isnan(result) else -math.inf
 
     def measure(self, quantized_model: onnx.ModelProto) -> Measured:
