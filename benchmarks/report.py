@@ -119,6 +119,57 @@ def hand_written_sections(previous: str) -> str:
     return "".join(kept)
 
 
+def table_markdown(table: Table) -> list[str]:
+    """One table as its ``## `` section: heading, rows and notes."""
+    lines = ["", f"## {table.title}", ""]
+    lines.append("| " + " | ".join(table.columns) + " |")
+    lines.append("|" + "|".join(" --- " for _ in table.columns) + "|")
+    lines += [
+        "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows
+    ]
+    if table.notes:
+        lines.append("")
+        lines += [f"- {note}" for note in table.notes]
+    return lines
+
+
+def _blocks(text: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """A report split into its header lines and its ``## `` sections, each (title, lines)."""
+    header: list[str] = []
+    blocks: list[tuple[str, list[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("## "):
+            blocks.append((line[3:], [line]))
+        elif blocks:
+            blocks[-1][1].append(line)
+        else:
+            header.append(line)
+    return header, blocks
+
+
+def updated_report(previous: str, tables: list[Table], rerun: str) -> str:
+    """``previous`` with the sections of ``tables`` replaced (matched by title) or, when new,
+    added before the hand-written sections; ``rerun`` (which command reran what, when) joins
+    the header, so a reader sees that these tables are newer than the full run's."""
+    header, blocks = _blocks(previous)
+    while header and not header[-1].strip():
+        header.pop()
+    fresh = {table.title: table_markdown(table)[1:] for table in tables}
+    kept: list[list[str]] = []
+    for title, lines in blocks:
+        if title in fresh:
+            kept.append([*fresh.pop(title), ""])
+        else:
+            kept.append(lines)
+    first_hand_written = next(
+        (i for i, (title, _) in enumerate(blocks) if HAND_WRITTEN in title), len(blocks)
+    )
+    kept[first_hand_written:first_hand_written] = [[*lines, ""] for lines in fresh.values()]
+    body = [line for lines in kept for line in lines]
+    text = "\n".join([*header, f"- {rerun}", "", *body]).rstrip()
+    return text + "\n"
+
+
 def to_markdown(
     tables: list[Table],
     command: list[str],
@@ -143,15 +194,7 @@ def to_markdown(
         took = ", ".join(f"{name} {value:.1f}" for name, value in minutes.items())
         lines.append(f"- minutes per section: {took}")
     for table in tables:
-        lines += ["", f"## {table.title}", ""]
-        lines.append("| " + " | ".join(table.columns) + " |")
-        lines.append("|" + "|".join(" --- " for _ in table.columns) + "|")
-        lines += [
-            "| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in table.rows
-        ]
-        if table.notes:
-            lines.append("")
-            lines += [f"- {note}" for note in table.notes]
+        lines += table_markdown(table)
     text = "\n".join(lines) + "\n"
     return f"{text}\n{kept.rstrip()}\n" if kept.strip() else text
 

@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/run.py                    # all -> benchmarks/RESULTS.md
     .venv/bin/python benchmarks/run.py --only calibration # -> benchmarks/_work/RESULTS.partial.md
     .venv/bin/python benchmarks/run.py --only quantize --tools NNCF
+    .venv/bin/python benchmarks/run.py --only zoo --update-results  # zoo's tables in RESULTS.md
 
 Sections:
   quantize     MobileNetV2: top-1/top-5 agreement, SQNR, latency ratio, quantization time
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +46,7 @@ from benchmarks.report import (  # noqa: E402
     load_average,
     print_tables,
     to_markdown,
+    updated_report,
     write_atomic,
 )
 from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
@@ -108,6 +111,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="skip ONNX Runtime's calibrators in the calibration section (they need ~6 GB)",
     )
     parser.add_argument(
+        "--update-results",
+        action="store_true",
+        help=f"replace the tables this run makes in {RESULTS.relative_to(ROOT)} (and add new "
+        "ones), keeping the rest; the header says which command reran them",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help=f"Markdown report (default: {RESULTS.relative_to(ROOT)} for a full run, "
@@ -159,8 +168,17 @@ def main(argv: list[str] | None = None) -> int:
     command = [_interpreter(), "benchmarks/run.py", *argv]
     output.parent.mkdir(parents=True, exist_ok=True)
     elapsed, load = time.perf_counter() - clock, (load_at_start, load_average())
-    kept = hand_written_sections(output.read_text(encoding="utf-8")) if output.exists() else ""
-    write_atomic(output, to_markdown(tables, command, started, elapsed, load, minutes, kept))
+    if args.update_results and not full:
+        output = args.output or RESULTS
+        took = ", ".join(f"{name} {value:.1f} min" for name, value in minutes.items())
+        rerun = (
+            f"rerun alone: `{shlex.join(command)}` on {started.isoformat(timespec='seconds')}"
+            f" ({took}; load at start {load[0]})"
+        )
+        write_atomic(output, updated_report(output.read_text(encoding="utf-8"), tables, rerun))
+    else:
+        kept = hand_written_sections(output.read_text(encoding="utf-8")) if output.exists() else ""
+        write_atomic(output, to_markdown(tables, command, started, elapsed, load, minutes, kept))
     print(f"wrote {output}")
     return 0
 

@@ -63,3 +63,25 @@ def test_the_measurements_numerics_links_to_survive_a_run() -> None:
     kept = report.hand_written_sections(RESULTS.read_text(encoding="utf-8"))
     assert "## Measurements behind docs/numerics.md" in kept
     assert "### numerics §I.8" in kept
+
+
+def test_a_partial_run_replaces_its_tables_and_keeps_every_other_section() -> None:
+    old = report.Table("Old generated table", ["a"])
+    old.add(9)
+    new = report.Table("A new section's table", ["n"])
+    new.add(7)
+    text = report.updated_report(PREVIOUS, [old, new], "rerun alone: `run.py --only x`")
+    assert "| 9 |" in text and "| 1 |" not in text
+    assert text.index("- date: an earlier run") < text.index("- rerun alone")
+    order = ["## Old generated table", "## A new section's table", "## Hand one", "## Another gen"]
+    assert [text.index(s) for s in order] == sorted(text.index(s) for s in order)
+    for kept in ("kept 1", "kept 2", "kept 3", "### a subsection", "| b |"):
+        assert kept in text
+
+
+def test_rerunning_the_same_tables_changes_nothing_but_the_header() -> None:
+    table = report.Table("Old generated table", ["a"])
+    table.add(1)
+    once = report.updated_report(PREVIOUS, [table], "rerun")
+    twice = report.updated_report(once, [table], "rerun")
+    assert twice.replace("- rerun\n", "") == once.replace("- rerun\n", "")
