@@ -38,6 +38,7 @@ def conv_pair(
     clip_max: float = 6.0,
     first_bias_shift: float = 0.0,
     tail: bool = False,
+    groups: int = 1,
     seed: int = 0,
 ) -> onnx.ModelProto:
     """input [N,3,8,8] -> Conv 3x3 -> activation -> Conv (or depthwise Conv) -> output.
@@ -46,6 +47,8 @@ def conv_pair(
     situation equalization exists for); ``first_bias_shift`` is added to the first bias
     (a large value makes channels the activation never clips: high-bias absorption).
     ``tail``: a LeakyRelu after the second Conv, so that it does not write the output.
+    ``groups``: the second Conv's groups when it is not depthwise (each group reads
+    ``channels / groups`` inputs and writes 2 outputs).
     """
     rng = np.random.default_rng(seed)
     spreads = np.geomspace(1.0, spread, channels)[rng.permutation(channels)]
@@ -55,8 +58,8 @@ def conv_pair(
         w2 = rng.normal(0, 0.3, (channels, 1, second_kernel, second_kernel))
         out_channels, group = channels, channels
     else:
-        out_channels, group = 4, 1
-        w2 = rng.normal(0, 0.3, (out_channels, channels, second_kernel, second_kernel))
+        out_channels, group = (4, 1) if groups == 1 else (2 * groups, groups)
+        w2 = rng.normal(0, 0.3, (out_channels, channels // group, second_kernel, second_kernel))
     pad = second_kernel // 2
     second_inputs = ["mid", "w2"] + (["b2"] if second_bias else [])
     nodes = [

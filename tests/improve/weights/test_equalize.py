@@ -73,6 +73,20 @@ def test_per_tensor_equalization_keeps_the_function_and_equalizes_ranges(
     assert report.name == "equalize" and "1 pair(s) equalized" in report.notes[0]
 
 
+def test_per_tensor_equalization_of_a_grouped_second_layer() -> None:
+    """Input channel g*k+i of a grouped Conv is input i of group g: its range is the largest
+    |weight| in that group's slice, one per channel of the first layer."""
+    model = normalize(conv_pair("Relu", groups=2))
+    x = inputs(model)
+    equalized, report = equalize(model, None, PER_TENSOR)
+    np.testing.assert_allclose(run(equalized, x), run(model, x), rtol=1e-4, atol=1e-4)
+    weights = _weights(equalized)
+    first = np.abs(weights["first"]).reshape(6, -1).max(axis=1)
+    second = np.abs(weights["second"]).reshape(2, 2, 3, -1).max(axis=(1, 3)).reshape(-1)
+    np.testing.assert_allclose(first, second, rtol=1e-3)
+    assert "1 pair(s) equalized" in report.notes[0]
+
+
 def test_gemm_pair_is_equalized_too() -> None:
     model = normalize(gemm_pair())
     x = inputs(model)

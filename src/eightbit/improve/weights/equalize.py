@@ -330,7 +330,7 @@ class _State:
 
     def input_ranges(self, node: str) -> np.ndarray:
         """r2: the largest |weight| reading each input channel of ``node``."""
-        return np.abs(self.by_input(node, self.weights[node])).max(axis=(0, 1, 3))
+        return np.abs(self.by_input(node, self.weights[node])).max(axis=(1, 3)).reshape(-1)
 
     def scale(self, pair: Pair, scales: np.ndarray) -> None:
         """Divide output channel i of ``first`` by s_i; multiply what ``second`` reads of it."""
