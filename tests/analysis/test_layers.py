@@ -9,7 +9,9 @@ import pytest
 
 from eightbit.analysis import RunOptions, layer_analysis, load_pair, validate
 from eightbit.analysis.metrics import sqnr_db
+from eightbit.analysis.side_by_side import measure, own_sqnrs
 from eightbit.analysis.variants import with_fake_quant, without_quantization
+from eightbit.calibrate import open_data
 from eightbit.graph import with_outputs
 from eightbit.graph.session import EXACT_INT8_ENTRY
 from eightbit.quant import dequantize_values, quantize_values
@@ -137,3 +139,16 @@ def test_keeping_the_output_float_keeps_its_name(quantized) -> None:  # type: ig
     (quantized_logits,) = run(quantized.qdq, ["logits"], DATA)
     (float_logits,) = run(quantized.float_model, ["logits"], DATA)
     assert sqnr_db(float_logits, logits) > sqnr_db(float_logits, quantized_logits)
+
+
+def test_the_ranking_pass_gives_the_own_sqnr_the_full_analysis_gives(quantized) -> None:  # type: ignore[no-untyped-def]
+    """``own_sqnrs`` skips the range counts and the int8 model; its numbers must not move."""
+    pair = load_pair(quantized.float_model, quantized.qdq)
+
+    def source():  # type: ignore[no-untyped-def]
+        return open_data(DATA, pair.float_graph.inputs, batch_size=16)
+
+    full = measure(pair, source(), compare=False)
+    fast = own_sqnrs(pair, source())
+    assert fast == {report.name: report.sqnr_own_db for report in full.activations}
+    assert len(fast) >= 4 and "input" in fast

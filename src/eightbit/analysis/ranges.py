@@ -165,9 +165,7 @@ class RangeCounter:
             self.maximum = max(self.maximum, float(x.max()))
         params = self.params
         x32 = x.astype(np.float32, copy=False)
-        scale = along_axis(params.scale, params, x32.shape, self.tensor)
-        zero_point = along_axis(params.zero_point, params, x32.shape, self.tensor)
-        steps = np.rint(np.clip(x32 / scale, -_QUOTIENT_LIMIT, _QUOTIENT_LIMIT)).astype(np.int64)
+        steps, zero_point, scale = _steps(x32, params, self.tensor)
         code = steps + zero_point
         self.overflow += int(np.count_nonzero((code < params.qmin) | (code > params.qmax)))
         self.underflow += int(np.count_nonzero((steps == 0) & (x32 != 0)))
@@ -189,6 +187,25 @@ class RangeCounter:
             minimum=self.minimum if math.isfinite(self.minimum) else 0.0,
             maximum=self.maximum if math.isfinite(self.maximum) else 0.0,
         )
+
+
+def _steps(
+    x32: np.ndarray, params: QuantParams, tensor: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Grid steps ``rint(x / scale)`` (eq. A.0) with the zero point and scale broadcast to x."""
+    scale = along_axis(params.scale, params, x32.shape, tensor)
+    zero_point = along_axis(params.zero_point, params, x32.shape, tensor)
+    steps = np.rint(np.clip(x32 / scale, -_QUOTIENT_LIMIT, _QUOTIENT_LIMIT)).astype(np.int64)
+    return steps, zero_point, scale
+
+
+def fake_quantized(values: np.ndarray, params: QuantParams, tensor: str = "") -> np.ndarray:
+    """``values`` quantized and dequantized (eq. A.0), as float32, without counting: what
+    ``RangeCounter.update`` returns, for passes that need only the own SQNR."""
+    x32 = _as_float(np.asarray(values)).astype(np.float32, copy=False)
+    steps, zero_point, scale = _steps(x32, params, tensor)
+    stored = np.clip(steps + zero_point, params.qmin, params.qmax)
+    return ((stored - zero_point).astype(np.float32) * scale).astype(np.float32)
 
 
 def dynamic_range(values: npt.ArrayLike, params: QuantParams, tensor: str = "") -> DynamicRange:

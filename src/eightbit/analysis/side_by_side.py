@@ -17,8 +17,10 @@ import onnx
 
 from eightbit.analysis.labels import check_label_count
 from eightbit.analysis.layers import ActivationTally, TensorReport
+from eightbit.analysis.metrics import sqnr_from_sums
 from eightbit.analysis.models import ModelPair
 from eightbit.analysis.outputs import Metric, OutputMetrics, OutputTally
+from eightbit.analysis.ranges import fake_quantized
 from eightbit.analysis.slices import output_parts
 from eightbit.calibrate import DataSource
 from eightbit.calibrate.progress import sample_progress
@@ -108,6 +110,38 @@ def measure(
         activations=tuple(tally.report() for tally in activation_tallies),
         first_batch=first_batch,
     )
+
+
+def own_sqnrs(
+    pair: ModelPair, source: DataSource, *, threads: int | None = None, progress: bool = False
+) -> dict[str, float]:
+    """The own SQNR (eq. A.6) of every quantized activation, from one pass of the float model
+    alone: the number ``measure`` reports as ``sqnr_own_db``, without its range counts and
+    without running the int8 model (a fallback ranks by it)."""
+    input_names = {info.name for info in pair.float_graph.inputs}
+    watched = list(pair.qdq.activations)
+    exposed = [a.name for a in watched if a.name not in input_names]
+    session = make_session(
+        with_outputs(pair.float_model, exposed) if exposed else pair.float_model, threads=threads
+    )
+    signal = dict.fromkeys((a.name for a in watched), 0.0)
+    noise = dict(signal)
+    seen = 0
+    with sample_progress(source.samples, "ranking", show=progress) as advance:
+        for batch in source:
+            values = dict(zip(exposed, session.run(exposed, batch), strict=True)) if exposed else {}
+            values.update((name, batch[name]) for name in input_names)
+            for activation in watched:
+                reference = np.asarray(values[activation.name], np.float64)
+                error = reference - fake_quantized(reference, activation.params, activation.name)
+                signal[activation.name] += float(np.sum(reference * reference))
+                noise[activation.name] += float(np.sum(error * error))
+            count = len(next(iter(batch.values())))
+            seen += count
+            advance(count)
+    if seen == 0:
+        raise DataError(f"{source.label} gave no samples; check the data")
+    return {name: sqnr_from_sums(signal[name], noise[name]) for name in signal}
 
 
 def measure_variants(

@@ -15,9 +15,8 @@ from typing import Literal
 
 import onnx
 
-from eightbit.analysis.layers import rank
 from eightbit.analysis.models import DataLike, ModelPair, load_pair
-from eightbit.analysis.side_by_side import measure, measure_variants
+from eightbit.analysis.side_by_side import measure, measure_variants, own_sqnrs
 from eightbit.analysis.variants import without_quantization
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
@@ -73,17 +72,16 @@ def rank_nodes(
     if ranking == "added":
         return _rank_by_added_noise(pair, base.plan, source, threads, progress)
     returnable = set(returnable_nodes(base.plan))
-    measured = measure(pair, source, compare=False, threads=threads, progress=progress)
-    own = {report.name: report.sqnr_own_db for report in measured.activations}
+    own = own_sqnrs(pair, source, threads=threads, progress=progress)
     candidates = [
         activation
         for activation in pair.qdq.activations
         if activation.producer in returnable and activation.name in own
     ]
     if ranking == "own":
-        names = {activation.name for activation in candidates}
-        ordered = rank(tuple(r for r in measured.activations if r.name in names))
-        return tuple(dict.fromkeys(str(report.node) for report in ordered))
+        # Lowest own SQNR first; ties keep graph order (a stable sort).
+        ordered = sorted(candidates, key=lambda activation: own[activation.name])
+        return tuple(dict.fromkeys(str(activation.producer) for activation in ordered))
     variants = [
         without_quantization(pair.int8_model, activation, pair.qdq, pair.float_graph)
         for activation in candidates
