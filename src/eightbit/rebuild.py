@@ -119,10 +119,11 @@ def worst_slices_note(
     threads: int | None,
 ) -> str:
     """The fallback's budget reads whole outputs; this says what the slices did (§A.9)."""
+    first = _worst_slice(float_model, before, samples, threads)
+    second = first if after is before else _worst_slice(float_model, after, samples, threads)
     return (
         f"worst output slice (§A.9) on up to {SLICE_NOTE_SAMPLES} calibration samples: "
-        f"before {_worst_slice(float_model, before, samples, threads)}; "
-        f"after {_worst_slice(float_model, after, samples, threads)}"
+        f"before {first}; after {second}"
     )
 
 
