@@ -18,6 +18,7 @@ from eightbit.analysis.metrics import (
 )
 from eightbit.analysis.outputs import OutputTally, named_metrics
 from eightbit.errors import ConfigError
+from eightbit.serialize import json_float
 
 
 def test_error_sums_hand_computed() -> None:
@@ -95,3 +96,5 @@ def test_metric_must_be_callable_and_return_a_number() -> None:
 
 def test_json_numbers() -> None:
     assert [json_number(v) for v in (1.5, math.inf, -math.inf, None)] == [1.5, "inf", "-inf", None]
+    # NaN (an SQNR of 0/0) is its own string, as every JSON eightbit writes spells it.
+    assert json_number(math.nan) == json_float(math.nan) == "nan"

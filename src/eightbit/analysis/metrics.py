@@ -15,6 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from eightbit.errors import DataError
+from eightbit.serialize import json_float
 
 
 def _pair(reference: ArrayLike, quantized: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
@@ -142,7 +143,6 @@ def max_abs_error(reference: ArrayLike, quantized: ArrayLike) -> float:
 
 
 def json_number(value: float | None) -> float | str | None:
-    """Finite floats as JSON numbers; ±inf as the strings "inf"/"-inf" (strict JSON)."""
-    if value is None or math.isfinite(value):
-        return value
-    return "inf" if value > 0 else "-inf"
+    """Finite floats as JSON numbers; ±inf and NaN as the strings "inf", "-inf", "nan"
+    (strict JSON, the one rule of ``serialize.json_float``); None stays None."""
+    return None if value is None else json_float(value)

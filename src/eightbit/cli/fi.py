@@ -18,6 +18,7 @@ from eightbit import fixed
 from eightbit.errors import ConfigError
 from eightbit.fixed.format import scaled_float, scaled_text
 from eightbit.fixed.modes import check_overflow, check_rounding
+from eightbit.serialize import json_float
 
 # Wide enough that a 32-bit row is never cut when the output is not a terminal.
 _PIPE_WIDTH = 160
@@ -59,11 +60,6 @@ def _parse_int(text: str, option: str) -> int:
         return int(text)
     except ValueError:
         raise ConfigError(f"{option} must be an integer (got {text!r})") from None
-
-
-def _json_number(value: float) -> float | str:
-    """Finite floats as JSON numbers; ±inf as the strings "inf"/"-inf" (strict JSON)."""
-    return value if math.isfinite(value) else repr(value)
 
 
 def _exact(typed: Decimal) -> Fraction | None:
@@ -223,7 +219,7 @@ def fi(
             "overflow": overflow_mode,
             "values": [
                 {
-                    key: _json_number(v) if isinstance(v, float) else v
+                    key: json_float(v) if isinstance(v, float) else v
                     for key, v in row.items()
                     if key != "value_text"
                 }
