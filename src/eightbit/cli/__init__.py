@@ -13,6 +13,7 @@ import sys
 try:  # Ctrl-C while Python starts the command: one line too, not a traceback.
     import errno
     import importlib
+    import signal
     from typing import Any, NoReturn
 
     import click
@@ -34,6 +35,16 @@ _COMMANDS = {
     "codegen": ("eightbit.cli.codegen", "codegen_command"),
 }
 INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a program stopped by Ctrl-C
+_ctrl_c_seen = False
+
+
+def _on_ctrl_c(signum: int, frame: object) -> None:
+    """Python's own Ctrl-C handler, remembering that it ran: a KeyboardInterrupt raised in
+    a C extension's import reaches us as another error (ONNX Runtime's becomes
+    "ImportError: initialization failed"), and is still an interruption."""
+    global _ctrl_c_seen
+    _ctrl_c_seen = True
+    raise KeyboardInterrupt
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -78,10 +89,17 @@ class _Group(click.Group):
     # click turns Ctrl-C into "Aborted!" and exit 1, the code of a failed check: it is
     # caught here first, wherever it comes (parsing, importing a subcommand, running it).
     def main(self, *args: Any, **kwargs: Any) -> Any:
+        previous = signal.signal(signal.SIGINT, _on_ctrl_c)
         try:
             return super().main(*args, **kwargs)
         except KeyboardInterrupt:
             _interrupted()
+        except Exception:
+            if _ctrl_c_seen:
+                _interrupted()
+            raise
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
         try:
