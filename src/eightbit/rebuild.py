@@ -169,7 +169,7 @@ def safety_net(
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
     qdq, plan, report = run_fallback(
-        net, plan, qdq, samples, budget, floor_metric, threads, False, **NET_SEARCH
+        net, plan, qdq, samples, budget, floor_metric, threads, False, latency=timer, **NET_SEARCH
     )
     notes = (
         f"engaged: {missed[first]}; budget: the first output's worst slice >= "
