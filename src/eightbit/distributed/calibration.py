@@ -119,9 +119,7 @@ def calibrate_shard(
 
     prepared = onnx.load_from_string(model_bytes)
     graph = Graph(prepared)
-    source = open_shard(
-        shard, graph.inputs, batch_size=config.batch_size, image=image, label=label
-    )
+    source = open_shard(shard, graph.inputs, batch_size=config.batch_size, image=image, label=label)
     run = model_runner(prepared, graph, names, threads or 1)
     observers = {name: make_observer(config) for name in names}
     first: dict[str, np.ndarray] = {}
@@ -148,9 +146,7 @@ def _merged(
     if used == 0:
         dropped = sum(part.dropped for part in parts)
         if dropped:
-            raise DataError(
-                f"the model's fixed batch needs more samples; {label} has {dropped}"
-            )
+            raise DataError(f"the model's fixed batch needs more samples; {label} has {dropped}")
         raise DataError(f"{label} holds no samples")
     observers = {name: _merge([part.observers[name] for part in parts]) for name in names}
     _require_variation(parts, used, label)
@@ -173,9 +169,7 @@ def _require_variation(parts: list[ShardObservation], used: int, label: str) -> 
     """Samples vary when any shard's do, or when two shards start differently."""
     firsts = [part.first for part in parts if part.first]
     varied = any(part.varied for part in parts) or any(
-        not np.array_equal(first[name], firsts[0][name])
-        for first in firsts[1:]
-        for name in first
+        not np.array_equal(first[name], firsts[0][name]) for first in firsts[1:] for name in first
     )
     # What require_variation reads of a source after an iteration.
     seen = SimpleNamespace(used=used, varied=varied, label=label)

@@ -132,7 +132,9 @@ def _file_chunks(
         options = image or ImageOptions()
         files = image_files(path)[shard.start : shard.stop]
         size = image_size(info.shape, options)
-        return lambda: ({info.name: chunk} for chunk in image_chunks(files, size, options, read_size))
+        return lambda: (
+            {info.name: chunk} for chunk in image_chunks(files, size, options, read_size)
+        )
     names = [info.name for info in inputs]
 
     def streams() -> dict[str, ArrayStream]:
