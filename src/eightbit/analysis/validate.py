@@ -8,8 +8,7 @@ The math is docs/numerics.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 

@@ -9,5 +9,15 @@ from __future__ import annotations
 
 from eightbit.distributed.calibration import calibrate_on_ray
 from eightbit.distributed.cluster import INSTALL_HINT, LOCAL, connect
+from eightbit.distributed.scoring import RayScore
+from eightbit.distributed.validation import ray_passes, validate_on_ray
 
-__all__ = ["INSTALL_HINT", "LOCAL", "calibrate_on_ray", "connect"]
+__all__ = [
+    "INSTALL_HINT",
+    "LOCAL",
+    "RayScore",
+    "calibrate_on_ray",
+    "connect",
+    "ray_passes",
+    "validate_on_ray",
+]

@@ -10,6 +10,7 @@ put in Ray's object store once.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def plan_shards(
     stop = source.samples if count is None else min(start + count, source.samples)
     read_size = source.batch_size
     edges = [start + edge for edge in boundaries(stop - start, read_size, workers, largest)]
-    spans = list(zip(edges[:-1], edges[1:], strict=True))
+    spans = list(itertools.pairwise(edges))
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         return [Shard(i, a, b, path) for i, (a, b) in enumerate(spans)], source.label
