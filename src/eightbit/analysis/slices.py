@@ -191,7 +191,7 @@ class SliceSums:
         for position in range(len(batch.signal)):
             # Copies: the first batch's arrays become the running sums, added to in place.
             values = tuple(np.array(getattr(batch, store)[position]) for store in stores)
-            self._accumulate(position, values)  # type: ignore[arg-type]
+            self._accumulate(position, values)
 
     def _sizes(self) -> tuple[int, ...]:
         return tuple(len(values) for values in self.signal)

@@ -133,7 +133,7 @@ def _keep_first(run: Any, first: dict[str, np.ndarray]) -> Any:
     def wrapped(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         if not first:
             first.update((name, array[:1].copy()) for name, array in batch.items())
-        return run(batch)  # type: ignore[no-any-return]
+        return run(batch)
 
     return wrapped
 
