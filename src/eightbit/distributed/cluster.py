@@ -22,7 +22,7 @@ INSTALL_HINT = "pip install eightbit[ray]"
 # eightbit itself (bad data) is not retried: it would fail the same way again.
 TASK_RETRIES = 3
 # Ray's switch that makes a local instance use the loopback address instead of the
-# machine's network address (read when ray is imported).
+# machine's network address (read when ray is first imported, so set before that).
 _LOOPBACK_SWITCH = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
@@ -99,7 +99,7 @@ def run_in_order(
                 on_done(index, results[index])
     except ray.exceptions.RayTaskError as error:
         for ref in pending:
-            ray.cancel(ref, force=True)
+            ray.cancel(ref)
         cause = error.cause
         if isinstance(cause, EightbitError):
             raise type(cause)(*cause.args) from None
