@@ -299,3 +299,42 @@ def test_without_the_flag_ray_is_never_imported(
         [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_candidates_score_as_in_one_process(
+    ray_cluster: Any, model_and_data: tuple[onnx.ModelProto, Path]
+) -> None:
+    from eightbit.calibrate import open_data
+    from eightbit.distributed import RayScore
+    from eightbit.graph import Graph
+    from eightbit.improve.measure import OutputReference
+
+    model, path = model_and_data
+    int8 = eightbit.quantize(model, path).model
+
+    def spread(reference: np.ndarray, quantized: np.ndarray) -> float:
+        return float(np.std(reference - quantized))
+
+    # Batches of 2: 75 partial sums, whose order of addition shows in the last bits.
+    source = open_data(path, Graph(model).inputs, batch_size=2)
+    alone = OutputReference(model, source, None, spread)
+    on_ray = RayScore(model, path, ray="local", batch_size=2, metric=spread)
+    try:
+        assert on_ray.samples == alone.samples == 150
+        assert on_ray(int8) == alone(int8)
+        assert on_ray(model) == alone(model)
+    finally:
+        on_ray.close()
+
+
+def test_identical_samples_are_refused_but_shards_that_differ_are_not(
+    ray_cluster: Any, model_and_data: tuple[onnx.ModelProto, Path]
+) -> None:
+    model, path = model_and_data
+    one = np.load(path)["input"][:1]
+    config = CalibrationConfig(batch_size=4)
+    with pytest.raises(DataError, match="identical"):
+        calibrate_on_ray(model, np.repeat(one, 40, axis=0), config)
+    # Each shard repeats one sample, but the shards' samples differ: the data varies.
+    halves = np.concatenate([np.repeat(one, 24, axis=0), np.repeat(one * 2, 24, axis=0)])
+    assert calibrate_on_ray(model, halves, config).samples == 48
