@@ -28,7 +28,7 @@ from eightbit.calibrate.collect import (
 from eightbit.calibrate.data import DataLike, DataSource, require_variation
 from eightbit.calibrate.observers import HistogramObserver, MinMaxObserver, make_observer
 from eightbit.calibrate.progress import sample_progress
-from eightbit.distributed.cluster import connect, run_in_order, worker_count
+from eightbit.distributed.cluster import connect, prepared_once, run_in_order, worker_count
 from eightbit.distributed.shards import Shard, open_shard, plan_shards
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, load_model, normalize
@@ -115,16 +115,23 @@ def calibrate_shard(
     threads: int | None,
 ) -> ShardObservation:
     """One task: the observers of one shard (runs on a worker)."""
-    import onnx
-
-    prepared = onnx.load_from_string(model_bytes)
-    graph = Graph(prepared)
+    graph, run = prepared_once(
+        ("calibrate", model_bytes, names, threads),
+        lambda: _runner(model_bytes, names, threads or 1),
+    )
     source = open_shard(shard, graph.inputs, batch_size=config.batch_size, image=image, label=label)
-    run = model_runner(prepared, graph, names, threads or 1)
     observers = {name: make_observer(config) for name in names}
     first: dict[str, np.ndarray] = {}
     observe_all(source, _keep_first(run, first), observers, workers=threads or 1, progress=False)
     return ShardObservation(observers, source.used, source.dropped, source.varied, first)
+
+
+def _runner(model_bytes: bytes, names: list[str], threads: int) -> tuple[Graph, Any]:
+    import onnx
+
+    prepared = onnx.load_from_string(model_bytes)
+    graph = Graph(prepared)
+    return graph, model_runner(prepared, graph, names, threads)
 
 
 def _keep_first(run: Any, first: dict[str, np.ndarray]) -> Any:

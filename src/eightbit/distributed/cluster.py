@@ -7,6 +7,7 @@ bound to the loopback address; any other address joins a running cluster.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -113,3 +114,22 @@ def _as_completed(ray: types.ModuleType, pending: dict[Any, int]) -> Iterator[tu
         done, waiting = ray.wait(waiting, num_returns=1)
         for ref in done:
             yield ref, pending[ref]
+
+
+# The last model a worker process prepared (sessions included), by what it was built from.
+_PREPARED: dict[bytes, Any] = {}
+
+
+def prepared_once(parts: Sequence[object], build: Callable[[], Any]) -> Any:
+    """``build()`` once per worker process for the same ``parts`` (model bytes, settings):
+    the shards after the first reuse its sessions. Only the last is kept, so a worker holds
+    one model however many runs it serves."""
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else repr(part).encode())
+        digest.update(b"\0")
+    key = digest.digest()
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = build()
+    return _PREPARED[key]

@@ -30,7 +30,7 @@ from eightbit.analysis.side_by_side import (
 from eightbit.analysis.validate import Passes, RunOptions, ValidationResult, validate_pair
 from eightbit.calibrate import DataSource, ImageOptions
 from eightbit.calibrate.progress import sample_progress
-from eightbit.distributed.cluster import connect, run_in_order, worker_count
+from eightbit.distributed.cluster import connect, prepared_once, run_in_order, worker_count
 from eightbit.distributed.shards import Shard, open_shard, plan_shards
 from eightbit.errors import DataError
 
@@ -183,11 +183,17 @@ def measure_shard(
 ) -> list[tuple[int, Tallies]]:
     """One task: the samples and the tallies of each batch of one shard, alone."""
     batch_size, image, label, threads = settings
-    pair = _worker_pair(models)
+
+    def build() -> tuple[ModelPair, SideBySide]:
+        pair = _worker_pair(models)
+        return pair, SideBySide(
+            pair, activations=activations, compare=compare, threads=threads or 1
+        )
+
+    pair, side_by_side = prepared_once(("measure", *models, activations, compare, threads), build)
     source = open_shard(
         shard, pair.float_graph.inputs, batch_size=batch_size, image=image, label=label
     )
-    side_by_side = SideBySide(pair, activations=activations, compare=compare, threads=threads or 1)
     batches = []
     start = 0
     for batch in source:
@@ -225,11 +231,15 @@ def variants_shard(
 ) -> list[list[dict[str, OutputTally]]]:
     """One task: each variant's output tallies of each batch of one shard, alone."""
     batch_size, image, label, threads = settings
-    pair = _worker_pair(models)
+
+    def build() -> tuple[ModelPair, VariantRuns]:
+        pair = _worker_pair(models)
+        return pair, VariantRuns(pair, [onnx.load_from_string(v) for v in variants], threads or 1)
+
+    pair, runs = prepared_once(("variants", *models, *variants, threads), build)
     source = open_shard(
         shard, pair.float_graph.inputs, batch_size=batch_size, image=image, label=label
     )
-    runs = VariantRuns(pair, [onnx.load_from_string(v) for v in variants], threads or 1)
     batches = []
     for batch in source:
         tallies = runs.tallies()
