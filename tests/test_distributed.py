@@ -338,3 +338,12 @@ def test_identical_samples_are_refused_but_shards_that_differ_are_not(
     # Each shard repeats one sample, but the shards' samples differ: the data varies.
     halves = np.concatenate([np.repeat(one, 24, axis=0), np.repeat(one * 2, 24, axis=0)])
     assert calibrate_on_ray(model, halves, config).samples == 48
+
+
+def test_an_image_folder_is_cut_by_file(ray_cluster: Any, tmp_path: Path) -> None:
+    from tests.calibrate.test_images import image_folder, pixels
+
+    folder = image_folder(tmp_path, *(pixels(seed) for seed in range(37)))
+    model = models.conv_bn_relu()  # takes (3, 8, 8): the 8x8 RGB images as they are
+    alone = _saved(calibrate(model, folder, SAMPLED), tmp_path / "alone")
+    assert _saved(calibrate_on_ray(model, folder, SAMPLED), tmp_path / "ray") == alone
