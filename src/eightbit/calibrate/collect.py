@@ -64,7 +64,7 @@ def calibrate(
     workers = threads or os.cpu_count() or 1
     observe_all(source, run, observers, workers=workers, progress=progress)
     if source.used == 0:
-        raise DataError(no_samples_message(source))
+        raise DataError(_no_samples_message(source))
     require_variation(source)
     return select_ranges(observers, config, samples=source.used, skipped=source.skipped)
 
@@ -224,7 +224,7 @@ def select_ranges(
     )
 
 
-def no_samples_message(source: DataSource) -> str:
+def _no_samples_message(source: DataSource) -> str:
     if source.skipped:
         return f"all {source.skipped} samples of {source.label} contain NaN or infinity"
     if source.dropped:
