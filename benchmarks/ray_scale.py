@@ -60,15 +60,20 @@ def _with_ray(cpus: int, run: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def _worker_peak_mb() -> float:
-    """The largest VmHWM (peak resident set) of this machine's Ray worker processes."""
+    """The largest VmHWM (peak resident set) of the workers of the Ray this process started
+    (its descendants titled ``ray::IDLE`` or ``ray::<task>``; Ray's agents excluded)."""
     import psutil
 
     peak = 0.0
-    for process in psutil.process_iter(["pid", "cmdline"]):
-        if not " ".join(process.info["cmdline"] or []).startswith("ray::"):
+    for process in psutil.Process().children(recursive=True):
+        try:
+            title = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        if not title.startswith("ray::") or title.split()[0].endswith("Agent"):
             continue
         try:
-            status = Path(f"/proc/{process.info['pid']}/status").read_text()
+            status = Path(f"/proc/{process.pid}/status").read_text()
         except OSError:
             continue
         for line in status.splitlines():

@@ -199,15 +199,19 @@ def test_shards_are_whole_batches_covering_the_samples() -> None:
 
 
 def _killer(title: str, killed: list[int], stop: threading.Event) -> None:
-    """Kill the first process whose title says it runs the task ``title``."""
+    """Kill the first of this test's processes (the Ray it started is a child of this
+    process) whose title says it runs the task ``title``."""
     import psutil
 
     while not stop.is_set() and not killed:
-        for process in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = " ".join(process.info["cmdline"] or [])
+        for process in psutil.Process().children(recursive=True):
+            try:
+                cmdline = " ".join(process.cmdline())
+            except psutil.Error:
+                continue
             if cmdline.startswith(f"ray::{title}"):
                 process.kill()
-                killed.append(process.info["pid"])
+                killed.append(process.pid)
                 return
         time.sleep(0.01)
 
