@@ -345,9 +345,14 @@ def test_identical_samples_are_refused_but_shards_that_differ_are_not(
 
 
 def test_an_image_folder_is_cut_by_file(ray_cluster: Any, tmp_path: Path) -> None:
-    from tests.calibrate.test_images import image_folder, pixels
+    from PIL import Image
 
-    folder = image_folder(tmp_path, *(pixels(seed) for seed in range(37)))
+    folder = tmp_path / "images"
+    (folder / "class_b").mkdir(parents=True)  # sub-folders sort after the top-level files
+    for index in range(37):
+        pixels = np.random.default_rng(index).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        place = folder / "class_b" if index >= 30 else folder
+        Image.fromarray(pixels).save(place / f"{index:03d}.png")
     model = models.conv_bn_relu()  # takes (3, 8, 8): the 8x8 RGB images as they are
     alone = _saved(calibrate(model, folder, SAMPLED), tmp_path / "alone")
     assert _saved(calibrate_on_ray(model, folder, SAMPLED), tmp_path / "ray") == alone
