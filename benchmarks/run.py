@@ -17,6 +17,8 @@ Sections:
                VNNI saturates u8 x s8 pairs): accuracy and latency of both sessions
   codegen      generated C for Cortex-M4: flash, weights, arena vs its lower bound (MNIST demo
                CNN, MobileNetV2)
+  ray          Ray: validate, calibrate and the fallback on 1-2 local workers vs one process
+               (MobileNetV2): speedups, a worker's peak memory, identical results
   zoo          real models of other families (detector, OCR, file type, pitch, transformers):
                each family's metric, SQNR, worst-slice SQNR, latency and size, eightbit's
                default vs ORT, NNCF and AIMET (--zoo-models picks models)
@@ -39,7 +41,16 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
+from benchmarks import (  # noqa: E402
+    accuracy,
+    calibration,
+    codegen,
+    engine,
+    kernels,
+    latency,
+    ray_scale,
+    steps,
+)
 from benchmarks.report import (  # noqa: E402
     Table,
     hand_written_sections,
@@ -53,7 +64,9 @@ from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
 from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
 from benchmarks.zoo import section as zoo  # noqa: E402
 
-SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo")
+SECTIONS = (
+    "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
+)  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -155,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
             + ([zoo_fallback.run()] if args.zoo_fallback else [])
         ),
+        "ray": ray_scale.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

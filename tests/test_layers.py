@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("engine",),
     ("codegen", "analysis"),
     ("improve", "safety_net"),
-    ("rebuild", "report"),
+    ("rebuild", "report", "distributed"),
     ("pipeline",),
     ("cli",),
     ("__main__",),

@@ -25,6 +25,7 @@ from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
+from eightbit.improve.budget import Score
 from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference
@@ -85,13 +86,16 @@ def run_fallback(
     metric: Metric | None,
     threads: int | None,
     progress: bool,
+    score: Score | None = None,
     **search: Any,
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
     """Return nodes to float until the budget holds on the calibration samples.
 
     A node returned to float computes with its planned float constants again, not with the
-    weights rounded or the bias corrected for int8. ``search``: options of
-    ``eightbit.improve.fallback.driver.fallback`` (``ranking``, ``max_steps``).
+    weights rounded or the bias corrected for int8. ``score``: how candidates are measured
+    (default: an ``OutputReference`` here; ``eightbit.distributed`` scores on a cluster).
+    ``search``: options of ``eightbit.improve.fallback.driver.fallback`` (``ranking``,
+    ``max_steps``).
     """
 
     def build(excluded: frozenset[str]) -> _Built:
@@ -101,7 +105,8 @@ def run_fallback(
 
     budget = improve.budget(metric)
     source = open_data(samples, Graph(net.float_model).inputs, batch_size=EVALUATION_BATCH)
-    score = OutputReference(net.float_model, source, threads, metric)
+    if score is None:
+        score = OutputReference(net.float_model, source, threads, metric)
     result = fallback(
         net.float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
         progress=progress, score=score, batch_size=EVALUATION_BATCH, **search,

@@ -135,6 +135,14 @@ class ActivationTally:
             self.accumulated_noise += float(np.sum(accumulated * accumulated))
             self.compared = True
 
+    def merge(self, batch: ActivationTally) -> None:
+        """Fold in the tally of one later batch: the same bits as ``update`` on it (§D.2)."""
+        self.counter.merge(batch.counter)
+        self.signal += batch.signal
+        self.own_noise += batch.own_noise
+        self.accumulated_noise += batch.accumulated_noise
+        self.compared = self.compared or batch.compared
+
     def report(self) -> TensorReport:
         activation = self.activation
         return TensorReport(

@@ -66,6 +66,16 @@ class ErrorSums:
             self.max_abs = max(self.max_abs, float(np.max(np.abs(difference))))
         self.count += ref.size
 
+    def merge(self, batch: ErrorSums) -> None:
+        """Fold in the sums of one later batch, with the additions ``update`` makes, so that
+        folding per-batch sums in batch order gives the same bits as updating (§D.2)."""
+        self.reference_power += batch.reference_power
+        self.quantized_power += batch.quantized_power
+        self.dot += batch.dot
+        self.noise_power += batch.noise_power
+        self.max_abs = max(self.max_abs, batch.max_abs)
+        self.count += batch.count
+
     @property
     def sqnr_db(self) -> float:
         return sqnr_from_sums(self.reference_power, self.noise_power)

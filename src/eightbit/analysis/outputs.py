@@ -128,6 +128,21 @@ class OutputTally:
         if self._kept is not None:
             self._kept.append((np.asarray(reference), np.asarray(quantized)))
 
+    def merge(self, batch: OutputTally) -> None:
+        """Fold in the tally of one later batch: the same bits as ``update`` on it (§D.2)."""
+        self.errors.merge(batch.errors)
+        self.slice_sums.merge(batch.slice_sums)
+        if self.samples == 0:
+            self.classes = batch.classes
+        self.samples += batch.samples
+        self.top1 += batch.top1
+        self.top5 += batch.top5
+        self.float_correct += batch.float_correct
+        self.int8_correct += batch.int8_correct
+        self.labelled = self.labelled or batch.labelled
+        if self._kept is not None and batch._kept is not None:
+            self._kept.extend(batch._kept)
+
     def result(self, metrics: Mapping[str, Metric] | None = None) -> OutputMetrics:
         if self.samples == 0:
             raise DataError(f"no samples reached output {self.name!r}")

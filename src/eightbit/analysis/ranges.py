@@ -172,6 +172,15 @@ class RangeCounter:
         stored = np.clip(code, params.qmin, params.qmax)
         return ((stored - zero_point).astype(np.float32) * scale).astype(np.float32)
 
+    def merge(self, batch: RangeCounter) -> None:
+        """Fold in the counts of one later batch (integers and extremes: exact, §D.2)."""
+        self.counts += batch.counts
+        self.zeros += batch.zeros
+        self.overflow += batch.overflow
+        self.underflow += batch.underflow
+        self.minimum = min(self.minimum, batch.minimum)
+        self.maximum = max(self.maximum, batch.maximum)
+
     def result(self) -> DynamicRange:
         occupied = np.flatnonzero(self.counts)
         # Keep the bins from the lowest to the highest non-empty one (none: all zeros).

@@ -36,6 +36,81 @@ class Measurement:
     first_batch: dict[str, np.ndarray]
 
 
+class SideBySide:
+    """The sessions of one pass over the data, and what one batch adds to the tallies.
+
+    ``activations`` observes every quantized activation, ``compare`` also reads the int8
+    model's values of them (accumulated SQNR). Built once per pass (per task on a cluster).
+    """
+
+    def __init__(
+        self, pair: ModelPair, *, activations: bool, compare: bool, threads: int | None
+    ) -> None:
+        self.output_names = [info.name for info in pair.float_graph.outputs]
+        self.input_names = {info.name for info in pair.float_graph.inputs}
+        self.watched = list(pair.qdq.activations) if activations else []
+        float_exposed = [a.name for a in self.watched if a.name not in self.input_names]
+        self.float_names = [*self.output_names, *float_exposed]
+        self.float_session = make_session(
+            with_outputs(pair.float_model, float_exposed) if float_exposed else pair.float_model,
+            threads=threads,
+        )
+        self.int8_session = make_session(pair.int8_model, threads=threads)
+        self.int8_exposed = [a.int8_name for a in self.watched] if compare else []
+        self.inner_session = (
+            make_session(with_outputs(pair.int8_model, self.int8_exposed), threads=threads)
+            if self.int8_exposed
+            else None
+        )
+        self.parts = output_parts(pair.float_graph)
+
+    def tallies(self, keep: bool) -> Tallies:
+        """Empty tallies: one per output (``keep``: hold the outputs for user metrics) and
+        one per watched activation."""
+        outputs = {
+            name: OutputTally(name, keep=keep, parts=self.parts.get(name, ()))
+            for name in self.output_names
+        }
+        return outputs, [ActivationTally(a) for a in self.watched]
+
+    def fold(
+        self,
+        batch: dict[str, np.ndarray],
+        tallies: dict[str, OutputTally],
+        activation_tallies: list[ActivationTally],
+        labels: np.ndarray | None,
+    ) -> None:
+        """Run both models on ``batch`` and add what they computed to the tallies."""
+        names = self.float_names
+        values = dict(zip(names, self.float_session.run(names, batch), strict=True))
+        values.update((name, batch[name]) for name in self.input_names)
+        outputs = self.output_names
+        quantized = dict(zip(outputs, self.int8_session.run(outputs, batch), strict=True))
+        for name, tally in tallies.items():
+            tally.update(values[name], quantized[name], labels)
+        if self.inner_session is not None:
+            inner = self.inner_session.run(self.int8_exposed, batch)
+            for observed, int8_values in zip(activation_tallies, inner, strict=True):
+                observed.update(values[observed.activation.name], int8_values)
+        else:
+            for observed in activation_tallies:
+                observed.update(values[observed.activation.name])
+
+
+Tallies = tuple[dict[str, OutputTally], list[ActivationTally]]
+
+
+def empty_tallies(pair: ModelPair, *, activations: bool, keep: bool) -> Tallies:
+    """The tallies a ``SideBySide`` pass fills, made without its sessions."""
+    parts = output_parts(pair.float_graph)
+    outputs = {
+        info.name: OutputTally(info.name, keep=keep, parts=parts.get(info.name, ()))
+        for info in pair.float_graph.outputs
+    }
+    watched = list(pair.qdq.activations) if activations else []
+    return outputs, [ActivationTally(a) for a in watched]
+
+
 def measure(
     pair: ModelPair,
     source: DataSource,
@@ -48,36 +123,15 @@ def measure(
     threads: int | None = None,
     progress: bool = False,
 ) -> Measurement:
-    """One pass over ``source``.
+    """One pass over ``source`` (``SideBySide``).
 
-    ``activations`` observes every quantized activation, ``compare`` also reads the int8
-    model's values of them (accumulated SQNR). ``labels`` hold one class id per sample of
-    the data (``exact_labels``) or at least one per sample used (a sample limit is set).
+    ``labels`` hold one class id per sample of the data (``exact_labels``) or at least one
+    per sample used (a sample limit is set).
     """
-    output_names = [info.name for info in pair.float_graph.outputs]
-    input_names = {info.name for info in pair.float_graph.inputs}
-    watched = list(pair.qdq.activations) if activations else []
-    float_exposed = [a.name for a in watched if a.name not in input_names]
-    float_names = [*output_names, *float_exposed]
-    float_session = make_session(
-        with_outputs(pair.float_model, float_exposed) if float_exposed else pair.float_model,
-        threads=threads,
-    )
-    int8_session = make_session(pair.int8_model, threads=threads)
-    int8_exposed = [a.int8_name for a in watched] if compare else []
-    inner_session = (
-        make_session(with_outputs(pair.int8_model, int8_exposed), threads=threads)
-        if int8_exposed
-        else None
-    )
+    side_by_side = SideBySide(pair, activations=activations, compare=compare, threads=threads)
     if labels is not None and source.samples is not None:
         check_label_count(labels, source.samples, at_least=not exact_labels)
-    parts = output_parts(pair.float_graph)
-    tallies = {
-        name: OutputTally(name, keep=bool(metrics), parts=parts.get(name, ()))
-        for name in output_names
-    }
-    activation_tallies = [ActivationTally(a) for a in watched]
+    tallies, activation_tallies = side_by_side.tallies(keep=bool(metrics))
     first_batch: dict[str, np.ndarray] = {}
     start = 0
     with sample_progress(source.samples, "validating", show=progress) as advance:
@@ -85,19 +139,8 @@ def measure(
             count = len(next(iter(batch.values())))
             if not first_batch:
                 first_batch = batch
-            values = dict(zip(float_names, float_session.run(float_names, batch), strict=True))
-            values.update((name, batch[name]) for name in input_names)
-            quantized = dict(zip(output_names, int8_session.run(output_names, batch), strict=True))
-            batch_labels = _slice_labels(labels, start, count)
-            for name, tally in tallies.items():
-                tally.update(values[name], quantized[name], batch_labels)
-            if inner_session is not None:
-                inner = inner_session.run(int8_exposed, batch)
-                for observed, int8_values in zip(activation_tallies, inner, strict=True):
-                    observed.update(values[observed.activation.name], int8_values)
-            else:
-                for observed in activation_tallies:
-                    observed.update(values[observed.activation.name])
+            batch_labels = slice_labels(labels, start, count)
+            side_by_side.fold(batch, tallies, activation_tallies, batch_labels)
             start += count
             advance(count)
     if start == 0:
@@ -144,6 +187,28 @@ def own_sqnrs(
     return {name: sqnr_from_sums(signal[name], noise[name]) for name in signal}
 
 
+class VariantRuns:
+    """The sessions of the what-if pass: the float model and each variant model."""
+
+    def __init__(
+        self, pair: ModelPair, variants: Sequence[onnx.ModelProto], threads: int | None
+    ) -> None:
+        self.output_names = [info.name for info in pair.float_graph.outputs]
+        self.reference_session = make_session(pair.float_model, threads=threads)
+        self.sessions = [make_session(variant, threads=threads) for variant in variants]
+
+    def tallies(self) -> list[dict[str, OutputTally]]:
+        return [{name: OutputTally(name) for name in self.output_names} for _ in self.sessions]
+
+    def fold(self, batch: dict[str, np.ndarray], tallies: list[dict[str, OutputTally]]) -> None:
+        """Run the float model and every variant on ``batch``; add to each variant's tally."""
+        names = self.output_names
+        reference = dict(zip(names, self.reference_session.run(names, batch), strict=True))
+        for session, tally in zip(self.sessions, tallies, strict=True):
+            for name, values in zip(names, session.run(names, batch), strict=True):
+                tally[name].update(reference[name], values)
+
+
 def measure_variants(
     pair: ModelPair,
     source: DataSource,
@@ -155,25 +220,16 @@ def measure_variants(
     """Output metrics of each variant model against the float model, in one pass."""
     if not variants:
         return []
-    output_names = [info.name for info in pair.float_graph.outputs]
-    reference_session = make_session(pair.float_model, threads=threads)
-    sessions = [make_session(variant, threads=threads) for variant in variants]
-    tallies = [{name: OutputTally(name) for name in output_names} for _ in variants]
+    runs = VariantRuns(pair, variants, threads)
+    tallies = runs.tallies()
     with sample_progress(source.samples, "what-if runs", show=progress) as advance:
         for batch in source:
-            reference = dict(
-                zip(output_names, reference_session.run(output_names, batch), strict=True)
-            )
-            for session, tally in zip(sessions, tallies, strict=True):
-                for name, values in zip(
-                    output_names, session.run(output_names, batch), strict=True
-                ):
-                    tally[name].update(reference[name], values)
+            runs.fold(batch, tallies)
             advance(len(next(iter(batch.values()))))
     return [tuple(t.result() for t in tally.values()) for tally in tallies]
 
 
-def _slice_labels(labels: np.ndarray | None, start: int, count: int) -> np.ndarray | None:
+def slice_labels(labels: np.ndarray | None, start: int, count: int) -> np.ndarray | None:
     if labels is None:
         return None
     if labels.shape[0] < start + count:

@@ -175,6 +175,24 @@ class SliceSums:
             )
             self._accumulate(axis - 1, values)
 
+    def merge(self, batch: SliceSums) -> None:
+        """Fold in the sums of one later batch as ``update`` would have (§D.2)."""
+        if self.varying or batch.ndim is None:
+            return
+        if batch.varying:
+            self.varying = True
+            return
+        if self.ndim is None:
+            self.ndim = batch.ndim
+        elif self._sizes() != batch._sizes():
+            self.varying = True
+            return
+        stores = ("signal", "noise", "ref_low", "ref_high", "int8_low", "int8_high")
+        for position in range(len(batch.signal)):
+            # Copies: the first batch's arrays become the running sums, added to in place.
+            values = tuple(np.array(getattr(batch, store)[position]) for store in stores)
+            self._accumulate(position, values)
+
     def _sizes(self) -> tuple[int, ...]:
         return tuple(len(values) for values in self.signal)
 

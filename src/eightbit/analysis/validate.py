@@ -8,7 +8,7 @@ The math is docs/numerics.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from eightbit.analysis.memory import MemoryUsage, memory_usage
 from eightbit.analysis.models import DataLike, ModelLike, ModelPair, load_pair
 from eightbit.analysis.outputs import Metric, OutputMetrics, named_metrics
 from eightbit.analysis.ranges import DynamicRange
-from eightbit.analysis.side_by_side import measure, measure_variants
+from eightbit.analysis.side_by_side import Measurement, measure, measure_variants
 from eightbit.analysis.slices import Finding, collapse_finding
 from eightbit.analysis.variants import with_fake_quant, without_quantization
 from eightbit.calibrate import DataSource, ImageOptions, open_data
@@ -78,6 +78,18 @@ class RunOptions:
     progress: bool = False
 
 
+@dataclass(frozen=True)
+class Passes:
+    """How the passes over the data run: in this process, or on a cluster
+    (``eightbit.distributed``), with the same results."""
+
+    measure: Callable[..., Measurement] = measure
+    variants: Callable[..., list[tuple[OutputMetrics, ...]]] = measure_variants
+
+
+IN_PROCESS = Passes()
+
+
 def validate(
     float_model: ModelLike,
     int8_model: ModelLike,
@@ -120,14 +132,16 @@ def validate_pair(
     what_if: int = DEFAULT_WHAT_IF,
     latency_runs: int = 0,
     options: RunOptions = RunOptions(),
+    passes: Passes = IN_PROCESS,
 ) -> ValidationResult:
-    """``validate`` on models already loaded with ``load_pair``."""
+    """``validate`` on models already loaded with ``load_pair``; ``passes`` run the
+    passes over the data (in this process unless a cluster's are given)."""
     _check_count("what_if", what_if)
     _check_count("latency_runs", latency_runs)
     metrics = named_metrics(metric)
     class_ids = None if labels is None else load_labels(labels)
     source = _open(pair, data, options)
-    measured = measure(
+    measured = passes.measure(
         pair,
         source,
         labels=class_ids,
@@ -151,7 +165,7 @@ def validate_pair(
             weights=weight_reports(pair),
             unmatched=_unmatched(pair),
         )
-        analysis = _with_what_if(pair, source, analysis, what_if, options)
+        analysis = _with_what_if(pair, source, analysis, what_if, options, passes)
     latency = None
     if latency_runs:
         batch = _fixed_batch(pair) or 1
@@ -271,6 +285,7 @@ def _with_what_if(
     analysis: LayerAnalysis,
     count: int,
     options: RunOptions,
+    passes: Passes,
 ) -> LayerAnalysis:
     """Run the what-ifs of the ``count`` worst activations (§A.3)."""
     worst = rank(analysis.activations)[:count]
@@ -281,7 +296,7 @@ def _with_what_if(
     variants += [
         without_quantization(pair.int8_model, a, pair.qdq, pair.float_graph) for a in chosen
     ]
-    results = measure_variants(
+    results = passes.variants(
         pair, source, variants, threads=options.threads, progress=options.progress
     )
     entries = tuple(

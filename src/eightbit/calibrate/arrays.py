@@ -55,6 +55,13 @@ class ArrayStream:
         self._whole: np.ndarray | None = None
         self._next_row = 0
 
+    def skip(self, count: int) -> None:
+        """Pass over the next ``count`` rows without reading them (a shard's start)."""
+        count = min(count, self.rows - self._next_row)
+        if not self._fortran:  # Fortran order reads the whole array on the first read
+            self._stream.seek(count * self._row_bytes, 1)
+        self._next_row += count
+
     def read(self, count: int) -> np.ndarray:
         """The next ``count`` rows (fewer at the end of the array)."""
         count = min(count, self.rows - self._next_row)

@@ -62,11 +62,11 @@ def calibrate(
     run, names, source = _prepare(model, data, config, tensors, threads, image, normalized)
     observers = {name: make_observer(config) for name in names}
     workers = threads or os.cpu_count() or 1
-    _observe_all(source, run, observers, workers=workers, progress=progress)
+    observe_all(source, run, observers, workers=workers, progress=progress)
     if source.used == 0:
         raise DataError(_no_samples_message(source))
     require_variation(source)
-    return _select(observers, config, samples=source.used, skipped=source.skipped)
+    return select_ranges(observers, config, samples=source.used, skipped=source.skipped)
 
 
 def _prepare(
@@ -87,7 +87,7 @@ def _prepare(
     loaded = load_model(model)
     prepared = loaded if normalized else normalize(loaded)
     graph = Graph(prepared)
-    names = _requested(graph, tensors)
+    names = requested_tensors(graph, tensors)
     source = open_data(
         data,
         graph.inputs,
@@ -96,6 +96,13 @@ def _prepare(
         skip_nonfinite=config.skip_nonfinite,
         limit=config.samples,
     )
+    return model_runner(prepared, graph, names, threads), names, source
+
+
+def model_runner(
+    prepared: onnx.ModelProto, graph: Graph, names: Sequence[str], threads: int | None
+) -> Run:
+    """The normalized model as a function of one batch, returning the tensors ``names``."""
     input_names = {info.name for info in graph.inputs}
     computed = [name for name in names if name not in input_names]
     fed = [name for name in names if name in input_names]
@@ -107,10 +114,10 @@ def _prepare(
         values.update((name, batch[name]) for name in fed)
         return values
 
-    return run, names, source
+    return run
 
 
-def _requested(graph: Graph, tensors: Sequence[str] | None) -> list[str]:
+def requested_tensors(graph: Graph, tensors: Sequence[str] | None) -> list[str]:
     """The tensors to calibrate, checked: known, float, and computed at run time."""
     activations = graph.float_activations()
     if tensors is None:
@@ -141,7 +148,7 @@ def _requested(graph: Graph, tensors: Sequence[str] | None) -> list[str]:
     return names
 
 
-def _observe_all(
+def observe_all(
     source: DataSource,
     run: Run,
     observers: dict[str, Observer],
@@ -154,7 +161,7 @@ def _observe_all(
         sample_progress(source.samples, "calibrating", show=progress) as advance,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eightbit-observe") as pool,
     ):
-        first = 0
+        first = source.offset
         for batch in source:
             count = len(next(iter(batch.values())))
             values = run(batch)
@@ -185,7 +192,7 @@ def _observe(
             ) from None
 
 
-def _select(
+def select_ranges(
     observers: dict[str, Observer], config: CalibrationConfig, *, samples: int, skipped: int
 ) -> Ranges:
     tensors = {}

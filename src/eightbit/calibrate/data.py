@@ -68,6 +68,7 @@ class DataSource:
         samples: int | None,
         skip_nonfinite: bool,
         limit: int | None,
+        offset: int = 0,
     ) -> None:
         self._chunks = chunks
         self.inputs = tuple(inputs)
@@ -77,6 +78,8 @@ class DataSource:
         self._fixed_batch = bool(_fixed_batch_sizes(inputs))
         self._skip_nonfinite = skip_nonfinite
         self._limit = limit
+        # Index of the first sample in the whole data (a shard's start), for messages.
+        self.offset = offset
         self.samples = samples if limit is None or samples is None else min(samples, limit)
         self.used = self.skipped = self.dropped = 0
         self.varied = False  # after an iteration: did any sample differ from the first?
@@ -105,7 +108,7 @@ class DataSource:
             yield batch
 
     def _conformed(self) -> Iterator[Batch]:
-        first = 0
+        first = self.offset
         for chunk in self._chunks():
             yield {
                 info.name: conform(chunk[info.name], info, self.label, first)
@@ -115,7 +118,7 @@ class DataSource:
 
     def _finite(self, chunks: Iterator[Batch]) -> Iterator[Batch]:
         """Reject (or skip) samples with NaN/inf; stop at ``limit`` good samples."""
-        first = kept = 0
+        first, kept = self.offset, 0
         for chunk in chunks:
             count = rows_of(chunk)
             good = np.ones(count, dtype=bool)

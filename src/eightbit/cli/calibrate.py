@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -11,7 +12,14 @@ import click
 from eightbit._io import all_or_nothing, check_outputs
 from eightbit.calibrate import CalibrationConfig, Ranges
 from eightbit.calibrate import calibrate as calibrate_model
-from eightbit.cli.options import DATA_HELP, image_flags, image_options, model_files
+from eightbit.cli.options import (
+    DATA_HELP,
+    image_flags,
+    image_options,
+    model_files,
+    ray_option,
+    require_ray,
+)
 from eightbit.graph import Graph, load_model, normalize
 from eightbit.plan import activation_tensors_to_calibrate
 from eightbit.quant import QuantConfig
@@ -99,6 +107,7 @@ def _print_table(ranges: Ranges, top: int) -> None:
     "--top", type=click.IntRange(min=1), default=10, show_default=True, help="Rows in the table."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@ray_option
 def calibrate(
     model: str,
     data: str,
@@ -115,6 +124,7 @@ def calibrate(
     all_tensors: bool,
     top: int,
     as_json: bool,
+    ray: str | None,
     **image_values: Any,
 ) -> None:
     """Run MODEL on sample data and save the ranges eightbit quantize needs.
@@ -123,6 +133,7 @@ def calibrate(
     --exclude or --op-types at quantize time a few more may be needed: calibrate with
     --all-tensors then.
     """
+    require_ray(ray)
     check_outputs([*model_files(model), data], files=[output, Ranges.sidecar_path(output)])
     config = CalibrationConfig(
         method=cast("Method", method),  # CalibrationConfig validates it
@@ -141,7 +152,7 @@ def calibrate(
         None if all_tensors else activation_tensors_to_calibrate(Graph(prepared), QuantConfig())
     )
     with all_or_nothing():  # the ranges and their histograms: both or neither
-        ranges = calibrate_model(
+        ranges = (calibrate_model if ray is None else _on_ray(ray))(
             prepared,
             data,
             config,
@@ -184,3 +195,9 @@ def calibrate(
         f"calibrated {len(ranges)} tensors on {ranges.samples} samples{skipped} in "
         f"{seconds:.1f} s ({ranges.samples / seconds:.1f} samples/s); wrote {output}"
     )
+
+
+def _on_ray(address: str) -> Any:
+    from eightbit.distributed import calibrate_on_ray
+
+    return functools.partial(calibrate_on_ray, ray=address)

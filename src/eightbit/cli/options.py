@@ -116,3 +116,29 @@ def exact_kernels_note() -> str | None:
         "figures here use session option session.x64quantprecision=1; set it when you run "
         "the int8 model on such a CPU (README, 'Running the int8 model')"
     )
+
+
+def ray_option(command: F) -> F:
+    """``--ray [ADDRESS|local]``: run the passes over the data on a Ray cluster."""
+    return click.option(
+        "--ray",
+        "ray",
+        metavar="[ADDRESS|local]",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        help=(
+            "Run on Ray: alone or 'local' starts Ray on this machine; an address joins a "
+            "cluster. Same results as without it (docs/distributed.md)."
+        ),
+    )(command)
+
+
+def require_ray(address: str | None) -> None:
+    """Refuse ``--ray`` up front, before any work, when the address or Ray is missing."""
+    if address is None:
+        return
+    from eightbit.distributed.cluster import check_address, import_ray
+
+    check_address(address)
+    import_ray()

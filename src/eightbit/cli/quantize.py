@@ -19,6 +19,8 @@ from eightbit.cli.options import (
     image_flags,
     image_options,
     model_files,
+    ray_option,
+    require_ray,
 )
 from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
@@ -275,6 +277,7 @@ def _write_report(
 )
 @image_flags
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+@ray_option
 def quantize_command(
     model: str,
     data: str | None,
@@ -306,6 +309,7 @@ def quantize_command(
     max_latency: float | None,
     no_safety_net: bool,
     as_json: bool,
+    ray: str | None,
     **image_values: Any,
 ) -> None:
     """Quantize MODEL to int8 and write a QDQ ONNX model that runs on int8 kernels.
@@ -314,6 +318,7 @@ def quantize_command(
     records each with its time and the output SQNR before and after it.
     """
     started = time.perf_counter()
+    require_ray(ray)
     if adaround_iters is not None and not adaround:
         raise ConfigError("--adaround-iters needs --adaround")
     improve = preset(
@@ -365,6 +370,7 @@ def quantize_command(
             threads=threads,
             progress=not as_json,
             improve=improve,
+            ray=ray,
         )
         plan_path = save_quantized(result, output, *inputs)
         if report_path and data:

@@ -7,8 +7,8 @@ from typing import Any
 import click
 
 from eightbit._io import check_outputs
-from eightbit.cli.options import model_files
-from eightbit.cli.validate import data_options, run_options
+from eightbit.cli.options import model_files, require_ray
+from eightbit.cli.validate import data_options, data_passes, run_options
 from eightbit.plan import plan_path_for
 from eightbit.report import build_report, write_report
 
@@ -46,6 +46,8 @@ def report_command(
     underflow, fallback reasons), log2 histograms of every quantized tensor, and the
     plan's decisions when <int8 stem>.plan.json lies beside the int8 model.
     """
+    require_ray(params["ray"])
+    options = run_options(params)
     default_plan = plan_path_for(int8_model)
     check_outputs(
         [
@@ -66,7 +68,8 @@ def report_command(
         title=title,
         what_if=params["what_if"],
         latency_runs=latency_runs,
-        options=run_options(params),
+        options=options,
+        passes=data_passes(params, options),
     )
     write_report(data, output)
     first = data.summary.outputs[0]

@@ -20,9 +20,17 @@ from eightbit.analysis import (
     RunOptions,
     ValidationResult,
     check_thresholds,
-    validate,
 )
-from eightbit.cli.options import DATA_HELP, exact_kernels_note, image_flags, image_options
+from eightbit.analysis.models import load_pair
+from eightbit.analysis.validate import IN_PROCESS, Passes, validate_pair
+from eightbit.cli.options import (
+    DATA_HELP,
+    exact_kernels_note,
+    image_flags,
+    image_options,
+    ray_option,
+    require_ray,
+)
 from eightbit.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,10 +69,20 @@ def data_options(function: F) -> F:
             help="Output what-if runs for this many worst layers.",
         ),
         click.option("--progress/--no-progress", default=False, help="Progress bars on stderr."),
+        ray_option,
     ]
     for option in reversed(options):
         function = option(function)
     return image_flags(function)
+
+
+def data_passes(params: dict[str, Any], options: RunOptions) -> Passes:
+    """Where the passes over ``--data`` run: here, or on the ``--ray`` cluster."""
+    if params["ray"] is None:
+        return IN_PROCESS
+    from eightbit.distributed import ray_passes
+
+    return ray_passes(params["data"], options, params["ray"])
 
 
 def run_options(params: dict[str, Any]) -> RunOptions:
@@ -121,15 +139,17 @@ def validate_command(
     """
     if min_sqnr is not None and not math.isfinite(min_sqnr):
         raise ConfigError(f"--min-sqnr must be a finite number of dB (got {min_sqnr})")
-    result = validate(
-        float_model,
-        int8_model,
+    require_ray(params["ray"])
+    options = run_options(params)
+    result = validate_pair(
+        load_pair(float_model, int8_model, find_plan=False),
         params["data"],
         labels=params["labels"],
         layers=not no_layers,
         what_if=params["what_if"],
         latency_runs=latency_runs,
-        options=run_options(params),
+        options=options,
+        passes=data_passes(params, options),
     )
     failures = check_thresholds(result, min_agreement=min_agreement, min_sqnr=min_sqnr)
     if as_json:

@@ -154,10 +154,7 @@ class OutputReference:
         self.name = session.get_outputs()[0].name
         self.references = [np.asarray(session.run([self.name], b)[0]) for b in batches]
         self.samples = sum(len(reference) for reference in self.references)
-        self.float_score = None
-        if metric is not None:
-            whole = np.concatenate(self.references)
-            self.float_score = _score_value(metric(whole, whole))
+        self.float_score = float_score(self.references, metric)
 
     @cached_property
     def values(self) -> np.ndarray:
@@ -184,12 +181,7 @@ class OutputReference:
         tally = OutputTally(self.name, keep=self.metric is not None)
         for reference, output in zip(self.references, self._outputs(quantized_model), strict=True):
             tally.update(reference, output)
-        metrics = {"budget": self.metric} if self.metric is not None else None
-        result = tally.result(metrics)
-        drop = None
-        if self.float_score is not None:
-            drop = self.float_score - _score_value(result.custom["budget"])
-        return Measured(result.sqnr_db, result.top1_agreement, drop)
+        return measured(tally, self.metric, self.float_score)
 
     __call__ = measure
 
@@ -197,6 +189,23 @@ class OutputReference:
         session = make_session(model, threads=self.threads)
         for batch in self.batches:
             yield np.asarray(session.run([self.name], batch)[0])
+
+
+def float_score(references: Sequence[np.ndarray], metric: Metric | None) -> float | None:
+    """``metric(f, f)`` of the float outputs, from which a budget's drop is counted."""
+    if metric is None:
+        return None
+    whole = np.concatenate(references)
+    return _score_value(metric(whole, whole))
+
+
+def measured(tally: OutputTally, metric: Metric | None, float_score: float | None) -> Measured:
+    """What a budget reads of the first output's tally (the outputs kept when ``metric``)."""
+    result = tally.result({"budget": metric} if metric is not None else None)
+    drop = None
+    if float_score is not None:
+        drop = float_score - _score_value(result.custom["budget"])
+    return Measured(result.sqnr_db, result.top1_agreement, drop)
 
 
 def _score_value(value: object) -> float:

@@ -105,6 +105,7 @@ def quantize(
     progress: bool = False,
     improve: ImproveConfig | str | None = None,
     metric: Metric | None = None,
+    ray: str | None = None,
 ) -> QuantizedModel:
     """Quantize ``model`` to int8 as ``config`` says, calibrating on ``data``.
 
@@ -114,12 +115,13 @@ def quantize(
     0 disables it). ``improve``: the improvement steps, an ``ImproveConfig`` or a preset
     name (``"fast"``, ``"default"``, ``"accurate"``; None is ``"default"``). ``metric``:
     ``metric(float_output, int8_output)`` for the fallback budget ``max_drop`` instead of
-    top-1 agreement.
+    top-1 agreement. ``ray``: calibrate and score the fallback's candidates on a Ray
+    cluster (``"local"`` or its address; docs/distributed.md), with the same result.
     """
     config = config or QuantConfig()
     settings = Settings(
         config, _improve_config(improve), calibration or CalibrationConfig(), metric, threads,
-        progress,
+        progress, ray,
     )  # fmt: skip
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"'config' must be a QuantConfig (got {type(config).__name__})")
@@ -158,7 +160,8 @@ def _start(
     samples = None if source is None or ranges is not None else window(source, 0, calibrate_count)
     return State(
         settings, exported, float_model, source, samples, calibrate_count, check_count,
-        given_ranges=ranges is not None, prepared=float_model, ranges=ranges,
+        given_ranges=ranges is not None, prepared=float_model, ranges=ranges, data=data,
+        image=image,
     )  # fmt: skip
 
 

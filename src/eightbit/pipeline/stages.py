@@ -15,6 +15,7 @@ from typing import Protocol
 
 from eightbit.analysis.quick_check import QuickCheck, quick_check
 from eightbit.calibrate import Ranges, calibrate, open_data
+from eightbit.distributed import RayScore, calibrate_on_ray
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
@@ -28,7 +29,7 @@ from eightbit.improve.weights.reconstruct import reconstruct
 from eightbit.pipeline.holdout import window
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
-from eightbit.rebuild import Prepared, run_fallback, safety_net
+from eightbit.rebuild import EVALUATION_BATCH, Prepared, run_fallback, safety_net
 from eightbit.safety_net import SAFETY_SQNR_LOSS_DB
 from eightbit.steps import StepReport
 
@@ -92,6 +93,8 @@ class Calibrate:
             _check_ranges_cover(state.ranges, needed)
             return state
         assert state.source is not None  # quantize refuses no data and no ranges
+        if settings.ray is not None:
+            return replace(state, ranges=_calibrate_on_ray(state, needed))
         ranges = calibrate(
             state.prepared,
             window(state.source, 0, state.calibrate_count),
@@ -102,6 +105,16 @@ class Calibrate:
             normalized=True,
         )
         return replace(state, ranges=ranges)
+
+
+def _calibrate_on_ray(state: State, needed: list[str]) -> Ranges:
+    settings = state.settings
+    assert state.data is not None and settings.ray is not None  # Calibrate.run checked
+    return calibrate_on_ray(
+        state.prepared, state.data, settings.calibration, ray=settings.ray, tensors=needed,
+        threads=settings.threads, image=state.image, progress=settings.progress,
+        normalized=True, count=state.calibrate_count or None,
+    )  # fmt: skip
 
 
 class ChooseClipping:
@@ -219,13 +232,31 @@ class Fallback:
         assert state.plan is not None and state.qdq is not None  # Export ran
         assert state.samples is not None  # quantize's _require_steps
         settings = state.settings
-        qdq, plan, report = run_fallback(
-            _prepared(state), state.plan, state.qdq, state.samples, settings.improve,
-            settings.metric, settings.threads, settings.progress,
-        )  # fmt: skip
+        net = _prepared(state)
+        score = _ray_score(state, net)
+        try:
+            qdq, plan, report = run_fallback(
+                net, state.plan, state.qdq, state.samples, settings.improve,
+                settings.metric, settings.threads, settings.progress, score,
+            )  # fmt: skip
+        finally:
+            if score is not None:
+                score.close()
         if settings.learned:
             report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
         return state.reported(report, qdq=qdq, plan=plan)
+
+
+def _ray_score(state: State, net: Prepared) -> RayScore | None:
+    """The fallback's scorer on the cluster, over the calibration samples (None: here)."""
+    settings = state.settings
+    if settings.ray is None or state.data is None:
+        return None
+    return RayScore(
+        net.float_model, state.data, ray=settings.ray, batch_size=EVALUATION_BATCH,
+        metric=settings.metric, image=state.image, count=state.calibrate_count or None,
+        threads=settings.threads,
+    )  # fmt: skip
 
 
 _FALLBACK_FIRST = (

@@ -15,7 +15,7 @@ import onnx
 
 from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import QuickCheck
-from eightbit.calibrate import CalibrationConfig, Ranges
+from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges
 from eightbit.calibrate.data import DataLike, DataSource
 from eightbit.graph import save_model
 from eightbit.improve.presets import ImproveConfig
@@ -34,6 +34,8 @@ class Settings:
     metric: Metric | None = None
     threads: int | None = None
     progress: bool = False
+    # A Ray cluster ("local" or an address) for calibration and the fallback's scoring.
+    ray: str | None = None
 
     @property
     def learned(self) -> bool:
@@ -71,6 +73,9 @@ class State:
     held_back: DataSource | None = None
     check: QuickCheck | None = None
     reports: tuple[StepReport, ...] = ()
+    # The data as given and its image options: a cluster's workers read their shards of it.
+    data: DataLike | None = field(default=None, repr=False)
+    image: ImageOptions | None = None
 
     def reported(self, report: StepReport | None, **changes: object) -> State:
         """This state with ``changes`` and ``report`` (when there is one) appended."""

@@ -17,6 +17,7 @@ from eightbit.analysis import (
 from eightbit.analysis.labels import LabelsLike
 from eightbit.analysis.models import DataLike, ModelLike, PlanLike
 from eightbit.analysis.qdq import node_label
+from eightbit.analysis.validate import IN_PROCESS, Passes
 from eightbit.errors import ConfigError
 from eightbit.qdq import QDQ_OPS
 from eightbit.report.model import (
@@ -42,12 +43,15 @@ def build_report(
     what_if: int = 3,
     latency_runs: int = DEFAULT_LATENCY_RUNS,
     options: RunOptions = RunOptions(),  # noqa: B008 (frozen, so sharing is safe)
+    passes: Passes = IN_PROCESS,
 ) -> ReportData:
-    """Validate ``int8_model`` against ``float_model`` on ``data`` and gather the report."""
+    """Validate ``int8_model`` against ``float_model`` on ``data`` and gather the report;
+    ``passes``: where the passes over the data run (``eightbit.distributed``)."""
     pair = load_pair(float_model, int8_model, plan=plan)
     result = validate_pair(
-        pair, data, labels=labels, what_if=what_if, latency_runs=latency_runs, options=options
-    )
+        pair, data, labels=labels, what_if=what_if, latency_runs=latency_runs, options=options,
+        passes=passes,
+    )  # fmt: skip
     return report_data(pair, result, title=title)
 
 
