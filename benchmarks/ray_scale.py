@@ -37,7 +37,7 @@ from eightbit.improve.presets import preset
 VALIDATE_SAMPLES = 2000
 CALIBRATE_SAMPLES = (256, 2048)
 POOL = 2048
-MIN_SQNR = 30.0
+MIN_SQNR = 25.0  # fewer nodes than 30 (59 there): the section stays a few minutes
 WORK = models.WORK_DIR / "ray"
 
 
