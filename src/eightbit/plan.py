@@ -41,6 +41,7 @@ from eightbit.quant import (
     quantize_values,
     weight_params,
 )
+from eightbit.quant.targets import refuse_float_nodes
 from eightbit.serialize import check_fields, field_names, from_dict, to_dict
 from eightbit.steps import StepReport
 
@@ -227,10 +228,11 @@ def make_plan(
     keep float a Concat/Add/Sub after the last heavy op whose inputs' ranges differ by more
     than ``JOIN_RATIO``, and the nodes after it (§Q13), each node with its reason. Raises
     ConfigError for an unknown name in ``config.exclude`` or a model with nothing to
-    quantize, and DataError for a missing range.
+    quantize, and DataError for a missing range. A target without float kernels (``mcu``)
+    skips the join rule and refuses a plan that keeps any node in float, naming each node.
     """
     selection = select(graph, config)
-    if separate_joins:
+    if separate_joins and config.profile.float_nodes:
         forced = float_joins(
             graph,
             selection.reasons,
@@ -265,6 +267,10 @@ def make_plan(
             del tensors[produced]  # the producer writes straight into the activation's Q/DQ
             folded[activation.name] = producer_name
 
+    if config.profile.activation_reads_float:
+        for producer_name, activation in selection.fused.items():
+            if activation.name not in folded:  # kept: it reads the layer's float output
+                tensors.pop(graph.node(producer_name).outputs[0], None)
     fused_activation = {producer: activation for activation, producer in folded.items()}
     decisions = tuple(
         NodeDecision(
@@ -277,6 +283,7 @@ def make_plan(
         )
         for node in graph.nodes
     )
+    refuse_float_nodes(config.target, {d.name: d.reason for d in decisions if not d.quantized})
     return QuantPlan(config=config, tensors=tensors, nodes=decisions)
 
 

@@ -24,7 +24,7 @@ from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
 from eightbit.plan import plan_path_for
-from eightbit.quant import QuantConfig
+from eightbit.quant import TARGETS, QuantConfig
 
 PRESET_HELP = (
     "Improvement steps: "
@@ -52,6 +52,7 @@ def _summary(
         "model": source,
         "output": output,
         "plan": str(plan_path),
+        "target": result.plan.config.target,
         "scheme": result.plan.config.scheme,
         "activations": result.plan.config.activation_type,
         "per_channel": result.plan.config.per_channel,
@@ -78,7 +79,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(
         f"[bold]{summary['output']}[/bold]: {summary['nodes_quantized']} nodes int8 "
         f"({summary['activations_fused']} activations fused), "
-        f"{len(summary['fallbacks'])} kept in float; scheme {summary['scheme']}, "
+        f"{len(summary['fallbacks'])} kept in float; target {summary['target']}, "
+        f"scheme {summary['scheme']}, "
         f"{summary['activations']} activations, "
         f"{'per-channel' if summary['per_channel'] else 'per-tensor'} weights"
     )
@@ -173,6 +175,28 @@ def _write_report(
     write_report(dataclasses.replace(data_for_page, summary=summary), report_path)
 
 
+def _config(
+    target: str | None,
+    scheme: str | None,
+    activations: str | None,
+    per_tensor: bool,
+    no_space_to_depth: bool,
+    exclude: tuple[str, ...],
+    op_types: tuple[str, ...],
+) -> QuantConfig:
+    """The QuantConfig of the flags: the target's defaults, then what was given."""
+    given: dict[str, Any] = {
+        "scheme": scheme,
+        "activations": activations,
+        "per_channel": False if per_tensor else None,
+        "space_to_depth_stem": False if no_space_to_depth else None,
+        "exclude": exclude,
+        "op_types": op_types or None,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    return QuantConfig.for_target(target or "ort", **given)
+
+
 @click.command(name="quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-d", "--data", help=DATA_HELP + " Needed unless --ranges is given.")
@@ -187,12 +211,18 @@ def _write_report(
 @click.option("--percentile", type=float, default=99.99, show_default=True)
 @click.option("--ranges", "ranges_path", help="Reuse ranges from `eightbit calibrate`.")
 @click.option(
-    "--scheme", type=click.Choice(["affine", "pow2"]), default="affine", show_default=True
+    "--target",
+    type=click.Choice(list(TARGETS)),
+    help="Where the model will run; sets the formats and placement its runtime needs and "
+    "refuses what it cannot run (docs/targets.md) [ort].",
+)
+@click.option(
+    "--scheme", type=click.Choice(["affine", "pow2"]), help="Scale scheme [affine; the target's]."
 )
 @click.option(
     "--activations",
     type=click.Choice(["uint8", "int8"]),
-    help="Activation type [uint8 for affine, int8 for pow2].",
+    help="Activation type [uint8 for affine, int8 for pow2; the target's].",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor, not per channel.")
 @click.option(
@@ -282,7 +312,8 @@ def quantize_command(
     method: str,
     percentile: float,
     ranges_path: str | None,
-    scheme: str,
+    target: str | None,
+    scheme: str | None,
     activations: str | None,
     per_tensor: bool,
     no_space_to_depth: bool,
@@ -330,14 +361,7 @@ def quantize_command(
         max_latency=max_latency,
         safety_net=False if no_safety_net else None,
     )
-    config = QuantConfig(
-        scheme=scheme,  # type: ignore[arg-type]
-        activations=activations,  # type: ignore[arg-type]
-        per_channel=not per_tensor,
-        space_to_depth_stem=not no_space_to_depth,
-        exclude=exclude,
-        op_types=op_types or None,
-    )
+    config = _config(target, scheme, activations, per_tensor, no_space_to_depth, exclude, op_types)
     calibration = CalibrationConfig(
         method=method,  # type: ignore[arg-type]
         percentile=percentile,

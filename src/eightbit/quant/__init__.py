@@ -18,19 +18,24 @@ from eightbit.quant.choose import (
 )
 from eightbit.quant.config import ACTIVATION_TYPES, SCHEMES, ActivationType, QuantConfig, Scheme
 from eightbit.quant.params import QUANT_TYPES, QuantParams, QuantType
+from eightbit.quant.targets import PROFILES, TARGETS, QuantTarget, TargetName
 from eightbit.quant.values import dequantize_values, quantize_values
 
 __all__ = [
     "ACTIVATION_TYPES",
     "BIAS_LIMIT",
     "MIN_SCALE",
+    "PROFILES",
     "QUANT_TYPES",
     "SCHEMES",
+    "TARGETS",
     "ActivationType",
     "QuantConfig",
     "QuantParams",
+    "QuantTarget",
     "QuantType",
     "Scheme",
+    "TargetName",
     "activation_params",
     "bias_params",
     "constant_params",

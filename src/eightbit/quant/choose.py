@@ -31,6 +31,8 @@ def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
     affine: the range widened to hold 0 (Q.3), then ``s = (hi − lo)/(qmax − qmin)``,
     ``z = round(qmin − lo/s)`` (Q.4), so real 0 is exactly the integer z.
     pow2: ``s = 2^−f`` with f the best precision of an 8-bit signed word (Q.8), ``z = 0``.
+    affine with symmetric activations (target tensorrt): ``s = max(|lo|, |hi|)/127``,
+    ``z = 0``, int8 (Q.15).
     """
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise DataError(f"an activation range must be finite (got [{lo}, {hi}])")
@@ -38,6 +40,8 @@ def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
         raise DataError(f"an activation range must have min <= max (got [{lo}, {hi}])")
     if config.scheme == "pow2":
         return _pow2_params(best_precision_fraction_length([lo, hi], 8, signed=True))
+    if config.symmetric_activations:
+        return _symmetric_params(max(abs(lo), abs(hi)))
     dtype = config.activation_type
     low, high = (0, 255) if dtype == "uint8" else (-128, 127)
     lo, hi = min(lo, 0.0), max(hi, 0.0)
@@ -146,6 +150,12 @@ def constant_params(values: npt.ArrayLike, config: QuantConfig) -> QuantParams:
 def _bias_fits(magnitude: float, input_scale: float, weight_scale: float) -> bool:
     bias_scale = float(np.float32(input_scale) * np.float32(weight_scale))
     return bias_scale > 0 and magnitude / bias_scale <= BIAS_LIMIT
+
+
+def _symmetric_params(magnitude: float) -> QuantParams:
+    """int8, ``z = 0``, ``[−m, m]`` onto ``[−127, 127]`` (Q.15); all zeros as ``m = 1``."""
+    scale = np.float32(max((magnitude or 1.0) / _WEIGHT_QMAX, MIN_SCALE))
+    return QuantParams(np.asarray(scale), np.asarray(0, np.int64), "int8")
 
 
 def _pow2_params(fraction_length: int) -> QuantParams:

@@ -8,6 +8,7 @@ from typing import Any, Literal, cast, get_args
 
 from eightbit.errors import ConfigError
 from eightbit.ops import supported_op_types
+from eightbit.quant.targets import QuantTarget, TargetName, check_target, profile
 from eightbit.serialize import from_dict, to_dict
 
 Scheme = Literal["affine", "pow2"]
@@ -32,6 +33,9 @@ class QuantConfig:
       channels (an image network's stem) as SpaceToDepth + a stride-1 Conv: the same
       integers, and ONNX Runtime's int8 kernels run it faster (docs/numerics.md §Q11).
       Turn off for targets that pay for the extra zero weights (a microcontroller).
+    - ``target``: where the model will run (docs/targets.md): ``"ort"`` (the default),
+      ``"tensorrt"``, ``"openvino"``, ``"mcu"`` or ``"fpga"``. A setting the target cannot
+      run is refused, naming the rule; ``for_target`` fills in the target's defaults.
     """
 
     scheme: Scheme = "affine"
@@ -40,12 +44,14 @@ class QuantConfig:
     exclude: tuple[str, ...] = ()
     op_types: tuple[str, ...] | None = None
     space_to_depth_stem: bool = True
+    target: TargetName = "ort"
 
     def __post_init__(self) -> None:
         _one_of("scheme", self.scheme, SCHEMES)
         activations = self.activations
         if activations is None:
-            activations = "int8" if self.scheme == "pow2" else "uint8"
+            chosen = profile(self.target).default_activations(self.scheme)
+            activations = cast(ActivationType, chosen)
         _one_of("activations", activations, ACTIVATION_TYPES)
         if self.scheme == "pow2" and activations != "int8":
             raise ConfigError(
@@ -63,6 +69,25 @@ class QuantConfig:
                 raise ConfigError("'op_types' must name at least one op type, or be None for all")
             _check_supported(op_types)
             object.__setattr__(self, "op_types", op_types)
+        check_target(self)
+
+    @classmethod
+    def for_target(cls, target: str, **settings: Any) -> QuantConfig:
+        """The configuration of ``target`` (docs/targets.md), with ``settings`` on top.
+
+        The target's defaults fill what ``settings`` leaves out (its first scheme, its
+        activation type, its SpaceToDepth choice); a setting it cannot run is refused.
+        ``for_target("ort")`` is ``QuantConfig()``.
+        """
+        chosen = profile(target)
+        settings.setdefault("scheme", chosen.schemes[0])
+        settings.setdefault("space_to_depth_stem", chosen.space_to_depth_stem)
+        return cls(target=chosen.name, **settings)
+
+    @property
+    def profile(self) -> QuantTarget:
+        """What the target runs (``eightbit.quant.targets``)."""
+        return profile(self.target)
 
     @property
     def activation_type(self) -> ActivationType:
@@ -71,10 +96,16 @@ class QuantConfig:
 
     @property
     def symmetric_activations(self) -> bool:
-        return self.scheme == "pow2"
+        """Every activation has zero point 0: pow2 (§Q4) or a symmetric target (§Q16)."""
+        return self.scheme == "pow2" or self.profile.symmetric_activations
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        """The fields as JSON; ``target`` only when it is not ``"ort"``, so a default plan
+        is byte for byte the plan of the code before targets (no target means ONNX Runtime)."""
+        data = to_dict(self)
+        if data["target"] == "ort":
+            del data["target"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
