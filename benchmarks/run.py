@@ -19,6 +19,8 @@ Sections:
   zoo          real models of other families (detector, OCR, file type, pitch, transformers):
                each family's metric, SQNR, worst-slice SQNR, latency and size, eightbit's
                default vs ORT, NNCF and AIMET (--zoo-models picks models)
+  targets      each --target (ort, tensorrt, openvino, mcu, fpga) on ResNet-18-style and
+               MobileNetV2: agreement, SQNR, size, latency in ORT (and OpenVINO for openvino)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -37,7 +39,16 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
+from benchmarks import (  # noqa: E402
+    accuracy,
+    calibration,
+    codegen,
+    engine,
+    kernels,
+    latency,
+    steps,
+    targets,
+)
 from benchmarks.report import (  # noqa: E402
     Table,
     hand_written_sections,
@@ -50,7 +61,17 @@ from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
 from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
 from benchmarks.zoo import section as zoo  # noqa: E402
 
-SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo")
+SECTIONS = (
+    "quantize",
+    "steps",
+    "latency",
+    "calibration",
+    "engine",
+    "kernels",
+    "codegen",
+    "zoo",
+    "targets",
+)
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -146,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
             + ([zoo_fallback.run()] if args.zoo_fallback else [])
         ),
+        "targets": targets.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

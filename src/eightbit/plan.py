@@ -29,7 +29,7 @@ from eightbit.graph import Graph, Node
 from eightbit.ops import OpSpec, PerTensor, lookup
 from eightbit.ops.joins import float_joins
 from eightbit.ops.max_readers import max_read_tensors
-from eightbit.ops.node_selection import Calibrated, SameAs, clamp_bounds, select
+from eightbit.ops.node_selection import Calibrated, SameAs, Source, clamp_bounds, select
 from eightbit.ops.spec import optional_input
 from eightbit.quant import (
     QuantConfig,
@@ -38,6 +38,7 @@ from eightbit.quant import (
     bias_params,
     constant_params,
     fit_weight_to_bias,
+    int16_params,
     quantize_values,
     weight_params,
 )
@@ -242,13 +243,15 @@ def make_plan(
         )
         if forced:
             selection = select(graph, config, forced)
+    _check_int16_names(config, selection.sources)
     tensors: dict[str, QuantParams] = {}
     max_read = max_read_tensors(graph)  # their top is not clipped (§Q15)
     for name, source in selection.sources.items():
         if isinstance(source, Calibrated):
             found = _range_of(ranges, source.tensor, keep_max=source.tensor in max_read)
             lo, hi = clip_range(found, source.bounds)
-            tensors[name] = activation_params(lo, hi, config)
+            wide = name in config.int16 or source.tensor in config.int16  # §Q17
+            tensors[name] = (int16_params if wide else activation_params)(lo, hi, config)
         elif isinstance(source, SameAs):
             tensors[name] = tensors[source.tensor]
         else:
@@ -369,6 +372,20 @@ def clip_range(
         return lo, hi
     lo, hi = max(lo, clamp[0]), min(hi, clamp[1])
     return lo, max(lo, hi)  # a range entirely outside the clamp collapses onto its edge
+
+
+def _check_int16_names(config: QuantConfig, sources: Mapping[str, Source]) -> None:
+    """Every tensor named in ``config.int16`` must be a calibrated activation of the plan."""
+    calibrated = [(name, s) for name, s in sources.items() if isinstance(s, Calibrated)]
+    # A layer folded with its activation is calibrated on the activation's output (§Q5).
+    activations = [name for name, _ in calibrated]
+    names = set(activations) | {source.tensor for _, source in calibrated}
+    unknown = [name for name in config.int16 if name not in names]
+    if unknown:
+        raise ConfigError(
+            f"'int16' names {unknown}, which the plan does not quantize as activations; "
+            f"name quantized activation tensors, e.g. {activations[:3]}"
+        )
 
 
 def _saturation_is_clamp(params: QuantParams, bounds: tuple[float, float]) -> bool:

@@ -56,6 +56,7 @@ def _summary(
         "scheme": result.plan.config.scheme,
         "activations": result.plan.config.activation_type,
         "per_channel": result.plan.config.per_channel,
+        "int16": list(result.plan.config.int16),
         "nodes_quantized": len(result.plan.quantized_nodes()) - fused,
         "activations_fused": fused,
         "fallbacks": fallbacks,
@@ -83,6 +84,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"scheme {summary['scheme']}, "
         f"{summary['activations']} activations, "
         f"{'per-channel' if summary['per_channel'] else 'per-tensor'} weights"
+        + (f"; int16 (16x8): {', '.join(summary['int16'])}" if summary["int16"] else "")
     )
     console.print(
         f"size {summary['bytes_before']:,} -> {summary['bytes_after']:,} bytes "
@@ -233,6 +235,13 @@ def _config(
     "input: the same integers, faster in ONNX Runtime; a microcontroller pays for its zeros).",
 )
 @click.option("--exclude", multiple=True, help="Keep this node in float (repeatable).")
+@click.option(
+    "--int16",
+    "int16",
+    multiple=True,
+    metavar="TENSOR",
+    help="Store this activation tensor as int16, weights staying int8 (16x8; repeatable).",
+)
 @click.option("--op-types", multiple=True, help="Quantize only these op types (repeatable).")
 @click.option("--samples", type=int, help="Calibrate on at most this many samples.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
@@ -318,6 +327,7 @@ def quantize_command(
     per_tensor: bool,
     no_space_to_depth: bool,
     exclude: tuple[str, ...],
+    int16: tuple[str, ...],
     op_types: tuple[str, ...],
     samples: int | None,
     batch_size: int,
@@ -362,6 +372,8 @@ def quantize_command(
         safety_net=False if no_safety_net else None,
     )
     config = _config(target, scheme, activations, per_tensor, no_space_to_depth, exclude, op_types)
+    if int16:
+        config = dataclasses.replace(config, int16=int16)
     calibration = CalibrationConfig(
         method=method,  # type: ignore[arg-type]
         percentile=percentile,

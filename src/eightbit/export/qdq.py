@@ -19,13 +19,15 @@ from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames, graph_names
+from eightbit.graph.normalize import upgrade_opset
 from eightbit.ops import lookup
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.qdq import integer_moves
 from eightbit.quant import QuantParams, quantize_values
 
-# Per-axis DequantizeLinear arrived in opset 13.
+# Per-axis DequantizeLinear arrived in opset 13; int16 QuantizeLinear/DequantizeLinear in 21.
 MIN_QDQ_OPSET = 13
+INT16_QDQ_OPSET = 21
 
 
 def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
@@ -43,6 +45,8 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         )
     result = onnx.ModelProto()
     result.CopyFrom(model)
+    if opset < INT16_QDQ_OPSET and any(p.dtype == "int16" for p in plan.tensors.values()):
+        upgrade_opset(result, INT16_QDQ_OPSET)  # 16x8 (§Q17); other models keep their opset
     _QdqWriter(result.graph, plan).write()
     return result
 

@@ -14,6 +14,7 @@ from eightbit.quant.choose import (
     bias_params,
     constant_params,
     fit_weight_to_bias,
+    int16_params,
     weight_params,
 )
 from eightbit.quant.config import ACTIVATION_TYPES, SCHEMES, ActivationType, QuantConfig, Scheme
@@ -41,6 +42,7 @@ __all__ = [
     "constant_params",
     "dequantize_values",
     "fit_weight_to_bias",
+    "int16_params",
     "quantize_values",
     "weight_params",
 ]

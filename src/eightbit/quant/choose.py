@@ -23,6 +23,7 @@ MAX_FRACTION_LENGTH = 32
 # A quantized bias stays within ±2^30 so the sum of products has the other half of int32.
 BIAS_LIMIT = 2**30
 _WEIGHT_QMAX = 127
+_INT16_QMAX = 32767
 
 
 def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
@@ -51,6 +52,19 @@ def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
     zero_point = round(low - lo / float(scale))  # Python's round is half to even
     zero_point = min(max(zero_point, low), high)
     return QuantParams(np.asarray(scale), np.asarray(zero_point, np.int64), dtype)
+
+
+def int16_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
+    """Parameters of a 16-bit activation in ``[lo, hi]`` (16x8, Q.16): int16, ``z = 0``,
+    ``s = max(|lo|, |hi|)/32767``; pow2: ``s = 2^−f``, f the best precision of 16 bits."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise DataError(f"an activation range must be finite with min <= max (got [{lo}, {hi}])")
+    if config.scheme == "pow2":
+        length = min(best_precision_fraction_length([lo, hi], 16, signed=True), MAX_FRACTION_LENGTH)
+        return QuantParams(np.asarray(2.0**-length, np.float32), np.asarray(0), "int16")
+    magnitude = max(abs(lo), abs(hi)) or 1.0
+    scale = np.float32(max(magnitude / _INT16_QMAX, MIN_SCALE))
+    return QuantParams(np.asarray(scale), np.asarray(0, np.int64), "int16")
 
 
 def weight_params(

@@ -36,6 +36,8 @@ class QuantConfig:
     - ``target``: where the model will run (docs/targets.md): ``"ort"`` (the default),
       ``"tensorrt"``, ``"openvino"``, ``"mcu"`` or ``"fpga"``. A setting the target cannot
       run is refused, naming the rule; ``for_target`` fills in the target's defaults.
+    - ``int16``: activation tensors stored as int16 (symmetric, zero point 0) while the
+      weights stay int8: "16x8" for the tensors 8 bits are too few for (numerics §Q17).
     """
 
     scheme: Scheme = "affine"
@@ -45,6 +47,7 @@ class QuantConfig:
     op_types: tuple[str, ...] | None = None
     space_to_depth_stem: bool = True
     target: TargetName = "ort"
+    int16: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _one_of("scheme", self.scheme, SCHEMES)
@@ -63,6 +66,7 @@ class QuantConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
         object.__setattr__(self, "exclude", _names("exclude", self.exclude))
+        object.__setattr__(self, "int16", _names("int16", self.int16))
         if self.op_types is not None:
             op_types = _names("op_types", self.op_types)
             if not op_types:
@@ -100,16 +104,22 @@ class QuantConfig:
         return self.scheme == "pow2" or self.profile.symmetric_activations
 
     def to_dict(self) -> dict[str, Any]:
-        """The fields as JSON; ``target`` only when it is not ``"ort"``, so a default plan
-        is byte for byte the plan of the code before targets (no target means ONNX Runtime)."""
+        """The fields as JSON; ``target`` and ``int16`` only when not their defaults, so a
+        default plan is byte for byte the plan of the code before them (no target means
+        ONNX Runtime, no int16 means all 8-bit)."""
         data = to_dict(self)
-        if data["target"] == "ort":
-            del data["target"]
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
         return from_dict(cls, "quantization config", data)
+
+
+# Fields added after plans were first saved, with the value a plan without them means.
+_LATER_FIELDS: dict[str, object] = {"target": "ort", "int16": []}
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -56,6 +56,7 @@ class QuantTarget:
       activation's own parameters sits between them.
     - ``float_nodes``: the runtime has float kernels, so the plan may keep nodes in float
       (fallback, safety net, ``exclude``); False for a microcontroller build.
+    - ``int16_activations``: it runs 16-bit activations with 8-bit weights (numerics §Q17).
     - ``space_to_depth_stem``: the default of ``QuantConfig.space_to_depth_stem`` (the
       rewrite pays in ONNX Runtime's kernels only, numerics §Q11).
     - ``rules``: the rule behind each restriction, keyed by the setting it restricts.
@@ -69,6 +70,7 @@ class QuantTarget:
     float_bias: bool
     activation_reads_float: bool
     float_nodes: bool
+    int16_activations: bool
     space_to_depth_stem: bool
     rules: Mapping[str, Rule]
 
@@ -93,6 +95,7 @@ PROFILES: Mapping[str, QuantTarget] = MappingProxyType(
             float_bias=False,
             activation_reads_float=False,
             float_nodes=True,
+            int16_activations=True,
             space_to_depth_stem=True,
             rules={},
         ),
@@ -105,11 +108,17 @@ PROFILES: Mapping[str, QuantTarget] = MappingProxyType(
             float_bias=True,
             activation_reads_float=True,
             float_nodes=True,
+            int16_activations=False,
             space_to_depth_stem=False,
             rules={
                 "activations": Rule(
                     "TensorRT reads int8 activations with zero point 0 only "
                     "(symmetric quantization)",
+                    _TENSORRT_DOCS,
+                ),
+                "int16": Rule(
+                    "TensorRT's quantized types are INT8, FP8 and INT4/FP4 (weights): no "
+                    "16-bit integer activations",
                     _TENSORRT_DOCS,
                 ),
                 "scheme": Rule(
@@ -127,8 +136,13 @@ PROFILES: Mapping[str, QuantTarget] = MappingProxyType(
             float_bias=False,
             activation_reads_float=False,
             float_nodes=True,
+            int16_activations=False,
             space_to_depth_stem=False,
             rules={
+                "int16": Rule(
+                    "OpenVINO's low precision transformations run u8/i8 activations only",
+                    _OPENVINO_DOCS,
+                ),
                 "scheme": Rule(
                     "OpenVINO's low precision transformations take calibrated float32 "
                     "FakeQuantize intervals; power-of-two scales are a shift-only target's",
@@ -145,6 +159,7 @@ PROFILES: Mapping[str, QuantTarget] = MappingProxyType(
             float_bias=False,
             activation_reads_float=False,
             float_nodes=False,
+            int16_activations=True,
             space_to_depth_stem=False,
             rules={
                 "activations": Rule(
@@ -166,6 +181,7 @@ PROFILES: Mapping[str, QuantTarget] = MappingProxyType(
             float_bias=False,
             activation_reads_float=False,
             float_nodes=True,
+            int16_activations=True,
             space_to_depth_stem=False,
             rules={
                 "scheme": Rule(
@@ -202,6 +218,10 @@ def check_target(config: QuantConfig) -> None:
             name,
             f"{config.activations} activations",
             f"use activations {' or '.join(repr(a) for a in allowed)}, or another target",
+        )
+    if config.int16 and not target.int16_activations:
+        raise target.rules["int16"].refuse(
+            name, f"int16 activations ({', '.join(config.int16)})", "quantize them to 8 bits"
         )
     if target.float_nodes:
         return
