@@ -16,7 +16,9 @@ from eightbit.cli import main
 from eightbit.engine import prepare
 from eightbit.errors import ConfigError, EightbitError
 from eightbit.fixed import best_precision_fraction_length
+from eightbit.graph import normalize
 from eightbit.graph.session import make_session
+from eightbit.improve.measure import compare
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig, int16_params
 from tests.test_targets import residual_net
@@ -129,6 +131,16 @@ def test_cli_int16_flag(tmp_path, samples):
     onnx.save(residual_net(), model)
     np.save(tmp_path / "x.npy", samples[:64])
     args = ["quantize", str(model), "-d", str(tmp_path / "x.npy"), "-o", str(tmp_path / "q.onnx")]
-    result = CliRunner().invoke(main, [*args, "--int16", "r0", "--preset", "fast", "--json"])
+    report = tmp_path / "report.html"
+    flags = ["--int16", "r0", "--preset", "fast", "--json", "--report", str(report)]
+    result = CliRunner().invoke(main, [*args, *flags])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["int16"] == ["r0"]
+    assert report.is_file()  # the opset-21 model is compared with its opset-17 float model
+
+
+def test_a_16x8_model_is_compared_with_its_float_model(samples):
+    """The opset-21 int16 model and its opset-17 float model in one comparison graph."""
+    result = quantize(residual_net(), {"x": samples}, QuantConfig(int16=("r0",)), improve="fast")
+    compared = compare(normalize(residual_net()), result.model, [{"x": samples[:16]}])
+    assert compared.output_db > 20.0
