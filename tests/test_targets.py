@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from eightbit.cli import main
+from eightbit.engine import prepare
 from eightbit.errors import ConfigError
 from eightbit.graph.session import make_session
 from eightbit.pipeline import quantize
@@ -261,3 +262,10 @@ def test_onnxruntime_runs_the_tensorrt_form_as_well_as_the_ort_form(quantized, s
     }
     assert agreement["ort"] > 0.8
     assert abs(agreement["tensorrt"] - agreement["ort"]) <= 0.02, agreement
+
+
+def test_the_engine_refuses_the_tensorrt_form_naming_the_target(samples):
+    config = QuantConfig.for_target("tensorrt")
+    result = quantize(residual_net(), {"x": samples[:64]}, config, improve="fast")
+    with pytest.raises(ConfigError, match="target 'tensorrt' keeps them float"):
+        prepare(result)
