@@ -3,8 +3,9 @@
 Per target (docs/targets.md): top-1 agreement and logit SQNR against the float model on
 evaluation crops (ONNX Runtime, exact int8 kernels), file size, batch-1 one-thread latency
 in ONNX Runtime and in OpenVINO's CPU plugin (each interleaved with the float model), with
-the count of Convolution/FullyConnected ops OpenVINO's runtime graph runs in u8/i8. ``tensorrt``'s agreement is also given as its difference from
-``ort``'s (the issue asks for at most 0.01). The default preset throughout.
+the count of Convolution/FullyConnected ops OpenVINO's runtime graph runs in u8/i8. Each
+agreement is also given as its difference from ``ort``'s (for ``tensorrt`` the issue asks
+for at most 0.01). The default preset throughout.
 """
 
 from __future__ import annotations
