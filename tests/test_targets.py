@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, numpy_helper
 
 from eightbit.cli import main
 from eightbit.engine import prepare
@@ -16,57 +16,9 @@ from eightbit.errors import ConfigError
 from eightbit.graph.session import make_session
 from eightbit.pipeline import quantize
 from eightbit.quant import PROFILES, TARGETS, QuantConfig, activation_params
+from tests.fixtures.targets import residual_net
 
 SAMPLES = 400
-
-
-def residual_net(seed: int = 0) -> onnx.ModelProto:
-    """A small ResNet-style network: Conv-Relu, a residual block (Conv-Relu-Conv + identity,
-    Add, Relu), a strided Conv, global pooling, then MatMul-Relu and Gemm heads."""
-    rng = np.random.default_rng(seed)
-
-    def weight(name: str, *shape: int, scale: float = 0.3) -> TensorProto:
-        values = rng.standard_normal(shape).astype(np.float32) * scale
-        return numpy_helper.from_array(values, name)
-
-    initializers = [
-        weight("w0", 8, 3, 3, 3),
-        weight("b0", 8, scale=0.1),
-        weight("w1", 8, 8, 3, 3, scale=0.2),
-        weight("b1", 8, scale=0.1),
-        weight("w2", 8, 8, 3, 3, scale=0.2),
-        weight("b2", 8, scale=0.1),
-        weight("w3", 16, 8, 3, 3, scale=0.2),
-        weight("b3", 16, scale=0.1),
-        weight("m", 16, 16, scale=0.3),
-        weight("g", 10, 16, scale=0.3),
-        weight("gb", 10, scale=0.1),
-    ]
-    pad = {"pads": [1, 1, 1, 1]}
-    nodes = [
-        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], "conv0", **pad),
-        helper.make_node("Relu", ["c0"], ["r0"], "relu0"),
-        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], "conv1", **pad),
-        helper.make_node("Relu", ["c1"], ["r1"], "relu1"),
-        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], "conv2", **pad),
-        helper.make_node("Add", ["c2", "r0"], ["s"], "residual"),
-        helper.make_node("Relu", ["s"], ["r2"], "relu2"),
-        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"], "conv3", strides=[2, 2], **pad),
-        helper.make_node("Relu", ["c3"], ["r3"], "relu3"),
-        helper.make_node("GlobalAveragePool", ["r3"], ["p"], "pool"),
-        helper.make_node("Flatten", ["p"], ["f"], "flatten"),
-        helper.make_node("MatMul", ["f", "m"], ["mm"], "matmul"),
-        helper.make_node("Relu", ["mm"], ["rm"], "relu4"),
-        helper.make_node("Gemm", ["rm", "g", "gb"], ["logits"], "gemm", transB=1),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "residual",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 12, 12])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        initializers,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 @pytest.fixture(scope="module")

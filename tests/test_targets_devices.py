@@ -19,7 +19,7 @@ from eightbit.pipeline import quantize
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
 from tests.fixtures import joins
-from tests.test_targets import residual_net
+from tests.fixtures.targets import residual_net
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from eightbit.graph.session import make_session
 from eightbit.improve.measure import compare
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig, int16_params
-from tests.test_targets import residual_net
+from tests.fixtures.targets import residual_net
 
 # The residual network's activations (tests/test_targets.py), every one 16-bit.
 ALL_ACTIVATIONS = ("x", "r0", "r1", "c2", "s", "r2", "r3", "p", "rm", "logits")
