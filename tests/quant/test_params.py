@@ -33,7 +33,10 @@ def test_arrays_are_copied_typed_and_read_only() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"dtype": "int4"}, r"'dtype' must be one of \['int8', 'uint8', 'int32'\] \(got 'int4'\)"),
+        (
+            {"dtype": "int4"},
+            r"'dtype' must be one of \['int8', 'uint8', 'int32', 'int16'\] \(got 'int4'\)",
+        ),
         ({"scale": 0.0}, r"'scale' must be finite and > 0 \(got 0.0\)"),
         ({"scale": np.inf}, r"'scale' must be finite and > 0"),
         ({"zero_point": 300}, r"'zero_point' must lie in \[0, 255\] for uint8 \(got 300\)"),

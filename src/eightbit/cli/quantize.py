@@ -26,7 +26,7 @@ from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
 from eightbit.plan import plan_path_for
-from eightbit.quant import QuantConfig
+from eightbit.quant import TARGETS, QuantConfig
 
 PRESET_HELP = (
     "Improvement steps: "
@@ -54,9 +54,11 @@ def _summary(
         "model": source,
         "output": output,
         "plan": str(plan_path),
+        "target": result.plan.config.target,
         "scheme": result.plan.config.scheme,
         "activations": result.plan.config.activation_type,
         "per_channel": result.plan.config.per_channel,
+        "int16": list(result.plan.config.int16),
         "nodes_quantized": len(result.plan.quantized_nodes()) - fused,
         "activations_fused": fused,
         "fallbacks": fallbacks,
@@ -80,9 +82,11 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(
         f"[bold]{summary['output']}[/bold]: {summary['nodes_quantized']} nodes int8 "
         f"({summary['activations_fused']} activations fused), "
-        f"{len(summary['fallbacks'])} kept in float; scheme {summary['scheme']}, "
+        f"{len(summary['fallbacks'])} kept in float; target {summary['target']}, "
+        f"scheme {summary['scheme']}, "
         f"{summary['activations']} activations, "
         f"{'per-channel' if summary['per_channel'] else 'per-tensor'} weights"
+        + (f"; int16 (16x8): {', '.join(summary['int16'])}" if summary["int16"] else "")
     )
     console.print(
         f"size {summary['bytes_before']:,} -> {summary['bytes_after']:,} bytes "
@@ -175,6 +179,28 @@ def _write_report(
     write_report(dataclasses.replace(data_for_page, summary=summary), report_path)
 
 
+def _config(
+    target: str | None,
+    scheme: str | None,
+    activations: str | None,
+    per_tensor: bool,
+    no_space_to_depth: bool,
+    exclude: tuple[str, ...],
+    op_types: tuple[str, ...],
+) -> QuantConfig:
+    """The QuantConfig of the flags: the target's defaults, then what was given."""
+    given: dict[str, Any] = {
+        "scheme": scheme,
+        "activations": activations,
+        "per_channel": False if per_tensor else None,
+        "space_to_depth_stem": False if no_space_to_depth else None,
+        "exclude": exclude,
+        "op_types": op_types or None,
+    }
+    given = {name: value for name, value in given.items() if value is not None}
+    return QuantConfig.for_target(target or "ort", **given)
+
+
 @click.command(name="quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-d", "--data", help=DATA_HELP + " Needed unless --ranges is given.")
@@ -189,12 +215,18 @@ def _write_report(
 @click.option("--percentile", type=float, default=99.99, show_default=True)
 @click.option("--ranges", "ranges_path", help="Reuse ranges from `eightbit calibrate`.")
 @click.option(
-    "--scheme", type=click.Choice(["affine", "pow2"]), default="affine", show_default=True
+    "--target",
+    type=click.Choice(list(TARGETS)),
+    help="Where the model will run; sets the formats and placement its runtime needs and "
+    "refuses what it cannot run (docs/targets.md) [ort].",
+)
+@click.option(
+    "--scheme", type=click.Choice(["affine", "pow2"]), help="Scale scheme [affine; the target's]."
 )
 @click.option(
     "--activations",
     type=click.Choice(["uint8", "int8"]),
-    help="Activation type [uint8 for affine, int8 for pow2].",
+    help="Activation type [uint8 for affine, int8 for pow2; the target's].",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor, not per channel.")
 @click.option(
@@ -205,6 +237,13 @@ def _write_report(
     "input: the same integers, faster in ONNX Runtime; a microcontroller pays for its zeros).",
 )
 @click.option("--exclude", multiple=True, help="Keep this node in float (repeatable).")
+@click.option(
+    "--int16",
+    "int16",
+    multiple=True,
+    metavar="TENSOR",
+    help="Store this activation tensor as int16, weights staying int8 (16x8; repeatable).",
+)
 @click.option("--op-types", multiple=True, help="Quantize only these op types (repeatable).")
 @click.option("--samples", type=int, help="Calibrate on at most this many samples.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
@@ -285,11 +324,13 @@ def quantize_command(
     method: str,
     percentile: float,
     ranges_path: str | None,
-    scheme: str,
+    target: str | None,
+    scheme: str | None,
     activations: str | None,
     per_tensor: bool,
     no_space_to_depth: bool,
     exclude: tuple[str, ...],
+    int16: tuple[str, ...],
     op_types: tuple[str, ...],
     samples: int | None,
     batch_size: int,
@@ -335,14 +376,9 @@ def quantize_command(
         max_latency=max_latency,
         safety_net=False if no_safety_net else None,
     )
-    config = QuantConfig(
-        scheme=scheme,  # type: ignore[arg-type]
-        activations=activations,  # type: ignore[arg-type]
-        per_channel=not per_tensor,
-        space_to_depth_stem=not no_space_to_depth,
-        exclude=exclude,
-        op_types=op_types or None,
-    )
+    config = _config(target, scheme, activations, per_tensor, no_space_to_depth, exclude, op_types)
+    if int16:
+        config = dataclasses.replace(config, int16=int16)
     calibration = CalibrationConfig(
         method=method,  # type: ignore[arg-type]
         percentile=percentile,

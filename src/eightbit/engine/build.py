@@ -28,7 +28,7 @@ from eightbit.engine.operands import (
     PlainInput,
 )
 from eightbit.engine.program import FloatNode, Program, Step, TensorFormat
-from eightbit.errors import ModelError
+from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import Graph, Node
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.qdq import UnreadableParams, expand, is_dequantize, is_quantize, read_params
@@ -39,6 +39,12 @@ Shape = tuple[int | str | None, ...]
 
 def build_program(model: onnx.ModelProto, plan: QuantPlan) -> Program:
     """The integer program of a QDQ ``model`` exported from ``plan``."""
+    if plan.config.profile.float_bias:
+        raise ConfigError(
+            f"the integer engine runs integer biases; target {plan.config.target!r} keeps "
+            "them float for its runtime's fusions (docs/targets.md): quantize with another "
+            "--target (ort, mcu, fpga) to run the model here or generate C"
+        )
     return _Builder(Graph(expand(model)), plan).build()
 
 

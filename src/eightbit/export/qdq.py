@@ -4,7 +4,9 @@ Placement follows ONNX Runtime's QDQ format, so its CPU provider turns each quan
 Conv, Gemm and MatMul into an int8 kernel: one QuantizeLinear -> DequantizeLinear pair per
 quantized activation, right after its producer (or the graph input) and shared by every
 reader; weights stored as int8 initializers (per-axis scales) and biases as int32
-initializers, each read through a DequantizeLinear; folded activations removed.
+initializers, each read through a DequantizeLinear; folded activations removed. A target
+whose runtime adds the bias in float (TensorRT, ``QuantTarget.float_bias``) keeps the bias
+a float initializer with no Q/DQ (docs/targets.md).
 """
 
 from __future__ import annotations
@@ -17,13 +19,15 @@ from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames, graph_names
+from eightbit.graph.normalize import upgrade_opset
 from eightbit.ops import lookup
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.qdq import integer_moves
 from eightbit.quant import QuantParams, quantize_values
 
-# Per-axis DequantizeLinear arrived in opset 13.
+# Per-axis DequantizeLinear arrived in opset 13; int16 QuantizeLinear/DequantizeLinear in 21.
 MIN_QDQ_OPSET = 13
+INT16_QDQ_OPSET = 21
 
 
 def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
@@ -41,6 +45,8 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         )
     result = onnx.ModelProto()
     result.CopyFrom(model)
+    if opset < INT16_QDQ_OPSET and any(p.dtype == "int16" for p in plan.tensors.values()):
+        upgrade_opset(result, INT16_QDQ_OPSET)  # 16x8 (§Q17); other models keep their opset
     _QdqWriter(result.graph, plan).write()
     return result
 
@@ -72,7 +78,12 @@ class _QdqWriter:
             for port, name in enumerate(node.input):
                 if name in input_renames:
                     node.input[port] = input_renames[name]
-                elif decision.quantized and name in self.initializers and name in self.plan.tensors:
+                elif (
+                    decision.quantized
+                    and name in self.initializers
+                    and name in self.plan.tensors
+                    and not self._float_bias(node, port)
+                ):
                     node.input[port] = self._dequantized_constant(name)
             if not decision.quantized:
                 body.extend(self._keep_float(node))
@@ -88,6 +99,13 @@ class _QdqWriter:
         self.graph.node.extend([*self.head, *body])
         integer_moves.collapse(self.graph, self.plan.tensors)
         self._drop_unused_float_constants()
+
+    def _float_bias(self, node: onnx.NodeProto, port: int) -> bool:
+        """Whether ``port`` of ``node`` is a bias its target adds in float."""
+        if not self.plan.config.profile.float_bias:
+            return False
+        spec = lookup(node.op_type, node.domain)
+        return spec is not None and spec.bias_port == port
 
     def _quantize_graph_inputs(self) -> dict[str, str]:
         renames = {}

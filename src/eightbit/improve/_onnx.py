@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames
+from eightbit.graph.normalize import upgrade_opset
 
 # ReduceMax, ReduceMin and ReduceSumSquare take their axes as an input from opset 18 (an
 # attribute before); ReduceSum already from opset 13.
@@ -158,6 +159,20 @@ class Comparison:
         return [*names, *self.output_sums, *self.means.values(), *channels]
 
 
+def _at_opset_of(float_model: onnx.ModelProto, quantized: onnx.ModelProto) -> onnx.ModelProto:
+    """``float_model`` at the opset of ``quantized``: a 16x8 model is written at opset 21
+    (numerics §Q17), so its float model is upgraded (a copy) to be compared in one graph."""
+    float_opset, quantized_opset = default_opset(float_model), default_opset(quantized)
+    if float_opset == quantized_opset:
+        return float_model
+    if float_opset > quantized_opset:
+        raise ModelError("the float and int8 models of a comparison must share their opset")
+    upgraded = onnx.ModelProto()
+    upgraded.CopyFrom(float_model)
+    upgrade_opset(upgraded, quantized_opset)
+    return upgraded
+
+
 def comparison_model(
     float_model: onnx.ModelProto,
     quantized_model: onnx.ModelProto,
@@ -172,8 +187,7 @@ def comparison_model(
     what the float ``t`` became, and reading it keeps ONNX Runtime's int8 kernels.
     ``output_rank``: also sum the first output's difference per channel (axis 1).
     """
-    if default_opset(float_model) != default_opset(quantized_model):
-        raise ModelError("the float and int8 models of a comparison must share their opset")
+    float_model = _at_opset_of(float_model, quantized_model)
     float_graph = onnx.compose.add_prefix_graph(
         float_model.graph, _FLOAT_PREFIX, rename_inputs=False
     )

@@ -128,6 +128,7 @@ def quantize(
     if data is None and ranges is None:
         raise ConfigError("quantize needs calibration data, or ranges from eightbit calibrate")
     _require_steps(settings.improve, data, ranges is not None)
+    _require_float_kernels(config, settings.improve)
     state = _start(load_model(model), data, ranges, image, check_samples, settings)
     for step in steps():
         if step.applies(settings):
@@ -192,6 +193,17 @@ def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: 
                 f"{flag} needs calibration samples: give --data, and calibrate here rather "
                 "than with --ranges (which holds all the data back for the check)"
             )
+
+
+def _require_float_kernels(config: QuantConfig, improve: ImproveConfig) -> None:
+    """Refuse a budget's fallback to float on a target without float kernels (``mcu``)."""
+    if improve.fallback and not config.profile.float_nodes:
+        rule = config.profile.rules["float_nodes"]
+        raise rule.refuse(
+            config.target,
+            "--max-drop/--min-sqnr (they return nodes to float)",
+            "drop the budget, or try --preset accurate for a better int8 model",
+        )
 
 
 def save_quantized(

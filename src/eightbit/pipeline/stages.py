@@ -334,6 +334,8 @@ class SafetyNet:
             return state
         assert state.plan is not None and state.qdq is not None  # Export ran
         settings = state.settings
+        if not settings.config.profile.float_nodes:
+            return state.reported(_no_float_net(settings, missed))
         qdq, plan, report = safety_net(
             _prepared(state), state.plan, state.qdq, state.samples, missed, settings.improve,
             settings.threads,
@@ -352,6 +354,16 @@ class SafetyNet:
             kept = replace(report, after_db=report.before_db, notes=(*report.notes, note))
             return state.reported(kept)
         return state.reported(report, qdq=qdq, plan=plan, check=check)
+
+
+def _no_float_net(settings: Settings, missed: dict[str, str]) -> StepReport:
+    """The net's report on a target without float kernels: what it found, and that it
+    returned no node to float (the target cannot run one)."""
+    note = (
+        f"not run: {'; '.join(missed.values())}; target {settings.config.target!r} has no "
+        "float kernels, so no node was returned to float (try --preset accurate)"
+    )
+    return StepReport("safety_net", 0.0, None, None, (), (note,))
 
 
 def _sqnr_lost(before: QuickCheck | None, after: QuickCheck | None) -> float | None:

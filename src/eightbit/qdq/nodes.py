@@ -17,7 +17,7 @@ from onnx import TensorProto
 
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import Graph, Node
-from eightbit.quant import QUANT_TYPES, QuantParams
+from eightbit.quant import QuantParams, QuantType
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 # Both spellings of ONNX's own domain: a node in any other (com.microsoft's 16-bit
@@ -25,7 +25,10 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _ONNX_DOMAINS = ("", "ai.onnx")
 # QuantizeLinear's stored type when neither a zero point nor output_dtype says (ONNX).
 _DEFAULT_QUANTIZE_TYPE = np.dtype(np.uint8)
-# output_dtype values of the types QuantParams holds (eightbit.quant.QUANT_TYPES).
+# The stored types a QDQ model is read with: QuantParams also holds int16 (16x8 activations,
+# numerics §Q17), which eightbit writes but its readers (the engine) do not run yet.
+READ_TYPES: tuple[QuantType, ...] = ("int8", "uint8", "int32")
+# output_dtype values of the types read.
 _READ_TYPES: dict[int, np.dtype] = {
     TensorProto.INT8: np.dtype(np.int8),
     TensorProto.UINT8: np.dtype(np.uint8),
@@ -85,7 +88,7 @@ def stored_type(
     if output_dtype not in _READ_TYPES:
         known = output_dtype in TensorProto.DataType.values()
         name = TensorProto.DataType.Name(output_dtype).lower() if known else str(output_dtype)
-        raise UnreadableParams(f"it stores {name}; eightbit reads {list(QUANT_TYPES)}")
+        raise UnreadableParams(f"it stores {name}; eightbit reads {list(READ_TYPES)}")
     return _READ_TYPES[output_dtype]
 
 
@@ -112,8 +115,8 @@ def read_params(
     scale = np.asarray(constants[scale_name], dtype=np.float32)
     zero = np.asarray(constants[zero_name]) if zero_name else None
     dtype = stored_type(node, zero, input_type)
-    if dtype.name not in QUANT_TYPES:
-        raise UnreadableParams(f"it stores {dtype.name}; eightbit reads {list(QUANT_TYPES)}")
+    if dtype.name not in READ_TYPES:
+        raise UnreadableParams(f"it stores {dtype.name}; eightbit reads {list(READ_TYPES)}")
     if zero is None:
         zero = np.zeros(scale.shape, dtype=np.int64)
     if scale.size == 1 and scale.ndim <= 1 and zero.size == 1 and zero.ndim <= 1:

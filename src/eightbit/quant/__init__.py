@@ -14,28 +14,35 @@ from eightbit.quant.choose import (
     bias_params,
     constant_params,
     fit_weight_to_bias,
+    int16_params,
     weight_params,
 )
 from eightbit.quant.config import ACTIVATION_TYPES, SCHEMES, ActivationType, QuantConfig, Scheme
 from eightbit.quant.params import QUANT_TYPES, QuantParams, QuantType
+from eightbit.quant.targets import PROFILES, TARGETS, QuantTarget, TargetName
 from eightbit.quant.values import dequantize_values, quantize_values
 
 __all__ = [
     "ACTIVATION_TYPES",
     "BIAS_LIMIT",
     "MIN_SCALE",
+    "PROFILES",
     "QUANT_TYPES",
     "SCHEMES",
+    "TARGETS",
     "ActivationType",
     "QuantConfig",
     "QuantParams",
+    "QuantTarget",
     "QuantType",
     "Scheme",
+    "TargetName",
     "activation_params",
     "bias_params",
     "constant_params",
     "dequantize_values",
     "fit_weight_to_bias",
+    "int16_params",
     "quantize_values",
     "weight_params",
 ]

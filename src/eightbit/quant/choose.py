@@ -23,6 +23,7 @@ MAX_FRACTION_LENGTH = 32
 # A quantized bias stays within ±2^30 so the sum of products has the other half of int32.
 BIAS_LIMIT = 2**30
 _WEIGHT_QMAX = 127
+_INT16_QMAX = 32767
 
 
 def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
@@ -31,6 +32,8 @@ def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
     affine: the range widened to hold 0 (Q.3), then ``s = (hi − lo)/(qmax − qmin)``,
     ``z = round(qmin − lo/s)`` (Q.4), so real 0 is exactly the integer z.
     pow2: ``s = 2^−f`` with f the best precision of an 8-bit signed word (Q.8), ``z = 0``.
+    affine with symmetric activations (target tensorrt): ``s = max(|lo|, |hi|)/127``,
+    ``z = 0``, int8 (Q.15).
     """
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise DataError(f"an activation range must be finite (got [{lo}, {hi}])")
@@ -38,6 +41,8 @@ def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
         raise DataError(f"an activation range must have min <= max (got [{lo}, {hi}])")
     if config.scheme == "pow2":
         return _pow2_params(best_precision_fraction_length([lo, hi], 8, signed=True))
+    if config.symmetric_activations:
+        return _symmetric_params(max(abs(lo), abs(hi)))
     dtype = config.activation_type
     low, high = (0, 255) if dtype == "uint8" else (-128, 127)
     lo, hi = min(lo, 0.0), max(hi, 0.0)
@@ -47,6 +52,19 @@ def activation_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
     zero_point = round(low - lo / float(scale))  # Python's round is half to even
     zero_point = min(max(zero_point, low), high)
     return QuantParams(np.asarray(scale), np.asarray(zero_point, np.int64), dtype)
+
+
+def int16_params(lo: float, hi: float, config: QuantConfig) -> QuantParams:
+    """Parameters of a 16-bit activation in ``[lo, hi]`` (16x8, Q.16): int16, ``z = 0``,
+    ``s = max(|lo|, |hi|)/32767``; pow2: ``s = 2^−f``, f the best precision of 16 bits."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise DataError(f"an activation range must be finite with min <= max (got [{lo}, {hi}])")
+    if config.scheme == "pow2":
+        length = min(best_precision_fraction_length([lo, hi], 16, signed=True), MAX_FRACTION_LENGTH)
+        return QuantParams(np.asarray(2.0**-length, np.float32), np.asarray(0), "int16")
+    magnitude = max(abs(lo), abs(hi)) or 1.0
+    scale = np.float32(max(magnitude / _INT16_QMAX, MIN_SCALE))
+    return QuantParams(np.asarray(scale), np.asarray(0, np.int64), "int16")
 
 
 def weight_params(
@@ -146,6 +164,12 @@ def constant_params(values: npt.ArrayLike, config: QuantConfig) -> QuantParams:
 def _bias_fits(magnitude: float, input_scale: float, weight_scale: float) -> bool:
     bias_scale = float(np.float32(input_scale) * np.float32(weight_scale))
     return bias_scale > 0 and magnitude / bias_scale <= BIAS_LIMIT
+
+
+def _symmetric_params(magnitude: float) -> QuantParams:
+    """int8, ``z = 0``, ``[−m, m]`` onto ``[−127, 127]`` (Q.15); all zeros as ``m = 1``."""
+    scale = np.float32(max((magnitude or 1.0) / _WEIGHT_QMAX, MIN_SCALE))
+    return QuantParams(np.asarray(scale), np.asarray(0, np.int64), "int8")
 
 
 def _pow2_params(fraction_length: int) -> QuantParams:

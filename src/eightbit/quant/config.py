@@ -8,6 +8,7 @@ from typing import Any, Literal, cast, get_args
 
 from eightbit.errors import ConfigError
 from eightbit.ops import supported_op_types
+from eightbit.quant.targets import QuantTarget, TargetName, check_target, profile
 from eightbit.serialize import from_dict, to_dict
 
 Scheme = Literal["affine", "pow2"]
@@ -32,6 +33,11 @@ class QuantConfig:
       channels (an image network's stem) as SpaceToDepth + a stride-1 Conv: the same
       integers, and ONNX Runtime's int8 kernels run it faster (docs/numerics.md §Q11).
       Turn off for targets that pay for the extra zero weights (a microcontroller).
+    - ``target``: where the model will run (docs/targets.md): ``"ort"`` (the default),
+      ``"tensorrt"``, ``"openvino"``, ``"mcu"`` or ``"fpga"``. A setting the target cannot
+      run is refused, naming the rule; ``for_target`` fills in the target's defaults.
+    - ``int16``: activation tensors stored as int16 (symmetric, zero point 0) while the
+      weights stay int8: "16x8" for the tensors 8 bits are too few for (numerics §Q17).
     """
 
     scheme: Scheme = "affine"
@@ -40,12 +46,15 @@ class QuantConfig:
     exclude: tuple[str, ...] = ()
     op_types: tuple[str, ...] | None = None
     space_to_depth_stem: bool = True
+    target: TargetName = "ort"
+    int16: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _one_of("scheme", self.scheme, SCHEMES)
         activations = self.activations
         if activations is None:
-            activations = "int8" if self.scheme == "pow2" else "uint8"
+            chosen = profile(self.target).default_activations(self.scheme)
+            activations = cast(ActivationType, chosen)
         _one_of("activations", activations, ACTIVATION_TYPES)
         if self.scheme == "pow2" and activations != "int8":
             raise ConfigError(
@@ -57,12 +66,32 @@ class QuantConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
         object.__setattr__(self, "exclude", _names("exclude", self.exclude))
+        object.__setattr__(self, "int16", _names("int16", self.int16))
         if self.op_types is not None:
             op_types = _names("op_types", self.op_types)
             if not op_types:
                 raise ConfigError("'op_types' must name at least one op type, or be None for all")
             _check_supported(op_types)
             object.__setattr__(self, "op_types", op_types)
+        check_target(self)
+
+    @classmethod
+    def for_target(cls, target: str, **settings: Any) -> QuantConfig:
+        """The configuration of ``target`` (docs/targets.md), with ``settings`` on top.
+
+        The target's defaults fill what ``settings`` leaves out (its first scheme, its
+        activation type, its SpaceToDepth choice); a setting it cannot run is refused.
+        ``for_target("ort")`` is ``QuantConfig()``.
+        """
+        chosen = profile(target)
+        settings.setdefault("scheme", chosen.schemes[0])
+        settings.setdefault("space_to_depth_stem", chosen.space_to_depth_stem)
+        return cls(target=chosen.name, **settings)
+
+    @property
+    def profile(self) -> QuantTarget:
+        """What the target runs (``eightbit.quant.targets``)."""
+        return profile(self.target)
 
     @property
     def activation_type(self) -> ActivationType:
@@ -71,14 +100,26 @@ class QuantConfig:
 
     @property
     def symmetric_activations(self) -> bool:
-        return self.scheme == "pow2"
+        """Every activation has zero point 0: pow2 (§Q4) or a symmetric target (§Q16)."""
+        return self.scheme == "pow2" or self.profile.symmetric_activations
 
     def to_dict(self) -> dict[str, Any]:
-        return to_dict(self)
+        """The fields as JSON; ``target`` and ``int16`` only when not their defaults, so a
+        default plan is byte for byte the plan of the code before them (no target means
+        ONNX Runtime, no int16 means all 8-bit)."""
+        data = to_dict(self)
+        for name, default in _LATER_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
         return from_dict(cls, "quantization config", data)
+
+
+# Fields added after plans were first saved, with the value a plan without them means.
+_LATER_FIELDS: dict[str, object] = {"target": "ort", "int16": []}
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:

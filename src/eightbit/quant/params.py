@@ -16,18 +16,20 @@ import numpy.typing as npt
 
 from eightbit.errors import ConfigError
 
-QuantType = Literal["int8", "uint8", "int32"]
+QuantType = Literal["int8", "uint8", "int32", "int16"]
 QUANT_TYPES: tuple[QuantType, ...] = get_args(QuantType)
 
 _LIMITS: dict[str, tuple[int, int]] = {
     "int8": (-128, 127),
     "uint8": (0, 255),
     "int32": (-(2**31), 2**31 - 1),
+    "int16": (-(2**15), 2**15 - 1),  # 16x8 activations (docs/numerics.md §Q17)
 }
 _NUMPY_TYPES: dict[str, type[np.integer[Any]]] = {
     "int8": np.int8,
     "uint8": np.uint8,
     "int32": np.int32,
+    "int16": np.int16,
 }
 
 
