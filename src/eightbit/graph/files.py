@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import onnx
 from google.protobuf.message import DecodeError
-from onnx import ModelProto, TensorProto, external_data_helper, numpy_helper
+from onnx import ModelProto, TensorProto, ValueInfoProto, external_data_helper, numpy_helper
 
 from eightbit._io import atomic_path, atomic_write_bytes
 from eightbit.errors import ModelError
@@ -122,18 +123,25 @@ def _refuse_unloaded_external_data(model: ModelProto, origin: str) -> None:
 
 
 def save_model(
-    model: ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None
+    model: ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    external_data: bool | None = None,
+    extra_outputs: Sequence[ValueInfoProto] = (),
 ) -> None:
     """Write ``model`` atomically; with external data its weights go to ``<name>.data``.
 
     ``external_data=None`` chooses external data when one file could not hold the model.
-    The model object is not changed.
+    ``extra_outputs`` (with external data only): graph outputs written after the model's
+    own, without copying the model to add them. The model object is not changed.
     """
     destination = Path(path)
     _refuse_unloaded_external_data(model, "the model to save")
     size = model.ByteSize()
     if external_data is None:
         external_data = size > EXTERNAL_DATA_THRESHOLD
+    if extra_outputs and not external_data:
+        raise ValueError("extra_outputs are written with external data only")
     if not external_data:
         if size > PROTOBUF_LIMIT:
             raise ModelError(
@@ -150,6 +158,7 @@ def save_model(
     ):
         with data_tmp.open("wb") as data_file:
             skeleton = _write_weights(model, data_file, data_name)
+        skeleton.graph.output.extend(extra_outputs)
         model_tmp.write_bytes(skeleton.SerializeToString())
     log.info("saved %s with weights in %s", destination, data_name)
 
