@@ -19,6 +19,8 @@ Sections:
   zoo          real models of other families (detector, OCR, file type, pitch, transformers):
                each family's metric, SQNR, worst-slice SQNR, latency and size, eightbit's
                default vs ORT, NNCF and AIMET (--zoo-models picks models)
+  memory       peak RSS and wall time of whole commands (eightbit fast/default, ORT, NNCF)
+               on VGG-16 and on generated Gemm stacks up to ~2.5 GB (external data)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -38,6 +40,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
+from benchmarks import memory as memory_section  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     Table,
     hand_written_sections,
@@ -50,7 +53,9 @@ from benchmarks.zoo import catalog as zoo_catalog  # noqa: E402
 from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
 from benchmarks.zoo import section as zoo  # noqa: E402
 
-SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo")
+SECTIONS = (
+    "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "memory",
+)  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -146,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
             + ([zoo_fallback.run()] if args.zoo_fallback else [])
         ),
+        "memory": memory_section.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}
