@@ -167,3 +167,29 @@ def test_a_quantized_model_over_the_threshold_is_saved_with_its_data_file(
     assert (tmp_path / "split.onnx.data").exists()
     loaded = load_model(tmp_path / "split.onnx")
     assert loaded.SerializeToString() == onnx.load(tmp_path / "single.onnx").SerializeToString()
+
+
+def test_the_size_of_a_model_past_2_gib_is_counted_from_its_parts() -> None:
+    from google.protobuf.message import EncodeError
+
+    from eightbit.graph.files import PROTOBUF_LIMIT, byte_size
+
+    class Part:
+        def __init__(self, size: int) -> None:
+            self.size = size
+
+        def ByteSize(self) -> int:
+            return self.size
+
+    class Graph:
+        def __init__(self) -> None:
+            self.initializer = [Part(2**30), Part(2**30), Part(2**30)]
+
+    class TooBig:  # what protobuf does past 2 GiB: refuses to count
+        graph = Graph()
+
+        def ByteSize(self) -> int:
+            raise EncodeError("Failed to serialize proto")
+
+    assert byte_size(TooBig()) == 3 * 2**30 > PROTOBUF_LIMIT  # type: ignore[arg-type]
+    assert byte_size(models.conv_bn_relu()) == models.conv_bn_relu().ByteSize()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, EncodeError
 from onnx import ModelProto, TensorProto, ValueInfoProto, external_data_helper, numpy_helper
 
 from eightbit._io import atomic_path, atomic_write_bytes
@@ -137,7 +137,7 @@ def save_model(
     """
     destination = Path(path)
     _refuse_unloaded_external_data(model, "the model to save")
-    size = model.ByteSize()
+    size = byte_size(model)
     if external_data is None:
         external_data = size > EXTERNAL_DATA_THRESHOLD
     if extra_outputs and not external_data:
@@ -161,6 +161,16 @@ def save_model(
         skeleton.graph.output.extend(extra_outputs)
         model_tmp.write_bytes(skeleton.SerializeToString())
     log.info("saved %s with weights in %s", destination, data_name)
+
+
+def byte_size(model: ModelProto) -> int:
+    """The serialized size of ``model``; past protobuf's 2 GiB limit, where protobuf refuses
+    to count, the sum of its parts (at least the limit)."""
+    try:
+        return model.ByteSize()
+    except (EncodeError, ValueError):
+        parts = sum(tensor.ByteSize() for tensor in model.graph.initializer)
+        return max(parts, PROTOBUF_LIMIT + 1)
 
 
 def _write_weights(model: ModelProto, data_file: BinaryIO, location: str) -> ModelProto:

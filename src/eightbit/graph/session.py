@@ -25,7 +25,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph._proto import one_line, tensor_type_of
 from eightbit.graph._skeleton import skeleton_of
-from eightbit.graph.files import save_model
+from eightbit.graph.files import byte_size, save_model
 
 log = logging.getLogger("eightbit.graph")
 
@@ -125,7 +125,7 @@ def make_session(
     if lean:
         _make_lean(options)
     if isinstance(model, ModelProto):
-        if model.ByteSize() <= SESSION_FILE_BYTES:
+        if byte_size(model) <= SESSION_FILE_BYTES:
             return _open(model.SerializeToString(), options, "the model")
         return _open_through_file(model, options)
     path = Path(model)
@@ -147,7 +147,7 @@ def exposing_session(
     A large model goes to ONNX Runtime through a file whose graph gets the new outputs as
     it is written, so the only copies of its weights are ``model``'s and ONNX Runtime's.
     """
-    if model.ByteSize() <= SESSION_FILE_BYTES:
+    if byte_size(model) <= SESSION_FILE_BYTES:
         exposed = with_outputs(model, names)
         return make_session(exposed, threads=threads, optimization=optimization, lean=lean)
     outputs = _exposed_outputs(model, names)
