@@ -193,3 +193,19 @@ def test_the_size_of_a_model_past_2_gib_is_counted_from_its_parts() -> None:
 
     assert byte_size(TooBig()) == 3 * 2**30 > PROTOBUF_LIMIT  # type: ignore[arg-type]
     assert byte_size(models.conv_bn_relu()) == models.conv_bn_relu().ByteSize()
+
+
+def test_a_large_model_opens_inside_an_all_or_nothing_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eightbit._io import all_or_nothing
+
+    # The CLI writes its outputs all or nothing: renames wait for the end of the command.
+    # A session's temporary file must be readable at once all the same.
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)
+    model = models.conv_bn_relu()
+    feeds = models.random_inputs(model)
+    inner = [model.graph.node[0].output[0]]
+    with all_or_nothing():
+        make_session(model).run(None, feeds)
+        exposing_session(model, inner).run(inner, feeds)

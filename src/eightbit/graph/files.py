@@ -123,25 +123,18 @@ def _refuse_unloaded_external_data(model: ModelProto, origin: str) -> None:
 
 
 def save_model(
-    model: ModelProto,
-    path: str | os.PathLike[str],
-    *,
-    external_data: bool | None = None,
-    extra_outputs: Sequence[ValueInfoProto] = (),
+    model: ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None
 ) -> None:
     """Write ``model`` atomically; with external data its weights go to ``<name>.data``.
 
     ``external_data=None`` chooses external data when one file could not hold the model.
-    ``extra_outputs`` (with external data only): graph outputs written after the model's
-    own, without copying the model to add them. The model object is not changed.
+    The model object is not changed.
     """
     destination = Path(path)
     _refuse_unloaded_external_data(model, "the model to save")
     size = byte_size(model)
     if external_data is None:
         external_data = size > EXTERNAL_DATA_THRESHOLD
-    if extra_outputs and not external_data:
-        raise ValueError("extra_outputs are written with external data only")
     if not external_data:
         if size > PROTOBUF_LIMIT:
             raise ModelError(
@@ -158,9 +151,25 @@ def save_model(
     ):
         with data_tmp.open("wb") as data_file:
             skeleton = _write_weights(model, data_file, data_name)
-        skeleton.graph.output.extend(extra_outputs)
         model_tmp.write_bytes(skeleton.SerializeToString())
     log.info("saved %s with weights in %s", destination, data_name)
+
+
+def write_for_session(
+    model: ModelProto, path: Path, extra_outputs: Sequence[ValueInfoProto] = ()
+) -> None:
+    """Write ``model`` with external data into a private temporary folder, for ONNX Runtime.
+
+    Not atomic and not part of ``all_or_nothing`` (whose renames wait for the end of the
+    command: the session must read the file now). ``extra_outputs`` are added to the
+    written graph's outputs, so exposing tensors does not copy the model.
+    """
+    _refuse_unloaded_external_data(model, "the model to run")
+    data_name = path.name + ".data"
+    with (path.parent / data_name).open("wb") as data_file:
+        skeleton = _write_weights(model, data_file, data_name)
+    skeleton.graph.output.extend(extra_outputs)
+    path.write_bytes(skeleton.SerializeToString())
 
 
 def byte_size(model: ModelProto) -> int:

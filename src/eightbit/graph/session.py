@@ -25,7 +25,7 @@ from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph._proto import one_line, tensor_type_of
 from eightbit.graph._skeleton import skeleton_of
-from eightbit.graph.files import byte_size, save_model
+from eightbit.graph.files import byte_size, write_for_session
 
 log = logging.getLogger("eightbit.graph")
 
@@ -163,7 +163,7 @@ def _open_through_file(
     """A session read from a temporary file with external data, removed once it is open."""
     with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
         path = Path(tmp) / "model.onnx"
-        save_model(model, path, external_data=True, extra_outputs=outputs)
+        write_for_session(model, path, outputs)
         return _open(os.fspath(path), options, "the model")
 
 
