@@ -57,6 +57,8 @@ test: lint typecheck chromium
 
 bench: $(BENCH)
 	$(PY) benchmarks/run.py
+	# A model over 2 GiB quantized end to end (tests/test_memory_large.py; pytest skips it).
+	$(PY) -m pytest -m large -p no:cacheprovider tests/test_memory_large.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -24,6 +24,8 @@ Sections:
                default vs ORT, NNCF and AIMET (--zoo-models picks models)
   targets      each --target (ort, tensorrt, openvino, mcu, fpga) on ResNet-18-style and
                MobileNetV2: agreement, SQNR, size, latency in ORT (and OpenVINO for openvino)
+  memory       peak RSS and wall time of whole commands (eightbit fast/default, ORT, NNCF)
+               on VGG-16 and on generated Gemm stacks up to ~2.5 GB (external data)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -54,6 +56,7 @@ from benchmarks import (  # noqa: E402
     steps,
     targets,
 )
+from benchmarks import memory as memory_section  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     Table,
     hand_written_sections,
@@ -69,7 +72,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets",
+    "targets", "memory",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "ray": ray_scale.run,
         "targets": targets.run,
+        "memory": memory_section.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

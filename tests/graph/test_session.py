@@ -123,7 +123,7 @@ def test_missing_file_and_unloadable_model() -> None:
 def test_large_models_go_through_a_temporary_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(session, "SESSION_INLINE_LIMIT", 0)
+    monkeypatch.setattr(session, "SESSION_FILE_BYTES", 0)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     model = models.conv_bn_relu()
     feeds = models.random_inputs(model)

@@ -85,19 +85,24 @@ def quick_check(
 ) -> QuickCheck | None:
     """Top-1 agreement, SQNR and the per-slice verdict (§A.9) of every output, int8 vs
     float, on ``batches``."""
+    # One session at a time: a large model's float and int8 weights are not held by ONNX
+    # Runtime at once. The batches are read twice (kept in a list if they can be read once).
+    feeds_list = batches if iter(batches) is not batches else list(batches)
     reference = make_session(float_model, threads=threads)
-    quantized = make_session(int8_model, threads=threads)
     names = [output.name for output in reference.get_outputs()]
     collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
     samples = 0
-    for batch in batches:
+    for batch in feeds_list:
         feeds = dict(batch)
-        for name, ref, out in zip(
-            names, reference.run(names, feeds), quantized.run(names, feeds), strict=True
-        ):
+        for name, ref in zip(names, reference.run(names, feeds), strict=True):
             collected[name][0].append(np.asarray(ref))
-            collected[name][1].append(np.asarray(out))
         samples += len(next(iter(feeds.values())))
+    del reference
+    quantized = make_session(int8_model, threads=threads)
+    for batch in feeds_list:
+        for name, out in zip(names, quantized.run(names, dict(batch)), strict=True):
+            collected[name][1].append(np.asarray(out))
+    del quantized
     if samples == 0:
         return None
     parts = output_parts(Graph(float_model))

@@ -13,9 +13,9 @@ import difflib
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from eightbit.calibrate.clipping import select_range
 from eightbit.calibrate.config import CalibrationConfig, ImageOptions
@@ -26,10 +26,7 @@ from eightbit.calibrate.progress import sample_progress
 from eightbit.calibrate.ranges import Ranges, TensorRange
 from eightbit.calibrate.sources import open_data
 from eightbit.errors import ConfigError, DataError
-from eightbit.graph import Graph, load_model, make_session, normalize, with_outputs
-
-if TYPE_CHECKING:
-    import onnx
+from eightbit.graph import Graph, exposing_session, load_model, normalize
 
 Observer = HistogramObserver | MinMaxObserver
 # Runs the model on one batch: input arrays in, every observed tensor out.
@@ -84,8 +81,11 @@ def _prepare(
     return (the session holds its own copy), so they do not add to the memory in use
     while batches run.
     """
-    loaded = load_model(model)
-    prepared = loaded if normalized else normalize(loaded)
+    if normalized and isinstance(model, onnx.ModelProto):
+        prepared = model  # loaded and checked by the caller, only read here: no copy
+    else:
+        loaded = load_model(model)
+        prepared = loaded if normalized else normalize(loaded)
     graph = Graph(prepared)
     names = requested_tensors(graph, tensors)
     source = open_data(
@@ -106,7 +106,7 @@ def model_runner(
     input_names = {info.name for info in graph.inputs}
     computed = [name for name in names if name not in input_names]
     fed = [name for name in names if name in input_names]
-    session = make_session(with_outputs(prepared, computed), threads=threads, lean=True)
+    session = exposing_session(prepared, computed, threads=threads, lean=True)
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = session.run(computed, batch) if computed else []

@@ -9,7 +9,7 @@ packages query; ``make_session`` and ``with_outputs`` run models with ONNX Runti
 from eightbit.graph._proto import FreshNames, graph_names
 from eightbit.graph.files import load_model, save_model
 from eightbit.graph.normalize import normalize
-from eightbit.graph.session import make_session, with_outputs
+from eightbit.graph.session import exposing_session, make_session, with_outputs
 from eightbit.graph.view import Graph, Node, TensorInfo
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Graph",
     "Node",
     "TensorInfo",
+    "exposing_session",
     "graph_names",
     "load_model",
     "make_session",

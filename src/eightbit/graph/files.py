@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
 import onnx
-from google.protobuf.message import DecodeError
-from onnx import ModelProto, TensorProto, external_data_helper, numpy_helper
+from google.protobuf.message import DecodeError, EncodeError
+from onnx import ModelProto, TensorProto, ValueInfoProto, external_data_helper, numpy_helper
 
 from eightbit._io import atomic_path, atomic_write_bytes
 from eightbit.errors import ModelError
@@ -131,7 +132,7 @@ def save_model(
     """
     destination = Path(path)
     _refuse_unloaded_external_data(model, "the model to save")
-    size = model.ByteSize()
+    size = byte_size(model)
     if external_data is None:
         external_data = size > EXTERNAL_DATA_THRESHOLD
     if not external_data:
@@ -152,6 +153,33 @@ def save_model(
             skeleton = _write_weights(model, data_file, data_name)
         model_tmp.write_bytes(skeleton.SerializeToString())
     log.info("saved %s with weights in %s", destination, data_name)
+
+
+def write_for_session(
+    model: ModelProto, path: Path, extra_outputs: Sequence[ValueInfoProto] = ()
+) -> None:
+    """Write ``model`` with external data into a private temporary folder, for ONNX Runtime.
+
+    Not atomic and not part of ``all_or_nothing`` (whose renames wait for the end of the
+    command: the session must read the file now). ``extra_outputs`` are added to the
+    written graph's outputs, so exposing tensors does not copy the model.
+    """
+    _refuse_unloaded_external_data(model, "the model to run")
+    data_name = path.name + ".data"
+    with (path.parent / data_name).open("wb") as data_file:
+        skeleton = _write_weights(model, data_file, data_name)
+    skeleton.graph.output.extend(extra_outputs)
+    path.write_bytes(skeleton.SerializeToString())
+
+
+def byte_size(model: ModelProto) -> int:
+    """The serialized size of ``model``; past protobuf's 2 GiB limit, where protobuf refuses
+    to count, the sum of its parts (at least the limit)."""
+    try:
+        return model.ByteSize()
+    except (EncodeError, ValueError):
+        parts = sum(tensor.ByteSize() for tensor in model.graph.initializer)
+        return max(parts, PROTOBUF_LIMIT + 1)
 
 
 def _write_weights(model: ModelProto, data_file: BinaryIO, location: str) -> ModelProto:

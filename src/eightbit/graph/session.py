@@ -19,14 +19,13 @@ from typing import Literal
 import numpy as np
 import onnx
 import onnxruntime as ort
-from google.protobuf import message
 from onnx import ModelProto, ValueInfoProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph._proto import one_line, tensor_type_of
 from eightbit.graph._skeleton import skeleton_of
-from eightbit.graph.files import PROTOBUF_LIMIT, save_model
+from eightbit.graph.files import byte_size, write_for_session
 
 log = logging.getLogger("eightbit.graph")
 
@@ -100,8 +99,11 @@ def default_int8_kernels_saturate() -> bool:
     return int(np.asarray(y).ravel()[0]) != 255
 
 
-# ORT takes a model in memory as one protobuf string; past this it must read a file.
-SESSION_INLINE_LIMIT = PROTOBUF_LIMIT
+# Past this many bytes a model reaches ONNX Runtime through a file with external data, not
+# one protobuf string (which also could not pass protobuf's 2 GiB limit): the string (a copy
+# of every weight) and ORT's parse of it (another) would be held at once, beside the
+# weights ORT keeps. Same graph, same outputs (docs/design.md, "Memory").
+SESSION_FILE_BYTES = 64 * 2**20
 
 
 def make_session(
@@ -121,28 +123,53 @@ def make_session(
     """
     options = _session_options(threads, optimized_model_path, optimization)
     if lean:
-        options.enable_mem_pattern = False
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        _make_lean(options)
     if isinstance(model, ModelProto):
-        serialized = _serialized(model)  # one walk of the message, not ByteSize() and another
-        if serialized is not None and len(serialized) <= SESSION_INLINE_LIMIT:
-            return _open(serialized, options, "the model")
-        with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
-            path = Path(tmp) / "model.onnx"
-            save_model(model, path, external_data=True)
-            return _open(os.fspath(path), options, "the model")
+        if byte_size(model) <= SESSION_FILE_BYTES:
+            return _open(model.SerializeToString(), options, "the model")
+        return _open_through_file(model, options)
     path = Path(model)
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist; check the path")
     return _open(os.fspath(path), options, f"model file {str(path)!r}")
 
 
-def _serialized(model: ModelProto) -> bytes | None:
-    """The model as one protobuf string; None past protobuf's 2 GB limit."""
-    try:
-        return model.SerializeToString()
-    except (ValueError, message.Error):
-        return None
+def exposing_session(
+    model: ModelProto,
+    names: Sequence[str],
+    *,
+    threads: int | None = None,
+    optimization: Optimization = "all",
+    lean: bool = False,
+) -> ort.InferenceSession:
+    """``make_session(with_outputs(model, names), ...)`` without the copy of the weights.
+
+    A large model goes to ONNX Runtime through a file whose graph gets the new outputs as
+    it is written, so the only copies of its weights are ``model``'s and ONNX Runtime's.
+    """
+    if byte_size(model) <= SESSION_FILE_BYTES:
+        exposed = with_outputs(model, names)
+        return make_session(exposed, threads=threads, optimization=optimization, lean=lean)
+    outputs = _exposed_outputs(model, names)
+    options = _session_options(threads, None, optimization)
+    if lean:
+        _make_lean(options)
+    return _open_through_file(model, options, outputs)
+
+
+def _open_through_file(
+    model: ModelProto, options: ort.SessionOptions, outputs: Sequence[ValueInfoProto] = ()
+) -> ort.InferenceSession:
+    """A session read from a temporary file with external data, removed once it is open."""
+    with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
+        path = Path(tmp) / "model.onnx"
+        write_for_session(model, path, outputs)
+        return _open(os.fspath(path), options, "the model")
+
+
+def _make_lean(options: ort.SessionOptions) -> None:
+    options.enable_mem_pattern = False
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
 def _session_options(
@@ -181,6 +208,15 @@ def with_outputs(model: ModelProto, names: Sequence[str]) -> ModelProto:
     Each new output carries the tensor's known type and shape; a tensor whose type even
     shape inference cannot tell gets an untyped output, which ONNX Runtime resolves.
     """
+    outputs = _exposed_outputs(model, names)
+    exposed = ModelProto()
+    exposed.CopyFrom(model)
+    exposed.graph.output.extend(outputs)
+    return exposed
+
+
+def _exposed_outputs(model: ModelProto, names: Sequence[str]) -> list[ValueInfoProto]:
+    """The graph outputs ``with_outputs`` adds: typed where the type is known."""
     graph = model.graph
     present = {value.name for value in graph.output}
     wanted = [name for name in dict.fromkeys(names) if name not in present]
@@ -194,11 +230,7 @@ def with_outputs(model: ModelProto, names: Sequence[str]) -> ModelProto:
     declared = _declared_types(model)
     if any(name not in declared for name in wanted):
         declared.update(_inferred_types(model))
-    exposed = ModelProto()
-    exposed.CopyFrom(model)
-    for name in wanted:
-        exposed.graph.output.append(declared.get(name) or helper.make_empty_tensor_value_info(name))
-    return exposed
+    return [declared.get(name) or helper.make_empty_tensor_value_info(name) for name in wanted]
 
 
 def _declared_types(model: ModelProto) -> dict[str, ValueInfoProto]:

@@ -188,19 +188,24 @@ def comparison_model(
     ``output_rank``: also sum the first output's difference per channel (axis 1).
     """
     float_model = _at_opset_of(float_model, quantized_model)
-    float_graph = onnx.compose.add_prefix_graph(
-        float_model.graph, _FLOAT_PREFIX, rename_inputs=False
+    model = helper.make_model(
+        helper.make_graph([], "comparison", [], []),
+        opset_imports=list(float_model.opset_import),
+        ir_version=float_model.ir_version,
     )
-    int8_graph = onnx.compose.add_prefix_graph(
-        quantized_model.graph, _QUANT_PREFIX, rename_inputs=False
-    )
-    graph = helper.make_graph(
-        [*float_graph.node, *int8_graph.node],
-        "comparison",
-        list(float_model.graph.input),
-        [],
-        [*float_graph.initializer, *int8_graph.initializer],
-    )
+    graph = model.graph
+    # Nodes, inputs and initializers of both models, prefixed where they are copied: one
+    # copy of the float weights, not three (a big model's weights dominate the memory).
+    for source, prefix in ((float_model, _FLOAT_PREFIX), (quantized_model, _QUANT_PREFIX)):
+        part = onnx.GraphProto()  # the nodes, and the initializers' names without data
+        part.node.extend(source.graph.node)
+        part.initializer.extend(onnx.TensorProto(name=t.name) for t in source.graph.initializer)
+        onnx.compose.add_prefix_graph(part, prefix, rename_inputs=False, inplace=True)
+        graph.node.extend(part.node)
+        for tensor in source.graph.initializer:
+            graph.initializer.append(tensor)
+            graph.initializer[-1].name = prefix + tensor.name
+    graph.input.extend(float_model.graph.input)
     builder = _Builder(graph, default_opset(float_model), "compare")
     graph_inputs = {value.name for value in float_model.graph.input}
 
@@ -224,9 +229,6 @@ def comparison_model(
         layer_sums=layer_sums, output_sums=output_sums, means=sums, output_channels=output_channels
     )
     graph.output.extend(helper.make_empty_tensor_value_info(name) for name in names.names())
-    model = helper.make_model(
-        graph, opset_imports=list(float_model.opset_import), ir_version=float_model.ir_version
-    )
     return model, names
 
 

@@ -56,6 +56,7 @@ def run_reductions(
     combined by max and min, sums added."""
     measuring, names = with_reductions(model, reductions)
     session = make_session(measuring, threads=threads, lean=True)
+    del measuring  # the session holds its own copy
     totals: dict[str, np.ndarray] = {}
     for batch in batches:
         for reduction, value in zip(reductions, session.run(names, batch), strict=True):
@@ -102,6 +103,7 @@ def compare(
         float_model, quantized_model, tensors or {}, means, output_rank
     )
     session = make_session(merged, threads=threads, lean=True)
+    del merged  # the session holds its own copy: the merged weights are not held twice
     order = names.names()
     sums = dict.fromkeys(order, 0.0)
     arrays: dict[str, np.ndarray] = {}

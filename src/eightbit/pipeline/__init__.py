@@ -159,8 +159,9 @@ def _start(
     calibrate_count, check_count = split(source, calibration, check_samples, ranges is None)
     # The steps learn from the calibration samples only; the held-back ones stay unseen.
     samples = None if source is None or ranges is not None else window(source, 0, calibrate_count)
+    kept = exported if samples is None else None  # only bias correction without data reads it
     return State(
-        settings, exported, float_model, source, samples, calibrate_count, check_count,
+        settings, kept, float_model, source, samples, calibrate_count, check_count,
         given_ranges=ranges is not None, prepared=float_model, ranges=ranges, data=data,
         image=image,
     )  # fmt: skip

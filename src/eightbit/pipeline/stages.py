@@ -190,6 +190,10 @@ class BiasCorrection:
         assert state.plan is not None and state.planned is not None  # Plan ran
         settings = state.settings
         model = state.prepared if self.learned else state.planned
+        statistics = None
+        if state.samples is None:
+            assert state.exported is not None  # _start keeps it when there are no samples
+            statistics = batchnorm_statistics(state.exported)
         # After learned rounding or reconstruction the weights' shifts are chosen, not
         # accidents (§I.3.1, §I.8): only the output layer is then corrected against the
         # int8 output.
@@ -199,7 +203,7 @@ class BiasCorrection:
             state.samples,
             reference=state.planned,
             weight_shifts=not self.learned,
-            statistics=batchnorm_statistics(state.exported) if state.samples is None else None,
+            statistics=statistics,
             keep="always" if settings.improve.bias_correction else "if_better",
             threads=settings.threads,
         )

@@ -47,8 +47,9 @@ class Settings:
 class State:
     """Everything ``quantize`` has made so far.
 
-    ``exported``: the model as loaded (its BatchNormalization statistics serve bias
-    correction without data); ``float_model``: normalized, what the int8 model is checked
+    ``exported``: the model as loaded, kept only without calibration samples (its
+    BatchNormalization statistics then serve bias correction; otherwise None, so that one
+    copy of the weights less is held); ``float_model``: normalized, what the int8 model is checked
     against. ``source``: the data, split into ``calibrate_count`` samples the steps learn from
     (``samples``; None with ranges from a file) and the ``check_count`` after them, held
     back for the quick check (``held_back``, once opened). ``prepared``: the float model the
@@ -58,7 +59,7 @@ class State:
     """
 
     settings: Settings
-    exported: onnx.ModelProto = field(repr=False)
+    exported: onnx.ModelProto | None = field(repr=False)
     float_model: onnx.ModelProto = field(repr=False)
     source: DataSource | None
     samples: DataLike | None

@@ -76,18 +76,25 @@ def weight_params(
     affine: ``s_c = max|W_c| / 127``; pow2: ``s_c = 2^−f_c`` with f_c the best precision of
     ``max|W_c|``. A channel of zeros takes the per-tensor scale (§Q2).
     """
-    w = np.asarray(weights, dtype=np.float64)
-    if not np.all(np.isfinite(w)):
+    # Extremes are exact in the weights' own type: no float64 copy of a 400 MB weight.
+    w = np.asarray(weights)
+    if not np.issubdtype(w.dtype, np.floating):
+        w = w.astype(np.float64)
+    if w.size and not (np.isfinite(w.min()) and np.isfinite(w.max())):  # NaN propagates
         raise ModelError(f"{name} contains NaN or infinite values; fix the float model first")
     if axis is not None and not -w.ndim <= axis < w.ndim:
         raise ModelError(f"{name} of shape {w.shape} has no channel axis {axis}")
-    tensor_max = float(np.max(np.abs(w))) if w.size else 0.0
+    tensor_max = float(max(w.max(), -w.min())) if w.size else 0.0
     if axis is None:
         channel_max = np.asarray(tensor_max)
     else:
         axis %= w.ndim
         others = tuple(i for i in range(w.ndim) if i != axis)
-        channel_max = np.max(np.abs(w), axis=others) if w.size else np.zeros(w.shape[axis])
+        channel_max = (
+            np.maximum(w.max(axis=others), -w.min(axis=others)).astype(np.float64)
+            if w.size
+            else np.zeros(w.shape[axis])
+        )
         channel_max = np.where(channel_max > 0, channel_max, tensor_max)
     if config.scheme == "pow2":
         lengths = [best_precision_fraction_length([m], 8, signed=True) for m in channel_max.flat]

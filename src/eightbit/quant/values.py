@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -25,16 +27,60 @@ def quantize_values(values: npt.ArrayLike, params: QuantParams) -> np.ndarray:
     zero_point = along_axis(params.zero_point, params, x.shape)
     # The quotient is clipped before the cast so that huge values saturate, not wrap.
     limit = np.float64(2**40)
-    rounded = np.rint(np.clip(x / scale, -limit, limit)).astype(np.int64)
-    return np.clip(rounded + zero_point, params.qmin, params.qmax).astype(params.numpy_dtype)
+
+    def rows(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+        rounded = np.rint(np.clip(x / scale, -limit, limit)).astype(np.int64)
+        return np.clip(rounded + zero_point, params.qmin, params.qmax).astype(params.numpy_dtype)
+
+    return by_rows(rows, x, params.numpy_dtype, scale, zero_point)
 
 
 def dequantize_values(q: npt.ArrayLike, params: QuantParams) -> np.ndarray:
     """``scale · (q − zero_point)`` in float32, as ONNX DequantizeLinear."""
-    stored = np.asarray(q).astype(np.int64)
+    stored = np.asarray(q)
     scale = along_axis(params.scale, params, stored.shape)
     zero_point = along_axis(params.zero_point, params, stored.shape)
-    return ((stored - zero_point).astype(np.float32) * scale).astype(np.float32)
+
+    def rows(stored: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+        wide = stored.astype(np.int64)
+        return ((wide - zero_point).astype(np.float32) * scale).astype(np.float32)
+
+    return by_rows(rows, stored, np.float32, scale, zero_point)
+
+
+# Elements per slice in ``by_rows``: its int64 and float64 temporaries stay near 128 MB
+# whatever the size of the weight (VGG-16's first Gemm holds 103 M).
+ROW_CHUNK_ELEMENTS = 1 << 24
+
+
+def by_rows(
+    function: Callable[..., np.ndarray],
+    x: np.ndarray,
+    dtype: npt.DTypeLike,
+    *along: np.ndarray,
+) -> np.ndarray:
+    """``function(x, *along)`` computed on slices of ``x``'s first axis, into one array.
+
+    ``function`` must work element by element (``along`` broadcast against ``x``), so the
+    result equals one call on the whole array; only the temporaries shrink.
+    """
+    if x.ndim == 0 or x.size <= ROW_CHUNK_ELEMENTS:
+        return function(x, *along)
+    per_row = max(1, x.size // x.shape[0])
+    step = max(1, ROW_CHUNK_ELEMENTS // per_row)
+    result = np.empty(x.shape, dtype)
+    for start in range(0, x.shape[0], step):
+        stop = min(start + step, x.shape[0])
+        sliced = [_rows_of(a, x, start, stop) for a in along]
+        result[start:stop] = function(x[start:stop], *sliced)
+    return result
+
+
+def _rows_of(array: np.ndarray, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``start:stop`` of ``array`` when it runs along ``x``'s first axis, else all of it."""
+    if array.ndim == x.ndim and array.shape[0] == x.shape[0] != 1:
+        return array[start:stop]
+    return array
 
 
 def along_axis(

@@ -41,6 +41,7 @@ from eightbit.ops.node_selection import clamp_bounds
 from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan, rebias
 from eightbit.quant import dequantize_values, quantize_values
+from eightbit.quant.values import by_rows
 from eightbit.steps import LayerGain, StepReport
 
 # 16 images give each channel thousands of positions to average over; more only costs time
@@ -221,14 +222,27 @@ def layer_output(graph: Graph, plan: QuantPlan, layer: str) -> str:
 # --- shifts ------------------------------------------------------------------------------
 
 
-def _delta(graph: Graph, reference: Graph, plan: QuantPlan, node: Node) -> np.ndarray:
-    """ΔW = (the weight as the int8 model stores it) − (the reference float weight)."""
+def _delta(
+    graph: Graph, reference: Graph, plan: QuantPlan, node: Node, dtype: type = np.float64
+) -> np.ndarray:
+    """ΔW = (the weight as the int8 model stores it) − (the reference float weight), in
+    ``dtype`` (the difference itself is taken in float64, a slice of rows at a time)."""
     port = _layer(node).weight_port
     assert port is not None
     weight = node.inputs[port]
     params = plan.tensors[weight]
     stored = dequantize_values(quantize_values(graph.initializers[weight], params), params)
-    return stored.astype(np.float64) - np.asarray(reference.initializers[weight], np.float64)
+
+    def difference(stored: np.ndarray, original: np.ndarray) -> np.ndarray:
+        wide = stored.astype(np.float64) - np.asarray(original, np.float64)
+        return wide.astype(dtype, copy=False)
+
+    return by_rows(difference, stored, dtype, np.asarray(reference.initializers[weight]))
+
+
+# The ΔW of the layers whose shifts one ONNX Runtime session computes, at most (a layer
+# larger than this gets a session of its own): every ΔW is a float copy of a weight.
+SHIFT_SESSION_BYTES = 64 * 2**20
 
 
 def _empirical_shifts(
@@ -239,13 +253,46 @@ def _empirical_shifts(
     means: Mapping[str, np.ndarray],
     threads: int | None,
 ) -> dict[str, np.ndarray]:
-    """(I.3.1) Each layer run on its mean input with weights ΔW, averaged over positions."""
-    nodes, initializers, inputs, feeds = [], [], [], {}
+    """(I.3.1) Each layer run on its mean input with weights ΔW, averaged over positions;
+    the layers in groups of about ``SHIFT_SESSION_BYTES`` of ΔW, one session each."""
+    shifts: dict[str, np.ndarray] = {}
+    for group in _groups(graph, layers):
+        shifts.update(_group_shifts(graph, reference, plan, group, means, threads))
+    return {name: shifts[name] for name in layers}
+
+
+def _groups(graph: Graph, layers: Sequence[str]) -> list[list[tuple[int, str]]]:
+    """``layers`` numbered in order and cut where a group's weights pass the bound."""
+    dims = {tensor.name: tensor.dims for tensor in graph.model.graph.initializer}
+    groups: list[list[tuple[int, str]]] = [[]]
+    size = 0
     for index, name in enumerate(layers):
+        node = graph.node(name)
+        port = _layer(node).weight_port
+        assert port is not None
+        weight_bytes = 4 * math.prod(dims[node.inputs[port]])  # ΔW is float32
+        if groups[-1] and size + weight_bytes > SHIFT_SESSION_BYTES:
+            groups.append([])
+            size = 0
+        groups[-1].append((index, name))
+        size += weight_bytes
+    return groups
+
+
+def _group_shifts(
+    graph: Graph,
+    reference: Graph,
+    plan: QuantPlan,
+    group: Sequence[tuple[int, str]],
+    means: Mapping[str, np.ndarray],
+    threads: int | None,
+) -> dict[str, np.ndarray]:
+    nodes, initializers, inputs, feeds = [], [], [], {}
+    for index, name in group:
         node = graph.node(name)
         delta = f"delta_{index}"
         initializers.append(
-            numpy_helper.from_array(_delta(graph, reference, plan, node).astype(np.float32), delta)
+            numpy_helper.from_array(_delta(graph, reference, plan, node, np.float32), delta)
         )
         feed = f"mean_{index}"
         mean = np.asarray(means[node.inputs[0]], np.float32)[None]
@@ -256,7 +303,7 @@ def _empirical_shifts(
         )
         shifted.attribute.extend(helper.make_attribute(k, v) for k, v in node.attrs.items())
         nodes.append(shifted)
-    outputs = [f"shift_{i}" for i in range(len(layers))]
+    outputs = [f"shift_{index}" for index, _ in group]
     graph_proto = helper.make_graph(
         nodes,
         "shifts",
@@ -264,14 +311,17 @@ def _empirical_shifts(
         [helper.make_empty_tensor_value_info(o) for o in outputs],
         initializers,
     )
+    del initializers  # make_graph copied them
     model = helper.make_model(
         graph_proto, opset_imports=list(graph.model.opset_import), ir_version=graph.model.ir_version
     )
+    del graph_proto
     # No graph optimization: a Conv whose input and weight are plain floats is all we run.
     session = make_session(model, threads=threads, optimization="none")
+    del model
     results = session.run(outputs, feeds)
     shifts = {}
-    for name, value in zip(layers, results, strict=True):
+    for (_, name), value in zip(group, results, strict=True):
         array = np.asarray(value, np.float64)
         shifts[name] = array.mean(axis=tuple(a for a in range(array.ndim) if a != 1))
     return shifts

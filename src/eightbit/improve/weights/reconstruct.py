@@ -21,7 +21,7 @@ import onnx
 
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError
-from eightbit.graph import Graph, make_session, with_outputs
+from eightbit.graph import Graph, exposing_session
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import read_samples
 from eightbit.improve.progress import layer_progress
@@ -172,7 +172,7 @@ def _float_rows(
     outputs = [graph.node(layer.node).outputs[0] for layer in layers]
     inputs = [layer.input for layer in layers]
     wanted = list(dict.fromkeys(outputs + inputs))
-    session = make_session(with_outputs(graph.model, wanted), threads=threads, lean=True)
+    session = exposing_session(graph.model, wanted, threads=threads, lean=True)
     found: dict[str, _Rows] = {layer.node: _Rows([], []) for layer in layers}
     for index, batch in enumerate(batches):
         values = dict(zip(wanted, session.run(wanted, dict(batch)), strict=True))
