@@ -19,6 +19,8 @@ Sections:
   zoo          real models of other families (detector, OCR, file type, pitch, transformers):
                each family's metric, SQNR, worst-slice SQNR, latency and size, eightbit's
                default vs ORT, NNCF and AIMET (--zoo-models picks models)
+  pytorch      the PyTorch front end (quantize(module)) vs the hand-exported ONNX model:
+               same integers, agreement, SQNR (MobileNetV2, ResNet-18-style)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -37,6 +39,7 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
+import benchmarks.front_end  # noqa: E402
 from benchmarks import accuracy, calibration, codegen, engine, kernels, latency, steps  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     Table,
@@ -51,6 +54,7 @@ from benchmarks.zoo import fallback as zoo_fallback  # noqa: E402
 from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = ("quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo")
+SECTIONS += ("pytorch",)  # issue 17, on a line of its own so merges with other sections stay easy
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -146,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             zoo.run(args.tools, args.zoo_models, args.zoo_reuse)
             + ([zoo_fallback.run()] if args.zoo_fallback else [])
         ),
+        "pytorch": lambda: [benchmarks.front_end.run()],
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}
