@@ -134,7 +134,7 @@ def _required(module: Any) -> int:
 def _as_tensors(torch: Any, example: Example) -> Example:
     def tensor(value: Any) -> Any:
         return (
-            torch.from_numpy(np.ascontiguousarray(value))
+            torch.from_numpy(np.array(value))  # a copy: the data may be read-only
             if isinstance(value, np.ndarray)
             else value
         )

@@ -259,18 +259,21 @@ def _batch_size(torch: Any, example: Example) -> int | None:
 
 
 def _batch_of_two(torch: Any, example: Example) -> Example:
-    """A batch of 1 repeated to 2: torch.export fixes any dimension its example has as 1."""
-    if _batch_size(torch, example) != 1:
+    """The example with a batch of exactly 2: torch.export fixes any dimension whose example
+    is 1, so a batch of 1 is repeated; a larger one (the first batch of the data) is cut,
+    since the traced graph does not depend on how many samples it saw."""
+    batch = _batch_size(torch, example)
+    if batch is None or batch == 2:
         return example
 
-    def doubled(value: Any) -> Any:
-        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == 1:
-            return torch.cat([value, value])
+    def two(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch:
+            return torch.cat([value, value]) if batch == 1 else value[:2]
         return value
 
     return Example(
-        tuple(doubled(value) for value in example.args),
-        {name: doubled(value) for name, value in example.kwargs.items()},
+        tuple(two(value) for value in example.args),
+        {name: two(value) for name, value in example.kwargs.items()},
     )
 
 
