@@ -26,6 +26,8 @@ Sections:
                MobileNetV2: agreement, SQNR, size, latency in ORT (and OpenVINO for openvino)
   memory       peak RSS and wall time of whole commands (eightbit fast/default, ORT, NNCF)
                on VGG-16 and on generated Gemm stacks up to ~2.5 GB (external data)
+  pytorch      the PyTorch front end (quantize(module)) vs the hand-exported ONNX model:
+               same integers, agreement, SQNR (MobileNetV2, ResNet-18-style)
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -45,6 +47,7 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
+import benchmarks.front_end  # noqa: E402
 from benchmarks import (  # noqa: E402
     accuracy,
     calibration,
@@ -74,6 +77,7 @@ SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
     "targets", "memory",
 )  # fmt: skip
+SECTIONS += ("pytorch",)  # issue 17, on a line of its own so merges with other sections stay easy
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -178,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         "ray": ray_scale.run,
         "targets": targets.run,
         "memory": memory_section.run,
+        "pytorch": lambda: [benchmarks.front_end.run()],
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

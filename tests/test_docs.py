@@ -101,6 +101,18 @@ ALLOWED: dict[str, str] = {
     "int8/": "a prefix of tensor names in the comparison graph (§I.1), not a folder",
     "cli.py": "named as what the code is not (design.md: cli is a package)",
     "out/demo/report.html": "what `make demo` writes (README)",
+    # PyTorch's API, which the front end (numerics §T) reads and calls.
+    "DataLoader": "torch.utils.data.DataLoader, data the PyTorch front end reads",
+    "Dataset": "torch.utils.data.Dataset, data the PyTorch front end reads",
+    "ExportedProgram": "torch.export.ExportedProgram, a model the PyTorch front end takes",
+    "torch.onnx.export(..., dynamo=True)": "PyTorch's current ONNX exporter (§T.1)",
+    "module.eval()": "PyTorch's eval mode, which the front end exports in (§T.1)",
+    "dynamic_axes": "an argument of PyTorch's TorchScript exporter (§T.1)",
+    "named_modules": "PyTorch's names of submodules, which export errors use (§T.1)",
+    "nn_module_stack": "torch.export's node metadata naming the calling module (§T.1)",
+    "adaptive_avg_pool2d(x, 1)": "PyTorch's global average pooling (§T.1)",
+    "x.mean((2, 3))": "PyTorch's mean over the spatial axes (§T.1)",
+    "keepdims=0": "an attribute of ONNX's ReduceMean (§T.1)",
 }
 # Dotted names whose first part is another library.
 OTHER_LIBRARIES = ("np.", "math.", "torch.", "onnx.", "time.", "float32.")

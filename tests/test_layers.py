@@ -15,7 +15,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("_io", "validators", "serialize"),
     ("fixed", "graph", "steps"),
     ("ops", "calibrate"),
-    ("quant",),
+    ("quant", "pytorch"),
     ("plan", "qdq"),
     ("export",),
     ("engine",),

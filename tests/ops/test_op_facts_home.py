@@ -28,6 +28,10 @@ FORMAT_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLi
 EXEMPT = {
     "analysis/ort_kernels.py": "lists ONNX Runtime's own fused kernels (QGemm, MatMulInteger, "
     "...) and shape reads in the graph ONNX Runtime optimized, not eightbit's op families",
+    "pytorch/onnx_ops.py": "the ONNX-to-torch converter's kernel table: every ONNX op it runs, "
+    "float ops included, mapped to a torch function (as engine/kernels maps the int8 ones)",
+    "pytorch/onnx_windows.py": "the converter's kernels of the windowed ONNX ops (Conv, pools, "
+    "Resize), part of the same table",
 }
 OP_TYPES = frozenset(
     schema.name for schema in onnx.defs.get_all_schemas_with_history() if schema.domain == ""

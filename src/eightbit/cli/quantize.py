@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import onnx
 
 from eightbit._io import all_or_nothing, check_outputs, pending_path
 from eightbit.calibrate import METHODS, CalibrationConfig, ImageOptions, Ranges
@@ -26,6 +27,7 @@ from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
 from eightbit.plan import plan_path_for
+from eightbit.pytorch import is_exported_program_file
 from eightbit.quant import TARGETS, QuantConfig
 
 PRESET_HELP = (
@@ -151,7 +153,7 @@ def _before_after(before: float | str | None, after: float | str | None) -> str:
 
 
 def _write_report(
-    model: str,
+    model: str | onnx.ModelProto,
     output: str,
     plan_path: Path,
     data: str,
@@ -355,6 +357,8 @@ def quantize_command(
 ) -> None:
     """Quantize MODEL to int8 and write a QDQ ONNX model that runs on int8 kernels.
 
+    MODEL is a float .onnx file, or a .pt2 file saved by torch.export.save (needs PyTorch).
+
     The improvement steps of --preset run between calibration and export; the plan
     records each with its time and the output SQNR before and after it.
     """
@@ -410,7 +414,11 @@ def quantize_command(
         )
         plan_path = save_quantized(result, output, *inputs)
         if report_path and data:
-            _write_report(model, output, plan_path, data, report_path, batch_size, threads, image)
+            # A .pt2 is no ONNX file: the report reads the exported float model instead.
+            float_model = result.float_model if is_exported_program_file(model) else model
+            _write_report(
+                float_model, output, plan_path, data, report_path, batch_size, threads, image
+            )
     summary = _summary(result, model, output, plan_path, time.perf_counter() - started)
     if report_path:
         summary["report"] = report_path

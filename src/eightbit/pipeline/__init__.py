@@ -12,8 +12,10 @@ a slice under 10 dB), the safety net runs the fallback (§I.9).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import onnx
 
@@ -44,8 +46,16 @@ from eightbit.pipeline.stages import (
 )
 from eightbit.pipeline.state import QuantizedModel, Settings, State
 from eightbit.plan import plan_path_for
+from eightbit.pytorch import (
+    from_torch,
+    is_exported_program_file,
+    is_torch_data,
+    is_torch_model,
+    torch_data_for,
+)
 from eightbit.quant import QuantConfig
 from eightbit.safety_net import missed_floor
+from eightbit.steps import StepReport
 
 __all__ = [
     "CHECK_SHARE",
@@ -93,8 +103,8 @@ def steps() -> tuple[Step, ...]:
 
 
 def quantize(
-    model: str | os.PathLike[str] | onnx.ModelProto,
-    data: DataLike | None = None,
+    model: str | os.PathLike[str] | onnx.ModelProto | Any,
+    data: DataLike | Any | None = None,
     config: QuantConfig | None = None,
     *,
     calibration: CalibrationConfig | None = None,
@@ -106,6 +116,7 @@ def quantize(
     improve: ImproveConfig | str | None = None,
     metric: Metric | None = None,
     ray: str | None = None,
+    example_inputs: object = None,
 ) -> QuantizedModel:
     """Quantize ``model`` to int8 as ``config`` says, calibrating on ``data``.
 
@@ -117,6 +128,11 @@ def quantize(
     ``metric(float_output, int8_output)`` for the fallback budget ``max_drop`` instead of
     top-1 agreement. ``ray``: calibrate and score the fallback's candidates on a Ray
     cluster (``"local"`` or its address; docs/distributed.md), with the same result.
+
+    ``model`` may also be a ``torch.nn.Module``, a ``torch.export.ExportedProgram`` or a
+    ``.pt2`` file it was saved to; ``data`` a ``DataLoader``, a ``Dataset``, tensors or dicts
+    of tensors; ``example_inputs`` the call a module is exported with (default: the first
+    batch of ``data``). See ``eightbit.pytorch``.
     """
     config = config or QuantConfig()
     settings = Settings(
@@ -129,11 +145,26 @@ def quantize(
         raise ConfigError("quantize needs calibration data, or ranges from eightbit calibrate")
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
-    state = _start(load_model(model), data, ranges, image, check_samples, settings)
+    exported, data, reports = _front_end(model, data, example_inputs)
+    state = _start(exported, data, ranges, image, check_samples, settings)
+    state = dataclasses.replace(state, reports=reports)
     for step in steps():
         if step.applies(settings):
             state = step.run(state)
     return state.result()
+
+
+def _front_end(
+    model: Any, data: Any, example_inputs: object
+) -> tuple[onnx.ModelProto, Any, tuple[StepReport, ...]]:
+    """The float ONNX model, the data as arrays, and the report of a PyTorch export."""
+    if is_torch_model(model) or is_exported_program_file(model):
+        made = from_torch(model, data, example_inputs)
+        return made.model, made.data, (made.report,)
+    if example_inputs is not None:
+        raise ConfigError("example_inputs is for a PyTorch model; this model is ONNX")
+    exported = load_model(model)
+    return exported, torch_data_for(exported, data) if is_torch_data(data) else data, ()
 
 
 def _start(
