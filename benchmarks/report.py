@@ -147,6 +147,37 @@ def _blocks(text: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
     return header, blocks
 
 
+def merged_report(previous: str, partial: str) -> str:
+    """``previous`` with the sections of an earlier partial run's report (``partial``, a
+    file ``--only`` wrote) replaced or added as ``updated_report`` does; the header line
+    names that run's command, date and load, since its figures are not this file's run."""
+    header, blocks = _blocks(partial)
+    facts = {
+        line[2:].split(":", 1)[0]: line[2:].split(":", 1)[1].strip()
+        for line in header
+        if line.startswith("- ") and ":" in line
+    }
+    rerun = (
+        f"merged from a partial run: {facts.get('command', '?')} on {facts.get('date', '?')}; "
+        f"load at start {facts.get('load average (1 min) at start', '?')}"
+    )
+    tables = [_table_of(title, lines) for title, lines in blocks if HAND_WRITTEN not in title]
+    return updated_report(previous, tables, rerun)
+
+
+def _table_of(title: str, lines: list[str]) -> Table:
+    """A ``## `` section of a report read back as a Table (rows and notes as written)."""
+    rows = [line for line in lines if line.startswith("| ")]
+    cells = [
+        [cell.strip().replace("\\|", "|") for cell in row.strip().strip("|").split(" | ")]
+        for row in rows
+    ]
+    table = Table(title, cells[0] if cells else [])
+    table.rows = [row for row in cells[1:] if set(row) != {"---"}]  # not the header rule
+    table.notes = [line[2:] for line in lines if line.startswith("- ")]
+    return table
+
+
 def updated_report(previous: str, tables: list[Table], rerun: str) -> str:
     """``previous`` with the sections of ``tables`` replaced (matched by title) or, when new,
     added before the hand-written sections; ``rerun`` (which command reran what, when) joins

@@ -64,6 +64,7 @@ from benchmarks.report import (  # noqa: E402
     Table,
     hand_written_sections,
     load_average,
+    merged_report,
     print_tables,
     to_markdown,
     updated_report,
@@ -141,6 +142,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "ones), keeping the rest; the header says which command reran them",
     )
     parser.add_argument(
+        "--merge",
+        type=Path,
+        metavar="PARTIAL.md",
+        help=f"run nothing: put the sections of a partial run's report into "
+        f"{RESULTS.relative_to(ROOT)} (replacing those of the same title)",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help=f"Markdown report (default: {RESULTS.relative_to(ROOT)} for a full run, "
@@ -152,6 +160,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
+    if args.merge is not None:
+        output = args.output or RESULTS
+        partial = args.merge.read_text(encoding="utf-8")
+        write_atomic(output, merged_report(output.read_text(encoding="utf-8"), partial))
+        print(f"wrote {output}")
+        return 0
     sections = args.only or set(SECTIONS)
     full = (
         sections == set(SECTIONS)

@@ -85,3 +85,17 @@ def test_rerunning_the_same_tables_changes_nothing_but_the_header() -> None:
     once = report.updated_report(PREVIOUS, [table], "rerun")
     twice = report.updated_report(once, [table], "rerun")
     assert twice.replace("- rerun\n", "") == once.replace("- rerun\n", "")
+
+
+def test_a_partial_report_merges_its_tables_and_names_its_run() -> None:
+    table = report.Table("Old generated table", ["a", "b"])
+    table.add(5, "x|y")
+    table.notes.append("a note")
+    partial = report.to_markdown(
+        [table], ["run.py", "--only", "s"], dt.datetime(2026, 2, 3), 60.0, ("9.5", "1")
+    )
+    text = report.merged_report(PREVIOUS, partial)
+    assert "| 5 | x\\|y |" in text and "| 1 |" not in text and "- a note" in text
+    assert "`run.py --only s`" in text and "2026-02-03" in text and "load at start 9.5" in text
+    assert "kept 3" in text and "## Another generated table" in text
+    assert text.count("| --- | --- |") == 1  # the header rule is not read back as a row
