@@ -169,8 +169,7 @@ class RangeCounter:
         code = steps + zero_point
         self.overflow += int(np.count_nonzero((code < params.qmin) | (code > params.qmax)))
         self.underflow += int(np.count_nonzero((steps == 0) & (x32 != 0)))
-        stored = np.clip(code, params.qmin, params.qmax)
-        return ((stored - zero_point).astype(np.float32) * scale).astype(np.float32)
+        return _stored_and_dequantized(code, params, zero_point, scale)
 
     def merge(self, batch: RangeCounter) -> None:
         """Fold in the counts of one later batch (integers and extremes: exact, §D.2)."""
@@ -213,7 +212,14 @@ def fake_quantized(values: np.ndarray, params: QuantParams, tensor: str = "") ->
     ``RangeCounter.update`` returns, for passes that need only the own SQNR."""
     x32 = _as_float(np.asarray(values)).astype(np.float32, copy=False)
     steps, zero_point, scale = _steps(x32, params, tensor)
-    stored = np.clip(steps + zero_point, params.qmin, params.qmax)
+    return _stored_and_dequantized(steps + zero_point, params, zero_point, scale)
+
+
+def _stored_and_dequantized(
+    code: np.ndarray, params: QuantParams, zero_point: np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """Codes saturated to the stored range and read back as float32 (eq. A.0)."""
+    stored = np.clip(code, params.qmin, params.qmax)
     return ((stored - zero_point).astype(np.float32) * scale).astype(np.float32)
 
 

@@ -46,6 +46,7 @@ class SideBySide:
     def __init__(
         self, pair: ModelPair, *, activations: bool, compare: bool, threads: int | None
     ) -> None:
+        self.pair, self.activations = pair, activations
         self.output_names = [info.name for info in pair.float_graph.outputs]
         self.input_names = {info.name for info in pair.float_graph.inputs}
         self.watched = list(pair.qdq.activations) if activations else []
@@ -62,16 +63,11 @@ class SideBySide:
             if self.int8_exposed
             else None
         )
-        self.parts = output_parts(pair.float_graph)
 
     def tallies(self, keep: bool) -> Tallies:
         """Empty tallies: one per output (``keep``: hold the outputs for user metrics) and
         one per watched activation."""
-        outputs = {
-            name: OutputTally(name, keep=keep, parts=self.parts.get(name, ()))
-            for name in self.output_names
-        }
-        return outputs, [ActivationTally(a) for a in self.watched]
+        return empty_tallies(self.pair, activations=self.activations, keep=keep)
 
     def fold(
         self,
@@ -101,7 +97,7 @@ Tallies = tuple[dict[str, OutputTally], list[ActivationTally]]
 
 
 def empty_tallies(pair: ModelPair, *, activations: bool, keep: bool) -> Tallies:
-    """The tallies a ``SideBySide`` pass fills, made without its sessions."""
+    """The tallies a ``SideBySide`` pass fills (also made without its sessions)."""
     parts = output_parts(pair.float_graph)
     outputs = {
         info.name: OutputTally(info.name, keep=keep, parts=parts.get(info.name, ()))
