@@ -109,14 +109,10 @@ HAND_WRITTEN = "— not part of `make bench`"
 def hand_written_sections(previous: str) -> str:
     """The sections of an earlier report whose ``## `` heading says they are not part of
     ``make bench``, with their ``###`` subsections, in order."""
-    kept: list[str] = []
-    keep = False
-    for line in previous.splitlines(keepends=True):
-        if line.startswith("## "):
-            keep = HAND_WRITTEN in line
-        if keep:
-            kept.append(line)
-    return "".join(kept)
+    _, blocks = _blocks(previous)
+    return "".join(
+        f"{line}\n" for title, lines in blocks if HAND_WRITTEN in title for line in lines
+    )
 
 
 def table_markdown(table: Table) -> list[str]:

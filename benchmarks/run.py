@@ -47,19 +47,19 @@ if str(ROOT) not in sys.path:
     # Run as a script (`python benchmarks/run.py`): make the `benchmarks` package importable.
     sys.path.insert(0, str(ROOT))
 
-import benchmarks.front_end  # noqa: E402
 from benchmarks import (  # noqa: E402
     accuracy,
     calibration,
     codegen,
     engine,
+    front_end,
     kernels,
     latency,
+    memory,
     ray_scale,
     steps,
     targets,
 )
-from benchmarks import memory as memory_section  # noqa: E402
 from benchmarks.report import (  # noqa: E402
     Table,
     hand_written_sections,
@@ -76,9 +76,8 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory",
+    "targets", "memory", "pytorch",
 )  # fmt: skip
-SECTIONS += ("pytorch",)  # issue 17, on a line of its own so merges with other sections stay easy
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PARTIAL = ROOT / "benchmarks" / "_work" / "RESULTS.partial.md"
@@ -195,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "ray": ray_scale.run,
         "targets": targets.run,
-        "memory": memory_section.run,
-        "pytorch": lambda: [benchmarks.front_end.run()],
+        "memory": memory.run,
+        "pytorch": lambda: [front_end.run()],
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}
