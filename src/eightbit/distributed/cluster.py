@@ -64,7 +64,9 @@ def connect(address: str, *, cpus: int | None = None) -> types.ModuleType:
     }
     try:
         if address == LOCAL:
-            ray.init(num_cpus=cpus, _node_ip_address="127.0.0.1", **options)
+            # "local" tells Ray to start a new instance even when RAY_ADDRESS or a
+            # `ray start` on this machine would otherwise be joined.
+            ray.init(LOCAL, num_cpus=cpus, _node_ip_address="127.0.0.1", **options)
         else:
             ray.init(address=address, **options)
     except (ConnectionError, ValueError, RuntimeError) as error:
