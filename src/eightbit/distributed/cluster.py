@@ -101,8 +101,9 @@ def run_in_order(
             if on_done is not None:
                 on_done(index, results[index])
     except ray.exceptions.RayTaskError as error:
-        for ref in pending:
-            ray.cancel(ref)
+        # The other tasks are left to finish and their results dropped, not cancelled:
+        # ray.cancel racing with a task's reply fails a check in Ray's core worker, which
+        # ends this process with exit code 1 and no message (ray-project/ray#54846).
         cause = error.cause
         if isinstance(cause, EightbitError):
             raise type(cause)(*cause.args) from None
