@@ -34,7 +34,7 @@ BATCH_SIZE = 16
 THREADS = os.cpu_count() or 1
 # Each run is repeated and the fastest kept: the machine is shared, and a single slow run
 # would decide a ratio target.
-REPEATS = 3
+REPEATS = 2
 
 
 @dataclass(frozen=True)

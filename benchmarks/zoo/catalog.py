@@ -6,24 +6,13 @@ from __future__ import annotations
 from functools import partial
 
 from benchmarks import models
-from benchmarks.zoo import captcha, crepe, faces, magika, measures, minilm, ocr, vision, yolo
+from benchmarks.zoo import captcha, crepe, faces, magika, measures, minilm, ocr, vision
 from benchmarks.zoo.spec import ZooModel
 
 DB_THRESHOLD = 0.3  # PaddleOCR's DB binarization threshold
 FOCUS_THRESHOLD = 0.5
 
 ZOO: tuple[ZooModel, ...] = (
-    ZooModel(
-        "yolo",
-        "YOLOv8n-style detector",
-        "detector (concatenating head)",
-        "plain torch, seeded weights, BatchNorm statistics of the crops",
-        yolo.model,
-        yolo.data,
-        "class agr. on float detections",
-        measures.detection_class_agreement,
-        slice_axis=1,
-    ),
     ZooModel(
         "yolov8n_faces",
         "YOLOv8n, trained (NudeNet 320n)",
