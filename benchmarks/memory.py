@@ -12,9 +12,9 @@ set size (``wait4``'s ``ru_maxrss``). The tools:
 * NNCF ``nncf.quantize`` (its defaults) on ``CALIBRATION`` samples.
 
 Models: VGG-16 (``benchmarks.vgg``, 528 MB of float weights, 224x224 images), then stacks
-of Gemm layers (``benchmarks.big_models``, in ONNX external data): the smallest by default,
-all three sizes up to ~2.5 GB with ``--memory-large``, for how eightbit's memory and time
-grow with the model; ORT and NNCF run on VGG-16 and on the largest stack run only. The goals
+of Gemm layers (``benchmarks.big_models``, in ONNX external data) at three sizes up to
+~2.5 GB, for how eightbit's memory and time grow with the model; ORT and NNCF run on
+VGG-16 and on the largest stack only, to keep the section within a few minutes. The goals
 (issue 20): eightbit's default peak <= 1.5x the model file + 1 GB, and below ORT's and
 NNCF's; default time <= ORT's; fast <= 0.8x ORT's.
 """
@@ -104,15 +104,12 @@ def _cell(value: float, error: str) -> object:
     return f"failed ({error[:80]})" if error else value
 
 
-def run(large: bool = False) -> list[Table]:
-    """VGG-16 and the smallest Gemm stack; every stack size with ``large`` (``make
-    bench-large``: the biggest needs over 10 GB and several minutes per tool)."""
+def run() -> list[Table]:
     WORK.mkdir(parents=True, exist_ok=True)
     for stale in WORK.glob("*.onnx*"):
         stale.unlink()
-    sizes = big_models.SIZES_MB if large else big_models.SIZES_MB[:1]
     cases = [(vgg.vgg16(), vgg.calibration_images(CALIBRATION + CHECK))]
-    cases += [big_models.gemm_stack(size) for size in sizes]
+    cases += [big_models.gemm_stack(size) for size in big_models.SIZES_MB]
     table = Table(
         "Memory: peak RSS and wall time of whole commands on big models (issue 20)",
         ["model", "file MB", "tool", "peak RSS MB", "x file", "seconds", "goal"],

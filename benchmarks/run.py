@@ -25,8 +25,7 @@ Sections:
   targets      each --target (ort, tensorrt, openvino, mcu, fpga) on ResNet-18-style and
                MobileNetV2: agreement, SQNR, size, latency in ORT (and OpenVINO for openvino)
   memory       peak RSS and wall time of whole commands (eightbit fast/default, ORT, NNCF)
-               on VGG-16 and a generated Gemm stack (external data; --memory-large: up to
-               ~2.5 GB)
+               on VGG-16 and on generated Gemm stacks up to ~2.5 GB (external data)
   pytorch      the PyTorch front end (quantize(module)) vs the hand-exported ONNX model:
                same integers, agreement, SQNR (MobileNetV2, ResNet-18-style)
 
@@ -131,11 +130,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="zoo: also time --min-sqnr's fallback on the largest zoo model (can take long)",
     )
     parser.add_argument(
-        "--memory-large",
-        action="store_true",
-        help="memory: every Gemm stack up to ~2.5 GB (over 10 GB of RAM; make bench-large)",
-    )
-    parser.add_argument(
         "--no-ort-calibration",
         action="store_true",
         help="skip ONNX Runtime's calibrators in the calibration section (they need ~6 GB)",
@@ -178,7 +172,6 @@ def main(argv: list[str] | None = None) -> int:
         and not args.no_ort_calibration
         and not args.zoo_models
         and not args.zoo_reuse
-        and not args.memory_large
     )
     output = args.output or (RESULTS if full else PARTIAL)
     started, clock, load_at_start = (
@@ -201,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "ray": ray_scale.run,
         "targets": targets.run,
-        "memory": lambda: memory.run(large=args.memory_large),
+        "memory": memory.run,
         "pytorch": lambda: [front_end.run()],
     }
     tables: list[Table] = []
