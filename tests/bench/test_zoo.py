@@ -174,7 +174,9 @@ def test_goal_row_compares_eightbit_with_the_best_other_tool() -> None:
 
 
 def test_run_selects_the_zoo_and_its_models() -> None:
-    args = run.parse_args(["--only", "zoo", "--zoo-models", "yolov8n_faces,magika", "--tools", "AIMET"])
+    args = run.parse_args(
+        ["--only", "zoo", "--zoo-models", "yolov8n_faces,magika", "--tools", "AIMET"]
+    )
     assert args.only == {"zoo"} and args.zoo_models == {"yolov8n_faces", "magika"}
     with pytest.raises(SystemExit):
         run.parse_args(["--zoo-models", "resnet"])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from onnx import ModelProto, helper
 
-from eightbit.graph._proto import clear_except, copy_except
+from eightbit.graph._proto import clear_except, copy_except, tensor_byte_size
 
 # Shape tensors (Reshape targets, Slice bounds) are far below this size.
 PAYLOAD_MIN_BYTES = 4096
@@ -36,7 +36,7 @@ def skeleton_of(model: ModelProto) -> Skeleton:
     detached: set[str] = set()
     stand_ins: set[str] = set()
     for tensor in model.graph.initializer:
-        if tensor.ByteSize() < PAYLOAD_MIN_BYTES:
+        if tensor_byte_size(tensor) < PAYLOAD_MIN_BYTES:
             skeleton.graph.initializer.append(tensor)
             continue
         detached.add(tensor.name)

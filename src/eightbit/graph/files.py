@@ -20,7 +20,13 @@ from onnx import ModelProto, TensorProto, ValueInfoProto, external_data_helper, 
 
 from eightbit._io import atomic_path, atomic_write_bytes
 from eightbit.errors import ModelError
-from eightbit.graph._proto import all_tensors, copy_except, one_line, uses_external_data
+from eightbit.graph._proto import (
+    all_tensors,
+    copy_except,
+    one_line,
+    tensor_byte_size,
+    uses_external_data,
+)
 from eightbit.graph._skeleton import skeleton_of
 
 log = logging.getLogger("eightbit.graph")
@@ -31,6 +37,9 @@ PROTOBUF_LIMIT = 2**31 - 1
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 # Tensors smaller than this stay inside the .onnx file (onnx's own default threshold).
 EXTERNAL_MIN_BYTES = 1024
+# ``byte_size`` asks protobuf for the exact size below this many bytes of weights (it then
+# takes milliseconds), and adds up the parts above.
+EXACT_SIZE_BELOW = 16 * 2**20
 # Offsets of tensors in the data file are multiples of this (cache lines, SIMD loads).
 DATA_ALIGNMENT = 64
 
@@ -173,13 +182,19 @@ def write_for_session(
 
 
 def byte_size(model: ModelProto) -> int:
-    """The serialized size of ``model``; past protobuf's 2 GiB limit, where protobuf refuses
-    to count, the sum of its parts (at least the limit)."""
-    try:
-        return model.ByteSize()
-    except (EncodeError, ValueError):
-        parts = sum(tensor.ByteSize() for tensor in model.graph.initializer)
-        return max(parts, PROTOBUF_LIMIT + 1)
+    """The serialized size of ``model``: exact while its weights are small; past
+    ``EXACT_SIZE_BELOW`` bytes of weights, the sum of its parts with raw payloads counted
+    from their shapes (``tensor_byte_size``), which also works past protobuf's 2 GiB limit,
+    where protobuf refuses to count."""
+    weights = sum(tensor_byte_size(tensor) for tensor in model.graph.initializer)
+    if weights < EXACT_SIZE_BELOW:
+        try:
+            return model.ByteSize()
+        except (EncodeError, ValueError):
+            pass
+    graph = model.graph
+    rest = [*graph.node, *graph.input, *graph.output, *graph.value_info, *model.opset_import]
+    return weights + sum(part.ByteSize() for part in rest)
 
 
 def _write_weights(model: ModelProto, data_file: BinaryIO, location: str) -> ModelProto:
@@ -188,7 +203,7 @@ def _write_weights(model: ModelProto, data_file: BinaryIO, location: str) -> Mod
     copy_except(model, skeleton, skipped="graph")
     copy_except(model.graph, skeleton.graph, skipped="initializer")
     for tensor in model.graph.initializer:
-        if tensor.ByteSize() < EXTERNAL_MIN_BYTES or tensor.data_type == TensorProto.STRING:
+        if tensor_byte_size(tensor) < EXTERNAL_MIN_BYTES or tensor.data_type == TensorProto.STRING:
             skeleton.graph.initializer.append(tensor)
             continue
         payload = _little_endian_bytes(tensor)

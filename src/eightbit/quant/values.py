@@ -25,6 +25,8 @@ def quantize_values(values: npt.ArrayLike, params: QuantParams) -> np.ndarray:
         raise DataError("cannot quantize NaN or infinite values; check the float model's output")
     scale = along_axis(params.scale.astype(x.dtype), params, x.shape)
     zero_point = along_axis(params.zero_point, params, x.shape)
+    if not wide:
+        return by_rows(_narrow_rows(params), x, params.numpy_dtype, scale, zero_point)
     # The quotient is clipped before the cast so that huge values saturate, not wrap.
     limit = np.float64(2**40)
 
@@ -33,6 +35,22 @@ def quantize_values(values: npt.ArrayLike, params: QuantParams) -> np.ndarray:
         return np.clip(rounded + zero_point, params.qmin, params.qmax).astype(params.numpy_dtype)
 
     return by_rows(rows, x, params.numpy_dtype, scale, zero_point)
+
+
+def _narrow_rows(params: QuantParams) -> Callable[..., np.ndarray]:
+    """Q.1 for 8- and 16-bit results in float32 and int32 temporaries: the quotient is
+    clamped to ``[qmin − zero_point, qmax − zero_point]`` before rounding, which equals
+    clamping after it (both bounds are integers, and rounding is monotone and leaves
+    integers alone)."""
+
+    def rows(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+        low = (params.qmin - zero_point).astype(np.float32)
+        high = (params.qmax - zero_point).astype(np.float32)
+        rounded = np.rint(np.clip(x / scale, low, high)).astype(np.int32)
+        rounded += zero_point.astype(np.int32)
+        return rounded.astype(params.numpy_dtype)
+
+    return rows
 
 
 def dequantize_values(q: npt.ArrayLike, params: QuantParams) -> np.ndarray:
