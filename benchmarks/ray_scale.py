@@ -2,10 +2,10 @@
 
 Three targets (issue 19), each on MobileNetV2 and the benchmark's ImageNet-style crops:
 
-- validate 1,000 samples (outputs only: ``layers=False``): 2 Ray workers vs one process
+- validate 2,000 samples (outputs only: ``layers=False``): 2 Ray workers vs one process
   (speedup >= 1.7x), 1 Ray worker vs one process on one thread (overhead <= 10%); the JSON
   must be the same bytes;
-- calibrate 256 and 1,024 samples on 2 workers: the peak RSS of a worker (``VmHWM``) must stay
+- calibrate 256 and 2,048 samples on 2 workers: the peak RSS of a worker (``VmHWM``) must stay
   flat in the samples (<= 1.15x), and the ranges file must be the bytes of one process;
 - ``--min-sqnr`` fallback (``quantize(improve=preset("fast", min_sqnr=...), ray=...)``): 2
   workers vs 1 (speedup >= 1.6x), the same nodes returned.
@@ -34,9 +34,9 @@ from eightbit.distributed import calibrate_on_ray, validate_on_ray
 from eightbit.distributed.cluster import connect
 from eightbit.improve.presets import preset
 
-VALIDATE_SAMPLES = 1000
-CALIBRATE_SAMPLES = (256, 1024)
-POOL = 1024
+VALIDATE_SAMPLES = 2000
+CALIBRATE_SAMPLES = (256, 2048)
+POOL = 2048
 MIN_SQNR = 25.0  # fewer nodes than 30 (59 there): the section stays a few minutes
 WORK = models.WORK_DIR / "ray"
 
