@@ -1,0 +1,494 @@
+"""The report's first-screen charts as inline SVG: pure functions, data in, ``<svg>`` out.
+
+docs/numerics.md §A.10 says what each chart draws. Every chart is one ``<svg>`` with a
+``viewBox`` and ``width="100%"``, so it scales with the page; text and axes use
+``currentColor`` and the page's CSS variables, so dark mode needs no second drawing.
+Hover labels are SVG ``<title>`` elements: no script is needed to name a point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from html import escape
+
+from eightbit.report.model import FixRow, LayerRow
+
+WIDTH = 720
+FONT = 12
+# Above this many slices along an axis, one bar stands for a run of slices (their minimum).
+MAX_SLICE_BARS = 240
+# The depth chart's axis ends this far above the median SQNR: a nearly exact tensor (a
+# quantized input at 140 dB) would otherwise flatten every other point to the bottom.
+DEPTH_HEADROOM_DB = 40.0
+COLORS = {
+    "accumulated": "#0072b2",
+    "own": "#e69f00",
+    "float": "#cc79a7",
+    "int16": "#009e73",
+    "slice": "#0072b2",
+    "collapsed": "#d7191c",
+    "gain": "#009e73",
+    "loss": "#8c8c8c",
+    "cost": "#cc79a7",
+    "part_band": "#8c8c8c22",
+}
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The plot area inside a chart of ``WIDTH`` × ``height`` and its dB axis."""
+
+    height: int
+    low_db: float
+    high_db: float
+    left: int = 52
+    right: int = 14
+    top: int = 30
+    bottom: int = 46
+    clipped: bool = False  # values above high_db are drawn at the top
+
+    @property
+    def plot_width(self) -> float:
+        return WIDTH - self.left - self.right
+
+    @property
+    def plot_bottom(self) -> float:
+        return self.height - self.bottom
+
+    def y_of(self, db: float) -> float:
+        """The y of ``db``, infinities and values outside the axis drawn at its ends."""
+        clipped = min(max(db, self.low_db), self.high_db)
+        share = (clipped - self.low_db) / (self.high_db - self.low_db)
+        return self.plot_bottom - share * (self.plot_bottom - self.top)
+
+
+def db_axis(values: Sequence[float | None], *, include_zero: bool = False) -> tuple[float, float]:
+    """An axis of whole tens of dB covering the finite ``values`` (0 to 50 when none)."""
+    finite = [value for value in values if value is not None and math.isfinite(value)]
+    if include_zero:
+        finite.append(0.0)
+    if not finite:
+        return 0.0, 50.0
+    low = 10.0 * math.floor(min(finite) / 10.0)
+    high = 10.0 * math.ceil(max(finite) / 10.0)
+    return (low, high + 10.0) if high <= low else (low, high)
+
+
+def headroom_top(values: Sequence[float | None], low: float, high: float) -> float:
+    """``high``, or a whole ten DEPTH_HEADROOM_DB above the median when that is lower."""
+    finite = sorted(v for v in values if v is not None and math.isfinite(v))
+    if not finite:
+        return high
+    cap = 10.0 * math.ceil((finite[len(finite) // 2] + DEPTH_HEADROOM_DB) / 10.0)
+    return max(min(cap, high), low + 10.0)
+
+
+# --- along depth -------------------------------------------------------------------------
+
+
+def depth_chart(layers: Sequence[LayerRow]) -> str:
+    """Accumulated and own SQNR of each node's output, in graph order (§A.10).
+
+    One ``<g class="node">`` per layer row (its ``<title>`` names the node); nodes kept in
+    float and 16-bit outputs get a mark under the axis.
+    """
+    values = [v for row in layers for v in (row.sqnr_accumulated_db, row.sqnr_own_db)]
+    low, high = db_axis(values)
+    top = headroom_top(values, low, high)
+    frame = Frame(height=300, low_db=low, high_db=top, bottom=58, clipped=top < high)
+    slot = frame.plot_width / max(len(layers), 1)
+
+    def x_of(index: int) -> float:
+        return frame.left + (index + 0.5) * slot
+
+    parts = [_open("depth", frame.height, "SQNR along the network's depth")]
+    parts += _db_grid(frame)
+    for index, row in enumerate(layers):
+        parts.append(_depth_node(row, x_of(index), slot, frame))
+    for key, dashes in (("accumulated", ""), ("own", ' stroke-dasharray="5 3"')):
+        points = [
+            None if (value := _sqnr(row, key)) is None else (x_of(i), frame.y_of(value))
+            for i, row in enumerate(layers)
+        ]
+        parts.append(
+            f'<path class="line-{key}" d="{_path(points)}" fill="none" '
+            f'stroke="{COLORS[key]}" stroke-width="2"{dashes}/>'
+        )
+    parts += _x_ticks([x_of(i) for i in range(len(layers))], frame)
+    parts.append(_text(frame.left + frame.plot_width / 2, frame.height - 6, _X_DEPTH, "axis"))
+    parts.append(
+        _legend(
+            [
+                ("line", COLORS["accumulated"], "accumulated SQNR"),
+                ("dash", COLORS["own"], "own SQNR"),
+                ("box", COLORS["float"], "kept in float"),
+                ("box", COLORS["int16"], "16-bit output"),
+            ]
+        )
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_X_DEPTH = "node in graph order (hover for its name)"
+
+
+def _sqnr(row: LayerRow, key: str) -> float | None:
+    return row.sqnr_accumulated_db if key == "accumulated" else row.sqnr_own_db
+
+
+def _depth_node(row: LayerRow, x: float, slot: float, frame: Frame) -> str:
+    """One node: a hover target the height of the plot, its dots, and its marks."""
+    kind = _node_kind(row)
+    tip = (
+        f"#{row.index} {row.node} ({row.op_type}, {kind}): accumulated "
+        f"{_db_text(row.sqnr_accumulated_db)}, own {_db_text(row.sqnr_own_db)}"
+    )
+    parts = [
+        f'<g class="node" data-kind="{kind}"><title>{escape(tip)}</title>',
+        f'<rect x="{x - slot / 2:.1f}" y="{frame.top}" width="{slot:.2f}" '
+        f'height="{frame.plot_bottom - frame.top + 14:.1f}" fill="#000" fill-opacity="0"/>',
+    ]
+    if kind in ("float", "int16"):
+        parts.append(
+            f'<rect class="mark" x="{x - max(slot * 0.4, 1.5):.1f}" '
+            f'y="{frame.plot_bottom + 3:.1f}" width="{max(slot * 0.8, 3):.1f}" height="8" '
+            f'fill="{COLORS[kind]}"/>'
+        )
+    radius = 3.0 if slot >= 6 else 1.6
+    for key in ("accumulated", "own"):
+        value = _sqnr(row, key)
+        if value is not None:
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{frame.y_of(value):.1f}" r="{radius}" '
+                f'fill="{COLORS[key]}"/>'
+            )
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _node_kind(row: LayerRow) -> str:
+    if row.status == "float":
+        return "float"
+    if row.dtype in ("int16", "uint16"):
+        return "int16"
+    return row.status
+
+
+# --- per output slice ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SliceSeries:
+    """The SQNR of every slice of one output along one axis, and what the verdict said."""
+
+    output: str
+    axis: int
+    sqnrs: tuple[float, ...]
+    collapsed: frozenset[int]
+    whole_db: float
+    parts: tuple[tuple[str, int, int], ...] = ()  # (name, start, stop) along this axis
+
+
+def slice_chart(series: SliceSeries) -> str:
+    """One bar per slice (or per run of slices), collapsed ones red (§A.9, §A.10)."""
+    low, high = db_axis([*series.sqnrs, series.whole_db], include_zero=True)
+    frame = Frame(height=240, low_db=low, high_db=high)
+    runs = slice_runs(len(series.sqnrs))
+    slot = frame.plot_width / max(len(runs), 1)
+    count = len(series.sqnrs)
+
+    def x_of(index: float) -> float:  # the left edge of slice ``index``
+        return frame.left + frame.plot_width * index / max(count, 1)
+
+    label = f"SQNR of each slice of {series.output} along axis {series.axis}"
+    parts = [_open("slices", frame.height, label)]
+    for position, (name, start, stop) in enumerate(series.parts):
+        if position % 2 == 0:
+            parts.append(
+                f'<rect class="part" x="{x_of(start):.1f}" y="{frame.top}" '
+                f'width="{x_of(stop) - x_of(start):.1f}" '
+                f'height="{frame.plot_bottom - frame.top}" fill="{COLORS["part_band"]}"/>'
+            )
+        parts.append(_text(x_of((start + stop) / 2), frame.top - 4, name, "part"))
+    parts += _db_grid(frame)
+    base = frame.y_of(max(low, min(0.0, high)))
+    for position, run in enumerate(runs):
+        parts.append(_slice_bar(series, run, frame.left + position * slot, slot, base, frame))
+    y_whole = frame.y_of(series.whole_db)
+    parts.append(
+        f'<line class="whole" x1="{frame.left}" y1="{y_whole:.1f}" '
+        f'x2="{frame.left + frame.plot_width:.1f}" y2="{y_whole:.1f}" stroke="currentColor" '
+        f'stroke-dasharray="6 4"><title>whole output: {_db_text(series.whole_db)}</title></line>'
+    )
+    parts += _x_ticks([frame.left + (i + 0.5) * slot for i in range(len(runs))], frame, runs)
+    parts.append(
+        _text(
+            frame.left + frame.plot_width / 2,
+            frame.height - 6,
+            f"slice index along axis {series.axis} (hover for its SQNR)",
+            "axis",
+        )
+    )
+    parts.append(
+        _legend(
+            [
+                ("box", COLORS["slice"], "slice SQNR"),
+                ("box", COLORS["collapsed"], "collapsed"),
+                ("dash", "currentColor", f"whole output {_db_text(series.whole_db)}"),
+            ]
+        )
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def slice_runs(count: int) -> list[tuple[int, int]]:
+    """[start, stop) of each bar: one slice each up to MAX_SLICE_BARS, else equal runs."""
+    bars = min(count, MAX_SLICE_BARS)
+    edges = [round(i * count / bars) for i in range(bars + 1)] if bars else [0]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+
+
+def _slice_bar(
+    series: SliceSeries, run: tuple[int, int], left: float, slot: float, base: float, frame: Frame
+) -> str:
+    """The bar of slices ``run`` = [start, stop): their minimum, red if any collapsed."""
+    start, stop = run
+    worst = min(series.sqnrs[start:stop])
+    collapsed = any(index in series.collapsed for index in range(start, stop))
+    top = frame.y_of(worst)
+    y, height = min(top, base), max(abs(base - top), 1.0)
+    which = f"slice {start}" if stop - start == 1 else f"slices {start}-{stop - 1} (worst)"
+    tip = f"{which}: {_db_text(worst)}" + (", collapsed" if collapsed else "")
+    color = COLORS["collapsed"] if collapsed else COLORS["slice"]
+    css = "bar collapsed" if collapsed else "bar"
+    gap = slot * 0.12 if slot > 3 else 0.0
+    return (
+        f'<rect class="{css}" x="{left + gap:.2f}" y="{y:.1f}" '
+        f'width="{max(slot - 2 * gap, 0.5):.2f}" height="{height:.1f}" fill="{color}">'
+        f"<title>{escape(tip)}</title></rect>"
+    )
+
+
+# --- what would fix it ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """The fix chart's two columns of bars; each bar leaves room after it for its value."""
+
+    gain_left: float = 14
+    gain_width: float = WIDTH / 2 + 20 - 14 - 90
+    cost_left: float = WIDTH / 2 + 30
+    cost_width: float = WIDTH / 2 - 30 - 10 - 90
+
+
+def fix_chart(rows: Sequence[FixRow]) -> str:
+    """Per node with a what-if run: output SQNR gained in float, and parameter bytes added."""
+    row_height, top = 46, 34
+    height = top + row_height * max(len(rows), 1) + 40
+    columns = _Columns()
+    largest_gain = max([abs(row.gain_db) for row in rows if math.isfinite(row.gain_db)] + [1.0])
+    largest_cost = max([abs(row.extra_bytes) for row in rows] + [1])
+    parts = [_open("fix", height, "What keeping each worst node in float would buy and cost")]
+    parts.append(
+        _text(columns.gain_left, top - 14, "output SQNR gained (dB)", "axis", anchor="start")
+    )
+    parts.append(
+        _text(columns.cost_left, top - 14, "parameter bytes added", "axis", anchor="start")
+    )
+    for position, row in enumerate(rows):
+        gain = row.gain_db
+        if not math.isfinite(gain):
+            gain = math.copysign(largest_gain, gain)
+        y = top + position * row_height
+        gain_bar = _hbar(
+            columns.gain_left,
+            y,
+            columns.gain_width * abs(gain) / largest_gain,
+            COLORS["gain"] if gain >= 0 else COLORS["loss"],
+            _signed_db(row.gain_db),
+        )
+        cost_bar = _hbar(
+            columns.cost_left,
+            y,
+            columns.cost_width * abs(row.extra_bytes) / largest_cost,
+            COLORS["cost"],
+            _signed_size(row.extra_bytes),
+        )
+        name = _text(columns.gain_left, y + 12, _short(row.node, 56), "name", anchor="start")
+        parts.append(
+            f'<g class="fix"><title>{escape(_fix_tip(row))}</title>{name}{gain_bar}{cost_bar}</g>'
+        )
+    middle = columns.cost_left - 10
+    parts.append(
+        f'<line x1="{middle}" y1="{top - 8}" x2="{middle}" y2="{height - 36}" '
+        'stroke="currentColor" stroke-opacity="0.3"/>'
+    )
+    parts.append(
+        _text(WIDTH / 2, height - 8, "worst nodes, one row each (hover for details)", "axis")
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _fix_tip(row: FixRow) -> str:
+    return (
+        f"{row.node} ({row.tensor}): output SQNR {_db_text(row.int8_db)} -> "
+        f"{_db_text(row.kept_float_db)} with it in float; parameters "
+        f"{_signed_size(row.extra_bytes)}"
+    )
+
+
+def _hbar(x: float, y: float, width: float, color: str, value: str) -> str:
+    """A bar of ``width`` under a row's name, and its value after it."""
+    width = max(width, 1.0)
+    return (
+        f'<rect class="hbar" x="{x:.1f}" y="{y + 18:.1f}" width="{width:.1f}" '
+        f'height="14" fill="{color}"/>'
+        + _text(x + width + 4, y + 30, value, "value", anchor="start")
+    )
+
+
+def _signed_db(value: float) -> str:
+    if math.isinf(value):
+        return "+\u221e dB" if value > 0 else "\u2212\u221e dB"
+    rounded = round(value, 1)
+    return f"{rounded:+.1f} dB".replace("-", "\u2212") if rounded else "0.0 dB"
+
+
+def _signed_size(count: int) -> str:
+    return ("+" if count >= 0 else "\u2212") + _size(abs(count))
+
+
+def _size(count: int) -> str:
+    for limit, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if abs(count) >= limit:
+            return f"{count / limit:.1f} {unit}"
+    return f"{count} B"
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "\u2026" + text[-(limit - 1) :]
+
+
+# --- shared pieces -------------------------------------------------------------------------
+
+
+def _open(kind: str, height: int, label: str) -> str:
+    return (
+        f'<svg class="chart chart-{kind}" viewBox="0 0 {WIDTH} {height}" width="100%" '
+        f'role="img" aria-label="{escape(label)}" font-size="{FONT}">'
+        f"<title>{escape(label)}</title>"
+    )
+
+
+def _db_grid(frame: Frame) -> list[str]:
+    """Horizontal lines every 10 dB (fewer when the axis is tall), labelled, and its title."""
+    step = 10.0 * max(1, math.ceil((frame.high_db - frame.low_db) / 80.0))
+    parts = []
+    level = frame.low_db
+    while level <= frame.high_db + 1e-9:
+        y = frame.y_of(level)
+        parts.append(
+            f'<line x1="{frame.left}" y1="{y:.1f}" x2="{frame.left + frame.plot_width:.1f}" '
+            f'y2="{y:.1f}" stroke="currentColor" stroke-opacity="0.15"/>'
+        )
+        label = f"{level:.0f}"
+        if frame.clipped and level + step > frame.high_db + 1e-9:
+            label = "\u2265" + label  # the top of a clipped axis: this or more
+        parts.append(_text(frame.left - 6, y + 4, label, "tick", anchor="end"))
+        level += step
+    middle = (frame.top + frame.plot_bottom) / 2
+    parts.append(
+        f'<text class="axis" x="14" y="{middle:.1f}" text-anchor="middle" fill="currentColor" '
+        f'transform="rotate(-90 14 {middle:.1f})">SQNR (dB)</text>'
+    )
+    parts.append(
+        f'<line x1="{frame.left}" y1="{frame.plot_bottom:.1f}" '
+        f'x2="{frame.left + frame.plot_width:.1f}" y2="{frame.plot_bottom:.1f}" '
+        'stroke="currentColor"/>'
+    )
+    return parts
+
+
+def _x_ticks(
+    centres: Sequence[float], frame: Frame, runs: Sequence[tuple[int, int]] | None = None
+) -> list[str]:
+    """About eight index labels under the axis: node or slice indices."""
+    step = max(1, math.ceil(len(centres) / 8))
+    y = frame.plot_bottom + (26 if frame.bottom > 50 else 16)
+    return [
+        _text(x, y, str(i if runs is None else runs[i][0]), "tick")
+        for i, x in enumerate(centres)
+        if i % step == 0
+    ]
+
+
+def _legend(entries: Sequence[tuple[str, str, str]]) -> str:
+    parts, x = ['<g class="legend">'], 52.0
+    for shape, color, label in entries:
+        if shape == "box":
+            parts.append(f'<rect x="{x:.1f}" y="8" width="12" height="12" fill="{color}"/>')
+        else:
+            dashes = ' stroke-dasharray="5 3"' if shape == "dash" else ""
+            parts.append(
+                f'<line x1="{x:.1f}" y1="14" x2="{x + 14:.1f}" y2="14" stroke="{color}" '
+                f'stroke-width="2"{dashes}/>'
+            )
+        parts.append(_text(x + 18, 18, label, "legend", anchor="start"))
+        x += 34 + 7.4 * len(label)
+    parts.append("</g>")
+    return "".join(parts)
+
+
+def _path(points: Sequence[tuple[float, float] | None]) -> str:
+    """An SVG path through ``points``, broken where a point is missing."""
+    commands, pen_down = [], False
+    for point in points:
+        if point is None:
+            pen_down = False
+            continue
+        commands.append(f"{'L' if pen_down else 'M'}{point[0]:.1f} {point[1]:.1f}")
+        pen_down = True
+    return " ".join(commands) or "M0 0"
+
+
+def _db_text(value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    if math.isinf(value):
+        return "\u221e dB (no error)" if value > 0 else "\u2212\u221e dB"
+    return f"{value:.1f} dB"
+
+
+def _text(x: float, y: float, text: str, css: str, *, anchor: str = "middle") -> str:
+    return (
+        f'<text class="{css}" x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" '
+        f'fill="currentColor">{escape(text)}</text>'
+    )
+
+
+def slice_series(
+    output: str,
+    whole_db: float,
+    sqnrs: Sequence[tuple[int, Sequence[float]]],
+    collapsed: Collection[tuple[int, int]],
+    parts: Sequence[tuple[str, int, int, int]] = (),
+) -> list[SliceSeries]:
+    """One series per judged axis from a verdict's fields (parts: name, axis, start, stop)."""
+    return [
+        SliceSeries(
+            output=output,
+            axis=axis,
+            sqnrs=tuple(values),
+            collapsed=frozenset(index for along, index in collapsed if along == axis),
+            whole_db=whole_db,
+            parts=tuple((name, start, stop) for name, on, start, stop in parts if on == axis),
+        )
+        for axis, values in sqnrs
+    ]
