@@ -104,7 +104,7 @@ def test_the_report_opens_with_pictures(deep: ReportData) -> None:
     multiples = _section(page, "multiples")
     assert multiples.count('<figure class="multiple">') == MULTIPLES
     assert multiples.count('<svg viewBox="0 0 640 180" width="100%" role="img" class="hist"') == 12
-    ranks = re.findall(r'<figcaption>#(\d+) ', multiples)
+    ranks = re.findall(r"<figcaption>#(\d+) ", multiples)
     assert ranks == [str(rank) for rank in range(1, 13)]
     assert "<details" not in multiples  # open by default: nothing to unfold
 
