@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from eightbit.analysis import RunOptions
+from eightbit.quant import QuantConfig
 from eightbit.report import ReportData, build_report, render_html, write_report
 from eightbit.report.pictures import MULTIPLES
 from tests.analysis.helpers import classifier, images, quantize, with_scale
@@ -112,3 +113,19 @@ def test_the_report_opens_with_pictures(deep: ReportData) -> None:
 def _section(page: str, name: str) -> str:
     start = page.index(f'<section id="{name}">')
     return page[start : page.index("</section>", start)]
+
+
+def test_a_16_bit_output_is_marked_though_not_analysed() -> None:
+    model = classifier()
+    quantized = quantize(model, images(16), QuantConfig(int16=("r2",)))
+    data = build_report(
+        model, quantized.qdq, {"input": images(8)}, plan=quantized.plan, latency_runs=0,
+        what_if=0,
+    )  # fmt: skip
+    conv2 = next(row for row in data.layers if row.node == "conv2")
+    assert conv2.dtype == "int16" and conv2.scale is not None and conv2.sqnr_own_db is None
+    assert any("stores int16" in note for note in data.notes)
+    # r2 in int16 makes conv2's output (the Relu's input) int16 too; the rest stays 8-bit.
+    assert [row.node for row in data.layers if row.dtype == "int16"] == ["conv2", "relu2"]
+    depth = re.findall(r'<g class="node" data-kind="(\w+)"><title>#\d+ (\S+)', render_html(data))
+    assert [node for kind, node in depth if kind == "int16"] == ["conv2", "relu2"]
