@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from eightbit.analysis.slices import slice_verdict
+from eightbit.analysis.slices import PartVerdict, SliceVerdict, slice_verdict
 from eightbit.report import LayerRow
 from eightbit.report.charts import (
     COLORS,
@@ -143,17 +143,30 @@ def test_slice_series_from_a_real_verdict() -> None:
     verdict = slice_verdict(reference, quantized)
     assert verdict is not None and verdict.sqnrs[0][0] == 1 and len(verdict.sqnrs[0][1]) == 6
     assert min(verdict.sqnrs[0][1]) == verdict.worst_sqnr_db
-    (drawn,) = slice_series("out", 20.0, verdict.sqnrs, verdict.collapsed)
+    (drawn,) = slice_series("out", 20.0, verdict)
     assert drawn.collapsed == {4}
     colors = [fill for _, fill, _ in bars(slice_chart(drawn))]
     assert colors == [COLORS["slice"]] * 4 + [COLORS["collapsed"], COLORS["slice"]]
 
 
-def test_parts_are_labelled_over_their_slices() -> None:
-    parts = [("boxes", 1, 0, 4), ("scores", 1, 4, 10), ("other_axis", 2, 0, 3)]
-    (drawn,) = slice_series("out", 20.0, [(1, [25.0] * 10)], [], parts)
+def test_parts_are_labelled_over_their_slices_collapsed_ones_red() -> None:
+    parts = (
+        PartVerdict("boxes", 1, 0, 4, 25.0, collapsed=False),
+        PartVerdict("scores", 1, 4, 10, -1.5, collapsed=True),
+        PartVerdict("other_axis", 2, 0, 3, 25.0, collapsed=False),
+    )
+    verdict = SliceVerdict(
+        worst_sqnr_db=-1.5, worst_axis=1, worst_index=4, slices=10, collapsed=(), parts=parts,
+        sqnrs=((1, (25.0,) * 4 + (-1.5,) * 6),),
+    )  # fmt: skip
+    (drawn,) = slice_series("out", 20.0, verdict)
     svg = slice_chart(drawn)
-    assert "boxes" in texts(svg) and "scores" in texts(svg) and "other_axis" not in svg
+    labels = dict(re.findall(r'<text class="part"[^>]* fill="([^"]+)">([^<]*)</text>', svg))
+    assert labels == {
+        "currentColor": "boxes 25.0 dB",
+        COLORS["collapsed"]: "scores -1.5 dB collapsed",
+    }
+    assert "other_axis" not in svg
 
 
 def test_fix_chart_rows_gains_and_costs() -> None:

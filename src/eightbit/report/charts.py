@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+from eightbit.analysis.slices import PartVerdict, SliceVerdict
 from eightbit.report.model import FixRow, LayerRow
 
 WIDTH = 720
@@ -190,7 +191,7 @@ class SliceSeries:
     sqnrs: tuple[float, ...]
     collapsed: frozenset[int]
     whole_db: float
-    parts: tuple[tuple[str, int, int], ...] = ()  # (name, start, stop) along this axis
+    parts: tuple[PartVerdict, ...] = ()  # the parts along this axis
 
 
 def slice_chart(series: SliceSeries) -> str:
@@ -206,14 +207,8 @@ def slice_chart(series: SliceSeries) -> str:
 
     label = f"SQNR of each slice of {series.output} along axis {series.axis}"
     parts = [_open("slices", frame.height, label)]
-    for position, (name, start, stop) in enumerate(series.parts):
-        if position % 2 == 0:
-            parts.append(
-                f'<rect class="part" x="{x_of(start):.1f}" y="{frame.top}" '
-                f'width="{x_of(stop) - x_of(start):.1f}" '
-                f'height="{frame.plot_bottom - frame.top}" fill="{COLORS["part_band"]}"/>'
-            )
-        parts.append(_text(x_of((start + stop) / 2), frame.top - 4, name, "part"))
+    for position, part in enumerate(series.parts):
+        parts.append(_part_band(part, x_of(part.start), x_of(part.stop), position, frame))
     parts += _db_grid(frame)
     base = frame.y_of(max(low, min(0.0, high)))
     for position, run in enumerate(runs):
@@ -244,6 +239,22 @@ def slice_chart(series: SliceSeries) -> str:
     )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _part_band(part: PartVerdict, left: float, right: float, position: int, frame: Frame) -> str:
+    """A part's name (and SQNR) over its slices, red when collapsed; every other one shaded."""
+    band = ""
+    if position % 2 == 0:
+        band = (
+            f'<rect class="part" x="{left:.1f}" y="{frame.top}" width="{right - left:.1f}" '
+            f'height="{frame.plot_bottom - frame.top}" fill="{COLORS["part_band"]}"/>'
+        )
+    label = f"{part.name} {_db_text(part.sqnr_db)}" + (" collapsed" if part.collapsed else "")
+    colour = f' fill="{COLORS["collapsed"]}"' if part.collapsed else ' fill="currentColor"'
+    return (
+        f'{band}<text class="part" x="{(left + right) / 2:.1f}" y="{frame.top - 4}" '
+        f'text-anchor="middle"{colour}>{escape(label)}</text>'
+    )
 
 
 def slice_runs(count: int) -> list[tuple[int, int]]:
@@ -473,22 +484,16 @@ def _text(x: float, y: float, text: str, css: str, *, anchor: str = "middle") ->
     )
 
 
-def slice_series(
-    output: str,
-    whole_db: float,
-    sqnrs: Sequence[tuple[int, Sequence[float]]],
-    collapsed: Collection[tuple[int, int]],
-    parts: Sequence[tuple[str, int, int, int]] = (),
-) -> list[SliceSeries]:
-    """One series per judged axis from a verdict's fields (parts: name, axis, start, stop)."""
+def slice_series(output: str, whole_db: float, verdict: SliceVerdict) -> list[SliceSeries]:
+    """One series per judged axis of ``verdict`` (§A.9), its collapsed slices and parts."""
     return [
         SliceSeries(
             output=output,
             axis=axis,
             sqnrs=tuple(values),
-            collapsed=frozenset(index for along, index in collapsed if along == axis),
+            collapsed=frozenset(index for along, index in verdict.collapsed if along == axis),
             whole_db=whole_db,
-            parts=tuple((name, start, stop) for name, on, start, stop in parts if on == axis),
+            parts=tuple(part for part in verdict.parts if part.axis == axis),
         )
-        for axis, values in sqnrs
+        for axis, values in verdict.sqnrs
     ]

@@ -37,10 +37,7 @@ def slices_block(outputs: tuple[OutputMetrics, ...]) -> str:
         if verdict is None or not verdict.sqnrs:
             whole.append(metrics.name)
             continue
-        parts = [(p.name, p.axis, p.start, p.stop) for p in verdict.parts]
-        for series in slice_series(
-            metrics.name, metrics.sqnr_db, verdict.sqnrs, verdict.collapsed, parts
-        ):
+        for series in slice_series(metrics.name, metrics.sqnr_db, verdict):
             caption = f"output {series.output}, axis {series.axis}: {len(series.sqnrs)} slices"
             if series.collapsed:
                 caption += f", {len(series.collapsed)} collapsed"
