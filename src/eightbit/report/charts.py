@@ -15,10 +15,20 @@ from dataclasses import dataclass
 from html import escape
 
 from eightbit.analysis.slices import PartVerdict, SliceVerdict
+from eightbit.report.chart_axes import (
+    WIDTH,
+    Frame,
+    db_axis,
+    db_grid,
+    db_text,
+    legend,
+    line_path,
+    open_svg,
+    text,
+    x_ticks,
+)
 from eightbit.report.model import FixRow, LayerRow
 
-WIDTH = 720
-FONT = 12
 # Above this many slices along an axis, one bar stands for a run of slices (their minimum).
 MAX_SLICE_BARS = 240
 # The depth chart's axis ends this far above the median SQNR: a nearly exact tensor (a
@@ -36,46 +46,6 @@ COLORS = {
     "cost": "#cc79a7",
     "part_band": "#8c8c8c22",
 }
-
-
-@dataclass(frozen=True)
-class Frame:
-    """The plot area inside a chart of ``WIDTH`` × ``height`` and its dB axis."""
-
-    height: int
-    low_db: float
-    high_db: float
-    left: int = 52
-    right: int = 14
-    top: int = 30
-    bottom: int = 46
-    clipped: bool = False  # values above high_db are drawn at the top
-
-    @property
-    def plot_width(self) -> float:
-        return WIDTH - self.left - self.right
-
-    @property
-    def plot_bottom(self) -> float:
-        return self.height - self.bottom
-
-    def y_of(self, db: float) -> float:
-        """The y of ``db``, infinities and values outside the axis drawn at its ends."""
-        clipped = min(max(db, self.low_db), self.high_db)
-        share = (clipped - self.low_db) / (self.high_db - self.low_db)
-        return self.plot_bottom - share * (self.plot_bottom - self.top)
-
-
-def db_axis(values: Sequence[float | None], *, include_zero: bool = False) -> tuple[float, float]:
-    """An axis of whole tens of dB covering the finite ``values`` (0 to 50 when none)."""
-    finite = [value for value in values if value is not None and math.isfinite(value)]
-    if include_zero:
-        finite.append(0.0)
-    if not finite:
-        return 0.0, 50.0
-    low = 10.0 * math.floor(min(finite) / 10.0)
-    high = 10.0 * math.ceil(max(finite) / 10.0)
-    return (low, high + 10.0) if high <= low else (low, high)
 
 
 def headroom_top(values: Sequence[float | None], low: float, high: float) -> float:
@@ -105,8 +75,8 @@ def depth_chart(layers: Sequence[LayerRow]) -> str:
     def x_of(index: int) -> float:
         return frame.left + (index + 0.5) * slot
 
-    parts = [_open("depth", frame.height, "SQNR along the network's depth")]
-    parts += _db_grid(frame)
+    parts = [open_svg("depth", frame.height, "SQNR along the network's depth")]
+    parts += db_grid(frame)
     for index, row in enumerate(layers):
         parts.append(_depth_node(row, x_of(index), slot, frame))
     for key, dashes in (("accumulated", ""), ("own", ' stroke-dasharray="5 3"')):
@@ -115,13 +85,13 @@ def depth_chart(layers: Sequence[LayerRow]) -> str:
             for i, row in enumerate(layers)
         ]
         parts.append(
-            f'<path class="line-{key}" d="{_path(points)}" fill="none" '
+            f'<path class="line-{key}" d="{line_path(points)}" fill="none" '
             f'stroke="{COLORS[key]}" stroke-width="2"{dashes}/>'
         )
-    parts += _x_ticks([x_of(i) for i in range(len(layers))], frame)
-    parts.append(_text(frame.left + frame.plot_width / 2, frame.height - 6, _X_DEPTH, "axis"))
+    parts += x_ticks([x_of(i) for i in range(len(layers))], frame)
+    parts.append(text(frame.left + frame.plot_width / 2, frame.height - 6, _X_DEPTH, "axis"))
     parts.append(
-        _legend(
+        legend(
             [
                 ("line", COLORS["accumulated"], "accumulated SQNR"),
                 ("dash", COLORS["own"], "own SQNR"),
@@ -146,7 +116,7 @@ def _depth_node(row: LayerRow, x: float, slot: float, frame: Frame) -> str:
     kind = _node_kind(row)
     tip = (
         f"#{row.index} {row.node} ({row.op_type}, {kind}): accumulated "
-        f"{_db_text(row.sqnr_accumulated_db)}, own {_db_text(row.sqnr_own_db)}"
+        f"{db_text(row.sqnr_accumulated_db)}, own {db_text(row.sqnr_own_db)}"
     )
     parts = [
         f'<g class="node" data-kind="{kind}"><title>{escape(tip)}</title>',
@@ -206,10 +176,10 @@ def slice_chart(series: SliceSeries) -> str:
         return frame.left + frame.plot_width * index / max(count, 1)
 
     label = f"SQNR of each slice of {series.output} along axis {series.axis}"
-    parts = [_open("slices", frame.height, label)]
+    parts = [open_svg("slices", frame.height, label)]
     for position, part in enumerate(series.parts):
         parts.append(_part_band(part, x_of(part.start), x_of(part.stop), position, frame))
-    parts += _db_grid(frame)
+    parts += db_grid(frame)
     base = frame.y_of(max(low, min(0.0, high)))
     for position, run in enumerate(runs):
         parts.append(_slice_bar(series, run, frame.left + position * slot, slot, base, frame))
@@ -217,11 +187,11 @@ def slice_chart(series: SliceSeries) -> str:
     parts.append(
         f'<line class="whole" x1="{frame.left}" y1="{y_whole:.1f}" '
         f'x2="{frame.left + frame.plot_width:.1f}" y2="{y_whole:.1f}" stroke="currentColor" '
-        f'stroke-dasharray="6 4"><title>whole output: {_db_text(series.whole_db)}</title></line>'
+        f'stroke-dasharray="6 4"><title>whole output: {db_text(series.whole_db)}</title></line>'
     )
-    parts += _x_ticks([frame.left + (i + 0.5) * slot for i in range(len(runs))], frame, runs)
+    parts += x_ticks([frame.left + (i + 0.5) * slot for i in range(len(runs))], frame, runs)
     parts.append(
-        _text(
+        text(
             frame.left + frame.plot_width / 2,
             frame.height - 6,
             f"slice index along axis {series.axis} (hover for its SQNR)",
@@ -229,11 +199,11 @@ def slice_chart(series: SliceSeries) -> str:
         )
     )
     parts.append(
-        _legend(
+        legend(
             [
                 ("box", COLORS["slice"], "slice SQNR"),
                 ("box", COLORS["collapsed"], "collapsed"),
-                ("dash", "currentColor", f"whole output {_db_text(series.whole_db)}"),
+                ("dash", "currentColor", f"whole output {db_text(series.whole_db)}"),
             ]
         )
     )
@@ -249,7 +219,7 @@ def _part_band(part: PartVerdict, left: float, right: float, position: int, fram
             f'<rect class="part" x="{left:.1f}" y="{frame.top}" width="{right - left:.1f}" '
             f'height="{frame.plot_bottom - frame.top}" fill="{COLORS["part_band"]}"/>'
         )
-    label = f"{part.name} {_db_text(part.sqnr_db)}" + (" collapsed" if part.collapsed else "")
+    label = f"{part.name} {db_text(part.sqnr_db)}" + (" collapsed" if part.collapsed else "")
     colour = f' fill="{COLORS["collapsed"]}"' if part.collapsed else ' fill="currentColor"'
     return (
         f'{band}<text class="part" x="{(left + right) / 2:.1f}" y="{frame.top - 4}" '
@@ -274,7 +244,7 @@ def _slice_bar(
     top = frame.y_of(worst)
     y, height = min(top, base), max(abs(base - top), 1.0)
     which = f"slice {start}" if stop - start == 1 else f"slices {start}-{stop - 1} (worst)"
-    tip = f"{which}: {_db_text(worst)}" + (", collapsed" if collapsed else "")
+    tip = f"{which}: {db_text(worst)}" + (", collapsed" if collapsed else "")
     color = COLORS["collapsed"] if collapsed else COLORS["slice"]
     css = "bar collapsed" if collapsed else "bar"
     gap = slot * 0.12 if slot > 3 else 0.0
@@ -305,13 +275,11 @@ def fix_chart(rows: Sequence[FixRow]) -> str:
     columns = _Columns()
     largest_gain = max([abs(row.gain_db) for row in rows if math.isfinite(row.gain_db)] + [1.0])
     largest_cost = max([abs(row.extra_bytes) for row in rows] + [1])
-    parts = [_open("fix", height, "What keeping each worst node in float would buy and cost")]
+    parts = [open_svg("fix", height, "What keeping each worst node in float would buy and cost")]
     parts.append(
-        _text(columns.gain_left, top - 14, "output SQNR gained (dB)", "axis", anchor="start")
+        text(columns.gain_left, top - 14, "output SQNR gained (dB)", "axis", anchor="start")
     )
-    parts.append(
-        _text(columns.cost_left, top - 14, "parameter bytes added", "axis", anchor="start")
-    )
+    parts.append(text(columns.cost_left, top - 14, "parameter bytes added", "axis", anchor="start"))
     for position, row in enumerate(rows):
         gain = row.gain_db
         if not math.isfinite(gain):
@@ -331,7 +299,7 @@ def fix_chart(rows: Sequence[FixRow]) -> str:
             COLORS["cost"],
             _signed_size(row.extra_bytes),
         )
-        name = _text(columns.gain_left, y + 12, _short(row.node, 56), "name", anchor="start")
+        name = text(columns.gain_left, y + 12, _short(row.node, 56), "name", anchor="start")
         parts.append(
             f'<g class="fix"><title>{escape(_fix_tip(row))}</title>{name}{gain_bar}{cost_bar}</g>'
         )
@@ -341,7 +309,7 @@ def fix_chart(rows: Sequence[FixRow]) -> str:
         'stroke="currentColor" stroke-opacity="0.3"/>'
     )
     parts.append(
-        _text(WIDTH / 2, height - 8, "worst nodes, one row each (hover for details)", "axis")
+        text(WIDTH / 2, height - 8, "worst nodes, one row each (hover for details)", "axis")
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -349,8 +317,8 @@ def fix_chart(rows: Sequence[FixRow]) -> str:
 
 def _fix_tip(row: FixRow) -> str:
     return (
-        f"{row.node} ({row.tensor}): output SQNR {_db_text(row.int8_db)} -> "
-        f"{_db_text(row.kept_float_db)} with it in float; parameters "
+        f"{row.node} ({row.tensor}): output SQNR {db_text(row.int8_db)} -> "
+        f"{db_text(row.kept_float_db)} with it in float; parameters "
         f"{_signed_size(row.extra_bytes)}"
     )
 
@@ -361,7 +329,7 @@ def _hbar(x: float, y: float, width: float, color: str, value: str) -> str:
     return (
         f'<rect class="hbar" x="{x:.1f}" y="{y + 18:.1f}" width="{width:.1f}" '
         f'height="14" fill="{color}"/>'
-        + _text(x + width + 4, y + 30, value, "value", anchor="start")
+        + text(x + width + 4, y + 30, value, "value", anchor="start")
     )
 
 
@@ -385,103 +353,6 @@ def _size(count: int) -> str:
 
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else "\u2026" + text[-(limit - 1) :]
-
-
-# --- shared pieces -------------------------------------------------------------------------
-
-
-def _open(kind: str, height: int, label: str) -> str:
-    return (
-        f'<svg class="chart chart-{kind}" viewBox="0 0 {WIDTH} {height}" width="100%" '
-        f'role="img" aria-label="{escape(label)}" font-size="{FONT}">'
-        f"<title>{escape(label)}</title>"
-    )
-
-
-def _db_grid(frame: Frame) -> list[str]:
-    """Horizontal lines every 10 dB (fewer when the axis is tall), labelled, and its title."""
-    step = 10.0 * max(1, math.ceil((frame.high_db - frame.low_db) / 80.0))
-    parts = []
-    level = frame.low_db
-    while level <= frame.high_db + 1e-9:
-        y = frame.y_of(level)
-        parts.append(
-            f'<line x1="{frame.left}" y1="{y:.1f}" x2="{frame.left + frame.plot_width:.1f}" '
-            f'y2="{y:.1f}" stroke="currentColor" stroke-opacity="0.15"/>'
-        )
-        label = f"{level:.0f}"
-        if frame.clipped and level + step > frame.high_db + 1e-9:
-            label = "\u2265" + label  # the top of a clipped axis: this or more
-        parts.append(_text(frame.left - 6, y + 4, label, "tick", anchor="end"))
-        level += step
-    middle = (frame.top + frame.plot_bottom) / 2
-    parts.append(
-        f'<text class="axis" x="14" y="{middle:.1f}" text-anchor="middle" fill="currentColor" '
-        f'transform="rotate(-90 14 {middle:.1f})">SQNR (dB)</text>'
-    )
-    parts.append(
-        f'<line x1="{frame.left}" y1="{frame.plot_bottom:.1f}" '
-        f'x2="{frame.left + frame.plot_width:.1f}" y2="{frame.plot_bottom:.1f}" '
-        'stroke="currentColor"/>'
-    )
-    return parts
-
-
-def _x_ticks(
-    centres: Sequence[float], frame: Frame, runs: Sequence[tuple[int, int]] | None = None
-) -> list[str]:
-    """About eight index labels under the axis: node or slice indices."""
-    step = max(1, math.ceil(len(centres) / 8))
-    y = frame.plot_bottom + (26 if frame.bottom > 50 else 16)
-    return [
-        _text(x, y, str(i if runs is None else runs[i][0]), "tick")
-        for i, x in enumerate(centres)
-        if i % step == 0
-    ]
-
-
-def _legend(entries: Sequence[tuple[str, str, str]]) -> str:
-    parts, x = ['<g class="legend">'], 52.0
-    for shape, color, label in entries:
-        if shape == "box":
-            parts.append(f'<rect x="{x:.1f}" y="8" width="12" height="12" fill="{color}"/>')
-        else:
-            dashes = ' stroke-dasharray="5 3"' if shape == "dash" else ""
-            parts.append(
-                f'<line x1="{x:.1f}" y1="14" x2="{x + 14:.1f}" y2="14" stroke="{color}" '
-                f'stroke-width="2"{dashes}/>'
-            )
-        parts.append(_text(x + 18, 18, label, "legend", anchor="start"))
-        x += 34 + 7.4 * len(label)
-    parts.append("</g>")
-    return "".join(parts)
-
-
-def _path(points: Sequence[tuple[float, float] | None]) -> str:
-    """An SVG path through ``points``, broken where a point is missing."""
-    commands, pen_down = [], False
-    for point in points:
-        if point is None:
-            pen_down = False
-            continue
-        commands.append(f"{'L' if pen_down else 'M'}{point[0]:.1f} {point[1]:.1f}")
-        pen_down = True
-    return " ".join(commands) or "M0 0"
-
-
-def _db_text(value: float | None) -> str:
-    if value is None:
-        return "not measured"
-    if math.isinf(value):
-        return "\u221e dB (no error)" if value > 0 else "\u2212\u221e dB"
-    return f"{value:.1f} dB"
-
-
-def _text(x: float, y: float, text: str, css: str, *, anchor: str = "middle") -> str:
-    return (
-        f'<text class="{css}" x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" '
-        f'fill="currentColor">{escape(text)}</text>'
-    )
 
 
 def slice_series(output: str, whole_db: float, verdict: SliceVerdict) -> list[SliceSeries]:
