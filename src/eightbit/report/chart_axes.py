@@ -55,9 +55,9 @@ def db_axis(values: Sequence[float | None], *, include_zero: bool = False) -> tu
     return (low, high + 10.0) if high <= low else (low, high)
 
 
-def open_svg(kind: str, height: int, label: str) -> str:
+def open_svg(kind: str, height: int, label: str, width: int = WIDTH) -> str:
     return (
-        f'<svg class="chart chart-{kind}" viewBox="0 0 {WIDTH} {height}" width="100%" '
+        f'<svg class="chart chart-{kind}" viewBox="0 0 {width} {height}" width="100%" '
         f'role="img" aria-label="{escape(label)}" font-size="{FONT}">'
         f"<title>{escape(label)}</title>"
     )
@@ -105,8 +105,8 @@ def x_ticks(
     ]
 
 
-def legend(entries: Sequence[tuple[str, str, str]]) -> str:
-    parts, x = ['<g class="legend">'], 52.0
+def legend(entries: Sequence[tuple[str, str, str]], *, left: float = 52.0) -> str:
+    parts, x = ['<g class="legend">'], left
     for shape, color, label in entries:
         if shape == "box":
             parts.append(f'<rect x="{x:.1f}" y="8" width="12" height="12" fill="{color}"/>')

@@ -16,7 +16,6 @@ from html import escape
 
 from eightbit.analysis.slices import PartVerdict, SliceVerdict
 from eightbit.report.chart_axes import (
-    WIDTH,
     Frame,
     db_axis,
     db_grid,
@@ -258,58 +257,52 @@ def _slice_bar(
 # --- what would fix it ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Columns:
-    """The fix chart's two columns of bars; each bar leaves room after it for its value."""
-
-    gain_left: float = 14
-    gain_width: float = WIDTH / 2 + 20 - 14 - 90
-    cost_left: float = WIDTH / 2 + 30
-    cost_width: float = WIDTH / 2 - 30 - 10 - 90
+# The fix chart is one narrow column (name, then its two bars), so that a phone shows it
+# whole with legible text; the widest bar leaves room after it for its value.
+FIX_WIDTH = 480
+_FIX_LEFT, _FIX_BAR = 14, 480 - 14 - 110
 
 
 def fix_chart(rows: Sequence[FixRow]) -> str:
     """Per node with a what-if run: output SQNR gained in float, and parameter bytes added."""
-    row_height, top = 46, 34
-    height = top + row_height * max(len(rows), 1) + 40
-    columns = _Columns()
+    row_height, top = 66, 34
+    height = top + row_height * max(len(rows), 1) + 24
     largest_gain = max([abs(row.gain_db) for row in rows if math.isfinite(row.gain_db)] + [1.0])
     largest_cost = max([abs(row.extra_bytes) for row in rows] + [1])
-    parts = [open_svg("fix", height, "What keeping each worst node in float would buy and cost")]
+    label = "What keeping each worst node in float would buy and cost"
+    parts = [open_svg("fix", height, label, width=FIX_WIDTH)]
     parts.append(
-        text(columns.gain_left, top - 14, "output SQNR gained (dB)", "axis", anchor="start")
+        legend(
+            [
+                ("box", COLORS["gain"], "output SQNR gained (dB)"),
+                ("box", COLORS["cost"], "parameter bytes added"),
+            ],
+            left=_FIX_LEFT,
+        )
     )
-    parts.append(text(columns.cost_left, top - 14, "parameter bytes added", "axis", anchor="start"))
     for position, row in enumerate(rows):
         gain = row.gain_db
         if not math.isfinite(gain):
             gain = math.copysign(largest_gain, gain)
         y = top + position * row_height
         gain_bar = _hbar(
-            columns.gain_left,
-            y,
-            columns.gain_width * abs(gain) / largest_gain,
+            y + 18,
+            _FIX_BAR * abs(gain) / largest_gain,
             COLORS["gain"] if gain >= 0 else COLORS["loss"],
             _signed_db(row.gain_db),
         )
         cost_bar = _hbar(
-            columns.cost_left,
-            y,
-            columns.cost_width * abs(row.extra_bytes) / largest_cost,
+            y + 38,
+            _FIX_BAR * abs(row.extra_bytes) / largest_cost,
             COLORS["cost"],
             _signed_size(row.extra_bytes),
         )
-        name = text(columns.gain_left, y + 12, _short(row.node, 56), "name", anchor="start")
+        name = text(_FIX_LEFT, y + 12, _short(row.node, 60), "name", anchor="start")
         parts.append(
             f'<g class="fix"><title>{escape(_fix_tip(row))}</title>{name}{gain_bar}{cost_bar}</g>'
         )
-    middle = columns.cost_left - 10
     parts.append(
-        f'<line x1="{middle}" y1="{top - 8}" x2="{middle}" y2="{height - 36}" '
-        'stroke="currentColor" stroke-opacity="0.3"/>'
-    )
-    parts.append(
-        text(WIDTH / 2, height - 8, "worst nodes, one row each (hover for details)", "axis")
+        text(FIX_WIDTH / 2, height - 8, "worst nodes, one each (hover for details)", "axis")
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -323,13 +316,13 @@ def _fix_tip(row: FixRow) -> str:
     )
 
 
-def _hbar(x: float, y: float, width: float, color: str, value: str) -> str:
-    """A bar of ``width`` under a row's name, and its value after it."""
+def _hbar(y: float, width: float, color: str, value: str) -> str:
+    """A bar of ``width`` at ``y``, and its value after it."""
     width = max(width, 1.0)
     return (
-        f'<rect class="hbar" x="{x:.1f}" y="{y + 18:.1f}" width="{width:.1f}" '
+        f'<rect class="hbar" x="{_FIX_LEFT}" y="{y:.1f}" width="{width:.1f}" '
         f'height="14" fill="{color}"/>'
-        + text(x + width + 4, y + 30, value, "value", anchor="start")
+        + text(_FIX_LEFT + width + 4, y + 12, value, "value", anchor="start")
     )
 
 
