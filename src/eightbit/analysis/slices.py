@@ -67,6 +67,8 @@ class SliceVerdict:
     ``worst_axis``/``worst_index``: where the worst slice is (None for an output with no
     axis besides the samples, judged whole). ``collapsed``: (axis, index) of every
     collapsed slice along the judged axes; ``slices``: how many slices were judged.
+    ``sqnrs``: (axis, SQNR of every slice along it) per judged axis, for the report's
+    chart; not in ``to_dict`` (its size is the output's dimensions).
     """
 
     worst_sqnr_db: float
@@ -75,6 +77,7 @@ class SliceVerdict:
     slices: int
     collapsed: tuple[tuple[int, int], ...]
     parts: tuple[PartVerdict, ...] = ()
+    sqnrs: tuple[tuple[int, tuple[float, ...]], ...] = ()
 
     @property
     def has_collapse(self) -> bool:
@@ -222,9 +225,11 @@ class SliceSums:
             return None
         worst: tuple[float, int | None, int | None] = (math.inf, None, None)
         collapsed: list[tuple[int, int]] = []
+        by_axis: list[tuple[int, tuple[float, ...]]] = []
         count = 0
         for axis in judged_axes(self.ndim):
             sqnrs = self._slice_sqnrs(axis)
+            by_axis.append((axis, tuple(float(value) for value in sqnrs)))
             flat = self._collapsed(axis, sqnrs)
             collapsed += [(axis, int(index)) for index in flat]
             count += len(sqnrs)
@@ -238,6 +243,7 @@ class SliceSums:
             slices=count,
             collapsed=tuple(collapsed),
             parts=tuple(self._part(part) for part in parts if self._fits(part)),
+            sqnrs=tuple(by_axis),
         )
 
     def _slice_sqnrs(self, axis: int) -> np.ndarray:

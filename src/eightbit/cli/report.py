@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import webbrowser
+from pathlib import Path
 from typing import Any
 
 import click
@@ -31,6 +34,12 @@ from eightbit.report import build_report, write_report
     show_default=True,
     help="Timed runs of each model for the latency summary (0: none).",
 )
+@click.option(
+    "--open",
+    "open_page",
+    is_flag=True,
+    help="Open the page in the default web browser when there is one (else just say where it is).",
+)
 def report_command(
     float_model: str,
     int8_model: str,
@@ -38,13 +47,16 @@ def report_command(
     plan: str | None,
     title: str | None,
     latency_runs: int,
+    open_page: bool,
     **params: Any,
 ) -> None:
     """Write an HTML report comparing INT8.onnx (a QDQ model) with FLOAT.onnx.
 
-    Summary (size, agreement, accuracy, latency), per-layer table (SQNR, overflow,
-    underflow, fallback reasons), log2 histograms of every quantized tensor, and the
-    plan's decisions when <int8 stem>.plan.json lies beside the int8 model.
+    Summary (size, agreement, accuracy, latency); charts of SQNR along the network's
+    depth, per output slice, and what keeping the worst nodes in float would buy; the
+    worst tensors' histograms; per-layer table (SQNR, overflow, underflow, fallback
+    reasons), log2 histograms of every quantized tensor, and the plan's decisions when
+    <int8 stem>.plan.json lies beside the int8 model. --open shows it in a browser.
     """
     require_ray(params["ray"])
     options = run_options(params)
@@ -82,3 +94,18 @@ def report_command(
         f"wrote {output}: {len(data.layers)} layers, parameters "
         f"{data.summary.saved_percent:.1f}% smaller{agreement}"
     )
+    if open_page:
+        if open_in_browser(output):
+            click.echo(f"opened {output} in the web browser")
+        else:
+            click.echo(f"no web browser found here: open {output} yourself")
+
+
+def open_in_browser(path: str | os.PathLike[str]) -> bool:
+    """Open the file at ``path`` with ``webbrowser``; False, never an error, when no browser
+    exists or none starts (a server, a container, CI)."""
+    try:
+        webbrowser.get()  # raises webbrowser.Error when no browser is registered at all
+        return bool(webbrowser.open(Path(path).resolve().as_uri()))
+    except (webbrowser.Error, OSError):
+        return False

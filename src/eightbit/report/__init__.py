@@ -2,8 +2,8 @@
 
 ``build_report`` runs the analysis (``eightbit.analysis.validate``) and joins its results
 into ``ReportData`` (``model``: plain frozen values); ``render_html`` fills the one
-template with them (``html``, inline SVG histograms from ``svg``); ``write_report``
-writes the page atomically.
+template with them (``html``; the opening pictures from ``pictures``, drawn by ``charts``;
+inline SVG histograms from ``svg``); ``write_report`` writes the page atomically.
 """
 
 from eightbit.report.build import build_report, report_data

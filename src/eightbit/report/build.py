@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from eightbit import __version__
 from eightbit.analysis import (
@@ -19,7 +19,8 @@ from eightbit.analysis.models import DataLike, ModelLike, PlanLike
 from eightbit.analysis.qdq import node_label
 from eightbit.analysis.validate import IN_PROCESS, Passes
 from eightbit.errors import ConfigError
-from eightbit.qdq import QDQ_OPS
+from eightbit.qdq import QDQ_OPS, is_dequantize, is_quantize
+from eightbit.quant import QuantParams
 from eightbit.report.model import (
     Decision,
     HistogramData,
@@ -110,6 +111,7 @@ def _layer_rows(
             )
     memory = {layer.node: layer for layer in result.memory.layers}
     decisions = {d.name: d for d in pair.plan.nodes} if pair.plan else {}
+    planned = pair.plan.tensors if pair.plan else {}
     rows: list[LayerRow] = []
     for activation in result.layers.activations:
         if activation.node is None:  # a quantized graph input: no node computes it
@@ -128,6 +130,9 @@ def _layer_rows(
         else:
             status = "int8" if output is not None else "float"
         layer_memory = memory.get(label)
+        stored = None
+        if output is None and status == "int8":
+            stored = _stored_format(pair, node.outputs, planned)
         rows.append(
             _row(
                 len(rows),
@@ -140,9 +145,24 @@ def _layer_rows(
                 weight_sqnr.get(label),
                 0 if layer_memory is None else layer_memory.float_bytes,
                 0 if layer_memory is None else layer_memory.int8_bytes,
+                stored,
             )
         )
     return tuple(rows)
+
+
+def _stored_format(
+    pair: ModelPair, outputs: Sequence[str], planned: Mapping[str, QuantParams]
+) -> QuantParams | None:
+    """The plan's format of a node output the analysis could not read (a 16-bit one, whose
+    QuantizeLinear the notes list): the row still says how it is stored. The writer names
+    the producer's output ``<tensor>_prequant`` and the DequantizeLinear's ``<tensor>``."""
+    graph = pair.int8_graph
+    for quantize in (n for n in graph.consumers(outputs[0]) if is_quantize(n)) if outputs else ():
+        for reader in graph.consumers(quantize.outputs[0]):
+            if is_dequantize(reader) and reader.outputs[0] in planned:
+                return planned[reader.outputs[0]]
+    return None
 
 
 def _row(
@@ -156,8 +176,9 @@ def _row(
     weight_sqnr: float | None,
     float_bytes: int,
     int8_bytes: int,
+    stored: QuantParams | None = None,
 ) -> LayerRow:
-    params = None if report is None else report.params
+    params = stored if report is None else report.params
     return LayerRow(
         index=index,
         node=node,

@@ -17,6 +17,7 @@ from string import Template
 from eightbit._io import atomic_write_text
 from eightbit.analysis import OutputMetrics
 from eightbit.report.model import Decision, HistogramData, LayerRow, ReportData, WhatIfRow
+from eightbit.report.pictures import depth_block, fix_block, multiples_block, slices_block
 from eightbit.report.svg import histogram_svg
 
 # Histograms of the worst activations are shown open; the rest start collapsed.
@@ -39,6 +40,10 @@ def render_html(data: ReportData) -> str:
             f"{summary.samples} samples"
         ),
         summary=_summary(data),
+        depth=depth_block(data),
+        slices=slices_block(summary.outputs),
+        fix=fix_block(data),
+        multiples=multiples_block(data.histograms),
         outputs=_outputs(summary.outputs),
         worst=_worst(data.worst[:WORST_SHOWN]),
         what_if=_what_if(data.what_if),

@@ -121,6 +121,27 @@ class WhatIfRow:
 
 
 @dataclass(frozen=True)
+class FixRow:
+    """What keeping one node in float would buy and cost (docs/numerics.md §A.10).
+
+    ``gain_db``: the first output's SQNR with the node in float minus the int8 model's;
+    ``extra_bytes``: the node's float parameter bytes minus its int8 ones.
+    """
+
+    node: str
+    tensor: str
+    int8_db: float
+    kept_float_db: float
+    extra_bytes: int
+
+    @property
+    def gain_db(self) -> float:
+        if self.kept_float_db == self.int8_db:  # equal infinities too: nothing gained
+            return 0.0
+        return self.kept_float_db - self.int8_db
+
+
+@dataclass(frozen=True)
 class ReportData:
     summary: Summary
     layers: tuple[LayerRow, ...]
@@ -134,3 +155,22 @@ class ReportData:
     def worst(self) -> tuple[LayerRow, ...]:
         ranked = [row for row in self.layers if row.worst_rank is not None]
         return tuple(sorted(ranked, key=lambda row: row.worst_rank or 0))
+
+    @property
+    def fixes(self) -> tuple[FixRow, ...]:
+        """The what-if runs as gains and costs, largest gain first (no new measurement)."""
+        layers = {row.node: row for row in self.layers}
+        rows = []
+        for entry in self.what_if:
+            layer = layers.get(entry.node or f"(input) {entry.tensor}")
+            extra = 0 if layer is None else layer.float_bytes - layer.int8_bytes
+            rows.append(
+                FixRow(
+                    node=entry.node or f"(input) {entry.tensor}",
+                    tensor=entry.tensor,
+                    int8_db=entry.int8_sqnr_db,
+                    kept_float_db=entry.kept_float_sqnr_db,
+                    extra_bytes=extra,
+                )
+            )
+        return tuple(sorted(rows, key=lambda row: -row.gain_db))

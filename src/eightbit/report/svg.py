@@ -5,7 +5,9 @@ at the left. Heights are ``log(1 + count)``: the few values that clip or vanish 
 the chart is for, and on a linear axis they would not show next to the bulk. Bars are
 coloured by what the format does to them: blue inside the window, orange below half an
 LSB (rounds to zero), red past the largest magnitude (clipped). Hand-written SVG stays
-small and sharp at any zoom, which matters with hundreds of histograms in one page.
+small and sharp at any zoom, which matters with hundreds of histograms in one page. The
+``<svg>`` scales to its container (``viewBox``, ``width="100%"``) and draws text and axes
+in ``currentColor``, so the page's colours (dark mode too) apply.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def histogram_svg(data: HistogramData) -> str:
     tallest = max([*data.counts, data.zeros, 1])
     parts = [
         f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" '
-        f'width="{WIDTH}" height="{HEIGHT}" role="img" class="hist" '
+        f'width="100%" role="img" class="hist" '
         f'aria-label="log2 histogram of {escape(data.tensor)}">',
         f"<title>log2 |x| of {escape(data.tensor)}</title>",
     ]
@@ -89,7 +91,8 @@ def histogram_svg(data: HistogramData) -> str:
             tip = f"2^{k} \u2264 |x| < 2^{k + 1}"
             parts.append(bar(x_of(k), count, _bin_color(k, data), tip))
     parts.append(
-        f'<line x1="{_LEFT}" y1="{bottom}" x2="{right_edge:.1f}" y2="{bottom}" stroke="#333"/>'
+        f'<line x1="{_LEFT}" y1="{bottom}" x2="{right_edge:.1f}" y2="{bottom}" '
+        'stroke="currentColor"/>'
     )
     parts.append(_text(_LEFT + slot / 2, bottom + 14, "0"))
     step = max(1, math.ceil((high - low + 1) / _MAX_TICKS))
@@ -124,8 +127,9 @@ def _rect(x: float, y: float, width: float, height: float, fill: str) -> str:
 
 def _marker(x: float, label: str, row: int) -> str:
     return (
-        f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{HEIGHT - _BOTTOM}" stroke="#555" '
-        f'stroke-dasharray="3 3"/>{_text(x + 3, _TOP + 10 + 13 * row, label, anchor="start")}'
+        f'<line x1="{x:.1f}" y1="{_TOP}" x2="{x:.1f}" y2="{HEIGHT - _BOTTOM}" '
+        'stroke="currentColor" stroke-dasharray="3 3"/>'
+        + _text(x + 3, _TOP + 10 + 13 * row, label, anchor="start")
     )
 
 
@@ -141,5 +145,5 @@ def _count(count: int) -> str:
 def _text(x: float, y: float, text: str, *, anchor: str = "middle") -> str:
     return (
         f'<text x="{x:.1f}" y="{y:.1f}" font-size="11" text-anchor="{anchor}" '
-        f'fill="#333">{escape(text)}</text>'
+        f'fill="currentColor">{escape(text)}</text>'
     )
