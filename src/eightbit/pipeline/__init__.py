@@ -28,6 +28,7 @@ from eightbit.errors import ConfigError
 from eightbit.graph import Graph, load_model, normalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
+from eightbit.pipeline.dynamic import dynamic_steps
 from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
 from eightbit.pipeline.stages import (
     BiasCorrection,
@@ -141,14 +142,23 @@ def quantize(
     )  # fmt: skip
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"'config' must be a QuantConfig (got {type(config).__name__})")
-    if data is None and ranges is None:
-        raise ConfigError("quantize needs calibration data, or ranges from eightbit calibrate")
+    dynamic = config.mode == "dynamic"
+    if data is None and ranges is None and not dynamic:
+        raise ConfigError(
+            "quantize needs calibration data, or ranges from eightbit calibrate "
+            "(or mode 'dynamic', which needs none)"
+        )
+    if dynamic and ranges is not None:
+        raise ConfigError("mode 'dynamic' quantizes activations at run time: give no ranges")
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
     exported, data, reports = _front_end(model, data, example_inputs)
-    state = _start(exported, data, ranges, image, check_samples, settings)
+    # Dynamic mode learns nothing from data unless a budget's fallback scores on it: then
+    # every sample serves the check.
+    calibrating = not dynamic or settings.improve.fallback
+    state = _start(exported, data, ranges, image, check_samples, settings, calibrating)
     state = dataclasses.replace(state, reports=reports)
-    for step in steps():
+    for step in dynamic_steps() if dynamic else steps():
         if step.applies(settings):
             state = step.run(state)
     return state.result()
@@ -174,8 +184,10 @@ def _start(
     image: ImageOptions | None,
     check_samples: int | None,
     settings: Settings,
+    calibrating: bool = True,
 ) -> State:
-    """The state before any step: the model normalized, the data opened and split."""
+    """The state before any step: the model normalized, the data opened and split
+    (``calibrating``: samples are set apart to learn from, else all may check)."""
     float_model = normalize(exported)
     calibration = settings.calibration
     source = None
@@ -187,9 +199,10 @@ def _start(
             image=image,
             skip_nonfinite=calibration.skip_nonfinite,
         )
-    calibrate_count, check_count = split(source, calibration, check_samples, ranges is None)
+    calibrating = calibrating and ranges is None
+    calibrate_count, check_count = split(source, calibration, check_samples, calibrating)
     # The steps learn from the calibration samples only; the held-back ones stay unseen.
-    samples = None if source is None or ranges is not None else window(source, 0, calibrate_count)
+    samples = None if source is None or not calibrating else window(source, 0, calibrate_count)
     kept = exported if samples is None else None  # only bias correction without data reads it
     return State(
         settings, kept, float_model, source, samples, calibrate_count, check_count,

@@ -1,0 +1,109 @@
+"""Dynamic mode: the plan, the written model against float, the CLI without data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import CliRunner
+
+from eightbit.cli import main
+from eightbit.errors import ConfigError
+from eightbit.export.dynamic import plan_dynamic, to_dynamic
+from eightbit.graph import Graph, make_session, normalize, save_model
+from eightbit.pipeline import quantize
+from eightbit.plan import QuantPlan
+from eightbit.quant import QuantConfig
+from tests.dynamic.encoder import encoder, token_ids
+
+DYNAMIC = QuantConfig(mode="dynamic")
+
+
+def _run(model: onnx.ModelProto, ids: np.ndarray) -> np.ndarray:
+    return np.asarray(make_session(model).run(None, {"ids": ids})[0])
+
+
+def _sqnr(reference: np.ndarray, got: np.ndarray) -> float:
+    noise = np.sum((reference.astype(np.float64) - got) ** 2)
+    return float(10 * np.log10(np.sum(reference.astype(np.float64) ** 2) / noise))
+
+
+def test_plan_quantizes_products_with_constant_weights_and_the_table() -> None:
+    plan = plan_dynamic(Graph(normalize(encoder())), DYNAMIC)
+    assert {d.name for d in plan.quantized_nodes()} == {"embed", "mm1", "gemm"}
+    assert plan.decision("scores").reason  # two activations: float in dynamic mode
+    assert plan.tensors["w1"].axis == 1 and plan.tensors["w2"].axis == 0  # output columns
+    assert plan.tensors["table"].axis == 0 and plan.tensors["table"].scale.shape == (40,)
+    assert QuantPlan.from_dict(json.loads(json.dumps(plan.to_dict()))).config.mode == "dynamic"
+
+
+def test_written_model_is_close_to_float_and_uses_integer_kernels() -> None:
+    model = normalize(encoder())
+    plan = plan_dynamic(Graph(model), DYNAMIC)
+    written = to_dynamic(model, plan)
+    onnx.checker.check_model(written)
+    ops = [node.op_type for node in written.graph.node]
+    assert ops.count("MatMulInteger") == 2 and ops.count("MatMul") == 1
+    assert not any(t.name in ("w1", "w2", "table") for t in written.graph.initializer)
+    ids = token_ids(32)
+    assert _sqnr(_run(model, ids), _run(written, ids)) > 30
+
+
+def test_static_plans_stay_as_they_were() -> None:
+    assert "mode" not in QuantConfig().to_dict()
+    assert QuantConfig.from_dict(QuantConfig().to_dict()).mode == "static"
+
+
+def test_dynamic_refuses_settings_it_cannot_run() -> None:
+    with pytest.raises(ConfigError, match="'mode' must be one of"):
+        QuantConfig(mode="dynamik")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dynamic"):
+        QuantConfig(mode="dynamic", scheme="pow2")
+
+
+def test_quantize_without_data_in_dynamic_mode() -> None:
+    result = quantize(encoder(), None, DYNAMIC)
+    assert result.plan.config.mode == "dynamic" and result.check is None
+    ids = token_ids(16)
+    assert _sqnr(_run(encoder(), ids), _run(result.model, ids)) > 30
+
+
+def test_quantize_with_data_checks_on_every_sample() -> None:
+    result = quantize(encoder(), {"ids": token_ids(40)}, DYNAMIC, check_samples=40)
+    assert result.check is not None and result.check.samples == 40
+
+
+def test_cli_dynamic_without_data(tmp_path: Path) -> None:
+    source = tmp_path / "encoder.onnx"
+    save_model(encoder(), source)
+    before = source.read_bytes()
+    out = tmp_path / "int8.onnx"
+    result = CliRunner().invoke(
+        main, ["quantize", str(source), "-o", str(out), "--mode", "dynamic", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["mode"] == "dynamic" and summary["nodes_quantized"] == 3
+    assert source.read_bytes() == before and out.exists()
+    assert json.loads(out.with_name("int8.plan.json").read_text())["config"]["mode"] == "dynamic"
+
+
+def test_cli_bad_mode_is_one_error_line(tmp_path: Path) -> None:
+    source = tmp_path / "encoder.onnx"
+    save_model(encoder(), source)
+    out = tmp_path / "int8.onnx"
+    result = CliRunner().invoke(main, ["quantize", str(source), "-o", str(out), "--mode", "fast"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "--mode" in lines[0]
+    assert not out.exists()
+
+
+def test_cli_static_without_data_still_refused(tmp_path: Path) -> None:
+    source = tmp_path / "encoder.onnx"
+    save_model(encoder(), source)
+    result = CliRunner().invoke(main, ["quantize", str(source), "-o", str(tmp_path / "o.onnx")])
+    assert result.exit_code == 2 and "dynamic" in result.output
