@@ -102,6 +102,40 @@ def to_dynamic(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     return result
 
 
+# The int8 weights are stored offset by this, as uint8 with zero point 128 (eq. D.2): the
+# same products, and ONNX Runtime's u8 x u8 kernels sum them exactly on every x86 CPU,
+# where its u8 x s8 kernels saturate pairs of products to 16 bits without VNNI (§1.9) unless
+# the session asks for exact sums.
+WEIGHT_OFFSET = 128
+# Row codes are symmetric around this zero point: uint8 [1, 255] (eq. D.4).
+ROW_ZERO_POINT = 128
+
+
+def _weight(
+    product: DynamicWeight, graph: Graph, plan: QuantPlan, names: FreshNames
+) -> tuple[tuple[str, str, str], list[TensorProto]]:
+    """The names of the stored weight [K, N], its zero points and its column scales [N],
+    and the constants that hold them."""
+    params = plan.tensors[product.weight]
+    integers = quantize_values(graph.initializers[product.weight], params)
+    if product.transposed:
+        integers = integers.T  # MatMulInteger reads [K, N]
+    columns = integers.shape[1]
+    scale = np.broadcast_to(params.scale, (columns,)) if params.axis is not None else params.scale
+    stored = (integers.astype(np.int16) + WEIGHT_OFFSET).astype(np.uint8)
+    weight, zero, column_scale = (
+        names(f"{product.weight}_quantized"),
+        names(f"{product.weight}_zero_point"),
+        names(f"{product.weight}_scale"),
+    )
+    constants = [
+        numpy_helper.from_array(np.ascontiguousarray(stored), weight),
+        numpy_helper.from_array(np.full(np.shape(scale), WEIGHT_OFFSET, np.uint8), zero),
+        numpy_helper.from_array(np.asarray(scale, np.float32), column_scale),
+    ]
+    return (weight, zero, column_scale), constants
+
+
 def _product(
     product: DynamicWeight,
     graph: Graph,
@@ -109,102 +143,75 @@ def _product(
     names: FreshNames,
     output: str,
 ) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
-    """``DynamicQuantizeLinear`` -> ``MatMulInteger`` -> ``Cast`` -> ``Mul`` (-> ``Add``)."""
-    if plan.config.row_scales:
-        return _product_rows(product, graph, plan, names, output)
-    params = plan.tensors[product.weight]
-    integers = quantize_values(graph.initializers[product.weight], params)
-    if product.transposed:
-        integers = integers.T  # MatMulInteger reads [K, N]
-    columns = integers.shape[1]
-    scale = np.broadcast_to(params.scale, (columns,)) if params.axis is not None else params.scale
+    """The int8 product writing ``output``: per-row or per-tensor input scales."""
+    (weight, zero, column_scale), constants = _weight(product, graph, plan, names)
     base = product.node
-    weight, zero, column_scale = (
-        names(f"{product.weight}_quantized"),
-        names(f"{product.weight}_zero_point"),
-        names(f"{product.weight}_scale"),
-    )
-    constants = [
-        numpy_helper.from_array(np.ascontiguousarray(integers), weight),
-        numpy_helper.from_array(np.zeros(np.shape(scale), np.int8), zero),
-        numpy_helper.from_array(np.asarray(scale, np.float32), column_scale),
-    ]
-    x_q, x_scale, x_zero = (names(f"{base}_input_{part}") for part in ("q", "scale", "zero"))
-    sums, sums_float, both = (names(f"{base}_{part}") for part in ("int32", "sums", "scale"))
     scaled = output if product.bias is None else names(f"{base}_product")
-    nodes = [
-        helper.make_node(
-            "DynamicQuantizeLinear", [product.data], [x_q, x_scale, x_zero],
-            name=names(f"{base}_quantize"),
-        ),
-        helper.make_node(
-            "MatMulInteger", [x_q, weight, x_zero, zero], [sums], name=names(f"{base}_integer")
-        ),
-        helper.make_node(
-            "Cast", [sums], [sums_float], to=TensorProto.FLOAT, name=names(f"{base}_cast")
-        ),
-        helper.make_node("Mul", [x_scale, column_scale], [both], name=names(f"{base}_scales")),
-        helper.make_node("Mul", [sums_float, both], [scaled], name=names(f"{base}_rescale")),
-    ]  # fmt: skip
+    if plan.config.row_scales:
+        nodes, more = _rows(product.data, (weight, zero, column_scale), base, names, scaled)
+    else:
+        nodes, more = _tensor(product.data, (weight, zero, column_scale), base, names, scaled)
     if product.bias is not None:
         nodes.append(
             helper.make_node("Add", [scaled, product.bias], [output], name=names(f"{base}_bias"))
         )
-    return nodes, constants
+    return nodes, [*constants, *more]
 
 
-# Row codes are symmetric around this zero point: uint8 [1, 255], ONNX Runtime's u8 x s8 path.
-ROW_ZERO_POINT = 128
-
-
-def _product_rows(
-    product: DynamicWeight,
-    graph: Graph,
-    plan: QuantPlan,
-    names: FreshNames,
-    output: str,
+def _tensor(
+    data: str, stored: tuple[str, str, str], base: str, names: FreshNames, output: str
 ) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
-    """One scale per row of the input (per token), computed in the graph (§D.4)."""
-    params = plan.tensors[product.weight]
-    integers = quantize_values(graph.initializers[product.weight], params)
-    if product.transposed:
-        integers = integers.T
-    columns = integers.shape[1]
-    scale = np.broadcast_to(params.scale, (columns,)) if params.axis is not None else params.scale
-    base = product.node
-    n = {part: names(f"{base}_{part}") for part in (
-        "abs", "absmax", "row_scale", "ratio", "rounded", "shifted", "q", "int32", "sums",
-        "rows_scaled", "weight_q", "weight_zero", "weight_scale", "input_zero", "inv127",
-        "tiny", "safe_scale", "offset",
-    )}  # fmt: skip
-    constants = [
-        numpy_helper.from_array(np.ascontiguousarray(integers), n["weight_q"]),
-        numpy_helper.from_array(np.zeros(np.shape(scale), np.int8), n["weight_zero"]),
-        numpy_helper.from_array(np.asarray(scale, np.float32), n["weight_scale"]),
-        numpy_helper.from_array(np.asarray(ROW_ZERO_POINT, np.uint8), n["input_zero"]),
-        numpy_helper.from_array(np.asarray(1 / 127, np.float32), n["inv127"]),
-        numpy_helper.from_array(np.asarray(1e-30, np.float32), n["tiny"]),
-        numpy_helper.from_array(np.asarray(ROW_ZERO_POINT, np.float32), n["offset"]),
-    ]
-    scaled = output if product.bias is None else names(f"{base}_product")
+    """``DynamicQuantizeLinear`` -> ``MatMulInteger`` -> ``Cast`` -> ``Mul`` (eq. D.1, D.2)."""
+    weight, zero, column_scale = stored
+    x_q, x_scale, x_zero = (names(f"{base}_input_{part}") for part in ("q", "scale", "zero"))
+    sums, sums_float, both = (names(f"{base}_{part}") for part in ("int32", "sums", "scale"))
     make = helper.make_node
     nodes = [
-        make("Abs", [product.data], [n["abs"]], name=names(f"{base}_abs")),
+        make("DynamicQuantizeLinear", [data], [x_q, x_scale, x_zero],
+             name=names(f"{base}_quantize")),
+        make("MatMulInteger", [x_q, weight, x_zero, zero], [sums], name=names(f"{base}_integer")),
+        make("Cast", [sums], [sums_float], to=TensorProto.FLOAT, name=names(f"{base}_cast")),
+        make("Mul", [x_scale, column_scale], [both], name=names(f"{base}_scales")),
+        make("Mul", [sums_float, both], [output], name=names(f"{base}_rescale")),
+    ]  # fmt: skip
+    return nodes, []
+
+
+def _rows(
+    data: str, stored: tuple[str, str, str], base: str, names: FreshNames, output: str
+) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
+    """One symmetric scale per row of the input (per token), computed in the graph (eq. D.4):
+    ``s_r = max(max_k |x_rk| / 127, tiny)``, ``q = round(x / s_r) + 128``."""
+    weight, zero, column_scale = stored
+    n = {part: names(f"{base}_{part}") for part in (
+        "abs", "absmax", "row_scale", "safe_scale", "ratio", "rounded", "shifted", "q",
+        "int32", "sums", "rows_scaled", "input_zero", "inv127", "tiny", "offset",
+    )}  # fmt: skip
+    constants = [
+        numpy_helper.from_array(np.asarray(ROW_ZERO_POINT, np.uint8), n["input_zero"]),
+        numpy_helper.from_array(np.asarray(1 / 127, np.float32), n["inv127"]),
+        numpy_helper.from_array(np.asarray(ROW_TINY, np.float32), n["tiny"]),
+        numpy_helper.from_array(np.asarray(ROW_ZERO_POINT, np.float32), n["offset"]),
+    ]
+    make = helper.make_node
+    nodes = [
+        make("Abs", [data], [n["abs"]], name=names(f"{base}_abs")),
         make("ReduceMax", [n["abs"]], [n["absmax"]], axes=[-1], keepdims=1,
              name=names(f"{base}_absmax")),
         make("Mul", [n["absmax"], n["inv127"]], [n["row_scale"]], name=names(f"{base}_scale")),
         make("Max", [n["row_scale"], n["tiny"]], [n["safe_scale"]], name=names(f"{base}_safe")),
-        make("Div", [product.data, n["safe_scale"]], [n["ratio"]], name=names(f"{base}_div")),
+        make("Div", [data, n["safe_scale"]], [n["ratio"]], name=names(f"{base}_div")),
         make("Round", [n["ratio"]], [n["rounded"]], name=names(f"{base}_round")),
         make("Add", [n["rounded"], n["offset"]], [n["shifted"]], name=names(f"{base}_offset")),
         make("Cast", [n["shifted"]], [n["q"]], to=TensorProto.UINT8, name=names(f"{base}_q")),
-        make("MatMulInteger", [n["q"], n["weight_q"], n["input_zero"], n["weight_zero"]],
-             [n["int32"]], name=names(f"{base}_integer")),
+        make("MatMulInteger", [n["q"], weight, n["input_zero"], zero], [n["int32"]],
+             name=names(f"{base}_integer")),
         make("Cast", [n["int32"]], [n["sums"]], to=TensorProto.FLOAT, name=names(f"{base}_cast")),
         make("Mul", [n["sums"], n["safe_scale"]], [n["rows_scaled"]], name=names(f"{base}_rows")),
-        make("Mul", [n["rows_scaled"], n["weight_scale"]], [scaled],
-             name=names(f"{base}_rescale")),
+        make("Mul", [n["rows_scaled"], column_scale], [output], name=names(f"{base}_rescale")),
     ]  # fmt: skip
-    if product.bias is not None:
-        nodes.append(make("Add", [scaled, product.bias], [output], name=names(f"{base}_bias")))
     return nodes, constants
+
+
+# A row of zeros gets this scale instead of 0 (its codes are all 128 either way).
+ROW_TINY = 1e-30
