@@ -12,15 +12,19 @@ VOCAB, WIDTH, HIDDEN, OUT, TOKENS = 40, 16, 24, 8, 6
 
 def encoder(seed: int = 0, outlier: float = 0.0) -> onnx.ModelProto:
     """``outlier``: added to one column of the first weight, making one channel of the
-    hidden activation large (what per-row scales and float fallbacks are for)."""
+    hidden activation large (what outlier channels in float are for); the Gemm reads that
+    channel through small weights, as a transformer's next layer does."""
     rng = np.random.default_rng(seed)
     w1 = rng.normal(0, 0.3, (WIDTH, HIDDEN)).astype(np.float32)
     w1[:, 3] += outlier
+    w2 = rng.normal(0, 0.3, (OUT, HIDDEN)).astype(np.float32)  # Gemm transB: [N, K]
+    if outlier:
+        w2[:, 3] /= outlier
     constants = {
         "table": rng.normal(0, 1, (VOCAB, WIDTH)).astype(np.float32),
         "w1": w1,
         "b1": rng.normal(0, 0.1, HIDDEN).astype(np.float32),
-        "w2": rng.normal(0, 0.3, (OUT, HIDDEN)).astype(np.float32),  # Gemm transB: [N, K]
+        "w2": w2,
         "b2": rng.normal(0, 0.1, OUT).astype(np.float32),
         "flat": np.array([-1, HIDDEN], np.int64),
         "back": np.array([-1, TOKENS, OUT], np.int64),

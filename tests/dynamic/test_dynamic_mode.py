@@ -71,9 +71,10 @@ def test_quantize_without_data_in_dynamic_mode() -> None:
     assert _sqnr(_run(encoder(), ids), _run(result.model, ids)) > 30
 
 
-def test_quantize_with_data_checks_on_every_sample() -> None:
-    result = quantize(encoder(), {"ids": token_ids(40)}, DYNAMIC, check_samples=40)
-    assert result.check is not None and result.check.samples == 40
+def test_quantize_with_data_holds_samples_back_for_the_check() -> None:
+    result = quantize(encoder(), {"ids": token_ids(40)}, DYNAMIC, check_samples=10)
+    assert result.check is not None and result.check.samples == 10
+    assert [step.name for step in result.plan.steps] == ["outlier_channels"]
 
 
 def test_cli_dynamic_without_data(tmp_path: Path) -> None:

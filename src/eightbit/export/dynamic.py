@@ -11,6 +11,9 @@ computes in float: there is no calibrated activation to keep.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -18,7 +21,7 @@ from onnx import TensorProto, helper, numpy_helper
 from eightbit.errors import ConfigError
 from eightbit.export.embedding import table_nodes
 from eightbit.graph import FreshNames, Graph, graph_names
-from eightbit.ops.embedding import DynamicWeight, dynamic_weight, table_lookup
+from eightbit.ops.embedding import DynamicWeight, TableLookup, dynamic_weight, table_lookup
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.quant import QuantConfig, QuantParams, quantize_values, weight_params
 
@@ -68,37 +71,29 @@ def to_dynamic(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
 
     The tensor names of ``model`` keep their meaning (each rewritten node's outputs keep
     their names), so graph outputs and value infos are unchanged; ``model`` is not modified.
+    Products that read the same input (attention's query, key and value) share its
+    quantization.
     """
     graph = Graph(model)
     result = onnx.ModelProto()
     result.CopyFrom(model)
-    names = FreshNames(graph_names(result.graph))
+    writer = _Writer(graph, plan, FreshNames(graph_names(result.graph)))
     quantized = {d.name for d in plan.quantized_nodes()}
     body: list[onnx.NodeProto] = []
-    added: list[TensorProto] = []
-    replaced: set[str] = set()
     for proto, node in zip(result.graph.node, graph.nodes, strict=True):
         product, table = dynamic_weight(node, graph), table_lookup(node, graph)
         if node.name not in quantized or (product is None and table is None):
             body.append(proto)
         elif product is not None:
-            nodes, constants = _product(product, graph, plan, names, node.outputs[0])
-            body.extend(nodes)
-            added.extend(constants)
-            replaced.add(product.weight)
+            body.extend(writer.product(product, node.outputs[0]))
         elif table is not None:
-            params = plan.tensors[table.table]
-            values = graph.initializers[table.table]
-            nodes, constants = table_nodes(table, values, params, names, node.outputs[0])
-            body.extend(nodes)
-            added.extend(constants)
-            replaced.add(table.table)
+            body.extend(writer.table(table, node.outputs[0]))
     result.graph.ClearField("node")
     result.graph.node.extend(body)
     read = {name for proto in body for name in proto.input}
-    kept = [t for t in result.graph.initializer if t.name not in replaced or t.name in read]
+    kept = [t for t in result.graph.initializer if t.name not in writer.replaced or t.name in read]
     result.graph.ClearField("initializer")
-    result.graph.initializer.extend([*kept, *added])
+    result.graph.initializer.extend([*kept, *writer.constants])
     return result
 
 
@@ -109,109 +104,123 @@ def to_dynamic(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
 WEIGHT_OFFSET = 128
 # Row codes are symmetric around this zero point: uint8 [1, 255] (eq. D.4).
 ROW_ZERO_POINT = 128
-
-
-def _weight(
-    product: DynamicWeight, graph: Graph, plan: QuantPlan, names: FreshNames
-) -> tuple[tuple[str, str, str], list[TensorProto]]:
-    """The names of the stored weight [K, N], its zero points and its column scales [N],
-    and the constants that hold them."""
-    params = plan.tensors[product.weight]
-    integers = quantize_values(graph.initializers[product.weight], params)
-    if product.transposed:
-        integers = integers.T  # MatMulInteger reads [K, N]
-    columns = integers.shape[1]
-    scale = np.broadcast_to(params.scale, (columns,)) if params.axis is not None else params.scale
-    stored = (integers.astype(np.int16) + WEIGHT_OFFSET).astype(np.uint8)
-    weight, zero, column_scale = (
-        names(f"{product.weight}_quantized"),
-        names(f"{product.weight}_zero_point"),
-        names(f"{product.weight}_scale"),
-    )
-    constants = [
-        numpy_helper.from_array(np.ascontiguousarray(stored), weight),
-        numpy_helper.from_array(np.full(np.shape(scale), WEIGHT_OFFSET, np.uint8), zero),
-        numpy_helper.from_array(np.asarray(scale, np.float32), column_scale),
-    ]
-    return (weight, zero, column_scale), constants
-
-
-def _product(
-    product: DynamicWeight,
-    graph: Graph,
-    plan: QuantPlan,
-    names: FreshNames,
-    output: str,
-) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
-    """The int8 product writing ``output``: per-row or per-tensor input scales."""
-    (weight, zero, column_scale), constants = _weight(product, graph, plan, names)
-    base = product.node
-    scaled = output if product.bias is None else names(f"{base}_product")
-    if plan.config.row_scales:
-        nodes, more = _rows(product.data, (weight, zero, column_scale), base, names, scaled)
-    else:
-        nodes, more = _tensor(product.data, (weight, zero, column_scale), base, names, scaled)
-    if product.bias is not None:
-        nodes.append(
-            helper.make_node("Add", [scaled, product.bias], [output], name=names(f"{base}_bias"))
-        )
-    return nodes, [*constants, *more]
-
-
-def _tensor(
-    data: str, stored: tuple[str, str, str], base: str, names: FreshNames, output: str
-) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
-    """``DynamicQuantizeLinear`` -> ``MatMulInteger`` -> ``Cast`` -> ``Mul`` (eq. D.1, D.2)."""
-    weight, zero, column_scale = stored
-    x_q, x_scale, x_zero = (names(f"{base}_input_{part}") for part in ("q", "scale", "zero"))
-    sums, sums_float, both = (names(f"{base}_{part}") for part in ("int32", "sums", "scale"))
-    make = helper.make_node
-    nodes = [
-        make("DynamicQuantizeLinear", [data], [x_q, x_scale, x_zero],
-             name=names(f"{base}_quantize")),
-        make("MatMulInteger", [x_q, weight, x_zero, zero], [sums], name=names(f"{base}_integer")),
-        make("Cast", [sums], [sums_float], to=TensorProto.FLOAT, name=names(f"{base}_cast")),
-        make("Mul", [x_scale, column_scale], [both], name=names(f"{base}_scales")),
-        make("Mul", [sums_float, both], [output], name=names(f"{base}_rescale")),
-    ]  # fmt: skip
-    return nodes, []
-
-
-def _rows(
-    data: str, stored: tuple[str, str, str], base: str, names: FreshNames, output: str
-) -> tuple[list[onnx.NodeProto], list[TensorProto]]:
-    """One symmetric scale per row of the input (per token), computed in the graph (eq. D.4):
-    ``s_r = max(max_k |x_rk| / 127, tiny)``, ``q = round(x / s_r) + 128``."""
-    weight, zero, column_scale = stored
-    n = {part: names(f"{base}_{part}") for part in (
-        "abs", "absmax", "row_scale", "safe_scale", "ratio", "rounded", "shifted", "q",
-        "int32", "sums", "rows_scaled", "input_zero", "inv127", "tiny", "offset",
-    )}  # fmt: skip
-    constants = [
-        numpy_helper.from_array(np.asarray(ROW_ZERO_POINT, np.uint8), n["input_zero"]),
-        numpy_helper.from_array(np.asarray(1 / 127, np.float32), n["inv127"]),
-        numpy_helper.from_array(np.asarray(ROW_TINY, np.float32), n["tiny"]),
-        numpy_helper.from_array(np.asarray(ROW_ZERO_POINT, np.float32), n["offset"]),
-    ]
-    make = helper.make_node
-    nodes = [
-        make("Abs", [data], [n["abs"]], name=names(f"{base}_abs")),
-        make("ReduceMax", [n["abs"]], [n["absmax"]], axes=[-1], keepdims=1,
-             name=names(f"{base}_absmax")),
-        make("Mul", [n["absmax"], n["inv127"]], [n["row_scale"]], name=names(f"{base}_scale")),
-        make("Max", [n["row_scale"], n["tiny"]], [n["safe_scale"]], name=names(f"{base}_safe")),
-        make("Div", [data, n["safe_scale"]], [n["ratio"]], name=names(f"{base}_div")),
-        make("Round", [n["ratio"]], [n["rounded"]], name=names(f"{base}_round")),
-        make("Add", [n["rounded"], n["offset"]], [n["shifted"]], name=names(f"{base}_offset")),
-        make("Cast", [n["shifted"]], [n["q"]], to=TensorProto.UINT8, name=names(f"{base}_q")),
-        make("MatMulInteger", [n["q"], weight, n["input_zero"], zero], [n["int32"]],
-             name=names(f"{base}_integer")),
-        make("Cast", [n["int32"]], [n["sums"]], to=TensorProto.FLOAT, name=names(f"{base}_cast")),
-        make("Mul", [n["sums"], n["safe_scale"]], [n["rows_scaled"]], name=names(f"{base}_rows")),
-        make("Mul", [n["rows_scaled"], column_scale], [output], name=names(f"{base}_rescale")),
-    ]  # fmt: skip
-    return nodes, constants
-
-
-# A row of zeros gets this scale instead of 0 (its codes are all 128 either way).
+ROW_LEVELS = 127
+# A row of zeros is divided by this instead of 0 (its codes are all 128 either way).
 ROW_TINY = 1e-30
+
+
+@dataclass(frozen=True)
+class _Quantized:
+    """An input quantized at run time: its codes, their zero point, and the scale the int32
+    sums are multiplied by before the column scales (per row, or per tensor)."""
+
+    codes: str
+    zero_point: str
+    scale: str
+
+
+class _Writer:
+    """The nodes and constants of one dynamic model; an input is quantized once."""
+
+    def __init__(self, graph: Graph, plan: QuantPlan, names: FreshNames) -> None:
+        self.graph, self.plan, self.names = graph, plan, names
+        self.constants: list[TensorProto] = []
+        self.replaced: set[str] = set()
+        self.inputs: dict[str, _Quantized] = {}
+
+    def constant(self, base: str, value: np.ndarray) -> str:
+        name = self.names(base)
+        self.constants.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(self, op_type: str, inputs: list[str], base: str, **attrs: Any) -> str:
+        """One node with one fresh output, appended to ``self.pending``; its output name."""
+        output = self.names(f"{base}_{op_type.lower()}")
+        self.pending.append(
+            helper.make_node(
+                op_type, inputs, [output], name=self.names(f"{base}_{op_type}"), **attrs
+            )
+        )
+        return output
+
+    def table(self, table: TableLookup, output: str) -> list[onnx.NodeProto]:
+        params = self.plan.tensors[table.table]
+        values = self.graph.initializers[table.table]
+        nodes, constants = table_nodes(table, values, params, self.names, output)
+        self.constants.extend(constants)
+        self.replaced.add(table.table)
+        return nodes
+
+    def product(self, product: DynamicWeight, output: str) -> list[onnx.NodeProto]:
+        """``MatMulInteger`` of the quantized input and the stored weight, the int32 sums
+        dequantized per column, times the input's scale (eq. D.2), then the bias."""
+        self.pending: list[onnx.NodeProto] = []
+        config = self.plan.config
+        quantized = self.inputs.get(product.data)
+        if quantized is None:
+            quantize = self._rows if config.row_scales else self._tensor
+            quantized = self.inputs[product.data] = quantize(product.data)
+        weight, zero, column_scale = self._weight(product)
+        base = product.node
+        sums = self.node(
+            "MatMulInteger", [quantized.codes, weight, quantized.zero_point, zero], base
+        )
+        zeros = self.constant(f"{base}_sums_zero_point", np.zeros_like(column_scale, np.int32))
+        scale = self.constant(f"{base}_column_scale", column_scale)
+        columns = self.node("DequantizeLinear", [sums, scale, zeros], base, axis=-1)
+        scaled = output if product.bias is None else self.names(f"{base}_product")
+        self.pending.append(
+            helper.make_node(
+                "Mul", [columns, quantized.scale], [scaled], name=self.names(f"{base}_rescale")
+            )
+        )
+        if product.bias is not None:
+            self.pending.append(
+                helper.make_node(
+                    "Add", [scaled, product.bias], [output], name=self.names(f"{base}_bias")
+                )
+            )
+        return self.pending
+
+    def _weight(self, product: DynamicWeight) -> tuple[str, str, np.ndarray]:
+        """The stored weight [K, N] and its zero points (names), and the column scales
+        divided by the input's levels (the input's scale is its magnitude, eq. D.4)."""
+        params = self.plan.tensors[product.weight]
+        integers = quantize_values(self.graph.initializers[product.weight], params)
+        if product.transposed:
+            integers = integers.T  # MatMulInteger reads [K, N]
+        columns = integers.shape[1]
+        scale = np.broadcast_to(params.scale, (columns,)).astype(np.float32)
+        if self.plan.config.row_scales:
+            scale = (scale / np.float32(ROW_LEVELS)).astype(np.float32)
+        stored = (integers.astype(np.int16) + WEIGHT_OFFSET).astype(np.uint8)
+        self.replaced.add(product.weight)
+        weight = self.constant(f"{product.weight}_quantized", np.ascontiguousarray(stored))
+        zero = self.constant(
+            f"{product.weight}_zero_point", np.full(columns, WEIGHT_OFFSET, np.uint8)
+        )
+        return weight, zero, scale
+
+    def _tensor(self, data: str) -> _Quantized:
+        """``DynamicQuantizeLinear``: one scale and zero point for the tensor (eq. D.1)."""
+        codes, scale, zero = (self.names(f"{data}_{part}") for part in ("q", "scale", "zero"))
+        self.pending.append(
+            helper.make_node(
+                "DynamicQuantizeLinear", [data], [codes, scale, zero],
+                name=self.names(f"{data}_DynamicQuantizeLinear"),
+            )
+        )  # fmt: skip
+        return _Quantized(codes, zero, scale)
+
+    def _rows(self, data: str) -> _Quantized:
+        """One symmetric scale per row (per token), in the graph (eq. D.4):
+        ``m_r = max(max_k |x_rk|, tiny)``, ``q = clamp(round(x / m_r / (1/127)) + 128)``."""
+        magnitude = self.node("Abs", [data], data)
+        largest = self.node("ReduceMax", [magnitude], data, axes=[-1], keepdims=1)
+        tiny = self.constant(f"{data}_tiny", np.asarray(ROW_TINY, np.float32))
+        safe = self.node("Max", [largest, tiny], data)
+        ratio = self.node("Div", [data, safe], data)
+        step = self.constant(f"{data}_step", np.asarray(1 / ROW_LEVELS, np.float32))
+        zero = self.constant(f"{data}_zero_point", np.asarray(ROW_ZERO_POINT, np.uint8))
+        codes = self.node("QuantizeLinear", [ratio, step, zero], data)
+        return _Quantized(codes, zero, safe)

@@ -19,6 +19,9 @@ from eightbit.ops.spec import Contraction, attr, optional_input
 if TYPE_CHECKING:
     from eightbit.graph import Graph, Node
 
+# A product over fewer inputs than this stays float in dynamic mode: quantizing its input at
+# run time would cost more than the product (the float side product of outlier channels).
+MIN_INT8_DEPTH = 16
 # A table smaller than this many rows is a handful of constants (a token-type table of 2
 # rows), not worth a second Gather for its scales; it stays float.
 MIN_TABLE_ROWS = 16
@@ -77,4 +80,6 @@ def dynamic_weight(node: Node, graph: Graph) -> DynamicWeight | None:
         else None
     )
     transposed = layout is not None and layout.out_axis == 0
+    if graph.initializers[weight].shape[1 if transposed else 0] < MIN_INT8_DEPTH:
+        return None
     return DynamicWeight(node.name, node.inputs[spec.data_ports(node)[0]], weight, transposed, bias)

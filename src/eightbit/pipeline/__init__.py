@@ -153,10 +153,7 @@ def quantize(
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
     exported, data, reports = _front_end(model, data, example_inputs)
-    # Dynamic mode learns nothing from data unless a budget's fallback scores on it: then
-    # every sample serves the check.
-    calibrating = not dynamic or settings.improve.fallback
-    state = _start(exported, data, ranges, image, check_samples, settings, calibrating)
+    state = _start(exported, data, ranges, image, check_samples, settings)
     state = dataclasses.replace(state, reports=reports)
     for step in dynamic_steps() if dynamic else steps():
         if step.applies(settings):
@@ -184,10 +181,8 @@ def _start(
     image: ImageOptions | None,
     check_samples: int | None,
     settings: Settings,
-    calibrating: bool = True,
 ) -> State:
-    """The state before any step: the model normalized, the data opened and split
-    (``calibrating``: samples are set apart to learn from, else all may check)."""
+    """The state before any step: the model normalized, the data opened and split."""
     float_model = normalize(exported)
     calibration = settings.calibration
     source = None
@@ -199,10 +194,9 @@ def _start(
             image=image,
             skip_nonfinite=calibration.skip_nonfinite,
         )
-    calibrating = calibrating and ranges is None
-    calibrate_count, check_count = split(source, calibration, check_samples, calibrating)
+    calibrate_count, check_count = split(source, calibration, check_samples, ranges is None)
     # The steps learn from the calibration samples only; the held-back ones stay unseen.
-    samples = None if source is None or not calibrating else window(source, 0, calibrate_count)
+    samples = None if source is None or ranges is not None else window(source, 0, calibrate_count)
     kept = exported if samples is None else None  # only bias correction without data reads it
     return State(
         settings, kept, float_model, source, samples, calibrate_count, check_count,

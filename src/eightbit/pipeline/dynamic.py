@@ -15,10 +15,27 @@ import onnx
 from eightbit.export.dynamic import plan_dynamic, to_dynamic
 from eightbit.graph import Graph
 from eightbit.improve.fallback.driver import fallback
+from eightbit.improve.outliers import keep_outliers_float
 from eightbit.pipeline.stages import Check, Step
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import QuantPlan
 from eightbit.rebuild import EVALUATION_BATCH
+
+
+class OutlierChannels:
+    """With calibration samples: each product's outlier input channels in float (§D.5)."""
+
+    def applies(self, settings: Settings) -> bool:
+        return True
+
+    def run(self, state: State) -> State:
+        if state.samples is None:
+            return state  # no data: the model alone decides (per-row scales only)
+        settings = state.settings
+        model, report = keep_outliers_float(
+            state.prepared, state.samples, settings.config.exclude, settings.threads
+        )
+        return state.reported(report, prepared=model)
 
 
 class DynamicPlan:
@@ -81,4 +98,4 @@ class DynamicFallback:
 
 def dynamic_steps() -> tuple[Step, ...]:
     """Dynamic mode's steps, in order: the check judges the final model."""
-    return (DynamicPlan(), DynamicExport(), DynamicFallback(), Check())
+    return (OutlierChannels(), DynamicPlan(), DynamicExport(), DynamicFallback(), Check())
