@@ -81,6 +81,7 @@ def split_outliers(model: onnx.ModelProto, channels: dict[str, tuple[int, ...]])
         for name in set(proto.input):
             readers[name] = readers.get(name, 0) + 1
     body: list[onnx.NodeProto] = []
+    split_inputs: dict[tuple[str, tuple[int, ...]], tuple[str, str]] = {}
     for proto, node in zip(result.graph.node, graph.nodes, strict=True):
         product = dynamic_weight(node, graph) if node.name in channels else None
         if product is None:
@@ -99,27 +100,36 @@ def split_outliers(model: onnx.ModelProto, channels: dict[str, tuple[int, ...]])
         n = {part: names(f"{node.name}_outlier_{part}") for part in (
             "mask", "masked", "index", "picked", "rows", "side", "main", "weight"
         )}  # fmt: skip
-        new = [
-            numpy_helper.from_array(mask, n["mask"]),
-            numpy_helper.from_array(outliers, n["index"]),
-            numpy_helper.from_array(np.ascontiguousarray(rows), n["rows"]),
-        ]
+        new = [numpy_helper.from_array(np.ascontiguousarray(rows), n["rows"])]
         if readers.get(product.weight, 0) == 1:
             initializers[product.weight].CopyFrom(numpy_helper.from_array(weight, product.weight))
         else:  # shared with another node: this product gets its own copy
             new.append(numpy_helper.from_array(weight, n["weight"]))
             _replace_input(proto, product.weight, n["weight"])
-        result.graph.initializer.extend(new)
         output = proto.output[0]
-        _replace_input(proto, product.data, n["masked"])
+        # Products reading one input (query, key, value) share its mask and gather: their
+        # outliers are the same channels, found on that input.
+        key = (product.data, channels[node.name])
+        shared = split_inputs.get(key)
+        if shared is None:
+            shared = split_inputs[key] = (n["masked"], n["picked"])
+            new += [
+                numpy_helper.from_array(mask, n["mask"]),
+                numpy_helper.from_array(outliers, n["index"]),
+            ]
+            body += [
+                helper.make_node("Mul", [product.data, n["mask"]], [n["masked"]],
+                                 name=names(f"{node.name}_outlier_mask")),
+                helper.make_node("Gather", [product.data, n["index"]], [n["picked"]], axis=-1,
+                                 name=names(f"{node.name}_outlier_gather")),
+            ]  # fmt: skip
+        result.graph.initializer.extend(new)
+        masked, picked = shared
+        _replace_input(proto, product.data, masked)
         proto.output[0] = n["main"]
         body += [
-            helper.make_node("Mul", [product.data, n["mask"]], [n["masked"]],
-                             name=names(f"{node.name}_outlier_mask")),
             proto,
-            helper.make_node("Gather", [product.data, n["index"]], [n["picked"]], axis=-1,
-                             name=names(f"{node.name}_outlier_gather")),
-            helper.make_node("MatMul", [n["picked"], n["rows"]], [n["side"]],
+            helper.make_node("MatMul", [picked, n["rows"]], [n["side"]],
                              name=names(f"{node.name}_outlier_product")),
             helper.make_node("Add", [n["main"], n["side"]], [output],
                              name=names(f"{node.name}_outlier_add")),
