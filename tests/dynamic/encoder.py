@@ -1,5 +1,6 @@
 """A small encoder-like float model for dynamic mode: token ids -> embedding table ->
-MatMul + bias -> Relu -> Gemm (transB) -> output, and a MatMul of two activations."""
+MatMul + bias -> Relu -> Gemm (transB) -> attention (MatMuls of two activations around a
+Softmax) -> mean."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def encoder(seed: int = 0, outlier: float = 0.0) -> onnx.ModelProto:
         helper.make_node("Reshape", ["gemm", "back"], ["projected"], name="unflatten"),
         helper.make_node("Transpose", ["projected"], ["projected_t"], name="t", perm=[0, 2, 1]),
         helper.make_node("MatMul", ["projected", "projected_t"], ["scores"], name="scores"),
-        helper.make_node("ReduceMean", ["scores"], ["pooled"], name="pool", axes=[2], keepdims=0),
+        helper.make_node("Softmax", ["scores"], ["weights"], name="softmax", axis=-1),
+        helper.make_node("MatMul", ["weights", "projected"], ["context"], name="context"),
+        helper.make_node("ReduceMean", ["context"], ["pooled"], name="pool", axes=[2], keepdims=0),
     ]
     graph = helper.make_graph(
         nodes,

@@ -46,7 +46,7 @@ def test_written_model_is_close_to_float_and_uses_integer_kernels() -> None:
     written = to_dynamic(model, plan)
     onnx.checker.check_model(written)
     ops = [node.op_type for node in written.graph.node]
-    assert ops.count("MatMulInteger") == 2 and ops.count("MatMul") == 1
+    assert ops.count("MatMulInteger") == 2 and ops.count("MatMul") == 2  # attention: float
     assert not any(t.name in ("w1", "w2", "table") for t in written.graph.initializer)
     ids = token_ids(32)
     assert _sqnr(_run(model, ids), _run(written, ids)) > 30

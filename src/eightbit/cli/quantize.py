@@ -26,6 +26,7 @@ from eightbit.cli.options import (
 from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
+from eightbit.pipeline.choice import mode_note
 from eightbit.plan import plan_path_for
 from eightbit.pytorch import is_exported_program_file
 from eightbit.quant import TARGETS, QuantConfig
@@ -65,6 +66,7 @@ def _summary(
         "nodes_quantized": len(result.plan.quantized_nodes()) - fused,
         "activations_fused": fused,
         "fallbacks": fallbacks,
+        "mode_choice": mode_note(result),
         "bytes_before": before,
         "bytes_after": after,
         "saved_percent": 100.0 * (1 - after / before) if before else 0.0,
@@ -92,6 +94,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
         f"{'per-channel' if summary['per_channel'] else 'per-tensor'} weights"
         + (f"; int16 (16x8): {', '.join(summary['int16'])}" if summary["int16"] else "")
     )
+    if summary["mode_choice"]:
+        console.print(summary["mode_choice"], markup=False)
     console.print(
         f"size {summary['bytes_before']:,} -> {summary['bytes_after']:,} bytes "
         f"({summary['saved_percent']:.1f}% saved); plan {summary['plan']}; "
@@ -393,8 +397,9 @@ def quantize_command(
     config = _config(target, scheme, activations, per_tensor, no_space_to_depth, exclude, op_types)
     if int16:
         config = dataclasses.replace(config, int16=int16)
-    if mode is not None:
-        config = dataclasses.replace(config, mode=mode)  # type: ignore[arg-type]
+    # No --mode: static, or dynamic for a transformer that static quantization leaves
+    # under the budget (numerics §D.6).
+    config = dataclasses.replace(config, mode=mode or "auto")  # type: ignore[arg-type]
     calibration = CalibrationConfig(
         method=method,  # type: ignore[arg-type]
         percentile=percentile,

@@ -28,6 +28,7 @@ from eightbit.errors import ConfigError
 from eightbit.graph import Graph, load_model, normalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
+from eightbit.pipeline.choice import choose_mode
 from eightbit.pipeline.dynamic import dynamic_steps
 from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
 from eightbit.pipeline.stages import (
@@ -143,6 +144,9 @@ def quantize(
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"'config' must be a QuantConfig (got {type(config).__name__})")
     dynamic = config.mode == "dynamic"
+    if config.mode == "auto" and ranges is not None:
+        config = dataclasses.replace(config, mode="static")  # ranges: a static model
+        settings = dataclasses.replace(settings, config=config)
     if data is None and ranges is None and not dynamic:
         raise ConfigError(
             "quantize needs calibration data, or ranges from eightbit calibrate "
@@ -153,12 +157,19 @@ def quantize(
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
     exported, data, reports = _front_end(model, data, example_inputs)
-    state = _start(exported, data, ranges, image, check_samples, settings)
-    state = dataclasses.replace(state, reports=reports)
-    for step in dynamic_steps() if dynamic else steps():
-        if step.applies(settings):
-            state = step.run(state)
-    return state.result()
+
+    def run(chosen: QuantConfig) -> QuantizedModel:
+        concrete = dataclasses.replace(settings, config=chosen)
+        state = _start(exported, data, ranges, image, check_samples, concrete)
+        state = dataclasses.replace(state, reports=reports)
+        for step in dynamic_steps() if chosen.mode == "dynamic" else steps():
+            if step.applies(concrete):
+                state = step.run(state)
+        return state.result()
+
+    if config.mode == "auto":
+        return choose_mode(exported, config, settings.improve, run)
+    return run(config)
 
 
 def _front_end(

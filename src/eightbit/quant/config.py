@@ -13,7 +13,7 @@ from eightbit.serialize import from_dict, to_dict
 
 Scheme = Literal["affine", "pow2"]
 ActivationType = Literal["uint8", "int8"]
-Mode = Literal["static", "dynamic"]
+Mode = Literal["static", "dynamic", "auto"]
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 ACTIVATION_TYPES: tuple[ActivationType, ...] = get_args(ActivationType)
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -43,7 +43,9 @@ class QuantConfig:
     - ``mode``: ``"static"`` (activation ranges calibrated once, the default) or
       ``"dynamic"`` (int8 weights of MatMul/Gemm, activations quantized at run time from
       their own range: no calibration data; numerics §D). Dynamic mode runs on ONNX
-      Runtime (target ``ort``) with the affine scheme.
+      Runtime (target ``ort``) with the affine scheme. ``"auto"``: static, unless the
+      graph is a transformer whose static model misses the error budget and dynamic mode
+      does better (§D.6; the CLI's default when ``--mode`` is not given).
     - ``row_scales``: in dynamic mode, one activation scale per row (per token), computed
       in the graph (§D.4); False: one per tensor (``DynamicQuantizeLinear``, §D.1).
     """
