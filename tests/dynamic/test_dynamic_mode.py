@@ -52,6 +52,22 @@ def test_written_model_is_close_to_float_and_uses_integer_kernels() -> None:
     assert _sqnr(_run(model, ids), _run(written, ids)) > 30
 
 
+def test_int8_table_rows_round_trip_within_half_a_step_of_their_own_scale() -> None:
+    model = normalize(encoder())
+    plan = plan_dynamic(Graph(model), DYNAMIC)
+    written = to_dynamic(model, plan)
+    written.graph.output.extend([onnx.helper.make_empty_tensor_value_info("embedded")])
+    table = Graph(model).initializers["table"]
+    ids = np.arange(40, dtype=np.int64).reshape(-1, 1)[:36].reshape(6, 6)  # every row, -4 too
+    ids[0, 0] = -4  # ONNX's index rule: from the end
+    rows = np.asarray(make_session(written).run(["embedded"], {"ids": ids})[0])
+    expected = table[ids]
+    step = plan.tensors["table"].scale[ids][..., None]
+    assert np.all(np.abs(rows - expected) <= step / 2 + 1e-7)
+    stored = next(t for t in written.graph.initializer if t.name.startswith("table_quantized"))
+    assert stored.data_type == onnx.TensorProto.INT8  # a quarter of the float table
+
+
 def test_static_plans_stay_as_they_were() -> None:
     assert "mode" not in QuantConfig().to_dict()
     assert QuantConfig.from_dict(QuantConfig().to_dict()).mode == "static"
@@ -100,6 +116,7 @@ def test_cli_bad_mode_is_one_error_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "--mode" in lines[0]
+    assert "'static'" in lines[0] and "'dynamic'" in lines[0]  # what it accepts
     assert not out.exists()
 
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import onnx
 
+from eightbit.errors import ConfigError
 from eightbit.graph import Graph
 from eightbit.improve.presets import ImproveConfig
 from eightbit.ops.attention import transformer_evidence
@@ -53,7 +54,11 @@ def choose_mode(
     if static_db >= budget:
         note = f"mode: static, which met the budget ({static_db:.1f} dB >= {budget:g} dB)"
         return _noted(first, note, started, static_db, static_db)
-    second = run(replace(config, mode="dynamic"))
+    try:
+        second = run(replace(config, mode="dynamic"))
+    except ConfigError as refused:  # e.g. nothing for dynamic mode to quantize
+        note = f"mode: static ({static_db:.1f} dB); dynamic mode refused: {refused}"
+        return _noted(first, note, started, static_db, static_db)
     dynamic_db = _sqnr(second)
     if dynamic_db is not None and dynamic_db > static_db:
         note = (
