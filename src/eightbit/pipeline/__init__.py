@@ -47,6 +47,7 @@ from eightbit.pipeline.stages import (
     Step,
 )
 from eightbit.pipeline.state import QuantizedModel, Settings, State
+from eightbit.pipeline.tables import Int8Tables
 from eightbit.plan import plan_path_for
 from eightbit.pytorch import (
     from_torch,
@@ -84,7 +85,8 @@ def steps() -> tuple[Step, ...]:
     data: equalization changes the float model, so it comes before calibration; the plan
     needs the ranges (the whole-model clipping choice comes before the per-tensor
     refinement, which starts from it); the quick check needs the final model; the safety
-    net reads the check.
+    net reads the check. Embedding tables are stored as int8 (§D.3) on the model the check
+    judges, and again on a model the safety net rebuilt.
     """
     return (
         SpaceToDepthStem(),
@@ -99,8 +101,10 @@ def steps() -> tuple[Step, ...]:
         LearnedWeights(),
         BiasCorrection(learned=True),
         Export(learned=True),
+        Int8Tables(),
         Check(),
         SafetyNet(missed_floor),
+        Int8Tables(),
     )
 
 
