@@ -14,6 +14,7 @@ dynamic mode leaves it float (``ops.embedding.dynamic_weight``).
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import numpy as np
 import onnx
@@ -74,69 +75,94 @@ def split_outliers(model: onnx.ModelProto, channels: dict[str, tuple[int, ...]])
     graph = Graph(model)
     result = onnx.ModelProto()
     result.CopyFrom(model)
-    names = FreshNames(graph_names(result.graph))
-    initializers = {t.name: t for t in result.graph.initializer}
-    readers: dict[str, int] = {}
-    for proto in result.graph.node:
-        for name in set(proto.input):
-            readers[name] = readers.get(name, 0) + 1
+    splitter = _Splitter(graph, result.graph)
     body: list[onnx.NodeProto] = []
-    split_inputs: dict[tuple[str, tuple[int, ...]], tuple[str, str]] = {}
     for proto, node in zip(result.graph.node, graph.nodes, strict=True):
         product = dynamic_weight(node, graph) if node.name in channels else None
         if product is None:
             body.append(proto)
-            continue
-        outliers = np.asarray(channels[node.name], np.int64)
-        weight = np.array(graph.initializers[product.weight])  # a writable copy
-        rows = weight.T[outliers] if product.transposed else weight[outliers]  # [k, N]
+        else:
+            body += splitter.split(proto, product, np.asarray(channels[node.name], np.int64))
+    result.graph.ClearField("node")
+    result.graph.node.extend(body)
+    return result
+
+
+class _Splitter:
+    """Rewrites products of one graph; products reading one input (query, key, value)
+    share its mask and gather, their outliers being the same channels of that input."""
+
+    def __init__(self, graph: Graph, proto: onnx.GraphProto) -> None:
+        self.graph, self.proto = graph, proto
+        self.names = FreshNames(graph_names(proto))
+        self.initializers = {t.name: t for t in proto.initializer}
+        self.readers = Counter(name for node in proto.node for name in set(node.input))
+        self.inputs: dict[tuple[str, tuple[int, ...]], tuple[str, str]] = {}
+
+    def split(
+        self, proto: onnx.NodeProto, product: DynamicWeight, outliers: np.ndarray
+    ) -> list[onnx.NodeProto]:
+        """``proto`` reading the masked input and weight, then its float side product."""
+        base = f"{proto.name}_outlier"
+        depth = self.graph.initializers[product.weight].shape[1 if product.transposed else 0]
+        nodes, (masked, picked) = self._input(product.data, depth, outliers, base)
+        rows = self._weight(proto, product, outliers)
+        side_rows = self._constant(f"{base}_rows", np.ascontiguousarray(rows))
+        output, main, side = proto.output[0], self.names(f"{base}_main"), self.names(f"{base}_side")
+        _replace_input(proto, product.data, masked)
+        proto.output[0] = main
+        make = helper.make_node
+        return [
+            *nodes,
+            proto,
+            make("MatMul", [picked, side_rows], [side], name=self.names(f"{base}_product")),
+            make("Add", [main, side], [output], name=self.names(f"{base}_add")),
+        ]
+
+    def _input(
+        self, data: str, depth: int, outliers: np.ndarray, base: str
+    ) -> tuple[list[onnx.NodeProto], tuple[str, str]]:
+        """The input with its outliers zeroed and the outliers alone (shared), and the nodes
+        that make them the first time."""
+        key = (data, tuple(int(c) for c in outliers))
+        if key in self.inputs:
+            return [], self.inputs[key]
+        mask = np.ones(depth, np.float32)
+        mask[outliers] = 0
+        masked, picked = self.names(f"{base}_masked"), self.names(f"{base}_picked")
+        self.inputs[key] = (masked, picked)
+        mask_name = self._constant(f"{base}_mask", mask)
+        index = self._constant(f"{base}_index", outliers)
+        nodes = [
+            helper.make_node("Mul", [data, mask_name], [masked], name=self.names(f"{base}_mask")),
+            helper.make_node("Gather", [data, index], [picked], axis=-1,
+                             name=self.names(f"{base}_gather")),
+        ]  # fmt: skip
+        return nodes, (masked, picked)
+
+    def _weight(
+        self, proto: onnx.NodeProto, product: DynamicWeight, outliers: np.ndarray
+    ) -> np.ndarray:
+        """The weight with its outlier rows zeroed, written back (or to a copy when another
+        node reads it too); returns those rows, [k, N]."""
+        weight = np.array(self.graph.initializers[product.weight])  # a writable copy
+        rows = weight.T[outliers] if product.transposed else weight[outliers]
         if product.transposed:
             weight[:, outliers] = 0
         else:
             weight[outliers] = 0
-        depth = weight.shape[1] if product.transposed else weight.shape[0]
-        mask = np.ones(depth, np.float32)
-        mask[outliers] = 0
-        n = {part: names(f"{node.name}_outlier_{part}") for part in (
-            "mask", "masked", "index", "picked", "rows", "side", "main", "weight"
-        )}  # fmt: skip
-        new = [numpy_helper.from_array(np.ascontiguousarray(rows), n["rows"])]
-        if readers.get(product.weight, 0) == 1:
-            initializers[product.weight].CopyFrom(numpy_helper.from_array(weight, product.weight))
-        else:  # shared with another node: this product gets its own copy
-            new.append(numpy_helper.from_array(weight, n["weight"]))
-            _replace_input(proto, product.weight, n["weight"])
-        output = proto.output[0]
-        # Products reading one input (query, key, value) share its mask and gather: their
-        # outliers are the same channels, found on that input.
-        key = (product.data, channels[node.name])
-        shared = split_inputs.get(key)
-        if shared is None:
-            shared = split_inputs[key] = (n["masked"], n["picked"])
-            new += [
-                numpy_helper.from_array(mask, n["mask"]),
-                numpy_helper.from_array(outliers, n["index"]),
-            ]
-            body += [
-                helper.make_node("Mul", [product.data, n["mask"]], [n["masked"]],
-                                 name=names(f"{node.name}_outlier_mask")),
-                helper.make_node("Gather", [product.data, n["index"]], [n["picked"]], axis=-1,
-                                 name=names(f"{node.name}_outlier_gather")),
-            ]  # fmt: skip
-        result.graph.initializer.extend(new)
-        masked, picked = shared
-        _replace_input(proto, product.data, masked)
-        proto.output[0] = n["main"]
-        body += [
-            proto,
-            helper.make_node("MatMul", [picked, n["rows"]], [n["side"]],
-                             name=names(f"{node.name}_outlier_product")),
-            helper.make_node("Add", [n["main"], n["side"]], [output],
-                             name=names(f"{node.name}_outlier_add")),
-        ]  # fmt: skip
-    result.graph.ClearField("node")
-    result.graph.node.extend(body)
-    return result
+        if self.readers[product.weight] == 1:
+            stored = numpy_helper.from_array(weight, product.weight)
+            self.initializers[product.weight].CopyFrom(stored)
+        else:
+            copy = self._constant(f"{proto.name}_outlier_weight", weight)
+            _replace_input(proto, product.weight, copy)
+        return rows
+
+    def _constant(self, base: str, value: np.ndarray) -> str:
+        name = self.names(base)
+        self.proto.initializer.append(numpy_helper.from_array(value, name))
+        return name
 
 
 def keep_outliers_float(
