@@ -125,3 +125,21 @@ def test_cli_static_without_data_still_refused(tmp_path: Path) -> None:
     save_model(encoder(), source)
     result = CliRunner().invoke(main, ["quantize", str(source), "-o", str(tmp_path / "o.onnx")])
     assert result.exit_code == 2 and "dynamic" in result.output
+
+
+def test_cli_validate_and_report_read_a_dynamic_model(tmp_path: Path) -> None:
+    source, data, out = tmp_path / "encoder.onnx", tmp_path / "ids.npz", tmp_path / "int8.onnx"
+    save_model(encoder(), source)
+    np.savez(data, ids=token_ids(40))
+    runner = CliRunner()
+    made = runner.invoke(main, ["quantize", str(source), "-o", str(out), "--mode", "dynamic"])
+    assert made.exit_code == 0, made.output
+    checked = runner.invoke(main, ["validate", str(source), str(out), "-d", str(data), "--json"])
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.output)["outputs"][0]["sqnr_db"] > 30
+    page = tmp_path / "report.html"
+    reported = runner.invoke(
+        main, ["report", str(source), str(out), "-d", str(data), "-o", str(page)]
+    )
+    assert reported.exit_code == 0, reported.output
+    assert page.exists()

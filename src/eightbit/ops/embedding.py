@@ -83,3 +83,12 @@ def dynamic_weight(node: Node, graph: Graph) -> DynamicWeight | None:
     if graph.initializers[weight].shape[1 if transposed else 0] < MIN_INT8_DEPTH:
         return None
     return DynamicWeight(node.name, node.inputs[spec.data_ports(node)[0]], weight, transposed, bias)
+
+
+def computes_on_int8_at_run_time(node: Node) -> bool:
+    """Whether ``node`` is one of dynamic mode's run-time int8 ops (numerics §D): a model
+    holding one is a dynamic-mode model, read without Q/DQ pairs."""
+    return node.domain in ("", "ai.onnx") and node.op_type in (
+        "DynamicQuantizeLinear",
+        "MatMulInteger",
+    )
