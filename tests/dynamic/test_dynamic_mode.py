@@ -14,6 +14,7 @@ from eightbit.cli import main
 from eightbit.errors import ConfigError
 from eightbit.export.dynamic import plan_dynamic, to_dynamic
 from eightbit.graph import Graph, make_session, normalize, save_model
+from eightbit.improve.presets import preset
 from eightbit.pipeline import quantize
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantConfig
@@ -143,3 +144,13 @@ def test_cli_validate_and_report_read_a_dynamic_model(tmp_path: Path) -> None:
     )
     assert reported.exit_code == 0, reported.output
     assert page.exists()
+
+
+def test_a_budget_returns_products_to_float_through_the_fallback() -> None:
+    data = {"ids": token_ids(60)}
+    result = quantize(encoder(), data, DYNAMIC, improve=preset("fast", min_sqnr=60.0))
+    (step,) = [s for s in result.plan.steps if s.name == "fallback"]
+    assert step.before_db is not None and step.after_db is not None
+    assert step.after_db > step.before_db
+    returned = {d.name for d in result.plan.fallbacks() if d.reason and "exclude" in d.reason}
+    assert returned and returned <= {"embed", "mm1", "gemm"}
