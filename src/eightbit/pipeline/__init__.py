@@ -104,7 +104,7 @@ def steps() -> tuple[Step, ...]:
         Int8Tables(),
         Check(),
         SafetyNet(missed_floor),
-        Int8Tables(),
+        Int8Tables(after_safety_net=True),
     )
 
 

@@ -8,16 +8,22 @@ of the prepared model (the step leaves a model without float tables as it is).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from eightbit.export.embedding import int8_tables
 from eightbit.pipeline.state import Settings, State
 
 
+@dataclass(frozen=True)
 class Int8Tables:
-    """Every float lookup in a constant table reads int8 rows (§D.3)."""
+    """Every float lookup in a constant table reads int8 rows (§D.3). ``after_safety_net``:
+    the second run, on a model the safety net may have rebuilt (only where the net runs)."""
+
+    after_safety_net: bool = False
 
     def applies(self, settings: Settings) -> bool:
+        if self.after_safety_net:
+            return settings.improve.safety_net and not settings.improve.fallback
         return True
 
     def run(self, state: State) -> State:
