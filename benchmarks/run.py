@@ -51,6 +51,7 @@ from benchmarks import (  # noqa: E402
     accuracy,
     calibration,
     codegen,
+    dynamic,
     engine,
     front_end,
     kernels,
@@ -76,7 +77,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch",
+    "targets", "memory", "pytorch", "dynamic",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets.run,
         "memory": memory.run,
         "pytorch": lambda: [front_end.run()],
+        "dynamic": dynamic.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

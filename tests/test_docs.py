@@ -49,6 +49,8 @@ ALLOWED: dict[str, str] = {
     "com.microsoft": "ONNX Runtime's contrib operator domain (§Q10.1)",
     "block_size": "an attribute of ONNX's QuantizeLinear/DequantizeLinear (blocked scales)",
     "QLinearAdd": "ONNX Runtime contrib op (com.microsoft)",
+    "DynamicQuantizeMatMul": "ONNX Runtime contrib op (com.microsoft): its fusion (§D.1)",
+    "MatMulIntegerToFloat": "ONNX Runtime contrib op (com.microsoft): its fusion (§D.4)",
     "QLinearConcat": "ONNX Runtime contrib op (com.microsoft)",
     "QLinearMul": "ONNX Runtime contrib op (com.microsoft)",
     "MlasRequantizeOutput": "ONNX Runtime's MLAS requantization routine (§1.8)",

@@ -20,6 +20,7 @@ from eightbit.pipeline.stages import (
     SpaceToDepthStem,
 )
 from eightbit.pipeline.state import Settings, State
+from eightbit.pipeline.tables import Int8Tables
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
 
@@ -45,29 +46,30 @@ FRAME = ["SpaceToDepthStem", "Equalize", "Calibrate", "ChooseClipping", "RefineR
 @pytest.mark.parametrize(
     ("improve", "expected"),
     [
-        (preset("fast"), ["Calibrate", "Plan", "Export(nearest)", "Check"]),
+        (preset("fast"), ["Calibrate", "Plan", "Export(nearest)", "Int8Tables", "Check"]),
         (
             preset("default"),
             ["Equalize", "Calibrate", "ChooseClipping", "Plan", "BiasCorrection(nearest)",
-             "Export(nearest)", "Check", "SafetyNet"],
+             "Export(nearest)", "Int8Tables", "Check", "SafetyNet", "Int8Tables"],
         ),
         (
             preset("default", min_sqnr=30.0),
             ["Equalize", "Calibrate", "ChooseClipping", "Plan", "BiasCorrection(nearest)",
-             "Export(nearest)", "Fallback", "Check"],
+             "Export(nearest)", "Fallback", "Int8Tables", "Check"],
         ),
         # Learned weights without a fallback: the nearest model would be thrown away.
         (
             preset("accurate"),
             ["Equalize", "Calibrate", "ChooseClipping", "RefineRanges", "Plan", "LearnedWeights",
-             "BiasCorrection(learned)", "Export(learned)", "Check", "SafetyNet"],
+             "BiasCorrection(learned)", "Export(learned)", "Int8Tables", "Check", "SafetyNet",
+             "Int8Tables"],
         ),
         # With one, the fallback judges the nearest model, then the weights are learned.
         (
             preset("accurate", max_drop=0.01, bias_correction=False),
             ["Equalize", "Calibrate", "ChooseClipping", "RefineRanges", "Plan", "Export(nearest)",
              "Fallback",
-             "LearnedWeights", "Export(learned)", "Check"],
+             "LearnedWeights", "Export(learned)", "Int8Tables", "Check"],
         ),
     ],
     ids=["fast", "default", "fallback", "learned", "learned+fallback"],
@@ -82,7 +84,8 @@ def test_the_ordering_rule_fallback_before_learned_weights() -> None:
     nearest = [i for i, s in enumerate(steps()) if getattr(s, "learned", None) is False]
     learned = [i for i, s in enumerate(steps()) if getattr(s, "learned", None) is True]
     assert max(nearest) < order.index(Fallback) < order.index(LearnedWeights) < min(learned)
-    assert isinstance(steps()[0], SpaceToDepthStem) and isinstance(steps()[-1], SafetyNet)
+    assert isinstance(steps()[0], SpaceToDepthStem) and isinstance(steps()[-2], SafetyNet)
+    assert steps()[-1] == Int8Tables(after_safety_net=True)  # the tables of a rebuilt model
 
 
 def test_bias_correction_and_export_follow_the_weights() -> None:

@@ -23,6 +23,7 @@ from eightbit.analysis.qdq import QdqModel, read_qdq
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import Graph, TensorInfo, load_model, normalize
 from eightbit.graph.stem import has_space_to_depth, space_to_depth_stems
+from eightbit.ops.embedding import computes_on_int8_at_run_time
 from eightbit.plan import QuantPlan, plan_path_for
 from eightbit.qdq import expand, is_qdq
 
@@ -56,12 +57,18 @@ def _check_plan_matches(plan: QuantPlan, int8_graph: Graph) -> None:
     """Refuse a plan made for another model: its decisions would be shown as this one's.
 
     Every node of the int8 model other than its QuantizeLinear/DequantizeLinear pairs has
-    a decision in the plan it was exported from (the engine requires the same).
+    a decision in the plan it was exported from (the engine requires the same). A dynamic
+    model (numerics §D) rewrites its int8 nodes, so there every float node of the plan must
+    be in the model instead.
     """
     decided = {decision.name for decision in plan.nodes}
-    missing = [
-        node.name for node in int8_graph.nodes if not is_qdq(node) and node.name not in decided
-    ]
+    present = {node.name for node in int8_graph.nodes}
+    if plan.config.mode == "dynamic":
+        missing = [d.name for d in plan.fallbacks() if d.name not in present]
+    else:
+        missing = [
+            node.name for node in int8_graph.nodes if not is_qdq(node) and node.name not in decided
+        ]
     if missing:
         raise ConfigError(
             f"the plan does not belong to this int8 model: node(s) {missing[:3]} have no "
@@ -90,7 +97,8 @@ def load_pair(
     float_graph, int8_graph = Graph(normalized), Graph(quantized)
     _check_interfaces(float_graph, int8_graph)
     qdq = read_qdq(int8_graph, float_graph)
-    if not qdq.activations and not qdq.weights:
+    dynamic = any(computes_on_int8_at_run_time(node) for node in int8_graph.nodes)
+    if not qdq.activations and not qdq.weights and not dynamic:
         raise ModelError(
             "the int8 model has no QuantizeLinear/DequantizeLinear pairs matching the float "
             "model's tensors; give the QDQ model quantized from this float model"

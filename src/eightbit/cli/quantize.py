@@ -26,6 +26,7 @@ from eightbit.cli.options import (
 from eightbit.errors import ConfigError
 from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
+from eightbit.pipeline.choice import mode_note
 from eightbit.plan import plan_path_for
 from eightbit.pytorch import is_exported_program_file
 from eightbit.quant import TARGETS, QuantConfig
@@ -57,6 +58,7 @@ def _summary(
         "output": output,
         "plan": str(plan_path),
         "target": result.plan.config.target,
+        "mode": result.plan.config.mode,
         "scheme": result.plan.config.scheme,
         "activations": result.plan.config.activation_type,
         "per_channel": result.plan.config.per_channel,
@@ -64,6 +66,7 @@ def _summary(
         "nodes_quantized": len(result.plan.quantized_nodes()) - fused,
         "activations_fused": fused,
         "fallbacks": fallbacks,
+        "mode_choice": mode_note(result),
         "bytes_before": before,
         "bytes_after": after,
         "saved_percent": 100.0 * (1 - after / before) if before else 0.0,
@@ -84,12 +87,15 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(
         f"[bold]{summary['output']}[/bold]: {summary['nodes_quantized']} nodes int8 "
         f"({summary['activations_fused']} activations fused), "
-        f"{len(summary['fallbacks'])} kept in float; target {summary['target']}, "
+        f"{len(summary['fallbacks'])} kept in float; mode {summary['mode']}, "
+        f"target {summary['target']}, "
         f"scheme {summary['scheme']}, "
         f"{summary['activations']} activations, "
         f"{'per-channel' if summary['per_channel'] else 'per-tensor'} weights"
         + (f"; int16 (16x8): {', '.join(summary['int16'])}" if summary["int16"] else "")
     )
+    if summary["mode_choice"]:
+        console.print(summary["mode_choice"], markup=False)
     console.print(
         f"size {summary['bytes_before']:,} -> {summary['bytes_after']:,} bytes "
         f"({summary['saved_percent']:.1f}% saved); plan {summary['plan']}; "
@@ -205,7 +211,7 @@ def _config(
 
 @click.command(name="quantize")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("-d", "--data", help=DATA_HELP + " Needed unless --ranges is given.")
+@click.option("-d", "--data", help=DATA_HELP + " Needed unless --ranges or --mode dynamic.")
 @click.option("-o", "--output", required=True, help="The int8 QDQ model to write (.onnx).")
 @click.option(
     "--method",
@@ -229,6 +235,13 @@ def _config(
     "--activations",
     type=click.Choice(["uint8", "int8"]),
     help="Activation type [uint8 for affine, int8 for pow2; the target's].",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["static", "dynamic"]),
+    help="static: activation ranges calibrated on --data; dynamic: int8 weights, "
+    "activations quantized at run time, no data needed [static; a transformer whose static "
+    "model misses the error budget takes dynamic when that does better].",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor, not per channel.")
 @click.option(
@@ -329,6 +342,7 @@ def quantize_command(
     target: str | None,
     scheme: str | None,
     activations: str | None,
+    mode: str | None,
     per_tensor: bool,
     no_space_to_depth: bool,
     exclude: tuple[str, ...],
@@ -383,6 +397,9 @@ def quantize_command(
     config = _config(target, scheme, activations, per_tensor, no_space_to_depth, exclude, op_types)
     if int16:
         config = dataclasses.replace(config, int16=int16)
+    # No --mode: static, or dynamic for a transformer that static quantization leaves
+    # under the budget (numerics §D.6).
+    config = dataclasses.replace(config, mode=mode or "auto")  # type: ignore[arg-type]
     calibration = CalibrationConfig(
         method=method,  # type: ignore[arg-type]
         percentile=percentile,

@@ -23,6 +23,7 @@ import numpy as np
 
 from eightbit.codegen.c import identifier
 from eightbit.engine import Program, Step, execute
+from eightbit.engine.dynamic import DYNAMIC_PREFIX, HELPER_REASON
 from eightbit.engine.floats import DequantizeStep, QuantizeStep
 from eightbit.errors import ModelError
 from eightbit.quant import QuantParams
@@ -84,8 +85,31 @@ def _float_advice(program: Program) -> str:
     return advice
 
 
+# A dynamic-mode model's refusal names this many of its float nodes, then counts the rest.
+NAMED_DYNAMIC_FLOATS = 12
+
+
+def _refuse_dynamic(program: Program) -> None:
+    """One line for a dynamic-mode model (numerics §D): its activations are quantized at
+    run time from float ranges, around float islands, which generated C cannot run."""
+    dynamic = [n for n in program.float_nodes if n.reason.startswith(DYNAMIC_PREFIX)]
+    if not dynamic:
+        return
+    # The model's own float nodes (the islands) first, then the rescaling around products.
+    dynamic.sort(key=lambda node: node.reason == HELPER_REASON)
+    named = ", ".join(f"{n.name} ({n.op_type})" for n in dynamic[:NAMED_DYNAMIC_FLOATS])
+    more = len(dynamic) - NAMED_DYNAMIC_FLOATS
+    raise ModelError(
+        f"the model was quantized in dynamic mode and computes {len(dynamic)} node(s) in "
+        f"float, which generated C cannot run: {named}"
+        + (f" and {more} more" if more > 0 else "")
+        + "; quantize with --mode static to generate C"
+    )
+
+
 def analyze(program: Program) -> Interface:
     """Split the boundary steps off ``program`` and trace its shapes; refuse float nodes."""
+    _refuse_dynamic(program)
     if program.float_nodes:
         listed = "; ".join(f"{n.name} ({n.op_type}): {n.reason}" for n in program.float_nodes)
         raise ModelError(

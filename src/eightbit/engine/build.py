@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from eightbit.engine.dynamic import build_dynamic_program
 from eightbit.engine.floats import DequantizeStep, FloatNodeStep, QuantizeStep
 from eightbit.engine.kernels import PREPARE
 from eightbit.engine.kernels.activation import LookupStep, build_table
@@ -38,7 +39,10 @@ Shape = tuple[int | str | None, ...]
 
 
 def build_program(model: onnx.ModelProto, plan: QuantPlan) -> Program:
-    """The integer program of a QDQ ``model`` exported from ``plan``."""
+    """The integer program of a QDQ ``model`` exported from ``plan`` (or of a dynamic-mode
+    model, ``engine.dynamic``)."""
+    if plan.config.mode == "dynamic":
+        return build_dynamic_program(model, plan)
     if plan.config.profile.float_bias:
         raise ConfigError(
             f"the integer engine runs integer biases; target {plan.config.target!r} keeps "

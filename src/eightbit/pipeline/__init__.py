@@ -28,6 +28,8 @@ from eightbit.errors import ConfigError
 from eightbit.graph import Graph, load_model, normalize
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
+from eightbit.pipeline.choice import choose_mode
+from eightbit.pipeline.dynamic import dynamic_steps
 from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
 from eightbit.pipeline.stages import (
     BiasCorrection,
@@ -45,6 +47,7 @@ from eightbit.pipeline.stages import (
     Step,
 )
 from eightbit.pipeline.state import QuantizedModel, Settings, State
+from eightbit.pipeline.tables import Int8Tables
 from eightbit.plan import plan_path_for
 from eightbit.pytorch import (
     from_torch,
@@ -82,7 +85,8 @@ def steps() -> tuple[Step, ...]:
     data: equalization changes the float model, so it comes before calibration; the plan
     needs the ranges (the whole-model clipping choice comes before the per-tensor
     refinement, which starts from it); the quick check needs the final model; the safety
-    net reads the check.
+    net reads the check. Embedding tables are stored as int8 (§D.3) on the model the check
+    judges, and again on a model the safety net rebuilt.
     """
     return (
         SpaceToDepthStem(),
@@ -97,8 +101,10 @@ def steps() -> tuple[Step, ...]:
         LearnedWeights(),
         BiasCorrection(learned=True),
         Export(learned=True),
+        Int8Tables(),
         Check(),
         SafetyNet(missed_floor),
+        Int8Tables(after_safety_net=True),
     )
 
 
@@ -141,17 +147,33 @@ def quantize(
     )  # fmt: skip
     if not isinstance(config, QuantConfig):
         raise ConfigError(f"'config' must be a QuantConfig (got {type(config).__name__})")
-    if data is None and ranges is None:
-        raise ConfigError("quantize needs calibration data, or ranges from eightbit calibrate")
+    dynamic = config.mode == "dynamic"
+    if config.mode == "auto" and ranges is not None:
+        config = dataclasses.replace(config, mode="static")  # ranges: a static model
+        settings = dataclasses.replace(settings, config=config)
+    if data is None and ranges is None and not dynamic:
+        raise ConfigError(
+            "quantize needs calibration data, or ranges from eightbit calibrate "
+            "(or mode 'dynamic', which needs none)"
+        )
+    if dynamic and ranges is not None:
+        raise ConfigError("mode 'dynamic' quantizes activations at run time: give no ranges")
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
     exported, data, reports = _front_end(model, data, example_inputs)
-    state = _start(exported, data, ranges, image, check_samples, settings)
-    state = dataclasses.replace(state, reports=reports)
-    for step in steps():
-        if step.applies(settings):
-            state = step.run(state)
-    return state.result()
+
+    def run(chosen: QuantConfig) -> QuantizedModel:
+        concrete = dataclasses.replace(settings, config=chosen)
+        state = _start(exported, data, ranges, image, check_samples, concrete)
+        state = dataclasses.replace(state, reports=reports)
+        for step in dynamic_steps() if chosen.mode == "dynamic" else steps():
+            if step.applies(concrete):
+                state = step.run(state)
+        return state.result()
+
+    if config.mode == "auto":
+        return choose_mode(exported, config, settings.improve, run)
+    return run(config)
 
 
 def _front_end(

@@ -13,8 +13,10 @@ from eightbit.serialize import from_dict, to_dict
 
 Scheme = Literal["affine", "pow2"]
 ActivationType = Literal["uint8", "int8"]
+Mode = Literal["static", "dynamic", "auto"]
 SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
 ACTIVATION_TYPES: tuple[ActivationType, ...] = get_args(ActivationType)
+MODES: tuple[Mode, ...] = get_args(Mode)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,14 @@ class QuantConfig:
       run is refused, naming the rule; ``for_target`` fills in the target's defaults.
     - ``int16``: activation tensors stored as int16 (symmetric, zero point 0) while the
       weights stay int8: "16x8" for the tensors 8 bits are too few for (numerics §Q17).
+    - ``mode``: ``"static"`` (activation ranges calibrated once, the default) or
+      ``"dynamic"`` (int8 weights of MatMul/Gemm, activations quantized at run time from
+      their own range: no calibration data; numerics §D). Dynamic mode runs on ONNX
+      Runtime (target ``ort``) with the affine scheme. ``"auto"``: static, unless the
+      graph is a transformer whose static model misses the error budget and dynamic mode
+      does better (§D.6; the CLI's default when ``--mode`` is not given).
+    - ``row_scales``: in dynamic mode, one activation scale per row (per token), computed
+      in the graph (§D.4); False: one per tensor (``DynamicQuantizeLinear``, §D.1).
     """
 
     scheme: Scheme = "affine"
@@ -48,9 +58,12 @@ class QuantConfig:
     space_to_depth_stem: bool = True
     target: TargetName = "ort"
     int16: tuple[str, ...] = ()
+    mode: Mode = "static"
+    row_scales: bool = True
 
     def __post_init__(self) -> None:
         _one_of("scheme", self.scheme, SCHEMES)
+        _one_of("mode", self.mode, MODES)
         activations = self.activations
         if activations is None:
             chosen = profile(self.target).default_activations(self.scheme)
@@ -62,7 +75,7 @@ class QuantConfig:
                 f"activations are symmetric int8 (got {activations!r})"
             )
         object.__setattr__(self, "activations", activations)
-        for name in ("per_channel", "space_to_depth_stem"):
+        for name in ("per_channel", "space_to_depth_stem", "row_scales"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
         object.__setattr__(self, "exclude", _names("exclude", self.exclude))
@@ -74,6 +87,7 @@ class QuantConfig:
             _check_supported(op_types)
             object.__setattr__(self, "op_types", op_types)
         check_target(self)
+        _check_dynamic(self)
 
     @classmethod
     def for_target(cls, target: str, **settings: Any) -> QuantConfig:
@@ -119,12 +133,29 @@ class QuantConfig:
 
 
 # Fields added after plans were first saved, with the value a plan without them means.
-_LATER_FIELDS: dict[str, object] = {"target": "ort", "int16": []}
+_LATER_FIELDS: dict[str, object] = {
+    "target": "ort",
+    "int16": [],
+    "mode": "static",
+    "row_scales": True,
+}
 
 
 def _one_of(name: str, value: object, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ConfigError(f"{name!r} must be one of {list(allowed)} (got {value!r})")
+
+
+def _check_dynamic(config: QuantConfig) -> None:
+    """Dynamic mode writes ONNX Runtime's run-time quantization ops (numerics §D)."""
+    if config.mode != "dynamic":
+        return
+    if config.target != "ort" or config.scheme != "affine" or config.int16:
+        raise ConfigError(
+            f"'mode' 'dynamic' runs on ONNX Runtime with affine scales and 8-bit activations "
+            f"(got target {config.target!r}, scheme {config.scheme!r}, int16 "
+            f"{list(config.int16)}); use mode 'static' for those settings"
+        )
 
 
 def _names(name: str, values: Iterable[str] | str) -> tuple[str, ...]:

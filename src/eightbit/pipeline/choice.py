@@ -1,0 +1,106 @@
+"""``mode="auto"``: static, unless a transformer's static model misses the error budget and
+dynamic mode does better (docs/numerics.md §D.6).
+
+A graph that is no transformer (``ops.attention.transformer_evidence``) is quantized
+statically with nothing else run or recorded, so CNN results stay what they were. A
+transformer is quantized statically first; when its quick check misses the budget
+(``min_sqnr`` if given, else ``AUTO_MIN_SQNR_DB``), it is quantized again in dynamic mode,
+and the better of the two by the first output's SQNR on the same held-back samples is
+kept. The plan records the choice in a ``mode`` step whose note the summary prints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import onnx
+
+from eightbit.errors import ConfigError
+from eightbit.graph import Graph
+from eightbit.improve.presets import ImproveConfig
+from eightbit.ops.attention import transformer_evidence
+from eightbit.pipeline.state import QuantizedModel
+from eightbit.quant import QuantConfig
+from eightbit.steps import StepReport
+
+# The budget a transformer's static model must meet when the user gave none: the output
+# SQNR at which sentence embeddings and ViT logits keep their neighbours and classes.
+AUTO_MIN_SQNR_DB = 25.0
+MODE_STEP = "mode"
+
+
+def choose_mode(
+    model: onnx.ModelProto,
+    config: QuantConfig,
+    improve: ImproveConfig,
+    run: Callable[[QuantConfig], QuantizedModel],
+) -> QuantizedModel:
+    """The quantized model of ``config`` with its mode chosen (``config.mode == "auto"``);
+    ``run(config)`` quantizes with a concrete mode."""
+    static = replace(config, mode="static")
+    evidence = transformer_evidence(Graph(model))
+    if evidence is None or not _can_run_dynamic(config):
+        return run(static)
+    started = time.perf_counter()
+    first = run(static)
+    budget = improve.min_sqnr if improve.min_sqnr is not None else AUTO_MIN_SQNR_DB
+    static_db = _sqnr(first)
+    if static_db is None:
+        note = f"mode: static ({evidence}; no held-back samples to judge it on)"
+        return _noted(first, note, started, None, None)
+    if static_db >= budget:
+        note = f"mode: static, which met the budget ({static_db:.1f} dB >= {budget:g} dB)"
+        return _noted(first, note, started, static_db, static_db)
+    try:
+        second = run(replace(config, mode="dynamic"))
+    except ConfigError as refused:  # e.g. nothing for dynamic mode to quantize
+        note = f"mode: static ({static_db:.1f} dB); dynamic mode refused: {refused}"
+        return _noted(first, note, started, static_db, static_db)
+    dynamic_db = _sqnr(second)
+    if dynamic_db is not None and dynamic_db > static_db:
+        note = (
+            f"mode: dynamic, chosen because static gave {static_db:.1f} dB against "
+            f"{dynamic_db:.1f} dB (budget {budget:g} dB; {evidence})"
+        )
+        return _noted(second, note, started, static_db, dynamic_db)
+    shown = "-" if dynamic_db is None else f"{dynamic_db:.1f}"
+    note = f"mode: static, kept because dynamic gave {shown} dB against {static_db:.1f} dB"
+    return _noted(first, note, started, static_db, static_db)
+
+
+def mode_note(result: QuantizedModel) -> str | None:
+    """The choice's one line, when the mode was chosen (for the summary)."""
+    for step in result.plan.steps:
+        if step.name == MODE_STEP and step.notes:
+            return step.notes[0]
+    return None
+
+
+def _can_run_dynamic(config: QuantConfig) -> bool:
+    try:
+        replace(config, mode="dynamic")
+    except Exception:
+        return False
+    return True
+
+
+def _sqnr(result: QuantizedModel) -> float | None:
+    if result.check is None or not result.check.outputs:
+        return None
+    value = result.check.outputs[0].sqnr_db
+    return value if not math.isnan(value) else None
+
+
+def _noted(
+    result: QuantizedModel,
+    note: str,
+    started: float,
+    before: float | None,
+    after: float | None,
+) -> QuantizedModel:
+    report = StepReport(MODE_STEP, time.perf_counter() - started, before, after, (), (note,))
+    plan = replace(result.plan, steps=(*result.plan.steps, report))
+    return replace(result, plan=plan)
