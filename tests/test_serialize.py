@@ -52,7 +52,9 @@ def test_a_plan_written_by_the_old_code_loads_and_writes_back_the_same() -> None
     # (commit 0612e2e): pow2, an exclusion, a fallback step's layers and an exact match.
     text = (FIXTURES / "plan_v2.json").read_text()
     plan = QuantPlan.from_dict(json.loads(text))
-    assert plan.config == QuantConfig(scheme="pow2", exclude=("first",), op_types=("Conv", "Relu"))
+    assert plan.config == QuantConfig(
+        scheme="pow2", exclude=("first",), op_types=("Conv", "Relu"), mode="static"
+    )
     assert plan.steps[-1].after_db == math.inf and plan.steps[-1].layers[0].after_db == math.inf
     assert json.dumps(plan.to_dict(), indent=1) + "\n" == text
 

@@ -70,8 +70,11 @@ def test_int8_table_rows_round_trip_within_half_a_step_of_their_own_scale() -> N
 
 
 def test_static_plans_stay_as_they_were() -> None:
-    assert "mode" not in QuantConfig().to_dict()
-    assert QuantConfig.from_dict(QuantConfig().to_dict()).mode == "static"
+    static = QuantConfig(mode="static")
+    assert "mode" not in static.to_dict()
+    assert QuantConfig.from_dict(static.to_dict()).mode == "static"
+    assert QuantConfig().mode == "auto"  # the API's default is the CLI's
+    assert QuantConfig.from_dict(QuantConfig().to_dict()).mode == "auto"
 
 
 def test_dynamic_refuses_settings_it_cannot_run() -> None:

@@ -40,12 +40,12 @@ class QuantConfig:
       run is refused, naming the rule; ``for_target`` fills in the target's defaults.
     - ``int16``: activation tensors stored as int16 (symmetric, zero point 0) while the
       weights stay int8: "16x8" for the tensors 8 bits are too few for (numerics §Q17).
-    - ``mode``: ``"static"`` (activation ranges calibrated once, the default) or
-      ``"dynamic"`` (int8 weights of MatMul/Gemm, activations quantized at run time from
-      their own range: no calibration data; numerics §D). Dynamic mode runs on ONNX
-      Runtime (target ``ort``) with the affine scheme. ``"auto"``: static, unless the
-      graph is a transformer whose static model misses the error budget and dynamic mode
-      does better (§D.6; the CLI's default when ``--mode`` is not given).
+    - ``mode``: ``"static"`` (activation ranges calibrated once) or ``"dynamic"`` (int8
+      weights of MatMul/Gemm, activations quantized at run time from their own range: no
+      calibration data; numerics §D). Dynamic mode runs on ONNX Runtime (target ``ort``)
+      with the affine scheme. ``"auto"``, the default of the API and the CLI: static,
+      unless the graph is a transformer whose static model misses the error budget and
+      dynamic mode does better (§D.6); the plan records the mode that ran.
     - ``row_scales``: in dynamic mode, one activation scale per row (per token), computed
       in the graph (§D.4); False: one per tensor (``DynamicQuantizeLinear``, §D.1).
     """
@@ -58,7 +58,7 @@ class QuantConfig:
     space_to_depth_stem: bool = True
     target: TargetName = "ort"
     int16: tuple[str, ...] = ()
-    mode: Mode = "static"
+    mode: Mode = "auto"
     row_scales: bool = True
 
     def __post_init__(self) -> None:
@@ -129,7 +129,8 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QuantConfig:
-        return from_dict(cls, "quantization config", data)
+        # A plan records the mode that ran; one without it predates modes: static.
+        return from_dict(cls, "quantization config", {"mode": "static", **data})
 
 
 # Fields added after plans were first saved, with the value a plan without them means.
