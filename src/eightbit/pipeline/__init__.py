@@ -41,6 +41,7 @@ from eightbit.pipeline.stages import (
     Plan,
     RefineRanges,
     SafetyNet,
+    SmoothQuant,
     SpaceToDepthStem,
     Step,
 )
@@ -87,6 +88,7 @@ def steps() -> tuple[Step, ...]:
     return (
         SpaceToDepthStem(),
         Equalize(),
+        SmoothQuant(),
         Calibrate(),
         ChooseClipping(),
         RefineRanges(),

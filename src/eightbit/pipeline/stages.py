@@ -22,6 +22,7 @@ from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.clipping_choice import choose_clipping
 from eightbit.improve.refine import refine_ranges
+from eightbit.improve.smoothquant import smooth_quant
 from eightbit.improve.weights.adaround import AdaRoundOptions, adaround
 from eightbit.improve.weights.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.weights.equalize import equalize
@@ -74,6 +75,24 @@ class Equalize:
             return state.reported(_skipped("equalize", why))
         settings = state.settings
         model, report = equalize(
+            state.prepared, state.samples, settings.config, threads=settings.threads
+        )
+        return state.reported(report, prepared=model)
+
+
+class SmoothQuant:
+    """SmoothQuant (§I.11): LayerNorm outputs' outlier channels moved into the weights of
+    the matrix products that read them, before calibration. Silent on a model without
+    such a tensor (a CNN), so its plan is as it was."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.smooth_quant
+
+    def run(self, state: State) -> State:
+        if state.given_ranges or state.samples is None:
+            return state  # the ranges from a file describe the model as is
+        settings = state.settings
+        model, report = smooth_quant(
             state.prepared, state.samples, settings.config, threads=settings.threads
         )
         return state.reported(report, prepared=model)
