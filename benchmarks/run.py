@@ -59,6 +59,7 @@ from benchmarks import (  # noqa: E402
     ray_scale,
     steps,
     targets,
+    transformers,
 )
 from benchmarks.report import (  # noqa: E402
     Table,
@@ -76,7 +77,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch",
+    "targets", "memory", "pytorch", "transformers",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets.run,
         "memory": memory.run,
         "pytorch": lambda: [front_end.run()],
+        "transformers": transformers.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}
