@@ -167,8 +167,9 @@ def test_the_encoder_quantizes_with_int8_attention_and_its_ids_untouched(encoder
     result = eightbit.quantize(encoder, _ids(48, 1), QuantConfig(), check_samples=0)
     steps = {step.name: step for step in result.plan.steps}
     assert "smooth_quant" in steps
-    # Every LayerNorm but the last (read by the output's Gather, no matrix product) smoothed.
-    assert steps["smooth_quant"].notes[0].startswith(f"{2 * LAYERS} of {2 * LAYERS}")
+    # Every LayerNorm but the last (read by the output's Gather, no matrix product) and
+    # every GELU (a float unit before the down projection) smoothed.
+    assert steps["smooth_quant"].notes[0].startswith(f"{3 * LAYERS} of {3 * LAYERS}")
     model = result.model
     graph_input = model.graph.input[0]
     assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.INT64

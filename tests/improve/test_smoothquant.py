@@ -16,7 +16,7 @@ from eightbit.graph import Graph, exposing_session, make_session, normalize
 from eightbit.improve.smoothquant import find_groups, migration_scales, smooth_quant
 from eightbit.quant import QuantConfig
 from tests.export.helpers import make_model
-from tests.graph.pattern_models import layer_norm_keras, layer_norm_torch
+from tests.graph.pattern_models import gelu_erf, layer_norm_keras, layer_norm_torch
 
 FEATURES, TOKENS, OUTLIER = 32, 16, 5
 
@@ -147,3 +147,39 @@ def test_quantize_reports_the_step_and_fast_skips_it():
     assert "smooth_quant" in names
     fast = eightbit.quantize(model, data, QuantConfig(), check_samples=0, improve="fast")
     assert "smooth_quant" not in [step.name for step in fast.plan.steps]
+
+
+def _gelu_block() -> onnx.ModelProto:
+    """inp -> MatMul (column OUTLIER 30x) -> GELU written out -> MatMul: the GELU's output
+    has an outlier channel and no constant to absorb 1/s."""
+    rng = np.random.default_rng(0)
+    w_up = (rng.standard_normal((FEATURES, FEATURES)) / math.sqrt(FEATURES)).astype(np.float32)
+    w_up[:, OUTLIER] *= 30.0
+    w_down = (rng.standard_normal((FEATURES, FEATURES)) / math.sqrt(FEATURES)).astype(np.float32)
+    nodes, arrays = gelu_erf()
+    nodes = [
+        helper.make_node("MatMul", ["inp", "w_up"], ["x"], name="up"),
+        *nodes,
+        helper.make_node("MatMul", ["y", "w_down"], ["out"], name="down"),
+    ]
+    shape = [1, TOKENS, FEATURES]
+    arrays |= {"w_up": w_up, "w_down": w_down}
+    return normalize(make_model(nodes, [("inp", shape)], [("out", shape)], arrays, 13))
+
+
+def test_a_gelu_output_is_smoothed_by_a_float_mul_before_the_matrix_product():
+    model = _gelu_block()
+    smoothed, report = smooth_quant(model, _inputs(16, 1))
+    assert report is not None and report.notes[0].startswith("1 of 1")
+    graph = Graph(smoothed)
+    down = graph.node("down")
+    mul = graph.producer(down.inputs[0])
+    assert mul is not None and mul.op_type == "Mul" and mul.inputs[0] == "y"
+    x = _inputs(8, 2)
+    (before,) = _run(model, x)
+    (after,) = _run(smoothed, x)
+    np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4 * np.abs(before).max())
+    result = eightbit.quantize(model, _inputs(24, 3), QuantConfig(), check_samples=0)
+    decisions = {d.name: d for d in result.plan.nodes}
+    assert not decisions[mul.name].quantized  # a float Mul: no Q/DQ pair of its own
+    assert "SmoothQuant" in (decisions[mul.name].reason or "")

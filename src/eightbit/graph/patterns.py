@@ -108,6 +108,11 @@ def float_islands(graph: Graph) -> dict[str, str]:
         for node in graph.model.graph.node
         if node.doc_string.startswith(_FUSED_NOTE) and node.op_type in _FLOAT_FUSED_OPS
     }
+    reasons.update(
+        (node.name, _SMOOTHING_REASON)
+        for node in graph.model.graph.node
+        if node.doc_string.startswith(SMOOTHING_NOTE) and node.op_type == "Mul"
+    )
     if any(node.op_type in _ANCHORS for node in graph.nodes):
         reasons.update(_islands_cached(_key(graph), graph))
     return reasons
@@ -125,6 +130,10 @@ def _key(graph: Graph) -> tuple[object, ...]:
 
 
 _FUSED_NOTE = "eightbit: fused "
+# SmoothQuant's Muls (numerics §I.11): they scale a float value before its QuantizeLinear,
+# or give float readers X back; quantizing them would round the very outliers they divide.
+SMOOTHING_NOTE = "eightbit: SmoothQuant"
+_SMOOTHING_REASON = "SmoothQuant's per-channel scales, in float before the int8 boundary"
 _FLOAT_FUSED_OPS = frozenset({"LayerNormalization", "Gelu", "Softmax"})  # no int8 kernel here
 _FLOAT_UNIT = "kept in float as one unit, int8 only at its boundary"
 # Planning asks once per plan, and the fallback search plans many times: cache a few models.

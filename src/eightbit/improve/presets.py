@@ -62,6 +62,9 @@ class ImproveConfig:
     - ``smooth_quant``: SmoothQuant (§I.11): a LayerNorm output's outlier channels
       migrated into the weights of the matrix products that read it, the strength chosen
       per tensor on calibration samples; nothing happens on a model without such tensors.
+    - ``outlier_channels``: the 1-4 output channels of a matrix product over sequences
+      that are many times wider than the rest computed by a matrix product of their own
+      (§I.12), so the rest keep a fine int8 grid; nothing happens on a CNN.
     - ``safety_net``: when the quick check finds a collapsed slice or a worst-slice SQNR
       under ``SAFETY_FLOOR_DB`` and no budget was given, run the fallback by itself,
       capped at ONNX Runtime's own int8 latency (§I.9).
@@ -80,6 +83,7 @@ class ImproveConfig:
     separate_joins: bool = True
     safety_net: bool = True
     smooth_quant: bool = True
+    outlier_channels: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -91,6 +95,7 @@ class ImproveConfig:
             "separate_joins",
             "safety_net",
             "smooth_quant",
+            "outlier_channels",
         ):
             require_bool(name, getattr(self, name))
         if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
@@ -136,6 +141,7 @@ PRESETS: Mapping[str, ImproveConfig] = {
         separate_joins=False,
         safety_net=False,
         smooth_quant=False,
+        outlier_channels=False,
     ),
     "default": ImproveConfig(),
     "accurate": ImproveConfig(equalize=True, refine_ranges=True, reconstruct=True),

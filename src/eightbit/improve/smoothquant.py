@@ -12,7 +12,7 @@ float model.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ from onnx import helper
 from eightbit.calibrate.data import DataLike
 from eightbit.graph import Graph, Node, exposing_session
 from eightbit.graph.affine_tail import AffineTail, channel_affine_tail
+from eightbit.graph.patterns import SMOOTHING_NOTE, float_islands
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import count, read_samples
 from eightbit.ops import Contraction, lookup
@@ -62,30 +63,40 @@ class Reader:
 
 @dataclass(frozen=True)
 class Group:
-    """A tensor ``X`` with an affine tail, its matrix-product readers, and the nodes that
-    read it otherwise (``others``: they get ``X`` back through a Mul)."""
+    """A tensor ``X``, its matrix-product readers, and the nodes that read it otherwise.
+
+    ``tail``: the affine tail that absorbs ``1/s`` (``others`` then get ``X`` back through
+    a Mul); None when ``X`` comes out of a float unit (a GELU, §Q12) and a Mul by ``1/s``
+    is written before the readers instead (``others`` keep reading ``X``).
+    """
 
     tensor: str
     channels: int
-    tail: AffineTail
+    tail: AffineTail | None
     readers: tuple[Reader, ...]
     others: tuple[str, ...]
+
+    @property
+    def compensated(self) -> int:
+        """How many readers read ``X`` back through the Mul by ``s`` (I.17's second sum)."""
+        return len(self.others) if self.tail is not None else 0
 
 
 def find_groups(graph: Graph) -> list[Group]:
     """Every tensor SmoothQuant can smooth: an affine tail read by at least one matrix
     product with a constant 2-D weight."""
     outputs = {info.name for info in graph.outputs}
+    islands = float_islands(graph)
     groups = []
     for node in graph.nodes:
         for tensor in node.outputs:
-            group = _group(graph, tensor) if tensor and tensor not in outputs else None
+            group = _group(graph, tensor, islands) if tensor and tensor not in outputs else None
             if group is not None:
                 groups.append(group)
     return groups
 
 
-def _group(graph: Graph, tensor: str) -> Group | None:
+def _group(graph: Graph, tensor: str, islands: Mapping[str, str]) -> Group | None:
     info = graph.info(tensor)
     if info is None or not info.is_float or not info.shape:
         return None
@@ -103,8 +114,9 @@ def _group(graph: Graph, tensor: str) -> Group | None:
     if not readers:
         return None
     tail = channel_affine_tail(graph, tensor, channels)
-    if tail is None:
-        return None
+    producer = graph.producer(tensor)
+    if tail is None and (producer is None or producer.name not in islands):
+        return None  # a Mul here would be a new float op between int8 nodes
     return Group(tensor, channels, tail, tuple(readers), tuple(others))
 
 
@@ -158,7 +170,8 @@ def smooth_quant(
             notes.append(f"{group.tensor}: a = {strength:g}, error (I.17) x{gain:.3f}")
     result = _write(model, graph, chosen) if chosen else model
     summary = (
-        f"{len(chosen)} of {len(groups)} LayerNorm output(s) feeding matrix products smoothed "
+        f"{len(chosen)} of {len(groups)} LayerNorm or float-unit output(s) feeding matrix "
+        "products smoothed "
         f"(strength per tensor from {list(STRENGTHS)} or none), on {count(batches)} "
         "calibration samples"
     )
@@ -203,7 +216,7 @@ def choose_strength(
     w_max = np.max([np.max(np.abs(m), axis=1) for m in mats], axis=0)
     sample = rows[np.linspace(0, len(rows) - 1, min(len(rows), ERROR_ROWS)).astype(int)]
     references = [sample @ m for m in mats]
-    compensated = len(group.others)
+    compensated = group.compensated
     unsmoothed = _error(sample, np.ones(group.channels), mats, references, compensated, config)
     best: tuple[float, np.ndarray | None, float] = (0.0, None, unsmoothed)
     for strength in STRENGTHS:
@@ -260,7 +273,7 @@ def _write(
     edit = ModelEdit(model)
     for group, scales, _ in chosen:
         tail = group.tail
-        for port in (tail.scale, tail.bias):
+        for port in (tail.scale, tail.bias) if tail is not None else ():
             if port is None:
                 continue
             value = edit.value(port.node, port.port)
@@ -279,8 +292,9 @@ def _write(
 
 
 def _rewire(model: onnx.ModelProto, group: Group, scales: np.ndarray) -> None:
-    """Producer and matrix products read ``X_smoothed``; a Mul by the scales gives the
-    other readers ``X`` under its own name (so nothing downstream changes)."""
+    """The matrix products read ``X_smoothed``. With a tail, its producer writes it and a
+    Mul by ``s`` gives the other readers ``X`` under its own name; without, a Mul by ``1/s``
+    computes it from ``X``. Either way nothing else in the graph changes."""
     names = {t.name for t in model.graph.initializer} | {
         name for node in model.graph.node for name in (*node.output, node.name)
     }
@@ -289,26 +303,31 @@ def _rewire(model: onnx.ModelProto, group: Group, scales: np.ndarray) -> None:
     position = 0
     for index, node in enumerate(model.graph.node):
         if group.tensor in node.output:
-            node.output[list(node.output).index(group.tensor)] = smoothed
+            if group.tail is not None:
+                node.output[list(node.output).index(group.tensor)] = smoothed
             position = index + 1
         elif node.name in readers:
             node.input[list(node.input).index(group.tensor)] = smoothed
-    for value in model.graph.value_info:
-        if value.name == group.tensor:
-            value.name = smoothed
-    if not group.others:
+    declared = next((v for v in model.graph.value_info if v.name == group.tensor), None)
+    if declared is not None:  # X_smoothed has X's type and shape
+        copy = onnx.ValueInfoProto()
+        copy.CopyFrom(declared)
+        copy.name = smoothed
+        model.graph.value_info.append(copy)
+    if group.tail is not None and not group.others:
         return
-    scale_name = _fresh(f"{group.tensor}_smoothing_scales", names)
+    if group.tail is None:
+        factors, inputs, outputs, role = 1.0 / scales, group.tensor, smoothed, "smooth"
+    else:
+        factors, inputs, outputs, role = scales, smoothed, group.tensor, "unsmooth"
+    factor_name = _fresh(f"{group.tensor}_{role}_scales", names)
     model.graph.initializer.append(
-        onnx.numpy_helper.from_array(scales.astype(np.float32), scale_name)
+        onnx.numpy_helper.from_array(factors.astype(np.float32), factor_name)
     )
     mul = helper.make_node(
-        "Mul",
-        [smoothed, scale_name],
-        [group.tensor],
-        name=_fresh(f"{group.tensor}_unsmooth", names),
+        "Mul", [inputs, factor_name], [outputs], name=_fresh(f"{group.tensor}_{role}", names)
     )
-    mul.doc_string = "eightbit: SmoothQuant gives the readers other than matrix products X back"
+    mul.doc_string = f"{SMOOTHING_NOTE}: X/s for the matrix products, or X back for the rest"
     model.graph.node.insert(position, mul)
 
 
