@@ -89,6 +89,11 @@ def test_the_int8_model_gains_from_the_split():
         result = eightbit.quantize(model, data, QuantConfig(), check_samples=0, improve=improve)
         gains[split] = _sqnr(reference, _run(result.model, x))
         assert ("outlier_channels" in [s.name for s in result.plan.steps]) is split
+        decisions = {d.name: d for d in result.plan.nodes}
+        assert decisions["down"].quantized
+        apart = [d for name, d in decisions.items() if name.startswith("down_")]
+        assert len(apart) == 3 * split  # the apart product, its placement, the Add: float
+        assert not any(d.quantized for d in apart)
     assert gains[True] > gains[False] + 6
 
 

@@ -113,6 +113,11 @@ def float_islands(graph: Graph) -> dict[str, str]:
         for node in graph.model.graph.node
         if node.doc_string.startswith(SMOOTHING_NOTE) and node.op_type == "Mul"
     )
+    reasons.update(
+        (node.name, _OUTLIER_REASON)
+        for node in graph.model.graph.node
+        if node.doc_string.startswith(OUTLIER_NOTE) and node.op_type == "MatMul"
+    )
     if any(node.op_type in _ANCHORS for node in graph.nodes):
         reasons.update(_islands_cached(_key(graph), graph))
     return reasons
@@ -134,6 +139,10 @@ _FUSED_NOTE = "eightbit: fused "
 # or give float readers X back; quantizing them would round the very outliers they divide.
 SMOOTHING_NOTE = "eightbit: SmoothQuant"
 _SMOOTHING_REASON = "SmoothQuant's per-channel scales, in float before the int8 boundary"
+# The few outlier output channels of a matrix product, computed apart (numerics §I.12):
+# values hundreds of times the rest's, whose int8 weight error would dominate the output.
+OUTLIER_NOTE = "eightbit: outlier output channels"
+_OUTLIER_REASON = "outlier output channels computed apart, in float (a few columns)"
 _FLOAT_FUSED_OPS = frozenset({"LayerNormalization", "Gelu", "Softmax"})  # no int8 kernel here
 _FLOAT_UNIT = "kept in float as one unit, int8 only at its boundary"
 # Planning asks once per plan, and the fallback search plans many times: cache a few models.

@@ -10,9 +10,10 @@ int8 grid for that output leaves the other channels two or three levels. Here th
     Y = X·W_main + (X·W[:, O])·E
 
 with ``W_main`` = ``W`` with the outlier columns ``O`` zeroed, and ``E`` the ``|O| x N``
-one-hot matrix putting each outlier column back at its place: three int8 matrix products,
-each output on a grid sized for what it holds, and a float Add. The float function is the
-same (up to float32 summation order).
+one-hot matrix putting each outlier column back at its place: one int8 matrix product
+whose output grid spans the ordinary channels, the few outlier columns in float on its
+dequantized input, and a float Add. The float function is the same (up to float32
+summation order).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from onnx import helper, numpy_helper
 
 from eightbit.calibrate.data import DataLike
 from eightbit.graph import Graph, Node, exposing_session
+from eightbit.graph.patterns import OUTLIER_NOTE
 from eightbit.improve.measure import count, read_samples
 from eightbit.ops import Contraction, lookup
 from eightbit.ops.spec import optional_input
@@ -205,7 +207,7 @@ def _write(
         )
         position = list(proto.node).index(node) + 1
         for offset, new in enumerate(extra):
-            new.doc_string = "eightbit: outlier output channels computed apart (§I.12)"
+            new.doc_string = f"{OUTLIER_NOTE} computed apart in float (§I.12)"
             proto.node.insert(position + offset, new)
     return result
 
