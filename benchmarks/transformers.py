@@ -14,6 +14,8 @@ interleaved with the float one), file size int8/fp32.
 from __future__ import annotations
 
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -29,7 +31,9 @@ from benchmarks.zoo import measures
 from benchmarks.zoo.catalog import ZOO
 from benchmarks.zoo.spec import ZOO_DIR, ZooModel, data_paths
 
+ROOT = Path(__file__).resolve().parent.parent
 MODELS = ("minilm", "vit")
+TASK_TIMEOUT = 1800.0
 LATENCY_RUNS = 15  # per batch size; the float model's runs interleaved
 BATCHES = (1, 16)
 EVAL_THREADS = 2
@@ -154,15 +158,14 @@ def _run_model(table: Table, zoo_model: ZooModel) -> None:
     fp32_bytes = metrics.file_size(float_path)
     out_dir = ZOO_DIR / "quantized"
     out_dir.mkdir(parents=True, exist_ok=True)
-    for tool, quantize in tools():
+    for tool, _ in tools():
         print(f"[transformers] {zoo_model.name}: {tool} ...", flush=True)
         output = out_dir / f"{zoo_model.key}_transformers_{_slug(tool)}.onnx"
         started = time.perf_counter()
-        try:
-            quantize(float_path, output, calibration)
-        except Exception as exc:  # a tool's failure is a row, not the end of the section
+        failure = _quantize_apart(tool, float_path, output, calibration)
+        if failure:  # a tool's failure is a row, not the end of the section
             table.add(zoo_model.name, tool, *[None] * 6)
-            table.notes.append(f"{zoo_model.name}, {tool}: failed: {type(exc).__name__}: {exc}")
+            table.notes.append(f"{zoo_model.name}, {tool}: failed: {failure}")
             continue
         seconds = time.perf_counter() - started
         candidate = metrics.run_batches(output, evaluation, threads=EVAL_THREADS)
@@ -176,6 +179,32 @@ def _run_model(table: Table, zoo_model: ZooModel) -> None:
             metrics.file_size(output) / fp32_bytes,
             seconds,
         )
+
+
+def _quantize_apart(tool: str, model: Path, output: Path, calibration: NpyBatches) -> str:
+    """Run ``tool`` in a fresh process (a crash or NNCF's memory stays there); "" on
+    success, else the reason."""
+    output.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "benchmarks.transformers", tool, str(model), str(output)]
+    command += [str(calibration.path), str(calibration.count)]
+    try:
+        done = subprocess.run(
+            command, cwd=ROOT, capture_output=True, text=True, timeout=TASK_TIMEOUT, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return f"no result within {TASK_TIMEOUT:g} s"
+    if done.returncode != 0 or not output.exists():
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        return f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"
+    return ""
+
+
+def main(argv: list[str]) -> int:
+    """``python -m benchmarks.transformers TOOL MODEL OUTPUT CALIBRATION.npy COUNT``."""
+    tool, model, output, calibration, samples = argv
+    quantize = dict(tools())[tool]
+    quantize(Path(model), Path(output), NpyBatches(calibration, int(samples), 1))
+    return 0
 
 
 def _latency_ratio(int8: Path, fp32: Path, sample: np.ndarray) -> float:
@@ -197,3 +226,7 @@ def _latency_ratio(int8: Path, fp32: Path, sample: np.ndarray) -> float:
 
 def _slug(tool: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in tool.lower()).strip("_")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
