@@ -60,6 +60,7 @@ from benchmarks import (  # noqa: E402
     ray_scale,
     steps,
     targets,
+    transformers,
 )
 from benchmarks.report import (  # noqa: E402
     Table,
@@ -77,7 +78,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch", "dynamic",
+    "targets", "memory", "pytorch", "dynamic", "transformers",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory.run,
         "pytorch": lambda: [front_end.run()],
         "dynamic": dynamic.run,
+        "transformers": transformers.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

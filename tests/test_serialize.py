@@ -63,8 +63,10 @@ def test_an_improve_config_written_by_the_old_code_loads_the_same() -> None:
     data = json.loads((FIXTURES / "improve.json").read_text())
     config = ImproveConfig.from_dict(data)
     assert config == preset("accurate", max_drop=0.01, max_latency=0.8)
-    # A field added since (the clipping choice) takes its default; the rest reads back as is.
-    assert config.to_dict() == {**data, "choose_clipping": True}
+    # Fields added since (the clipping choice, SmoothQuant, the outlier split) take their
+    # defaults; the rest reads back as is.
+    added = {"choose_clipping": True, "smooth_quant": True, "outlier_channels": True}
+    assert config.to_dict() == {**data, **added}
 
 
 def test_quant_params_keep_their_own_format() -> None:

@@ -49,26 +49,27 @@ FRAME = ["SpaceToDepthStem", "Equalize", "Calibrate", "ChooseClipping", "RefineR
         (preset("fast"), ["Calibrate", "Plan", "Export(nearest)", "Int8Tables", "Check"]),
         (
             preset("default"),
-            ["Equalize", "Calibrate", "ChooseClipping", "Plan", "BiasCorrection(nearest)",
-             "Export(nearest)", "Int8Tables", "Check", "SafetyNet", "Int8Tables"],
+            ["Equalize", "SmoothQuant", "OutlierChannels", "Calibrate", "ChooseClipping", "Plan",
+             "BiasCorrection(nearest)", "Export(nearest)", "Int8Tables", "Check", "SafetyNet",
+             "Int8Tables"],
         ),
         (
             preset("default", min_sqnr=30.0),
-            ["Equalize", "Calibrate", "ChooseClipping", "Plan", "BiasCorrection(nearest)",
-             "Export(nearest)", "Fallback", "Int8Tables", "Check"],
+            ["Equalize", "SmoothQuant", "OutlierChannels", "Calibrate", "ChooseClipping", "Plan",
+             "BiasCorrection(nearest)", "Export(nearest)", "Fallback", "Int8Tables", "Check"],
         ),
         # Learned weights without a fallback: the nearest model would be thrown away.
         (
             preset("accurate"),
-            ["Equalize", "Calibrate", "ChooseClipping", "RefineRanges", "Plan", "LearnedWeights",
-             "BiasCorrection(learned)", "Export(learned)", "Int8Tables", "Check", "SafetyNet",
-             "Int8Tables"],
+            ["Equalize", "SmoothQuant", "OutlierChannels", "Calibrate", "ChooseClipping",
+             "RefineRanges", "Plan", "LearnedWeights", "BiasCorrection(learned)",
+             "Export(learned)", "Int8Tables", "Check", "SafetyNet", "Int8Tables"],
         ),
         # With one, the fallback judges the nearest model, then the weights are learned.
         (
             preset("accurate", max_drop=0.01, bias_correction=False),
-            ["Equalize", "Calibrate", "ChooseClipping", "RefineRanges", "Plan", "Export(nearest)",
-             "Fallback",
+            ["Equalize", "SmoothQuant", "OutlierChannels", "Calibrate", "ChooseClipping",
+             "RefineRanges", "Plan", "Export(nearest)", "Fallback",
              "LearnedWeights", "Export(learned)", "Int8Tables", "Check"],
         ),
     ],

@@ -108,6 +108,16 @@ def float_islands(graph: Graph) -> dict[str, str]:
         for node in graph.model.graph.node
         if node.doc_string.startswith(_FUSED_NOTE) and node.op_type in _FLOAT_FUSED_OPS
     }
+    reasons.update(
+        (node.name, _SMOOTHING_REASON)
+        for node in graph.model.graph.node
+        if node.doc_string.startswith(SMOOTHING_NOTE) and node.op_type == "Mul"
+    )
+    reasons.update(
+        (node.name, _OUTLIER_REASON)
+        for node in graph.model.graph.node
+        if node.doc_string.startswith(OUTLIER_NOTE) and node.op_type == "MatMul"
+    )
     if any(node.op_type in _ANCHORS for node in graph.nodes):
         reasons.update(_islands_cached(_key(graph), graph))
     return reasons
@@ -125,6 +135,14 @@ def _key(graph: Graph) -> tuple[object, ...]:
 
 
 _FUSED_NOTE = "eightbit: fused "
+# SmoothQuant's Muls (numerics §I.11): they scale a float value before its QuantizeLinear,
+# or give float readers X back; quantizing them would round the very outliers they divide.
+SMOOTHING_NOTE = "eightbit: SmoothQuant"
+_SMOOTHING_REASON = "SmoothQuant's per-channel scales, in float before the int8 boundary"
+# The few outlier output channels of a matrix product, computed apart (numerics §I.12):
+# values hundreds of times the rest's, whose int8 weight error would dominate the output.
+OUTLIER_NOTE = "eightbit: outlier output channels"
+_OUTLIER_REASON = "outlier output channels computed apart, in float (a few columns)"
 _FLOAT_FUSED_OPS = frozenset({"LayerNormalization", "Gelu", "Softmax"})  # no int8 kernel here
 _FLOAT_UNIT = "kept in float as one unit, int8 only at its boundary"
 # Planning asks once per plan, and the fallback search plans many times: cache a few models.
@@ -370,7 +388,7 @@ def _softmax(run: _Runner, shape: tuple[int, ...], region: list[Node], graph: Gr
         if axes is None or len(axes) != 1:
             continue
         axis = axes[0]
-        for seed, scale in ((0, 3.0), (1, 30.0)):
+        for seed, scale in _softmax_probes(region):
             x = _probe(shape, scale, seed).astype(np.float32).astype(np.float64)
             e = np.exp(x - x.max(axis=axis, keepdims=True))
             if not _close(run(x), e / e.sum(axis=axis, keepdims=True)):
@@ -378,6 +396,15 @@ def _softmax(run: _Runner, shape: tuple[int, ...], region: list[Node], graph: Gr
         else:
             return {"axis": axis}, {}
     return None
+
+
+def _softmax_probes(region: list[Node]) -> tuple[tuple[int, float], ...]:
+    """(seed, scale) of the probes. Written without the max taken out (Exp, ReduceSum, Div:
+    tf2onnx, some torch exports) the region overflows float32 where ``x`` passes ~88, as
+    the model itself does: such a region is probed at moderate scales only."""
+    if any(node.op_type == "ReduceMax" for node in region):
+        return ((0, 3.0), (1, 30.0))
+    return ((0, 3.0), (1, 0.5))
 
 
 def _layer_norm(run: _Runner, shape: tuple[int, ...], region: list[Node], graph: Graph) -> Found:

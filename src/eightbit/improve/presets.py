@@ -59,6 +59,12 @@ class ImproveConfig:
       the next one tried (§R.9). Needs ``max_drop`` or ``min_sqnr``.
     - ``separate_joins``: keep float a Concat/Add/Sub after the last heavy op whose inputs'
       ranges differ by more than 16x, and the cheap nodes after it (§Q13).
+    - ``smooth_quant``: SmoothQuant (§I.11): a LayerNorm output's outlier channels
+      migrated into the weights of the matrix products that read it, the strength chosen
+      per tensor on calibration samples; nothing happens on a model without such tensors.
+    - ``outlier_channels``: the 1-4 output channels of a matrix product over sequences
+      that are many times wider than the rest computed by a matrix product of their own
+      (§I.12), so the rest keep a fine int8 grid; nothing happens on a CNN.
     - ``safety_net``: when the quick check finds a collapsed slice or a worst-slice SQNR
       under ``SAFETY_FLOOR_DB`` and no budget was given, run the fallback by itself,
       capped at ONNX Runtime's own int8 latency (§I.9).
@@ -76,6 +82,8 @@ class ImproveConfig:
     max_latency: float | None = None
     separate_joins: bool = True
     safety_net: bool = True
+    smooth_quant: bool = True
+    outlier_channels: bool = True
 
     def __post_init__(self) -> None:
         for name in (
@@ -86,6 +94,8 @@ class ImproveConfig:
             "reconstruct",
             "separate_joins",
             "safety_net",
+            "smooth_quant",
+            "outlier_channels",
         ):
             require_bool(name, getattr(self, name))
         if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
@@ -130,6 +140,8 @@ PRESETS: Mapping[str, ImproveConfig] = {
         bias_correction=False,
         separate_joins=False,
         safety_net=False,
+        smooth_quant=False,
+        outlier_channels=False,
     ),
     "default": ImproveConfig(),
     "accurate": ImproveConfig(equalize=True, refine_ranges=True, reconstruct=True),

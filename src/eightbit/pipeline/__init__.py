@@ -40,9 +40,11 @@ from eightbit.pipeline.stages import (
     Export,
     Fallback,
     LearnedWeights,
+    OutlierChannels,
     Plan,
     RefineRanges,
     SafetyNet,
+    SmoothQuant,
     SpaceToDepthStem,
     Step,
 )
@@ -91,6 +93,8 @@ def steps() -> tuple[Step, ...]:
     return (
         SpaceToDepthStem(),
         Equalize(),
+        SmoothQuant(),
+        OutlierChannels(),
         Calibrate(),
         ChooseClipping(),
         RefineRanges(),

@@ -21,7 +21,9 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.clipping_choice import choose_clipping
+from eightbit.improve.outlier_channels import split_outlier_channels
 from eightbit.improve.refine import refine_ranges
+from eightbit.improve.smoothquant import smooth_quant
 from eightbit.improve.weights.adaround import AdaRoundOptions, adaround
 from eightbit.improve.weights.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.weights.equalize import equalize
@@ -75,6 +77,40 @@ class Equalize:
         settings = state.settings
         model, report = equalize(
             state.prepared, state.samples, settings.config, threads=settings.threads
+        )
+        return state.reported(report, prepared=model)
+
+
+class SmoothQuant:
+    """SmoothQuant (§I.11): LayerNorm outputs' outlier channels moved into the weights of
+    the matrix products that read them, before calibration. Silent on a model without
+    such a tensor (a CNN), so its plan is as it was."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.smooth_quant
+
+    def run(self, state: State) -> State:
+        if state.given_ranges or state.samples is None:
+            return state  # the ranges from a file describe the model as is
+        settings = state.settings
+        model, report = smooth_quant(
+            state.prepared, state.samples, settings.config, threads=settings.threads
+        )
+        return state.reported(report, prepared=model)
+
+
+class OutlierChannels:
+    """A sequence matrix product's few huge output channels computed apart (§I.12), before
+    calibration. Silent on a model without such layers (a CNN), so its plan is as it was."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.outlier_channels
+
+    def run(self, state: State) -> State:
+        if state.given_ranges or state.samples is None:
+            return state  # the ranges from a file describe the model as is
+        model, report = split_outlier_channels(
+            state.prepared, state.samples, threads=state.settings.threads
         )
         return state.reported(report, prepared=model)
 
