@@ -27,7 +27,10 @@ Sections:
   memory       peak RSS and wall time of whole commands (eightbit fast/default, ORT, NNCF)
                on VGG-16 and on generated Gemm stacks up to ~2.5 GB (external data)
   pytorch      the PyTorch front end (quantize(module)) vs the hand-exported ONNX model:
-               same integers, agreement, SQNR (MobileNetV2, ResNet-18-style)
+               same integers, agreement, SQNR (MobileNetV2)
+  transformers MiniLM-L6 and ViT-S: eightbit's default (the automatic mode), --mode static and
+               dynamic, vs ORT quantize_static/quantize_dynamic and NNCF (default and
+               TRANSFORMER): metric, SQNR, latency at batch 1 and 16, size
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -51,7 +54,6 @@ from benchmarks import (  # noqa: E402
     accuracy,
     calibration,
     codegen,
-    dynamic,
     engine,
     front_end,
     kernels,
@@ -78,7 +80,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch", "dynamic", "transformers",
+    "targets", "memory", "pytorch", "transformers",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -198,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
         "targets": targets.run,
         "memory": memory.run,
         "pytorch": lambda: [front_end.run()],
-        "dynamic": dynamic.run,
         "transformers": transformers.run,
     }
     tables: list[Table] = []

