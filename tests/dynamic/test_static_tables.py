@@ -14,7 +14,7 @@ from tests.dynamic.encoder import encoder, token_ids
 
 
 def test_static_mode_reads_int8_rows_and_the_engine_runs_it() -> None:
-    result = quantize(encoder(), {"ids": token_ids(80)}, QuantConfig(), improve="fast")
+    result = quantize(encoder(), {"ids": token_ids(80)}, QuantConfig(mode="static"), improve="fast")
     tables = [t for t in result.model.graph.initializer if t.name.startswith("table")]
     assert {t.data_type for t in tables} == {onnx.TensorProto.INT8, onnx.TensorProto.FLOAT}
     assert not any(t.name == "table" for t in tables)  # the float table is gone

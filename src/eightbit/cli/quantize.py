@@ -240,8 +240,8 @@ def _config(
     "--mode",
     type=click.Choice(["static", "dynamic"]),
     help="static: activation ranges calibrated on --data; dynamic: int8 weights, "
-    "activations quantized at run time, no data needed [static; a transformer whose static "
-    "model misses the error budget takes dynamic when that does better].",
+    "activations quantized at run time, no data needed [static; a transformer takes "
+    "whichever of the two gives the better SQNR on held-back samples].",
 )
 @click.option("--per-tensor", is_flag=True, help="One weight scale per tensor, not per channel.")
 @click.option(

@@ -44,8 +44,8 @@ class QuantConfig:
       weights of MatMul/Gemm, activations quantized at run time from their own range: no
       calibration data; numerics §D). Dynamic mode runs on ONNX Runtime (target ``ort``)
       with the affine scheme. ``"auto"``, the default of the API and the CLI: static,
-      unless the graph is a transformer whose static model misses the error budget and
-      dynamic mode does better (§D.6); the plan records the mode that ran.
+      unless the graph is a transformer and dynamic mode gives the better SQNR on the
+      held-back samples (§D.6); the plan records the mode that ran.
     - ``row_scales``: in dynamic mode, one activation scale per row (per token), computed
       in the graph (§D.4); False: one per tensor (``DynamicQuantizeLinear``, §D.1).
     """
