@@ -25,7 +25,7 @@ from eightbit.analysis.outputs import Metric, OutputTally
 from eightbit.calibrate import open_data
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError, DataError
-from eightbit.graph import Graph, make_session
+from eightbit.graph import Graph, exposing_session, make_session
 from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
 from eightbit.improve.budget import Measured
 
@@ -40,6 +40,18 @@ def read_samples(data: DataLike, graph: Graph, samples: int) -> list[Batch]:
     if not batches:
         raise DataError("no calibration samples to measure with (the data is empty)")
     return batches
+
+
+def channel_rows(
+    model: onnx.ModelProto, names: Sequence[str], batches: Sequence[Batch], threads: int | None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, values as rows of its last axis) for each tensor ``names`` on each batch, from
+    one session exposing them all: the per-channel statistics of SmoothQuant and the
+    outlier split."""
+    session = exposing_session(model, names, threads=threads, lean=True)
+    for batch in batches:
+        for name, value in zip(names, session.run(names, batch), strict=True):
+            yield name, np.asarray(value).reshape(-1, value.shape[-1])
 
 
 def count(batches: Sequence[Batch]) -> int:

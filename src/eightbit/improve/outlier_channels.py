@@ -27,9 +27,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eightbit.calibrate.data import DataLike
-from eightbit.graph import Graph, Node, exposing_session
+from eightbit.graph import Graph, Node
 from eightbit.graph.patterns import OUTLIER_NOTE
-from eightbit.improve.measure import count, read_samples
+from eightbit.improve.measure import channel_rows, count, read_samples
 from eightbit.ops import Contraction, lookup
 from eightbit.ops.spec import optional_input
 from eightbit.steps import StepReport
@@ -134,13 +134,10 @@ def _channel_maxima(
     threads: int | None,
 ) -> dict[str, np.ndarray]:
     names = [layer.output for layer in layers]
-    session = exposing_session(model, names, threads=threads, lean=True)
     maxima: dict[str, np.ndarray] = {}
-    for batch in batches:
-        for name, value in zip(names, session.run(names, batch), strict=True):
-            rows = np.abs(np.asarray(value, np.float64).reshape(-1, value.shape[-1]))
-            seen = rows.max(axis=0)
-            maxima[name] = seen if name not in maxima else np.maximum(maxima[name], seen)
+    for name, rows in channel_rows(model, names, batches, threads):
+        seen = np.abs(rows.astype(np.float64)).max(axis=0)
+        maxima[name] = seen if name not in maxima else np.maximum(maxima[name], seen)
     return maxima
 
 

@@ -20,11 +20,11 @@ import onnx
 from onnx import helper
 
 from eightbit.calibrate.data import DataLike
-from eightbit.graph import Graph, Node, exposing_session
+from eightbit.graph import Graph, Node
 from eightbit.graph.affine_tail import AffineTail, channel_affine_tail
 from eightbit.graph.patterns import SMOOTHING_NOTE, float_islands
 from eightbit.improve._onnx import ModelEdit
-from eightbit.improve.measure import count, read_samples
+from eightbit.improve.measure import channel_rows, count, read_samples
 from eightbit.ops import Contraction, lookup
 from eightbit.ops.spec import optional_input
 from eightbit.quant import (
@@ -189,11 +189,9 @@ def _observe(
 ) -> dict[str, np.ndarray]:
     """Each group's tensor on the batches, as rows of its channels (float64)."""
     names = [group.tensor for group in groups]
-    session = exposing_session(model, names, threads=threads, lean=True)
     collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for batch in batches:
-        for name, value in zip(names, session.run(names, batch), strict=True):
-            collected[name].append(np.asarray(value).reshape(-1, value.shape[-1]))
+    for name, rows in channel_rows(model, names, batches, threads):
+        collected[name].append(rows)
     return {name: np.concatenate(parts).astype(np.float64) for name, parts in collected.items()}
 
 
