@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import onnx
@@ -20,6 +21,7 @@ from eightbit.analysis.floor import SAFETY_FLOOR_DB, floor_metric
 from eightbit.analysis.latency import LatencyRatio
 from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import quick_check
+from eightbit.analysis.slices import output_probabilities
 from eightbit.calibrate import Ranges, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
@@ -173,8 +175,9 @@ def safety_net(
     cap, what = latency_cap(timer, net.float_model, qdq, source)
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
+    metric = partial(floor_metric, probabilities=output_probabilities(graph).get(first, ()))
     qdq, plan, report = run_fallback(
-        net, plan, qdq, samples, budget, floor_metric, threads, False, latency=timer, **NET_SEARCH
+        net, plan, qdq, samples, budget, metric, threads, False, latency=timer, **NET_SEARCH
     )
     notes = (
         f"engaged: {missed[first]}; budget: the first output's worst slice >= "

@@ -5,10 +5,20 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper, numpy_helper
 
 from eightbit.analysis.outputs import OutputTally
-from eightbit.analysis.slices import Part, judged_axes, output_parts, slice_verdict
+from eightbit.analysis.slices import (
+    SILENT_MEAN_SQUARE,
+    Part,
+    Probability,
+    judged_axes,
+    output_parts,
+    output_probabilities,
+    slice_verdict,
+)
 from eightbit.graph import Graph, normalize
 from tests.fixtures.joins import BOXES, CLASSES, large_small_concat
 
@@ -120,3 +130,84 @@ def test_an_output_whose_shape_changes_between_batches_is_judged_whole() -> None
         tally.update(reference, reference)
     result = tally.result()
     assert result.slices is None and result.sqnr_db == math.inf
+
+
+def _scores(seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (samples, 6 classes) rounded to the 8-bit [0, 1] grid; class 4
+    never fires (values ~1e-3, all rounded to 0)."""
+    rng = np.random.default_rng(seed)
+    reference = rng.uniform(0.0, 1.0, size=(50, 6))
+    reference[:, 4] = rng.uniform(0.0, 1.5e-3, size=50)
+    return reference, np.round(reference * 255) / 255
+
+
+def test_a_probability_slice_that_never_fires_is_silent_not_collapsed() -> None:
+    reference, quantized = _scores()
+    plain = slice_verdict(reference, quantized)
+    assert plain is not None and (1, 4) in plain.collapsed  # judged without the graph's help
+    verdict = slice_verdict(reference, quantized, probabilities=(Probability(),))
+    assert verdict is not None and not verdict.has_collapse
+    assert verdict.silent == 1 and verdict.worst_index != 4
+    assert verdict.worst_sqnr_db > 20
+
+
+def test_a_probability_slice_that_fires_is_judged_even_when_rare() -> None:
+    reference, quantized = _scores()
+    reference[7, 4] = 0.9  # one confident sample: mean square 0.016, far above the bound
+    assert np.mean(reference[:, 4] ** 2) > SILENT_MEAN_SQUARE
+    quantized[:, 4] = 0.0  # int8 lost the class
+    verdict = slice_verdict(reference, quantized, probabilities=(Probability(),))
+    assert verdict is not None and (1, 4) in verdict.collapsed and verdict.silent == 0
+
+
+def test_only_the_probability_part_of_a_join_may_be_silent() -> None:
+    reference, quantized = _scores()
+    boxes = np.zeros((50, 2))
+    boxes[:, 0] = np.linspace(0, 300, 50)
+    boxes[:, 1] = 1e-3  # a tiny box column int8 loses: a real collapse, not a silence
+    reference = np.concatenate([boxes, reference], axis=1)
+    quantized = np.concatenate([np.round(boxes / 1.2) * 1.2, quantized], axis=1)
+    spans = (Probability(1, 2, 8),)
+    verdict = slice_verdict(reference, quantized, probabilities=spans)
+    assert verdict is not None and verdict.collapsed == ((1, 1),)
+    assert verdict.silent == 1  # class 4, at index 6
+
+
+def test_output_probabilities_follow_sigmoids_through_moves_and_joins() -> None:
+    (spans,) = output_probabilities(Graph(normalize(large_small_concat()))).values()
+    assert spans == (Probability(1, BOXES, BOXES + CLASSES),)
+    flat = output_probabilities(Graph(normalize(large_small_concat(flatten=True))))
+    assert list(flat.values()) == [(Probability(1, BOXES, BOXES + CLASSES),)]
+
+
+def _written_softmax(same_exp: bool = True) -> onnx.ModelProto:
+    """logits -> Exp(logits - max) / Expand(Reshape(ReduceSum)), as jax2tf writes a softmax."""
+    nodes = [
+        helper.make_node("ReduceMax", ["x"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["x", "m"], ["d"]),
+        helper.make_node("Exp", ["d"], ["e"]),
+        helper.make_node("ReduceSum", ["e", "axes"], ["s"], keepdims=0),
+        helper.make_node("Reshape", ["s", "column"], ["r"]),
+        helper.make_node("Expand", ["r", "wide"], ["b"]),
+        helper.make_node("Exp", ["x"], ["other"]),
+        helper.make_node("Div", ["e" if same_exp else "other", "b"], ["p"]),
+    ]
+    constants = [
+        numpy_helper.from_array(np.array([1], np.int64), "axes"),
+        numpy_helper.from_array(np.array([-1, 1], np.int64), "column"),
+        numpy_helper.from_array(np.array([1, 6], np.int64), "wide"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "written_softmax",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, ["N", 6])],
+        constants,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_softmax_written_as_elementary_ops_is_a_probability() -> None:
+    assert output_probabilities(Graph(_written_softmax())) == {"p": (Probability(),)}
+    # exp(d) / sum(exp(d)) only: another exponential over that sum may exceed 1
+    assert output_probabilities(Graph(_written_softmax(same_exp=False))) == {}

@@ -4,22 +4,23 @@ reads it: what the safety net's fallback and the clipping choice (§I.10) both c
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 
 from eightbit.analysis.metrics import sqnr_db
-from eightbit.analysis.slices import slice_verdict
+from eightbit.analysis.slices import SAFETY_FLOOR_DB, Probability, slice_verdict
 
-# The worst slice of every output must reach this SQNR (§I.9): 10 dB is an error of a
-# third of the signal's RMS, where a detector's scores or a regressor's values are still
-# ordered as in float; the issue's target for every zoo model is the same 10 dB.
-SAFETY_FLOOR_DB = 10.0
+__all__ = ["SAFETY_FLOOR_DB", "floor_metric"]
 
 
-def floor_metric(reference: np.ndarray, quantized: np.ndarray) -> float:
+def floor_metric(
+    reference: np.ndarray, quantized: np.ndarray, probabilities: Sequence[Probability] = ()
+) -> float:
     """The worst slice's SQNR, capped at the floor (so the float model scores the floor and
-    a drop of 0 means "at the floor or above"); -inf for a collapse."""
-    verdict = slice_verdict(reference, quantized)
+    a drop of 0 means "at the floor or above"); -inf for a collapse. Silent probability
+    slices (A.11) are not judged."""
+    verdict = slice_verdict(reference, quantized, probabilities=probabilities)
     if verdict is None:  # no axis but the samples: the whole output is its only slice
         return min(sqnr_db(reference, quantized), SAFETY_FLOOR_DB)
     if verdict.has_collapse:

@@ -16,7 +16,7 @@ import numpy as np
 
 from eightbit.analysis.labels import check_label_classes
 from eightbit.analysis.metrics import ErrorSums, correct_predictions, json_number, topk_hits
-from eightbit.analysis.slices import Part, SliceSums, SliceVerdict
+from eightbit.analysis.slices import Part, Probability, SliceSums, SliceVerdict
 from eightbit.errors import ConfigError, DataError
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
@@ -97,11 +97,19 @@ def named_metrics(metric: Metric | Mapping[str, Metric] | None) -> dict[str, Met
 class OutputTally:
     """Sums and counts for one output over every batch; ``keep`` holds the outputs too."""
 
-    def __init__(self, name: str, *, keep: bool = False, parts: tuple[Part, ...] = ()) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        keep: bool = False,
+        parts: tuple[Part, ...] = (),
+        probabilities: tuple[Probability, ...] = (),
+    ) -> None:
         self.name = name
         self.errors = ErrorSums()
         self.slice_sums = SliceSums()
         self.parts = parts
+        self.probabilities = probabilities
         self.samples = 0
         self.classes: int | None = None
         self.top1 = self.top5 = self.float_correct = self.int8_correct = 0
@@ -159,7 +167,7 @@ class OutputTally:
             float_accuracy=self.float_correct / self.samples if self.labelled else None,
             int8_accuracy=self.int8_correct / self.samples if self.labelled else None,
             custom=self._custom(metrics or {}),
-            slices=self.slice_sums.verdict(self.parts),
+            slices=self.slice_sums.verdict(self.parts, self.probabilities),
         )
 
     def _custom(self, metrics: Mapping[str, Metric]) -> dict[str, float]:

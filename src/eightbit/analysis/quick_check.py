@@ -18,6 +18,7 @@ from eightbit.analysis.slices import (
     SliceVerdict,
     collapse_finding,
     output_parts,
+    output_probabilities,
     slice_verdict,
 )
 from eightbit.graph import Graph, make_session
@@ -105,7 +106,8 @@ def quick_check(
     del quantized
     if samples == 0:
         return None
-    parts = output_parts(Graph(float_model))
+    graph = Graph(float_model)
+    parts, probabilities = output_parts(graph), output_probabilities(graph)
     outputs = []
     for name in names:
         ref = np.concatenate(collected[name][0])
@@ -116,7 +118,7 @@ def quick_check(
                 name=name,
                 sqnr_db=sqnr_db(ref, out),
                 top1_agreement=topk_agreement(ref, out, 1) if classes else None,
-                slices=slice_verdict(ref, out, parts.get(name, ())),
+                slices=slice_verdict(ref, out, parts.get(name, ()), probabilities.get(name, ())),
             )
         )
     return QuickCheck(samples=samples, outputs=tuple(outputs))

@@ -21,7 +21,7 @@ from eightbit.analysis.metrics import sqnr_from_sums
 from eightbit.analysis.models import ModelPair
 from eightbit.analysis.outputs import Metric, OutputMetrics, OutputTally
 from eightbit.analysis.ranges import fake_quantized
-from eightbit.analysis.slices import output_parts
+from eightbit.analysis.slices import output_parts, output_probabilities
 from eightbit.calibrate import DataSource
 from eightbit.calibrate.progress import sample_progress
 from eightbit.errors import DataError
@@ -99,8 +99,14 @@ Tallies = tuple[dict[str, OutputTally], list[ActivationTally]]
 def empty_tallies(pair: ModelPair, *, activations: bool, keep: bool) -> Tallies:
     """The tallies a ``SideBySide`` pass fills (also made without its sessions)."""
     parts = output_parts(pair.float_graph)
+    probabilities = output_probabilities(pair.float_graph)
     outputs = {
-        info.name: OutputTally(info.name, keep=keep, parts=parts.get(info.name, ()))
+        info.name: OutputTally(
+            info.name,
+            keep=keep,
+            parts=parts.get(info.name, ()),
+            probabilities=probabilities.get(info.name, ()),
+        )
         for info in pair.float_graph.outputs
     }
     watched = list(pair.qdq.activations) if activations else []

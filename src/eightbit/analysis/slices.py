@@ -20,14 +20,29 @@ import numpy as np
 
 from eightbit.analysis.metrics import json_number, sqnr_from_sums
 from eightbit.ops import lookup
+from eightbit.ops.layout import LAYOUT_OP_TYPES
 from eightbit.serialize import to_dict
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph
+    from eightbit.graph.view import Node
 
 # A slice or part at or below this SQNR is collapsed: its int8 error is as large as its
 # signal, whatever its values (§A.9).
 COLLAPSE_DB = 0.0
+# The worst slice of every output must reach this SQNR (§I.9): 10 dB is an error of a
+# third of the signal's RMS, where a detector's scores or a regressor's values are still
+# ordered as in float; the issue's target for every zoo model is the same 10 dB.
+SAFETY_FLOOR_DB = 10.0
+# A probability is read on the 8-bit grid of [0, 1]: its step (A.11).
+PROBABILITY_STEP = 1 / 255
+# A probability slice whose mean square is below this is silent (A.11): the rounding noise
+# of the ideal 8-bit [0, 1] grid, Δ²/12, is already more than the floor allows it.
+SILENT_MEAN_SQUARE = 10 ** (SAFETY_FLOOR_DB / 10) * PROBABILITY_STEP**2 / 12
+# Ops whose output is a probability in [0, 1], and the op types a probability keeps
+# through (they move or select values, never leave [0, 1]).
+_PROBABILITY_OPS = ("Sigmoid", "Softmax", "HardSigmoid")
+_VALUE_KEEPING_OPS = (*LAYOUT_OP_TYPES, "Identity", "MaxPool", "GlobalMaxPool", "Gather")
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,19 @@ class Part:
     axis: int
     start: int
     stop: int
+
+
+@dataclass(frozen=True)
+class Probability:
+    """Slices of an output that hold probabilities in [0, 1] (A.11): along ``axis`` those
+    in ``[start, stop)`` (a Concat part), or every slice when ``axis`` is None."""
+
+    axis: int | None = None
+    start: int = 0
+    stop: int = 0
+
+    def covers(self, axis: int, index: int) -> bool:
+        return self.axis is None or (self.axis == axis and self.start <= index < self.stop)
 
 
 @dataclass(frozen=True)
@@ -68,7 +96,9 @@ class SliceVerdict:
     axis besides the samples, judged whole). ``collapsed``: (axis, index) of every
     collapsed slice along the judged axes; ``slices``: how many slices were judged.
     ``sqnrs``: (axis, SQNR of every slice along it) per judged axis, for the report's
-    chart; not in ``to_dict`` (its size is the output's dimensions).
+    chart; not in ``to_dict`` (its size is the output's dimensions). ``silent``: how many
+    probability slices carried too little signal to be judged (A.11); they are neither
+    the worst slice nor collapsed.
     """
 
     worst_sqnr_db: float
@@ -78,6 +108,7 @@ class SliceVerdict:
     collapsed: tuple[tuple[int, int], ...]
     parts: tuple[PartVerdict, ...] = ()
     sqnrs: tuple[tuple[int, tuple[float, ...]], ...] = ()
+    silent: int = 0
 
     @property
     def has_collapse(self) -> bool:
@@ -105,6 +136,7 @@ class SliceVerdict:
             "worst_axis": self.worst_axis,
             "worst_index": self.worst_index,
             "slices": self.slices,
+            "silent": self.silent,
             "collapsed": [list(entry) for entry in self.collapsed],
             "parts": [part.to_dict() for part in self.parts],
         }
@@ -152,6 +184,7 @@ class SliceSums:
         self.int8_high: list[np.ndarray] = []
         self.ndim: int | None = None
         self.varying = False
+        self.rows = 0
 
     def update(self, reference: np.ndarray, quantized: np.ndarray) -> None:
         ref = np.asarray(reference, dtype=np.float64)
@@ -165,6 +198,7 @@ class SliceSums:
             # has no fixed slices: the output is judged whole, as before §A.9.
             self.varying = True
             return
+        self.rows += ref.shape[0]
         squared, error = ref * ref, (ref - out) ** 2
         for axis in range(1, ref.ndim):
             others = tuple(a for a in range(ref.ndim) if a != axis)
@@ -190,6 +224,7 @@ class SliceSums:
         elif self._sizes() != batch._sizes():
             self.varying = True
             return
+        self.rows += batch.rows
         stores = ("signal", "noise", "ref_low", "ref_high", "int8_low", "int8_high")
         for position in range(len(batch.signal)):
             # Copies: the first batch's arrays become the running sums, added to in place.
@@ -219,32 +254,56 @@ class SliceSums:
         ):
             store[position] = pick(store[position], value)
 
-    def verdict(self, parts: Sequence[Part] = ()) -> SliceVerdict | None:
-        """The worst slice, collapsed slices and part verdicts; None before any batch."""
+    def verdict(
+        self, parts: Sequence[Part] = (), probabilities: Sequence[Probability] = ()
+    ) -> SliceVerdict | None:
+        """The worst slice, collapsed slices and part verdicts, silent probability slices
+        left out (A.11); None before any batch."""
         if self.varying or self.ndim is None or self.ndim < 2 or not self.signal:
             return None
         worst: tuple[float, int | None, int | None] = (math.inf, None, None)
         collapsed: list[tuple[int, int]] = []
         by_axis: list[tuple[int, tuple[float, ...]]] = []
-        count = 0
+        count = silent = 0
         for axis in judged_axes(self.ndim):
             sqnrs = self._slice_sqnrs(axis)
             by_axis.append((axis, tuple(float(value) for value in sqnrs)))
+            quiet = self._silent(axis, probabilities)
             flat = self._collapsed(axis, sqnrs)
-            collapsed += [(axis, int(index)) for index in flat]
+            collapsed += [(axis, int(index)) for index in flat if not quiet[index]]
             count += len(sqnrs)
-            index = int(np.argmin(sqnrs))
-            if sqnrs[index] < worst[0]:
-                worst = (float(sqnrs[index]), axis, index)
+            silent += int(quiet.sum())
+            judged = np.where(quiet, math.inf, sqnrs)
+            index = int(np.argmin(judged))
+            if judged[index] < worst[0]:
+                worst = (float(judged[index]), axis, index)
         return SliceVerdict(
             worst_sqnr_db=worst[0],
             worst_axis=worst[1],
             worst_index=worst[2],
             slices=count,
             collapsed=tuple(collapsed),
-            parts=tuple(self._part(part) for part in parts if self._fits(part)),
+            parts=tuple(self._part(part, probabilities) for part in parts if self._fits(part)),
             sqnrs=tuple(by_axis),
+            silent=silent,
         )
+
+    def _silent(self, axis: int, probabilities: Sequence[Probability]) -> np.ndarray:
+        """Per slice along ``axis``: a probability whose mean square is under
+        SILENT_MEAN_SQUARE (eq. A.11)."""
+        signal = self.signal[axis - 1]
+        silent = np.zeros(len(signal), dtype=bool)
+        if not probabilities:
+            return silent
+        mean_square = signal / self._per_slice(axis)
+        for index in np.flatnonzero(mean_square < SILENT_MEAN_SQUARE):
+            silent[index] = any(p.covers(axis, int(index)) for p in probabilities)
+        return silent
+
+    def _per_slice(self, axis: int) -> int:
+        """How many values one slice along ``axis`` holds, over every sample so far."""
+        sizes = self._sizes()
+        return max(self.rows * math.prod(sizes) // sizes[axis - 1], 1)
 
     def _slice_sqnrs(self, axis: int) -> np.ndarray:
         signal, noise = self.signal[axis - 1], self.noise[axis - 1]
@@ -262,11 +321,15 @@ class SliceSums:
     def _fits(self, part: Part) -> bool:
         return 1 <= part.axis < (self.ndim or 0) and part.stop <= len(self.signal[part.axis - 1])
 
-    def _part(self, part: Part) -> PartVerdict:
+    def _part(self, part: Part, probabilities: Sequence[Probability]) -> PartVerdict:
         position = part.axis - 1
         block = slice(part.start, part.stop)
-        sqnr = sqnr_from_sums(
-            float(self.signal[position][block].sum()), float(self.noise[position][block].sum())
+        signal = float(self.signal[position][block].sum())
+        sqnr = sqnr_from_sums(signal, float(self.noise[position][block].sum()))
+        values = self._per_slice(part.axis) * (part.stop - part.start)
+        silent = signal / values < SILENT_MEAN_SQUARE and all(
+            any(p.covers(part.axis, index) for p in probabilities)
+            for index in range(part.start, part.stop)
         )
         varies = bool(np.any(self.ref_high[position][block] > self.ref_low[position][block]))
         constant = bool(
@@ -278,7 +341,7 @@ class SliceSums:
             start=part.start,
             stop=part.stop,
             sqnr_db=sqnr,
-            collapsed=(varies and constant) or sqnr <= COLLAPSE_DB,
+            collapsed=not silent and ((varies and constant) or sqnr <= COLLAPSE_DB),
         )
 
 
@@ -308,6 +371,59 @@ def output_parts(graph: Graph) -> dict[str, tuple[Part, ...]]:
     return found
 
 
+def output_probabilities(graph: Graph) -> dict[str, tuple[Probability, ...]]:
+    """Output name -> the slices of it that hold probabilities (A.11): the whole output
+    when a Sigmoid or Softmax makes it (through ops that only move values), else each
+    Concat part made so."""
+    found: dict[str, tuple[Probability, ...]] = {}
+    parts = output_parts(graph)
+    for info in graph.outputs:
+        if _is_probability(graph, info.name):
+            found[info.name] = (Probability(),)
+            continue
+        spans = tuple(
+            Probability(part.axis, part.start, part.stop)
+            for part in parts.get(info.name, ())
+            if _is_probability(graph, part.name)
+        )
+        if spans:
+            found[info.name] = spans
+    return found
+
+
+def _is_probability(graph: Graph, tensor: str) -> bool:
+    """Whether ``tensor`` is a Sigmoid's or Softmax's output (the op, or a softmax written
+    as elementary ops), through layout ops, max pools and Concats of probabilities (each
+    keeps its values in [0, 1])."""
+    node = graph.producer(tensor)
+    for _ in range(len(graph.nodes) + 1):
+        if node is None or node.domain not in ("", "ai.onnx"):
+            return False
+        if node.op_type in _PROBABILITY_OPS or _is_written_softmax(graph, node):
+            return True
+        if node.op_type == "Concat":
+            return all(_is_probability(graph, name) for name in node.inputs)
+        if node.op_type not in _VALUE_KEEPING_OPS or not node.inputs:
+            return False
+        node = graph.producer(node.inputs[0])
+    return False
+
+
+def _is_written_softmax(graph: Graph, node: Node) -> bool:
+    """``Div(e, S)`` where ``e = Exp(.)`` and ``S`` is a ``ReduceSum`` of ``e``, moved by
+    layout ops or ``Expand``: normalized exponentials, each in [0, 1] (as jax2tf and
+    tf2onnx write a softmax, §Q12)."""
+    if node.op_type != "Div" or len(node.inputs) != 2:
+        return False
+    numerator = graph.producer(node.inputs[0])
+    if numerator is None or numerator.op_type != "Exp":
+        return False
+    total = graph.producer(node.inputs[1])
+    while total is not None and total.op_type in (*LAYOUT_OP_TYPES, "Expand", "Identity"):
+        total = graph.producer(total.inputs[0])
+    return total is not None and total.op_type == "ReduceSum" and total.inputs[0] == node.inputs[0]
+
+
 def _size_along(graph: Graph, tensor: str, axis: int) -> int | None:
     info = graph.info(tensor)
     if info is None or info.shape is None or axis >= len(info.shape):
@@ -317,9 +433,12 @@ def _size_along(graph: Graph, tensor: str, axis: int) -> int | None:
 
 
 def slice_verdict(
-    reference: np.ndarray, quantized: np.ndarray, parts: Sequence[Part] = ()
+    reference: np.ndarray,
+    quantized: np.ndarray,
+    parts: Sequence[Part] = (),
+    probabilities: Sequence[Probability] = (),
 ) -> SliceVerdict | None:
     """``SliceSums`` over whole arrays (samples on axis 0)."""
     sums = SliceSums()
     sums.update(reference, quantized)
-    return sums.verdict(parts)
+    return sums.verdict(parts, probabilities)

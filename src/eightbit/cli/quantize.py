@@ -149,7 +149,9 @@ def _worst_slice(output: dict[str, Any]) -> str:
     if not slices:
         return ""
     where = f"axis {slices['worst_axis']} index {slices['worst_index']}"
-    return f", worst slice ({where}) {_db(slices['worst_sqnr_db'])} dB"
+    silent = slices.get("silent", 0)
+    unjudged = f" ({silent} silent probability slice(s) not judged)" if silent else ""
+    return f", worst slice ({where}) {_db(slices['worst_sqnr_db'])} dB{unjudged}"
 
 
 def _before_after(before: float | str | None, after: float | str | None) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import onnx
 
 from eightbit.analysis.floor import floor_metric
-from eightbit.analysis.slices import COLLAPSE_DB
+from eightbit.analysis.slices import COLLAPSE_DB, output_probabilities
 from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
@@ -73,11 +73,14 @@ def choose_clipping(
         return ranges, _report(started, None, None, "skipped: the ranges are the extremes already")
     graph = Graph(model)
     reference = OutputReference(model, read_samples(data, graph, SAMPLES), threads)
+    probabilities = output_probabilities(graph).get(graph.outputs[0].name, ())
 
     def score(candidate: Ranges) -> Scored:
         plan = make_plan(graph, candidate, config, separate_joins=separate_joins)
         values = reference.outputs(to_qdq(model, plan))
-        return Scored(floor_metric(reference.values, values), reference.sqnr_of(values))
+        return Scored(
+            floor_metric(reference.values, values, probabilities), reference.sqnr_of(values)
+        )
 
     calibrated = score(ranges)
     extremes = ranges.extremes()
