@@ -387,3 +387,41 @@ def test_an_image_folder_is_cut_by_file(ray_cluster: Any, tmp_path: Path) -> Non
     model = models.conv_bn_relu()  # takes (3, 8, 8): the 8x8 RGB images as they are
     alone = _saved(calibrate(model, folder, SAMPLED), tmp_path / "alone")
     assert _saved(calibrate_on_ray(model, folder, SAMPLED), tmp_path / "ray") == alone
+
+
+def _split_files(path: Path, folder: Path, sizes: tuple[int, ...]) -> list[Path]:
+    """The samples of ``path`` cut into .npz/.npy files of ``sizes`` samples, in order."""
+    folder.mkdir()
+    samples = np.load(path)["input"]
+    files, start = [], 0
+    for index, size in enumerate(sizes):
+        name = folder / (f"part{index}.npz" if index % 2 == 0 else f"part{index}.npy")
+        rows = samples[start : start + size]
+        np.savez(name, input=rows) if name.suffix == ".npz" else np.save(name, rows)
+        files.append(name)
+        start += size
+    return files
+
+
+def test_a_list_of_data_files_is_one_data_set_on_ray_as_alone(
+    ray_cluster: Any, model_and_data: tuple[onnx.ModelProto, Path], tmp_path: Path
+) -> None:
+    model, path = model_and_data
+    # Files that cut batches of 7 anywhere: the shards start inside files.
+    files = _split_files(path, tmp_path / "files", (23, 40, 9, 78))
+    whole = _saved(calibrate(model, path, SAMPLED), tmp_path / "whole")
+    assert _saved(calibrate(model, files, SAMPLED), tmp_path / "alone") == whole
+    assert _saved(calibrate_on_ray(model, files, SAMPLED), tmp_path / "ray") == whole
+    folder = tmp_path / "files"  # the same files as a folder, read in name order
+    assert _saved(calibrate_on_ray(model, folder, SAMPLED), tmp_path / "folder") == whole
+
+
+def test_a_list_of_data_files_names_the_bad_one(
+    model_and_data: tuple[onnx.ModelProto, Path], tmp_path: Path
+) -> None:
+    model, path = model_and_data
+    files = _split_files(path, tmp_path / "files", (50, 100))
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, input=np.zeros((3, 5, 8, 8), np.float32))  # 5 channels, not 3
+    with pytest.raises(DataError, match=r"wrong\.npz"):
+        calibrate(model, [*files, wrong], SAMPLED)

@@ -12,7 +12,7 @@ import functools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 import numpy as np
 
@@ -40,6 +40,8 @@ from eightbit.errors import ConfigError, DataError, ModelError
 if TYPE_CHECKING:
     from eightbit.graph import TensorInfo
 
+_ARRAY_SUFFIXES = (".npz", ".npy")
+
 
 def open_data(
     source: DataLike,
@@ -53,10 +55,11 @@ def open_data(
     """Batches of ``source`` for a model with runtime ``inputs``; raises ``DataError`` early.
 
     ``source`` is a path (an ``.npz`` whose keys are input names — one array of any name
-    for a one-input model — an ``.npy`` for a one-input model, or a folder of images
-    preprocessed per ``image``), an array or a dict of arrays (first axis: samples), or an
-    iterable of such items, where an item whose rank is one less than the input's is one
-    sample and any other item a batch.
+    for a one-input model — an ``.npy`` for a one-input model, a folder of images
+    preprocessed per ``image``, or a folder of ``.npz``/``.npy`` files read in name order),
+    a list of ``.npz``/``.npy`` paths (their samples one after another), an array or a
+    dict of arrays (first axis: samples), or an iterable of such items, where an item whose
+    rank is one less than the input's is one sample and any other item a batch.
     """
     check_int("batch_size", batch_size, 1)
     if limit is not None:
@@ -67,6 +70,12 @@ def open_data(
     samples: int | None
     if isinstance(source, (str, os.PathLike)):
         chunks, label, samples = _path_source(Path(source), inputs, image, read_size)
+    elif is_file_list(source):
+        if image is not None:
+            raise ConfigError("image options apply to a folder of images, not to data files")
+        chunks, label, samples = _file_list_source(
+            [Path(name) for name in source], inputs, read_size
+        )
     elif image is not None:
         raise ConfigError("image options apply to a folder of images, not to arrays")
     elif isinstance(source, (np.ndarray, Mapping)):
@@ -98,10 +107,28 @@ def open_data(
     )
 
 
+def is_file_list(source: object) -> TypeGuard[Sequence[str | os.PathLike[str]]]:
+    """A list or tuple of paths: data files whose samples follow one another."""
+    return (
+        isinstance(source, (list, tuple))
+        and bool(source)
+        and all(isinstance(item, (str, os.PathLike)) for item in source)
+    )
+
+
+def array_files(folder: Path) -> list[Path]:
+    """The ``.npz``/``.npy`` files directly in ``folder``, in name order (empty: none)."""
+    found = (path for path in folder.iterdir() if path.suffix.lower() in _ARRAY_SUFFIXES)
+    return sorted(path for path in found if path.is_file())
+
+
 def _path_source(
     path: Path, inputs: Sequence[TensorInfo], image: ImageOptions | None, read_size: int
 ) -> tuple[Chunks, str, int]:
     if path.is_dir():
+        files = array_files(path) if image is None else []
+        if files:
+            return _file_list_source(files, inputs, read_size, f"data files in {str(path)!r}")
         return _image_source(path, inputs, image or ImageOptions(), read_size)
     if not path.exists():
         raise DataError(f"data path {str(path)!r} does not exist")
@@ -125,6 +152,27 @@ def _path_source(
         f"data {label} is not an .npz, an .npy or a folder of images; save the samples "
         "with numpy.savez (one array per input, first axis samples)"
     )
+
+
+def _file_list_source(
+    paths: Sequence[Path], inputs: Sequence[TensorInfo], read_size: int, label: str = ""
+) -> tuple[Chunks, str, int]:
+    """Each file's header checked now; their samples read one file after another."""
+    for path in paths:
+        if path.is_dir():
+            raise DataError(
+                f"data file {str(path)!r} is a folder; a list of data files names .npz or "
+                ".npy files"
+            )
+    sources = [_path_source(path, inputs, None, read_size) for path in paths]
+    label = label or f"{len(paths)} data files ({str(paths[0])!r}, ...)"
+    samples = sum(count for _, _, count in sources)
+
+    def chunks() -> Iterator[Batch]:
+        for read, _, _ in sources:
+            yield from read()
+
+    return chunks, label, samples
 
 
 def match_names(keys: Sequence[str], names: Sequence[str], label: str) -> dict[str, str]:

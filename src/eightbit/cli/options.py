@@ -101,7 +101,8 @@ def model_problems_first(model: str) -> Iterator[None]:
 
 
 DATA_HELP = (
-    "Samples: an .npz (one array per input, first axis samples), an .npy, or a folder of images."
+    "Samples: an .npz (one array per input, first axis samples), an .npy, a folder of images, "
+    "or a folder of .npz/.npy files (read in name order as one data set)."
 )
 
 

@@ -23,7 +23,7 @@ from eightbit.calibrate import ImageOptions
 from eightbit.calibrate.arrays import ArrayStream, iterate_rows, npz_keys, open_npy, open_npz_member
 from eightbit.calibrate.data import Batch, DataLike, DataSource, feed_batch_size
 from eightbit.calibrate.images import image_chunks, image_files, image_size
-from eightbit.calibrate.sources import match_names, open_data
+from eightbit.calibrate.sources import array_files, is_file_list, match_names, open_data
 from eightbit.errors import ConfigError
 from eightbit.graph import TensorInfo
 
@@ -84,6 +84,9 @@ def plan_shards(
     read_size = source.batch_size
     edges = [start + edge for edge in boundaries(stop - start, read_size, workers, largest)]
     spans = list(itertools.pairwise(edges))
+    files = _data_files(data, image)
+    if files is not None:
+        return [Shard(i, a, b, files) for i, (a, b) in enumerate(spans)], source.label
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
         return [Shard(i, a, b, path) for i, (a, b) in enumerate(spans)], source.label
@@ -104,7 +107,9 @@ def open_shard(
 ) -> DataSource:
     """The shard's samples as a ``DataSource``; messages count samples in the whole data."""
     read_size = feed_batch_size(inputs, batch_size)
-    if isinstance(shard.data, str):
+    if isinstance(shard.data, tuple):
+        chunks = _listed_chunks(shard.data, inputs, read_size, shard)
+    elif isinstance(shard.data, str):
         chunks = _file_chunks(Path(shard.data), inputs, image, read_size, shard)
     else:
         arrays: Batch = dict(shard.data)
@@ -149,6 +154,36 @@ def _file_chunks(
         return opened
 
     return lambda: _rows(iterate_rows(streams(), read_size), shard.samples)
+
+
+def _data_files(data: Any, image: ImageOptions | None) -> tuple[str, ...] | None:
+    """The data files, in reading order, of a list of them or a folder of them; else None."""
+    if is_file_list(data):
+        return tuple(os.fspath(name) for name in data)
+    if isinstance(data, (str, os.PathLike)) and image is None and Path(data).is_dir():
+        return tuple(str(path) for path in array_files(Path(data))) or None
+    return None
+
+
+def _listed_chunks(
+    files: tuple[str, ...], inputs: Sequence[TensorInfo], read_size: int, shard: Shard
+) -> Any:
+    """The shard's rows of data files read one after another: whole files before
+    ``shard.start`` are passed over from their headers, the rest read in order."""
+
+    def chunks() -> Iterator[Batch]:
+        skip = shard.start
+        for name in files:
+            path = Path(name)
+            rows = open_data(path, inputs, batch_size=read_size).samples or 0
+            if skip >= rows:
+                skip -= rows
+                continue
+            part = Shard(shard.index, skip, rows, name)
+            yield from _file_chunks(path, inputs, None, read_size, part)()
+            skip = 0
+
+    return lambda: _rows(chunks(), shard.samples)
 
 
 def _rows(chunks: Iterator[Batch], count: int) -> Iterator[Batch]:
