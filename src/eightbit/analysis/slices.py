@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eightbit.analysis.metrics import json_number, sqnr_from_sums
+from eightbit.graph.probability import is_probability
 from eightbit.ops import lookup
-from eightbit.ops.layout import LAYOUT_OP_TYPES
 from eightbit.serialize import to_dict
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph
-    from eightbit.graph.view import Node
 
 # A slice or part at or below this SQNR is collapsed: its int8 error is as large as its
 # signal, whatever its values (§A.9).
@@ -39,10 +38,6 @@ PROBABILITY_STEP = 1 / 255
 # A probability slice whose mean square is below this is silent (A.11): the rounding noise
 # of the ideal 8-bit [0, 1] grid, Δ²/12, is already more than the floor allows it.
 SILENT_MEAN_SQUARE = 10 ** (SAFETY_FLOOR_DB / 10) * PROBABILITY_STEP**2 / 12
-# Ops whose output is a probability in [0, 1], and the op types a probability keeps
-# through (they move or select values, never leave [0, 1]).
-_PROBABILITY_OPS = ("Sigmoid", "Softmax", "HardSigmoid")
-_VALUE_KEEPING_OPS = (*LAYOUT_OP_TYPES, "Identity", "MaxPool", "GlobalMaxPool", "Gather")
 
 
 @dataclass(frozen=True)
@@ -378,50 +373,17 @@ def output_probabilities(graph: Graph) -> dict[str, tuple[Probability, ...]]:
     found: dict[str, tuple[Probability, ...]] = {}
     parts = output_parts(graph)
     for info in graph.outputs:
-        if _is_probability(graph, info.name):
+        if is_probability(graph, info.name):
             found[info.name] = (Probability(),)
             continue
         spans = tuple(
             Probability(part.axis, part.start, part.stop)
             for part in parts.get(info.name, ())
-            if _is_probability(graph, part.name)
+            if is_probability(graph, part.name)
         )
         if spans:
             found[info.name] = spans
     return found
-
-
-def _is_probability(graph: Graph, tensor: str) -> bool:
-    """Whether ``tensor`` is a Sigmoid's or Softmax's output (the op, or a softmax written
-    as elementary ops), through layout ops, max pools and Concats of probabilities (each
-    keeps its values in [0, 1])."""
-    node = graph.producer(tensor)
-    for _ in range(len(graph.nodes) + 1):
-        if node is None or node.domain not in ("", "ai.onnx"):
-            return False
-        if node.op_type in _PROBABILITY_OPS or _is_written_softmax(graph, node):
-            return True
-        if node.op_type == "Concat":
-            return all(_is_probability(graph, name) for name in node.inputs)
-        if node.op_type not in _VALUE_KEEPING_OPS or not node.inputs:
-            return False
-        node = graph.producer(node.inputs[0])
-    return False
-
-
-def _is_written_softmax(graph: Graph, node: Node) -> bool:
-    """``Div(e, S)`` where ``e = Exp(.)`` and ``S`` is a ``ReduceSum`` of ``e``, moved by
-    layout ops or ``Expand``: normalized exponentials, each in [0, 1] (as jax2tf and
-    tf2onnx write a softmax, §Q12)."""
-    if node.op_type != "Div" or len(node.inputs) != 2:
-        return False
-    numerator = graph.producer(node.inputs[0])
-    if numerator is None or numerator.op_type != "Exp":
-        return False
-    total = graph.producer(node.inputs[1])
-    while total is not None and total.op_type in (*LAYOUT_OP_TYPES, "Expand", "Identity"):
-        total = graph.producer(total.inputs[0])
-    return total is not None and total.op_type == "ReduceSum" and total.inputs[0] == node.inputs[0]
 
 
 def _size_along(graph: Graph, tensor: str, axis: int) -> int | None:
