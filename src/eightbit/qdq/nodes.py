@@ -25,13 +25,14 @@ QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _ONNX_DOMAINS = ("", "ai.onnx")
 # QuantizeLinear's stored type when neither a zero point nor output_dtype says (ONNX).
 _DEFAULT_QUANTIZE_TYPE = np.dtype(np.uint8)
-# The stored types a QDQ model is read with: QuantParams also holds int16 (16x8 activations,
-# numerics §Q17), which eightbit writes but its readers (the engine) do not run yet.
-READ_TYPES: tuple[QuantType, ...] = ("int8", "uint8", "int32")
+# The stored types a QDQ model is read with; int16 holds 16x8 activations (numerics §Q17,
+# run by the engine's s16 kernels, §E.13).
+READ_TYPES: tuple[QuantType, ...] = ("int8", "uint8", "int16", "int32")
 # output_dtype values of the types read.
 _READ_TYPES: dict[int, np.dtype] = {
     TensorProto.INT8: np.dtype(np.int8),
     TensorProto.UINT8: np.dtype(np.uint8),
+    TensorProto.INT16: np.dtype(np.int16),
     TensorProto.INT32: np.dtype(np.int32),
 }
 _SCALE, _ZERO_POINT = 1, 2
