@@ -14,7 +14,7 @@ from onnx.reference import ReferenceEvaluator
 
 from eightbit.cli import main
 from eightbit.engine import prepare
-from eightbit.errors import ConfigError, EightbitError
+from eightbit.errors import ConfigError
 from eightbit.fixed import best_precision_fraction_length
 from eightbit.graph import normalize
 from eightbit.graph.session import make_session

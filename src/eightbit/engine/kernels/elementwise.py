@@ -210,9 +210,7 @@ def prepare_elementwise(node: NodeToPrepare) -> Step:
         **common,
         zeros=zeros,
         operand_rescales=rescales,
-        requantization=Requantization.from_real(
-            sum_scale, out_zero, out.params.dtype, wide=wide
-        ),
+        requantization=Requantization.from_real(sum_scale, out_zero, out.params.dtype, wide=wide),
         exact=exact,
     )
     step.table(DIRECT)  # the usual order, settled here; the swapped one when first needed
