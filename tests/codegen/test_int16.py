@@ -7,7 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import helper
 
 from eightbit.codegen import GeneratedModel, generate
 from eightbit.codegen.c import identifier
@@ -15,7 +17,7 @@ from eightbit.engine import build_program
 from eightbit.pipeline import quantize as quantize_pipeline
 from eightbit.quant import QuantConfig
 from tests.codegen.helpers import assert_bit_exact, compile_models, require_gcc
-from tests.export.helpers import quantize
+from tests.export.helpers import make_model, normal, quantize
 from tests.export.op_cases import CASES
 from tests.fixtures.targets import residual_net
 
@@ -40,6 +42,17 @@ NETWORKS = {
     "all16": ("x", "r0", "r1", "c2", "s", "r2", "r3", "p", "rm", "logits"),
 }
 Compiled = tuple[Path, dict[str, GeneratedModel]]
+# K = 1024 positive weights on an int16 input: |acc| reaches 1024 · 32767 · 127 > 2^31, so
+# the sum needs its int64 accumulator (an int32 one overflows: UBSan stops the run).
+WIDE_K = 1024
+
+
+def wide_gemm() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """x (2, 1024) -> Gemm with positive weights -> y (2, 4)."""
+    weight = 0.5 + np.abs(normal(WIDE_K, 4, seed=8, scale=0.1))
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="op")]
+    model = make_model(nodes, [("x", (2, WIDE_K))], [("y", None)], {"w": weight})
+    return model, {"x": normal(2, WIDE_K, seed=9)}
 
 
 def _op_names(case: str) -> tuple[str, ...]:
@@ -61,6 +74,11 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
         program = build_program(quantized.qdq, quantized.plan)
         name = identifier(f"{case}_int16", taken)
         models[case] = generate(program, name, f"{case} (int16 inputs)")
+    model, feeds = wide_gemm()
+    quantized = quantize(model, feeds, QuantConfig(int16=("x",)))
+    models["wide_gemm"] = generate(
+        build_program(quantized.qdq, quantized.plan), identifier("wide_gemm", taken), "wide"
+    )
     samples = np.random.default_rng(3).standard_normal((64, 3, 12, 12)).astype(np.float32)
     for network, names in NETWORKS.items():
         config = QuantConfig(int16=names)
@@ -71,7 +89,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
     return binary, models
 
 
-@pytest.mark.parametrize("case", [*OPS, *NETWORKS])
+@pytest.mark.parametrize("case", [*OPS, *NETWORKS, "wide_gemm"])
 def test_16x8_c_is_bit_exact_with_the_engine(compiled: Compiled, case: str) -> None:
     binary, models = compiled
     assert assert_bit_exact(binary, models[case], count=30, seed=11) >= 30

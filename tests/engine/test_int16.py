@@ -85,6 +85,24 @@ def test_every_op_with_int16_activations_matches_the_float_qdq_model(
     assert measured.exact >= CLOSE, str(measured)
 
 
+def test_a_wide_sum_beyond_int32_matches_the_reference() -> None:
+    """K = 1024 positive weights on an int16 input: sums beyond 2^31, exact in int64."""
+    from tests.codegen.test_int16 import wide_gemm
+
+    model, feeds = wide_gemm()
+    quantized = quantize(model, feeds, QuantConfig(int16=("x",)))
+    program = build_program(quantized.qdq, quantized.plan)
+    stored = np.full((2, 1024), 32767, dtype=np.int16)
+    step = program.steps[1]
+    acc_bound = 1024 * 32767 * int(np.abs(step.weight).max())  # type: ignore[attr-defined]
+    assert acc_bound > 2**31
+    np.testing.assert_array_equal(step.run(stored)[0], step.run_reference(stored)[0])
+    ours = execute(program, feeds)["y"]
+    theirs = ReferenceEvaluator(quantized.qdq).run(None, feeds)[0]
+    measured = agreement(ours, theirs, float(quantized.plan.tensors["y"].scale))
+    assert measured.largest <= 1 + 1e-3, str(measured)
+
+
 def _exact(acc: int, multiplier: int, shift: int) -> int:
     """nearbyint(float32(acc) · S) in exact rationals (S = M · 2^(shift − 24))."""
     single = Fraction(float(np.float32(acc)))
