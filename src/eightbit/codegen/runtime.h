@@ -74,8 +74,9 @@ static inline int64_t eb_rescale(int64_t acc, int32_t m, int32_t t)
 
 /* (E.13a) eb_rescale for a 16x8 accumulator, |acc| < 2^39 (Prepare proves it): with
  * round24(acc) = s * 2^e, |s| <= 2^24, the product round24(s * m) < 2^48 fits int64, and the
- * result is that times 2^(e - t), rounded half to even; a left shift beyond 20 bits leaves
- * every stored range and saturates to +-2^40 (the caller clamps). t = 24 - shift <= 63.
+ * result is that times 2^(e - t), rounded half to even. A left shift up to 14 bits stays
+ * below 2^62; beyond, a non-zero p (>= 2^23, as m >= 2^23) is past 2^37, outside every
+ * stored range, and saturates to +-2^40 (the caller clamps). t = 24 - shift <= 63.
  * (Engine: kernels.requantize.requantize_wide_reference.) */
 static inline int64_t eb_rescale_wide(int64_t acc, int32_t m, int32_t t)
 {
@@ -91,7 +92,7 @@ static inline int64_t eb_rescale_wide(int64_t acc, int32_t m, int32_t t)
     if (t > 0) {
         return eb_round_shift(p, t);
     }
-    if (-t > 20) {
+    if (-t > 14) {
         return p == 0 ? 0 : (p < 0 ? -(((int64_t)1) << 40) : (((int64_t)1) << 40));
     }
     return p * (((int64_t)1) << -t);

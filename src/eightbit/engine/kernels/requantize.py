@@ -51,9 +51,10 @@ from eightbit.fixed.requantize import (
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 # A 16x8 accumulator (§E.13): |acc| < 2^39, so round24(acc) · M < 2^63 in int64.
 WIDE_LIMIT = 2**39
-# Beyond this left shift a non-zero result leaves every stored range (|·| >= 2^20 > 2^16
-# + 255): (E.13a) saturates it to ±2^40, which every caller clamps.
-_SATURATING_SHIFT = 20
+# |round24(a · M)| < 2^48 shifted left by up to 14 bits stays below 2^62. A non-zero one is
+# at least 2^23 (M >= 2^23), so beyond 14 bits it is past 2^37, outside every stored range:
+# (E.13a) saturates it to ±2^40, which every caller clamps.
+_SATURATING_SHIFT = 14
 # Ties to even, as ONNX QuantizeLinear and ONNX Runtime's requantization round (§E.2).
 ENGINE_ROUNDING: Rounding = REQUANTIZE_ROUNDING
 _STORAGE_TYPES: dict[str, type[np.integer]] = {
@@ -101,7 +102,7 @@ def requantize_wide_reference(
 
     round24(acc) = a · 2^e with |a| <= 2^24, so round24(round24(acc) · M) =
     round24(a · M) · 2^e (|a · M| < 2^48) and the result is round_half_even(round24(a · M)
-    · 2^(shift − 24 + e)); a left shift beyond 20 bits saturates to ±2^40 (clamped later).
+    · 2^(shift − 24 + e)); a left shift beyond 14 bits saturates to ±2^40 (clamped later).
     """
     acc = np.asarray(acc, dtype=np.int64)
     check_wide(acc)
