@@ -30,6 +30,10 @@ from eightbit.quant import QuantParams
 
 # Every integer of magnitude <= 2^24 is a float32, so is every partial sum that stays there.
 FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
+# Below this many terms per float32 chunk (only 16-bit operands get there: 8-bit chunks
+# hold 514 or more), one float64 product is used instead.
+_SHORTEST_CHUNK = 64
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
@@ -41,6 +45,10 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     """
     depth = a.shape[-1]
     chunk = max(1, FLOAT32_EXACT // max(bound, 1))
+    if chunk < _SHORTEST_CHUNK and depth * bound < FLOAT64_EXACT:
+        # 16x8 operands (§E.13): a float32 chunk would hold a few terms, while float64
+        # holds every partial sum (each at most depth · bound < 2^53) in one product.
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
     if depth <= chunk:
         return np.matmul(a, b).astype(np.int64)
     total: np.ndarray | None = None
