@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
 
 from eightbit.codegen import GeneratedModel, generate
 from eightbit.codegen.c import identifier
@@ -17,9 +16,10 @@ from eightbit.engine import build_program
 from eightbit.pipeline import quantize as quantize_pipeline
 from eightbit.quant import QuantConfig
 from tests.codegen.helpers import assert_bit_exact, compile_models, require_gcc
-from tests.export.helpers import make_model, normal, quantize
+from tests.export.helpers import quantize
 from tests.export.op_cases import CASES
 from tests.fixtures.targets import residual_net
+from tests.fixtures.wide import wide_gemm
 
 # Every op case with its inputs (and so every value-preserving output) int16; the weighted
 # and rescaling ones write int8, so both directions of the boundary run.
@@ -29,17 +29,6 @@ NETWORKS = {
     "all16": ("x", "r0", "r1", "c2", "s", "r2", "r3", "p", "rm", "logits"),
 }
 Compiled = tuple[Path, dict[str, GeneratedModel]]
-# K = 1024 positive weights on an int16 input: |acc| reaches 1024 · 32767 · 127 > 2^31, so
-# the sum needs its int64 accumulator (an int32 one overflows: UBSan stops the run).
-WIDE_K = 1024
-
-
-def wide_gemm() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
-    """x (2, 1024) -> Gemm with positive weights -> y (2, 4)."""
-    weight = 0.5 + np.abs(normal(WIDE_K, 4, seed=8, scale=0.1))
-    nodes = [helper.make_node("Gemm", ["x", "w"], ["y"], name="op")]
-    model = make_model(nodes, [("x", (2, WIDE_K))], [("y", None)], {"w": weight})
-    return model, {"x": normal(2, WIDE_K, seed=9)}
 
 
 def _inner_names(model: onnx.ModelProto) -> tuple[str, ...]:

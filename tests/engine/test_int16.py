@@ -31,6 +31,7 @@ from tests.engine.helpers import PROPERTY, agreement
 from tests.export.helpers import Quantized, quantize, run
 from tests.export.op_cases import CASES
 from tests.fixtures.targets import residual_net
+from tests.fixtures.wide import wide_gemm
 
 # Which tensors are int16: every activation, the op's inputs only, or its outputs only.
 PLACEMENTS = ("all", "inputs", "outputs")
@@ -95,8 +96,6 @@ def test_every_op_with_int16_activations_matches_the_float_qdq_model(
 
 def test_a_wide_sum_beyond_int32_matches_the_reference() -> None:
     """K = 1024 positive weights on an int16 input: sums beyond 2^31, exact in int64."""
-    from tests.codegen.test_int16 import wide_gemm
-
     model, feeds = wide_gemm()
     quantized = quantize(model, feeds, QuantConfig(int16=("x",)))
     program = build_program(quantized.qdq, quantized.plan)
