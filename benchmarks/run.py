@@ -28,6 +28,9 @@ Sections:
                on VGG-16 and on generated Gemm stacks up to ~2.5 GB (external data)
   pytorch      the PyTorch front end (quantize(module)) vs the hand-exported ONNX model:
                same integers, agreement, SQNR (MobileNetV2)
+  s16          16x8 (int16 activations, int8 weights) on the engine and in the C: MNIST demo
+               CNN and MobileNetV2, int8 vs 16x8: agreement with ORT, SQNR, engine time,
+               Cortex-M4 flash and arena
   transformers MiniLM-L6 and ViT-S: eightbit's default (the automatic mode), --mode static and
                dynamic, vs ORT quantize_static/quantize_dynamic and NNCF (default and
                TRANSFORMER): metric, SQNR, latency at batch 1 and 16, size
@@ -60,6 +63,7 @@ from benchmarks import (  # noqa: E402
     latency,
     memory,
     ray_scale,
+    s16,
     steps,
     targets,
     transformers,
@@ -80,7 +84,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch", "transformers",
+    "targets", "memory", "pytorch", "transformers", "s16",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -201,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory.run,
         "pytorch": lambda: [front_end.run()],
         "transformers": transformers.run,
+        "s16": lambda: [s16.run()],
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

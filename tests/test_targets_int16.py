@@ -14,7 +14,7 @@ from onnx.reference import ReferenceEvaluator
 
 from eightbit.cli import main
 from eightbit.engine import prepare
-from eightbit.errors import ConfigError, EightbitError
+from eightbit.errors import ConfigError
 from eightbit.fixed import best_precision_fraction_length
 from eightbit.graph import normalize
 from eightbit.graph.session import make_session
@@ -120,10 +120,11 @@ def test_16_bit_activations_beat_8_bit_ones(samples):
     assert sqnr["int16"] > sqnr["int8"] + 0.5, sqnr
 
 
-def test_the_engine_refuses_int16_rather_than_running_it_as_8_bit(samples):
+def test_the_engine_runs_int16_tensors_as_int16(samples):
     result = quantize(residual_net(), {"x": samples}, QuantConfig(int16=("r0",)), improve="fast")
-    with pytest.raises(EightbitError, match="stores int16"):
-        prepare(result)
+    program = prepare(result)
+    assert program.integer_only
+    assert {name for name, f in program.formats.items() if f.params.dtype == "int16"}
 
 
 def test_cli_int16_flag(tmp_path, samples):

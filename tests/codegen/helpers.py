@@ -32,7 +32,7 @@ CFLAGS = (
     "-fsanitize=address,undefined",
     "-fno-sanitize-recover=all",
 )
-_LIMITS = {"uint8": (0, 255), "int8": (-128, 127)}
+_LIMITS = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767)}
 
 
 def require_gcc() -> str:
@@ -157,14 +157,15 @@ def run_c(
     result = subprocess.run([str(binary), model.name], input=stream, capture_output=True)
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-4000:]
     data = np.frombuffer(result.stdout, dtype=np.uint8)
-    per_sample = sum(p.size for p in interface.outputs)
+    per_sample = sum(p.size * p.params.numpy_dtype.itemsize for p in interface.outputs)
     assert data.size == per_sample * samples, f"{data.size} bytes for {samples} samples"
     rows = data.reshape(samples, per_sample)
     outputs, start = {}, 0
     for port in interface.outputs:
-        chunk = rows[:, start : start + port.size].copy()
+        width = port.size * port.params.numpy_dtype.itemsize
+        chunk = rows[:, start : start + width].copy()
         outputs[port.c_name] = chunk.view(port.params.numpy_dtype).reshape(samples, *port.shape)
-        start += port.size
+        start += width
     return outputs
 
 

@@ -19,7 +19,8 @@ from eightbit.codegen.integer_program import Port
 
 # Quotients beyond this saturate to the type's range whatever the zero point (|z| <= 255),
 # so clamping there first keeps every later step exact and in int32.
-_QUOTIENT_LIMIT = 1024.0
+_STORED_RANGES = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767)}
+_QUOTIENT_LIMIT = 65536.0  # beyond every stored range, int16 included
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,7 @@ def boundary_source(api: Api) -> str:
         f"    if (v < -{_QUOTIENT_LIMIT}f) v = -{_QUOTIENT_LIMIT}f;",
         "    below = (int32_t)v; /* truncated toward zero */",
         "    if ((float)below > v) below -= 1; /* floor */",
-        "    half = (float)below + 0.5f; /* exact: |below| <= 1024 */",
+        "    half = (float)below + 0.5f; /* exact: |below| <= 65536 */",
         "    q = below + ((v > half || (v == half && (below & 1))) ? 1 : 0); /* ties to even */",
         "    q += zero;",
         "    return q < low ? low : (q > high ? high : q);",
@@ -203,7 +204,7 @@ def boundary_source(api: Api) -> str:
     ]
     for port in api.inputs:
         macro = api.port_macro(port, "input")
-        low, high = (0, 255) if port.dtype == "uint8" else (-128, 127)
+        low, high = _STORED_RANGES[port.dtype]
         lines += [
             f"int {api.quantize_name(port)}(const float *x, {c_type(port.dtype)} *q)",
             "{",

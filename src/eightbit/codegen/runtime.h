@@ -72,6 +72,40 @@ static inline int64_t eb_rescale(int64_t acc, int32_t m, int32_t t)
     return eb_round_shift(p, t);
 }
 
+/* (E.13a) eb_rescale for a 16x8 accumulator, |acc| < 2^39 (Prepare proves it): with
+ * round24(acc) = s * 2^e, |s| <= 2^24, the product round24(s * m) < 2^48 fits int64, and the
+ * result is that times 2^(e - t), rounded half to even. A left shift up to 14 bits stays
+ * below 2^62; beyond, a non-zero p (>= 2^23, as m >= 2^23) is past 2^37, outside every
+ * stored range, and saturates to +-2^40 (the caller clamps). t = 24 - shift <= 63.
+ * (Engine: kernels.requantize.requantize_wide_reference.) */
+static inline int64_t eb_rescale_wide(int64_t acc, int32_t m, int32_t t)
+{
+    const int64_t a = eb_round24(acc);
+    const uint64_t magnitude = a < 0 ? (uint64_t)0 - (uint64_t)a : (uint64_t)a;
+    int32_t e = eb_bit_length(magnitude) - 24;
+    int64_t p;
+    if (e < 0) {
+        e = 0;
+    }
+    p = eb_round24((a >> e) * (int64_t)m); /* exact shift: the low e bits of a are 0 */
+    t -= e;
+    if (t > 0) {
+        return eb_round_shift(p, t);
+    }
+    if (-t > 14) {
+        return p == 0 ? 0 : (p < 0 ? -(((int64_t)1) << 40) : (((int64_t)1) << 40));
+    }
+    return p * (((int64_t)1) << -t);
+}
+
+/* clamp(z + rescale_wide(acc), low, high): the output stage of a 16x8 layer (E.13). */
+static inline int32_t eb_requantize_wide(int64_t acc, int32_t m, int32_t t, int32_t z,
+                                         int32_t low, int32_t high)
+{
+    const int64_t q = eb_rescale_wide(acc, m, t) + z;
+    return (int32_t)(q < low ? low : (q > high ? high : q));
+}
+
 /* The output stage of every rescaling layer: clamp(z + rescale(acc), low, high) (eq. E.1). */
 static inline int32_t eb_requantize(int64_t acc, int32_t m, int32_t t, int32_t z, int32_t low,
                                     int32_t high)

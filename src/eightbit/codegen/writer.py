@@ -182,7 +182,7 @@ class _Storage:
             for p in placed
         ]
         uses.append((tuple(source for _, source, _ in self.copies), ()))
-        self._share(placed, arena, uses)
+        self._share(placed, arena, uses, interface)
         sizes = {
             t: int(np.prod(interface.shapes[t], dtype=np.int64))
             * np.dtype(interface.dtypes[t]).itemsize
@@ -195,7 +195,12 @@ class _Storage:
         sizes = {t: size for t, size in sizes.items() if t not in self.aliases}
         self.arena = plan_arena(lifetimes(uses, sizes, self.aliases))
         # ``a`` points at the arena with the type most tensors have: fewest casts in NAME_run.
-        kinds = [c_type(interface.dtypes[t]) for t in sorted(arena)]
+        # Offsets count bytes: ``a`` is a byte type, and an int16 tensor is cast from it.
+        kinds = [
+            c_type(interface.dtypes[t])
+            for t in sorted(arena)
+            if np.dtype(interface.dtypes[t]).itemsize == 1
+        ]
         self.arena_type = max(sorted(set(kinds)), key=kinds.count) if kinds else "uint8_t"
         for tensor in arena:
             offset = self.arena.offsets[self._root(tensor)]
@@ -215,6 +220,7 @@ class _Storage:
         placed: list[_Placed],
         arena: set[str],
         uses: list[tuple[tuple[str, ...], tuple[str, ...]]],
+        interface: Interface,
     ) -> None:
         """Give outputs their input's bytes, in execution order: a view (Reshape) always,
         an element-wise output (``Layer.in_place``) when that input is read no later."""
@@ -238,6 +244,8 @@ class _Storage:
                     not p.layer.alias and (group_last[root] != index or root in others)
                 ):
                     continue  # x is read later, or through another name in this step
+                if _itemsize(interface, x) != _itemsize(interface, y):
+                    continue  # an int16 output would overrun an 8-bit input's bytes
                 self.aliases[y] = x
                 group_last[root] = max(group_last[root], last.get(y, index))
                 if p.layer.alias:
@@ -245,6 +253,10 @@ class _Storage:
                 else:
                     self.in_place.add(y)
                 break
+
+
+def _itemsize(interface: Interface, tensor: str) -> int:
+    return int(np.dtype(interface.dtypes[tensor]).itemsize)
 
 
 def _comment(lines: list[str]) -> str:

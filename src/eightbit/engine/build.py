@@ -32,7 +32,14 @@ from eightbit.engine.program import FloatNode, Program, Step, TensorFormat
 from eightbit.errors import ConfigError, ModelError
 from eightbit.graph import Graph, Node
 from eightbit.plan import NodeDecision, QuantPlan
-from eightbit.qdq import UnreadableParams, expand, is_dequantize, is_quantize, read_params
+from eightbit.qdq import (
+    WIDE_READ_TYPES,
+    UnreadableParams,
+    expand,
+    is_dequantize,
+    is_quantize,
+    read_params,
+)
 from eightbit.quant import QuantParams, dequantize_values
 
 Shape = tuple[int | str | None, ...]
@@ -98,11 +105,12 @@ class _Builder:
     def _params(self, node: Node, input_type: np.dtype | None) -> QuantParams:
         """The node's parameters (§Q10.1); ``input_type``: the type of a DQ's integers."""
         try:
-            return read_params(node, self.graph.initializers, input_type)
+            # int16 too: the s16 kernels run 16x8 tensors (numerics §E.13).
+            return read_params(node, self.graph.initializers, input_type, types=WIDE_READ_TYPES)
         except UnreadableParams as error:
             raise ModelError(
                 f"{node.op_type} {node.name!r}: {error.reason}; the engine prepares constant "
-                "int8/uint8/int32 scales and zero points, per tensor or per axis, once"
+                "int8/uint8/int16/int32 scales and zero points, per tensor or per axis, once"
             ) from None
 
     def _record_dequantize(self, node: Node) -> None:

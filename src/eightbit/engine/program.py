@@ -44,13 +44,17 @@ class Step:
         return self.run(*args)
 
 
+_WORD_LENGTHS = {"int8": 8, "uint8": 8, "int16": 16}
+
+
 @dataclass(frozen=True)
 class TensorFormat:
     """How the integers of one tensor stand for real numbers: ``r = scale · (q − zero_point)``.
 
     ``tensor`` is the model's name for the real tensor. ``fraction_length`` is set when
     every scale is ``2^−f`` and the zero point 0 (power-of-two mode): the stored integers
-    are then fixed-point numbers of word length 8 and fraction length f (MATLAB ``fi``).
+    are then fixed-point numbers of word length 8 (16 for int16) and fraction length f
+    (MATLAB ``fi``).
     """
 
     tensor: str
@@ -63,7 +67,7 @@ class TensorFormat:
     def to_dict(self) -> dict[str, Any]:
         lengths = self.fraction_length
         result: dict[str, Any] = {"tensor": self.tensor, **self.params.to_dict()}
-        result["word_length"] = 8 if self.params.dtype in ("int8", "uint8") else 32
+        result["word_length"] = _WORD_LENGTHS.get(self.params.dtype, 32)
         result["signed"] = self.params.dtype != "uint8"
         result["fraction_length"] = None if lengths is None else lengths.tolist()
         return result

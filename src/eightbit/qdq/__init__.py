@@ -11,6 +11,7 @@ from __future__ import annotations
 from eightbit.qdq.integer_moves import INTEGER_MOVES, collapse, expand
 from eightbit.qdq.nodes import (
     QDQ_OPS,
+    WIDE_READ_TYPES,
     UnreadableParams,
     dequantizes_constant,
     is_dequantize,
@@ -24,6 +25,7 @@ from eightbit.qdq.nodes import (
 __all__ = [
     "INTEGER_MOVES",
     "QDQ_OPS",
+    "WIDE_READ_TYPES",
     "UnreadableParams",
     "collapse",
     "dequantizes_constant",

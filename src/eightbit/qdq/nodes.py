@@ -26,12 +26,15 @@ _ONNX_DOMAINS = ("", "ai.onnx")
 # QuantizeLinear's stored type when neither a zero point nor output_dtype says (ONNX).
 _DEFAULT_QUANTIZE_TYPE = np.dtype(np.uint8)
 # The stored types a QDQ model is read with: QuantParams also holds int16 (16x8 activations,
-# numerics §Q17), which eightbit writes but its readers (the engine) do not run yet.
+# numerics §Q17), which the integer engine reads (``WIDE_READ_TYPES``, §E.13) and the
+# analysis does not yet.
 READ_TYPES: tuple[QuantType, ...] = ("int8", "uint8", "int32")
+WIDE_READ_TYPES: tuple[QuantType, ...] = ("int8", "uint8", "int16", "int32")
 # output_dtype values of the types read.
 _READ_TYPES: dict[int, np.dtype] = {
     TensorProto.INT8: np.dtype(np.int8),
     TensorProto.UINT8: np.dtype(np.uint8),
+    TensorProto.INT16: np.dtype(np.int16),
     TensorProto.INT32: np.dtype(np.int32),
 }
 _SCALE, _ZERO_POINT = 1, 2
@@ -93,7 +96,11 @@ def stored_type(
 
 
 def read_params(
-    node: Node, constants: Mapping[str, np.ndarray], input_type: np.dtype | None = None
+    node: Node,
+    constants: Mapping[str, np.ndarray],
+    input_type: np.dtype | None = None,
+    *,
+    types: tuple[QuantType, ...] = READ_TYPES,
 ) -> QuantParams:
     """Scale, zero point, type and axis of a Q or DQ ``node`` whose parameters are constants.
 
@@ -101,8 +108,9 @@ def read_params(
     activation's integers). A scale of one element (shape ``()`` or ``(1,)``, as ONNX
     Runtime's quantizer writes a per-tensor bias) is per tensor; a longer 1-D scale is per
     axis, along ``axis`` (default 1). Raises ``UnreadableParams`` for what eightbit does not
-    read: parameters computed at run time, blocked scales, types other than int8, uint8
-    and int32, and shapes ONNX Runtime refuses.
+    read: parameters computed at run time, blocked scales, types other than ``types``
+    (int8, uint8 and int32; the engine adds int16, ``WIDE_READ_TYPES``), and shapes ONNX
+    Runtime refuses.
     """
     scale_name = node.inputs[_SCALE] if len(node.inputs) > _SCALE else ""
     zero_name = node.inputs[_ZERO_POINT] if len(node.inputs) > _ZERO_POINT else ""
@@ -115,8 +123,8 @@ def read_params(
     scale = np.asarray(constants[scale_name], dtype=np.float32)
     zero = np.asarray(constants[zero_name]) if zero_name else None
     dtype = stored_type(node, zero, input_type)
-    if dtype.name not in READ_TYPES:
-        raise UnreadableParams(f"it stores {dtype.name}; eightbit reads {list(READ_TYPES)}")
+    if dtype.name not in types:
+        raise UnreadableParams(f"it stores {dtype.name}; eightbit reads {list(types)}")
     if zero is None:
         zero = np.zeros(scale.shape, dtype=np.int64)
     if scale.size == 1 and scale.ndim <= 1 and zero.size == 1 and zero.ndim <= 1:

@@ -122,6 +122,7 @@ class Store:
     low: int
     high: int
     text: str  # for the layer comment
+    wide: bool = False  # a 16x8 accumulator: eb_requantize_wide (E.13a)
 
     def hoisted(self, code: Code) -> Store:
         """Declare a per-channel multiplier and shift once per channel (``m``, ``t``)."""
@@ -132,11 +133,12 @@ class Store:
         if shift.endswith("]"):
             code.line(f"const int32_t t = {shift};")
             shift = "t"
-        return Store(multiplier, shift, self.zero, self.low, self.high, self.text)
+        return Store(multiplier, shift, self.zero, self.low, self.high, self.text, self.wide)
 
     def __call__(self, acc: str) -> str:
+        function = "eb_requantize_wide" if self.wide else "eb_requantize"
         return (
-            f"eb_requantize({acc}, {self.multiplier}, {self.shift}, {literal(self.zero)}, "
+            f"{function}({acc}, {self.multiplier}, {self.shift}, {literal(self.zero)}, "
             f"{literal(self.low)}, {literal(self.high)})"
         )
 
@@ -178,6 +180,7 @@ def store(requantization: Requantization, context: Context, channel: str = "c") 
         requantization.low,
         requantization.high,
         summary,
+        requantization.rescale.wide,
     )
 
 

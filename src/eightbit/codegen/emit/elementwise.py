@@ -54,9 +54,11 @@ def emit_elementwise(step: Step, context: Context) -> Layer:
         else:
             terms = [rescale_terms(r, context, "0", "") for r in step.operand_rescales]
             shifted = 1 << ADD_LEFT_SHIFT
+            wide = step.requantization.rescale.wide  # int16 operands: (E.13a)
+            rescale = "eb_rescale_wide" if wide else "eb_rescale"
             for operand, (multiplier, shift) in zip("ab", terms, strict=True):
                 code.line(
-                    f"const int64_t s{operand} = eb_rescale((int64_t)d{operand} * {shifted}, "
+                    f"const int64_t s{operand} = {rescale}((int64_t)d{operand} * {shifted}, "
                     f"{multiplier}, {shift});"
                 )
             code.line(f"y[{iy}] = ({context.ctype(y)}){out('sa + sb')};")

@@ -28,7 +28,13 @@ from eightbit.engine.kernels.pool import AveragePoolStep, MaxPoolStep, window_co
 from eightbit.engine.kernels.window import Window
 from eightbit.errors import ModelError
 
-_LOWEST = {"int8": -128, "uint8": 0}
+_LOWEST = {"int8": -128, "uint8": 0, "int16": -32768}
+
+
+def _range_of(dtype: str) -> tuple[int, int]:
+    """The stored range of an output type (8 or 16 bits)."""
+    width = 65535 if dtype == "int16" else 255
+    return _LOWEST[dtype], _LOWEST[dtype] + width
 
 
 def _geometry(step: Step, window: Window, spatial: tuple[int, ...]) -> dict[str, tuple[int, int]]:
@@ -152,7 +158,7 @@ def _emit_average(step: AveragePoolStep, window: Window, context: Context) -> La
         "multiplier", "int32", step.by_count.multiplier, "M[n], n = cells counted"
     )
     t_table = context.table("shift", "int8", shifts(step.by_count), "t[n] = 24 - shift")
-    low, high = _LOWEST[step.dtype], _LOWEST[step.dtype] + 255
+    low, high = _range_of(step.dtype)
     code = Code()
     code.line(f"{context.ctype(y)} *out = y;")
     with code.loops([("p", x_shape[0] * x_shape[1])]) as (p,):
@@ -184,7 +190,7 @@ def _emit_global(step: AveragePoolStep, context: Context) -> Layer:
         raise ModelError(f"GlobalAveragePool {step.node!r} was not prepared for {cells} cells")
     multiplier = int(step.by_count.multiplier[cells])
     t = int(shifts(step.by_count)[cells])
-    low, high = _LOWEST[step.dtype], _LOWEST[step.dtype] + 255
+    low, high = _range_of(step.dtype)
     code = Code()
     with code.loops([("p", x_shape[0] * x_shape[1])]) as (p,):
         code.line(f"const {context.ctype(x)} *const xp = {plus('x', linear([(p, cells)]))};")

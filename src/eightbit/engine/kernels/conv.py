@@ -23,6 +23,7 @@ import numpy as np
 from eightbit.engine.kernels import torch_conv
 from eightbit.engine.kernels._scratch import scratch
 from eightbit.engine.kernels.conv_transpose import ConvTransposeStep
+from eightbit.engine.kernels.conv_wide import WideConv
 from eightbit.engine.kernels.gemm import (
     FLOAT32_EXACT,
     SHIFTED_BOUND,
@@ -240,6 +241,18 @@ class ConvStep(Step):
         return TorchConv.prepare(centered, self.window.strides, self.window.dilations, self.group)
 
     @cached_property
+    def _wide(self) -> WideConv:
+        """The float64 layout of a 16-bit input's sums (``conv_wide``, §E.13)."""
+        return WideConv.of(centered_weight(self.weight, self.weight_zero, 0), self.group)
+
+    @cached_property
+    def _bias_column(self) -> np.ndarray | None:
+        """The bias as float64 (exact), shaped to broadcast along the output channels."""
+        if self.bias is None:
+            return None
+        return self.bias.astype(np.float64).reshape(-1, *([1] * (self.weight.ndim - 2)))
+
+    @cached_property
     def _bounded(self) -> bool:
         return fits_int32(self.weight[0].size, self.bound, self.bias)
 
@@ -266,6 +279,9 @@ class ConvStep(Step):
 
     def run(self, *args: np.ndarray) -> tuple[np.ndarray, ...]:
         x = args[0]
+        if self.requantization.rescale.wide and x.dtype == np.int16:
+            total = self._wide.sums(x, self.x_zero, self.window, self.group)
+            return (self.requantization.apply_sum(total, self._bias_column),)
         shift = activation_shift(x.dtype)
         if shift is None:
             return self.run_reference(*args)

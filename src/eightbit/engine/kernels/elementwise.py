@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from eightbit.engine.kernels import float32
-from eightbit.engine.kernels.requantize import Requantization, Rescale, storage_type
+from eightbit.engine.kernels.requantize import Requantization, Rescale, needs_wide, storage_type
 from eightbit.engine.operands import NodeToPrepare, scalar_scale, scalar_zero_point
 from eightbit.engine.program import Step
 from eightbit.fixed import float32_scale_ratio
@@ -196,16 +196,21 @@ def prepare_elementwise(node: NodeToPrepare) -> Step:
             requantization=Requantization.from_real(real, out_zero, out.params.dtype),
         )
     largest = max(scales)
-    rescales = (Rescale.from_real(scales[0] / largest), Rescale.from_real(scales[1] / largest))
+    # A 16-bit operand shifted by 2^20 reaches 2^35: the (E.13) wide rescales, in int64.
+    wide = needs_wide(a.params.dtype, b.params.dtype)
+    rescales = (
+        Rescale.from_real(scales[0] / largest, wide=wide),
+        Rescale.from_real(scales[1] / largest, wide=wide),
+    )
     sum_scale = np.float64(largest) / (np.float64(2.0**ADD_LEFT_SHIFT) * np.float64(out_scale))
     exact = None
-    if a.params.dtype == b.params.dtype == out.params.dtype:  # QLinearAdd's one type
+    if a.params.dtype == b.params.dtype == out.params.dtype and not wide:  # QLinearAdd's type
         exact = AddFloat.of((scales[0], scales[1]), zeros, out_scale, out_zero, out.params.dtype)
     step = AddStep(
         **common,
         zeros=zeros,
         operand_rescales=rescales,
-        requantization=Requantization.from_real(sum_scale, out_zero, out.params.dtype),
+        requantization=Requantization.from_real(sum_scale, out_zero, out.params.dtype, wide=wide),
         exact=exact,
     )
     step.table(DIRECT)  # the usual order, settled here; the swapped one when first needed

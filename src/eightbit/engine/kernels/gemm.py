@@ -15,7 +15,7 @@ from functools import cached_property
 import numpy as np
 
 from eightbit.engine.kernels._scratch import scratch
-from eightbit.engine.kernels.requantize import Requantization
+from eightbit.engine.kernels.requantize import Requantization, fits_wide, needs_wide
 from eightbit.engine.operands import (
     IntegerConstant,
     IntegerInput,
@@ -30,6 +30,10 @@ from eightbit.quant import QuantParams
 
 # Every integer of magnitude <= 2^24 is a float32, so is every partial sum that stays there.
 FLOAT32_EXACT = 2**24
+FLOAT64_EXACT = 2**53
+# Below this many terms per float32 chunk (only 16-bit operands get there: 8-bit chunks
+# hold 514 or more), one float64 product is used instead.
+_SHORTEST_CHUNK = 64
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
@@ -41,6 +45,10 @@ def exact_matmul(a: np.ndarray, b: np.ndarray, bound: int) -> np.ndarray:
     """
     depth = a.shape[-1]
     chunk = max(1, FLOAT32_EXACT // max(bound, 1))
+    if chunk < _SHORTEST_CHUNK and depth * bound < FLOAT64_EXACT:
+        # 16x8 operands (§E.13): a float32 chunk would hold a few terms, while float64
+        # holds every partial sum (each at most depth · bound < 2^53) in one product.
+        return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
     if depth <= chunk:
         return np.matmul(a, b).astype(np.int64)
     total: np.ndarray | None = None
@@ -251,9 +259,14 @@ def prepare_matmul(node: NodeToPrepare) -> MatMulStep:
             raise node.refuse(f"bias of {bias.size} values for {columns} columns")
     out_zero = scalar_zero_point(out.params, "the output", node)
     real = float32_scale_ratio(a_scale, b_scales, scalar_scale(out.params, "output", node))
+    wide = needs_wide(a.params.dtype, b.params.dtype)
     requantization = Requantization.from_real(
-        real, out_zero, out.params.dtype, axis=-1 if real.ndim else None
+        real, out_zero, out.params.dtype, axis=-1 if real.ndim else None, wide=wide
     )
+    bound = largest_offset(a.params) * largest_offset(b.params)
+    terms = _reduction_length(node, weight)
+    if wide and (terms is None or not fits_wide(terms, bound, bias)):
+        raise node.refuse(f"a 16x8 sum of {terms} terms may reach 2^39 (§E.13)")
     b_as_input = b if isinstance(b, IntegerInput) else None
     return MatMulStep(
         node=node.node.name,
@@ -265,5 +278,15 @@ def prepare_matmul(node: NodeToPrepare) -> MatMulStep:
         bias=bias,
         transpose_a=bool(is_gemm and node.attr("transA", 0)),
         requantization=requantization,
-        bound=largest_offset(a.params) * largest_offset(b.params),
+        bound=bound,
     )
+
+
+def _reduction_length(node: NodeToPrepare, weight: np.ndarray | None) -> int | None:
+    """K, the number of products in one sum: from the weight, or A's declared shape."""
+    if weight is not None:
+        return int(weight.shape[-2])
+    shape = node.input_shapes[0] if node.input_shapes else None
+    transpose_a = node.node.op_type == "Gemm" and node.attr("transA", 0)
+    size = None if not shape else shape[-2 if transpose_a else -1]
+    return size if isinstance(size, int) else None

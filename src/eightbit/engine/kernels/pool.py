@@ -21,7 +21,12 @@ import numpy as np
 
 from eightbit.engine.kernels.requantize import Requantization, Rescale, storage_type
 from eightbit.engine.kernels.window import Window, padded, tap_views
-from eightbit.engine.operands import NodeToPrepare, scalar_scale, scalar_zero_point
+from eightbit.engine.operands import (
+    NodeToPrepare,
+    largest_offset,
+    scalar_scale,
+    scalar_zero_point,
+)
 from eightbit.engine.program import Step
 from eightbit.errors import DataError
 
@@ -189,6 +194,8 @@ def prepare_pool(node: NodeToPrepare) -> Step:
         kernel = tuple(node.attr("kernel_shape", ()))
         pool_window = Window.from_attrs(attrs, kernel, ceil_mode=bool(node.attr("ceil_mode", 0)))
         counts = list(range(1, int(np.prod(kernel)) + 1))
+    if max(counts) * largest_offset(x.params) > 2**31 - 1:  # 16-bit inputs only (§E.13)
+        raise node.refuse(f"a window sum of {max(counts)} cells may leave int32")
     x_scale = scalar_scale(x.params, "the input", node)
     out_scale = scalar_scale(out.params, "the output", node)
     # s_x / (s_y · n) in float32, in ONNX Runtime's order (QLinearGlobalAveragePool).

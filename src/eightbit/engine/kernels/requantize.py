@@ -39,19 +39,82 @@ from eightbit.engine.kernels._scratch import scratch
 from eightbit.errors import ModelError
 from eightbit.fixed import quantize_multiplier
 from eightbit.fixed.modes import Rounding
-from eightbit.fixed.requantize import MULTIPLIER_BITS, REQUANTIZE_ROUNDING, requantize
+from eightbit.fixed.requantize import (
+    MULTIPLIER_BITS,
+    REQUANTIZE_ROUNDING,
+    bit_length,
+    requantize,
+    round_half_even_right,
+    round_significant_array,
+)
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# A 16x8 accumulator (§E.13): |acc| < 2^39, so round24(acc) · M < 2^63 in int64.
+WIDE_LIMIT = 2**39
+# |round24(a · M)| < 2^48 shifted left by up to 14 bits stays below 2^62. A non-zero one is
+# at least 2^23 (M >= 2^23), so beyond 14 bits it is past 2^37, outside every stored range:
+# (E.13a) saturates it to ±2^40, which every caller clamps.
+_SATURATING_SHIFT = 14
 # Ties to even, as ONNX QuantizeLinear and ONNX Runtime's requantization round (§E.2).
 ENGINE_ROUNDING: Rounding = REQUANTIZE_ROUNDING
-_STORAGE_TYPES: dict[str, type[np.integer]] = {"int8": np.int8, "uint8": np.uint8}
+_STORAGE_TYPES: dict[str, type[np.integer]] = {
+    "int8": np.int8,
+    "uint8": np.uint8,
+    "int16": np.int16,
+}
 
 
 def storage_type(dtype: str) -> type[np.integer]:
-    """The numpy type of an 8-bit storage type name ("int8" or "uint8")."""
+    """The numpy type of a storage type name ("int8", "uint8", or "int16" for 16x8)."""
     if dtype not in _STORAGE_TYPES:
-        raise ModelError(f"the integer engine stores activations as int8 or uint8 (got {dtype})")
+        raise ModelError(
+            f"the integer engine stores activations as int8, uint8 or int16 (got {dtype})"
+        )
     return _STORAGE_TYPES[dtype]
+
+
+def check_wide(acc: np.ndarray) -> None:
+    """Refuse 16x8 accumulators beyond (E.13)'s bound |acc| < 2^39."""
+    if acc.size and (int(acc.min()) <= -WIDE_LIMIT or int(acc.max()) >= WIDE_LIMIT):
+        raise ModelError(
+            f"a 16x8 accumulator left the range |acc| < 2^39 ([{int(acc.min())}, "
+            f"{int(acc.max())}]); the weights, bias or input parameters of this node are out "
+            "of the planned bounds"
+        )
+
+
+def needs_wide(*dtypes: str) -> bool:
+    """Whether an accumulator of operands of these stored types is a 16x8 one (§E.13)."""
+    return "int16" in dtypes
+
+
+def fits_wide(terms: int, bound: int, bias: np.ndarray | None) -> bool:
+    """Prepare's proof for a 16x8 node: ``terms`` products bounded by ``bound``, plus the
+    bias, stay below 2^39 in magnitude (E.13)."""
+    largest_bias = 0 if bias is None or bias.size == 0 else int(np.max(np.abs(bias)))
+    return terms * bound + largest_bias < WIDE_LIMIT
+
+
+def requantize_wide_reference(
+    acc: npt.ArrayLike, multiplier: npt.ArrayLike, shift: npt.ArrayLike
+) -> np.ndarray:
+    """(E.13a): §1.8's rule for an int64 accumulator |acc| < 2^39, in int64.
+
+    round24(acc) = a · 2^e with |a| <= 2^24, so round24(round24(acc) · M) =
+    round24(a · M) · 2^e (|a · M| < 2^48) and the result is round_half_even(round24(a · M)
+    · 2^(shift − 24 + e)); a left shift beyond 14 bits saturates to ±2^40 (clamped later).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    check_wide(acc)
+    rounded = round_significant_array(acc)
+    e = np.maximum(bit_length(np.abs(rounded)) - MULTIPLIER_BITS, 0)
+    significand = np.right_shift(rounded, e)  # exact: the low e bits of round24(acc) are 0
+    product = round_significant_array(significand * np.asarray(multiplier, dtype=np.int64))
+    t = MULTIPLIER_BITS - np.asarray(shift, dtype=np.int64) - e
+    right = round_half_even_right(product, np.clip(t, 0, 63))
+    left = np.left_shift(product, np.clip(-t, 0, _SATURATING_SHIFT))
+    saturated = np.sign(product) << 40
+    return np.where(t >= 0, right, np.where(-t > _SATURATING_SHIFT, saturated, left))
 
 
 def check_int32(acc: np.ndarray) -> None:
@@ -84,16 +147,31 @@ class Rescale:
     multiplier: np.ndarray
     shift: np.ndarray
     axis: int | None = None
+    wide: bool = False  # a 16x8 accumulator, |acc| < 2^39 (§E.13), else int32
 
     @classmethod
-    def from_real(cls, real_multiplier: npt.ArrayLike, *, axis: int | None = None) -> Rescale:
+    def from_real(
+        cls, real_multiplier: npt.ArrayLike, *, axis: int | None = None, wide: bool = False
+    ) -> Rescale:
         """Multipliers and shifts for the scales ``real_multiplier``, rounded to float32
         (pass float32 scales computed in ONNX Runtime's order to match it exactly)."""
         reals = np.asarray(real_multiplier)
         pairs = [quantize_multiplier(float(real)) for real in reals.reshape(-1)]
         multiplier = np.array([m for m, _ in pairs], dtype=np.int64).reshape(reals.shape)
         shift = np.array([s for _, s in pairs], dtype=np.int64).reshape(reals.shape)
-        return cls(multiplier, shift, None if reals.ndim == 0 else axis)
+        if wide and np.any((MULTIPLIER_BITS - shift > 63) & (multiplier != 0)):
+            raise ModelError(
+                "a 16x8 requantization scale is below 2^-39, beyond what (E.13a) rounds "
+                "exactly; check the scales of this node"
+            )
+        return cls(multiplier, shift, None if reals.ndim == 0 else axis, wide)
+
+    def check(self, acc: np.ndarray) -> None:
+        """Refuse an accumulator beyond this rescale's range (int32, or 2^39 when wide)."""
+        if self.wide:
+            check_wide(acc)
+        else:
+            check_int32(acc)
 
     def _along(self, values: np.ndarray, ndim: int) -> np.ndarray:
         """Per-channel ``values`` shaped to broadcast along ``axis`` of an ndim-array."""
@@ -113,9 +191,8 @@ class Rescale:
     def apply_reference(self, acc: npt.ArrayLike) -> np.ndarray:
         """The definition, ``requantize_reference`` (int64 result)."""
         acc = np.asarray(acc, dtype=np.int64)
-        return requantize_reference(
-            acc, self._along(self.multiplier, acc.ndim), self._along(self.shift, acc.ndim)
-        )
+        rule = requantize_wide_reference if self.wide else requantize_reference
+        return rule(acc, self._along(self.multiplier, acc.ndim), self._along(self.shift, acc.ndim))
 
     def scaled(self, acc: np.ndarray) -> np.ndarray:
         """float32(acc) · S in float32 (a new array), not yet rounded."""
@@ -133,7 +210,7 @@ class Rescale:
         if acc.dtype.kind != "i":
             acc = acc.astype(np.int64)
         if not bounded:
-            check_int32(acc)
+            self.check(acc)
         return np.rint(self.scaled(acc)).astype(np.int64)
 
 
@@ -162,12 +239,13 @@ class Requantization:
         *,
         axis: int | None = None,
         clamp: tuple[int, int] | None = None,
+        wide: bool = False,
     ) -> Requantization:
         limits = np.iinfo(storage_type(dtype))
         low, high = int(limits.min), int(limits.max)
         if clamp is not None:
             low, high = max(low, clamp[0]), min(high, clamp[1])
-        rescale = Rescale.from_real(real_multiplier, axis=axis)
+        rescale = Rescale.from_real(real_multiplier, axis=axis, wide=wide)
         return cls(rescale, int(zero_point), low, high, dtype)
 
     def apply_reference(self, acc: npt.ArrayLike) -> np.ndarray:
@@ -178,7 +256,7 @@ class Requantization:
         if acc.dtype.kind != "i":
             acc = acc.astype(np.int64)
         if not bounded:
-            check_int32(acc)
+            self.rescale.check(acc)
         scaled = scratch("requantize.scaled", acc.shape, np.float32)
         np.copyto(scaled, acc, casting="unsafe")  # float32(acc): one rounding, ties to even
         return self._finish(scaled)
@@ -212,7 +290,7 @@ class Requantization:
             acc = scratch("requantize.sum", total.shape, np.float64)
             np.add(total, bias, out=acc)
         if not bounded:
-            check_int32(acc)
+            self.rescale.check(acc)
         scaled = scratch("requantize.scaled", acc.shape, np.float32)
         np.copyto(scaled, acc, casting="unsafe")
         return self._finish(scaled)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from eightbit.engine.kernels.gemm import accumulator_bias
-from eightbit.engine.kernels.requantize import Requantization
+from eightbit.engine.kernels.requantize import Requantization, fits_wide, needs_wide
 from eightbit.engine.operands import (
     IntegerConstant,
     NodeToPrepare,
@@ -69,12 +69,19 @@ def prepare_weighted(node: NodeToPrepare, channel_axis: int) -> Weighted:
     elif bias_operand is not None:
         raise node.refuse("the bias must be a quantized constant")
     real = float32_scale_ratio(x_scale, w.params.scale, scalar_scale(out.params, "output", node))
+    wide = needs_wide(x.params.dtype)
     requantization = Requantization.from_real(
         real,
         scalar_zero_point(out.params, "the output", node),
         out.params.dtype,
         axis=1 if real.ndim else None,
+        wide=wide,
     )
+    bound = largest_offset(x.params) * largest_offset(w.params)
+    group = int(node.attr("group", 1))
+    terms = weight[0].size if channel_axis == 0 else weight.shape[0] // group * weight[0, 0].size
+    if wide and not fits_wide(terms, bound, bias):
+        raise node.refuse(f"a 16x8 sum of {terms} terms may reach 2^39 (§E.13)")
     return Weighted(
         x_name=x.name,
         out_name=out.name,
@@ -83,5 +90,5 @@ def prepare_weighted(node: NodeToPrepare, channel_axis: int) -> Weighted:
         x_zero=scalar_zero_point(x.params, "the input", node),
         bias=bias,
         requantization=requantization,
-        bound=largest_offset(x.params) * largest_offset(w.params),
+        bound=bound,
     )
