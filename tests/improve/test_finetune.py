@@ -83,11 +83,13 @@ def test_the_trained_module_is_the_exported_model_to_the_last_integer() -> None:
     scale, zero = float(params.scale), int(params.zero_point)
     expected = np.round(module / scale).astype(np.int64) + zero
     for optimization in ("none", "all"):  # float kernels on DQ values, and ORT's int8 kernels
-        np.testing.assert_array_equal(_stored(trained.model, x, scale, zero, optimization), expected)
+        np.testing.assert_array_equal(
+            _stored(trained.model, x, scale, zero, optimization), expected
+        )
     # The integer engine requantizes with fixed-point multipliers: within one step.
     engine = run_engine(trained, {"x": x})["logits"]
-    stored = np.round(engine / scale).astype(np.int64) + zero
-    assert np.abs(stored - expected).max() <= 1
+    on_engine = np.round(engine / scale).astype(np.int64) + zero
+    assert np.abs(on_engine - expected).max() <= 1
 
 
 class _Export:
@@ -194,7 +196,9 @@ def _cli(tmp_path: Path, *extra: str) -> tuple[int, str, Path]:
     model, data, out = tmp_path / "m.onnx", tmp_path / "d.npy", tmp_path / "q.onnx"
     save_model(residual_net(), model)
     np.save(data, _images(48))
-    result = CliRunner().invoke(main, ["quantize", str(model), "-d", str(data), "-o", str(out), *extra])
+    result = CliRunner().invoke(
+        main, ["quantize", str(model), "-d", str(data), "-o", str(out), *extra]
+    )
     return result.exit_code, result.output, out
 
 
