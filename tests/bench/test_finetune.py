@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from benchmarks import finetune, run
+from benchmarks import run
 
 
 def test_the_section_is_registered() -> None:
