@@ -6,7 +6,9 @@ with the 128 calibration crops followed by up to 512 unlabeled crops of the pool
 data: eightbit's default preset and its ``finetune`` preset on the same data (the last 64
 crops are the quick check's, unseen by both), and NNCF's quantization-aware training
 (``nncf.torch``: ``nncf.quantize`` on the 128 calibration crops, then the same distillation
-loss, batch and step budget on the same crops) beside them. Times are wall clock on a
+loss, batch and step budget on the same crops) beside them; when NNCF cannot quantize the
+module its row says why (NNCF 3.4 with torch 2.13 fails in its graph builder: "Module
+[HookStorage] is missing the required forward function"). Times are wall clock on a
 shared machine.
 """
 
