@@ -34,6 +34,8 @@ Sections:
   transformers MiniLM-L6 and ViT-S: eightbit's default (the automatic mode), --mode static and
                dynamic, vs ORT quantize_static/quantize_dynamic and NNCF (default and
                TRANSFORMER): metric, SQNR, latency at batch 1 and 16, size
+  finetune     MobileNetV2: the default preset vs --preset finetune (fine-tuning by
+               distillation) vs NNCF's QAT: agreement, SQNR, latency, time
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -58,6 +60,7 @@ from benchmarks import (  # noqa: E402
     calibration,
     codegen,
     engine,
+    finetune,
     front_end,
     kernels,
     latency,
@@ -84,7 +87,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch", "transformers", "s16",
+    "targets", "memory", "pytorch", "transformers", "s16", "finetune",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -206,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "pytorch": lambda: [front_end.run()],
         "transformers": transformers.run,
         "s16": lambda: [s16.run()],
+        "finetune": lambda: [finetune.run()],
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

@@ -19,11 +19,13 @@ STEP_WORDS = {
     "reconstruct": "reconstruction",
     "adaround": "AdaRound",
     "bias_correction": "bias correction",
+    "finetune": "fine-tuning",
 }
 EXPECTED_STEPS = {
     "fast": [],
     "default": ["equalize", "clipping", "bias_correction"],
     "accurate": ["equalize", "clipping", "refine_ranges", "reconstruct", "bias_correction"],
+    "finetune": ["equalize", "clipping", "bias_correction", "finetune"],
 }
 
 

@@ -311,6 +311,15 @@ def _config(
     help="Layer-wise reconstruction of weights and biases (numpy; instead of --adaround).",
 )
 @click.option(
+    "--finetune/--no-finetune",
+    default=None,
+    help="Quantization-aware fine-tuning by distillation after the other steps (needs "
+    "PyTorch) [preset].",
+)
+@click.option(
+    "--finetune-steps", type=int, help="Fine-tuning's batches at most (early stop) [300]."
+)
+@click.option(
     "--max-drop",
     type=float,
     help="Return layers to float until top-1 agreement drops by at most this (0.01 = 1 point).",
@@ -363,6 +372,8 @@ def quantize_command(
     adaround: bool | None,
     adaround_iters: int | None,
     reconstruct: bool | None,
+    finetune: bool | None,
+    finetune_steps: int | None,
     max_drop: float | None,
     min_sqnr: float | None,
     max_latency: float | None,
@@ -382,6 +393,10 @@ def quantize_command(
     require_ray(ray)
     if adaround_iters is not None and not adaround:
         raise ConfigError("--adaround-iters needs --adaround")
+    if finetune_steps is not None and not (
+        finetune or (preset_name == "finetune" and finetune is None)
+    ):
+        raise ConfigError("--finetune-steps needs --finetune (or --preset finetune)")
     improve = preset(
         preset_name,
         equalize=equalize,
@@ -391,6 +406,8 @@ def quantize_command(
         adaround=adaround,
         adaround_iters=adaround_iters,
         reconstruct=reconstruct,
+        finetune=finetune,
+        finetune_steps=finetune_steps,
         max_drop=max_drop,
         min_sqnr=min_sqnr,
         max_latency=max_latency,

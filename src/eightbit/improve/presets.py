@@ -20,6 +20,8 @@ benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-pres
 ``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
 ``--adaround`` (learned rounding, needs PyTorch) replaces the reconstruction where asked;
 it is slower than the reconstruction and no better on MobileNetV2 (§I.6), so no preset runs it.
+- ``finetune``: the default, then quantization-aware fine-tuning by distillation (§T.5,
+  ``--finetune``, needs PyTorch).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from eightbit.serialize import from_dict, to_dict
 from eightbit.validators import require_bool, require_int
 
 DEFAULT_ADAROUND_ITERS = 1000
+DEFAULT_FINETUNE_STEPS = 300  # improve.finetune reads it from here: one number
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class ImproveConfig:
     - ``outlier_channels``: the 1-4 output channels of a matrix product over sequences
       that are many times wider than the rest computed by a matrix product of their own
       (§I.12), so the rest keep a fine int8 grid; nothing happens on a CNN.
+    - ``finetune``: quantization-aware fine-tuning by distillation (§T.5, needs PyTorch),
+      at most ``finetune_steps`` batches, after the post-training steps; kept only when
+      the exported model is better on samples held back from training.
     - ``safety_net``: when the quick check finds a collapsed slice or a worst-slice SQNR
       under ``SAFETY_FLOOR_DB`` and no budget was given, run the fallback by itself,
       capped at ONNX Runtime's own int8 latency (§I.9).
@@ -84,6 +90,8 @@ class ImproveConfig:
     safety_net: bool = True
     smooth_quant: bool = True
     outlier_channels: bool = True
+    finetune: bool = False
+    finetune_steps: int = DEFAULT_FINETUNE_STEPS
 
     def __post_init__(self) -> None:
         for name in (
@@ -96,6 +104,7 @@ class ImproveConfig:
             "safety_net",
             "smooth_quant",
             "outlier_channels",
+            "finetune",
         ):
             require_bool(name, getattr(self, name))
         if self.bias_correction is not None and not isinstance(self.bias_correction, bool):
@@ -109,6 +118,7 @@ class ImproveConfig:
                 "(--adaround or --reconstruct, not both)"
             )
         require_int("adaround_iters", self.adaround_iters, 1)
+        require_int("finetune_steps", self.finetune_steps, 1)
         check_limits(self.max_drop, self.min_sqnr, self.max_latency)
         if self.max_latency is not None and not self.fallback:
             raise ConfigError(
@@ -145,6 +155,7 @@ PRESETS: Mapping[str, ImproveConfig] = {
     ),
     "default": ImproveConfig(),
     "accurate": ImproveConfig(equalize=True, refine_ranges=True, reconstruct=True),
+    "finetune": ImproveConfig(finetune=True),
 }
 
 # One line per preset: the help text of ``eightbit quantize --preset`` is built from these,
@@ -158,6 +169,11 @@ PRESET_DESCRIPTIONS: Mapping[str, str] = {
     "accurate": (
         "equalization, the clipping choice, range refinement, layer-wise reconstruction of "
         "the weights in numpy, bias correction; slowest"
+    ),
+    "finetune": (
+        "equalization, the clipping choice, bias correction where it helps, then "
+        "quantization-aware fine-tuning by distillation (needs PyTorch), kept only when "
+        "better on samples held back from it"
     ),
 }
 

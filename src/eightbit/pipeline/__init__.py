@@ -26,6 +26,7 @@ from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges, open_dat
 from eightbit.calibrate.data import DataLike
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, load_model, normalize
+from eightbit.improve.finetune import require_torch_for_finetune
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
 from eightbit.pipeline.choice import choose_mode
@@ -39,6 +40,7 @@ from eightbit.pipeline.stages import (
     Equalize,
     Export,
     Fallback,
+    Finetune,
     LearnedWeights,
     OutlierChannels,
     Plan,
@@ -86,7 +88,8 @@ def steps() -> tuple[Step, ...]:
     stage (weights, their bias correction, export) replaces its model. The rest follows the
     data: equalization changes the float model, so it comes before calibration; the plan
     needs the ranges (the whole-model clipping choice comes before the per-tensor
-    refinement, which starts from it); the quick check needs the final model; the safety
+    refinement, which starts from it); fine-tuning starts from the final post-training
+    model, fallback included (§T.5); the quick check needs the final model; the safety
     net reads the check. Embedding tables are stored as int8 (§D.3) on the model the check
     judges, and again on a model the safety net rebuilt.
     """
@@ -105,6 +108,7 @@ def steps() -> tuple[Step, ...]:
         LearnedWeights(),
         BiasCorrection(learned=True),
         Export(learned=True),
+        Finetune(),
         Int8Tables(),
         Check(),
         SafetyNet(missed_floor),
@@ -241,8 +245,11 @@ def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: 
     """Refuse, before any work, the steps that cannot run here."""
     if improve.adaround:
         require_torch()
+    if improve.finetune:
+        require_torch_for_finetune()
     for wanted, flag in (
         (improve.adaround, "--adaround"),
+        (improve.finetune, "--finetune"),
         (improve.reconstruct, "--reconstruct"),
         (improve.fallback, "--max-drop/--min-sqnr"),
     ):

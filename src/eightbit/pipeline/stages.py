@@ -21,6 +21,7 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.clipping_choice import choose_clipping
+from eightbit.improve.finetune import FinetuneOptions, finetune
 from eightbit.improve.outlier_channels import split_outlier_channels
 from eightbit.improve.refine import refine_ranges
 from eightbit.improve.smoothquant import smooth_quant
@@ -333,6 +334,30 @@ class LearnedWeights:
             )  # fmt: skip
         plan = make_plan(Graph(model), state.ranges, plan.config, separate_joins=joins)
         return state.reported(report, prepared=model, plan=plan)
+
+
+class Finetune:
+    """Quantization-aware fine-tuning (§T.5) of the final post-training model: weights and
+    activation scales trained through its grids; kept only when the exported model is
+    better on samples held back from training (the quick check's stay unseen)."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.improve.finetune
+
+    def run(self, state: State) -> State:
+        assert state.plan is not None and state.ranges is not None and state.qdq is not None
+        assert state.samples is not None  # quantize's _require_steps
+        settings = state.settings
+        result = finetune(
+            state.prepared, state.float_model, state.plan, state.ranges, state.qdq,
+            state.samples, FinetuneOptions(steps=settings.improve.finetune_steps),
+            separate_joins=settings.improve.separate_joins, threads=settings.threads,
+            progress=settings.progress,
+        )  # fmt: skip
+        return state.reported(
+            result.report, prepared=result.model, ranges=result.ranges, plan=result.plan,
+            qdq=result.qdq,
+        )  # fmt: skip
 
 
 class Check:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +79,9 @@ class OnnxModule(torch.nn.Module):
             else:
                 self.register_buffer(f"constant_{key}", value)
         self._steps = [_step(node, self.opset) for node in graph.node]
+        # Called on every named value (inputs, initializers, node outputs) as it is made:
+        # fine-tuning puts its fake quantization there (numerics §T.5). None: the graph as is.
+        self.tensor_hook: Callable[[str, torch.Tensor], torch.Tensor] | None = None
 
     def parameter_of(self, onnx_name: str) -> torch.Tensor:
         """The parameter (or buffer) that holds initializer ``onnx_name``."""
@@ -97,7 +100,7 @@ class OnnxModule(torch.nn.Module):
             outs = out if isinstance(out, tuple) else (out,)
             for name, value in zip(step.outputs, outs, strict=False):
                 if name:
-                    values[name] = value
+                    values[name] = self._hooked(name, value)
         results = tuple(values[name] for name in self.output_names)
         return results[0] if len(results) == 1 else results
 
@@ -113,7 +116,14 @@ class OnnxModule(torch.nn.Module):
         for name in self.input_names:
             if not isinstance(values[name], torch.Tensor):
                 values[name] = torch.as_tensor(np.asarray(values[name]))
+        if self.tensor_hook is not None:
+            values = {name: self._hooked(name, value) for name, value in values.items()}
         return values
+
+    def _hooked(self, name: str, value: Any) -> Any:
+        if self.tensor_hook is None or not isinstance(value, torch.Tensor):
+            return value
+        return self.tensor_hook(name, value)
 
     def _run(self, step: _Step, inputs: list[Any]) -> Any:
         try:
