@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames
+from eightbit.graph.files import stub_of
 from eightbit.graph.normalize import upgrade_opset
 
 # ReduceMax, ReduceMin and ReduceSumSquare take their axes as an input from opset 18 (an
@@ -179,6 +180,7 @@ def comparison_model(
     tensors: Mapping[str, str],
     means: Sequence[str] = (),
     output_rank: int | None = None,
+    shared: dict[str, onnx.TensorProto] | None = None,
 ) -> tuple[onnx.ModelProto, Comparison]:
     """The float and the int8 model in one graph, reading the same inputs.
 
@@ -186,6 +188,8 @@ def comparison_model(
     quantized tensor is the output of its DequantizeLinear), so the int8 model's ``t`` is
     what the float ``t`` became, and reading it keeps ONNX Runtime's int8 kernels.
     ``output_rank``: also sum the first output's difference per channel (axis 1).
+    ``shared``: when given, the large weights of both models are not copied: the merged
+    graph holds stubs, and ``shared`` gets their data (``make_session(weights=...)``).
     """
     float_model = _at_opset_of(float_model, quantized_model)
     model = helper.make_model(
@@ -203,6 +207,12 @@ def comparison_model(
         onnx.compose.add_prefix_graph(part, prefix, rename_inputs=False, inplace=True)
         graph.node.extend(part.node)
         for tensor in source.graph.initializer:
+            stub = None if shared is None else stub_of(tensor, prefix + tensor.name)
+            if stub is not None:
+                assert shared is not None  # stub_of ran
+                shared[stub.name] = tensor
+                graph.initializer.append(stub)
+                continue
             graph.initializer.append(tensor)
             graph.initializer[-1].name = prefix + tensor.name
     graph.input.extend(float_model.graph.input)
