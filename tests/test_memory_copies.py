@@ -19,8 +19,10 @@ from eightbit.export import to_qdq
 from eightbit.graph import files as files_module
 from eightbit.graph import normalize
 from eightbit.graph import session as session_module
+from eightbit.graph.session import make_session, session_with_arrays
 from eightbit.improve import measure as measure_module
 from eightbit.improve.measure import compare
+from eightbit.improve.weights import bias_correction as bias_module
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
@@ -145,3 +147,39 @@ def test_quantize_lets_go_of_the_model_as_read_once_it_is_normalized(
     quantize(model, models.random_inputs(model, n=8), improve="fast", check_samples=0)
     # Held by ``seen`` and by getrefcount's argument only: no step can reach it.
     assert references == [2]
+
+
+def test_a_session_reads_arrays_as_it_would_read_initializers() -> None:
+    model = normalize(models.conv_bn_relu())
+    feeds = models.random_inputs(model, n=4)
+    big = max(model.graph.initializer, key=lambda t: len(t.raw_data))
+    arrays = {big.name: numpy_helper.to_array(big)}
+    declared = onnx.ModelProto()
+    declared.CopyFrom(model)
+    kept = [t for t in declared.graph.initializer if t.name != big.name]
+    del declared.graph.initializer[:]
+    declared.graph.initializer.extend(kept)
+    names = [output.name for output in model.graph.output]
+    expected = make_session(model, optimization="none").run(names, feeds)
+    got = session_with_arrays(declared, arrays, optimization="none").run(names, feeds)
+    for mine, theirs in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_bias_correction_hands_its_weight_shifts_over_as_arrays(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    handed: list[list[str]] = []
+    real = bias_module.session_with_arrays
+
+    def spy(model: onnx.ModelProto, arrays: dict[str, np.ndarray], **kwargs: object) -> object:
+        assert not any(t.name in arrays for t in model.graph.initializer)  # not in the proto
+        handed.append(list(arrays))
+        return real(model, arrays, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bias_module, "session_with_arrays", spy)
+    model = models.conv_bn_relu()
+    data = models.random_inputs(model, n=8)
+    result = quantize(model, data, improve="default", check_samples=0)
+    assert handed and all(name.startswith("delta_") for names in handed for name in names)
+    assert any(step.name == "bias_correction" for step in result.plan.steps)

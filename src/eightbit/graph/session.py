@@ -144,6 +144,40 @@ def make_session(
     return _open(os.fspath(path), options, f"model file {str(path)!r}")
 
 
+def session_with_arrays(
+    model: ModelProto,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    threads: int | None = None,
+    optimization: Optimization = "all",
+) -> ort.InferenceSession:
+    """A session of ``model`` whose initializers ``arrays`` (absent from ``model``) ONNX
+    Runtime reads from these numpy buffers, not from a copy in a protobuf or a file.
+
+    How a step runs a big constant it computed (bias correction's ΔW) without serializing
+    it: the proto only declares each one, as external data that is never read. The arrays
+    are kept alive with the session.
+    """
+    declared = ModelProto()
+    declared.CopyFrom(model)
+    values = []
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        stub = declared.graph.initializer.add(
+            name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape
+        )
+        stub.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "in-memory"), ("offset", "0"), ("length", array.nbytes)):
+            entry = stub.external_data.add()
+            entry.key, entry.value = key, str(value)
+        values.append(ort.OrtValue.ortvalue_from_numpy(array))
+    options = _session_options(threads, None, optimization)
+    options.add_external_initializers(list(arrays), values)
+    session = _open(declared.SerializeToString(), options, "the model")
+    session.eightbit_arrays = values  # ONNX Runtime may read them as long as it runs
+    return session
+
+
 def exposing_session(
     model: ModelProto,
     names: Sequence[str],
