@@ -21,6 +21,7 @@ from eightbit.graph import normalize
 from eightbit.graph import session as session_module
 from eightbit.graph.session import make_session, session_with_arrays
 from eightbit.improve import measure as measure_module
+from eightbit.improve._onnx import comparison_model
 from eightbit.improve.measure import compare
 from eightbit.improve.weights import bias_correction as bias_module
 from eightbit.pipeline import quantize
@@ -183,3 +184,21 @@ def test_bias_correction_hands_its_weight_shifts_over_as_arrays(
     result = quantize(model, data, improve="default", check_samples=0)
     assert handed and all(name.startswith("delta_") for names in handed for name in names)
     assert any(step.name == "bias_correction" for step in result.plan.steps)
+
+
+def test_the_comparison_measures_each_tensor_as_soon_as_both_models_made_it() -> None:
+    model = normalize(models.opset12_model())
+    data = models.random_inputs(model, n=8)
+    plan = quantize(model, data, improve="fast", check_samples=0).plan
+    quantized = to_qdq(model, plan)
+    layers = {node.name: node.output[0] for node in model.graph.node}
+    merged, _ = comparison_model(model, quantized, layers)
+    known = {t.name for t in merged.graph.initializer} | {v.name for v in merged.graph.input}
+    for node in merged.graph.node:  # still in topological order
+        assert all(not name or name in known for name in node.input), node.name
+        known.update(node.output)
+    order = [node.name for node in merged.graph.node]
+    first_measure = next(i for i, name in enumerate(order) if name.startswith("__eightbit"))
+    last_of_models = max(i for i, name in enumerate(order) if not name.startswith("__eightbit"))
+    assert first_measure < last_of_models  # not every tensor held until both models ran
+    assert len(model.graph.node) >= 3

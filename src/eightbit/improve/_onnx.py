@@ -239,7 +239,52 @@ def comparison_model(
         layer_sums=layer_sums, output_sums=output_sums, means=sums, output_channels=output_channels
     )
     graph.output.extend(helper.make_empty_tensor_value_info(name) for name in names.names())
+    _interleave(graph, len(float_model.graph.node), len(quantized_model.graph.node))
     return model, names
+
+
+def _interleave(graph: onnx.GraphProto, float_nodes: int, quantized_nodes: int) -> None:
+    """Order the merged graph's nodes so that both models advance side by side (by depth,
+    in proportion) and each measuring node comes right after the nodes it reads.
+
+    ONNX Runtime runs the nodes in this order and frees a tensor after its last reader:
+    with one model's nodes after the other's, every compared tensor of the first would be
+    held, for a whole batch, until the second caught up (a big CNN's activations). Same
+    nodes, same kernels: the same sums.
+    """
+    nodes = list(graph.node)
+    halves = (range(float_nodes), range(float_nodes, float_nodes + quantized_nodes))
+    keys: dict[str, float] = {}  # tensor -> the position of its producer
+    order: list[tuple[float, int, int]] = []
+    for half in halves:
+        depth: dict[str, int] = {}
+        depths = []
+        for index in half:
+            node = nodes[index]
+            level = 1 + max((depth.get(name, 0) for name in _read_by(node)), default=0)
+            depth.update((name, level) for name in node.output)
+            depths.append(level)
+        deepest = max(depths, default=1)
+        for index, level in zip(half, depths, strict=True):
+            keys.update((name, level / deepest) for name in nodes[index].output)
+            order.append((level / deepest, 0, index))
+    for index in range(float_nodes + quantized_nodes, len(nodes)):
+        node = nodes[index]
+        key = max((keys.get(name, 0.0) for name in _read_by(node)), default=0.0)
+        keys.update((name, key) for name in node.output)
+        order.append((key, 1, index))
+    graph.ClearField("node")
+    graph.node.extend(nodes[index] for _, _, index in sorted(order))
+
+
+def _read_by(node: onnx.NodeProto) -> list[str]:
+    """The names ``node`` reads, those its subgraphs read from outside included."""
+    names = list(node.input)
+    for attribute in node.attribute:
+        for subgraph in [attribute.g, *attribute.graphs]:
+            for inner in subgraph.node:
+                names.extend(_read_by(inner))
+    return names
 
 
 class _Builder:

@@ -142,21 +142,29 @@ def bias_correction(
         after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
     else:
         shifts, corrected = {}, model
+        quantized = to_qdq(model, plan)
         before = after = compare(
-            reference, to_qdq(model, plan), batches, outputs, (), threads, output_rank=rank
+            reference, quantized, batches, outputs, (), threads, output_rank=rank
         )
     if last is not None and after.output_shift is not None:
-        # (I.3.4) The output layer, corrected against the int8 network's own output.
+        # (I.3.4) The output layer, corrected against the int8 network's own output. The
+        # first correction is let go of meanwhile (made again if it stays): a big model's
+        # weights are then held once less.
+        del corrected, quantized
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
         candidate = _apply(model, graph, total)
         quantized = to_qdq(candidate, rebias(Graph(candidate), plan))
         final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
+        del quantized
         if final.output_db > after.output_db:
             notes.append(f"output layer {last!r} also corrected against the int8 output")
             corrected = candidate
             after = replace(
                 after, output_db=final.output_db, layers={**after.layers, **final.layers}
             )
+        else:
+            del candidate
+            corrected = _apply(model, graph, shifts) if weight_shifts else model
     kept = keep == "always" or after.output_db >= before.output_db
     seen = count(batches)
     notes.insert(
