@@ -19,6 +19,7 @@ from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames, graph_names
+from eightbit.graph._proto import copy_except, tensor_byte_size
 from eightbit.graph.normalize import upgrade_opset
 from eightbit.ops import lookup
 from eightbit.plan import NodeDecision, QuantPlan
@@ -28,6 +29,9 @@ from eightbit.quant import QuantParams, quantize_values
 # Per-axis DequantizeLinear arrived in opset 13; int16 QuantizeLinear/DequantizeLinear in 21.
 MIN_QDQ_OPSET = 13
 INT16_QDQ_OPSET = 21
+# Planned weights at least this big are not copied into the QDQ model before they are
+# quantized (``_copy_without_weights``); smaller ones are not worth the bookkeeping.
+STUB_MIN_BYTES = 1024
 
 
 def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
@@ -43,22 +47,54 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
             f"QDQ export needs opset >= {MIN_QDQ_OPSET} for per-channel scales (got {opset}); "
             f"normalize the model first"
         )
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
     if opset < INT16_QDQ_OPSET and any(p.dtype == "int16" for p in plan.tensors.values()):
+        result = onnx.ModelProto()
+        result.CopyFrom(model)
         upgrade_opset(result, INT16_QDQ_OPSET)  # 16x8 (§Q17); other models keep their opset
-    _QdqWriter(result.graph, plan).write()
+        _QdqWriter(result.graph, plan).write()
+        return result
+    result, weights = _copy_without_weights(model, plan)
+    _QdqWriter(result.graph, plan, weights).write()
     return result
+
+
+def _copy_without_weights(
+    model: onnx.ModelProto, plan: QuantPlan
+) -> tuple[onnx.ModelProto, dict[str, onnx.TensorProto]]:
+    """A copy of ``model`` whose planned weights are stubs (name, type and shape, no data),
+    and ``model``'s weights they stand for: a weight stored as integers is read from
+    ``model`` instead of being copied first and dropped after (a big model's float weights
+    would be held twice). ``_QdqWriter`` fills in a stub that is still read as a float."""
+    result = onnx.ModelProto()
+    copy_except(model, result, skipped="graph")
+    copy_except(model.graph, result.graph, skipped="initializer")
+    weights = {}
+    for tensor in model.graph.initializer:
+        if tensor.name in plan.tensors and tensor_byte_size(tensor) >= STUB_MIN_BYTES:
+            weights[tensor.name] = tensor
+            result.graph.initializer.add(
+                name=tensor.name, data_type=tensor.data_type, dims=tensor.dims
+            )
+        else:
+            result.graph.initializer.append(tensor)
+    return result, weights
 
 
 class _QdqWriter:
     """Rewrites one GraphProto in place; used once per export."""
 
-    def __init__(self, graph: onnx.GraphProto, plan: QuantPlan) -> None:
+    def __init__(
+        self,
+        graph: onnx.GraphProto,
+        plan: QuantPlan,
+        weights: dict[str, onnx.TensorProto] | None = None,
+    ) -> None:
         self.graph = graph
         self.plan = plan
         self.decisions = _decisions_for(graph, plan)
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
+        # Stubbed initializer -> the source model's tensor holding its data (read only).
+        self.weights = weights or {}
         self.names = FreshNames(graph_names(graph))
         self.params_names: dict[str, tuple[str, str]] = {}
         self.dequantized_constants: dict[str, str] = {}
@@ -190,7 +226,7 @@ class _QdqWriter:
         if name in self.dequantized_constants:
             return self.dequantized_constants[name]
         params = self.plan.tensors[name]
-        values = numpy_helper.to_array(self.initializers[name])
+        values = numpy_helper.to_array(self.weights.get(name, self.initializers[name]))
         stored = self.names(f"{name}_quantized")
         self.graph.initializer.append(
             numpy_helper.from_array(quantize_values(values, params), stored)
@@ -232,6 +268,9 @@ class _QdqWriter:
         if len(kept) != len(self.graph.initializer):
             self.graph.ClearField("initializer")
             self.graph.initializer.extend(kept)
+        for tensor in self.graph.initializer:
+            if tensor.name in self.weights:  # still read as a float: its data after all
+                tensor.CopyFrom(self.weights[tensor.name])
 
 
 def _qdq_node(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -165,20 +165,37 @@ def save_model(
 
 
 def write_for_session(
-    model: ModelProto, path: Path, extra_outputs: Sequence[ValueInfoProto] = ()
+    model: ModelProto,
+    path: Path,
+    extra_outputs: Sequence[ValueInfoProto] = (),
+    weights: Mapping[str, TensorProto] | None = None,
 ) -> None:
     """Write ``model`` with external data into a private temporary folder, for ONNX Runtime.
 
     Not atomic and not part of ``all_or_nothing`` (whose renames wait for the end of the
     command: the session must read the file now). ``extra_outputs`` are added to the
-    written graph's outputs, so exposing tensors does not copy the model.
+    written graph's outputs, so exposing tensors does not copy the model. ``weights``:
+    the data of stubbed initializers (name -> a tensor of the same type and shape, held
+    by another model), so a model built from others need not copy their weights.
     """
-    _refuse_unloaded_external_data(model, "the model to run")
+    if not weights:
+        _refuse_unloaded_external_data(model, "the model to run")
     data_name = path.name + ".data"
     with (path.parent / data_name).open("wb") as data_file:
-        skeleton = _write_weights(model, data_file, data_name)
+        skeleton = _write_weights(model, data_file, data_name, weights or {})
     skeleton.graph.output.extend(extra_outputs)
     path.write_bytes(skeleton.SerializeToString())
+
+
+def stub_of(tensor: TensorProto, name: str) -> TensorProto | None:
+    """``tensor`` renamed ``name`` without its data (name, type and shape only), when a
+    session's file would keep its data apart (``write_for_session`` then reads the data
+    from ``tensor``, given in its ``weights``); None for a tensor too small to bother."""
+    if tensor_byte_size(tensor) < EXTERNAL_MIN_BYTES or tensor.data_type == TensorProto.STRING:
+        return None
+    if uses_external_data(tensor):
+        return None
+    return TensorProto(name=name, data_type=tensor.data_type, dims=tensor.dims)
 
 
 def byte_size(model: ModelProto) -> int:
@@ -197,16 +214,24 @@ def byte_size(model: ModelProto) -> int:
     return weights + sum(part.ByteSize() for part in rest)
 
 
-def _write_weights(model: ModelProto, data_file: BinaryIO, location: str) -> ModelProto:
-    """Copy ``model`` with its large initializers' bytes moved to ``data_file``."""
+def _write_weights(
+    model: ModelProto,
+    data_file: BinaryIO,
+    location: str,
+    weights: Mapping[str, TensorProto] | None = None,
+) -> ModelProto:
+    """Copy ``model`` with its large initializers' bytes moved to ``data_file``; a stub
+    named in ``weights`` gets the bytes of its tensor there."""
+    weights = weights or {}
     skeleton = ModelProto()
     copy_except(model, skeleton, skipped="graph")
     copy_except(model.graph, skeleton.graph, skipped="initializer")
     for tensor in model.graph.initializer:
-        if tensor_byte_size(tensor) < EXTERNAL_MIN_BYTES or tensor.data_type == TensorProto.STRING:
+        source = weights.get(tensor.name, tensor)
+        if tensor_byte_size(source) < EXTERNAL_MIN_BYTES or tensor.data_type == TensorProto.STRING:
             skeleton.graph.initializer.append(tensor)
             continue
-        payload = _little_endian_bytes(tensor)
+        payload = _little_endian_bytes(source)
         data_file.write(b"\0" * (-data_file.tell() % DATA_ALIGNMENT))
         offset = data_file.tell()
         data_file.write(payload)

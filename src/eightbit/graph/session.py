@@ -12,14 +12,14 @@ import functools
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import ModelProto, ValueInfoProto, helper, numpy_helper
+from onnx import ModelProto, TensorProto, ValueInfoProto, helper, numpy_helper
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
 from eightbit.errors import ConfigError, ModelError
@@ -106,6 +106,11 @@ def default_int8_kernels_saturate() -> bool:
 SESSION_FILE_BYTES = 64 * 2**20
 
 
+def through_file(*models: ModelProto) -> bool:
+    """Whether a session built from ``models`` (together) reaches ONNX Runtime as a file."""
+    return sum(byte_size(model) for model in models) > SESSION_FILE_BYTES
+
+
 def make_session(
     model: ModelProto | str | os.PathLike[str],
     *,
@@ -113,6 +118,7 @@ def make_session(
     optimized_model_path: str | os.PathLike[str] | None = None,
     optimization: Optimization = "all",
     lean: bool = False,
+    weights: Mapping[str, TensorProto] | None = None,
 ) -> ort.InferenceSession:
     """A CPU ``InferenceSession`` running nodes one at a time on ``threads`` threads.
 
@@ -120,11 +126,15 @@ def make_session(
     ONNX Runtime optimized it (to see which nodes it fused or ran in int8). ``lean`` is for
     sessions that expose many tensors while other work shares the cores (calibration): no
     memory pattern (it pre-plans one arena for every exposed output) and no thread spinning.
+    ``weights``: the data of ``model``'s stubbed initializers (``stub_weights``), read from
+    the models that hold them as the session's file is written.
     """
     options = _session_options(threads, optimized_model_path, optimization)
     if lean:
         _make_lean(options)
     if isinstance(model, ModelProto):
+        if weights:
+            return _open_through_file(model, options, weights=weights)
         if byte_size(model) <= SESSION_FILE_BYTES:
             return _open(model.SerializeToString(), options, "the model")
         return _open_through_file(model, options)
@@ -132,6 +142,40 @@ def make_session(
     if not path.is_file():
         raise ModelError(f"model file {str(path)!r} does not exist; check the path")
     return _open(os.fspath(path), options, f"model file {str(path)!r}")
+
+
+def session_with_arrays(
+    model: ModelProto,
+    arrays: Mapping[str, np.ndarray],
+    *,
+    threads: int | None = None,
+    optimization: Optimization = "all",
+) -> ort.InferenceSession:
+    """A session of ``model`` whose initializers ``arrays`` (absent from ``model``) ONNX
+    Runtime reads from these numpy buffers, not from a copy in a protobuf or a file.
+
+    How a step runs a big constant it computed (bias correction's ΔW) without serializing
+    it: the proto only declares each one, as external data that is never read. The arrays
+    are kept alive with the session.
+    """
+    declared = ModelProto()
+    declared.CopyFrom(model)
+    values = []
+    for name, array in arrays.items():
+        array = np.ascontiguousarray(array)
+        stub = declared.graph.initializer.add(
+            name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype), dims=array.shape
+        )
+        stub.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", "in-memory"), ("offset", "0"), ("length", array.nbytes)):
+            entry = stub.external_data.add()
+            entry.key, entry.value = key, str(value)
+        values.append(ort.OrtValue.ortvalue_from_numpy(array))
+    options = _session_options(threads, None, optimization)
+    options.add_external_initializers(list(arrays), values)
+    session = _open(declared.SerializeToString(), options, "the model")
+    session.eightbit_arrays = values  # ONNX Runtime may read them as long as it runs
+    return session
 
 
 def exposing_session(
@@ -158,12 +202,15 @@ def exposing_session(
 
 
 def _open_through_file(
-    model: ModelProto, options: ort.SessionOptions, outputs: Sequence[ValueInfoProto] = ()
+    model: ModelProto,
+    options: ort.SessionOptions,
+    outputs: Sequence[ValueInfoProto] = (),
+    weights: Mapping[str, TensorProto] | None = None,
 ) -> ort.InferenceSession:
     """A session read from a temporary file with external data, removed once it is open."""
     with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
         path = Path(tmp) / "model.onnx"
-        write_for_session(model, path, outputs)
+        write_for_session(model, path, outputs, weights)
         return _open(os.fspath(path), options, "the model")
 
 

@@ -21,6 +21,7 @@ from onnx import helper, numpy_helper
 
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames
+from eightbit.graph.files import stub_of
 from eightbit.graph.normalize import upgrade_opset
 
 # ReduceMax, ReduceMin and ReduceSumSquare take their axes as an input from opset 18 (an
@@ -179,6 +180,7 @@ def comparison_model(
     tensors: Mapping[str, str],
     means: Sequence[str] = (),
     output_rank: int | None = None,
+    shared: dict[str, onnx.TensorProto] | None = None,
 ) -> tuple[onnx.ModelProto, Comparison]:
     """The float and the int8 model in one graph, reading the same inputs.
 
@@ -186,6 +188,8 @@ def comparison_model(
     quantized tensor is the output of its DequantizeLinear), so the int8 model's ``t`` is
     what the float ``t`` became, and reading it keeps ONNX Runtime's int8 kernels.
     ``output_rank``: also sum the first output's difference per channel (axis 1).
+    ``shared``: when given, the large weights of both models are not copied: the merged
+    graph holds stubs, and ``shared`` gets their data (``make_session(weights=...)``).
     """
     float_model = _at_opset_of(float_model, quantized_model)
     model = helper.make_model(
@@ -203,6 +207,12 @@ def comparison_model(
         onnx.compose.add_prefix_graph(part, prefix, rename_inputs=False, inplace=True)
         graph.node.extend(part.node)
         for tensor in source.graph.initializer:
+            stub = None if shared is None else stub_of(tensor, prefix + tensor.name)
+            if stub is not None:
+                assert shared is not None  # stub_of ran
+                shared[stub.name] = tensor
+                graph.initializer.append(stub)
+                continue
             graph.initializer.append(tensor)
             graph.initializer[-1].name = prefix + tensor.name
     graph.input.extend(float_model.graph.input)
@@ -229,7 +239,52 @@ def comparison_model(
         layer_sums=layer_sums, output_sums=output_sums, means=sums, output_channels=output_channels
     )
     graph.output.extend(helper.make_empty_tensor_value_info(name) for name in names.names())
+    _interleave(graph, len(float_model.graph.node), len(quantized_model.graph.node))
     return model, names
+
+
+def _interleave(graph: onnx.GraphProto, float_nodes: int, quantized_nodes: int) -> None:
+    """Order the merged graph's nodes so that both models advance side by side (by depth,
+    in proportion) and each measuring node comes right after the nodes it reads.
+
+    ONNX Runtime runs the nodes in this order and frees a tensor after its last reader:
+    with one model's nodes after the other's, every compared tensor of the first would be
+    held, for a whole batch, until the second caught up (a big CNN's activations). Same
+    nodes, same kernels: the same sums.
+    """
+    nodes = list(graph.node)
+    halves = (range(float_nodes), range(float_nodes, float_nodes + quantized_nodes))
+    keys: dict[str, float] = {}  # tensor -> the position of its producer
+    order: list[tuple[float, int, int]] = []
+    for half in halves:
+        depth: dict[str, int] = {}
+        depths = []
+        for index in half:
+            node = nodes[index]
+            level = 1 + max((depth.get(name, 0) for name in _read_by(node)), default=0)
+            depth.update((name, level) for name in node.output)
+            depths.append(level)
+        deepest = max(depths, default=1)
+        for index, level in zip(half, depths, strict=True):
+            keys.update((name, level / deepest) for name in nodes[index].output)
+            order.append((level / deepest, 0, index))
+    for index in range(float_nodes + quantized_nodes, len(nodes)):
+        node = nodes[index]
+        key = max((keys.get(name, 0.0) for name in _read_by(node)), default=0.0)
+        keys.update((name, key) for name in node.output)
+        order.append((key, 1, index))
+    graph.ClearField("node")
+    graph.node.extend(nodes[index] for _, _, index in sorted(order))
+
+
+def _read_by(node: onnx.NodeProto) -> list[str]:
+    """The names ``node`` reads, those its subgraphs read from outside included."""
+    names = list(node.input)
+    for attribute in node.attribute:
+        for subgraph in [attribute.g, *attribute.graphs]:
+            for inner in subgraph.node:
+                names.extend(_read_by(inner))
+    return names
 
 
 class _Builder:

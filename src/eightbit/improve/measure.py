@@ -26,6 +26,7 @@ from eightbit.calibrate import open_data
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, exposing_session, make_session
+from eightbit.graph.session import through_file
 from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
 from eightbit.improve.budget import Measured
 
@@ -111,11 +112,15 @@ def compare(
     """Float vs int8 on ``batches``: SQNR of ``tensors`` (label -> tensor) and of the first
     output, the per-position float means of ``means``, and with ``output_rank`` the first
     output's mean shift per channel."""
+    # A big pair's weights stay in the two models: the session's file is written from them.
+    shared: dict[str, onnx.TensorProto] | None = None
+    if through_file(float_model, quantized_model):
+        shared = {}
     merged, names = comparison_model(
-        float_model, quantized_model, tensors or {}, means, output_rank
+        float_model, quantized_model, tensors or {}, means, output_rank, shared
     )
-    session = make_session(merged, threads=threads, lean=True)
-    del merged  # the session holds its own copy: the merged weights are not held twice
+    session = make_session(merged, threads=threads, lean=True, weights=shared)
+    del merged, shared  # the session holds its own copy: the weights are not held twice
     order = names.names()
     sums = dict.fromkeys(order, 0.0)
     arrays: dict[str, np.ndarray] = {}

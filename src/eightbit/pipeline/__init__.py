@@ -29,7 +29,7 @@ from eightbit.graph import Graph, load_model, normalize
 from eightbit.improve.finetune import require_torch_for_finetune
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
-from eightbit.pipeline.choice import choose_mode
+from eightbit.pipeline.choice import choose_mode, model_evidence
 from eightbit.pipeline.dynamic import dynamic_steps
 from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
 from eightbit.pipeline.stages import (
@@ -169,10 +169,17 @@ def quantize(
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
     exported, data, reports = _front_end(model, data, example_inputs)
+    # Normalizing copies the model; a model quantized once lets go of it as read, so a big
+    # model's weights are not held twice through every step (issue 20).
+    held = [exported]
+    evidence = model_evidence(exported) if config.mode == "auto" else None
+    del exported
 
     def run(chosen: QuantConfig) -> QuantizedModel:
         concrete = dataclasses.replace(settings, config=chosen)
-        state = _start(exported, data, ranges, image, check_samples, concrete)
+        read = held[0] if evidence is not None else held.pop()
+        state = _start(read, data, ranges, image, check_samples, concrete)
+        del read
         state = dataclasses.replace(state, reports=reports)
         for step in dynamic_steps() if chosen.mode == "dynamic" else steps():
             if step.applies(concrete):
@@ -180,7 +187,7 @@ def quantize(
         return state.result()
 
     if config.mode == "auto":
-        return choose_mode(exported, config, settings.improve, run)
+        return choose_mode(evidence, config, settings.improve, run)
     return run(config)
 
 

@@ -35,15 +35,15 @@ MODE_STEP = "mode"
 
 
 def choose_mode(
-    model: onnx.ModelProto,
+    evidence: str | None,
     config: QuantConfig,
     improve: ImproveConfig,
     run: Callable[[QuantConfig], QuantizedModel],
 ) -> QuantizedModel:
     """The quantized model of ``config`` with its mode chosen (``config.mode == "auto"``);
-    ``run(config)`` quantizes with a concrete mode."""
+    ``evidence``: ``model_evidence`` of the model; ``run(config)`` quantizes with a
+    concrete mode (reading the model itself, so that a model run once is let go of)."""
     static = replace(config, mode="static")
-    evidence = transformer_evidence(Graph(model))
     if evidence is None or not _can_run_dynamic(config):
         return run(static)
     started = time.perf_counter()
@@ -68,6 +68,11 @@ def choose_mode(
     shown = "-" if dynamic_db is None else f"{dynamic_db:.1f}"
     note = f"mode: static, kept because dynamic gave {shown} dB against {static_db:.1f} dB"
     return _noted(first, note, started, static_db, static_db)
+
+
+def model_evidence(model: onnx.ModelProto) -> str | None:
+    """Why ``model`` is a transformer (``choose_mode`` then tries both modes), or None."""
+    return transformer_evidence(Graph(model))
 
 
 def mode_note(result: QuantizedModel) -> str | None:

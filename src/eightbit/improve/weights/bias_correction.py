@@ -32,8 +32,9 @@ from onnx import helper, numpy_helper
 
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
-from eightbit.graph import Graph, Node, make_session
+from eightbit.graph import Graph, Node
 from eightbit.graph.batchnorm import is_batchnorm
+from eightbit.graph.session import session_with_arrays
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import compare, count, read_samples
 from eightbit.ops import Contraction, OpSpec, lookup
@@ -141,21 +142,29 @@ def bias_correction(
         after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
     else:
         shifts, corrected = {}, model
+        quantized = to_qdq(model, plan)
         before = after = compare(
-            reference, to_qdq(model, plan), batches, outputs, (), threads, output_rank=rank
+            reference, quantized, batches, outputs, (), threads, output_rank=rank
         )
     if last is not None and after.output_shift is not None:
-        # (I.3.4) The output layer, corrected against the int8 network's own output.
+        # (I.3.4) The output layer, corrected against the int8 network's own output. The
+        # first correction is let go of meanwhile (made again if it stays): a big model's
+        # weights are then held once less.
+        del corrected, quantized
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
         candidate = _apply(model, graph, total)
         quantized = to_qdq(candidate, rebias(Graph(candidate), plan))
         final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
+        del quantized
         if final.output_db > after.output_db:
             notes.append(f"output layer {last!r} also corrected against the int8 output")
             corrected = candidate
             after = replace(
                 after, output_db=final.output_db, layers={**after.layers, **final.layers}
             )
+        else:
+            del candidate
+            corrected = _apply(model, graph, shifts) if weight_shifts else model
     kept = keep == "always" or after.output_db >= before.output_db
     seen = count(batches)
     notes.insert(
@@ -287,13 +296,12 @@ def _group_shifts(
     means: Mapping[str, np.ndarray],
     threads: int | None,
 ) -> dict[str, np.ndarray]:
-    nodes, initializers, inputs, feeds = [], [], [], {}
+    nodes, inputs, feeds = [], [], {}
+    deltas: dict[str, np.ndarray] = {}
     for index, name in group:
         node = graph.node(name)
         delta = f"delta_{index}"
-        initializers.append(
-            numpy_helper.from_array(_delta(graph, reference, plan, node, np.float32), delta)
-        )
+        deltas[delta] = _delta(graph, reference, plan, node, np.float32)
         feed = f"mean_{index}"
         mean = np.asarray(means[node.inputs[0]], np.float32)[None]
         feeds[feed] = mean
@@ -305,21 +313,18 @@ def _group_shifts(
         nodes.append(shifted)
     outputs = [f"shift_{index}" for index, _ in group]
     graph_proto = helper.make_graph(
-        nodes,
-        "shifts",
-        inputs,
-        [helper.make_empty_tensor_value_info(o) for o in outputs],
-        initializers,
+        nodes, "shifts", inputs, [helper.make_empty_tensor_value_info(o) for o in outputs]
     )
-    del initializers  # make_graph copied them
     model = helper.make_model(
         graph_proto, opset_imports=list(graph.model.opset_import), ir_version=graph.model.ir_version
     )
-    del graph_proto
-    # No graph optimization: a Conv whose input and weight are plain floats is all we run.
-    session = make_session(model, threads=threads, optimization="none")
-    del model
+    # The ΔW reach ONNX Runtime as the arrays themselves: no protobuf or file copy of a big
+    # layer's weights (issue 20). No graph optimization: a Conv whose input and weight are
+    # plain floats is all we run.
+    session = session_with_arrays(model, deltas, threads=threads, optimization="none")
+    del deltas
     results = session.run(outputs, feeds)
+    del session
     shifts = {}
     for (_, name), value in zip(group, results, strict=True):
         array = np.asarray(value, np.float64)
