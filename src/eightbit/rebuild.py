@@ -18,18 +18,21 @@ import onnx
 
 from eightbit.analysis.floor import SAFETY_FLOOR_DB, floor_metric
 from eightbit.analysis.latency import LatencyRatio
+from eightbit.analysis.memory import memory_usage
 from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import quick_check
-from eightbit.calibrate import Ranges, open_data
+from eightbit.calibrate import Ranges, TensorRange, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
-from eightbit.improve.budget import Score
+from eightbit.improve.budget import Budget, Score
 from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference
 from eightbit.improve.presets import ImproveConfig
+from eightbit.improve.promote import promote
+from eightbit.improve.promote_cost import footprint, promotion_costs, tensor_facts
 from eightbit.ops import lookup
 from eightbit.ops.joins import tail_nodes
 from eightbit.plan import QuantPlan, make_plan
@@ -230,3 +233,119 @@ def cheap_tail(plan: QuantPlan, graph: Graph) -> list[str]:
             continue
         names.append(decision.name)
     return names
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """What ``run_promotion`` settled on: the model, its plan, the ranges it was planned on
+    (promoted tensors at their observed extremes, §R.11), the rebuild base that keeps them
+    int16 for a fallback to float after it, whether the budget holds, and the report."""
+
+    qdq: onnx.ModelProto
+    plan: QuantPlan
+    net: Prepared
+    met: bool
+    report: StepReport
+    promoted: tuple[str, ...] = ()
+    rebuilds: int = 0
+    rebuild_bound: int = 0
+
+
+def promote_build(net: Prepared, tensors: frozenset[str], joins: bool) -> tuple[Prepared, _Built]:
+    """``net`` with ``tensors`` int16 (§Q17) on their observed extremes (§R.11), its model."""
+    ranges = _extremes_for(net.ranges, tensors)
+    int16 = tuple(dict.fromkeys([*net.config.int16, *sorted(tensors)]))
+    kept = replace(net, ranges=ranges, config=replace(net.config, int16=int16))
+    plan = make_plan(Graph(net.prepared), ranges, kept.config, separate_joins=joins)
+    return kept, _Built(to_qdq(net.prepared, plan), plan)
+
+
+def promotion_candidates(plan: QuantPlan, ranges: Ranges) -> list[str]:
+    """The 8-bit activation tensors of ``plan`` with a calibrated range of their own."""
+    return [
+        name
+        for name, params in plan.tensors.items()
+        if params.dtype in ("int8", "uint8") and name in ranges and name not in plan.config.int16
+    ]
+
+
+def run_promotion(
+    net: Prepared,
+    plan: QuantPlan,
+    qdq: onnx.ModelProto,
+    samples: DataLike,
+    budget: Budget,
+    threads: int | None,
+    progress: bool,
+    score: Score | None = None,
+    latency: LatencyRatio | None = None,
+    joins: bool = True,
+    **search: Any,
+) -> Promoted:
+    """Promote tensors to int16 until ``budget`` holds on the calibration samples (§R.11),
+    each candidate costed for ``net.config.target`` (``promote_cost``); ``joins``: the
+    plan's ``separate_joins``."""
+    graph = Graph(net.float_model)
+    source = open_data(samples, graph.inputs, batch_size=EVALUATION_BATCH)
+    candidates = promotion_candidates(plan, net.ranges)
+    feed = one_sample(source, graph)
+    facts = tensor_facts(net.prepared, candidates, feed, threads)
+    parameters = memory_usage(graph, Graph(qdq)).int8_bytes
+    _, arena = footprint(Graph(net.prepared), plan, facts, parameters)
+    target = net.config.target
+    costs = promotion_costs(facts, target, parameters, arena)
+    if score is None:
+        score = OutputReference(net.float_model, source, threads, budget.metric)
+    built: dict[frozenset[str], Prepared] = {}
+
+    def build(tensors: frozenset[str]) -> _Built:
+        if not tensors:
+            return _Built(qdq, plan)
+        built[tensors], model = promote_build(net, tensors, joins)
+        return model
+
+    result = promote(
+        net.float_model, build, samples, budget, costs, base=_Built(qdq, plan), target=target,
+        batch_size=EVALUATION_BATCH, threads=threads, progress=progress, score=score,
+        latency=latency, **search,
+    )  # fmt: skip
+    final = built.get(frozenset(result.promoted), net) if result.promoted else net
+    notes = list(result.report.notes)
+    if target == "mcu":
+        flash, size = footprint(Graph(net.prepared), result.quantized.plan, facts, parameters)
+        notes.append(
+            f"mcu footprint (estimate, §R.11): flash {parameters:,} -> {flash:,} B "
+            f"({flash / max(parameters, 1):.3f}x), arena {arena:,} -> {size:,} B "
+            f"({size / max(arena, 1):.3f}x)"
+        )
+    else:
+        notes.append(
+            "ONNX Runtime has no 16-bit integer kernels: it runs each int16 Q/DQ pair and the "
+            "nodes around it in float (§Q17), so a promoted tensor costs float latency there"
+        )
+    report = replace(result.report, notes=tuple(notes))
+    quantized = result.quantized
+    return Promoted(
+        quantized.model, quantized.plan, final, result.met, report, result.promoted,
+        result.rebuilds, result.rebuild_bound,
+    )  # fmt: skip
+
+
+def _extremes_for(ranges: Ranges, tensors: frozenset[str]) -> Ranges:
+    """``ranges`` with ``tensors`` at the extremes calibration observed: a 16-bit grid has
+    256 times the steps of an 8-bit one, so it needs no clipping to resolve the bulk."""
+    if not tensors:
+        return ranges
+    chosen = {
+        name: (
+            TensorRange(r.observed_min, r.observed_max, r.observed_min, r.observed_max)
+            if name in tensors
+            else r
+        )
+        for name, r in ranges.tensors.items()
+    }
+    histograms = {name: h for name in ranges if (h := ranges.histogram(name)) is not None}
+    return Ranges(
+        ranges.method, chosen, ranges.samples, skipped=ranges.skipped,
+        histograms=histograms, options=ranges.options,
+    )  # fmt: skip

@@ -31,7 +31,13 @@ from eightbit.improve.weights.reconstruct import reconstruct
 from eightbit.pipeline.holdout import window
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
-from eightbit.rebuild import EVALUATION_BATCH, Prepared, run_fallback, safety_net
+from eightbit.rebuild import (
+    EVALUATION_BATCH,
+    Prepared,
+    run_fallback,
+    run_promotion,
+    safety_net,
+)
 from eightbit.safety_net import SAFETY_SQNR_LOSS_DB
 from eightbit.steps import StepReport
 
@@ -273,6 +279,8 @@ class Fallback:
         assert state.samples is not None  # quantize's _require_steps
         settings = state.settings
         net = _prepared(state)
+        if not settings.config.profile.float_nodes:  # mcu: promotion is the only tool (§R.11)
+            return _promote_for_budget(state, net)
         score = _ray_score(state, net)
         try:
             qdq, plan, report = run_fallback(
@@ -285,6 +293,20 @@ class Fallback:
         if settings.learned:
             report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
         return state.reported(report, qdq=qdq, plan=plan)
+
+
+def _promote_for_budget(state: State, net: Prepared) -> State:
+    """The budget met by promoting tensors to int16 on a target without float kernels."""
+    assert state.plan is not None and state.qdq is not None and state.samples is not None
+    settings = state.settings
+    promoted = run_promotion(
+        net, state.plan, state.qdq, state.samples, settings.improve.budget(settings.metric),
+        settings.threads, settings.progress, joins=settings.improve.separate_joins,
+    )  # fmt: skip
+    report = promoted.report
+    if settings.learned:
+        report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
+    return state.reported(report, qdq=promoted.qdq, plan=promoted.plan, ranges=promoted.net.ranges)
 
 
 def _ray_score(state: State, net: Prepared) -> RayScore | None:
