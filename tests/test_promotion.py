@@ -20,9 +20,8 @@ from onnx.reference import ReferenceEvaluator
 
 from eightbit.calibrate import Ranges, TensorRange
 from eightbit.cli import main
-from eightbit.graph import make_session
+from eightbit.graph import Graph, make_session
 from eightbit.improve.budget import Budget
-from eightbit.improve.fallback.rank import BUILD_RANKING_LIMIT
 from eightbit.improve.fallback.search import rebuild_bound
 from eightbit.improve.presets import preset
 from eightbit.improve.promote import gain_order
@@ -35,7 +34,7 @@ from eightbit.improve.promote_cost import (
 )
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
-from eightbit.rebuild import Prepared, _extremes_for, run_promotion
+from eightbit.rebuild import Prepared, _extremes_for, promotion_candidates, run_promotion
 from tests.fixtures.promote import WIDE_OFFSET, collapsing_net, collapsing_samples
 from tests.improve.fallback.test_search import deep_cnn
 
@@ -139,8 +138,8 @@ def test_the_rebuilds_stay_within_the_bound(samples):
     budget = Budget(min_sqnr=200.0)  # out of reach: the search runs to its end
     found = run_promotion(net, result.plan, result.model, {"input": data}, budget, None, False,
                           ranking="own")  # fmt: skip
-    candidates = len(result.plan.config.int16) + 1 + 2 * 40  # input, each Relu-folded conv, add
-    assert candidates > BUILD_RANKING_LIMIT // 2
+    candidates = len(promotion_candidates(result.plan, result.ranges, Graph(net.planned)))
+    assert candidates >= 40  # the input, each block's Relu-folded Conv or its Add, the head
     assert not found.met
     assert found.rebuild_bound == rebuild_bound(candidates, 0, 4)
     assert 0 < found.rebuilds <= found.rebuild_bound <= 3 * math.ceil(math.log2(candidates + 1)) + 3

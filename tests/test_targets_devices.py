@@ -71,7 +71,7 @@ def test_mcu_keeps_wide_joins_in_int8():
     assert mcu.fallbacks() == ()
 
 
-def test_mcu_safety_net_reports_instead_of_returning_nodes_to_float(samples, monkeypatch):
+def test_mcu_safety_net_promotes_instead_of_returning_nodes_to_float(samples, monkeypatch):
     def always_missed(check: object) -> dict[str, str]:
         return {"logits": "output 'logits': forced by the test"}
 
@@ -81,8 +81,8 @@ def test_mcu_safety_net_reports_instead_of_returning_nodes_to_float(samples, mon
     assert result.plan.fallbacks() == ()
     net = [step for step in result.plan.steps if step.name == "safety_net"]
     assert len(net) == 1
-    assert "not run: output 'logits': forced by the test" in net[0].notes[0]
-    assert "no float kernels" in net[0].notes[0]
+    assert "engaged: output 'logits': forced by the test" in net[0].notes[0]
+    assert "no float kernels: only int16 promotion, no node back to float" in net[0].notes[0]
 
 
 @pytest.mark.parametrize("scheme", ["affine", "pow2"])

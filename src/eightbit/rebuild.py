@@ -9,6 +9,7 @@ ONNX Runtime's own int8 of the model.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -26,16 +27,18 @@ from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
-from eightbit.improve.budget import Budget, Score
+from eightbit.improve.budget import Budget, Measured, Score
 from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference
 from eightbit.improve.presets import ImproveConfig
 from eightbit.improve.promote import promote
 from eightbit.improve.promote_cost import footprint, promotion_costs, tensor_facts
+from eightbit.improve.weights.bias_correction import bias_correction
 from eightbit.ops import lookup
 from eightbit.ops.joins import tail_nodes
-from eightbit.plan import QuantPlan, make_plan
+from eightbit.ops.node_selection import Calibrated, select
+from eightbit.plan import PlannedModel, QuantPlan, make_plan, rebias
 from eightbit.quant import QuantConfig
 from eightbit.safety_net import latency_cap
 from eightbit.steps import StepReport
@@ -48,6 +51,9 @@ SLICE_NOTE_SAMPLES = 64
 # rebuild per candidate) and at most this many returns, so that the default preset stays
 # within a few times the plain quantize time; a net that cannot reach the floor so says so.
 NET_SEARCH: dict[str, Any] = {"ranking": "own", "max_steps": 8}
+# The net's promotion rung (§R.11): ranked by the tensors' own rounding (one pass), the
+# search along that order bounded by R.17.
+NET_PROMOTION: dict[str, Any] = {"ranking": "own"}
 
 
 @dataclass(frozen=True)
@@ -156,9 +162,11 @@ def safety_net(
     missed: Mapping[str, str],
     improve: ImproveConfig,
     threads: int | None,
-) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport, Prepared | None]:
     """The cheap tail in float, then the fallback with the floor as budget, both within
-    ONNX Runtime's int8 latency (§I.9). ``missed``: output -> why it missed the floor."""
+    ONNX Runtime's int8 latency (§I.9), then int16 promotion where the target runs it
+    (§R.11). ``missed``: output -> why it missed the floor. The last value: what the returned
+    plan quantizes (model, ranges) when promotion changed it (else None)."""
     started = time.perf_counter()
     first = net.float_model.graph.output[0].name
     cannot = None
@@ -168,25 +176,111 @@ def safety_net(
         cannot = f"the fallback's budget reads the first output only ({first!r}), which holds"
     if cannot is not None:
         note = f"{'; '.join(missed.values())}; not run: {cannot}"
-        return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,))
+        return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,)), None
     assert samples is not None  # cannot is set otherwise
+    if not net.config.profile.float_nodes:  # mcu: promotion is the only rung (§R.11)
+        promoted = _promotion_rung(net, plan, qdq, samples, threads, improve.separate_joins)
+        engaged = (
+            f"engaged: {missed[first]}; {_FLOOR_BUDGET}; no latency cap (no float kernels: "
+            "only int16 promotion, no node back to float)"
+        )
+        seconds = time.perf_counter() - started
+        report = replace(
+            promoted.report, name="safety_net", seconds=seconds,
+            notes=(engaged, *promoted.report.notes),
+        )  # fmt: skip
+        changed = promoted.net if promoted.promoted else None
+        return promoted.qdq, promoted.plan, report, changed
     graph = Graph(net.float_model)
     source = open_data(samples, graph.inputs, batch_size=16)
     timer = LatencyRatio(net.float_model, one_sample(source, graph))
     cap, what = latency_cap(timer, net.float_model, qdq, source)
+    start = net, plan, qdq
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
+    changed = None
     qdq, plan, report = run_fallback(
         net, plan, qdq, samples, budget, floor_metric, threads, False, latency=timer, **NET_SEARCH
     )
-    notes = (
-        f"engaged: {missed[first]}; budget: the first output's worst slice >= "
-        f"{SAFETY_FLOOR_DB:g} dB and no collapse, on the calibration samples; latency cap {what}",
+    notes = [
+        f"engaged: {missed[first]}; {_FLOOR_BUDGET}; latency cap {what}",
         tail_note,
         *report.notes,
-    )
+    ]
+    if net.config.profile.int16_activations:
+        qdq, plan, report, promotion_notes, changed = _promotion_instead(
+            start, (qdq, plan, report), samples, threads, timer, cap, improve.separate_joins
+        )
+        notes += promotion_notes
     seconds = time.perf_counter() - started
-    return qdq, plan, replace(report, name="safety_net", seconds=seconds, notes=notes)
+    report = replace(report, name="safety_net", seconds=seconds, notes=tuple(notes))
+    return qdq, plan, report, changed
+
+
+_FLOOR_BUDGET = (
+    f"budget: the first output's worst slice >= {SAFETY_FLOOR_DB:g} dB and no collapse, "
+    "on the calibration samples"
+)
+
+
+def _promotion_instead(
+    start: tuple[Prepared, QuantPlan, onnx.ModelProto],
+    rung2: tuple[onnx.ModelProto, QuantPlan, StepReport],
+    samples: DataLike,
+    threads: int | None,
+    timer: LatencyRatio,
+    cap: float,
+    joins: bool,
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport, list[str], Prepared | None]:
+    """Rung 3 of the net (§I.9, §R.11): when the float rungs miss the floor, tensors
+    promoted to int16 instead, from the model before the net, within the same cap; kept
+    when it holds the floor, or misses it by less than the float rungs (higher floor
+    metric, then higher output SQNR, on the calibration samples)."""
+    net, plan, qdq = start
+    judge = OutputReference(
+        net.float_model, open_data(samples, Graph(net.float_model).inputs, batch_size=16),
+        threads, floor_metric,
+    )  # fmt: skip
+    floor = Budget(max_drop=0.0, metric=floor_metric)
+    float_measured = judge(rung2[0])
+    if float_measured.meets(floor):
+        return (*rung2, [], None)
+    budget = Budget(max_drop=0.0, metric=floor_metric, max_latency=cap)
+    promoted = run_promotion(net, plan, qdq, samples, budget, threads, False, judge, timer,
+                             joins, **NET_PROMOTION)  # fmt: skip
+    measured = judge(promoted.qdq)
+    better = _floor_key(measured) > _floor_key(float_measured)
+    verdict = "kept" if better else "not kept (the float rungs' model is no worse)"
+    notes = [
+        f"rung 3, int16 promotion instead of float ({verdict}): float rungs "
+        f"{float_measured.describe()}; promotion {measured.describe()}",
+        *promoted.report.notes,
+    ]
+    if not better:
+        return (*rung2, notes, None)
+    report = replace(rung2[2], before_db=promoted.report.before_db,
+                     after_db=promoted.report.after_db, layers=())  # fmt: skip
+    return promoted.qdq, promoted.plan, report, notes, promoted.net
+
+
+def _floor_key(measured: Measured) -> tuple[float, float]:
+    drop = measured.metric_drop if measured.metric_drop is not None else math.inf
+    return (-drop, measured.sqnr_db)
+
+
+def _promotion_rung(
+    net: Prepared,
+    plan: QuantPlan,
+    qdq: onnx.ModelProto,
+    samples: DataLike,
+    threads: int | None,
+    joins: bool,
+) -> Promoted:
+    """The net on a target without float kernels: int16 promotion to the floor."""
+    budget = Budget(max_drop=0.0, metric=floor_metric)
+    return run_promotion(
+        net, plan, qdq, samples, budget, threads, False, joins=joins, **NET_PROMOTION
+    )
 
 
 def _tail_in_float(
@@ -252,20 +346,37 @@ class Promoted:
 
 
 def promote_build(net: Prepared, tensors: frozenset[str], joins: bool) -> tuple[Prepared, _Built]:
-    """``net`` with ``tensors`` int16 (§Q17) on their observed extremes (§R.11), its model."""
+    """``net`` with ``tensors`` int16 (§Q17) on their observed extremes (§R.11), its model.
+
+    The planned model is quantized, not the bias-corrected one: a correction measured for
+    the 8-bit errors is wrong once a tensor upstream is 16-bit (``run_promotion`` corrects
+    the final model again)."""
     ranges = _extremes_for(net.ranges, tensors)
     int16 = tuple(dict.fromkeys([*net.config.int16, *sorted(tensors)]))
-    kept = replace(net, ranges=ranges, config=replace(net.config, int16=int16))
-    plan = make_plan(Graph(net.prepared), ranges, kept.config, separate_joins=joins)
-    return kept, _Built(to_qdq(net.prepared, plan), plan)
+    config = replace(net.config, int16=int16)
+    kept = replace(net, prepared=net.planned, ranges=ranges, config=config)
+    plan = make_plan(Graph(net.planned), ranges, config, separate_joins=joins)
+    return kept, _Built(to_qdq(net.planned, plan), plan)
 
 
-def promotion_candidates(plan: QuantPlan, ranges: Ranges) -> list[str]:
-    """The 8-bit activation tensors of ``plan`` with a calibrated range of their own."""
+def promotion_candidates(plan: QuantPlan, ranges: Ranges, graph: Graph) -> list[str]:
+    """The 8-bit activation tensors of ``plan`` (on ``graph``) with a calibrated range of
+    their own: what ``QuantConfig.int16`` may name (§Q17)."""
+    sources = select(graph, plan.config).sources
+    # A layer folded with its activation is calibrated on the activation's output (§Q5).
+    calibrated = {
+        named
+        for name, source in sources.items()
+        if isinstance(source, Calibrated)
+        for named in (name, source.tensor)
+    }
     return [
         name
         for name, params in plan.tensors.items()
-        if params.dtype in ("int8", "uint8") and name in ranges and name not in plan.config.int16
+        if params.dtype in ("int8", "uint8")
+        and name in ranges
+        and name in calibrated
+        and name not in plan.config.int16
     ]
 
 
@@ -287,7 +398,7 @@ def run_promotion(
     plan's ``separate_joins``."""
     graph = Graph(net.float_model)
     source = open_data(samples, graph.inputs, batch_size=EVALUATION_BATCH)
-    candidates = promotion_candidates(plan, net.ranges)
+    candidates = promotion_candidates(plan, net.ranges, Graph(net.planned))
     feed = one_sample(source, graph)
     facts = tensor_facts(net.prepared, candidates, feed, threads)
     parameters = memory_usage(graph, Graph(qdq)).int8_bytes
@@ -311,6 +422,10 @@ def run_promotion(
     )  # fmt: skip
     final = built.get(frozenset(result.promoted), net) if result.promoted else net
     notes = list(result.report.notes)
+    quantized = result.quantized
+    if result.promoted:
+        final, quantized, note = _corrected_again(final, quantized, samples, threads)
+        notes.append(note)
     if target == "mcu":
         flash, size = footprint(Graph(net.prepared), result.quantized.plan, facts, parameters)
         notes.append(
@@ -324,11 +439,30 @@ def run_promotion(
             "nodes around it in float (§Q17), so a promoted tensor costs float latency there"
         )
     report = replace(result.report, notes=tuple(notes))
-    quantized = result.quantized
     return Promoted(
         quantized.model, quantized.plan, final, result.met, report, result.promoted,
         result.rebuilds, result.rebuild_bound,
     )  # fmt: skip
+
+
+def _corrected_again(
+    net: Prepared, built: PlannedModel, samples: DataLike, threads: int | None
+) -> tuple[Prepared, PlannedModel, str]:
+    """Bias correction (§I.3) of the promoted model, kept where it raised the output SQNR."""
+    corrected, step = bias_correction(
+        net.planned, built.plan, samples, reference=net.planned, keep="if_better",
+        threads=threads,
+    )  # fmt: skip
+    if corrected is net.planned:
+        return net, built, "bias correction of the promoted model: not kept (no gain)"
+    plan = rebias(Graph(corrected), built.plan)
+    gain = "" if step.gain_db is None else f" ({step.gain_db:+.2f} dB on calibration samples)"
+    kept = replace(net, prepared=corrected)
+    return (
+        kept,
+        _Built(to_qdq(corrected, plan), plan),
+        f"bias correction of the promoted model{gain}",
+    )
 
 
 def _extremes_for(ranges: Ranges, tensors: frozenset[str]) -> Ranges:

@@ -306,7 +306,10 @@ def _promote_for_budget(state: State, net: Prepared) -> State:
     report = promoted.report
     if settings.learned:
         report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
-    return state.reported(report, qdq=promoted.qdq, plan=promoted.plan, ranges=promoted.net.ranges)
+    net = promoted.net  # what the plan quantizes: the extremes, the model corrected again
+    return state.reported(
+        report, qdq=promoted.qdq, plan=promoted.plan, prepared=net.prepared, ranges=net.ranges
+    )
 
 
 def _ray_score(state: State, net: Prepared) -> RayScore | None:
@@ -396,9 +399,10 @@ class SafetyNet:
             return state
         assert state.plan is not None and state.qdq is not None  # Export ran
         settings = state.settings
-        if not settings.config.profile.float_nodes:
+        profile = settings.config.profile
+        if not profile.float_nodes and not profile.int16_activations:
             return state.reported(_no_float_net(settings, missed))
-        qdq, plan, report = safety_net(
+        qdq, plan, report, promoted = safety_net(
             _prepared(state), state.plan, state.qdq, state.samples, missed, settings.improve,
             settings.threads,
         )  # fmt: skip
@@ -415,7 +419,13 @@ class SafetyNet:
             )
             kept = replace(report, after_db=report.before_db, notes=(*report.notes, note))
             return state.reported(kept)
-        return state.reported(report, qdq=qdq, plan=plan, check=check)
+        if promoted is None:
+            return state.reported(report, qdq=qdq, plan=plan, check=check)
+        # int16 tensors: their extremes, on the model the promotion quantized (§R.11)
+        return state.reported(
+            report, qdq=qdq, plan=plan, check=check, prepared=promoted.prepared,
+            ranges=promoted.ranges,
+        )  # fmt: skip
 
 
 def _no_float_net(settings: Settings, missed: dict[str, str]) -> StepReport:
