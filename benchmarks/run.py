@@ -31,6 +31,8 @@ Sections:
   transformers MiniLM-L6 and ViT-S: eightbit's default (the automatic mode), --mode static and
                dynamic, vs ORT quantize_static/quantize_dynamic and NNCF (default and
                TRANSFORMER): metric, SQNR, latency at batch 1 and 16, size
+  promotion    MobileNetV2 --target mcu, plain and --min-sqnr 25 (int16 promotion): agreement,
+               SQNR, float nodes, int16 tensors, flash and arena vs the all-int8 model
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -59,6 +61,7 @@ from benchmarks import (  # noqa: E402
     kernels,
     latency,
     memory,
+    promotion,
     ray_scale,
     steps,
     targets,
@@ -80,7 +83,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch", "transformers",
+    "targets", "memory", "pytorch", "transformers", "promotion",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -201,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory": memory.run,
         "pytorch": lambda: [front_end.run()],
         "transformers": transformers.run,
+        "promotion": promotion.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

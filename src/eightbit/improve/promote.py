@@ -104,8 +104,7 @@ def promote(
     if not start.meets and candidates:
         with layer_progress(bound, progress, "int16 promotion rebuilds") as advance:
             calls.advance = advance
-            gains = _gains(used, float_model, base, candidates, calls, evaluate, first, data,
-                           rank_samples, threads)  # fmt: skip
+            gains = _gains(used, float_model, base, candidates, calls, data, rank_samples, threads)
             order = gain_order(gains, costs)
             trial = _Trial(calls, evaluate, budget, latency if capped else None)
             searched = search_prefix(order, start, trial, keep_one=False, max_nodes=None,
@@ -159,20 +158,20 @@ def _gains(
     base: Built,
     candidates: Sequence[str],
     build: Callable[[frozenset[str]], Built],
-    evaluate: Score,
-    first: Measured,
     data: DataLike,
     samples: int,
     threads: int | None,
 ) -> dict[str, float]:
-    """Each candidate's gain: the fall of the first output's noise-to-signal ratio with it
-    alone promoted (``build``), or its own rounding's ratio (``own``) (eq. R.14)."""
-    if ranking == "build":
-        before = _noise(first.sqnr_db)
-        return {t: before - _noise(evaluate(build(frozenset([t])).model).sqnr_db)
-                for t in candidates}  # fmt: skip
+    """Each candidate's gain on ``samples`` samples: the fall of the first output's
+    noise-to-signal ratio with it alone promoted (``build``), or its own rounding's ratio
+    (``own``) (eq. R.14)."""
     graph = Graph(float_model)
     source = open_data(data, graph.inputs, batch_size=16, limit=samples)
+    if ranking == "build":  # on ``samples`` samples, as the fallback ranks (§R.8)
+        reference = OutputReference(float_model, [dict(batch) for batch in source], threads)
+        before = _noise(reference.sqnr(base.model))
+        return {t: before - _noise(reference.sqnr(build(frozenset([t])).model))
+                for t in candidates}  # fmt: skip
     pair = load_pair(float_model, base.model, plan=base.plan, find_plan=False)
     own = own_sqnrs(pair, source, threads=threads)
     return {t: _noise(own.get(t, math.inf)) for t in candidates}
