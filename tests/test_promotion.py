@@ -35,6 +35,7 @@ from eightbit.improve.promote_cost import (
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
 from eightbit.rebuild import Prepared, _extremes_for, promotion_candidates, run_promotion
+from eightbit.report import build_report
 from tests.fixtures.promote import WIDE_OFFSET, collapsing_net, collapsing_samples
 from tests.improve.fallback.test_search import deep_cnn
 
@@ -156,3 +157,12 @@ def test_cli_mcu_min_sqnr_promotes(tmp_path, samples):
     result = CliRunner().invoke(main, [*args, *flags])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["int16"] == ["wide"]
+
+
+def test_the_report_lists_each_promoted_tensor_and_its_cost(promoted, samples):
+    data = build_report(
+        collapsing_net(), promoted.model, {"x": samples[:16]}, plan=promoted.plan, latency_runs=0
+    )
+    line = "int16_promotion: promoted to int16: wide: +"
+    assert any(note.startswith(line) for note in data.notes)
+    assert any("mcu footprint" in note for note in data.notes)
