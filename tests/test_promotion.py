@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -18,12 +19,14 @@ import pytest
 from click.testing import CliRunner
 from onnx.reference import ReferenceEvaluator
 
+import eightbit
+import eightbit.rebuild
 from eightbit.calibrate import Ranges, TensorRange
 from eightbit.cli import main
 from eightbit.graph import Graph, make_session
 from eightbit.improve.budget import Budget
 from eightbit.improve.fallback.search import rebuild_bound
-from eightbit.improve.presets import preset
+from eightbit.improve.presets import PRESETS, preset
 from eightbit.improve.promote import gain_order
 from eightbit.improve.promote_cost import (
     S16_BIAS_EXTRA_BYTES,
@@ -36,8 +39,11 @@ from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
 from eightbit.rebuild import Prepared, _extremes_for, promotion_candidates, run_promotion
 from eightbit.report import build_report
+from tests.fixtures.joins import inputs, large_small_concat
 from tests.fixtures.promote import WIDE_OFFSET, collapsing_net, collapsing_samples
 from tests.improve.fallback.test_search import deep_cnn
+
+JOIN_DATA = inputs()
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +172,34 @@ def test_the_report_lists_each_promoted_tensor_and_its_cost(promoted, samples):
     line = "int16_promotion: promoted to int16: wide: +"
     assert any(note.startswith(line) for note in data.notes)
     assert any("mcu footprint" in note for note in data.notes)
+
+
+# -- the default preset's safety net (§I.9, rung 3) -----------------------------------------
+
+
+def _no_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
+
+
+def test_the_net_promotes_where_float_cannot_reach_the_floor(samples, monkeypatch):
+    _no_cap(monkeypatch)
+    result = quantize(collapsing_net(), {"x": samples}, QuantConfig())
+    (net,) = [step for step in result.plan.steps if step.name == "safety_net"]
+    assert any(n.startswith("rung 3, int16 promotion instead of float (kept)") for n in net.notes)
+    assert result.plan.config.int16 == ("wide",) and result.plan.fallbacks() == ()
+    assert result.check is not None and result.check.outputs[0].worst_slice_sqnr_db >= 10.0
+
+
+def test_the_net_does_not_promote_where_float_reaches_the_floor(monkeypatch):
+    _no_cap(monkeypatch)
+    improve = replace(PRESETS["default"], separate_joins=False)
+    result = eightbit.quantize(large_small_concat(flatten=True), JOIN_DATA, improve=improve)
+    (net,) = [step for step in result.plan.steps if step.name == "safety_net"]
+    assert not any(note.startswith("rung 3") for note in net.notes)
+    assert result.plan.config.int16 == ()
+
+
+def test_the_mcu_net_promotes_with_every_node_integer(samples):
+    result = quantize(collapsing_net(), {"x": samples}, QuantConfig.for_target("mcu"))
+    assert result.plan.config.int16 == ("wide",) and result.plan.fallbacks() == ()
+    assert result.check is not None and result.check.outputs[0].worst_slice_sqnr_db >= 10.0
