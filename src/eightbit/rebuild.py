@@ -9,7 +9,6 @@ ONNX Runtime's own int8 of the model.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -208,8 +207,9 @@ def safety_net(
         *report.notes,
     ]
     if net.config.profile.int16_activations:
+        floor = Budget(max_drop=0.0, metric=floor_metric, max_latency=cap)
         qdq, plan, report, promotion_notes, changed = _promotion_instead(
-            start, (qdq, plan, report), samples, threads, timer, cap, improve.separate_joins
+            start, (qdq, plan, report), samples, threads, floor, timer, improve.separate_joins
         )
         notes += promotion_notes
     seconds = time.perf_counter() - started
@@ -225,47 +225,71 @@ _FLOOR_BUDGET = (
 
 def _promotion_instead(
     start: tuple[Prepared, QuantPlan, onnx.ModelProto],
-    rung2: tuple[onnx.ModelProto, QuantPlan, StepReport],
+    floated: tuple[onnx.ModelProto, QuantPlan, StepReport],
     samples: DataLike,
     threads: int | None,
-    timer: LatencyRatio,
-    cap: float,
+    budget: Budget,
+    latency: LatencyRatio | None,
     joins: bool,
+    what: str = "rung 3, int16 promotion instead of float",
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport, list[str], Prepared | None]:
-    """Rung 3 of the net (§I.9, §R.11): when the float rungs miss the floor, tensors
-    promoted to int16 instead, from the model before the net, within the same cap; kept
-    when it holds the floor, or misses it by less than the float rungs (higher floor
-    metric, then higher output SQNR, on the calibration samples)."""
+    """When the model with nodes back in float (``floated``) misses ``budget``, tensors
+    promoted to int16 instead (§R.11), from the model before (``start``), within the same
+    cap; kept when it holds the budget, or misses it by less (budget held, then the
+    metric's drop, then the output SQNR, on the calibration samples). Rung 3 of the net
+    (§I.9), and a budget's last resort on a target with float kernels (§R.11)."""
     net, plan, qdq = start
     judge = OutputReference(
         net.float_model, open_data(samples, Graph(net.float_model).inputs, batch_size=16),
-        threads, floor_metric,
+        threads, budget.metric,
     )  # fmt: skip
-    floor = Budget(max_drop=0.0, metric=floor_metric)
-    float_measured = judge(rung2[0])
-    if float_measured.meets(floor):
-        return (*rung2, [], None)
-    budget = Budget(max_drop=0.0, metric=floor_metric, max_latency=cap)
-    promoted = run_promotion(net, plan, qdq, samples, budget, threads, False, judge, timer,
+    float_measured = judge(floated[0])
+    if float_measured.meets(budget):
+        return (*floated, [], None)
+    promoted = run_promotion(net, plan, qdq, samples, budget, threads, False, judge, latency,
                              joins, **NET_PROMOTION)  # fmt: skip
     measured = judge(promoted.qdq)
-    better = _floor_key(measured) > _floor_key(float_measured)
-    verdict = "kept" if better else "not kept (the float rungs' model is no worse)"
+    better = _budget_key(measured, budget) > _budget_key(float_measured, budget)
+    verdict = "kept" if better else "not kept (the model with float nodes is no worse)"
     notes = [
-        f"rung 3, int16 promotion instead of float ({verdict}): float rungs "
-        f"{float_measured.describe()}; promotion {measured.describe()}",
+        f"{what} ({verdict}): with float nodes {float_measured.describe()}; promoted "
+        f"{measured.describe()}",
         *promoted.report.notes,
     ]
     if not better:
-        return (*rung2, notes, None)
-    report = replace(rung2[2], before_db=promoted.report.before_db,
+        return (*floated, notes, None)
+    report = replace(floated[2], before_db=promoted.report.before_db,
                      after_db=promoted.report.after_db, layers=())  # fmt: skip
     return promoted.qdq, promoted.plan, report, notes, promoted.net
 
 
-def _floor_key(measured: Measured) -> tuple[float, float]:
-    drop = measured.metric_drop if measured.metric_drop is not None else math.inf
-    return (-drop, measured.sqnr_db)
+def _budget_key(measured: Measured, budget: Budget) -> tuple[bool, float, float]:
+    drop = measured.metric_drop if measured.metric_drop is not None else 0.0
+    return (measured.meets(budget), -drop, measured.sqnr_db)
+
+
+def promote_after_fallback(
+    start: tuple[Prepared, QuantPlan, onnx.ModelProto],
+    floated: tuple[onnx.ModelProto, QuantPlan, StepReport],
+    samples: DataLike,
+    improve: ImproveConfig,
+    metric: Metric | None,
+    threads: int | None,
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport, Prepared | None]:
+    """A budget the fallback to float could not meet, tried with int16 promotion instead
+    (§R.11), under the budget's own latency cap; the fallback's report gets the notes."""
+    net = start[0]
+    budget = improve.budget(metric)
+    timer = None
+    if budget.max_latency is not None:
+        graph = Graph(net.float_model)
+        feed = one_sample(open_data(samples, graph.inputs, batch_size=16), graph)
+        timer = LatencyRatio(net.float_model, feed)
+    qdq, plan, report, notes, promoted = _promotion_instead(
+        start, floated, samples, threads, budget, timer, improve.separate_joins,
+        "budget missed with float nodes: int16 promotion instead",
+    )  # fmt: skip
+    return qdq, plan, replace(report, notes=(*report.notes, *notes)), promoted
 
 
 def _promotion_rung(

@@ -34,6 +34,7 @@ from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
 from eightbit.rebuild import (
     EVALUATION_BATCH,
     Prepared,
+    promote_after_fallback,
     run_fallback,
     run_promotion,
     safety_net,
@@ -290,9 +291,17 @@ class Fallback:
         finally:
             if score is not None:
                 score.close()
+        changes: dict[str, object] = {}
+        if settings.config.profile.int16_activations:  # §R.11: promotion where float misses
+            qdq, plan, report, promoted = promote_after_fallback(
+                (net, state.plan, state.qdq), (qdq, plan, report), state.samples,
+                settings.improve, settings.metric, settings.threads,
+            )  # fmt: skip
+            if promoted is not None:
+                changes = {"prepared": promoted.prepared, "ranges": promoted.ranges}
         if settings.learned:
             report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
-        return state.reported(report, qdq=qdq, plan=plan)
+        return state.reported(report, qdq=qdq, plan=plan, **changes)
 
 
 def _promote_for_budget(state: State, net: Prepared) -> State:
