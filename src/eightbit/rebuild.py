@@ -24,7 +24,9 @@ from eightbit.analysis.quick_check import quick_check
 from eightbit.calibrate import Ranges, TensorRange, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
+from eightbit.export.qdq import INT16_QDQ_OPSET
 from eightbit.graph import Graph
+from eightbit.graph.normalize import default_opset, upgrade_opset
 from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.budget import Budget, Measured, Score
 from eightbit.improve.fallback.cost import one_sample
@@ -383,6 +385,33 @@ def promote_build(net: Prepared, tensors: frozenset[str], joins: bool) -> tuple[
     return kept, _Built(to_qdq(net.planned, plan), plan)
 
 
+def at_int16_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` at opset 21, where int16 Q/DQ exist (§Q17), upgraded once for every
+    promotion rebuild: the converter's new Constant nodes (an opset-13 ``axes`` input, ...)
+    become initializers and any other new node gets a name, so the plan has a decision for
+    every node."""
+    if (default_opset(model) or 0) >= INT16_QDQ_OPSET:
+        return model
+    upgraded = onnx.ModelProto()
+    upgraded.CopyFrom(model)
+    upgrade_opset(upgraded, INT16_QDQ_OPSET)
+    kept = []
+    for index, node in enumerate(upgraded.graph.node):
+        value = [a for a in node.attribute if a.name == "value"]
+        if node.op_type == "Constant" and not node.name and value:
+            constant = onnx.TensorProto()
+            constant.CopyFrom(value[0].t)
+            constant.name = node.output[0]
+            upgraded.graph.initializer.append(constant)
+            continue
+        if not node.name:
+            node.name = f"{node.op_type}_opset{INT16_QDQ_OPSET}_{index}"
+        kept.append(node)
+    del upgraded.graph.node[:]
+    upgraded.graph.node.extend(kept)
+    return upgraded
+
+
 def promotion_candidates(plan: QuantPlan, ranges: Ranges, graph: Graph) -> list[str]:
     """The 8-bit activation tensors of ``plan`` (on ``graph``) with a calibrated range of
     their own: what ``QuantConfig.int16`` may name (§Q17)."""
@@ -422,6 +451,7 @@ def run_promotion(
     plan's ``separate_joins``."""
     graph = Graph(net.float_model)
     source = open_data(samples, graph.inputs, batch_size=EVALUATION_BATCH)
+    net = replace(net, planned=at_int16_opset(net.planned))
     candidates = promotion_candidates(plan, net.ranges, Graph(net.planned))
     feed = one_sample(source, graph)
     facts = tensor_facts(net.prepared, candidates, feed, threads)
