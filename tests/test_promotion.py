@@ -37,7 +37,13 @@ from eightbit.improve.promote_cost import (
 )
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
-from eightbit.rebuild import Prepared, _extremes_for, promotion_candidates, run_promotion
+from eightbit.rebuild import (
+    Prepared,
+    _extremes_for,
+    at_int16_opset,
+    promotion_candidates,
+    run_promotion,
+)
 from eightbit.report import build_report
 from tests.fixtures.joins import inputs, large_small_concat
 from tests.fixtures.promote import WIDE_OFFSET, collapsing_net, collapsing_samples
@@ -203,3 +209,22 @@ def test_the_mcu_net_promotes_with_every_node_integer(samples):
     result = quantize(collapsing_net(), {"x": samples}, QuantConfig.for_target("mcu"))
     assert result.plan.config.int16 == ("wide",) and result.plan.fallbacks() == ()
     assert result.check is not None and result.check.outputs[0].worst_slice_sqnr_db >= 10.0
+
+
+def test_the_opset_upgrade_leaves_no_unnamed_or_constant_node():
+    """An opset-12 Unsqueeze takes ``axes`` as an attribute; at opset 21 as an input, which
+    the converter feeds from an unnamed Constant node (the plan needs a name per node)."""
+    node = onnx.helper.make_node("Unsqueeze", ["x"], ["y"], "unsqueeze", axes=[0])
+    graph = onnx.helper.make_graph(
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3])],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 12)])
+    upgraded = at_int16_opset(model)
+    assert upgraded.opset_import[0].version == 21
+    assert [(n.name, n.op_type) for n in upgraded.graph.node] == [("unsqueeze", "Unsqueeze")]
+    assert len(upgraded.graph.initializer) == 1  # the axes
+    x = np.arange(3, dtype=np.float32)
+    assert make_session(upgraded).run(None, {"x": x})[0].shape == (1, 3)
