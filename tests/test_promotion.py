@@ -228,3 +228,13 @@ def test_the_opset_upgrade_leaves_no_unnamed_or_constant_node():
     assert len(upgraded.graph.initializer) == 1  # the axes
     x = np.arange(3, dtype=np.float32)
     assert make_session(upgraded).run(None, {"x": x})[0].shape == (1, 3)
+
+
+def test_the_net_promotes_nothing_when_the_8_bit_model_is_already_over_the_cap(
+    samples, monkeypatch
+):
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
+    result = quantize(collapsing_net(), {"x": samples}, QuantConfig())
+    (net,) = [step for step in result.plan.steps if step.name == "safety_net"]
+    assert any("promoting tensors would only slow it" in note for note in net.notes)
+    assert result.plan.config.int16 == ()

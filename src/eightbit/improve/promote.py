@@ -101,7 +101,13 @@ def promote(
     )
     order: tuple[str, ...] = ()
     final, message, probes = start, "the budget holds with every activation 8-bit", 0
-    if not start.meets and candidates:
+    too_slow = ratio is not None and budget.max_latency is not None and ratio > budget.max_latency
+    if too_slow:  # promotion only adds float work on ONNX Runtime (§Q17)
+        message = (
+            f"the 8-bit model already runs at {ratio:.3f}x the float latency, above "
+            f"max_latency {budget.max_latency:g}: promoting tensors would only slow it"
+        )
+    elif not start.meets and candidates:
         with layer_progress(bound, progress, "int16 promotion rebuilds") as advance:
             calls.advance = advance
             gains = _gains(used, float_model, base, candidates, calls, data, rank_samples, threads)
