@@ -397,8 +397,9 @@ def at_int16_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     upgrade_opset(upgraded, INT16_QDQ_OPSET)
     kept = []
     for index, node in enumerate(upgraded.graph.node):
-        value = [a for a in node.attribute if a.name == "value"]
-        if node.op_type == "Constant" and not node.name and value:
+        # The converter's constants: an unnamed node with a tensor ``value`` and no input.
+        value = [a for a in node.attribute if a.name == "value" and a.HasField("t")]
+        if not node.name and not node.input and value:
             constant = onnx.TensorProto()
             constant.CopyFrom(value[0].t)
             constant.name = node.output[0]

@@ -21,6 +21,7 @@ import onnx
 from eightbit.codegen.arena import lifetimes, plan_arena
 from eightbit.graph import Graph, Node
 from eightbit.graph.session import exposing_session
+from eightbit.ops import Contraction, lookup
 from eightbit.plan import QuantPlan
 
 # Cycles per MAC of CMSIS-NN's s16 convolution/fully-connected kernels over its s8 ones:
@@ -32,8 +33,6 @@ S16_CYCLE_FACTOR = 2.0
 # Extra flash per output channel of a weighted op reading an int16 input: CMSIS-NN's s16
 # kernels take int64 biases (cmsis_nn_bias_data) where s8 ones take int32.
 S16_BIAS_EXTRA_BYTES = 4
-# Ops whose MACs move to the s16 kernels (or, on ONNX Runtime, out of the int8 kernels).
-WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,7 @@ def tensor_facts(
     """The facts of each of ``tensors`` (names of ``model``'s activations), per sample, from
     one run of ``model`` on ``feed``."""
     graph = Graph(model)
-    weighted = [n for n in graph.nodes if n.op_type in WEIGHTED_OPS]
+    weighted = [n for n in graph.nodes if _contraction(n) is not None]
     inputs = {info.name for info in graph.inputs}
     wanted = list(dict.fromkeys([*tensors, *(n.outputs[0] for n in weighted)]))
     exposed = [name for name in wanted if name not in inputs]
@@ -90,14 +89,14 @@ def tensor_facts(
     macs = {n.name: _macs(graph, n, shapes) // rows for n in weighted}
     facts = {}
     for name in tensors:
-        readers = [n for n in graph.consumers(name) if n.op_type in WEIGHTED_OPS]
+        readers = [n for n in graph.consumers(name) if _contraction(n) is not None]
         producer = graph.producer(name)
         writer = macs.get(producer.name, 0) if producer is not None else 0
         facts[name] = TensorFacts(
             elements=math.prod(shapes[name]) // rows,
             reader_macs=sum(macs[n.name] for n in readers),
             writer_macs=writer,
-            reader_channels=sum(_output_channels(graph, n, shapes) for n in readers),
+            reader_channels=sum(_output_channels(n, shapes) for n in readers),
         )
     return facts
 
@@ -144,25 +143,34 @@ def footprint(
     return flash, plan_arena(lifetimes(steps, sizes, {})).size
 
 
+def _contraction(node: Node) -> Contraction | None:
+    """How ``node`` applies a weight (None: not a layer): its MACs move to the s16 kernels
+    (or, on ONNX Runtime, out of the int8 kernels) when its input is promoted."""
+    spec = lookup(node.op_type, node.domain)
+    return None if spec is None else spec.contraction
+
+
 def _macs(graph: Graph, node: Node, shapes: Mapping[str, tuple[int, ...]]) -> int:
     """Multiply-accumulates of one weighted node on the run's batch."""
     out = shapes.get(node.outputs[0])
     if out is None:
         return 0
+    contraction = _contraction(node)
     weight = graph.initializers.get(node.inputs[1]) if len(node.inputs) > 1 else None
-    if node.op_type == "Conv" and weight is not None:
+    if contraction is Contraction.CONVOLUTION and weight is not None:
         return math.prod(out) * math.prod(weight.shape[1:])
-    if node.op_type == "ConvTranspose" and weight is not None:
+    if contraction is Contraction.TRANSPOSED_CONVOLUTION and weight is not None:
         return math.prod(shapes.get(node.inputs[0], ())) * math.prod(weight.shape[1:])
     source = shapes.get(node.inputs[0])
     depth = source[-1] if source else (weight.shape[0] if weight is not None else 1)
     return math.prod(out) * int(depth)
 
 
-def _output_channels(graph: Graph, node: Node, shapes: Mapping[str, tuple[int, ...]]) -> int:
-    """Bias elements of a weighted node: its output channels (axis 1 for a Conv, the last
-    axis for Gemm/MatMul)."""
+def _output_channels(node: Node, shapes: Mapping[str, tuple[int, ...]]) -> int:
+    """Bias elements of a weighted node: its output channels (axis 1 for a convolution,
+    the last axis for a matrix product)."""
     out = shapes.get(node.outputs[0], ())
     if not out:
         return 0
-    return int(out[1] if node.op_type in ("Conv", "ConvTranspose") and len(out) > 1 else out[-1])
+    matrix = _contraction(node) is Contraction.MATRIX
+    return int(out[-1] if matrix or len(out) < 2 else out[1])
