@@ -238,3 +238,12 @@ def test_the_net_promotes_nothing_when_the_8_bit_model_is_already_over_the_cap(
     (net,) = [step for step in result.plan.steps if step.name == "safety_net"]
     assert any("promoting tensors would only slow it" in note for note in net.notes)
     assert result.plan.config.int16 == ()
+
+
+def test_an_ort_budget_float_cannot_meet_is_met_by_promotion(samples):
+    improve = preset("fast", min_sqnr=30.0)
+    result = quantize(collapsing_net(), {"x": samples}, QuantConfig(), improve=improve)
+    (step,) = [s for s in result.plan.steps if s.name == "fallback"]
+    assert any(n.startswith("budget missed with float nodes: int16 promotion instead (kept)")
+               for n in step.notes)  # fmt: skip
+    assert result.plan.config.int16 == ("wide",) and result.plan.fallbacks() == ()

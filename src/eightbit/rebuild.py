@@ -234,12 +234,14 @@ def _promotion_instead(
     latency: LatencyRatio | None,
     joins: bool,
     what: str = "rung 3, int16 promotion instead of float",
+    only_if_met: bool = False,
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport, list[str], Prepared | None]:
     """When the model with nodes back in float (``floated``) misses ``budget``, tensors
     promoted to int16 instead (§R.11), from the model before (``start``), within the same
-    cap; kept when it holds the budget, or misses it by less (budget held, then the
-    metric's drop, then the output SQNR, on the calibration samples). Rung 3 of the net
-    (§I.9), and a budget's last resort on a target with float kernels (§R.11)."""
+    cap; kept when it holds the budget, or (unless ``only_if_met``) misses it by less
+    (budget held, then the metric's drop, then the output SQNR, on the calibration
+    samples). Rung 3 of the net (§I.9), and a budget's last resort on a target with float
+    kernels (§R.11, ``only_if_met``)."""
     net, plan, qdq = start
     judge = OutputReference(
         net.float_model, open_data(samples, Graph(net.float_model).inputs, batch_size=16),
@@ -252,7 +254,8 @@ def _promotion_instead(
                              joins, **NET_PROMOTION)  # fmt: skip
     measured = judge(promoted.qdq)
     better = _budget_key(measured, budget) > _budget_key(float_measured, budget)
-    verdict = "kept" if better else "not kept (the model with float nodes is no worse)"
+    better = better and (measured.meets(budget) or not only_if_met)
+    verdict = "kept" if better else "not kept (it does not hold the budget better)"
     notes = [
         f"{what} ({verdict}): with float nodes {float_measured.describe()}; promoted "
         f"{measured.describe()}",
@@ -289,7 +292,7 @@ def promote_after_fallback(
         timer = LatencyRatio(net.float_model, feed)
     qdq, plan, report, notes, promoted = _promotion_instead(
         start, floated, samples, threads, budget, timer, improve.separate_joins,
-        "budget missed with float nodes: int16 promotion instead",
+        "budget missed with float nodes: int16 promotion instead", only_if_met=True,
     )  # fmt: skip
     return qdq, plan, replace(report, notes=(*report.notes, *notes)), promoted
 
