@@ -46,8 +46,12 @@ from eightbit.rebuild import (
 )
 from eightbit.report import build_report
 from tests.fixtures.joins import inputs, large_small_concat
-from tests.fixtures.promote import WIDE_OFFSET, collapsing_net, collapsing_samples
-from tests.improve.fallback.test_search import deep_cnn
+from tests.fixtures.promote import (
+    WIDE_OFFSET,
+    collapsing_net,
+    collapsing_samples,
+    residual_chain,
+)
 
 JOIN_DATA = inputs()
 
@@ -143,7 +147,7 @@ def test_mcu_and_ort_costs_follow_the_documented_model():
 
 def test_the_rebuilds_stay_within_the_bound(samples):
     """One pass ranks the candidates (``own``), then the search: logarithmic in them."""
-    model = deep_cnn(40)
+    model = residual_chain(40)
     data = np.random.default_rng(0).standard_normal((32, 4, 4, 4)).astype(np.float32)
     result = quantize(model, {"input": data}, QuantConfig.for_target("mcu"), improve="fast")
     net = Prepared(result.float_model, result.prepared_model, result.prepared_model,
