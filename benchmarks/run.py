@@ -36,6 +36,8 @@ Sections:
                TRANSFORMER): metric, SQNR, latency at batch 1 and 16, size
   finetune     MobileNetV2: the default preset vs --preset finetune (fine-tuning by
                distillation) vs NNCF's QAT: agreement, SQNR, latency, time
+  promotion    MobileNetV2 --target mcu, plain and --min-sqnr 25 (int16 promotion): agreement,
+               SQNR, float nodes, int16 tensors, flash and arena vs the all-int8 model
 
 Models and image crops are built on first use and cached in benchmarks/_work/.
 """
@@ -65,6 +67,7 @@ from benchmarks import (  # noqa: E402
     kernels,
     latency,
     memory,
+    promotion,
     ray_scale,
     s16,
     steps,
@@ -87,7 +90,7 @@ from benchmarks.zoo import section as zoo  # noqa: E402
 
 SECTIONS = (
     "quantize", "steps", "latency", "calibration", "engine", "kernels", "codegen", "zoo", "ray",
-    "targets", "memory", "pytorch", "transformers", "s16", "finetune",
+    "targets", "memory", "pytorch", "transformers", "s16", "finetune", "promotion",
 )  # fmt: skip
 TOOLS = ("eightbit", "ONNX Runtime", "NNCF", "AIMET")
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
@@ -210,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         "transformers": transformers.run,
         "s16": lambda: [s16.run()],
         "finetune": lambda: [finetune.run()],
+        "promotion": promotion.run,
     }
     tables: list[Table] = []
     minutes: dict[str, float] = {}

@@ -358,8 +358,8 @@ def test_a_net_model_that_loses_the_whole_output_is_reverted(
     real = eightbit.pipeline.stages.safety_net
 
     def net(*args, **kwargs):  # type: ignore[no-untyped-def]
-        _, plan, report = real(*args, **kwargs)
-        return broken, plan, report
+        _, plan, report, promoted = real(*args, **kwargs)
+        return broken, plan, report, promoted
 
     monkeypatch.setattr(eightbit.pipeline.stages, "safety_net", net)
     monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))

@@ -50,10 +50,14 @@ def test_mcu_refuses_a_model_with_a_node_it_cannot_run_in_int8(samples):
     assert "no float kernels" in message
 
 
-def test_mcu_refuses_a_budget_that_returns_nodes_to_float(samples):
+def test_mcu_meets_a_budget_by_int16_promotion_never_by_float(samples):
+    """No float kernels: the budget promotes tensors to int16 instead (§R.11)."""
     improve = preset("fast", min_sqnr=40.0)
-    with pytest.raises(ConfigError, match="cannot run --max-drop/--min-sqnr"):
-        quantize(residual_net(), {"x": samples}, QuantConfig.for_target("mcu"), improve=improve)
+    result = quantize(
+        residual_net(), {"x": samples}, QuantConfig.for_target("mcu"), improve=improve
+    )
+    assert result.plan.fallbacks() == () and result.plan.config.int16
+    assert [s.name for s in result.plan.steps][-1] == "int16_promotion"
 
 
 def test_mcu_keeps_wide_joins_in_int8():
@@ -67,7 +71,7 @@ def test_mcu_keeps_wide_joins_in_int8():
     assert mcu.fallbacks() == ()
 
 
-def test_mcu_safety_net_reports_instead_of_returning_nodes_to_float(samples, monkeypatch):
+def test_mcu_safety_net_promotes_instead_of_returning_nodes_to_float(samples, monkeypatch):
     def always_missed(check: object) -> dict[str, str]:
         return {"logits": "output 'logits': forced by the test"}
 
@@ -77,8 +81,8 @@ def test_mcu_safety_net_reports_instead_of_returning_nodes_to_float(samples, mon
     assert result.plan.fallbacks() == ()
     net = [step for step in result.plan.steps if step.name == "safety_net"]
     assert len(net) == 1
-    assert "not run: output 'logits': forced by the test" in net[0].notes[0]
-    assert "no float kernels" in net[0].notes[0]
+    assert "engaged: output 'logits': forced by the test" in net[0].notes[0]
+    assert "no float kernels: only int16 promotion, no node back to float" in net[0].notes[0]
 
 
 @pytest.mark.parametrize("scheme", ["affine", "pow2"])

@@ -19,22 +19,29 @@ import onnx
 
 from eightbit.analysis.floor import SAFETY_FLOOR_DB, floor_metric
 from eightbit.analysis.latency import LatencyRatio
+from eightbit.analysis.memory import memory_usage
 from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import quick_check
 from eightbit.analysis.slices import output_probabilities
-from eightbit.calibrate import Ranges, open_data
+from eightbit.calibrate import Ranges, TensorRange, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
+from eightbit.export.qdq import INT16_QDQ_OPSET
 from eightbit.graph import Graph
+from eightbit.graph.normalize import default_opset, upgrade_opset
 from eightbit.improve._onnx import restore_nodes
-from eightbit.improve.budget import Score
+from eightbit.improve.budget import Budget, Measured, Score
 from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference
 from eightbit.improve.presets import ImproveConfig
+from eightbit.improve.promote import promote
+from eightbit.improve.promote_cost import footprint, promotion_costs, tensor_facts
+from eightbit.improve.weights.bias_correction import bias_correction
 from eightbit.ops import lookup
 from eightbit.ops.joins import tail_nodes
-from eightbit.plan import QuantPlan, make_plan
+from eightbit.ops.node_selection import Calibrated, select
+from eightbit.plan import PlannedModel, QuantPlan, make_plan, rebias
 from eightbit.quant import QuantConfig
 from eightbit.safety_net import latency_cap
 from eightbit.steps import StepReport
@@ -47,6 +54,9 @@ SLICE_NOTE_SAMPLES = 64
 # rebuild per candidate) and at most this many returns, so that the default preset stays
 # within a few times the plain quantize time; a net that cannot reach the floor so says so.
 NET_SEARCH: dict[str, Any] = {"ranking": "own", "max_steps": 8}
+# The net's promotion rung (§R.11): ranked by the tensors' own rounding (one pass), the
+# search along that order bounded by R.17.
+NET_PROMOTION: dict[str, Any] = {"ranking": "own"}
 
 
 @dataclass(frozen=True)
@@ -155,9 +165,11 @@ def safety_net(
     missed: Mapping[str, str],
     improve: ImproveConfig,
     threads: int | None,
-) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport, Prepared | None]:
     """The cheap tail in float, then the fallback with the floor as budget, both within
-    ONNX Runtime's int8 latency (§I.9). ``missed``: output -> why it missed the floor."""
+    ONNX Runtime's int8 latency (§I.9), then int16 promotion where the target runs it
+    (§R.11). ``missed``: output -> why it missed the floor. The last value: what the returned
+    plan quantizes (model, ranges) when promotion changed it (else None)."""
     started = time.perf_counter()
     first = net.float_model.graph.output[0].name
     cannot = None
@@ -167,26 +179,147 @@ def safety_net(
         cannot = f"the fallback's budget reads the first output only ({first!r}), which holds"
     if cannot is not None:
         note = f"{'; '.join(missed.values())}; not run: {cannot}"
-        return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,))
+        return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=(note,)), None
     assert samples is not None  # cannot is set otherwise
+    if not net.config.profile.float_nodes:  # mcu: promotion is the only rung (§R.11)
+        promoted = _promotion_rung(net, plan, qdq, samples, threads, improve.separate_joins)
+        engaged = (
+            f"engaged: {missed[first]}; {_FLOOR_BUDGET}; no latency cap (no float kernels: "
+            "only int16 promotion, no node back to float)"
+        )
+        seconds = time.perf_counter() - started
+        report = replace(
+            promoted.report, name="safety_net", seconds=seconds,
+            notes=(engaged, *promoted.report.notes),
+        )  # fmt: skip
+        changed = promoted.net if promoted.promoted else None
+        return promoted.qdq, promoted.plan, report, changed
     graph = Graph(net.float_model)
     source = open_data(samples, graph.inputs, batch_size=16)
     timer = LatencyRatio(net.float_model, one_sample(source, graph))
     cap, what = latency_cap(timer, net.float_model, qdq, source)
+    start = net, plan, qdq
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
-    metric = partial(floor_metric, probabilities=output_probabilities(graph).get(first, ()))
+    metric = _floor_of_first_output(net.float_model)
+    changed = None
     qdq, plan, report = run_fallback(
         net, plan, qdq, samples, budget, metric, threads, False, latency=timer, **NET_SEARCH
     )
-    notes = (
-        f"engaged: {missed[first]}; budget: the first output's worst slice >= "
-        f"{SAFETY_FLOOR_DB:g} dB and no collapse, on the calibration samples; latency cap {what}",
+    notes = [
+        f"engaged: {missed[first]}; {_FLOOR_BUDGET}; latency cap {what}",
         tail_note,
         *report.notes,
-    )
+    ]
+    if net.config.profile.int16_activations:
+        floor = Budget(max_drop=0.0, metric=metric, max_latency=cap)
+        qdq, plan, report, promotion_notes, changed = _promotion_instead(
+            start, (qdq, plan, report), samples, threads, floor, timer, improve.separate_joins
+        )
+        notes += promotion_notes
     seconds = time.perf_counter() - started
-    return qdq, plan, replace(report, name="safety_net", seconds=seconds, notes=notes)
+    report = replace(report, name="safety_net", seconds=seconds, notes=tuple(notes))
+    return qdq, plan, report, changed
+
+
+_FLOOR_BUDGET = (
+    f"budget: the first output's worst slice >= {SAFETY_FLOOR_DB:g} dB and no collapse, "
+    "on the calibration samples"
+)
+
+
+def _promotion_instead(
+    start: tuple[Prepared, QuantPlan, onnx.ModelProto],
+    floated: tuple[onnx.ModelProto, QuantPlan, StepReport],
+    samples: DataLike,
+    threads: int | None,
+    budget: Budget,
+    latency: LatencyRatio | None,
+    joins: bool,
+    what: str = "rung 3, int16 promotion instead of float",
+    only_if_met: bool = False,
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport, list[str], Prepared | None]:
+    """When the model with nodes back in float (``floated``) misses ``budget``, tensors
+    promoted to int16 instead (§R.11), from the model before (``start``), within the same
+    cap; kept when it holds the budget, or (unless ``only_if_met``) misses it by less
+    (budget held, then the metric's drop, then the output SQNR, on the calibration
+    samples). Rung 3 of the net (§I.9), and a budget's last resort on a target with float
+    kernels (§R.11, ``only_if_met``)."""
+    net, plan, qdq = start
+    judge = OutputReference(
+        net.float_model, open_data(samples, Graph(net.float_model).inputs, batch_size=16),
+        threads, budget.metric,
+    )  # fmt: skip
+    float_measured = judge(floated[0])
+    if float_measured.meets(budget):
+        return (*floated, [], None)
+    promoted = run_promotion(net, plan, qdq, samples, budget, threads, False, judge, latency,
+                             joins, **NET_PROMOTION)  # fmt: skip
+    measured = judge(promoted.qdq)
+    better = _budget_key(measured, budget) > _budget_key(float_measured, budget)
+    better = better and (measured.meets(budget) or not only_if_met)
+    verdict = "kept" if better else "not kept (it does not hold the budget better)"
+    notes = [
+        f"{what} ({verdict}): with float nodes {float_measured.describe()}; promoted "
+        f"{measured.describe()}",
+        *promoted.report.notes,
+    ]
+    if not better:
+        return (*floated, notes, None)
+    report = replace(floated[2], before_db=promoted.report.before_db,
+                     after_db=promoted.report.after_db, layers=())  # fmt: skip
+    return promoted.qdq, promoted.plan, report, notes, promoted.net
+
+
+def _budget_key(measured: Measured, budget: Budget) -> tuple[bool, float, float]:
+    drop = measured.metric_drop if measured.metric_drop is not None else 0.0
+    return (measured.meets(budget), -drop, measured.sqnr_db)
+
+
+def promote_after_fallback(
+    start: tuple[Prepared, QuantPlan, onnx.ModelProto],
+    floated: tuple[onnx.ModelProto, QuantPlan, StepReport],
+    samples: DataLike,
+    improve: ImproveConfig,
+    metric: Metric | None,
+    threads: int | None,
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport, Prepared | None]:
+    """A budget the fallback to float could not meet, tried with int16 promotion instead
+    (§R.11), under the budget's own latency cap; the fallback's report gets the notes."""
+    net = start[0]
+    budget = improve.budget(metric)
+    timer = None
+    if budget.max_latency is not None:
+        graph = Graph(net.float_model)
+        feed = one_sample(open_data(samples, graph.inputs, batch_size=16), graph)
+        timer = LatencyRatio(net.float_model, feed)
+    qdq, plan, report, notes, promoted = _promotion_instead(
+        start, floated, samples, threads, budget, timer, improve.separate_joins,
+        "budget missed with float nodes: int16 promotion instead", only_if_met=True,
+    )  # fmt: skip
+    return qdq, plan, replace(report, notes=(*report.notes, *notes)), promoted
+
+
+def _floor_of_first_output(float_model: onnx.ModelProto) -> Metric:
+    """``floor_metric`` for the first output, its silent probability slices left out (A.11)."""
+    graph = Graph(float_model)
+    spans = output_probabilities(graph).get(graph.outputs[0].name, ())
+    return partial(floor_metric, probabilities=spans)
+
+
+def _promotion_rung(
+    net: Prepared,
+    plan: QuantPlan,
+    qdq: onnx.ModelProto,
+    samples: DataLike,
+    threads: int | None,
+    joins: bool,
+) -> Promoted:
+    """The net on a target without float kernels: int16 promotion to the floor."""
+    budget = Budget(max_drop=0.0, metric=_floor_of_first_output(net.float_model))
+    return run_promotion(
+        net, plan, qdq, samples, budget, threads, False, joins=joins, **NET_PROMOTION
+    )
 
 
 def _tail_in_float(
@@ -233,3 +366,188 @@ def cheap_tail(plan: QuantPlan, graph: Graph) -> list[str]:
             continue
         names.append(decision.name)
     return names
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """What ``run_promotion`` settled on: the model, its plan, the ranges it was planned on
+    (promoted tensors at their observed extremes, §R.11), the rebuild base that keeps them
+    int16 for a fallback to float after it, whether the budget holds, and the report."""
+
+    qdq: onnx.ModelProto
+    plan: QuantPlan
+    net: Prepared
+    met: bool
+    report: StepReport
+    promoted: tuple[str, ...] = ()
+    rebuilds: int = 0
+    rebuild_bound: int = 0
+
+
+def promote_build(net: Prepared, tensors: frozenset[str], joins: bool) -> tuple[Prepared, _Built]:
+    """``net`` with ``tensors`` int16 (§Q17) on their observed extremes (§R.11), its model.
+
+    The planned model is quantized, not the bias-corrected one: a correction measured for
+    the 8-bit errors is wrong once a tensor upstream is 16-bit (``run_promotion`` corrects
+    the final model again)."""
+    ranges = _extremes_for(net.ranges, tensors)
+    int16 = tuple(dict.fromkeys([*net.config.int16, *sorted(tensors)]))
+    config = replace(net.config, int16=int16)
+    kept = replace(net, prepared=net.planned, ranges=ranges, config=config)
+    plan = make_plan(Graph(net.planned), ranges, config, separate_joins=joins)
+    return kept, _Built(to_qdq(net.planned, plan), plan)
+
+
+def at_int16_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` at opset 21, where int16 Q/DQ exist (§Q17), upgraded once for every
+    promotion rebuild: the converter's new Constant nodes (an opset-13 ``axes`` input, ...)
+    become initializers and any other new node gets a name, so the plan has a decision for
+    every node."""
+    if (default_opset(model) or 0) >= INT16_QDQ_OPSET:
+        return model
+    upgraded = onnx.ModelProto()
+    upgraded.CopyFrom(model)
+    upgrade_opset(upgraded, INT16_QDQ_OPSET)
+    kept = []
+    for index, node in enumerate(upgraded.graph.node):
+        # The converter's constants: an unnamed node with a tensor ``value`` and no input.
+        value = [a for a in node.attribute if a.name == "value" and a.HasField("t")]
+        if not node.name and not node.input and value:
+            constant = onnx.TensorProto()
+            constant.CopyFrom(value[0].t)
+            constant.name = node.output[0]
+            upgraded.graph.initializer.append(constant)
+            continue
+        if not node.name:
+            node.name = f"{node.op_type}_opset{INT16_QDQ_OPSET}_{index}"
+        kept.append(node)
+    del upgraded.graph.node[:]
+    upgraded.graph.node.extend(kept)
+    return upgraded
+
+
+def promotion_candidates(plan: QuantPlan, ranges: Ranges, graph: Graph) -> list[str]:
+    """The 8-bit activation tensors of ``plan`` (on ``graph``) with a calibrated range of
+    their own: what ``QuantConfig.int16`` may name (§Q17)."""
+    sources = select(graph, plan.config).sources
+    # A layer folded with its activation is calibrated on the activation's output (§Q5).
+    calibrated = {
+        named
+        for name, source in sources.items()
+        if isinstance(source, Calibrated)
+        for named in (name, source.tensor)
+    }
+    return [
+        name
+        for name, params in plan.tensors.items()
+        if params.dtype in ("int8", "uint8")
+        and name in ranges
+        and name in calibrated
+        and name not in plan.config.int16
+    ]
+
+
+def run_promotion(
+    net: Prepared,
+    plan: QuantPlan,
+    qdq: onnx.ModelProto,
+    samples: DataLike,
+    budget: Budget,
+    threads: int | None,
+    progress: bool,
+    score: Score | None = None,
+    latency: LatencyRatio | None = None,
+    joins: bool = True,
+    **search: Any,
+) -> Promoted:
+    """Promote tensors to int16 until ``budget`` holds on the calibration samples (§R.11),
+    each candidate costed for ``net.config.target`` (``promote_cost``); ``joins``: the
+    plan's ``separate_joins``."""
+    graph = Graph(net.float_model)
+    source = open_data(samples, graph.inputs, batch_size=EVALUATION_BATCH)
+    net = replace(net, planned=at_int16_opset(net.planned))
+    candidates = promotion_candidates(plan, net.ranges, Graph(net.planned))
+    feed = one_sample(source, graph)
+    facts = tensor_facts(net.prepared, candidates, feed, threads)
+    parameters = memory_usage(graph, Graph(qdq)).int8_bytes
+    _, arena = footprint(Graph(net.prepared), plan, facts, parameters)
+    target = net.config.target
+    costs = promotion_costs(facts, target, parameters, arena)
+    if score is None:
+        score = OutputReference(net.float_model, source, threads, budget.metric)
+    built: dict[frozenset[str], Prepared] = {}
+
+    def build(tensors: frozenset[str]) -> _Built:
+        if not tensors:
+            return _Built(qdq, plan)
+        built[tensors], model = promote_build(net, tensors, joins)
+        return model
+
+    result = promote(
+        net.float_model, build, samples, budget, costs, base=_Built(qdq, plan), target=target,
+        batch_size=EVALUATION_BATCH, threads=threads, progress=progress, score=score,
+        latency=latency, **search,
+    )  # fmt: skip
+    final = built.get(frozenset(result.promoted), net) if result.promoted else net
+    notes = list(result.report.notes)
+    quantized = result.quantized
+    if result.promoted:
+        final, quantized, note = _corrected_again(final, quantized, samples, threads)
+        notes.append(note)
+    if target == "mcu":
+        flash, size = footprint(Graph(net.prepared), result.quantized.plan, facts, parameters)
+        notes.append(
+            f"mcu footprint (estimate, §R.11): flash {parameters:,} -> {flash:,} B "
+            f"({flash / max(parameters, 1):.3f}x), arena {arena:,} -> {size:,} B "
+            f"({size / max(arena, 1):.3f}x)"
+        )
+    else:
+        notes.append(
+            "ONNX Runtime has no 16-bit integer kernels: it runs each int16 Q/DQ pair and the "
+            "nodes around it in float (§Q17), so a promoted tensor costs float latency there"
+        )
+    report = replace(result.report, notes=tuple(notes))
+    return Promoted(
+        quantized.model, quantized.plan, final, result.met, report, result.promoted,
+        result.rebuilds, result.rebuild_bound,
+    )  # fmt: skip
+
+
+def _corrected_again(
+    net: Prepared, built: PlannedModel, samples: DataLike, threads: int | None
+) -> tuple[Prepared, PlannedModel, str]:
+    """Bias correction (§I.3) of the promoted model, kept where it raised the output SQNR."""
+    corrected, step = bias_correction(
+        net.planned, built.plan, samples, reference=net.planned, keep="if_better",
+        threads=threads,
+    )  # fmt: skip
+    if corrected is net.planned:
+        return net, built, "bias correction of the promoted model: not kept (no gain)"
+    plan = rebias(Graph(corrected), built.plan)
+    gain = "" if step.gain_db is None else f" ({step.gain_db:+.2f} dB on calibration samples)"
+    kept = replace(net, prepared=corrected)
+    return (
+        kept,
+        _Built(to_qdq(corrected, plan), plan),
+        f"bias correction of the promoted model{gain}",
+    )
+
+
+def _extremes_for(ranges: Ranges, tensors: frozenset[str]) -> Ranges:
+    """``ranges`` with ``tensors`` at the extremes calibration observed: a 16-bit grid has
+    256 times the steps of an 8-bit one, so it needs no clipping to resolve the bulk."""
+    if not tensors:
+        return ranges
+    chosen = {
+        name: (
+            TensorRange(r.observed_min, r.observed_max, r.observed_min, r.observed_max)
+            if name in tensors
+            else r
+        )
+        for name, r in ranges.tensors.items()
+    }
+    histograms = {name: h for name in ranges if (h := ranges.histogram(name)) is not None}
+    return Ranges(
+        ranges.method, chosen, ranges.samples, skipped=ranges.skipped,
+        histograms=histograms, options=ranges.options,
+    )  # fmt: skip

@@ -322,10 +322,14 @@ def _config(
 @click.option(
     "--max-drop",
     type=float,
-    help="Return layers to float until top-1 agreement drops by at most this (0.01 = 1 point).",
+    help="Return layers to float (or promote tensors to int16: --target mcu) until top-1 "
+    "agreement drops by at most this (0.01 = 1 point).",
 )
 @click.option(
-    "--min-sqnr", type=float, help="Return layers to float until the output SQNR is this (dB)."
+    "--min-sqnr",
+    type=float,
+    help="Return layers to float (or promote tensors to int16: --target mcu) until the output "
+    "SQNR is this (dB).",
 )
 @click.option(
     "--max-latency",

@@ -268,8 +268,10 @@ def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: 
 
 
 def _require_float_kernels(config: QuantConfig, improve: ImproveConfig) -> None:
-    """Refuse a budget's fallback to float on a target without float kernels (``mcu``)."""
-    if improve.fallback and not config.profile.float_nodes:
+    """Refuse a budget on a target with neither float kernels nor 16-bit activations: there
+    the search can neither return nodes to float nor promote tensors to int16 (§R.11)."""
+    profile = config.profile
+    if improve.fallback and not profile.float_nodes and not profile.int16_activations:
         rule = config.profile.rules["float_nodes"]
         raise rule.refuse(
             config.target,

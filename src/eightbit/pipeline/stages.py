@@ -32,7 +32,14 @@ from eightbit.improve.weights.reconstruct import reconstruct
 from eightbit.pipeline.holdout import window
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
-from eightbit.rebuild import EVALUATION_BATCH, Prepared, run_fallback, safety_net
+from eightbit.rebuild import (
+    EVALUATION_BATCH,
+    Prepared,
+    promote_after_fallback,
+    run_fallback,
+    run_promotion,
+    safety_net,
+)
 from eightbit.safety_net import SAFETY_SQNR_LOSS_DB
 from eightbit.steps import StepReport
 
@@ -274,6 +281,8 @@ class Fallback:
         assert state.samples is not None  # quantize's _require_steps
         settings = state.settings
         net = _prepared(state)
+        if not settings.config.profile.float_nodes:  # mcu: promotion is the only tool (§R.11)
+            return _promote_for_budget(state, net)
         score = _ray_score(state, net)
         try:
             qdq, plan, report = run_fallback(
@@ -283,9 +292,34 @@ class Fallback:
         finally:
             if score is not None:
                 score.close()
+        changes: dict[str, object] = {}
+        if settings.config.profile.int16_activations:  # §R.11: promotion where float misses
+            qdq, plan, report, promoted = promote_after_fallback(
+                (net, state.plan, state.qdq), (qdq, plan, report), state.samples,
+                settings.improve, settings.metric, settings.threads,
+            )  # fmt: skip
+            if promoted is not None:
+                changes = {"prepared": promoted.prepared, "ranges": promoted.ranges}
         if settings.learned:
             report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
-        return state.reported(report, qdq=qdq, plan=plan)
+        return state.reported(report, qdq=qdq, plan=plan, **changes)
+
+
+def _promote_for_budget(state: State, net: Prepared) -> State:
+    """The budget met by promoting tensors to int16 on a target without float kernels."""
+    assert state.plan is not None and state.qdq is not None and state.samples is not None
+    settings = state.settings
+    promoted = run_promotion(
+        net, state.plan, state.qdq, state.samples, settings.improve.budget(settings.metric),
+        settings.threads, settings.progress, joins=settings.improve.separate_joins,
+    )  # fmt: skip
+    report = promoted.report
+    if settings.learned:
+        report = replace(report, notes=(*report.notes, _FALLBACK_FIRST))
+    net = promoted.net  # what the plan quantizes: the extremes, the model corrected again
+    return state.reported(
+        report, qdq=promoted.qdq, plan=promoted.plan, prepared=net.prepared, ranges=net.ranges
+    )
 
 
 def _ray_score(state: State, net: Prepared) -> RayScore | None:
@@ -399,9 +433,10 @@ class SafetyNet:
             return state
         assert state.plan is not None and state.qdq is not None  # Export ran
         settings = state.settings
-        if not settings.config.profile.float_nodes:
+        profile = settings.config.profile
+        if not profile.float_nodes and not profile.int16_activations:
             return state.reported(_no_float_net(settings, missed))
-        qdq, plan, report = safety_net(
+        qdq, plan, report, promoted = safety_net(
             _prepared(state), state.plan, state.qdq, state.samples, missed, settings.improve,
             settings.threads,
         )  # fmt: skip
@@ -418,7 +453,13 @@ class SafetyNet:
             )
             kept = replace(report, after_db=report.before_db, notes=(*report.notes, note))
             return state.reported(kept)
-        return state.reported(report, qdq=qdq, plan=plan, check=check)
+        if promoted is None:
+            return state.reported(report, qdq=qdq, plan=plan, check=check)
+        # int16 tensors: their extremes, on the model the promotion quantized (§R.11)
+        return state.reported(
+            report, qdq=qdq, plan=plan, check=check, prepared=promoted.prepared,
+            ranges=promoted.ranges,
+        )  # fmt: skip
 
 
 def _no_float_net(settings: Settings, missed: dict[str, str]) -> StepReport:

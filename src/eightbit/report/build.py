@@ -19,6 +19,7 @@ from eightbit.analysis.models import DataLike, ModelLike, PlanLike
 from eightbit.analysis.qdq import node_label
 from eightbit.analysis.validate import IN_PROCESS, Passes
 from eightbit.errors import ConfigError
+from eightbit.plan import QuantPlan
 from eightbit.qdq import QDQ_OPS, is_dequantize, is_quantize
 from eightbit.quant import QuantParams
 from eightbit.report.model import (
@@ -272,4 +273,20 @@ def _notes(pair: ModelPair, result: ValidationResult) -> tuple[str, ...]:
             f"not analysed: {shown}"
         )
     notes += [f"Node {node}: {why}; not analysed." for node, why in pair.qdq.unsupported]
-    return tuple(notes)
+    return (*notes, *_promotion_notes(pair.plan))
+
+
+# The lines of a plan step that say what an int16 promotion (§R.11) widened and cost.
+_PROMOTION_LINES = ("promoted to int16:", "mcu footprint", "ONNX Runtime has no 16-bit")
+
+
+def _promotion_notes(plan: QuantPlan | None) -> list[str]:
+    """Each tensor a promotion to int16 widened, with its cost, from the plan's steps."""
+    if plan is None:
+        return []
+    return [
+        f"{step.name}: {note}"
+        for step in plan.steps
+        for note in step.notes
+        if note.startswith(_PROMOTION_LINES)
+    ]
