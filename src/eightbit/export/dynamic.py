@@ -70,7 +70,10 @@ def to_dynamic(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     """A copy of ``model`` (normalized) with the plan's int8 nodes in the run-time form.
 
     The tensor names of ``model`` keep their meaning (each rewritten node's outputs keep
-    their names), so graph outputs and value infos are unchanged; ``model`` is not modified.
+    their names), so graph inputs and outputs are unchanged; ``model`` is not modified.
+    The intermediate tensors' recorded shapes are dropped (§D.8): with them ONNX Runtime
+    fuses each residual Add and LayerNorm into its SkipLayerNormalization kernel, which is
+    several times slower on CPU than the two nodes it replaces.
     Products that read the same input (attention's query, key and value) share its
     quantization.
     """
@@ -94,6 +97,7 @@ def to_dynamic(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
     kept = [t for t in result.graph.initializer if t.name not in writer.replaced or t.name in read]
     result.graph.ClearField("initializer")
     result.graph.initializer.extend([*kept, *writer.constants])
+    result.graph.ClearField("value_info")
     return result
 
 

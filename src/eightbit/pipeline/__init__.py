@@ -25,7 +25,9 @@ from eightbit.analysis.quick_check import quick_check
 from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.errors import ConfigError
+from eightbit.export.qdq import INT16_QDQ_OPSET
 from eightbit.graph import Graph, load_model, normalize
+from eightbit.graph.normalize import PER_CHANNEL_OPSET
 from eightbit.improve.finetune import require_torch_for_finetune
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
@@ -213,7 +215,10 @@ def _start(
     settings: Settings,
 ) -> State:
     """The state before any step: the model normalized, the data opened and split."""
-    float_model = normalize(exported)
+    # int16 tensors need opset 21 (§Q17): the plan is made from the model at that opset, so
+    # the export does not have to upgrade it (the converter adds nodes the plan never saw).
+    opset = INT16_QDQ_OPSET if settings.config.int16 else PER_CHANNEL_OPSET
+    float_model = normalize(exported, min_opset=opset)
     calibration = settings.calibration
     source = None
     if data is not None:

@@ -29,6 +29,7 @@ from eightbit.improve.weights.adaround import AdaRoundOptions, adaround
 from eightbit.improve.weights.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.weights.equalize import equalize
 from eightbit.improve.weights.reconstruct import reconstruct
+from eightbit.pipeline.gate import keep_if_better
 from eightbit.pipeline.holdout import window
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
@@ -104,7 +105,7 @@ class SmoothQuant:
         model, report = smooth_quant(
             state.prepared, state.samples, settings.config, threads=settings.threads
         )
-        return state.reported(report, prepared=model)
+        return keep_if_better(state, model, report)
 
 
 class OutlierChannels:
@@ -120,7 +121,7 @@ class OutlierChannels:
         model, report = split_outlier_channels(
             state.prepared, state.samples, threads=state.settings.threads
         )
-        return state.reported(report, prepared=model)
+        return keep_if_better(state, model, report)
 
 
 class Calibrate:
