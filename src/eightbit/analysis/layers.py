@@ -136,7 +136,7 @@ class ActivationTally:
             self.compared = True
 
     def merge(self, batch: ActivationTally) -> None:
-        """Fold in the tally of one later batch: the same bits as ``update`` on it (§D.2)."""
+        """Fold in the tally of one later batch: the same bits as ``update`` on it (§S.2)."""
         self.counter.merge(batch.counter)
         self.signal += batch.signal
         self.own_noise += batch.own_noise

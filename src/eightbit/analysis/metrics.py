@@ -68,7 +68,7 @@ class ErrorSums:
 
     def merge(self, batch: ErrorSums) -> None:
         """Fold in the sums of one later batch, with the additions ``update`` makes, so that
-        folding per-batch sums in batch order gives the same bits as updating (§D.2)."""
+        folding per-batch sums in batch order gives the same bits as updating (§S.2)."""
         self.reference_power += batch.reference_power
         self.quantized_power += batch.quantized_power
         self.dot += batch.dot

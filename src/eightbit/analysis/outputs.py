@@ -137,7 +137,7 @@ class OutputTally:
             self._kept.append((np.asarray(reference), np.asarray(quantized)))
 
     def merge(self, batch: OutputTally) -> None:
-        """Fold in the tally of one later batch: the same bits as ``update`` on it (§D.2)."""
+        """Fold in the tally of one later batch: the same bits as ``update`` on it (§S.2)."""
         self.errors.merge(batch.errors)
         self.slice_sums.merge(batch.slice_sums)
         if self.samples == 0:

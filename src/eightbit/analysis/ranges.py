@@ -172,7 +172,7 @@ class RangeCounter:
         return _stored_and_dequantized(code, params, zero_point, scale)
 
     def merge(self, batch: RangeCounter) -> None:
-        """Fold in the counts of one later batch (integers and extremes: exact, §D.2)."""
+        """Fold in the counts of one later batch (integers and extremes: exact, §S.2)."""
         self.counts += batch.counts
         self.zeros += batch.zeros
         self.overflow += batch.overflow

@@ -208,7 +208,7 @@ class SliceSums:
             self._accumulate(axis - 1, values)
 
     def merge(self, batch: SliceSums) -> None:
-        """Fold in the sums of one later batch as ``update`` would have (§D.2)."""
+        """Fold in the sums of one later batch as ``update`` would have (§S.2)."""
         if self.varying or batch.ndim is None:
             return
         if batch.varying:

@@ -1,4 +1,4 @@
-"""``calibrate`` on Ray: observers filled shard by shard, merged in shard order (§D.1).
+"""``calibrate`` on Ray: observers filled shard by shard, merged in shard order (§S.1).
 
 Each task loads the normalized model once (the object store holds one copy per node),
 reads its shard batch by batch and returns its observers: fixed-size summaries, so a

@@ -1,4 +1,4 @@
-"""The fallback's candidate scoring on Ray (§D.3): one actor per worker holds the float
+"""The fallback's candidate scoring on Ray (§S.3): one actor per worker holds the float
 model's outputs on its shards; each candidate is scored on every shard at once.
 
 The fallback rebuilds a candidate model, then scores it; ``RayScore`` is the ``Score`` it

@@ -1,4 +1,4 @@
-"""``validate`` and ``report`` on Ray: the passes over the data run shard by shard (§D.2).
+"""``validate`` and ``report`` on Ray: the passes over the data run shard by shard (§S.2).
 
 Each task loads the two models once (one copy per node in the object store), runs its
 shard batch by batch and returns, per batch, the tallies of that batch alone. This
@@ -208,7 +208,7 @@ def measure_shard(
 def _compacted(batches: list[tuple[int, Tallies]]) -> list[tuple[int, Tallies]]:
     """The batches with every activation's range counts moved into the first batch's.
 
-    Counts and extremes add exactly in any order (§D.2), and a counter is 2,098 integers
+    Counts and extremes add exactly in any order (§S.2), and a counter is 2,098 integers
     per activation and batch: the later batches all point to one empty counter instead,
     which pickle sends once.
     """
