@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eightbit.analysis.metrics import json_number, sqnr_from_sums
-from eightbit.graph.probability import is_probability
 from eightbit.ops import lookup
+from eightbit.ops.probability import is_probability
 from eightbit.serialize import to_dict
 
 if TYPE_CHECKING:

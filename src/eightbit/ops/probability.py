@@ -9,28 +9,18 @@ verdicts read it to leave out probability slices that never fire.
 from __future__ import annotations
 
 from eightbit.graph.view import Graph, Node
+from eightbit.ops.layout import LAYOUT_OP_TYPES
 
 # Ops whose output is a probability in [0, 1].
 PROBABILITY_OPS = frozenset({"Sigmoid", "Softmax", "HardSigmoid"})
 # Ops that move, select or take the maximum of values: never out of [0, 1]. Pad is left
 # out (its fill value may be anything).
-_VALUE_KEEPING_OPS = frozenset(
-    {
-        "Reshape",
-        "Flatten",
-        "Transpose",
-        "Squeeze",
-        "Unsqueeze",
-        "Split",
-        "Slice",
-        "Gather",
-        "Identity",
-        "MaxPool",
-        "GlobalMaxPool",
-        "SpaceToDepth",
-        "DepthToSpace",
-    }
-)
+_VALUE_KEEPING_OPS = frozenset(LAYOUT_OP_TYPES) - {"Pad"} | {
+    "Gather",
+    "Identity",
+    "MaxPool",
+    "GlobalMaxPool",
+}
 # What may carry a softmax's sum to its Div: moves and broadcasts.
 _SUM_CARRIERS = frozenset({"Reshape", "Squeeze", "Unsqueeze", "Expand", "Identity", "Flatten"})
 
