@@ -30,18 +30,10 @@ torch = pytest.importorskip("torch")
 
 from eightbit.improve.finetune_net import FakeQuantNet  # noqa: E402 (needs torch)
 from eightbit.improve.finetune_train import Schedule, train  # noqa: E402
+from tests.fixtures.threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
 # Large steps: the tiny network moves within a few dozen batches.
 QUICK = FinetuneOptions(steps=40, batch=16, weight_lr=1e-3, scale_lr=1e-2, exponent_lr=0.2)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():  # type: ignore[no-untyped-def]
-    """Other work shares the cores: one thread keeps the small problems fast and steady."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _images(n: int = 96, seed: int = 0) -> np.ndarray:

@@ -32,17 +32,9 @@ from eightbit.improve.weights.adaround_rows import (
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig, quantize_values, weight_params
 from tests.analysis.helpers import classifier, images, planned
+from tests.fixtures.threads import one_torch_thread  # noqa: F401 (autouse)
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():  # type: ignore[no-untyped-def]
-    """Other work shares the cores: one thread keeps the small problems fast and steady."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 FAST = AdaRoundOptions(iterations=60, batch_rows=64, samples=16, rows=512, layer_seconds=None)
