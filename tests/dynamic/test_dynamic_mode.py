@@ -84,6 +84,13 @@ def test_dynamic_refuses_settings_it_cannot_run() -> None:
         QuantConfig(mode="dynamic", scheme="pow2")
 
 
+@pytest.mark.parametrize("asked", ["finetune", "adaround"])
+def test_dynamic_refuses_training_on_static_grids(asked: str) -> None:
+    improve = preset("finetune") if asked == "finetune" else preset("default", adaround=True)
+    with pytest.raises(ConfigError, match=f"--{asked} trains on the static"):
+        quantize(encoder(), {"ids": token_ids(8)}, DYNAMIC, improve=improve)
+
+
 def test_quantize_without_data_in_dynamic_mode() -> None:
     result = quantize(encoder(), None, DYNAMIC)
     assert result.plan.config.mode == "dynamic" and result.check is None

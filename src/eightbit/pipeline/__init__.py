@@ -168,6 +168,8 @@ def quantize(
         )
     if dynamic and ranges is not None:
         raise ConfigError("mode 'dynamic' quantizes activations at run time: give no ranges")
+    if dynamic:
+        _refuse_static_training(settings.improve)
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
     exported, data, reports = _front_end(model, data, example_inputs)
@@ -269,6 +271,19 @@ def _require_steps(improve: ImproveConfig, data: DataLike | None, given_ranges: 
             raise ConfigError(
                 f"{flag} needs calibration samples: give --data, and calibrate here rather "
                 "than with --ranges (which holds all the data back for the check)"
+            )
+
+
+def _refuse_static_training(improve: ImproveConfig) -> None:
+    """Learned rounding and fine-tuning train on the static activation grids; dynamic mode
+    has none (its activations are quantized at run time), so asking for them is an error,
+    not a step silently skipped. (A preset's other static steps are simply not dynamic
+    mode's steps, §D.)"""
+    for wanted, flag in ((improve.adaround, "--adaround"), (improve.finetune, "--finetune")):
+        if wanted:
+            raise ConfigError(
+                f"{flag} trains on the static activation grids, and mode 'dynamic' quantizes "
+                "activations at run time: use --mode static (or leave the mode automatic)"
             )
 
 
