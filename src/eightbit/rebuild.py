@@ -201,7 +201,7 @@ def safety_net(
     start = net, plan, qdq
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
-    metric = _floor_of_first_output(net.float_model)
+    metric = _floor_of_first_output(graph)
     changed = None
     qdq, plan, report = run_fallback(
         net, plan, qdq, samples, budget, metric, threads, False, latency=timer, **NET_SEARCH
@@ -300,9 +300,9 @@ def promote_after_fallback(
     return qdq, plan, replace(report, notes=(*report.notes, *notes)), promoted
 
 
-def _floor_of_first_output(float_model: onnx.ModelProto) -> Metric:
-    """``floor_metric`` for the first output, its silent probability slices left out (A.11)."""
-    graph = Graph(float_model)
+def _floor_of_first_output(graph: Graph) -> Metric:
+    """``floor_metric`` for the float ``graph``'s first output, its silent probability
+    slices left out (A.11)."""
     spans = output_probabilities(graph).get(graph.outputs[0].name, ())
     return partial(floor_metric, probabilities=spans)
 
@@ -316,7 +316,7 @@ def _promotion_rung(
     joins: bool,
 ) -> Promoted:
     """The net on a target without float kernels: int16 promotion to the floor."""
-    budget = Budget(max_drop=0.0, metric=_floor_of_first_output(net.float_model))
+    budget = Budget(max_drop=0.0, metric=_floor_of_first_output(Graph(net.float_model)))
     return run_promotion(
         net, plan, qdq, samples, budget, threads, False, joins=joins, **NET_PROMOTION
     )
