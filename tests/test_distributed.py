@@ -33,6 +33,7 @@ from eightbit.distributed.cluster import connect
 from eightbit.distributed.shards import boundaries
 from eightbit.errors import ConfigError, DataError
 from eightbit.improve.presets import preset
+from eightbit.quant import QuantConfig
 from tests.fixtures import models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,11 +134,21 @@ def _plan_decisions(path: Path) -> str:
 
 
 def test_fallback_on_ray_returns_the_same_nodes_and_model(
-    ray_cluster: Any, model_and_data: tuple[onnx.ModelProto, Path], tmp_path: Path
+    ray_cluster: Any,
+    model_and_data: tuple[onnx.ModelProto, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from eightbit.improve.fallback import rank
+
     model, path = model_and_data
     improve = preset("fast", min_sqnr=60.0)
     alone = eightbit.quantize(model, path, improve=improve)
+
+    def here(threads: int | None) -> None:
+        raise AssertionError("the ranking scored its candidates in this process")
+
+    monkeypatch.setattr(rank, "local_sqnrs", here)  # on Ray, the actors rank
     on_ray = eightbit.quantize(model, path, improve=improve, ray="local")
     alone.save(tmp_path / "alone.onnx")
     on_ray.save(tmp_path / "ray.onnx")
@@ -358,6 +369,31 @@ def test_candidates_score_as_in_one_process(
         assert on_ray.samples == alone.samples == 150
         assert on_ray(int8) == alone(int8)
         assert on_ray(model) == alone(model)
+    finally:
+        on_ray.close()
+
+
+def test_ranking_candidates_score_as_in_one_process(
+    ray_cluster: Any, model_and_data: tuple[onnx.ModelProto, Path]
+) -> None:
+    from eightbit.calibrate import open_data
+    from eightbit.distributed import RayScore
+    from eightbit.graph import Graph
+    from eightbit.improve.measure import local_sqnrs
+
+    model, path = model_and_data
+    targets = ("ort", "fpga")
+    candidates = [
+        eightbit.quantize(model, path, QuantConfig.for_target(t), improve="fast").model
+        for t in targets
+    ]
+    candidates += [model, candidates[0]]  # more candidates than actors: each actor scores two
+    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=64)]
+    alone = local_sqnrs(None)(model, batches)(candidates)
+    on_ray = RayScore(model, path, ray="local", batch_size=16)
+    try:
+        assert on_ray.sqnrs_on(model, batches)(iter(candidates)) == alone
+        assert len(set(alone)) == 3
     finally:
         on_ray.close()
 

@@ -33,7 +33,7 @@ from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.budget import Budget, Measured, Score
 from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.fallback.driver import fallback
-from eightbit.improve.measure import OutputReference
+from eightbit.improve.measure import OutputReference, SqnrsOn
 from eightbit.improve.presets import ImproveConfig
 from eightbit.improve.promote import promote
 from eightbit.improve.promote_cost import footprint, promotion_costs, tensor_facts
@@ -99,13 +99,15 @@ def run_fallback(
     threads: int | None,
     progress: bool,
     score: Score | None = None,
+    rank_sqnrs: SqnrsOn | None = None,
     **search: Any,
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
     """Return nodes to float until the budget holds on the calibration samples.
 
     A node returned to float computes with its planned float constants again, not with the
     weights rounded or the bias corrected for int8. ``score``: how candidates are measured
-    (default: an ``OutputReference`` here; ``eightbit.distributed`` scores on a cluster).
+    (default: an ``OutputReference`` here; ``eightbit.distributed`` scores on a cluster);
+    ``rank_sqnrs``: how the ranking scores its candidates (default: here).
     ``search``: options of ``eightbit.improve.fallback.driver.fallback`` (``ranking``,
     ``max_steps``).
     """
@@ -121,7 +123,8 @@ def run_fallback(
         score = OutputReference(net.float_model, source, threads, metric)
     result = fallback(
         net.float_model, build, samples, budget, base=_Built(qdq, plan), threads=threads,
-        progress=progress, score=score, batch_size=EVALUATION_BATCH, **search,
+        progress=progress, score=score, rank_sqnrs=rank_sqnrs, batch_size=EVALUATION_BATCH,
+        **search,
     )  # fmt: skip
     note = worst_slices_note(net.float_model, qdq, result.model, samples, threads)
     report = result.report

@@ -7,10 +7,16 @@ does in one process), then, per candidate, returns the tally of each batch alone
 process folds them in batch order, so the measurement and the nodes the search returns are
 those of one process. An actor whose process dies is restarted (its float outputs
 computed again) and its call retried.
+
+The ranking (§R.8, ``build``) scores one candidate per node on the same few batches:
+``RayScore.sqnrs_on`` sends those batches once and scores whole candidates on the actors
+in turn, several at once, each exactly as ``OutputReference.sqnr`` does in one process.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -18,13 +24,13 @@ import onnx
 
 from eightbit.analysis.outputs import Metric, OutputTally
 from eightbit.calibrate import ImageOptions
-from eightbit.calibrate.data import DataLike
+from eightbit.calibrate.data import Batch, DataLike
 from eightbit.distributed.cluster import TASK_RETRIES, connect, worker_count
 from eightbit.distributed.shards import Shard, open_shard, plan_shards
 from eightbit.errors import EightbitError
 from eightbit.graph import Graph, make_session
 from eightbit.improve.budget import Measured
-from eightbit.improve.measure import float_score, measured
+from eightbit.improve.measure import OutputReference, Sqnrs, float_score, measured
 
 
 class RayScore:
@@ -64,6 +70,7 @@ class RayScore:
             for index in range(min(workers, len(self.shards)))
         ]
         self.name = self._get([a.output_name.remote() for a in self.actors])[0]
+        self.rankings = 0
         self.float_score = None
         if metric is not None:
             references = self._in_shard_order(
@@ -80,6 +87,28 @@ class RayScore:
             for batch in batches:
                 tally.merge(batch)
         return measured(tally, self.metric, self.float_score)
+
+    def sqnrs_on(self, float_model: onnx.ModelProto, batches: list[Batch]) -> Sqnrs:
+        """``SqnrsOn`` on the actors (which hold ``float_model`` already): candidate ``i``
+        goes to actor ``i mod n``, at most two waiting per actor, so the caller builds the
+        next candidates while the actors score."""
+        del float_model  # the actors' own
+        self.rankings += 1
+        token, batches_ref = self.rankings, self.cluster.put(batches)
+
+        def sqnrs(models: Iterable[onnx.ModelProto]) -> list[float]:
+            pending: deque[Any] = deque()
+            values: list[float] = []
+            for index, model in enumerate(models):
+                actor = self.actors[index % len(self.actors)]
+                bytes_ = model.SerializeToString()
+                pending.append(actor.rank_sqnr.remote(token, batches_ref, bytes_))
+                if len(pending) >= 2 * len(self.actors):
+                    values.extend(self._get([pending.popleft()]))
+            values.extend(self._get(list(pending)))
+            return values
+
+        return sqnrs
 
     def close(self) -> None:
         for actor in self.actors:
@@ -108,7 +137,7 @@ class ShardScorer:
         settings: tuple[int, ImageOptions | None, str, int | None],
     ) -> None:
         batch_size, image, label, threads = settings
-        model = onnx.load_from_string(model_bytes)
+        self.model = model = onnx.load_from_string(model_bytes)
         inputs = Graph(model).inputs
         self.threads = threads or 1
         self.sources = {
@@ -122,11 +151,20 @@ class ShardScorer:
             for index, source in self.sources.items()
         }
 
+        self.ranking: tuple[int, OutputReference] | None = None
+
     def output_name(self) -> str:
         return self.name
 
     def references(self) -> dict[int, list[np.ndarray]]:
         return self.float_outputs
+
+    def rank_sqnr(self, token: int, batches: list[Batch], model: bytes) -> float:
+        """``OutputReference.sqnr`` of ``model`` on the ranking ``token``'s ``batches``
+        (their float outputs computed on the first call, again after a restart)."""
+        if self.ranking is None or self.ranking[0] != token:
+            self.ranking = (token, OutputReference(self.model, batches, self.threads))
+        return self.ranking[1].sqnr(onnx.load_from_string(model))
 
     def score(self, model: bytes, keep: bool) -> dict[int, list[OutputTally]]:
         """Per shard, the tally of each batch alone of ``model`` against the float outputs."""

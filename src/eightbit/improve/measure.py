@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -208,6 +208,24 @@ class OutputReference:
         session = make_session(model, threads=self.threads)
         for batch in self.batches:
             yield np.asarray(session.run([self.name], batch)[0])
+
+
+# How the build ranking (§R.8) scores its candidates: built from the float model and the
+# ranking's batches, it maps the candidates' models, in order, to their output SQNRs
+# (``OutputReference.sqnr`` each). ``local_sqnrs`` scores here; ``eightbit.distributed``
+# scores several candidates at once on a cluster, with the same numbers.
+Sqnrs = Callable[[Iterable[onnx.ModelProto]], list[float]]
+SqnrsOn = Callable[[onnx.ModelProto, list[Batch]], Sqnrs]
+
+
+def local_sqnrs(threads: int | None) -> SqnrsOn:
+    """``SqnrsOn`` in this process: one model built, scored and let go at a time."""
+
+    def on(float_model: onnx.ModelProto, batches: list[Batch]) -> Sqnrs:
+        reference = OutputReference(float_model, batches, threads)
+        return lambda models: [reference.sqnr(model) for model in models]
+
+    return on
 
 
 def float_score(references: Sequence[np.ndarray], metric: Metric | None) -> float | None:

@@ -289,6 +289,7 @@ class Fallback:
             qdq, plan, report = run_fallback(
                 net, state.plan, state.qdq, state.samples, settings.improve,
                 settings.metric, settings.threads, settings.progress, score,
+                rank_sqnrs=None if score is None else score.sqnrs_on,
             )  # fmt: skip
         finally:
             if score is not None:

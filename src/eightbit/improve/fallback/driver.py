@@ -36,7 +36,7 @@ from eightbit.improve.fallback.rank import (
     returnable_nodes,
 )
 from eightbit.improve.fallback.search import Probe, Searched, rebuild_bound, search_prefix
-from eightbit.improve.measure import OutputReference
+from eightbit.improve.measure import OutputReference, SqnrsOn
 from eightbit.improve.progress import layer_progress
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
@@ -100,6 +100,7 @@ def fallback(
     prune_steps: int = 4,
     max_passed_over: int = 4,
     score: Score | None = None,
+    rank_sqnrs: SqnrsOn | None = None,
 ) -> FallbackResult:
     """Return the fewest top-ranked nodes of the int8 model to float for ``budget`` to hold.
 
@@ -117,6 +118,7 @@ def fallback(
     return passes the cap is passed over (kept int8), at most ``max_passed_over`` of them.
     ``score``: how a model is measured against the budget (the caller's evaluator); by
     default an ``OutputReference`` of ``float_model`` on ``data`` with ``budget.metric``.
+    ``rank_sqnrs``: how the ``build`` ranking scores its candidates (default: here).
     """
     _check_options(ranking, rank_samples, max_steps, latency_runs, prune_steps, max_passed_over)
     started = time.perf_counter()
@@ -154,7 +156,7 @@ def fallback(
             calls.advance = advance
             order = rank_nodes(
                 float_model, first, source, used, rank_samples,
-                build=calls, threads=threads, progress=progress,
+                build=calls, threads=threads, progress=progress, sqnrs=rank_sqnrs,
             )  # fmt: skip
             trial = _Trial(calls, evaluate, folded_clamps(first.plan), budget, latency)
             searched = search_prefix(

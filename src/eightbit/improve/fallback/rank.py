@@ -21,7 +21,7 @@ from eightbit.analysis.variants import without_quantization
 from eightbit.calibrate import DataSource, open_data
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph, Node
-from eightbit.improve.measure import OutputReference
+from eightbit.improve.measure import Sqnrs, SqnrsOn, local_sqnrs
 from eightbit.ops import lookup
 from eightbit.plan import PlannedModel, QuantPlan
 
@@ -49,6 +49,7 @@ def rank_nodes(
     build: Build | None = None,
     threads: int | None = None,
     progress: bool = False,
+    sqnrs: SqnrsOn | None = None,
 ) -> tuple[str, ...]:
     """Quantized nodes a fallback can return, most harmful first (§R.8), on ``samples``.
 
@@ -59,7 +60,8 @@ def rank_nodes(
     float), ties by the activation's own SQNR; ``own``: by own SQNR alone. ``auto``:
     ``build`` up to ``BUILD_RANKING_LIMIT`` candidates (when ``build`` is given), else
     ``added``. The last two rank the nodes that compute a quantized activation; ``build``
-    and ``added`` rank every returnable node.
+    and ``added`` rank every returnable node. ``sqnrs``: how ``build`` scores its
+    candidates (default: here, on ``threads``).
     """
     graph = Graph(float_model)
     source = open_data(data, graph.inputs, batch_size=16, limit=samples)
@@ -67,7 +69,8 @@ def rank_nodes(
     if ranking == "build":
         if build is None:
             raise ConfigError("ranking='build' needs the 'build' function")
-        return _rank_by_build(float_model, base.plan, source, build, threads)
+        scorer = (sqnrs or local_sqnrs(threads))(float_model, [dict(b) for b in source])
+        return _rank_by_build(base.plan, build, scorer)
     pair = load_pair(float_model, base.model, plan=base.plan, find_plan=False)
     if ranking == "added":
         return _rank_by_added_noise(pair, base.plan, source, threads, progress)
@@ -110,25 +113,20 @@ def ranking_rebuilds(ranking: Ranking, plan: QuantPlan, build: Build | None) -> 
     return 0
 
 
-def _rank_by_build(
-    float_model: onnx.ModelProto,
-    plan: QuantPlan,
-    source: DataSource,
-    build: Build,
-    threads: int | None,
-) -> tuple[str, ...]:
+def _rank_by_build(plan: QuantPlan, build: Build, sqnrs: Sqnrs) -> tuple[str, ...]:
     """Returnable nodes by the first output's SQNR with each alone back in float (§R.8).
 
     Each score is a real ``build``: exactly the model the search would make, whatever the
-    export does around a float node.
+    export does around a float node. The models are built as ``sqnrs`` asks for them.
     """
-    reference = OutputReference(float_model, [dict(batch) for batch in source], threads)
     folded = folded_clamps(plan)
-    scores = []
-    for index, node in enumerate(returnable_nodes(plan)):
-        alone = frozenset([node, folded[node]] if node in folded else [node])
-        scores.append((-reference.sqnr(build(alone).model), index, node))
-    return tuple(node for _, _, node in sorted(scores))
+    nodes = returnable_nodes(plan)
+    alone = (frozenset([node, folded[node]] if node in folded else [node]) for node in nodes)
+    values = sqnrs(build(excluded).model for excluded in alone)
+    scores = sorted(
+        (-value, index, node) for index, (value, node) in enumerate(zip(values, nodes, strict=True))
+    )
+    return tuple(node for _, _, node in scores)
 
 
 def _rank_by_added_noise(
