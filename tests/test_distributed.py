@@ -159,6 +159,27 @@ def test_fallback_on_ray_returns_the_same_nodes_and_model(
     assert "returned to float (2)" in (tmp_path / "ray.plan.json").read_text()
 
 
+def test_quick_check_on_ray_is_the_one_of_one_process(
+    ray_cluster: Any,
+    model_and_data: tuple[onnx.ModelProto, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eightbit.pipeline import stages
+
+    model, path = model_and_data
+    config = CalibrationConfig(batch_size=7)  # 30 held back: shards of whole batches of 7
+    alone = eightbit.quantize(model, path, calibration=config, improve="fast")
+
+    def here(*args: object) -> None:
+        raise AssertionError("the quick check ran in this process")
+
+    monkeypatch.setattr(stages, "quick_check", here)
+    on_ray = eightbit.quantize(model, path, calibration=config, improve="fast", ray="local")
+    assert alone.check is not None and on_ray.check is not None
+    assert alone.check.samples == 30
+    assert json.dumps(on_ray.check.to_dict()) == json.dumps(alone.check.to_dict())
+
+
 def test_a_bad_sample_is_named_with_its_shard(
     ray_cluster: Any,
     model_and_data: tuple[onnx.ModelProto, Path],

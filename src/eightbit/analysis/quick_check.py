@@ -106,14 +106,23 @@ def quick_check(
     del quantized
     if samples == 0:
         return None
+    outputs = {name: (np.concatenate(f), np.concatenate(q)) for name, (f, q) in collected.items()}
+    return judged(float_model, outputs, samples)
+
+
+def judged(
+    float_model: onnx.ModelProto,
+    outputs: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    samples: int,
+) -> QuickCheck:
+    """The quick check of the float and int8 values of every output (name -> the two, all
+    held-back samples in order), wherever they were computed."""
     graph = Graph(float_model)
     parts, probabilities = output_parts(graph), output_probabilities(graph)
-    outputs = []
-    for name in names:
-        ref = np.concatenate(collected[name][0])
-        out = np.concatenate(collected[name][1])
+    checks = []
+    for name, (ref, out) in outputs.items():
         classes = ref.ndim == 2 and ref.shape[1] > 1 and np.issubdtype(ref.dtype, np.floating)
-        outputs.append(
+        checks.append(
             OutputCheck(
                 name=name,
                 sqnr_db=sqnr_db(ref, out),
@@ -121,4 +130,4 @@ def quick_check(
                 slices=slice_verdict(ref, out, parts.get(name, ()), probabilities.get(name, ())),
             )
         )
-    return QuickCheck(samples=samples, outputs=tuple(outputs))
+    return QuickCheck(samples=samples, outputs=tuple(checks))

@@ -1,4 +1,5 @@
-"""Calibration, validation and the fallback's scoring on a Ray cluster (docs/distributed.md).
+"""Calibration, the quick check, validation and the fallback's scoring on a Ray cluster
+(docs/distributed.md).
 
 Ray is imported only when one of these runs: eightbit without ``--ray`` never loads it.
 Every result equals, byte for byte, the one-process result: the data is cut into shards of
@@ -8,6 +9,7 @@ whole batches, and the per-batch statistics are merged in one fixed order.
 from __future__ import annotations
 
 from eightbit.distributed.calibration import calibrate_on_ray
+from eightbit.distributed.check import quick_check_on_ray
 from eightbit.distributed.cluster import INSTALL_HINT, LOCAL, connect
 from eightbit.distributed.scoring import RayScore
 from eightbit.distributed.validation import ray_passes, validate_on_ray
@@ -18,6 +20,7 @@ __all__ = [
     "RayScore",
     "calibrate_on_ray",
     "connect",
+    "quick_check_on_ray",
     "ray_passes",
     "validate_on_ray",
 ]

@@ -14,8 +14,8 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from eightbit.analysis.quick_check import QuickCheck, quick_check
-from eightbit.calibrate import Ranges, calibrate, open_data
-from eightbit.distributed import RayScore, calibrate_on_ray
+from eightbit.calibrate import DataSource, Ranges, calibrate, open_data
+from eightbit.distributed import RayScore, calibrate_on_ray, quick_check_on_ray
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
@@ -412,8 +412,20 @@ class Check:
             Graph(state.float_model).inputs,
             batch_size=state.settings.calibration.batch_size,
         )
-        check = quick_check(state.float_model, state.qdq, held_back, state.settings.threads)
-        return replace(state, held_back=held_back, check=check)
+        return replace(state, held_back=held_back, check=_quick_check(state, held_back))
+
+
+def _quick_check(state: State, held_back: DataSource) -> QuickCheck | None:
+    """The check of ``state.qdq`` on the held-back samples, on the cluster with ``--ray``."""
+    assert state.qdq is not None
+    settings = state.settings
+    if settings.ray is None or state.data is None:
+        return quick_check(state.float_model, state.qdq, held_back, settings.threads)
+    return quick_check_on_ray(
+        state.float_model, state.qdq, state.data, ray=settings.ray,
+        batch_size=settings.calibration.batch_size, start=state.calibrate_count,
+        count=state.check_count, image=state.image, threads=settings.threads,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
