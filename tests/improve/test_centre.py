@@ -203,3 +203,11 @@ def test_the_tensorrt_form_of_a_centred_model_keeps_tensorrts_rules():
         if node.op_type in ("Conv", "Gemm", "MatMul"):
             assert producers[node.input[0]].op_type == "DequantizeLinear", node.name
             assert producers[node.input[1]].op_type == "DequantizeLinear", node.name
+
+
+def test_the_fast_preset_leaves_the_graph_as_it_is(samples):
+    config = QuantConfig.for_target("tensorrt")
+    result = quantize(chain_net(), {"x": samples}, config, improve="fast", check_samples=0)
+    assert not any(step.name == "centre" for step in result.plan.steps)
+    ops = [node.op_type for node in result.model.graph.node]
+    assert "Pad" not in ops and ops.count("Relu") == 2
