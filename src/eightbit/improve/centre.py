@@ -29,21 +29,21 @@ import onnx
 from eightbit.calibrate import Ranges
 from eightbit.graph import Graph, Node
 from eightbit.improve.centre_edit import rewrite, shift_ranges
-from eightbit.ops.spec import attr, optional_input
+from eightbit.ops import Contraction, OpSpec, Shift, lookup
+from eightbit.ops.spec import optional_input
 from eightbit.steps import StepReport
 
 NAME = "centre"
-# Clamps whose lower bound is 0 make a non-negative tensor.
-_CLAMPS = ("Relu", "Clip")
-# Readers the shift passes through unchanged: f(y − c) = f(y) − c.
-_COMMUTING = ("MaxPool", "GlobalAveragePool", "Flatten", "Reshape")
+# Layers that take a shift back into their bias: every output reads the same number of
+# inputs (a transposed convolution's border outputs read fewer).
+_TAKE_BACK = (Contraction.CONVOLUTION, Contraction.MATRIX)
 
 
 @dataclass(frozen=True)
 class Group:
     """Tensors that all carry one shift ``c`` (Q.15.1).
 
-    ``source``: the Conv whose bias lowers by c; ``clamps``: the clamps whose bounds move
+    ``source``: the layer whose bias lowers by c; ``clamps``: the clamps whose bounds move
     by −c, with their bounds; ``members``: every tensor that is c lower than before (clamp,
     pool, layout and residual-Add outputs); ``readers``: each Conv or Gemm that takes c
     back into its bias, with the member it reads.
@@ -65,7 +65,7 @@ def centre_activations(
     graph = Graph(model)
     groups = find_groups(graph, ranges)
     if not groups:
-        note = "nothing centred: no Relu/Clip output whose every path ends in a Conv or Gemm"
+        note = "nothing centred: no clamp output whose every path ends in a Conv or Gemm"
         report = StepReport(NAME, time.perf_counter() - started, None, None, notes=(note,))
         return model, ranges, report
     result = onnx.ModelProto()
@@ -96,7 +96,7 @@ def find_groups(graph: Graph, ranges: Ranges) -> list[Group]:
 
 
 def _group_from(graph: Graph, clamp: Node, ranges: Ranges, claimed: set[str]) -> Group | None:
-    """The group that starts at ``clamp`` when its input is a Conv with its own bias."""
+    """The group that starts at ``clamp`` when its input is a layer with its own bias."""
     if not _is_clamp_at_zero(graph, clamp) or clamp.outputs[0] in claimed:
         return None
     source = graph.producer(clamp.inputs[0])
@@ -109,7 +109,7 @@ def _group_from(graph: Graph, clamp: Node, ranges: Ranges, claimed: set[str]) ->
     shift = _choose_shift(graph, members, ranges)
     if shift is None:
         return None
-    bounds = tuple((clamp, clamp_bounds(graph, clamp) or (0.0, math.inf)) for clamp in clamps)
+    bounds = tuple((clamp, _bounds(graph, clamp) or (0.0, math.inf)) for clamp in clamps)
     return Group(source, bounds, members, readers, shift)
 
 
@@ -133,7 +133,7 @@ def _grow(
             if _takes_back(graph, reader, tensor):
                 readers.append((reader, tensor))
             elif _commutes(reader, tensor):
-                queue.append(reader.outputs[0])
+                queue.extend(name for name in reader.outputs if name)
             elif (clamp := _join_into_clamp(graph, reader, tensor, claimed, members)) is not None:
                 members.append(reader.outputs[0])
                 clamps.append(clamp)
@@ -143,34 +143,29 @@ def _grow(
     return tuple(clamps), tuple(members), tuple(readers)
 
 
+def _spec(node: Node) -> OpSpec | None:
+    return lookup(node.op_type, node.domain)
+
+
+def _bounds(graph: Graph, node: Node) -> tuple[float, float] | None:
+    spec = _spec(node)
+    return None if spec is None else spec.clamp_bounds(node, graph)
+
+
 def _is_clamp_at_zero(graph: Graph, node: Node) -> bool:
-    if node.op_type not in _CLAMPS or len(node.outputs) != 1:
-        return False
-    bounds = clamp_bounds(graph, node)
-    return bounds is not None and bounds[0] == 0.0
-
-
-def clamp_bounds(graph: Graph, node: Node) -> tuple[float, float] | None:
-    """A Relu's or Clip's [low, high] when constant scalars (high = inf when unbounded)."""
-    if node.op_type == "Relu":
-        return 0.0, math.inf
-    low, high = attr(node, "min", -math.inf), attr(node, "max", math.inf)
-    for index, port in enumerate((1, 2)):
-        name = optional_input(node, port)
-        if name is None:
-            continue
-        if name not in graph.initializers or graph.initializers[name].size != 1:
-            return None
-        value = float(graph.initializers[name].reshape(-1)[0])
-        low, high = (value, high) if index == 0 else (low, value)
-    return float(low), float(high)
+    """A clamp (Relu, Clip) with constant bounds, the lower one 0: a non-negative output."""
+    bounds = _bounds(graph, node)
+    return bounds is not None and bounds[0] == 0.0 and len(node.outputs) == 1
 
 
 def _lowers_by_bias(graph: Graph, layer: Node, tensor: str) -> bool:
-    """``layer`` is a Conv whose output only the clamp reads, with a bias only it reads."""
-    if layer.op_type != "Conv" or len(graph.consumers(tensor)) != 1:
+    """``layer`` adds a bias only it reads, to an output only the clamp reads."""
+    spec = _spec(layer)
+    if spec is None or spec.bias_port is None or len(graph.consumers(tensor)) != 1:
         return False
-    return _own_constant(graph, optional_input(layer, 2))
+    if spec.reason_not_quantized(layer, graph) is not None:
+        return False  # e.g. Gemm's beta scales the bias
+    return _own_constant(graph, optional_input(layer, spec.bias_port))
 
 
 def _own_constant(graph: Graph, name: str | None) -> bool:
@@ -178,30 +173,41 @@ def _own_constant(graph: Graph, name: str | None) -> bool:
 
 
 def _takes_back(graph: Graph, reader: Node, tensor: str) -> bool:
-    """``reader`` adds ``c · Σ W`` to its own bias: a Conv reading ``tensor`` as data (with
-    explicit or no padding), or a plain Gemm reading it as A."""
-    if reader.op_type not in ("Conv", "Gemm") or len(reader.inputs) < 2:
+    """``reader`` adds ``c · Σ W`` to its own bias (Q.15.1): a Conv or Gemm reading
+    ``tensor`` as its data input only, with its own constant weight and bias, and padding
+    that is explicit (made a Pad of −c) or none."""
+    spec = _spec(reader)
+    if spec is None or spec.contraction not in _TAKE_BACK or spec.bias_port is None:
         return False
-    if reader.inputs[0] != tensor or tensor in reader.inputs[1:]:
+    if spec.weight_port is None or spec.weight_layout is None:
         return False
-    bias = optional_input(reader, 2)
-    if not _own_constant(graph, reader.inputs[1]):
+    if spec.data_ports(reader) != (0,) or reader.inputs[0] != tensor:
         return False
-    if bias is not None and (not _own_constant(graph, bias) or graph.initializers[bias].ndim != 1):
+    if tensor in reader.inputs[1:] or spec.reason_not_quantized(reader, graph) is not None:
         return False
-    if reader.op_type == "Conv":
-        return attr(reader, "auto_pad", "NOTSET") in ("NOTSET", "VALID")
-    if reader.op_type == "Gemm":
-        plain = attr(reader, "alpha", 1.0) == 1.0 and attr(reader, "beta", 1.0) == 1.0
-        return plain and not attr(reader, "transA", 0)
-    return False
+    weight = optional_input(reader, spec.weight_port)
+    bias = optional_input(reader, spec.bias_port)
+    if not _own_constant(graph, weight) or (bias is not None and not _own_constant(graph, bias)):
+        return False
+    assert weight is not None  # _own_constant said so
+    shape = tuple(graph.initializers[weight].shape)
+    if spec.weight_layout(reader.attrs, shape) is None:
+        return False  # Gemm with transA = 1: the rows are not the data
+    if bias is not None and graph.initializers[bias].ndim != 1:
+        return False
+    return spec.window is None or spec.window(reader.attrs, shape).auto_pad in _EXPLICIT
+
+
+# Padding the edit can write as a Pad: explicit pads, or none.
+_EXPLICIT = ("NOTSET", "VALID")
 
 
 def _commutes(reader: Node, tensor: str) -> bool:
-    """``reader`` passes the shift on: ``f(y − c) = f(y) − c`` (MaxPool pads with −inf)."""
-    if reader.op_type not in _COMMUTING or reader.inputs[0] != tensor:
+    """``reader`` passes the shift on, ``f(y − c) = f(y) − c``, reading it as data only."""
+    spec = _spec(reader)
+    if spec is None or spec.shift is not Shift.COMMUTES:
         return False
-    return len([name for name in reader.outputs if name]) == 1
+    return reader.inputs[0] == tensor and tensor not in reader.inputs[1:]
 
 
 def _join_into_clamp(
@@ -209,7 +215,10 @@ def _join_into_clamp(
 ) -> Node | None:
     """The clamp after a residual Add of ``tensor`` and an unshifted tensor: the Add's output
     is c lower, and the clamp after it (its only reader) moves by −c with nothing else."""
-    if reader.op_type != "Add" or len(reader.inputs) != 2 or reader.inputs.count(tensor) != 1:
+    spec = _spec(reader)
+    if spec is None or spec.shift is not Shift.SUMS:
+        return None
+    if len(reader.inputs) != 2 or reader.inputs.count(tensor) != 1:
         return None
     other = reader.inputs[1] if reader.inputs[0] == tensor else reader.inputs[0]
     if other in claimed or other in members:
@@ -226,8 +235,9 @@ def _choose_shift(graph: Graph, members: tuple[str, ...], ranges: Ranges) -> flo
     highs, widths = [], []
     for member in members:
         producer = graph.producer(member)
-        if member not in ranges or (producer is not None and producer.op_type == "Add"):
-            continue  # an Add's output keeps its float (the clamp after it reads it)
+        spec = None if producer is None else _spec(producer)
+        if member not in ranges or (spec is not None and spec.shift is Shift.SUMS):
+            continue  # a residual Add's output stays float (the clamp after it reads it)
         selected = ranges[member]
         if selected.min < 0.0 or selected.max <= 0.0:
             return None

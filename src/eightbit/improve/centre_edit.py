@@ -20,7 +20,8 @@ from eightbit.calibrate import Ranges
 from eightbit.calibrate.histogram import Histogram
 from eightbit.calibrate.ranges import TensorRange
 from eightbit.graph import Graph, Node
-from eightbit.ops.spec import attr
+from eightbit.ops import lookup
+from eightbit.ops.spec import optional_input
 
 if TYPE_CHECKING:
     from eightbit.improve.centre import Group
@@ -41,25 +42,29 @@ def rewrite(model: onnx.ModelProto, graph: Graph, groups: list[Group]) -> dict[s
             replaced.update(name for name in clamp.inputs[1:] if name)
             _move_clamp(model, protos[clamp.name], bounds, shift)
         for reader, member in group.readers:
-            if reader.op_type == "Conv" and any(_pads(reader)):
-                padded = _pad_explicitly(model, protos[reader.name], graph, reader, shift)
+            weights, out_axis, pads = _weights(graph, reader)
+            if any(pads):
+                padded = _pad_explicitly(model, protos[reader.name], graph, pads, shift)
                 copies[padded] = member
-            weights = graph.initializers[reader.inputs[1]].astype(np.float64)
-            _raise_bias(model, protos[reader.name], tensors, shift * _input_sums(reader, weights))
+            others = tuple(axis for axis in range(weights.ndim) if axis != out_axis)
+            raised = shift * weights.sum(axis=others)  # Σ W over what one output reads
+            _raise_bias(model, protos[reader.name], tensors, raised)
     _drop_unread(model, replaced)
     return copies
 
 
-def _input_sums(reader: Node, weights: np.ndarray) -> np.ndarray:
-    """Σ W over everything one output channel reads: a Conv's [C_out, C_in/g, k…] summed
-    past axis 0; a Gemm's B summed over its K axis (axis 1 when transposed)."""
-    if reader.op_type == "Gemm":
-        return weights.sum(axis=1 if attr(reader, "transB", 0) else 0)
-    return weights.reshape(weights.shape[0], -1).sum(axis=1)
-
-
-def _pads(reader: Node) -> tuple[int, ...]:
-    return tuple(int(p) for p in attr(reader, "pads", ()))
+def _weights(graph: Graph, reader: Node) -> tuple[np.ndarray, int, tuple[int, ...]]:
+    """A reader's weight (float64), its output-channel axis, and its explicit pads."""
+    spec = lookup(reader.op_type, reader.domain)
+    assert spec is not None and spec.weight_port is not None and spec.weight_layout is not None
+    name = optional_input(reader, spec.weight_port)
+    assert name is not None  # centre checked the weight
+    weights = graph.initializers[name].astype(np.float64)
+    layout = spec.weight_layout(reader.attrs, weights.shape)
+    assert layout is not None  # centre checked the layout
+    window = None if spec.window is None else spec.window(reader.attrs, weights.shape)
+    explicit = window is not None and window.auto_pad == "NOTSET"
+    return weights, layout.out_axis, window.pads if explicit and window is not None else ()
 
 
 def _move_clamp(
@@ -81,15 +86,18 @@ def _move_clamp(
 
 
 def _pad_explicitly(
-    model: onnx.ModelProto, proto: onnx.NodeProto, graph: Graph, reader: Node, shift: float
+    model: onnx.ModelProto,
+    proto: onnx.NodeProto,
+    graph: Graph,
+    pads: tuple[int, ...],
+    shift: float,
 ) -> str:
     """The reader's zero padding as a Pad of −c in front of it (zero padding of y is −c
     padding of y'), and the reader unpadded; returns the Pad's output."""
-    pads = _pads(reader)
     half = len(pads) // 2
     # Pad's pads: begins of every axis, then ends; batch and channel axes get none.
     pad_values = np.array([0, 0, *pads[:half], 0, 0, *pads[half:]], np.int64)
-    base = f"{reader.name}_centred_pad"
+    base = f"{proto.name}_centred_pad"
     padded = f"{base}_output"
     model.graph.initializer.extend(
         [
