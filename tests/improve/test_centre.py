@@ -12,6 +12,7 @@ from eightbit.calibrate.histogram import Histogram
 from eightbit.graph import Graph, make_session, normalize
 from eightbit.improve import ImproveConfig
 from eightbit.improve.centre import centre_activations, find_groups
+from eightbit.ops import Shift, lookup
 from eightbit.pipeline import quantize
 from eightbit.pipeline.stages import Centre
 from eightbit.pipeline.state import Settings
@@ -211,3 +212,12 @@ def test_the_fast_preset_leaves_the_graph_as_it_is(samples):
     assert not any(step.name == "centre" for step in result.plan.steps)
     ops = [node.op_type for node in result.model.graph.node]
     assert "Pad" not in ops and ops.count("Relu") == 2
+
+
+def test_the_ops_say_how_a_shift_passes():
+    """A move or a maximum passes it on; Pad writes its own fill value and an average over
+    a padded window counts the padding, so neither does; Add sums its inputs' shifts."""
+    facts = {op: getattr(lookup(op), "shift", None) for op in ("MaxPool", "Reshape", "Pad")}
+    assert facts == {"MaxPool": Shift.COMMUTES, "Reshape": Shift.COMMUTES, "Pad": None}
+    assert lookup("AveragePool").shift is None
+    assert lookup("Add").shift is Shift.SUMS
