@@ -10,11 +10,11 @@ constant ``c`` (Q.15.1):
 
 With ``c`` the middle of the calibrated range, ``y'`` is centred on 0 and the symmetric
 grid covers it with all 256 codes: the bit comes back. The shift travels through what
-commutes with it (MaxPool, GlobalAveragePool, Flatten, Reshape, and a residual Add whose
-other input is unshifted, into the clamp after it), so a ResNet stage's chain of block
-outputs carries one shift; every path ends in a Conv or Gemm that takes it back into its
-bias. A padded Conv's zero padding becomes an explicit ``Pad`` of ``−c`` (zero padding of
-``y`` is ``−c`` padding of ``y'``), which moves int8 values (§Q11).
+commutes with it (``OpSpec.shift``: MaxPool, GlobalAveragePool, the moves but Pad, and a
+residual Add whose other input is unshifted, into the clamp after it), so a ResNet
+stage's chain of block outputs carries one shift; every path ends in a Conv or Gemm that
+takes it back into its bias. A padded Conv's zero padding becomes an explicit ``Pad`` of
+``−c`` (zero padding of ``y`` is ``−c`` padding of ``y'``), which moves int8 values (§Q11).
 """
 
 from __future__ import annotations
