@@ -1,7 +1,8 @@
 """Section "targets": each ``--target`` on the ResNet-18-style network and MobileNetV2.
 
 Per target (docs/targets.md): top-1 agreement and logit SQNR against the float model on
-evaluation crops (ONNX Runtime, exact int8 kernels), file size, batch-1 one-thread latency
+evaluation crops (ONNX Runtime, exact int8 kernels), the activation QuantizeLinear nodes
+that are int8 with zero point 0 (TensorRT's only form), file size, batch-1 one-thread latency
 in ONNX Runtime and in OpenVINO's CPU plugin (each interleaved with the float model), with
 the count of Convolution/FullyConnected ops OpenVINO's runtime graph runs in u8/i8. Each
 agreement is also given as its difference from ``ort``'s (for ``tensorrt`` the issue asks
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,6 @@ CALIBRATION_SAMPLES = 64
 EVALUATION_SAMPLES = 400
 EVAL_THREADS = 2
 TARGETS = ("ort", "tensorrt", "openvino", "mcu", "fpga")
-OUT_DIR = models.WORK_DIR / "targets"
 
 
 def run() -> list[Table]:
@@ -35,10 +36,22 @@ def run() -> list[Table]:
         "ResNet-18-style (random weights)": models.resnet18_style(),
         "MobileNetV2 (ImageNet weights)": models.mobilenet_v2(),
     }
-    return [_table(title, path, calibration, evaluation) for title, path in networks.items()]
+    # The quantized models are scratch: a folder of this run's own, so runs never share one.
+    with tempfile.TemporaryDirectory(prefix="targets_", dir=_scratch_parent()) as scratch:
+        return [
+            _table(title, path, calibration, evaluation, Path(scratch))
+            for title, path in networks.items()
+        ]
 
 
-def _table(title: str, model: Path, calibration: np.ndarray, evaluation: np.ndarray) -> Table:
+def _scratch_parent() -> Path:
+    models.WORK_DIR.mkdir(parents=True, exist_ok=True)
+    return models.WORK_DIR
+
+
+def _table(
+    title: str, model: Path, calibration: np.ndarray, evaluation: np.ndarray, scratch: Path
+) -> Table:
     has_openvino = importlib.util.find_spec("openvino") is not None
     table = Table(
         f"{title}: each --target (default preset)",
@@ -47,6 +60,7 @@ def _table(title: str, model: Path, calibration: np.ndarray, evaluation: np.ndar
             "top-1 agr.",
             "vs ort",
             "SQNR dB",
+            "act. Q int8 z=0",
             "int8 MB",
             "ORT int8/fp32",
             "ORT int8 ms",
@@ -62,6 +76,8 @@ def _table(title: str, model: Path, calibration: np.ndarray, evaluation: np.ndar
             "interleaved with fp32, on a machine shared with other jobs",
             "'vs ort': top-1 agreement minus the ort target's; 'OpenVINO int8 Conv+FC': "
             "u8/i8 Convolution+FullyConnected ops of its runtime graph / all of them",
+            "'act. Q int8 z=0': activation QuantizeLinear nodes with an int8 zero point of 0 "
+            "/ all of them; tensorrt centres its non-negative tensors (docs/numerics.md §Q16.1)",
         ],
     )
     if not has_openvino:
@@ -71,7 +87,7 @@ def _table(title: str, model: Path, calibration: np.ndarray, evaluation: np.ndar
     ort_agreement: float | None = None
     for target in TARGETS:
         print(f"[targets] {model.stem} {target} ...", flush=True)
-        output, seconds = _quantize(model, calibration, target)
+        output, seconds = _quantize(model, calibration, target, scratch)
         logits = metrics.run_batches(output, evaluation, threads=EVAL_THREADS)
         agreement = metrics.top1_agreement(reference, logits)
         if target == "ort":
@@ -87,6 +103,7 @@ def _table(title: str, model: Path, calibration: np.ndarray, evaluation: np.ndar
             agreement,
             None if ort_agreement is None else agreement - ort_agreement,
             metrics.sqnr_db(reference, logits),
+            _symmetric_activation_qs(output),
             metrics.file_size(output) / 2**20,
             int8_ms / fp32_ms,
             int8_ms,
@@ -97,17 +114,34 @@ def _table(title: str, model: Path, calibration: np.ndarray, evaluation: np.ndar
     return table
 
 
-def _quantize(model: Path, calibration: np.ndarray, target: str) -> tuple[Path, float]:
+def _quantize(
+    model: Path, calibration: np.ndarray, target: str, scratch: Path
+) -> tuple[Path, float]:
     from eightbit.pipeline import quantize
     from eightbit.quant import QuantConfig
 
-    OUT_DIR.mkdir(parents=True, exist_ok=True)
-    output = OUT_DIR / f"{model.stem}_{target}.onnx"
+    output = scratch / f"{model.stem}_{target}.onnx"
     started = time.perf_counter()
     result = quantize(model, {models.INPUT_NAME: calibration}, QuantConfig.for_target(target))
     seconds = time.perf_counter() - started
     result.save(output)
     return output, seconds
+
+
+def _symmetric_activation_qs(path: Path) -> str:
+    """'int8 with zero point 0 / all' activation QuantizeLinear nodes (weights excluded)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    zero_points = [
+        constants.get(node.input[2]) if len(node.input) > 2 else None
+        for node in model.graph.node
+        if node.op_type == "QuantizeLinear" and node.input[0] not in constants
+    ]
+    symmetric = sum(1 for z in zero_points if z is not None and z.dtype == np.int8 and not z.any())
+    return f"{symmetric} / {len(zero_points)}"
 
 
 def _openvino_compiled(path: Path) -> Any:

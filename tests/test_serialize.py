@@ -63,12 +63,13 @@ def test_an_improve_config_written_by_the_old_code_loads_the_same() -> None:
     data = json.loads((FIXTURES / "improve.json").read_text())
     config = ImproveConfig.from_dict(data)
     assert config == preset("accurate", max_drop=0.01, max_latency=0.8)
-    # Fields added since (the clipping choice, SmoothQuant, the outlier split, fine-tuning)
-    # take their defaults; the rest reads back as is.
+    # Fields added since (the clipping choice, SmoothQuant, the outlier split, centring,
+    # fine-tuning) take their defaults; the rest reads back as is.
     added = {
         "choose_clipping": True,
         "smooth_quant": True,
         "outlier_channels": True,
+        "centre": True,
         "finetune": False,
         "finetune_steps": 300,
     }

@@ -68,6 +68,10 @@ class ImproveConfig:
     - ``outlier_channels``: the 1-4 output channels of a matrix product over sequences
       that are many times wider than the rest computed by a matrix product of their own
       (§I.12), so the rest keep a fine int8 grid; nothing happens on a CNN.
+    - ``centre``: on a target with symmetric affine activations (``tensorrt``), shift each
+      non-negative tensor that only unpadded Convs read to the middle of its range, the
+      same function with the bit the symmetric grid would lose (§Q16.1); nothing happens on
+      other targets.
     - ``finetune``: quantization-aware fine-tuning by distillation (§T.5, needs PyTorch),
       at most ``finetune_steps`` batches, after the post-training steps; kept only when
       the exported model is better on samples held back from training.
@@ -90,6 +94,7 @@ class ImproveConfig:
     safety_net: bool = True
     smooth_quant: bool = True
     outlier_channels: bool = True
+    centre: bool = True
     finetune: bool = False
     finetune_steps: int = DEFAULT_FINETUNE_STEPS
 
@@ -104,6 +109,7 @@ class ImproveConfig:
             "safety_net",
             "smooth_quant",
             "outlier_channels",
+            "centre",
             "finetune",
         ):
             require_bool(name, getattr(self, name))
@@ -152,6 +158,7 @@ PRESETS: Mapping[str, ImproveConfig] = {
         safety_net=False,
         smooth_quant=False,
         outlier_channels=False,
+        centre=False,
     ),
     "default": ImproveConfig(),
     "accurate": ImproveConfig(equalize=True, refine_ranges=True, reconstruct=True),

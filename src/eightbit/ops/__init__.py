@@ -18,6 +18,7 @@ from eightbit.ops.spec import (
     OpSpec,
     OutputParams,
     PerTensor,
+    Shift,
     WeightLayout,
     Window,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "OpSpec",
     "OutputParams",
     "PerTensor",
+    "Shift",
     "WeightLayout",
     "Window",
     "lookup",

@@ -6,9 +6,9 @@ type (docs/numerics.md §Q8). Add can absorb a following Relu (ResNet's residual
 
 from __future__ import annotations
 
-from eightbit.ops.spec import OpSpec
+from eightbit.ops.spec import OpSpec, Shift
 
-ADD = OpSpec("Add", data_inputs=(0, 1), absorbs_activation=True)
+ADD = OpSpec("Add", data_inputs=(0, 1), absorbs_activation=True, shift=Shift.SUMS)
 MUL = OpSpec("Mul", data_inputs=(0, 1))
 
 SPECS = (ADD, MUL)

@@ -5,7 +5,7 @@ the other inputs are shapes, axes, indices or the pad value.
 
 from __future__ import annotations
 
-from eightbit.ops.spec import OpSpec, OutputParams
+from eightbit.ops.spec import OpSpec, OutputParams, Shift
 
 _SAME = OutputParams.SAME_AS_INPUT
 
@@ -35,6 +35,8 @@ SPECS = tuple(
         output_params=_SAME,
         moved_on_stored_integers=op_type in _FLOAT_IN_ONNX_RUNTIME,
         fill_value_port=_FILL_VALUE_PORT.get(op_type),
+        # Moving values moves a shift with them; a Pad writes its own fill value (§Q16.1).
+        shift=None if op_type in _FILL_VALUE_PORT else Shift.COMMUTES,
     )
     for op_type in LAYOUT_OP_TYPES
 )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from eightbit.ops.spec import OpSpec, OutputParams
+from eightbit.ops.spec import OpSpec, OutputParams, Shift
 
-MAX_POOL = OpSpec("MaxPool", output_params=OutputParams.SAME_AS_INPUT)
+# MaxPool pads with −inf and a global average has no padding: both pass a shift on (§Q16.1).
+MAX_POOL = OpSpec("MaxPool", output_params=OutputParams.SAME_AS_INPUT, shift=Shift.COMMUTES)
 AVERAGE_POOL = OpSpec("AveragePool")
-GLOBAL_AVERAGE_POOL = OpSpec("GlobalAveragePool")
+GLOBAL_AVERAGE_POOL = OpSpec("GlobalAveragePool", shift=Shift.COMMUTES)
 
 SPECS = (MAX_POOL, AVERAGE_POOL, GLOBAL_AVERAGE_POOL)

@@ -49,6 +49,16 @@ class Contraction(enum.Enum):
     MATRIX = "matrix"
 
 
+class Shift(enum.Enum):
+    """How an op passes on a constant shift ``c`` of its data input (docs/numerics.md §Q16.1)."""
+
+    # f(y − c) = f(y) − c: moves and maxima of values (MaxPool pads with −inf), averages
+    # over a window without padding.
+    COMMUTES = "commutes"
+    # The output carries the sum of its inputs' shifts (Add).
+    SUMS = "sums"
+
+
 @dataclass(frozen=True)
 class WeightLayout:
     """Where a layer's weight keeps its channels, as the node's attributes say.
@@ -133,6 +143,8 @@ class OpSpec:
       DequantizeLinear and a QuantizeLinear; the QDQ writer moves the stored integers (§Q11).
     - ``fill_value_port``: the input holding the value a constant-mode padding writes.
     - ``joins_along_axis``: the output is the inputs laid side by side along ``axis``.
+    - ``shift``: how a constant shift of the data input reaches the output (centring, §Q16.1);
+      None when it does not pass (a Pad writes 0, a Sigmoid bends it).
     """
 
     op_type: str
@@ -154,6 +166,7 @@ class OpSpec:
     moved_on_stored_integers: bool = False
     fill_value_port: int | None = None
     joins_along_axis: bool = False
+    shift: Shift | None = None
 
     def data_ports(self, node: Node) -> tuple[int, ...]:
         """Indices of ``node``'s inputs that are activations (present inputs only)."""

@@ -37,6 +37,7 @@ from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split,
 from eightbit.pipeline.stages import (
     BiasCorrection,
     Calibrate,
+    Centre,
     Check,
     ChooseClipping,
     Equalize,
@@ -90,10 +91,11 @@ def steps() -> tuple[Step, ...]:
     stage (weights, their bias correction, export) replaces its model. The rest follows the
     data: equalization changes the float model, so it comes before calibration; the plan
     needs the ranges (the whole-model clipping choice comes before the per-tensor
-    refinement, which starts from it); fine-tuning starts from the final post-training
-    model, fallback included (§T.5); the quick check needs the final model; the safety
-    net reads the check. Embedding tables are stored as int8 (§D.3) on the model the check
-    judges, and again on a model the safety net rebuilt.
+    refinement, which starts from it); centring (§Q16.1) moves the final ranges with
+    the model it rewrites, so it comes after both and before the plan; fine-tuning starts
+    from the final post-training model, fallback included (§T.5); the quick check needs
+    the final model; the safety net reads the check. Embedding tables are stored as int8
+    (§D.3) on the model the check judges, and again on a model the safety net rebuilt.
     """
     return (
         SpaceToDepthStem(),
@@ -103,6 +105,7 @@ def steps() -> tuple[Step, ...]:
         Calibrate(),
         ChooseClipping(),
         RefineRanges(),
+        Centre(),
         Plan(),
         BiasCorrection(learned=False),
         Export(learned=False),

@@ -20,6 +20,7 @@ from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
+from eightbit.improve.centre import centre_activations
 from eightbit.improve.clipping_choice import choose_clipping
 from eightbit.improve.finetune import FinetuneOptions, finetune
 from eightbit.improve.outlier_channels import split_outlier_channels
@@ -200,6 +201,22 @@ class RefineRanges:
             state.prepared, state.ranges, state.samples, settings.config, threads=settings.threads
         )
         return state.reported(report, ranges=ranges)
+
+
+class Centre:
+    """Non-negative tensors centred on 0 for a symmetric affine grid (§Q16.1), once the
+    ranges are final; the ranges move with them. Silent where there is nothing to centre."""
+
+    def applies(self, settings: Settings) -> bool:
+        config = settings.config
+        return (
+            settings.improve.centre and config.scheme == "affine" and config.symmetric_activations
+        )
+
+    def run(self, state: State) -> State:
+        assert state.ranges is not None  # Calibrate ran
+        model, ranges, report = centre_activations(state.prepared, state.ranges)
+        return state.reported(report, prepared=model, ranges=ranges)
 
 
 class Plan:
