@@ -36,7 +36,12 @@ from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference
 from eightbit.improve.presets import ImproveConfig
 from eightbit.improve.promote import promote
-from eightbit.improve.promote_cost import footprint, promotion_costs, tensor_facts
+from eightbit.improve.promote_cost import (
+    arena_increases,
+    footprint,
+    promotion_costs,
+    tensor_facts,
+)
 from eightbit.improve.weights.bias_correction import bias_correction
 from eightbit.ops import lookup
 from eightbit.ops.joins import tail_nodes
@@ -472,7 +477,9 @@ def run_promotion(
     parameters = memory_usage(graph, Graph(qdq)).int8_bytes
     _, arena = footprint(Graph(net.prepared), plan, facts, parameters)
     target = net.config.target
-    costs = promotion_costs(facts, target, parameters, arena)
+    # mcu: a tensor on the arena's peak costs its bytes, one off it nothing (§R.11)
+    grown = arena_increases(Graph(net.prepared), facts) if target == "mcu" else None
+    costs = promotion_costs(facts, target, parameters, arena, grown)
     if score is None:
         score = OutputReference(net.float_model, source, threads, budget.metric)
     built: dict[frozenset[str], Prepared] = {}
