@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from eightbit.graph import Graph
 from eightbit.improve import promote as promote_module
 from eightbit.improve.budget import Budget, Measured
 from eightbit.improve.fallback.search import Probe, Searched
+from eightbit.improve.measure import OutputReference
 from eightbit.improve.promote import best_probe, promote
 from eightbit.improve.promote_cost import (
     PromotionCost,
@@ -26,8 +27,10 @@ from eightbit.improve.promote_cost import (
     footprint,
     tensor_facts,
 )
+from eightbit.pipeline import quantize as pipeline_quantize
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantConfig
+from eightbit.rebuild import Prepared, _candidate_source, at_int16_opset, promotion_candidates
 from tests.export.helpers import make_model, quantize
 from tests.fixtures.clamp16 import conv_clip
 
@@ -107,3 +110,24 @@ def test_a_missed_budget_keeps_the_best_measured_model(monkeypatch: pytest.Monke
     assert result.promoted == ("a",) and result.measured.sqnr_db == 24.0 and not result.met
     assert "best model measured" in result.message
     assert np.isfinite(result.measured.sqnr_db)
+
+
+@pytest.mark.parametrize("broken", ["prepared", "planned"])
+def test_the_candidates_come_from_the_model_that_measures_better(broken: str) -> None:
+    """The prepared model (the plan's weight-side steps) when it scores better with every
+    candidate int16, else the planned one: here one of the two has a wrong bias."""
+    model, feeds = conv_clip(tail=True)
+    result = pipeline_quantize(model, feeds, QuantConfig.for_target("mcu"), improve="fast")
+    good = at_int16_opset(result.prepared_model)
+    bad = onnx.ModelProto()
+    bad.CopyFrom(good)
+    bias = next(t for t in bad.graph.initializer if t.name == "b")
+    bias.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(bias) + 3.0, "b"))
+    prepared, planned = (bad, good) if broken == "prepared" else (good, bad)
+    net = Prepared(result.float_model, prepared, planned, result.ranges, result.plan.config)
+    candidates = frozenset(promotion_candidates(result.plan, result.ranges, Graph(planned)))
+    score = OutputReference(result.float_model, [feeds], None)
+    chosen, note = _candidate_source(net, candidates, True, score)
+    assert chosen.prepared is good
+    source = "planned" if broken == "prepared" else "prepared"
+    assert note.startswith(f"candidates built from the {source} model")
