@@ -6,7 +6,8 @@ tensors to int16 (16x8). Agreement and logit SQNR against the float model on the
 crops (ONNX Runtime, which runs the int16 Q/DQ pairs in float: the 16x8 scheme's accuracy);
 flash and arena as ``promote_cost.footprint`` estimates them (parameter bytes with the s16
 kernels' int64 biases; the greedy arena of ``codegen.arena`` over the activation tensors,
-one byte per int8 element, two per int16), each as a multiple of the all-int8 model's.
+one byte per int8 element, two per int16, a Relu6 the engine folds into its int16 layer
+counted once, §E.14), each as a multiple of the all-int8 model's.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def run() -> list[Table]:
             "crops, run in ONNX Runtime (int16 Q/DQ as float arithmetic: the 16x8 accuracy)",
             "flash, arena: promote_cost.footprint (int8 weights and int32 biases, int64 biases "
             "where a weighted op reads an int16 tensor; greedy arena of codegen.arena over the "
-            "activation tensors, 1 byte per int8 element, 2 per int16), as multiples of the "
-            "all-int8 model's; cycles are only estimated in the plan's notes",
+            "activation tensors, 1 byte per int8 element, 2 per int16; an int16 Conv's Relu6 "
+            "runs as the Conv's bounds, one tensor, §E.14), as multiples of the all-int8 "
+            "model's; cycles are only estimated in the plan's notes",
             "times on a machine shared with other jobs",
         ],
     )
