@@ -23,12 +23,10 @@ from eightbit.analysis.memory import memory_usage
 from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import quick_check
 from eightbit.analysis.slices import output_probabilities
-from eightbit.calibrate import Ranges, TensorRange, open_data
+from eightbit.calibrate import Ranges, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
-from eightbit.export.qdq import INT16_QDQ_OPSET
 from eightbit.graph import Graph
-from eightbit.graph.normalize import default_opset, upgrade_opset
 from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.budget import Budget, Measured, Score
 from eightbit.improve.fallback.cost import one_sample
@@ -42,10 +40,10 @@ from eightbit.improve.promote_cost import (
     promotion_costs,
     tensor_facts,
 )
+from eightbit.improve.promote_plan import at_int16_opset, extremes_for, promotion_candidates
 from eightbit.improve.weights.bias_correction import bias_correction
 from eightbit.ops import lookup
 from eightbit.ops.joins import tail_nodes
-from eightbit.ops.node_selection import Calibrated, select
 from eightbit.plan import PlannedModel, QuantPlan, make_plan, rebias
 from eightbit.quant import QuantConfig
 from eightbit.safety_net import latency_cap
@@ -397,61 +395,12 @@ def promote_build(net: Prepared, tensors: frozenset[str], joins: bool) -> tuple[
     caps a model without them near 20 dB whatever is promoted, so a search scoring
     uncorrected candidates never meets a 25 dB budget. ``run_promotion`` corrects the
     chosen model once more against its own errors and keeps the better of the two."""
-    ranges = _extremes_for(net.ranges, tensors)
+    ranges = extremes_for(net.ranges, tensors)
     int16 = tuple(dict.fromkeys([*net.config.int16, *sorted(tensors)]))
     config = replace(net.config, int16=int16)
     kept = replace(net, ranges=ranges, config=config)
     plan = make_plan(Graph(net.prepared), ranges, config, separate_joins=joins)
     return kept, _Built(to_qdq(net.prepared, plan), plan)
-
-
-def at_int16_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` at opset 21, where int16 Q/DQ exist (§Q17), upgraded once for every
-    promotion rebuild: the converter's new Constant nodes (an opset-13 ``axes`` input, ...)
-    become initializers and any other new node gets a name, so the plan has a decision for
-    every node."""
-    if (default_opset(model) or 0) >= INT16_QDQ_OPSET:
-        return model
-    upgraded = onnx.ModelProto()
-    upgraded.CopyFrom(model)
-    upgrade_opset(upgraded, INT16_QDQ_OPSET)
-    kept = []
-    for index, node in enumerate(upgraded.graph.node):
-        # The converter's constants: an unnamed node with a tensor ``value`` and no input.
-        value = [a for a in node.attribute if a.name == "value" and a.HasField("t")]
-        if not node.name and not node.input and value:
-            constant = onnx.TensorProto()
-            constant.CopyFrom(value[0].t)
-            constant.name = node.output[0]
-            upgraded.graph.initializer.append(constant)
-            continue
-        if not node.name:
-            node.name = f"{node.op_type}_opset{INT16_QDQ_OPSET}_{index}"
-        kept.append(node)
-    del upgraded.graph.node[:]
-    upgraded.graph.node.extend(kept)
-    return upgraded
-
-
-def promotion_candidates(plan: QuantPlan, ranges: Ranges, graph: Graph) -> list[str]:
-    """The 8-bit activation tensors of ``plan`` (on ``graph``) with a calibrated range of
-    their own: what ``QuantConfig.int16`` may name (§Q17)."""
-    sources = select(graph, plan.config).sources
-    # A layer folded with its activation is calibrated on the activation's output (§Q5).
-    calibrated = {
-        named
-        for name, source in sources.items()
-        if isinstance(source, Calibrated)
-        for named in (name, source.tensor)
-    }
-    return [
-        name
-        for name, params in plan.tensors.items()
-        if params.dtype in ("int8", "uint8")
-        and name in ranges
-        and name in calibrated
-        and name not in plan.config.int16
-    ]
 
 
 def run_promotion(
@@ -571,24 +520,4 @@ def _corrected_again(
     return kept, again, (
         f"bias correction of the promoted model against its own errors: kept "
         f"({before.sqnr_db:.2f} -> {after.sqnr_db:.2f} dB on calibration samples)"
-    )  # fmt: skip
-
-
-def _extremes_for(ranges: Ranges, tensors: frozenset[str]) -> Ranges:
-    """``ranges`` with ``tensors`` at the extremes calibration observed: a 16-bit grid has
-    256 times the steps of an 8-bit one, so it needs no clipping to resolve the bulk."""
-    if not tensors:
-        return ranges
-    chosen = {
-        name: (
-            TensorRange(r.observed_min, r.observed_max, r.observed_min, r.observed_max)
-            if name in tensors
-            else r
-        )
-        for name, r in ranges.tensors.items()
-    }
-    histograms = {name: h for name in ranges if (h := ranges.histogram(name)) is not None}
-    return Ranges(
-        ranges.method, chosen, ranges.samples, skipped=ranges.skipped,
-        histograms=histograms, options=ranges.options,
     )  # fmt: skip
