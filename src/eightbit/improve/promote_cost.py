@@ -62,7 +62,7 @@ class PromotionCost:
     def describe(self, target: str) -> str:
         if target == "mcu":
             return (
-                f"{self.tensor}: +{self.flash_bytes:,} B flash, +{self.arena_bytes:,} B tensor, "
+                f"{self.tensor}: +{self.flash_bytes:,} B flash, +{self.arena_bytes:,} B arena, "
                 f"+{self.cycles:,} cycles (est.)"
             )
         return f"{self.tensor}: {self.float_macs:,} MACs out of int8 kernels"
