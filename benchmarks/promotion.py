@@ -41,6 +41,8 @@ def run() -> list[Table]:
             "int16 tensors",
             "flash x int8",
             "arena x int8",
+            "C arena x int8",
+            "C tables x int8",
             "rebuilds (bound)",
             "quantize s",
         ],
@@ -52,6 +54,9 @@ def run() -> list[Table]:
             "activation tensors, 1 byte per int8 element, 2 per int16; an int16 Conv's Relu6 "
             "runs as the Conv's bounds, one tensor, §E.14), as multiples of the all-int8 "
             "model's; cycles are only estimated in the plan's notes",
+            "C arena, C tables: the generated C's NAME_ARENA_BYTES and constant tables "
+            "(weights, biases, multipliers, lookup tables) of the engine's program (§G.5), as "
+            "multiples of the all-int8 model's",
             "times on a machine shared with other jobs",
         ],
     )
@@ -67,7 +72,8 @@ def run() -> list[Table]:
         result.save(output)
         logits = metrics.run_batches(output, evaluation, threads=EVAL_THREADS)
         flash, arena = _footprint(result, calibration[:1])
-        base = base or (flash, arena)
+        c_arena, c_tables = _generated(output)
+        base = base or (flash, arena, c_arena, c_tables)
         table.add(
             label,
             metrics.top1_agreement(reference, logits),
@@ -76,6 +82,8 @@ def run() -> list[Table]:
             len(result.plan.config.int16),
             flash / base[0],
             arena / base[1],
+            c_arena / base[2],
+            c_tables / base[3],
             _rebuilds(result),
             seconds,
         )
@@ -109,6 +117,15 @@ def _footprint(result: object, sample: np.ndarray) -> tuple[int, int]:
     float_graph = Graph(result.float_model)  # type: ignore[attr-defined]
     parameters = memory_usage(float_graph, Graph(result.model)).int8_bytes  # type: ignore[attr-defined]
     return footprint(graph, plan, facts, parameters)
+
+
+def _generated(path: Path) -> tuple[int, int]:
+    """(arena, constant table) bytes of the C generated for the quantized model at ``path``."""
+    from eightbit.codegen import generate
+    from eightbit.engine import prepare
+
+    generated = generate(prepare(str(path)), "mobilenet_v2", "MobileNetV2")
+    return generated.arena.size, generated.table_bytes
 
 
 def _rebuilds(result: object) -> str | None:
