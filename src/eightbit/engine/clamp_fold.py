@@ -18,12 +18,15 @@ from collections import Counter
 from dataclasses import replace
 
 from eightbit.engine.kernels.activation import ClampStep
+from eightbit.engine.kernels.conv import ConvStep
+from eightbit.engine.kernels.conv_transpose import ConvTransposeStep
+from eightbit.engine.kernels.gemm import MatMulStep
 from eightbit.engine.kernels.requantize import Requantization
 from eightbit.engine.program import Program, Step
 
 # The layers whose requantization is their output's only rounding and clamp (no table, no
-# second path): a clamp after them can become their bounds.
-FOLDING_KINDS = frozenset({"Conv", "ConvTranspose", "MatMul", "Gemm"})
+# second path): a clamp after them can become their bounds. MatMulStep runs Gemm too.
+FOLDING_STEPS = (ConvStep, ConvTransposeStep, MatMulStep)
 
 
 def fold_wide_clamps(program: Program) -> Program:
@@ -58,7 +61,7 @@ def _folds(layer: Step, clamp: ClampStep, program: Program) -> bool:
     """The layer is one whose requantization is its output's clamp, writing one int16
     tensor with the clamp's output format."""
     requantization = getattr(layer, "requantization", None)
-    if layer.kind not in FOLDING_KINDS or not isinstance(requantization, Requantization):
+    if not isinstance(layer, FOLDING_STEPS) or not isinstance(requantization, Requantization):
         return False
     source, target = program.formats.get(clamp.inputs[0]), program.formats.get(clamp.outputs[0])
     if source is None or target is None or len(layer.outputs) != 1:
