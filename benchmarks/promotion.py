@@ -6,7 +6,8 @@ tensors to int16 (16x8). Agreement and logit SQNR against the float model on the
 crops (ONNX Runtime, which runs the int16 Q/DQ pairs in float: the 16x8 scheme's accuracy);
 flash and arena as ``promote_cost.footprint`` estimates them (parameter bytes with the s16
 kernels' int64 biases; the greedy arena of ``codegen.arena`` over the activation tensors,
-one byte per int8 element, two per int16), each as a multiple of the all-int8 model's.
+one byte per int8 element, two per int16, a Relu6 the engine folds into its int16 layer
+counted once, §E.14), each as a multiple of the all-int8 model's.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def run() -> list[Table]:
             "int16 tensors",
             "flash x int8",
             "arena x int8",
+            "C arena x int8",
+            "C tables x int8",
             "rebuilds (bound)",
             "quantize s",
         ],
@@ -48,8 +51,12 @@ def run() -> list[Table]:
             "crops, run in ONNX Runtime (int16 Q/DQ as float arithmetic: the 16x8 accuracy)",
             "flash, arena: promote_cost.footprint (int8 weights and int32 biases, int64 biases "
             "where a weighted op reads an int16 tensor; greedy arena of codegen.arena over the "
-            "activation tensors, 1 byte per int8 element, 2 per int16), as multiples of the "
-            "all-int8 model's; cycles are only estimated in the plan's notes",
+            "activation tensors, 1 byte per int8 element, 2 per int16; an int16 Conv's Relu6 "
+            "runs as the Conv's bounds, one tensor, §E.14), as multiples of the all-int8 "
+            "model's; cycles are only estimated in the plan's notes",
+            "C arena, C tables: the generated C's NAME_ARENA_BYTES and constant tables "
+            "(weights, biases, multipliers, lookup tables) of the engine's program (§G.5), as "
+            "multiples of the all-int8 model's",
             "times on a machine shared with other jobs",
         ],
     )
@@ -65,7 +72,8 @@ def run() -> list[Table]:
         result.save(output)
         logits = metrics.run_batches(output, evaluation, threads=EVAL_THREADS)
         flash, arena = _footprint(result, calibration[:1])
-        base = base or (flash, arena)
+        c_arena, c_tables = _generated(output)
+        base = base or (flash, arena, c_arena, c_tables)
         table.add(
             label,
             metrics.top1_agreement(reference, logits),
@@ -74,6 +82,8 @@ def run() -> list[Table]:
             len(result.plan.config.int16),
             flash / base[0],
             arena / base[1],
+            c_arena / base[2],
+            c_tables / base[3],
             _rebuilds(result),
             seconds,
         )
@@ -107,6 +117,15 @@ def _footprint(result: object, sample: np.ndarray) -> tuple[int, int]:
     float_graph = Graph(result.float_model)  # type: ignore[attr-defined]
     parameters = memory_usage(float_graph, Graph(result.model)).int8_bytes  # type: ignore[attr-defined]
     return footprint(graph, plan, facts, parameters)
+
+
+def _generated(path: Path) -> tuple[int, int]:
+    """(arena, constant table) bytes of the C generated for the quantized model at ``path``."""
+    from eightbit.codegen import generate
+    from eightbit.engine import prepare
+
+    generated = generate(prepare(str(path)), "mobilenet_v2", "MobileNetV2")
+    return generated.arena.size, generated.table_bytes
 
 
 def _rebuilds(result: object) -> str | None:

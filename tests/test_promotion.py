@@ -39,10 +39,12 @@ from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
 from eightbit.rebuild import (
     Prepared,
-    _extremes_for,
     at_int16_opset,
     promotion_candidates,
     run_promotion,
+)
+from eightbit.rebuild import (
+    extremes_for as _extremes_for,
 )
 from eightbit.report import build_report
 from tests.fixtures.joins import inputs, large_small_concat

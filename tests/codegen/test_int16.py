@@ -18,6 +18,7 @@ from eightbit.quant import QuantConfig
 from tests.codegen.helpers import assert_bit_exact, compile_models, require_gcc
 from tests.export.helpers import quantize
 from tests.export.op_cases import CASES
+from tests.fixtures.clamp16 import conv_clip
 from tests.fixtures.targets import residual_net
 from tests.fixtures.wide import wide_gemm
 
@@ -54,6 +55,11 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
     models["wide_gemm"] = generate(
         build_program(quantized.qdq, quantized.plan), identifier("wide_gemm", taken), "wide"
     )
+    model, feeds = conv_clip(tail=True)  # the Clip folded into the Conv's bounds (§E.14)
+    quantized = quantize(model, feeds, QuantConfig(int16=("r",)))
+    models["conv_clip"] = generate(
+        build_program(quantized.qdq, quantized.plan), identifier("conv_clip", taken), "clamp"
+    )
     samples = np.random.default_rng(3).standard_normal((64, 3, 12, 12)).astype(np.float32)
     for network, names in NETWORKS.items():
         config = QuantConfig(int16=names)
@@ -64,7 +70,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> Compiled:
     return binary, models
 
 
-@pytest.mark.parametrize("case", [*OPS, *NETWORKS, "wide_gemm"])
+@pytest.mark.parametrize("case", [*OPS, *NETWORKS, "wide_gemm", "conv_clip"])
 def test_16x8_c_is_bit_exact_with_the_engine(compiled: Compiled, case: str) -> None:
     binary, models = compiled
     assert assert_bit_exact(binary, models[case], count=30, seed=11) >= 30
@@ -74,3 +80,9 @@ def test_16x8_layers_use_the_wide_requantization(compiled: Compiled) -> None:
     _, models = compiled
     source = models["all16"].files[f"{models['all16'].name}.c"]
     assert "eb_requantize_wide(" in source and "int16_t" in source
+
+
+def test_a_folded_clamp_is_the_layer_bounds_in_c(compiled: Compiled) -> None:
+    _, models = compiled
+    source = models["conv_clip"].files[f"{models['conv_clip'].name}.c"]
+    assert "Clamp" not in source and "-32767, 5461" in source  # Q(-6), Q(1): §E.14

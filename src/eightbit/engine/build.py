@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from eightbit.engine.clamp_fold import fold_wide_clamps
 from eightbit.engine.dynamic import build_dynamic_program
 from eightbit.engine.floats import DequantizeStep, FloatNodeStep, QuantizeStep
 from eightbit.engine.kernels import PREPARE
@@ -56,7 +57,8 @@ def build_program(model: onnx.ModelProto, plan: QuantPlan) -> Program:
             "them float for its runtime's fusions (docs/targets.md): quantize with another "
             "--target (ort, mcu, fpga) to run the model here or generate C"
         )
-    return _Builder(Graph(expand(model)), plan).build()
+    # An int16 layer's Relu/Clip runs as the layer's bounds (§E.14): one tensor stored.
+    return fold_wide_clamps(_Builder(Graph(expand(model)), plan).build())
 
 
 class _Builder:

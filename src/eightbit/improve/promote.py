@@ -30,7 +30,7 @@ from eightbit.improve.progress import layer_progress
 from eightbit.improve.promote_cost import PromotionCost
 from eightbit.steps import StepReport
 
-__all__ = ["PromotionResult", "gain_order", "promote"]
+__all__ = ["PromotionResult", "best_probe", "gain_order", "promote"]
 
 
 @dataclass(frozen=True)
@@ -116,12 +116,15 @@ def promote(
             searched = search_prefix(order, start, trial, keep_one=False, max_nodes=None,
                                      pass_overs=passes, prune=prune_steps)  # fmt: skip
         final, probes = searched.final, len(searched.probes)
-        message = (
-            f"the budget holds with {len(final.returned)} tensor(s) int16"
-            if searched.stop is None
-            else f"budget not met ({final.built.measured.describe()}): "
-            + searched.stop.replace("node(s)", "tensor(s)").replace("float", "int16")
-        )
+        if searched.stop is None:
+            message = f"the budget holds with {len(final.returned)} tensor(s) int16"
+        else:  # the search settles on its longest failing prefix: keep the best measured
+            final = best_probe([start, *searched.probes], budget)
+            message = (
+                f"budget not met; kept the best model measured ({len(final.returned)} "
+                f"tensor(s) int16, {final.built.measured.describe()}): "
+                + searched.stop.replace("node(s)", "tensor(s)").replace("float", "int16")
+            )
     model: _Model = final.built
     promoted = tuple(final.returned)
     chosen = tuple(costs[name] for name in promoted)
@@ -140,6 +143,22 @@ def promote(
         measured=model.measured, ranking=order, costs=chosen, report=report, message=message,
         rebuilds=calls.count, rebuild_bound=bound, latency_ratio=model.ratio,
     )  # fmt: skip
+
+
+def best_probe(probes: Sequence[Probe], budget: Budget) -> Probe:
+    """The measured probe that holds ``budget`` best (eq. R.18): the budget held, then the
+    smaller metric drop, then the higher output SQNR, then the fewer tensors promoted; the
+    first such probe on a tie."""
+
+    def key(probe: Probe) -> tuple[bool, float, float, int]:
+        measured: Measured = probe.built.measured
+        drop = measured.metric_drop
+        if drop is None:
+            drop = 0.0 if measured.agreement is None else 1.0 - measured.agreement
+        return (measured.meets(budget), -drop, measured.sqnr_db, -len(probe.returned))
+
+    measured = [probe for probe in probes if probe.built is not None and not probe.slow]
+    return max(measured, key=key)
 
 
 def gain_order(gains: Mapping[str, float], costs: Mapping[str, PromotionCost]) -> tuple[str, ...]:

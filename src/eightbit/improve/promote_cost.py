@@ -12,7 +12,7 @@ float). ``footprint`` is the mcu model's flash and arena with a set of tensors p
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,7 +62,7 @@ class PromotionCost:
     def describe(self, target: str) -> str:
         if target == "mcu":
             return (
-                f"{self.tensor}: +{self.flash_bytes:,} B flash, +{self.arena_bytes:,} B tensor, "
+                f"{self.tensor}: +{self.flash_bytes:,} B flash, +{self.arena_bytes:,} B arena, "
                 f"+{self.cycles:,} cycles (est.)"
             )
         return f"{self.tensor}: {self.float_macs:,} MACs out of int8 kernels"
@@ -102,23 +102,27 @@ def tensor_facts(
 
 
 def promotion_costs(
-    facts: Mapping[str, TensorFacts], target: str, flash: int, arena: int
+    facts: Mapping[str, TensorFacts],
+    target: str,
+    flash: int,
+    arena: int,
+    arena_increase: Mapping[str, int] | None = None,
 ) -> dict[str, PromotionCost]:
     """Each candidate's cost on ``target`` (eq. R.15 for mcu, R.16 elsewhere); ``flash`` and
-    ``arena``: the all-int8 model's bytes, the scale of the mcu terms."""
+    ``arena``: the all-int8 model's bytes, the scale of the mcu terms; ``arena_increase``:
+    each candidate's own arena cost (``arena_increases``; default: its elements)."""
     total_macs = max(sum(f.reader_macs for f in facts.values()), 1)
     costs = {}
     for name, fact in facts.items():
         extra_flash = S16_BIAS_EXTRA_BYTES * fact.reader_channels
         cycles = int((S16_CYCLE_FACTOR - 1.0) * fact.reader_macs) + fact.elements
         float_macs = fact.reader_macs + fact.writer_macs
+        grown = fact.elements if arena_increase is None else arena_increase[name]
         if target == "mcu":
-            relative = (
-                extra_flash / max(flash, 1) + fact.elements / max(arena, 1) + cycles / total_macs
-            )
+            relative = extra_flash / max(flash, 1) + grown / max(arena, 1) + cycles / total_macs
         else:
             relative = (float_macs + fact.elements) / total_macs
-        costs[name] = PromotionCost(name, extra_flash, fact.elements, cycles, float_macs, relative)
+        costs[name] = PromotionCost(name, extra_flash, grown, cycles, float_macs, relative)
     return costs
 
 
@@ -128,19 +132,66 @@ def footprint(
     """(flash, arena) bytes of the mcu model of ``plan`` (§R.11): ``parameters`` (the int8
     model's weights and biases) plus the s16 kernels' wider biases, and the greedy arena
     (``codegen.arena``) over the tensors between nodes, one byte per int8 element, two per
-    int16, in node order; the model's own inputs and outputs are the caller's buffers."""
+    int16, in node order; the model's own inputs and outputs are the caller's buffers. A
+    layer output whose int16 clamp the engine folds (E.14) is not stored."""
     wide = {name for name, params in plan.tensors.items() if params.dtype == "int16"}
     flash = parameters + sum(
         S16_BIAS_EXTRA_BYTES * facts[name].reader_channels for name in wide if name in facts
     )
+    return flash, arena_bytes(graph, facts, wide, folded_clamps(graph, plan))
+
+
+def arena_bytes(
+    graph: Graph,
+    facts: Mapping[str, TensorFacts],
+    wide: Set[str],
+    folded: Mapping[str, str] | None = None,
+) -> int:
+    """The greedy arena over the tensors of ``facts`` (``wide``: two bytes an element),
+    each ``folded`` clamp's output written by its layer instead (E.14)."""
+    folded = folded or {}
     ends = {info.name for info in (*graph.inputs, *graph.outputs)}
     sizes = {
         name: fact.elements * (2 if name in wide else 1)
         for name, fact in facts.items()
-        if name not in ends
+        if name not in ends and name not in folded
     }
-    steps = [(tuple(n.inputs), tuple(n.outputs)) for n in graph.nodes]
-    return flash, plan_arena(lifetimes(steps, sizes, {})).size
+    clamps = {graph.consumers(layer_output)[0].name for layer_output in folded}
+    steps = [
+        (tuple(n.inputs), tuple(folded.get(name, name) for name in n.outputs))
+        for n in graph.nodes
+        if n.name not in clamps
+    ]
+    return plan_arena(lifetimes(steps, sizes, {})).size
+
+
+def arena_increases(graph: Graph, facts: Mapping[str, TensorFacts]) -> dict[str, int]:
+    """Each candidate's own arena cost (§R.11): the greedy arena with it alone int16 minus
+    the all-int8 one; 0 for a tensor off the arena's peak, up to its elements on it."""
+    base = arena_bytes(graph, facts, frozenset())
+    return {name: arena_bytes(graph, facts, {name}) - base for name in facts}
+
+
+def folded_clamps(graph: Graph, plan: QuantPlan) -> dict[str, str]:
+    """Layer output -> its clamp's output, for every int16 clamp the engine folds into the
+    layer's bounds (E.14): a Relu/Clip keeping its input's int16 parameters, the only reader
+    of a Conv/ConvTranspose/Gemm/MatMul output."""
+    outputs = {info.name for info in graph.outputs}
+    folded = {}
+    for node in graph.nodes:
+        spec = lookup(node.op_type, node.domain)
+        if spec is None or spec.clamp is None or not node.inputs or not node.outputs:
+            continue
+        source, target = node.inputs[0], node.outputs[0]
+        params, kept = plan.tensors.get(source), plan.tensors.get(target)
+        producer = graph.producer(source)
+        if params is None or params.dtype != "int16" or params != kept or source in outputs:
+            continue
+        if producer is None or _contraction(producer) is None:
+            continue
+        if len(graph.consumers(source)) == 1:
+            folded[source] = target
+    return folded
 
 
 def _contraction(node: Node) -> Contraction | None:
