@@ -175,6 +175,9 @@ def quantize(
         _refuse_static_training(settings.improve)
     _require_steps(settings.improve, data, ranges is not None)
     _require_float_kernels(config, settings.improve)
+    settings = dataclasses.replace(
+        settings, improve=_weights_for_promotion(config, settings.improve)
+    )
     exported, data, reports = _front_end(model, data, example_inputs)
     # Normalizing copies the model; a model quantized once lets go of it as read, so a big
     # model's weights are not held twice through every step (issue 20).
@@ -288,6 +291,16 @@ def _refuse_static_training(improve: ImproveConfig) -> None:
                 f"{flag} trains on the static activation grids, and mode 'dynamic' quantizes "
                 "activations at run time: use --mode static (or leave the mode automatic)"
             )
+
+
+def _weights_for_promotion(config: QuantConfig, improve: ImproveConfig) -> ImproveConfig:
+    """On a target without float kernels, a budget is met by int16 promotion alone, which
+    cannot reduce the int8 weights' own error (§R.11): there the weights are reconstructed
+    (§I.8) too, unless the user chose how they are learned."""
+    learned = improve.adaround or improve.reconstruct or improve.finetune
+    if improve.fallback and not config.profile.float_nodes and not learned:
+        return dataclasses.replace(improve, reconstruct=True)
+    return improve
 
 
 def _require_float_kernels(config: QuantConfig, improve: ImproveConfig) -> None:
