@@ -21,7 +21,12 @@ from eightbit.analysis.slices import (
     output_probabilities,
     slice_verdict,
 )
+from eightbit.calibrate.collect import batch_slices
 from eightbit.graph import Graph, make_session
+from eightbit.graph.run_size import samples_per_run
+
+# Samples per run at most, whatever the batches (the quick check's are calibration's).
+_LARGEST_RUN = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ def quick_check(
     # One session at a time: a large model's float and int8 weights are not held by ONNX
     # Runtime at once. The batches are read twice (kept in a list if they can be read once).
     feeds_list = batches if iter(batches) is not batches else list(batches)
+    # Runs of at most ``run_size`` samples (§C.9): each output row is the same.
+    run_size = samples_per_run(Graph(float_model), _LARGEST_RUN)
+    feeds_list = [part for batch in feeds_list for _, part in batch_slices(dict(batch), run_size)]
     reference = make_session(float_model, threads=threads)
     names = [output.name for output in reference.get_outputs()]
     collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}

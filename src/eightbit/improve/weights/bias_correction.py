@@ -134,37 +134,33 @@ def bias_correction(
     outputs = {layer: layer_output(graph, plan, layer) for layer in layers}
     last = _output_layer(graph, layers)
     rank = None if last is None else _rank(graph, graph.outputs[0].name)
+    # The corrected models are made again at the end rather than held while the int8 ones
+    # are measured: a big model's weights are then held once less (issue 20).
     if weight_shifts:
         before = compare(reference, to_qdq(model, plan), batches, outputs, inputs, threads)
         shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
-        corrected = _apply(model, graph, shifts)
-        quantized = to_qdq(corrected, rebias(Graph(corrected), plan))
+        quantized = _corrected_qdq(model, graph, shifts, plan)
         after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
     else:
-        shifts, corrected = {}, model
+        shifts = {}
         quantized = to_qdq(model, plan)
         before = after = compare(
             reference, quantized, batches, outputs, (), threads, output_rank=rank
         )
+    del quantized
+    chosen = shifts
     if last is not None and after.output_shift is not None:
-        # (I.3.4) The output layer, corrected against the int8 network's own output. The
-        # first correction is let go of meanwhile (made again if it stays): a big model's
-        # weights are then held once less.
-        del corrected, quantized
+        # (I.3.4) The output layer, corrected against the int8 network's own output.
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
-        candidate = _apply(model, graph, total)
-        quantized = to_qdq(candidate, rebias(Graph(candidate), plan))
+        quantized = _corrected_qdq(model, graph, total, plan)
         final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
         del quantized
         if final.output_db > after.output_db:
             notes.append(f"output layer {last!r} also corrected against the int8 output")
-            corrected = candidate
+            chosen = total
             after = replace(
                 after, output_db=final.output_db, layers={**after.layers, **final.layers}
             )
-        else:
-            del candidate
-            corrected = _apply(model, graph, shifts) if weight_shifts else model
     kept = keep == "always" or after.output_db >= before.output_db
     seen = count(batches)
     notes.insert(
@@ -186,7 +182,15 @@ def bias_correction(
         layers=tuple(LayerGain(n, before.layers[n], after.layers[n]) for n in layers),
         notes=tuple(notes),
     )
-    return (corrected if kept else model), report
+    return (_apply(model, graph, chosen) if kept and chosen else model), report
+
+
+def _corrected_qdq(
+    model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray], plan: QuantPlan
+) -> onnx.ModelProto:
+    """The QDQ model of ``model`` corrected by ``shifts``; the corrected float model is let go."""
+    corrected = _apply(model, graph, shifts)
+    return to_qdq(corrected, rebias(Graph(corrected), plan))
 
 
 def corrected_layers(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[tuple[str, str], int]]:

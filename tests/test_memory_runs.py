@@ -1,0 +1,153 @@
+"""Runs smaller than a batch (issue 20, docs/numerics.md §C.9): the same statistics.
+
+A big model's batch runs in slices of ``samples_per_run`` samples; calibration's ranges
+and histograms, and the quick check, must be exactly what whole batches give.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from eightbit.analysis import quick_check as quick_check_module
+from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
+from eightbit.calibrate import collect as collect_module
+from eightbit.export import to_qdq
+from eightbit.graph import Graph, normalize
+from eightbit.graph import run_size as run_size_module
+from eightbit.graph.run_size import activation_bytes, samples_per_run, weight_bytes
+from eightbit.improve.weights import bias_correction as bias_module
+from eightbit.plan import make_plan
+from eightbit.quant import QuantConfig
+from tests.fixtures import models
+
+# 256 values per sample of the Conv's output, counted every 7th (coprime with 256): the
+# counted positions of a sample depend on where it sits in its batch (C.9.2).
+CONFIG = CalibrationConfig(batch_size=8, histogram_values_per_sample=37, bins=2048)
+
+
+def _data(samples: int = 13) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((samples, 3, 8, 8)).astype(np.float32)
+
+
+def _calibrated(monkeypatch: pytest.MonkeyPatch, run: int | None) -> Ranges:
+    if run is not None:
+        monkeypatch.setattr(collect_module, "samples_per_run", lambda *args: run)
+    model = normalize(models.conv_bn_relu())
+    return calibrate(model, _data(), CONFIG, normalized=True)
+
+
+def _histograms(ranges: Ranges) -> dict[str, tuple[int, int, list[int], float, float]]:
+    found = {}
+    for name in ranges.tensors:
+        h = ranges.histogram(name)
+        assert h is not None
+        found[name] = (h.exponent, h.offset, h.counts.tolist(), h.min, h.max)
+    return found
+
+
+@pytest.mark.parametrize("run", [1, 3, 5])
+def test_slices_of_a_batch_give_the_ranges_and_histograms_of_whole_batches(
+    monkeypatch: pytest.MonkeyPatch, run: int
+) -> None:
+    # Catches: the slices counting from their own first value ([::stride] instead of the
+    # batch's positions, C.9.2), or a slice observed twice or not at all.
+    whole = _calibrated(monkeypatch, None)
+    sliced = _calibrated(monkeypatch, run)
+    assert sliced.tensors == whole.tensors
+    assert _histograms(sliced) == _histograms(whole)
+    assert sliced.samples == whole.samples == 13
+
+
+def test_calibration_runs_the_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Catches: calibrate ignoring the run size (the whole batch in one run).
+    seen: list[int] = []
+    runner = collect_module.model_runner
+
+    def counting(*args: object) -> object:
+        run = runner(*args)  # type: ignore[arg-type]
+
+        def counted(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            seen.append(len(next(iter(batch.values()))))
+            return run(batch)
+
+        return counted
+
+    monkeypatch.setattr(collect_module, "model_runner", counting)
+    _calibrated(monkeypatch, 3)
+    assert seen == [3, 3, 2, 3, 2]  # batches of 8 and 5, in runs of at most 3
+
+
+def _matmul(width: int = 64) -> onnx.ModelProto:
+    """x -> MatMul(W): 16 KiB of weights, 512 bytes of activations per sample."""
+    weight = np.ones((width, width), np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="layer")],
+        "matmul",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
+        [numpy_helper.from_array(weight, "w")],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_samples_per_run_fits_the_activations_beside_the_weights(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Catches: the weights left out of the budget.
+    graph = Graph(normalize(_matmul()))
+    assert activation_bytes(graph) == 2 * 64 * 4  # x and y, one sample each
+    assert samples_per_run(graph, 16) == 16  # a small model: whole batches
+    monkeypatch.setattr(run_size_module, "MIN_ACTIVATION_BYTES", 1)
+    room = 2 * activation_bytes(graph) + activation_bytes(graph) // 2
+    monkeypatch.setattr(run_size_module, "RUN_BYTES", weight_bytes(graph) + room)
+    assert samples_per_run(graph, 16) == 2
+    monkeypatch.setattr(run_size_module, "RUN_BYTES", 0)
+    assert samples_per_run(graph, 16) == 1
+
+
+def test_quick_check_in_slices_is_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Catches: slices dropped or repeated in the quick check (its samples and SQNR move).
+    model = normalize(models.conv_bn_relu())
+    ranges = calibrate(model, _data(), CONFIG, normalized=True)
+    qdq = to_qdq(model, make_plan(Graph(model), ranges, QuantConfig()))
+    batches = [{"input": _data(13)[:8]}, {"input": _data(13)[8:]}]
+    whole = quick_check_module.quick_check(model, qdq, batches)
+    monkeypatch.setattr(quick_check_module, "samples_per_run", lambda *args: 3)
+    sliced = quick_check_module.quick_check(model, qdq, batches)
+    assert whole is not None and sliced is not None
+    assert sliced.to_dict() == whole.to_dict()
+    assert sliced.samples == 13
+
+
+def test_bias_correction_measures_with_no_corrected_float_model_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Catches: a corrected float model (a copy of every weight) kept alive while the int8
+    # models are measured; it is made again at the end instead.
+    model = normalize(models.conv_bn_relu())
+    ranges = calibrate(model, _data(), CONFIG, normalized=True)
+    plan = make_plan(Graph(model), ranges, QuantConfig())
+    made: list[onnx.ModelProto] = []
+    held: list[int] = []
+    apply, measure = bias_module._apply, bias_module.compare
+
+    def recording(*args: object) -> onnx.ModelProto:
+        made.append(apply(*args))  # type: ignore[arg-type]
+        return made[-1]
+
+    def checking(*args: object, **kwargs: object) -> object:
+        # References beyond the list's, the loop's and getrefcount's own argument.
+        held.append(max((sys.getrefcount(m) - 3 for m in made), default=0))
+        return measure(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bias_module, "_apply", recording)
+    monkeypatch.setattr(bias_module, "compare", checking)
+    corrected, report = bias_module.bias_correction(model, plan, _data(), keep="always")
+    assert held == [0, 0, 0]  # before, after, and the output layer's try
+    assert report.after_db is not None
+    assert corrected is made[-1]  # the kept correction, made again
