@@ -20,9 +20,10 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
 from eightbit.graph import run_size as run_size_module
 from eightbit.graph.run_size import activation_bytes, samples_per_run, weight_bytes
+from eightbit.graph.view import InitializerArrays
 from eightbit.improve.weights import bias_correction as bias_module
 from eightbit.plan import make_plan
-from eightbit.quant import QuantConfig
+from eightbit.quant import QuantConfig, dequantize_values, quantize_values
 from tests.fixtures import models
 
 # 256 values per sample of the Conv's output, counted every 7th (coprime with 256): the
@@ -84,7 +85,7 @@ def test_calibration_runs_the_slices(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _matmul(width: int = 64) -> onnx.ModelProto:
     """x -> MatMul(W): 16 KiB of weights, 512 bytes of activations per sample."""
-    weight = np.ones((width, width), np.float32)
+    weight = np.random.default_rng(3).standard_normal((width, width)).astype(np.float32)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w"], ["y"], name="layer")],
         "matmul",
@@ -151,3 +152,33 @@ def test_bias_correction_measures_with_no_corrected_float_model_held(
     assert held == [0, 0, 0]  # before, after, and the output layer's try
     assert report.after_db is not None
     assert corrected is made[-1]  # the kept correction, made again
+
+
+def test_weight_shift_reads_a_big_weight_once_and_writes_over_the_stored_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Catches: the float weight converted a second time for the reference (the same model
+    # before learned rounding), or a ΔW that is not the stored weight minus the float one.
+    model = normalize(_matmul(width=512))  # a 1 MiB weight: converted on every access
+    data = np.random.default_rng(2).standard_normal((8, 512)).astype(np.float32)
+    ranges = calibrate(model, data, CalibrationConfig(method="minmax"), normalized=True)
+    plan = make_plan(Graph(model), ranges, QuantConfig())
+    graph = Graph(model)
+    node = graph.node("layer")
+    weight = graph.initializers["w"]
+    params = plan.tensors["w"]
+    expected = (
+        dequantize_values(quantize_values(weight, params), params).astype(np.float64) - weight
+    ).astype(np.float32)
+    reads: list[str] = []
+    read = InitializerArrays.__getitem__
+
+    def counted(self: InitializerArrays, name: str) -> np.ndarray:
+        reads.append(name)
+        return read(self, name)
+
+    monkeypatch.setattr(InitializerArrays, "__getitem__", counted)
+    delta = bias_module._delta(graph, Graph(model), plan, node, np.float32)
+    assert reads == ["w"]
+    assert np.abs(expected).max() > 0
+    np.testing.assert_array_equal(delta, expected)

@@ -42,7 +42,7 @@ from eightbit.ops.node_selection import clamp_bounds
 from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan, rebias
 from eightbit.quant import dequantize_values, quantize_values
-from eightbit.quant.values import by_rows
+from eightbit.quant.values import ROW_CHUNK_ELEMENTS, by_rows
 from eightbit.steps import LayerGain, StepReport
 
 # 16 images give each channel thousands of positions to average over; more only costs time
@@ -239,18 +239,32 @@ def _delta(
     graph: Graph, reference: Graph, plan: QuantPlan, node: Node, dtype: type = np.float64
 ) -> np.ndarray:
     """ΔW = (the weight as the int8 model stores it) − (the reference float weight), in
-    ``dtype`` (the difference itself is taken in float64, a slice of rows at a time)."""
+    ``dtype`` (the difference itself is taken in float64, a slice of rows at a time).
+
+    A big layer's weight (VGG-16's first Gemm: 411 MB) is held twice at most: the float
+    weight is read once when the reference is the model itself, and a float32 ΔW is
+    written over the stored weight (issue 20).
+    """
     port = _layer(node).weight_port
     assert port is not None
     weight = node.inputs[port]
     params = plan.tensors[weight]
-    stored = dequantize_values(quantize_values(graph.initializers[weight], params), params)
+    original = graph.initializers[weight]
+    stored = dequantize_values(quantize_values(original, params), params)
+    if reference.model is not graph.model:  # after learned rounding: the weights before it
+        original = np.asarray(reference.initializers[weight])
 
     def difference(stored: np.ndarray, original: np.ndarray) -> np.ndarray:
         wide = stored.astype(np.float64) - np.asarray(original, np.float64)
         return wide.astype(dtype, copy=False)
 
-    return by_rows(difference, stored, dtype, np.asarray(reference.initializers[weight]))
+    if stored.dtype != dtype or stored.ndim == 0:
+        return by_rows(difference, stored, dtype, original)
+    step = max(1, ROW_CHUNK_ELEMENTS // max(1, stored.size // stored.shape[0]))
+    for start in range(0, stored.shape[0], step):  # row by row: each is read, then written
+        stop = start + step
+        stored[start:stop] = difference(stored[start:stop], original[start:stop])
+    return stored
 
 
 # The ΔW of the layers whose shifts one ONNX Runtime session computes, at most (a layer
