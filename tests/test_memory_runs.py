@@ -7,6 +7,7 @@ and histograms, and the quick check, must be exactly what whole batches give.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -19,9 +20,13 @@ from eightbit.calibrate import collect as collect_module
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
 from eightbit.graph import run_size as run_size_module
+from eightbit.graph import session as session_module
 from eightbit.graph.run_size import activation_bytes, samples_per_run, weight_bytes
 from eightbit.graph.view import InitializerArrays
+from eightbit.improve.presets import preset
 from eightbit.improve.weights import bias_correction as bias_module
+from eightbit.pipeline import quantize
+from eightbit.pipeline.state import Settings, SpilledModel, State
 from eightbit.plan import make_plan
 from eightbit.quant import QuantConfig, dequantize_values, quantize_values
 from tests.fixtures import models
@@ -182,3 +187,53 @@ def test_weight_shift_reads_a_big_weight_once_and_writes_over_the_stored_one(
     assert reads == ["w"]
     assert np.abs(expected).max() > 0
     np.testing.assert_array_equal(delta, expected)
+
+
+def test_a_big_float_model_waits_on_disk_once_prepared_moved_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Catches: the float model kept in memory beside the prepared one (no spill), or a
+    # spilled model read back as another model.
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
+    model = normalize(models.conv_bn_relu())
+    other = normalize(models.conv_bn_relu(seed=1))
+    settings = Settings(QuantConfig(), preset("fast"), CalibrationConfig())
+    same = State(settings, None, model, None, None, 0, 0, True, prepared=model)
+    assert same.float_source is model  # prepared is the float model: nothing to spill
+    moved = replace(same, prepared=other)
+    assert isinstance(moved.float_source, SpilledModel)
+    read = moved.float_model
+    assert read is not model
+    assert _weights(read) == _weights(model)
+    assert [n.SerializeToString() for n in read.graph.node] == [
+        n.SerializeToString() for n in model.graph.node
+    ]
+
+
+def _weights(model: onnx.ModelProto) -> dict[str, bytes]:
+    return {t.name: numpy_helper.to_array(t).tobytes() for t in model.graph.initializer}
+
+
+def test_quantize_with_the_float_model_on_disk_makes_the_same_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Catches: the quick check or the result reading another float model than the one in
+    # memory would have been (their figures and the int8 model must not move).
+    model = models.conv_bn_relu()
+    data = _data(40)
+    kept = quantize(model, data)
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)
+    loads: list[object] = []
+    load = SpilledModel.load
+
+    def counted(self: SpilledModel) -> onnx.ModelProto:
+        loads.append(self)
+        return load(self)
+
+    monkeypatch.setattr(SpilledModel, "load", counted)
+    spilled = quantize(model, data)
+    assert len(loads) == 2  # the quick check, the result
+    assert spilled.model.SerializeToString() == kept.model.SerializeToString()
+    assert spilled.check is not None and kept.check is not None
+    assert spilled.check.to_dict() == kept.check.to_dict()
+    assert _weights(spilled.float_model) == _weights(kept.float_model)

@@ -405,13 +405,14 @@ class Check:
         if state.source is None or state.check_count <= 0:
             return state
         assert state.qdq is not None  # Export ran
+        float_model = state.float_model  # read once (a big one waits on disk)
         # Regrouped so that a model with a fixed batch size gets whole batches.
         held_back = open_data(
             window(state.source, state.calibrate_count, state.check_count),
-            Graph(state.float_model).inputs,
+            Graph(float_model).inputs,
             batch_size=state.settings.calibration.batch_size,
         )
-        check = quick_check(state.float_model, state.qdq, held_back, state.settings.threads)
+        check = quick_check(float_model, state.qdq, held_back, state.settings.threads)
         return replace(state, held_back=held_back, check=check)
 
 
@@ -437,15 +438,15 @@ class SafetyNet:
         profile = settings.config.profile
         if not profile.float_nodes and not profile.int16_activations:
             return state.reported(_no_float_net(settings, missed))
+        net = _prepared(state)
         qdq, plan, report, promoted = safety_net(
-            _prepared(state), state.plan, state.qdq, state.samples, missed, settings.improve,
-            settings.threads,
-        )  # fmt: skip
+            net, state.plan, state.qdq, state.samples, missed, settings.improve, settings.threads
+        )
         if qdq is state.qdq:
             return state.reported(report)
         # Nodes were returned to float: judge the new model, and keep it only if it did not
         # buy its slices with the whole output (§I.9, ``SAFETY_SQNR_LOSS_DB``).
-        check = quick_check(state.float_model, qdq, state.held_back, settings.threads)
+        check = quick_check(net.float_model, qdq, state.held_back, settings.threads)
         lost = _sqnr_lost(state.check, check)
         if lost is not None:
             note = (
