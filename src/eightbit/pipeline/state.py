@@ -64,6 +64,10 @@ class SpilledModel:
     def load(self) -> onnx.ModelProto:
         return load_model(self.path, check=False)
 
+    def skeleton(self) -> onnx.ModelProto:
+        """The model without the data of its large weights (names, types and shapes stay)."""
+        return onnx.load(self.path, load_external_data=False)
+
 
 @dataclass(frozen=True)
 class State:
@@ -91,7 +95,7 @@ class State:
     given_ranges: bool
     prepared: onnx.ModelProto = field(repr=False)
     ranges: Ranges | None = None
-    planned: onnx.ModelProto | None = field(default=None, repr=False)
+    planned_source: onnx.ModelProto | SpilledModel | None = field(default=None, repr=False)
     plan: QuantPlan | None = None
     qdq: onnx.ModelProto | None = field(default=None, repr=False)
     held_back: DataSource | None = None
@@ -102,20 +106,28 @@ class State:
     image: ImageOptions | None = None
 
     def __post_init__(self) -> None:
-        # A big float model no step runs on any more (``prepared`` moved on) waits on disk
-        # for the quick check: one copy of its weights less through the steps (issue 20).
-        source = self.float_source
-        if not isinstance(source, onnx.ModelProto) or source is self.prepared:
-            return
-        if through_file(source):
-            object.__setattr__(self, "float_source", SpilledModel.of(source))
+        # A big float model no step runs on any more (``prepared`` moved on from it) waits
+        # on disk until a step reads it: one copy of its weights less in memory (issue 20).
+        spilled: dict[int, SpilledModel] = {}
+        for name in ("float_source", "planned_source"):
+            source = getattr(self, name)
+            if not isinstance(source, onnx.ModelProto) or source is self.prepared:
+                continue
+            if id(source) in spilled or through_file(source):
+                if id(source) not in spilled:
+                    spilled[id(source)] = SpilledModel.of(source)
+                object.__setattr__(self, name, spilled[id(source)])
 
     @property
     def float_model(self) -> onnx.ModelProto:
-        """The original model, normalized: read back from disk when it was spilled (each
-        access reads it again; keep the result while it is used)."""
-        source = self.float_source
-        return source if isinstance(source, onnx.ModelProto) else source.load()
+        """The original model, normalized (read back from disk when it waits there: each
+        access reads it again, so keep the result while it is used)."""
+        return _in_memory(self.float_source)
+
+    @property
+    def planned(self) -> onnx.ModelProto | None:
+        """The model as planned (``planned_source``), read back as ``float_model`` is."""
+        return None if self.planned_source is None else _in_memory(self.planned_source)
 
     def reported(self, report: StepReport | None, **changes: object) -> State:
         """This state with ``changes`` and ``report`` (when there is one) appended."""
@@ -133,6 +145,10 @@ class State:
             calibration_samples=getattr(self.ranges, "samples", 0) or 0,
             prepared_model=self.prepared,
         )
+
+
+def _in_memory(source: onnx.ModelProto | SpilledModel) -> onnx.ModelProto:
+    return source if isinstance(source, onnx.ModelProto) else source.load()
 
 
 @dataclass(frozen=True)
