@@ -6,6 +6,7 @@ error-level findings: a user sees at once whether int8 kept the network's behavi
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -21,7 +22,12 @@ from eightbit.analysis.slices import (
     output_probabilities,
     slice_verdict,
 )
+from eightbit.calibrate.collect import batch_slices
 from eightbit.graph import Graph, make_session
+from eightbit.graph.run_size import samples_per_run
+
+# Samples per run at most, whatever the batches (the quick check's are calibration's).
+_LARGEST_RUN = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -83,13 +89,18 @@ def quick_check(
     int8_model: onnx.ModelProto,
     batches: Iterable[Mapping[str, np.ndarray]],
     threads: int | None = None,
+    float_file: str | os.PathLike[str] | None = None,
 ) -> QuickCheck | None:
     """Top-1 agreement, SQNR and the per-slice verdict (§A.9) of every output, int8 vs
-    float, on ``batches``."""
+    float, on ``batches``. ``float_file``: the float model's file, when it is on disk: the
+    session reads it there, and ``float_model`` may be its weightless skeleton."""
     # One session at a time: a large model's float and int8 weights are not held by ONNX
     # Runtime at once. The batches are read twice (kept in a list if they can be read once).
     feeds_list = batches if iter(batches) is not batches else list(batches)
-    reference = make_session(float_model, threads=threads)
+    # Runs of at most ``run_size`` samples (§C.9): each output row is the same.
+    run_size = samples_per_run(Graph(float_model), _LARGEST_RUN)
+    feeds_list = [part for batch in feeds_list for _, part in batch_slices(dict(batch), run_size)]
+    reference = make_session(float_model if float_file is None else float_file, threads=threads)
     names = [output.name for output in reference.get_outputs()]
     collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
     samples = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,6 +27,7 @@ from eightbit.calibrate.ranges import Ranges, TensorRange
 from eightbit.calibrate.sources import open_data
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, exposing_session, load_model, normalize
+from eightbit.graph.run_size import samples_per_run
 
 Observer = HistogramObserver | MinMaxObserver
 # Runs the model on one batch: input arrays in, every observed tensor out.
@@ -56,14 +57,24 @@ def calibrate(
     """
     if not isinstance(config, CalibrationConfig):
         raise ConfigError(f"'config' must be a CalibrationConfig (got {type(config).__name__})")
-    run, names, source = _prepare(model, data, config, tensors, threads, image, normalized)
+    run, names, source, run_size = _prepare(
+        model, data, config, tensors, threads, image, normalized
+    )
     observers = {name: make_observer(config) for name in names}
     workers = threads or os.cpu_count() or 1
-    observe_all(source, run, observers, workers=workers, progress=progress)
+    observe_all(source, run, observers, workers=workers, progress=progress, run_size=run_size)
     if source.used == 0:
         raise DataError(_no_samples_message(source))
     require_variation(source)
     return select_ranges(observers, config, samples=source.used, skipped=source.skipped)
+
+
+def _run_size(graph: Graph, names: Sequence[str], config: CalibrationConfig) -> int | None:
+    """(C.9.1) Samples per run; None (whole batches) with the moving average of
+    ``minmax``, which depends on how the samples are split into batches."""
+    if config.moving_average is not None:
+        return None
+    return samples_per_run(graph, config.batch_size, names)
 
 
 def _prepare(
@@ -74,8 +85,9 @@ def _prepare(
     threads: int | None,
     image: ImageOptions | None,
     normalized: bool,
-) -> tuple[Run, list[str], DataSource]:
-    """The model as a function of one batch, the tensors it returns, and the data.
+) -> tuple[Run, list[str], DataSource, int | None]:
+    """The model as a function of one batch, the tensors it returns, the data, and the
+    samples per run (§C.9).
 
     Everything is checked before the session is built; the model protos are dropped on
     return (the session holds its own copy), so they do not add to the memory in use
@@ -96,7 +108,8 @@ def _prepare(
         skip_nonfinite=config.skip_nonfinite,
         limit=config.samples,
     )
-    return model_runner(prepared, graph, names, threads), names, source
+    run_size = _run_size(graph, names, config)
+    return model_runner(prepared, graph, names, threads), names, source, run_size
 
 
 def model_runner(
@@ -155,20 +168,39 @@ def observe_all(
     *,
     workers: int,
     progress: bool,
+    run_size: int | None = None,
 ) -> None:
-    """Run every batch, then fold it into the observers on ``workers`` threads (module doc)."""
+    """Run every batch, then fold it into the observers on ``workers`` threads (module doc).
+
+    ``run_size``: at most that many samples per run (§C.9; None: whole batches); the
+    observers see each slice with its place in the batch, so the statistics are the same.
+    """
     with (
         sample_progress(source.samples, "calibrating", show=progress) as advance,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="eightbit-observe") as pool,
     ):
         first = source.offset
         for batch in source:
-            count = len(next(iter(batch.values())))
-            values = run(batch)
-            _observe(pool, observers, values, first, count)
-            del values  # release this batch's activations before the next run allocates
-            first += count
-            advance(count)
+            for start, part in batch_slices(batch, run_size):
+                count = len(next(iter(part.values())))
+                values = run(part)
+                _observe(pool, observers, values, first, count, start)
+                del values  # release this run's activations before the next one allocates
+                first += count
+                advance(count)
+
+
+def batch_slices(
+    batch: dict[str, np.ndarray], run_size: int | None
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+    """(index of the first sample in ``batch``, the slice) for slices of ``run_size``
+    samples (views, not copies); the batch itself when it fits or ``run_size`` is None."""
+    count = len(next(iter(batch.values())))
+    if run_size is None or count <= run_size:
+        yield 0, batch
+        return
+    for start in range(0, count, run_size):
+        yield start, {name: array[start : start + run_size] for name, array in batch.items()}
 
 
 def _observe(
@@ -177,10 +209,11 @@ def _observe(
     values: dict[str, np.ndarray],
     first: int,
     count: int,
+    in_batch: int = 0,
 ) -> None:
     # Largest tensors first, so that the last task to finish is a short one.
     order = sorted(observers, key=lambda name: -values[name].size)
-    tasks = {name: pool.submit(observers[name].update, values[name]) for name in order}
+    tasks = {name: pool.submit(observers[name].update, values[name], in_batch) for name in order}
     for name, task in tasks.items():
         try:
             task.result()

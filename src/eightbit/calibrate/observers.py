@@ -23,7 +23,7 @@ class Observer(Protocol):
     min: float
     max: float
 
-    def update(self, values: npt.ArrayLike) -> None: ...
+    def update(self, values: npt.ArrayLike, first: int = 0) -> None: ...
 
 
 class MinMaxObserver:
@@ -42,8 +42,9 @@ class MinMaxObserver:
     def empty(self) -> bool:
         return self.min > self.max
 
-    def update(self, values: npt.ArrayLike) -> None:
-        """Fold one batch in; raise ``NonFiniteError`` on NaN or inf."""
+    def update(self, values: npt.ArrayLike, first: int = 0) -> None:
+        """Fold one batch in; raise ``NonFiniteError`` on NaN or inf. (``first``: as for
+        ``HistogramObserver``; extremes do not depend on it.)"""
         array = np.asarray(values)
         if array.size == 0:
             return
@@ -52,9 +53,9 @@ class MinMaxObserver:
             raise NonFiniteError("values contain NaN or infinity")
         rate = self.moving_average
         if rate is not None:
-            first = self.empty
-            self.average_min = low if first else (1 - rate) * self.average_min + rate * low
-            self.average_max = high if first else (1 - rate) * self.average_max + rate * high
+            empty = self.empty
+            self.average_min = low if empty else (1 - rate) * self.average_min + rate * low
+            self.average_max = high if empty else (1 - rate) * self.average_max + rate * high
         self.min = min(self.min, low)
         self.max = max(self.max, high)
 
@@ -111,15 +112,22 @@ class HistogramObserver:
     def max(self) -> float:
         return self.histogram.max
 
-    def update(self, values: npt.ArrayLike) -> None:
-        """Fold one batch (first axis: samples) in; raise ``NonFiniteError`` on NaN or inf."""
+    def update(self, values: npt.ArrayLike, first: int = 0) -> None:
+        """Fold one batch (first axis: samples) in; raise ``NonFiniteError`` on NaN or inf.
+
+        ``first``: the index in its batch of the first sample of ``values``, when a batch is
+        observed in slices (§C.9): the slices then count the positions the whole batch
+        would have (C.9.2).
+        """
         array = np.asarray(values)
         if array.size == 0:
             return
         extremes = (float(array.min()), float(array.max()))
         samples = array.shape[0] if array.ndim else 1
-        stride = sampling_stride(array.size // samples, self.values_per_sample)
-        self.histogram.update(array.reshape(-1)[::stride], extremes=extremes)
+        per_sample = array.size // samples
+        stride = sampling_stride(per_sample, self.values_per_sample)
+        start = -first * per_sample % stride
+        self.histogram.update(array.reshape(-1)[start::stride], extremes=extremes)
 
 
 def make_observer(config: CalibrationConfig) -> HistogramObserver | MinMaxObserver:

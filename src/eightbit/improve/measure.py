@@ -26,6 +26,7 @@ from eightbit.calibrate import open_data
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, exposing_session, make_session
+from eightbit.graph.run_size import samples_per_run
 from eightbit.graph.session import through_file
 from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
 from eightbit.improve.budget import Measured
@@ -35,8 +36,10 @@ BATCH = 16
 
 
 def read_samples(data: DataLike, graph: Graph, samples: int) -> list[Batch]:
-    """Up to ``samples`` samples of ``data`` as batches for the model of ``graph``."""
-    source = open_data(data, graph.inputs, batch_size=BATCH, limit=samples)
+    """Up to ``samples`` samples of ``data`` as batches for the model of ``graph``: of
+    ``BATCH`` samples, or fewer where one run's activations would not fit (§C.9)."""
+    batch_size = samples_per_run(graph, BATCH)
+    source = open_data(data, graph.inputs, batch_size=batch_size, limit=samples)
     batches = [dict(batch) for batch in source]
     if not batches:
         raise DataError("no calibration samples to measure with (the data is empty)")

@@ -46,7 +46,7 @@ class DynamicPlan:
 
     def run(self, state: State) -> State:
         plan = plan_dynamic(Graph(state.prepared), state.settings.config)
-        return replace(state, plan=plan, planned=state.prepared)
+        return replace(state, plan=plan, planned_source=state.prepared)
 
 
 class DynamicExport:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+import onnx
+
 from eightbit.analysis.quick_check import QuickCheck, quick_check
 from eightbit.calibrate import DataSource, Ranges, calibrate, open_data
 from eightbit.distributed import RayScore, calibrate_on_ray, quick_check_on_ray
@@ -32,7 +34,7 @@ from eightbit.improve.weights.equalize import equalize
 from eightbit.improve.weights.reconstruct import reconstruct
 from eightbit.pipeline.gate import keep_if_better
 from eightbit.pipeline.holdout import window
-from eightbit.pipeline.state import Settings, State
+from eightbit.pipeline.state import Settings, SpilledModel, State
 from eightbit.plan import activation_tensors_to_calibrate, make_plan, rebias
 from eightbit.rebuild import (
     EVALUATION_BATCH,
@@ -230,7 +232,7 @@ class Plan:
         settings = state.settings
         joins = settings.improve.separate_joins
         plan = make_plan(Graph(state.prepared), state.ranges, settings.config, separate_joins=joins)
-        return replace(state, plan=plan, planned=state.prepared)
+        return replace(state, plan=plan, planned_source=state.prepared)
 
 
 @dataclass(frozen=True)
@@ -249,9 +251,10 @@ class BiasCorrection:
         return settings.learned if self.learned else _nearest_stage(settings)
 
     def run(self, state: State) -> State:
-        assert state.plan is not None and state.planned is not None  # Plan ran
+        planned = state.planned  # read once (a big one may wait on disk)
+        assert state.plan is not None and planned is not None  # Plan ran
         settings = state.settings
-        model = state.prepared if self.learned else state.planned
+        model = state.prepared if self.learned else planned
         statistics = None
         if state.samples is None:
             assert state.exported is not None  # _start keeps it when there are no samples
@@ -263,7 +266,7 @@ class BiasCorrection:
             model,
             state.plan,
             state.samples,
-            reference=state.planned,
+            reference=planned,
             weight_shifts=not self.learned,
             statistics=statistics,
             keep="always" if settings.improve.bias_correction else "if_better",
@@ -367,22 +370,23 @@ class LearnedWeights:
         return settings.learned
 
     def run(self, state: State) -> State:
-        assert state.plan is not None and state.planned is not None and state.ranges is not None
+        planned = state.planned  # read once (a big one may wait on disk)
+        assert state.plan is not None and planned is not None and state.ranges is not None
         assert state.samples is not None  # quantize's _require_steps
         settings, improve = state.settings, state.settings.improve
         joins = improve.separate_joins
         plan = state.plan
         if improve.fallback:  # its plan holds the nearest biases: plan the planned model again
-            plan = make_plan(Graph(state.planned), state.ranges, plan.config, separate_joins=joins)
+            plan = make_plan(Graph(planned), state.ranges, plan.config, separate_joins=joins)
         if improve.adaround:
             options = AdaRoundOptions(iterations=improve.adaround_iters)
             model, report = adaround(
-                state.planned, plan, state.samples, options,
+                planned, plan, state.samples, options,
                 threads=settings.threads, progress=settings.progress,
             )  # fmt: skip
         else:
             model, report = reconstruct(
-                state.planned, plan, state.samples,
+                planned, plan, state.samples,
                 threads=settings.threads, progress=settings.progress,
             )  # fmt: skip
         plan = make_plan(Graph(model), state.ranges, plan.config, separate_joins=joins)
@@ -423,21 +427,33 @@ class Check:
         if state.source is None or state.check_count <= 0:
             return state
         assert state.qdq is not None  # Export ran
+        # A big float model waiting on disk is run from its file: its weights are not read
+        # back into memory (issue 20).
+        source = state.float_source
+        float_model = source.skeleton() if isinstance(source, SpilledModel) else source
         # Regrouped so that a model with a fixed batch size gets whole batches.
         held_back = open_data(
             window(state.source, state.calibrate_count, state.check_count),
-            Graph(state.float_model).inputs,
+            Graph(float_model).inputs,
             batch_size=state.settings.calibration.batch_size,
         )
-        return replace(state, held_back=held_back, check=_quick_check(state, held_back))
+        check = _quick_check(state, held_back, float_model)
+        return replace(state, held_back=held_back, check=check)
 
 
-def _quick_check(state: State, held_back: DataSource) -> QuickCheck | None:
-    """The check of ``state.qdq`` on the held-back samples, on the cluster with ``--ray``."""
+def _quick_check(
+    state: State, held_back: DataSource, float_model: onnx.ModelProto
+) -> QuickCheck | None:
+    """The check of ``state.qdq`` on the held-back samples, on the cluster with ``--ray``.
+    ``float_model``: the float model, or its skeleton when it waits on disk."""
     assert state.qdq is not None
     settings = state.settings
+    source = state.float_source
     if settings.ray is None or state.data is None:
-        return quick_check(state.float_model, state.qdq, held_back, settings.threads)
+        return quick_check(
+            float_model, state.qdq, held_back, settings.threads,
+            float_file=source.path if isinstance(source, SpilledModel) else None,
+        )  # fmt: skip
     return quick_check_on_ray(
         state.float_model, state.qdq, state.data, ray=settings.ray,
         batch_size=settings.calibration.batch_size, start=state.calibrate_count,
@@ -467,15 +483,15 @@ class SafetyNet:
         profile = settings.config.profile
         if not profile.float_nodes and not profile.int16_activations:
             return state.reported(_no_float_net(settings, missed))
+        net = _prepared(state)
         qdq, plan, report, promoted = safety_net(
-            _prepared(state), state.plan, state.qdq, state.samples, missed, settings.improve,
-            settings.threads,
-        )  # fmt: skip
+            net, state.plan, state.qdq, state.samples, missed, settings.improve, settings.threads
+        )
         if qdq is state.qdq:
             return state.reported(report)
         # Nodes were returned to float: judge the new model, and keep it only if it did not
         # buy its slices with the whole output (§I.9, ``SAFETY_SQNR_LOSS_DB``).
-        check = quick_check(state.float_model, qdq, state.held_back, settings.threads)
+        check = quick_check(net.float_model, qdq, state.held_back, settings.threads)
         lost = _sqnr_lost(state.check, check)
         if lost is not None:
             note = (
@@ -525,10 +541,9 @@ def _nearest_stage(settings: Settings) -> bool:
 
 def _prepared(state: State) -> Prepared:
     """What a fallback rebuilds from (``eightbit.rebuild``)."""
-    assert state.planned is not None and state.ranges is not None  # Plan ran
-    return Prepared(
-        state.float_model, state.prepared, state.planned, state.ranges, state.settings.config
-    )
+    planned = state.planned
+    assert planned is not None and state.ranges is not None  # Plan ran
+    return Prepared(state.float_model, state.prepared, planned, state.ranges, state.settings.config)
 
 
 def _skipped(name: str, why: str) -> StepReport:

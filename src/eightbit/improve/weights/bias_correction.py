@@ -42,7 +42,7 @@ from eightbit.ops.node_selection import clamp_bounds
 from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan, rebias
 from eightbit.quant import dequantize_values, quantize_values
-from eightbit.quant.values import by_rows
+from eightbit.quant.values import ROW_CHUNK_ELEMENTS, by_rows
 from eightbit.steps import LayerGain, StepReport
 
 # 16 images give each channel thousands of positions to average over; more only costs time
@@ -134,37 +134,33 @@ def bias_correction(
     outputs = {layer: layer_output(graph, plan, layer) for layer in layers}
     last = _output_layer(graph, layers)
     rank = None if last is None else _rank(graph, graph.outputs[0].name)
+    # The corrected models are made again at the end rather than held while the int8 ones
+    # are measured: a big model's weights are then held once less (issue 20).
     if weight_shifts:
         before = compare(reference, to_qdq(model, plan), batches, outputs, inputs, threads)
         shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
-        corrected = _apply(model, graph, shifts)
-        quantized = to_qdq(corrected, rebias(Graph(corrected), plan))
+        quantized = _corrected_qdq(model, graph, shifts, plan)
         after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
     else:
-        shifts, corrected = {}, model
+        shifts = {}
         quantized = to_qdq(model, plan)
         before = after = compare(
             reference, quantized, batches, outputs, (), threads, output_rank=rank
         )
+    del quantized
+    chosen = shifts
     if last is not None and after.output_shift is not None:
-        # (I.3.4) The output layer, corrected against the int8 network's own output. The
-        # first correction is let go of meanwhile (made again if it stays): a big model's
-        # weights are then held once less.
-        del corrected, quantized
+        # (I.3.4) The output layer, corrected against the int8 network's own output.
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
-        candidate = _apply(model, graph, total)
-        quantized = to_qdq(candidate, rebias(Graph(candidate), plan))
+        quantized = _corrected_qdq(model, graph, total, plan)
         final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
         del quantized
         if final.output_db > after.output_db:
             notes.append(f"output layer {last!r} also corrected against the int8 output")
-            corrected = candidate
+            chosen = total
             after = replace(
                 after, output_db=final.output_db, layers={**after.layers, **final.layers}
             )
-        else:
-            del candidate
-            corrected = _apply(model, graph, shifts) if weight_shifts else model
     kept = keep == "always" or after.output_db >= before.output_db
     seen = count(batches)
     notes.insert(
@@ -186,7 +182,15 @@ def bias_correction(
         layers=tuple(LayerGain(n, before.layers[n], after.layers[n]) for n in layers),
         notes=tuple(notes),
     )
-    return (corrected if kept else model), report
+    return (_apply(model, graph, chosen) if kept and chosen else model), report
+
+
+def _corrected_qdq(
+    model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray], plan: QuantPlan
+) -> onnx.ModelProto:
+    """The QDQ model of ``model`` corrected by ``shifts``; the corrected float model is let go."""
+    corrected = _apply(model, graph, shifts)
+    return to_qdq(corrected, rebias(Graph(corrected), plan))
 
 
 def corrected_layers(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[tuple[str, str], int]]:
@@ -235,18 +239,32 @@ def _delta(
     graph: Graph, reference: Graph, plan: QuantPlan, node: Node, dtype: type = np.float64
 ) -> np.ndarray:
     """ΔW = (the weight as the int8 model stores it) − (the reference float weight), in
-    ``dtype`` (the difference itself is taken in float64, a slice of rows at a time)."""
+    ``dtype`` (the difference itself is taken in float64, a slice of rows at a time).
+
+    A big layer's weight (VGG-16's first Gemm: 411 MB) is held twice at most: the float
+    weight is read once when the reference is the model itself, and a float32 ΔW is
+    written over the stored weight (issue 20).
+    """
     port = _layer(node).weight_port
     assert port is not None
     weight = node.inputs[port]
     params = plan.tensors[weight]
-    stored = dequantize_values(quantize_values(graph.initializers[weight], params), params)
+    original = graph.initializers[weight]
+    stored = dequantize_values(quantize_values(original, params), params)
+    if reference.model is not graph.model:  # after learned rounding: the weights before it
+        original = np.asarray(reference.initializers[weight])
 
     def difference(stored: np.ndarray, original: np.ndarray) -> np.ndarray:
         wide = stored.astype(np.float64) - np.asarray(original, np.float64)
         return wide.astype(dtype, copy=False)
 
-    return by_rows(difference, stored, dtype, np.asarray(reference.initializers[weight]))
+    if stored.dtype != dtype or stored.ndim == 0:
+        return by_rows(difference, stored, dtype, original)
+    step = max(1, ROW_CHUNK_ELEMENTS // max(1, stored.size // stored.shape[0]))
+    for start in range(0, stored.shape[0], step):  # row by row: each is read, then written
+        stop = start + step
+        stored[start:stop] = difference(stored[start:stop], original[start:stop])
+    return stored
 
 
 # The ΔW of the layers whose shifts one ONNX Runtime session computes, at most (a layer
