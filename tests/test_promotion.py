@@ -261,3 +261,17 @@ def test_an_ort_budget_float_cannot_meet_is_met_by_promotion(samples):
     assert any(n.startswith("budget missed with float nodes: int16 promotion instead (kept)")
                for n in step.notes)  # fmt: skip
     assert result.plan.config.int16 == ("wide",) and result.plan.fallbacks() == ()
+
+
+def test_an_ort_budget_float_meets_tries_no_promotion(monkeypatch):
+    from eightbit.pipeline import stages
+    from tests.fixtures import models
+
+    def tried(*args: object) -> None:
+        raise AssertionError("promotion tried although the fallback held the budget")
+
+    monkeypatch.setattr(stages, "promote_after_fallback", tried)
+    model = models.conv_bn_relu()
+    data = models.random_inputs(model, n=64, seed=3)
+    result = quantize(model, data, QuantConfig(), improve=preset("fast", min_sqnr=50.0))
+    assert result.plan.fallbacks() and result.plan.config.int16 == ()

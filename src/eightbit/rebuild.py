@@ -108,8 +108,9 @@ def run_fallback(
     score: Score | None = None,
     rank_sqnrs: SqnrsOn | None = None,
     **search: Any,
-) -> tuple[onnx.ModelProto, QuantPlan, StepReport]:
-    """Return nodes to float until the budget holds on the calibration samples.
+) -> tuple[onnx.ModelProto, QuantPlan, StepReport, bool]:
+    """Return nodes to float until the budget holds on the calibration samples; the last
+    value says whether the model returned holds it (its measurement, latency aside).
 
     A node returned to float computes with its planned float constants again, not with the
     weights rounded or the bias corrected for int8. ``score``: how candidates are measured
@@ -135,7 +136,8 @@ def run_fallback(
     )  # fmt: skip
     note = worst_slices_note(net.float_model, qdq, result.model, samples, threads)
     report = result.report
-    return result.model, result.plan, replace(report, notes=(*report.notes, note))
+    holds = result.measured.meets(budget)
+    return result.model, result.plan, replace(report, notes=(*report.notes, note)), holds
 
 
 def worst_slices_note(
@@ -213,7 +215,7 @@ def safety_net(
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
     metric = _floor_of_first_output(graph)
     changed = None
-    qdq, plan, report = run_fallback(
+    qdq, plan, report, _ = run_fallback(
         net, plan, qdq, samples, budget, metric, threads, False, latency=timer, **NET_SEARCH
     )
     notes = [

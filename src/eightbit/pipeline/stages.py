@@ -306,7 +306,7 @@ class Fallback:
             return _promote_for_budget(state, net)
         score = _ray_score(state, net)
         try:
-            qdq, plan, report = run_fallback(
+            qdq, plan, report, holds = run_fallback(
                 net, state.plan, state.qdq, state.samples, settings.improve,
                 settings.metric, settings.threads, settings.progress, score,
                 rank_sqnrs=None if score is None else score.sqnrs_on,
@@ -315,7 +315,8 @@ class Fallback:
             if score is not None:
                 score.close()
         changes: dict[str, object] = {}
-        if settings.config.profile.int16_activations:  # §R.11: promotion where float misses
+        # §R.11: promotion where float misses (a budget held needs no second measurement)
+        if settings.config.profile.int16_activations and not holds:
             qdq, plan, report, promoted = promote_after_fallback(
                 (net, state.plan, state.qdq), (qdq, plan, report), state.samples,
                 settings.improve, settings.metric, settings.threads,
