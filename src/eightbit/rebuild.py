@@ -10,7 +10,7 @@ ONNX Runtime's own int8 of the model.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -21,10 +21,10 @@ from eightbit.analysis.floor import SAFETY_FLOOR_DB, floor_metric
 from eightbit.analysis.latency import LatencyRatio
 from eightbit.analysis.memory import memory_usage
 from eightbit.analysis.outputs import Metric
-from eightbit.analysis.quick_check import quick_check
+from eightbit.analysis.quick_check import QuickCheck, quick_check
 from eightbit.analysis.slices import output_probabilities
 from eightbit.calibrate import Ranges, open_data
-from eightbit.calibrate.data import DataLike
+from eightbit.calibrate.data import Batch, DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
@@ -53,6 +53,8 @@ from eightbit.steps import StepReport
 EVALUATION_BATCH = 16
 # The worst-slice note of a fallback runs the models on at most this many samples.
 SLICE_NOTE_SAMPLES = 64
+# A quick check of (float model, int8 model, batches): ``quick_check`` here, or on a cluster.
+Checker = Callable[[onnx.ModelProto, onnx.ModelProto, list[Batch]], QuickCheck | None]
 # The safety net's search (§I.9): ranked by each activation's own SQNR (one pass, not one
 # rebuild per candidate) and at most this many returns, so that the default preset stays
 # within a few times the plain quantize time; a net that cannot reach the floor so says so.
@@ -107,6 +109,7 @@ def run_fallback(
     progress: bool,
     score: Score | None = None,
     rank_sqnrs: SqnrsOn | None = None,
+    check: Checker | None = None,
     **search: Any,
 ) -> tuple[onnx.ModelProto, QuantPlan, StepReport, bool]:
     """Return nodes to float until the budget holds on the calibration samples; the last
@@ -115,7 +118,8 @@ def run_fallback(
     A node returned to float computes with its planned float constants again, not with the
     weights rounded or the bias corrected for int8. ``score``: how candidates are measured
     (default: an ``OutputReference`` here; ``eightbit.distributed`` scores on a cluster);
-    ``rank_sqnrs``: how the ranking scores its candidates (default: here).
+    ``rank_sqnrs``: how the ranking scores its candidates, ``check``: how the worst-slice
+    note checks a model (default: both here).
     ``search``: options of ``eightbit.improve.fallback.driver.fallback`` (``ranking``,
     ``max_steps``).
     """
@@ -134,7 +138,7 @@ def run_fallback(
         progress=progress, score=score, rank_sqnrs=rank_sqnrs, batch_size=EVALUATION_BATCH,
         **search,
     )  # fmt: skip
-    note = worst_slices_note(net.float_model, qdq, result.model, samples, threads)
+    note = worst_slices_note(net.float_model, qdq, result.model, samples, threads, check)
     report = result.report
     holds = result.measured.meets(budget)
     return result.model, result.plan, replace(report, notes=(*report.notes, note)), holds
@@ -146,22 +150,23 @@ def worst_slices_note(
     after: onnx.ModelProto,
     samples: DataLike,
     threads: int | None,
+    check: Checker | None = None,
 ) -> str:
-    """The fallback's budget reads whole outputs; this says what the slices did (§A.9)."""
-    first = _worst_slice(float_model, before, samples, threads)
-    second = first if after is before else _worst_slice(float_model, after, samples, threads)
+    """The fallback's budget reads whole outputs; this says what the slices did (§A.9).
+    ``check``: where the two quick checks run (default: here, on ``threads``)."""
+    graph = Graph(float_model)
+    data = open_data(samples, graph.inputs, batch_size=16, limit=SLICE_NOTE_SAMPLES)
+    batches = [dict(batch) for batch in data]
+    check = check or (lambda f, q, b: quick_check(f, q, b, threads))
+    first = _worst_slice(check(float_model, before, batches))
+    second = first if after is before else _worst_slice(check(float_model, after, batches))
     return (
         f"worst output slice (§A.9) on up to {SLICE_NOTE_SAMPLES} calibration samples: "
         f"before {first}; after {second}"
     )
 
 
-def _worst_slice(
-    float_model: onnx.ModelProto, model: onnx.ModelProto, samples: DataLike, threads: int | None
-) -> str:
-    graph = Graph(float_model)
-    data = open_data(samples, graph.inputs, batch_size=16, limit=SLICE_NOTE_SAMPLES)
-    check = quick_check(float_model, model, data, threads)
+def _worst_slice(check: QuickCheck | None) -> str:
     if check is None:
         return "-"
     worst = min(check.outputs, key=lambda output: output.worst_slice_sqnr_db)
