@@ -7,7 +7,7 @@ error-level findings: a user sees at once whether int8 kept the network's behavi
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,30 +94,58 @@ def quick_check(
     """Top-1 agreement, SQNR and the per-slice verdict (§A.9) of every output, int8 vs
     float, on ``batches``. ``float_file``: the float model's file, when it is on disk: the
     session reads it there, and ``float_model`` may be its weightless skeleton."""
-    # One session at a time: a large model's float and int8 weights are not held by ONNX
-    # Runtime at once. The batches are read twice (kept in a list if they can be read once).
+    # The batches are read twice (kept in a list if they can be read once).
     feeds_list = batches if iter(batches) is not batches else list(batches)
     # Runs of at most ``run_size`` samples (§C.9): each output row is the same.
     run_size = samples_per_run(Graph(float_model), _LARGEST_RUN)
     feeds_list = [part for batch in feeds_list for _, part in batch_slices(dict(batch), run_size)]
-    reference = make_session(float_model if float_file is None else float_file, threads=threads)
-    names = [output.name for output in reference.get_outputs()]
-    collected: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {n: ([], []) for n in names}
-    samples = 0
-    for batch in feeds_list:
-        feeds = dict(batch)
-        for name, ref in zip(names, reference.run(names, feeds), strict=True):
-            collected[name][0].append(np.asarray(ref))
-        samples += len(next(iter(feeds.values())))
-    del reference
-    quantized = make_session(int8_model, threads=threads)
-    for batch in feeds_list:
-        for name, out in zip(names, quantized.run(names, dict(batch)), strict=True):
-            collected[name][1].append(np.asarray(out))
-    del quantized
+    samples = sum(len(next(iter(batch.values()))) for batch in feeds_list)
     if samples == 0:
         return None
-    outputs = {name: (np.concatenate(f), np.concatenate(q)) for name, (f, q) in collected.items()}
+    reference = float_model if float_file is None else float_file
+    return judged_batches(
+        float_model, batch_outputs(reference, int8_model, feeds_list, threads), samples
+    )
+
+
+# Per batch: output name -> its float and int8 values.
+BatchOutputs = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def batch_outputs(
+    float_model: onnx.ModelProto | str | os.PathLike[str],
+    int8_model: onnx.ModelProto,
+    batches: Sequence[Mapping[str, np.ndarray]],
+    threads: int | None,
+) -> list[BatchOutputs]:
+    """Every output's float and int8 values on each of ``batches`` (``float_model``: the
+    model, or its file). One session at a time: a large model's float and int8 weights are
+    not held by ONNX Runtime at once."""
+    per_batch: list[dict[str, list[np.ndarray]]] = [{} for _ in batches]
+    for model in (float_model, int8_model):
+        session = make_session(model, threads=threads)
+        names = [output.name for output in session.get_outputs()]
+        for batch, values in zip(batches, per_batch, strict=True):
+            for name, value in zip(names, session.run(names, dict(batch)), strict=True):
+                values.setdefault(name, []).append(np.asarray(value))
+        del session
+    return [{name: (f, q) for name, (f, q) in values.items()} for values in per_batch]
+
+
+def judged_batches(
+    float_model: onnx.ModelProto, per_batch: Sequence[BatchOutputs], samples: int
+) -> QuickCheck | None:
+    """``judged`` of outputs computed batch by batch (``batch_outputs``, wherever it ran),
+    the batches in sample order."""
+    if not per_batch:
+        return None
+    outputs = {
+        name: (
+            np.concatenate([batch[name][0] for batch in per_batch]),
+            np.concatenate([batch[name][1] for batch in per_batch]),
+        )
+        for name in per_batch[0]
+    }
     return judged(float_model, outputs, samples)
 
 

@@ -1,6 +1,6 @@
 """``quantize``'s quick check on Ray (§S.2): the held-back samples cut into shards, each
 task returning the float and int8 values of every output on its shard; this process puts
-them in sample order and judges them as one process would (``quick_check.judged``).
+them in sample order and judges them as one process would (``quick_check.judged_batches``).
 
 The check's samples are few (64 by default), so a task carries outputs, not tallies: the
 per-slice verdict (§A.9) needs every value of an output, and shipping them keeps the
@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import onnx
 
-from eightbit.analysis.quick_check import QuickCheck, judged
+from eightbit.analysis.quick_check import BatchOutputs, QuickCheck, batch_outputs, judged_batches
 from eightbit.calibrate import ImageOptions
 from eightbit.calibrate.data import DataLike
 from eightbit.distributed.cluster import connect, run_in_order, worker_count
 from eightbit.distributed.shards import Shard, open_shard, plan_shards
-from eightbit.graph import Graph, make_session
-
-Outputs = dict[str, tuple[list[np.ndarray], list[np.ndarray]]]
+from eightbit.graph import Graph
 
 
 def quick_check_on_ray(
@@ -45,41 +42,23 @@ def quick_check_on_ray(
     )  # fmt: skip
     models = cluster.put((float_model.SerializeToString(), int8_model.SerializeToString()))
     settings = (batch_size, image, label, threads)
-    parts: list[Outputs] = run_in_order(
+    parts: list[list[BatchOutputs]] = run_in_order(
         cluster, check_shard, [(models, shard, settings) for shard in shards]
     )
     samples = sum(shard.samples for shard in shards)
-    if samples == 0 or not parts:
+    if samples == 0:
         return None
-    names = list(parts[0])
-    outputs = {
-        name: (
-            np.concatenate([a for part in parts for a in part[name][0]]),
-            np.concatenate([a for part in parts for a in part[name][1]]),
-        )
-        for name in names
-    }
-    return judged(float_model, outputs, samples)
+    return judged_batches(float_model, [batch for part in parts for batch in part], samples)
 
 
 def check_shard(
     models: tuple[bytes, bytes], shard: Shard, settings: tuple[int, ImageOptions | None, str, Any]
-) -> Outputs:
-    """One task: every output's float and int8 values on each batch of ``shard``; one
-    session at a time, as in one process."""
+) -> list[BatchOutputs]:
+    """One task: every output's float and int8 values on each batch of ``shard``."""
     batch_size, image, label, threads = settings
     float_model = onnx.load_from_string(models[0])
-    batches = list(
-        open_shard(
-            shard, Graph(float_model).inputs, batch_size=batch_size, image=image, label=label
-        )
+    source = open_shard(
+        shard, Graph(float_model).inputs, batch_size=batch_size, image=image, label=label
     )
-    collected: Outputs = {}
-    for side, model in enumerate((float_model, onnx.load_from_string(models[1]))):
-        session = make_session(model, threads=threads or 1)
-        names = [output.name for output in session.get_outputs()]
-        for batch in batches:
-            for name, value in zip(names, session.run(names, dict(batch)), strict=True):
-                collected.setdefault(name, ([], []))[side].append(np.asarray(value))
-        del session
-    return collected
+    int8_model = onnx.load_from_string(models[1])
+    return batch_outputs(float_model, int8_model, list(source), threads or 1)

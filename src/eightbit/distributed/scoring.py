@@ -23,7 +23,12 @@ import numpy as np
 import onnx
 
 from eightbit.analysis.outputs import Metric, OutputTally
-from eightbit.analysis.quick_check import QuickCheck, judged
+from eightbit.analysis.quick_check import (
+    BatchOutputs,
+    QuickCheck,
+    batch_outputs,
+    judged_batches,
+)
 from eightbit.calibrate import ImageOptions
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.distributed.cluster import TASK_RETRIES, connect, worker_count
@@ -122,17 +127,8 @@ class RayScore:
             [actor.outputs.remote(model_ref, batches[i::n]) for i, actor in enumerate(self.actors)]
         )
         ordered = [parts[i % n][i // n] for i in range(len(batches))]
-        if not ordered:
-            return None
-        outputs = {
-            name: (
-                np.concatenate([batch[name][0] for batch in ordered]),
-                np.concatenate([batch[name][1] for batch in ordered]),
-            )
-            for name in ordered[0]
-        }
         samples = sum(len(next(iter(batch.values()))) for batch in batches)
-        return judged(float_model, outputs, samples)
+        return judged_batches(float_model, ordered, samples)
 
     def close(self) -> None:
         for actor in self.actors:
@@ -183,19 +179,9 @@ class ShardScorer:
     def references(self) -> dict[int, list[np.ndarray]]:
         return self.float_outputs
 
-    def outputs(
-        self, model: bytes, batches: list[Batch]
-    ) -> list[dict[str, tuple[np.ndarray, np.ndarray]]]:
-        """Per batch, every output's float and int8 values: one session at a time."""
-        values: list[dict[str, tuple[list[np.ndarray], ...]]] = [{} for _ in batches]
-        for side, quantized in enumerate((self.model, onnx.load_from_string(model))):
-            session = make_session(quantized, threads=self.threads)
-            names = [output.name for output in session.get_outputs()]
-            for batch, value in zip(batches, values, strict=True):
-                for name, array in zip(names, session.run(names, dict(batch)), strict=True):
-                    value.setdefault(name, ([], []))[side].append(np.asarray(array))
-            del session
-        return [{name: (f[0], q[0]) for name, (f, q) in value.items()} for value in values]
+    def outputs(self, model: bytes, batches: list[Batch]) -> list[BatchOutputs]:
+        """``batch_outputs`` of the float model and ``model`` on ``batches``."""
+        return batch_outputs(self.model, onnx.load_from_string(model), batches, self.threads)
 
     def rank_sqnr(self, token: int, batches: list[Batch], model: bytes) -> float:
         """``OutputReference.sqnr`` of ``model`` on the ranking ``token``'s ``batches``
