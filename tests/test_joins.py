@@ -28,7 +28,7 @@ from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
 from eightbit.safety_net import SAFETY_FLOOR_DB
 from tests.fixtures import models
-from tests.fixtures.joins import BOXES, inputs, large_small_concat
+from tests.fixtures.joins import BOXES, inputs, large_small_concat, sigmoid_head
 from tests.fixtures.models import run_onnxruntime
 
 DATA = inputs()
@@ -109,6 +109,7 @@ def test_a_wide_join_before_a_heavy_op_stays_int8() -> None:
     graph.output.append(helper.make_tensor_value_info("out_conv", TensorProto.FLOAT, None))
     plan = _plan(model)
     assert plan.decision("head_concat").quantized and plan.decision("tail").quantized
+    assert plan.decision("cls_sigmoid").quantized  # probabilities a Conv reads (§Q13.1)
     # Nor does the safety net's first rung count it as the cheap tail: a heavy op follows.
     assert eightbit.rebuild.cheap_tail(plan, Graph(normalize(model))) == []
     # Without the Conv, the nodes that only feed the float join are float already (§Q14:
@@ -119,8 +120,38 @@ def test_a_wide_join_before_a_heavy_op_stays_int8() -> None:
     assert eightbit.rebuild.cheap_tail(float_plan, _graph()) == []
 
 
+def test_probabilities_in_the_tail_stay_float() -> None:
+    # Probabilities near sigmoid(-6) hold a step or two of the [0, 1] int8 grid; computed in
+    # float from the int8 logits they keep the logits' relative precision (§Q13.1).
+    model = sigmoid_head()
+    default = eightbit.quantize(model, DATA)
+    fast = eightbit.quantize(model, DATA, improve="fast")
+    decision = default.plan.decision("cls_sigmoid")
+    assert not decision.quantized
+    assert decision.reason is not None and "§Q13.1" in decision.reason
+    assert default.plan.decision("cls_conv").quantized
+    assert fast.plan.decision("cls_sigmoid").quantized
+
+    def small_sqnr(result: eightbit.QuantizedModel) -> float:
+        """SQNR of the probabilities under 4 steps of 1/255, which the int8 output rounds."""
+        (reference,) = run_onnxruntime(result.float_model, DATA)
+        (int8,) = run_onnxruntime(result.model, DATA)
+        small = reference < 4 / 255
+        ref, out = reference[small].astype(np.float64), int8[small].astype(np.float64)
+        return float(10 * np.log10(np.sum(ref**2) / np.sum((ref - out) ** 2)))
+
+    assert small_sqnr(default) > small_sqnr(fast) + 3
+    # On a target without float kernels the Sigmoid stays int8.
+    mcu = eightbit.quantize(model, DATA, QuantConfig(target="mcu"), improve="default")
+    assert mcu.plan.decision("cls_sigmoid").quantized
+
+
 def test_the_join_rule_is_a_ratio_of_input_ranges() -> None:
-    model = normalize(large_small_concat())
+    model = large_small_concat()
+    # Scores that are not probabilities, so that only the join rule decides (§Q13.1 aside).
+    (sigmoid,) = [node for node in model.graph.node if node.op_type == "Sigmoid"]
+    sigmoid.op_type = "Tanh"
+    model = normalize(model)
     graph = Graph(model)
     config = QuantConfig()
     names = activation_tensors_to_calibrate(graph, config)

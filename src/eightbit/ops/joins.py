@@ -7,6 +7,11 @@ to 0. When no heavy op (Conv, ConvTranspose, Gemm, MatMul) reads the join's resu
 join and every node after it are cheap, so they stay float: each input is dequantized from
 its own grid and nothing is squeezed. Before a heavy op the join stays int8, since the heavy
 op needs one grid for its input anyway (the fallback can still return it to float).
+
+A probability op (Sigmoid, Softmax, a written softmax) in the tail stays float too, with
+the nodes after it (§Q13.1): its int8 grid spans [0, 1] in steps of 1/255, which rounds a
+probability that never leaves ~0.001 to 0 or 1 step, while in float it is computed from its
+input's grid (the logits), and the output leaves the model as float anyway.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from eightbit.ops.float_readers import HEAVY_OPS
 from eightbit.ops.node_selection import Calibrated, Constant, SameAs, Source
+from eightbit.ops.probability import makes_probabilities
 
 if TYPE_CHECKING:
     from eightbit.graph import Graph, Node
@@ -38,7 +44,8 @@ def float_joins(
     range_of: RangeOf,
     constant_range: ConstantRange,
 ) -> dict[str, str]:
-    """Node -> why it stays float: every wide join in the tail and the nodes after it."""
+    """Node -> why it stays float: every wide join and every probability op in the tail,
+    and the nodes after each."""
     tail = tail_nodes(graph)
     forced: dict[str, str] = {}
     for node in graph.nodes:
@@ -56,12 +63,24 @@ def float_joins(
                 f"{JOIN_RATIO:g}): one int8 grid would squeeze the narrow one; after the last "
                 "heavy op, so it stays float and each input keeps its own grid (§Q13)"
             )
-            for after in _descendants(graph, node):
-                forced.setdefault(
-                    after.name,
-                    f"after the float join {node.name!r}, past the last heavy op (§Q13)",
-                )
+            _force_after(graph, node, forced, "join")
+    for node in graph.nodes:
+        if node.name not in tail or node.name in forced or reasons[node.name] is not None:
+            continue
+        if makes_probabilities(graph, node):
+            forced[node.name] = (
+                "probabilities past the last heavy op: their int8 grid has steps of 1/255, "
+                "in float they keep the precision of their input's grid (§Q13.1)"
+            )
+            _force_after(graph, node, forced, "probabilities")
     return forced
+
+
+def _force_after(graph: Graph, node: Node, forced: dict[str, str], what: str) -> None:
+    for after in _descendants(graph, node):
+        forced.setdefault(
+            after.name, f"after the float {what} {node.name!r}, past the last heavy op (§Q13)"
+        )
 
 
 def tail_nodes(graph: Graph) -> set[str]:

@@ -31,7 +31,7 @@ def is_probability(graph: Graph, tensor: str) -> bool:
     for _ in range(len(graph.nodes) + 1):
         if node is None or node.domain not in ("", "ai.onnx"):
             return False
-        if node.op_type in PROBABILITY_OPS or _is_written_softmax(graph, node):
+        if makes_probabilities(graph, node):
             return True
         if node.op_type == "Concat":
             return all(is_probability(graph, name) for name in node.inputs)
@@ -39,6 +39,14 @@ def is_probability(graph: Graph, tensor: str) -> bool:
             return False
         node = graph.producer(node.inputs[0])
     return False
+
+
+def makes_probabilities(graph: Graph, node: Node) -> bool:
+    """Whether ``node`` itself turns its input into probabilities: a Sigmoid, HardSigmoid
+    or Softmax, or the Div of a written softmax."""
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    return node.op_type in PROBABILITY_OPS or _is_written_softmax(graph, node)
 
 
 def _is_written_softmax(graph: Graph, node: Node) -> bool:
