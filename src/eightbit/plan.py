@@ -227,7 +227,8 @@ def make_plan(
     ``ranges`` maps each tensor of ``activation_tensors_to_calibrate`` to its (min, max),
     as ``Ranges`` from eightbit.calibrate or a plain mapping of pairs. ``separate_joins``:
     keep float a Concat/Add/Sub after the last heavy op whose inputs' ranges differ by more
-    than ``JOIN_RATIO``, and the nodes after it (§Q13), each node with its reason. Raises
+    than ``JOIN_RATIO``, and the nodes after it (§Q13), and likewise a probability op there
+    (§Q13.1), each node with its reason. Raises
     ConfigError for an unknown name in ``config.exclude`` or a model with nothing to
     quantize, and DataError for a missing range. A target without float kernels (``mcu``)
     skips the join rule and refuses a plan that keeps any node in float, naming each node.

@@ -11,8 +11,9 @@ benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-pres
 - ``default``: cross-layer equalization, the whole model's clipping choice (calibrated
   ranges or the observed extremes, §I.10), then bias correction kept where it raised the
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
-  Wide joins after the last heavy op stay float (§Q13), and the safety net (§I.9) runs the
-  fallback when the quick check finds a collapse or a slice under ``SAFETY_FLOOR_DB``.
+  Wide joins and probabilities after the last heavy op stay float (§Q13, §Q13.1), and the
+  safety net (§I.9) runs the fallback when the quick check finds a collapse or a slice
+  under ``SAFETY_FLOOR_DB``.
 - ``accurate``: equalization, the clipping choice, per-tensor range refinement, layer-wise
   reconstruction of the weights (§I.8, numpy only), then bias correction of the output
   layer; the slowest preset.
@@ -61,7 +62,8 @@ class ImproveConfig:
       fallback may reach: a node whose return to float would pass it is left in int8 and
       the next one tried (§R.9). Needs ``max_drop`` or ``min_sqnr``.
     - ``separate_joins``: keep float a Concat/Add/Sub after the last heavy op whose inputs'
-      ranges differ by more than 16x, and the cheap nodes after it (§Q13).
+      ranges differ by more than 16x, and the cheap nodes after it (§Q13); and a
+      probability op (Sigmoid, Softmax) there with the nodes after it (§Q13.1).
     - ``smooth_quant``: SmoothQuant (§I.11): a LayerNorm output's outlier channels
       migrated into the weights of the matrix products that read it, the strength chosen
       per tensor on calibration samples; nothing happens on a model without such tensors.
