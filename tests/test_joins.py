@@ -212,6 +212,26 @@ def test_the_safety_net_engages_when_the_floor_is_missed(
     assert result.check.outputs[0].worst_slice_sqnr_db >= SAFETY_FLOOR_DB
 
 
+def test_the_safety_net_stops_where_the_calibration_samples_hold_the_floor(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The held-back check reports a miss (planted) that the calibration samples, which the
+    # net judges on, do not show: the net says so and stops before the latency cap.
+    def never(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
+        raise AssertionError("the latency cap was measured")
+
+    def planted(check):  # type: ignore[no-untyped-def]
+        return {check.outputs[0].name: "planted miss"}
+
+    monkeypatch.setattr(eightbit.pipeline, "missed_floor", planted)
+    monkeypatch.setattr(eightbit.rebuild, "latency_cap", never)
+    model = models.conv_bn_relu()
+    result = eightbit.quantize(model, models.random_inputs(model, n=40, seed=1))
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    (note,) = step.notes
+    assert "planted miss" in note and "not run: the floor holds" in note
+
+
 def test_the_safety_net_stays_off_when_the_floor_holds_or_is_turned_off(
     fast_result: eightbit.QuantizedModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -240,7 +260,7 @@ def test_no_safety_net_flag_turns_it_off(tmp_path: Path, monkeypatch: pytest.Mon
     # Every check misses the floor here; only the flag keeps the net from running.
     planted = {"logits": "planted"}  # conv_bn_relu's only output
     monkeypatch.setattr(eightbit.pipeline, "missed_floor", lambda check: planted)
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", ran)
+    monkeypatch.setattr(eightbit.pipeline.stages, "safety_net", ran)
     model = models.conv_bn_relu()
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "d.npz"
     save_model(model, model_path)

@@ -212,17 +212,26 @@ def safety_net(
         changed = promoted.net if promoted.promoted else None
         return promoted.qdq, promoted.plan, report, changed
     graph = Graph(net.float_model)
+    metric = _floor_of_first_output(graph)
+    judge = OutputReference(
+        net.float_model, open_data(samples, graph.inputs, batch_size=EVALUATION_BATCH), threads,
+        metric,
+    )  # fmt: skip
+    holding = _floor_holds(judge, qdq, metric, missed[first])
+    if holding is not None:
+        report = replace(holding, seconds=time.perf_counter() - started)
+        return qdq, plan, report, None
     source = open_data(samples, graph.inputs, batch_size=16)
     timer = LatencyRatio(net.float_model, one_sample(source, graph))
     cap, what = latency_cap(timer, net.float_model, qdq, source)
     start = net, plan, qdq
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
-    metric = _floor_of_first_output(graph)
     changed = None
     qdq, plan, report, _ = run_fallback(
-        net, plan, qdq, samples, budget, metric, threads, False, latency=timer, **NET_SEARCH
-    )
+        net, plan, qdq, samples, budget, metric, threads, False, score=judge, latency=timer,
+        **NET_SEARCH,
+    )  # fmt: skip
     notes = [
         f"engaged: {missed[first]}; {_FLOOR_BUDGET}; latency cap {what}",
         tail_note,
@@ -237,6 +246,24 @@ def safety_net(
     seconds = time.perf_counter() - started
     report = replace(report, name="safety_net", seconds=seconds, notes=tuple(notes))
     return qdq, plan, report, changed
+
+
+def _floor_holds(
+    judge: OutputReference, qdq: onnx.ModelProto, metric: Metric, missed: str
+) -> StepReport | None:
+    """The net's report when the model already holds the floor on the calibration samples
+    it judges on (§I.9): the miss was the held-back samples' alone, and the fallback would
+    return no node, so neither it nor the latency cap (an ONNX Runtime quantization of the
+    model) is run. None when the floor is missed there too."""
+    measured = judge(qdq)
+    if not measured.meets(Budget(max_drop=0.0, metric=metric)):
+        return None
+    note = (
+        f"engaged: {missed} on the held-back samples; not run: the floor holds on the "
+        f"{judge.samples} calibration samples the net judges on ({measured.describe()}), "
+        "so nothing was returned to float"
+    )
+    return StepReport("safety_net", 0.0, measured.sqnr_db, measured.sqnr_db, notes=(note,))
 
 
 _FLOOR_BUDGET = (
