@@ -149,7 +149,7 @@ def test_fallback_on_ray_returns_the_same_nodes_and_model(
         raise AssertionError("the ranking scored its candidates in this process")
 
     monkeypatch.setattr(rank, "local_sqnrs", here)  # on Ray, the actors rank
-    monkeypatch.setattr(eightbit.rebuild, "quick_check", here)  # and check the slices
+    monkeypatch.setattr(eightbit.rebuild.fallback, "quick_check", here)  # and check the slices
     on_ray = eightbit.quantize(model, path, improve=improve, ray="local")
     alone.save(tmp_path / "alone.onnx")
     on_ray.save(tmp_path / "ray.onnx")

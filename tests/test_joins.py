@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import eightbit
 import eightbit.pipeline
-import eightbit.rebuild
+import eightbit.rebuild.net
 from eightbit.analysis.slices import slice_verdict
 from eightbit.cli import main
 from eightbit.graph import Graph, normalize, save_model
@@ -191,13 +191,13 @@ def test_the_safety_net_engages_when_the_floor_is_missed(
     # Joins left int8: the head collapses, the default preset's safety net must repair it.
     improve = replace(PRESETS["default"], separate_joins=False)
     caps: list[float] = []
-    real = eightbit.rebuild.latency_cap
+    real = eightbit.rebuild.net.latency_cap
 
     def generous(*args, **kwargs) -> tuple[float, str]:  # type: ignore[no-untyped-def]
         caps.append(real(*args, **kwargs)[0])  # ONNX Runtime's own int8 runs and is timed
         return 100.0, "100x (test)"  # a tiny model's timings are noise: let it choose freely
 
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", generous)
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", generous)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     assert len(caps) == 1 and caps[0] > 0
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -224,7 +224,7 @@ def test_the_safety_net_stops_where_the_calibration_samples_hold_the_floor(
         return {check.outputs[0].name: "planted miss"}
 
     monkeypatch.setattr(eightbit.pipeline, "missed_floor", planted)
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", never)
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", never)
     model = models.conv_bn_relu()
     result = eightbit.quantize(model, models.random_inputs(model, n=40, seed=1))
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -238,7 +238,7 @@ def test_the_safety_net_stays_off_when_the_floor_holds_or_is_turned_off(
     def never(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
         raise AssertionError("the safety net ran")
 
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", never)
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", never)
     # A model that meets the floor: no safety net.
     model = models.conv_bn_relu()
     result = eightbit.quantize(model, models.random_inputs(model, n=40, seed=1))
@@ -346,7 +346,7 @@ def test_a_miss_on_an_output_the_budget_cannot_read_is_said_not_hidden(
     def never(*args, **kwargs) -> float:  # type: ignore[no-untyped-def]
         raise AssertionError("the fallback ran")
 
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", never)
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", never)
     monkeypatch.setattr(
         eightbit.pipeline, "missed_floor", lambda check: {"second": "output 'second': planted"}
     )
@@ -359,8 +359,8 @@ def test_a_miss_on_an_output_the_budget_cannot_read_is_said_not_hidden(
 def test_without_a_tail_to_return_the_fallback_repairs_the_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
-    monkeypatch.setattr(eightbit.rebuild, "cheap_tail", lambda plan, graph: [])
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(eightbit.rebuild.net, "cheap_tail", lambda plan, graph: [])
     improve = replace(PRESETS["default"], separate_joins=False)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -371,7 +371,7 @@ def test_without_a_tail_to_return_the_fallback_repairs_the_head(
 
 
 def test_the_net_never_passes_its_latency_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
     improve = replace(PRESETS["default"], separate_joins=False)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -386,7 +386,7 @@ def test_the_first_rung_leaves_value_preserving_ops_to_their_neighbours(
 ) -> None:
     # The Reshapes between the branches and the Concat have no calibrated range of their
     # own: named alone in the exclude list they would make planning fail.
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
     improve = replace(PRESETS["default"], separate_joins=False)
     result = eightbit.quantize(large_small_concat(flatten=True), DATA, improve=improve)
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -413,7 +413,7 @@ def test_a_net_model_that_loses_the_whole_output_is_reverted(
         return broken, plan, report, promoted
 
     monkeypatch.setattr(eightbit.pipeline.stages, "safety_net", net)
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
     assert step.notes[-1].startswith("reverted: the rebuilt model lost")

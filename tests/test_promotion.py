@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from onnx.reference import ReferenceEvaluator
 
 import eightbit
-import eightbit.rebuild
+import eightbit.rebuild.net
 from eightbit.calibrate import Ranges, TensorRange
 from eightbit.cli import main
 from eightbit.graph import Graph, make_session
@@ -35,17 +35,11 @@ from eightbit.improve.promote_cost import (
     TensorFacts,
     promotion_costs,
 )
+from eightbit.improve.promote_plan import at_int16_opset, promotion_candidates
+from eightbit.improve.promote_plan import extremes_for as _extremes_for
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
-from eightbit.rebuild import (
-    Prepared,
-    at_int16_opset,
-    promotion_candidates,
-    run_promotion,
-)
-from eightbit.rebuild import (
-    extremes_for as _extremes_for,
-)
+from eightbit.rebuild import Prepared, run_promotion
 from eightbit.report import build_report
 from tests.fixtures.joins import inputs, large_small_concat
 from tests.fixtures.promote import (
@@ -198,7 +192,7 @@ def test_the_report_lists_each_promoted_tensor_and_its_cost(promoted, samples):
 
 
 def _no_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
 
 
 def test_the_net_promotes_where_float_cannot_reach_the_floor(samples, monkeypatch):
@@ -247,7 +241,7 @@ def test_the_opset_upgrade_leaves_no_unnamed_or_constant_node():
 def test_the_net_promotes_nothing_when_the_8_bit_model_is_already_over_the_cap(
     samples, monkeypatch
 ):
-    monkeypatch.setattr(eightbit.rebuild, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
     result = quantize(collapsing_net(), {"x": samples}, QuantConfig())
     (net,) = [step for step in result.plan.steps if step.name == "safety_net"]
     assert any("promoting tensors would only slow it" in note for note in net.notes)

@@ -27,10 +27,12 @@ from eightbit.improve.promote_cost import (
     footprint,
     tensor_facts,
 )
+from eightbit.improve.promote_plan import at_int16_opset, promotion_candidates
 from eightbit.pipeline import quantize as pipeline_quantize
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantConfig
-from eightbit.rebuild import Prepared, _candidate_source, at_int16_opset, promotion_candidates
+from eightbit.rebuild import Prepared
+from eightbit.rebuild.promotion import _candidate_source
 from tests.export.helpers import make_model, quantize
 from tests.fixtures.clamp16 import conv_clip
 
