@@ -21,7 +21,8 @@ from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
-from eightbit.improve.measure import OutputReference, read_samples
+from eightbit.improve.float_pass import SharedFloat
+from eightbit.improve.measure import OutputReference, count, read_samples
 from eightbit.plan import make_plan
 from eightbit.quant import QuantConfig
 from eightbit.steps import StepReport
@@ -65,14 +66,21 @@ def choose_clipping(
     *,
     separate_joins: bool = False,
     threads: int | None = None,
+    shared: SharedFloat | None = None,
 ) -> tuple[Ranges, StepReport]:
     """``ranges``, or the observed extremes if the int8 model's first output is better with
-    them (``Scored.beats``) on the first calibration samples of ``data``."""
+    them (``Scored.beats``) on the first calibration samples of ``data``. ``shared``:
+    calibration's pass of ``model`` (§C.10), whose float output is then the reference."""
     started = time.perf_counter()
     if ranges.method == "minmax":
         return ranges, _report(started, None, None, "skipped: the ranges are the extremes already")
     graph = Graph(model)
-    reference = OutputReference(model, read_samples(data, graph, SAMPLES), threads)
+    batches = read_samples(data, graph, SAMPLES)
+    samples = count(batches)
+    computed = None
+    if shared is not None and shared.serves(model, samples):
+        computed = (shared.output_name, shared.output[:samples])
+    reference = OutputReference(model, batches, threads, computed=computed)
     probabilities = output_probabilities(graph).get(graph.outputs[0].name, ())
 
     def score(candidate: Ranges) -> Scored:

@@ -21,6 +21,7 @@ from eightbit.calibrate.data import DataLike, DataSource
 from eightbit.graph import load_model, save_model
 from eightbit.graph.files import write_for_session
 from eightbit.graph.session import through_file
+from eightbit.improve.float_pass import SharedFloat
 from eightbit.improve.presets import ImproveConfig
 from eightbit.plan import QuantPlan, plan_path_for
 from eightbit.quant import QuantConfig
@@ -101,6 +102,8 @@ class State:
     held_back: DataSource | None = None
     check: QuickCheck | None = None
     reports: tuple[StepReport, ...] = ()
+    # What calibration's pass kept for the measuring steps of a big model (§C.10).
+    shared_float: SharedFloat | None = field(default=None, repr=False)
     # The data as given and its image options: a cluster's workers read their shards of it.
     data: DataLike | None = field(default=None, repr=False)
     image: ImageOptions | None = None

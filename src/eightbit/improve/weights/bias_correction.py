@@ -36,7 +36,8 @@ from eightbit.graph import Graph, Node
 from eightbit.graph.batchnorm import is_batchnorm
 from eightbit.graph.session import session_with_arrays
 from eightbit.improve._onnx import ModelEdit
-from eightbit.improve.measure import compare, count, read_samples
+from eightbit.improve.float_pass import SharedFloat, int8_outputs, output_shift, output_sqnr
+from eightbit.improve.measure import Compared, compare, count, read_samples
 from eightbit.ops import Contraction, OpSpec, lookup
 from eightbit.ops.node_selection import clamp_bounds
 from eightbit.ops.spec import optional_input
@@ -94,6 +95,7 @@ def bias_correction(
     weight_shifts: bool = True,
     samples: int = DEFAULT_SAMPLES,
     threads: int | None = None,
+    shared: SharedFloat | None = None,
 ) -> tuple[onnx.ModelProto, StepReport]:
     """``model`` with corrected biases, and what the step did; plan it with ``rebias``.
 
@@ -105,6 +107,8 @@ def bias_correction(
     inputs unchanged when the first output's SQNR on the samples fell. ``weight_shifts``
     False: the weights' rounding was chosen (learned rounding, whose layer-wise objective
     already includes the mean): only the output layer is corrected (§I.3.4).
+    ``shared``: calibration's pass of ``model`` (§C.10): when it holds the samples' float
+    output and input means, only the int8 models run (no per-layer SQNRs then).
     """
     started = time.perf_counter()
     reference = reference or model
@@ -136,24 +140,38 @@ def bias_correction(
     rank = None if last is None else _rank(graph, graph.outputs[0].name)
     # The corrected models are made again at the end rather than held while the int8 ones
     # are measured: a big model's weights are then held once less (issue 20).
+    seen = count(batches)
+    if shared is not None and not (reference is model and shared.serves(model, seen, inputs)):
+        shared = None
+    if shared is not None:
+        notes.append("measured against calibration's float pass (§C.10): output SQNR only")
+
+    def measured(
+        quantized: onnx.ModelProto,
+        tensors: Mapping[str, str],
+        means: Sequence[str] = (),
+        output_rank: int | None = None,
+    ) -> Compared:
+        if shared is None:
+            return compare(reference, quantized, batches, tensors, means, threads, output_rank)
+        return _against_shared(shared, quantized, batches, means, output_rank, threads)
+
     if weight_shifts:
-        before = compare(reference, to_qdq(model, plan), batches, outputs, inputs, threads)
+        before = measured(to_qdq(model, plan), outputs, inputs)
         shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
         quantized = _corrected_qdq(model, graph, shifts, plan)
-        after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
+        after = measured(quantized, outputs, (), rank)
     else:
         shifts = {}
         quantized = to_qdq(model, plan)
-        before = after = compare(
-            reference, quantized, batches, outputs, (), threads, output_rank=rank
-        )
+        before = after = measured(quantized, outputs, (), rank)
     del quantized
     chosen = shifts
     if last is not None and after.output_shift is not None:
         # (I.3.4) The output layer, corrected against the int8 network's own output.
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
         quantized = _corrected_qdq(model, graph, total, plan)
-        final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
+        final = measured(quantized, {last: outputs[last]})
         del quantized
         if final.output_db > after.output_db:
             notes.append(f"output layer {last!r} also corrected against the int8 output")
@@ -162,7 +180,6 @@ def bias_correction(
                 after, output_db=final.output_db, layers={**after.layers, **final.layers}
             )
     kept = keep == "always" or after.output_db >= before.output_db
-    seen = count(batches)
     notes.insert(
         0,
         f"{len(shifts)} layer(s) corrected from {seen} calibration samples"
@@ -179,10 +196,33 @@ def bias_correction(
         seconds=time.perf_counter() - started,
         before_db=before.output_db,
         after_db=after.output_db if kept else before.output_db,
-        layers=tuple(LayerGain(n, before.layers[n], after.layers[n]) for n in layers),
+        layers=tuple(
+            LayerGain(n, before.layers[n], after.layers[n]) for n in layers if n in before.layers
+        ),
         notes=tuple(notes),
     )
     return (_apply(model, graph, chosen) if kept and chosen else model), report
+
+
+def _against_shared(
+    shared: SharedFloat,
+    quantized: onnx.ModelProto,
+    batches: Sequence[dict[str, np.ndarray]],
+    means: Sequence[str],
+    output_rank: int | None,
+    threads: int | None,
+) -> Compared:
+    """``compare`` of ``quantized`` with calibration's float pass (§C.10): the int8 model
+    alone runs; the output's SQNR and shift, and the float means the pass kept."""
+    reference = shared.output[: count(batches)]
+    values = int8_outputs(quantized, batches, shared.output_name, threads)
+    shift = output_shift(reference, values) if output_rank is not None else None
+    return Compared(
+        layers={},
+        output_db=output_sqnr(reference, values),
+        means={tensor: shared.means[tensor] for tensor in means},
+        output_shift=shift,
+    )
 
 
 def _corrected_qdq(

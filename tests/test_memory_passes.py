@@ -1,0 +1,130 @@
+"""One float pass for a big model's measuring steps (issue 20, docs/numerics.md §C.10).
+
+On a model past ``SHARED_PASS_BYTES`` the clipping choice and bias correction read what
+calibration's pass kept instead of running the float model again; below it they run their
+own passes. The fixtures are small: the threshold is lowered to make them "big".
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+import pytest
+
+from eightbit.calibrate import CalibrationConfig, calibrate
+from eightbit.calibrate import collect as collect_module
+from eightbit.export import to_qdq
+from eightbit.graph import Graph, normalize
+from eightbit.improve import clipping_choice as clipping_module
+from eightbit.improve import float_pass
+from eightbit.improve import measure as measure_module
+from eightbit.improve.measure import OutputReference, compare, read_samples
+from eightbit.improve.weights import bias_correction as bias_module
+from eightbit.pipeline import quantize
+from eightbit.plan import make_plan
+from eightbit.quant import QuantConfig
+from tests.fixtures import models
+
+
+def _data(samples: int = 40) -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((samples, 3, 8, 8)).astype(np.float32)
+
+
+def _float_passes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records each float pass the measuring steps run: the clipping choice's reference
+    session and bias correction's comparisons (each runs the float model)."""
+    passes: list[str] = []
+    session, comparison = measure_module.make_session, bias_module.compare
+
+    def counted_session(model: object, **kwargs: object) -> object:
+        if isinstance(model, onnx.ModelProto) and not any(
+            node.op_type == "QuantizeLinear" for node in model.graph.node
+        ):
+            passes.append("reference")
+        return session(model, **kwargs)  # type: ignore[arg-type]
+
+    def counted_comparison(*args: object, **kwargs: object) -> object:
+        passes.append("comparison")
+        return comparison(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(measure_module, "make_session", counted_session)
+    monkeypatch.setattr(bias_module, "compare", counted_comparison)
+    return passes
+
+
+def _digest(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString()).hexdigest()
+
+
+def test_a_big_models_measuring_steps_run_no_float_pass_of_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Catches: the tap's values not handed to the clipping choice or to bias correction
+    # (a float pass of their own each), and a small model's passes changed.
+    model = models.opset12_model()
+    passes = _float_passes(monkeypatch)
+    small = quantize(model, _data())
+    assert passes == ["reference", "comparison", "comparison"]  # before and after
+    passes.clear()
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # every model is "big"
+    big = quantize(model, _data())
+    assert passes == []
+    # Same decisions, same model; the output SQNRs to float32 sums.
+    assert _digest(big.model) == _digest(small.model)
+    for mine, theirs in zip(big.plan.steps, small.plan.steps, strict=True):
+        assert mine.name == theirs.name
+        pairs = ((mine.before_db, theirs.before_db), (mine.after_db, theirs.after_db))
+        for value, expected in pairs:
+            assert (value is None) == (expected is None)
+            if value is not None:
+                assert value == pytest.approx(expected, abs=1e-4)
+    correction = next(step for step in big.plan.steps if step.name == "bias_correction")
+    assert any("§C.10" in note for note in correction.notes)
+
+
+@pytest.mark.parametrize("run", [None, 3])
+def test_the_tap_keeps_what_the_steps_own_passes_compute(
+    monkeypatch: pytest.MonkeyPatch, run: int | None
+) -> None:
+    # Catches: the tap indexing samples by run within a batch rather than from the first
+    # calibration sample (runs of 3 in batches of 8), or means summed over other samples.
+    if run is not None:
+        monkeypatch.setattr(collect_module, "samples_per_run", lambda *args: run)
+    model = normalize(models.opset12_model())
+    graph = Graph(model)
+    inputs = float_pass.layer_inputs(graph)
+    tap = float_pass.FloatTap(model, 20, inputs, 11)
+    config = CalibrationConfig(batch_size=8)
+    ranges = calibrate(model, _data(), config, normalized=True, tap=tap)
+    shared = tap.result()
+    batches = read_samples(_data(), graph, 20)
+    reference = OutputReference(model, batches, None)
+    np.testing.assert_allclose(shared.output, reference.values, rtol=1e-6, atol=1e-6)
+    qdq = to_qdq(model, make_plan(graph, ranges, QuantConfig()))
+    compared = compare(model, qdq, read_samples(_data(), graph, 11), {}, inputs)
+    assert shared.mean_samples == 11
+    for name in inputs:
+        np.testing.assert_allclose(shared.means[name], compared.means[name], rtol=1e-5, atol=1e-6)
+
+
+def test_a_pass_of_another_model_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Catches: the shared pass read for a model calibration did not run (a rewrite after
+    # calibration makes a new model object): its own passes run instead.
+    model = normalize(models.opset12_model())
+    other = normalize(models.opset12_model())
+    graph = Graph(model)
+    tap = float_pass.FloatTap(other, 16, float_pass.layer_inputs(graph), 16)
+    ranges = calibrate(other, _data(), CalibrationConfig(), normalized=True, tap=tap)
+    shared = tap.result()
+    assert shared.serves(other, 16, float_pass.layer_inputs(graph))
+    assert not shared.serves(model, 16)
+    assert not shared.serves(other, 17)
+    passes = _float_passes(monkeypatch)
+    plan = make_plan(graph, ranges, QuantConfig())
+    bias_module.bias_correction(model, plan, _data(), shared=shared)
+    assert passes.count("comparison") == 2
+    passes.clear()
+    clipping_module.choose_clipping(model, ranges, _data(), QuantConfig(), shared=shared)
+    assert passes == ["reference"]
