@@ -8,6 +8,7 @@ own passes. The fixtures are small: the threshold is lowered to make them "big".
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -21,8 +22,10 @@ from eightbit.improve import clipping_choice as clipping_module
 from eightbit.improve import float_pass
 from eightbit.improve import measure as measure_module
 from eightbit.improve.measure import OutputReference, compare, read_samples
+from eightbit.improve.presets import preset
 from eightbit.improve.weights import bias_correction as bias_module
-from eightbit.pipeline import quantize
+from eightbit.pipeline import quantize, stages
+from eightbit.pipeline.state import Settings, State
 from eightbit.plan import make_plan
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
@@ -69,8 +72,18 @@ def test_a_big_models_measuring_steps_run_no_float_pass_of_their_own(
     assert passes == ["reference", "comparison", "comparison"]  # before and after
     passes.clear()
     monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # every model is "big"
+    int8_runs: list[str] = []
+    run_int8 = float_pass.int8_outputs
+
+    def counted_int8(*args: object, **kwargs: object) -> np.ndarray:
+        int8_runs.append("int8")
+        return run_int8(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bias_module, "int8_outputs", counted_int8)
     big = quantize(model, _data())
     assert passes == []
+    # The uncorrected model was scored by the clipping choice: only the corrected one runs.
+    assert int8_runs == ["int8"]
     # Same decisions, same model; the output SQNRs to float32 sums.
     assert _digest(big.model) == _digest(small.model)
     for mine, theirs in zip(big.plan.steps, small.plan.steps, strict=True):
@@ -128,3 +141,21 @@ def test_a_pass_of_another_model_is_not_read(monkeypatch: pytest.MonkeyPatch) ->
     passes.clear()
     clipping_module.choose_clipping(model, ranges, _data(), QuantConfig(), shared=shared)
     assert passes == ["reference"]
+
+
+def test_bias_correction_reads_the_clipping_choices_int8_output_only_for_its_ranges() -> None:
+    # Catches: the clipping choice's int8 output handed to bias correction after a later
+    # step (centring, refinement) made new ranges, so that "before" measured another plan.
+    model = normalize(models.opset12_model())
+    ranges = calibrate(model, _data(), CalibrationConfig(), normalized=True)
+    kept = np.zeros((16, 10), np.float32)
+    shared = float_pass.SharedFloat(model, "y", kept, {}, 16, ranges, kept)
+    settings = Settings(QuantConfig(), preset("default"), CalibrationConfig())
+    state = State(
+        settings, None, model, None, None, 0, 0, False, prepared=model, ranges=ranges,
+        shared_float=shared,
+    )  # fmt: skip
+    assert stages._shared_for(state) is shared
+    moved = stages._shared_for(replace(state, ranges=ranges.extremes()))
+    assert moved is not None and moved.int8_before(ranges, 16) is None
+    assert moved.output is kept  # the float pass still serves

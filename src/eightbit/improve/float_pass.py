@@ -67,6 +67,11 @@ class SharedFloat:
     output: np.ndarray = field(repr=False)
     means: Mapping[str, np.ndarray] = field(repr=False)
     mean_samples: int
+    # The clipping choice's int8 first output of the model planned with ``int8_ranges``
+    # (the chosen ranges, that object) on the same first samples: bias correction's
+    # "before" when its plan is made from them (§C.10).
+    int8_ranges: object | None = field(default=None, repr=False)
+    int8_output: np.ndarray | None = field(default=None, repr=False)
 
     def serves(self, model: onnx.ModelProto, samples: int, tensors: Sequence[str] = ()) -> bool:
         """Whether this pass is ``model``'s on its first ``samples`` samples (and, for
@@ -76,6 +81,13 @@ class SharedFloat:
         return not tensors or (
             self.mean_samples == samples and all(t in self.means for t in tensors)
         )
+
+    def int8_before(self, ranges: object, samples: int) -> np.ndarray | None:
+        """The int8 output of the model planned with ``ranges`` on the first ``samples``
+        samples, when the clipping choice computed it (else None)."""
+        if self.int8_output is None or ranges is not self.int8_ranges:
+            return None
+        return self.int8_output[:samples] if len(self.int8_output) >= samples else None
 
 
 class FloatTap:

@@ -24,9 +24,14 @@ from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.centre import centre_activations
 from eightbit.improve.clipping_choice import SAMPLES as CLIPPING_SAMPLES
-from eightbit.improve.clipping_choice import choose_clipping
+from eightbit.improve.clipping_choice import choose_clipping_sharing
 from eightbit.improve.finetune import FinetuneOptions, finetune
-from eightbit.improve.float_pass import FloatTap, layer_inputs, shares_float_pass
+from eightbit.improve.float_pass import (
+    FloatTap,
+    SharedFloat,
+    layer_inputs,
+    shares_float_pass,
+)
 from eightbit.improve.outlier_channels import split_outlier_channels
 from eightbit.improve.refine import refine_ranges
 from eightbit.improve.smoothquant import smooth_quant
@@ -199,7 +204,7 @@ class ChooseClipping:
             return state  # ranges from a file: the user chose them
         assert state.ranges is not None  # Calibrate ran
         settings = state.settings
-        ranges, report = choose_clipping(
+        ranges, report, shared = choose_clipping_sharing(
             state.prepared,
             state.ranges,
             state.samples,
@@ -208,7 +213,7 @@ class ChooseClipping:
             threads=settings.threads,
             shared=state.shared_float,
         )
-        return state.reported(report, ranges=ranges)
+        return state.reported(report, ranges=ranges, shared_float=shared)
 
 
 class RefineRanges:
@@ -295,12 +300,22 @@ class BiasCorrection:
             statistics=statistics,
             keep="always" if settings.improve.bias_correction else "if_better",
             threads=settings.threads,
-            shared=None if self.learned else state.shared_float,
+            shared=None if self.learned else _shared_for(state),
         )
         plan = rebias(Graph(corrected), state.plan)
         kept = report if self.learned or not settings.learned else None
         # Calibration's pass has served its last step: its means are let go (§C.10).
         return state.reported(kept, prepared=corrected, plan=plan, shared_float=None)
+
+
+def _shared_for(state: State) -> SharedFloat | None:
+    """Calibration's pass for bias correction (§C.10), with the clipping choice's int8
+    output only if the plan was made from the ranges it was scored with (a later step,
+    centring or refinement, makes new ranges)."""
+    shared = state.shared_float
+    if shared is None or shared.int8_ranges is state.ranges:
+        return shared
+    return replace(shared, int8_ranges=None, int8_output=None)
 
 
 @dataclass(frozen=True)

@@ -108,7 +108,9 @@ def bias_correction(
     False: the weights' rounding was chosen (learned rounding, whose layer-wise objective
     already includes the mean): only the output layer is corrected (§I.3.4).
     ``shared``: calibration's pass of ``model`` (§C.10): when it holds the samples' float
-    output and input means, only the int8 models run (no per-layer SQNRs then).
+    output and input means, only the int8 models run (no per-layer SQNRs then); with the
+    clipping choice's int8 output (``SharedFloat.int8_before``, which the caller keeps
+    only when ``plan`` was made from its ranges) the uncorrected model does not run again.
     """
     started = time.perf_counter()
     reference = reference or model
@@ -157,7 +159,7 @@ def bias_correction(
         return _against_shared(shared, quantized, batches, means, output_rank, threads)
 
     if weight_shifts:
-        before = measured(to_qdq(model, plan), outputs, inputs)
+        before = _before(shared, seen, inputs) or measured(to_qdq(model, plan), outputs, inputs)
         shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
         quantized = _corrected_qdq(model, graph, shifts, plan)
         after = measured(quantized, outputs, (), rank)
@@ -202,6 +204,21 @@ def bias_correction(
         notes=tuple(notes),
     )
     return (_apply(model, graph, chosen) if kept and chosen else model), report
+
+
+def _before(shared: SharedFloat | None, samples: int, means: Sequence[str]) -> Compared | None:
+    """(C.10) The uncorrected int8 model measured from the clipping choice's output of
+    it on the same samples (``SharedFloat.int8_before``), when there is one."""
+    if shared is None:
+        return None
+    values = shared.int8_before(shared.int8_ranges, samples)
+    if values is None:
+        return None
+    return Compared(
+        layers={},
+        output_db=output_sqnr(shared.output[:samples], values),
+        means={tensor: shared.means[tensor] for tensor in means},
+    )
 
 
 def _against_shared(
@@ -485,7 +502,8 @@ def _apply(
         spec = _layer(graph.node(name))
         assert spec.weight_port is not None and spec.bias_port is not None
         bias = edit.value(name, spec.bias_port)
-        weight = edit.value(name, spec.weight_port)
+        # The weight's type from its declaration: a big weight is not converted to read it.
+        weight = graph.info(graph.node(name).inputs[spec.weight_port])
         dtype = np.float32 if weight is None else weight.dtype
         current = np.zeros(shift.shape) if bias is None else bias.astype(np.float64)
         edit.set(name, spec.bias_port, (current - shift).astype(dtype), f"{name}_bias")
