@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.calibrate import collect as collect_module
@@ -159,3 +160,40 @@ def test_bias_correction_reads_the_clipping_choices_int8_output_only_for_its_ran
     moved = stages._shared_for(replace(state, ranges=ranges.extremes()))
     assert moved is not None and moved.int8_before(ranges, 16) is None
     assert moved.output is kept  # the float pass still serves
+
+
+def _gemm(transposed: bool) -> onnx.ModelProto:
+    rng = np.random.default_rng(5)
+    shape = (24, 40) if transposed else (40, 24)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="fc", transB=int(transposed))],
+        "gemm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 40])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 24])],
+        [
+            numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), "w"),
+            numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), "b"),
+        ],
+    )
+    return normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]))
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_big_gemms_shift_summed_by_rows_is_the_layers_run_on_the_mean(
+    monkeypatch: pytest.MonkeyPatch, transposed: bool
+) -> None:
+    # Catches: rows of ΔW paired with the wrong part of the mean or of the per-channel
+    # scales (slices of 7 rows of 40 or 24), or B read untransposed.
+    model = _gemm(transposed)
+    graph = Graph(model)
+    data = np.random.default_rng(6).standard_normal((16, 40)).astype(np.float32) + 0.5
+    ranges = calibrate(model, data, CalibrationConfig(method="minmax"), normalized=True)
+    plan = make_plan(graph, ranges, QuantConfig())
+    means = {"x": data.mean(axis=0)}
+    in_session = bias_module._empirical_shifts(graph, graph, plan, ["fc"], means, None)
+    monkeypatch.setattr(bias_module, "SHIFT_SESSION_BYTES", 0)
+    monkeypatch.setattr(bias_module, "ROW_CHUNK_ELEMENTS", 7 * 40)
+    assert bias_module._by_rows(graph, graph, "fc")
+    by_rows = bias_module._empirical_shifts(graph, graph, plan, ["fc"], means, None)
+    assert np.abs(in_session["fc"]).max() > 0
+    np.testing.assert_allclose(by_rows["fc"], in_session["fc"], rtol=1e-5, atol=1e-7)

@@ -340,9 +340,52 @@ def _empirical_shifts(
     """(I.3.1) Each layer run on its mean input with weights ΔW, averaged over positions;
     the layers in groups of about ``SHIFT_SESSION_BYTES`` of ΔW, one session each."""
     shifts: dict[str, np.ndarray] = {}
-    for group in _groups(graph, layers):
+    apart = [name for name in layers if _by_rows(graph, reference, name)]
+    for name in apart:
+        shifts[name] = _matrix_shift_by_rows(graph, plan, graph.node(name), means)
+    rest = [name for name in layers if name not in apart]
+    for group in _groups(graph, rest) if rest else []:
         shifts.update(_group_shifts(graph, reference, plan, group, means, threads))
     return {name: shifts[name] for name in layers}
+
+
+def _by_rows(graph: Graph, reference: Graph, name: str) -> bool:
+    """(I.3.1) Whether ``name``'s shift is summed here a slice of rows at a time: a Gemm
+    whose ΔW alone passes ``SHIFT_SESSION_BYTES``, measured against its own weights (the
+    whole float32 ΔW, the float weight and ONNX Runtime's copy of ΔW are not all held)."""
+    node = graph.node(name)
+    spec = _layer(node)
+    if reference.model is not graph.model or node.op_type != "Gemm" or spec.weight_port is None:
+        return False
+    info = graph.info(node.inputs[spec.weight_port])
+    shape = () if info is None or info.shape is None else info.shape
+    return len(shape) == 2 and 4 * math.prod(shape) > SHIFT_SESSION_BYTES  # type: ignore[arg-type]
+
+
+def _matrix_shift_by_rows(
+    graph: Graph, plan: QuantPlan, node: Node, means: Mapping[str, np.ndarray]
+) -> np.ndarray:
+    """(I.3.1) A Gemm's ``ΔW · x̄`` in float64, ΔW made a slice of rows at a time from the
+    float weight (read once) and its rounding: ``x̄ ΔW`` (B is [K, N]) or ``ΔW x̄`` (transB)."""
+    weight = node.inputs[1]
+    params = plan.tensors[weight]
+    original = graph.initializers[weight]
+    mean = np.asarray(means[node.inputs[0]], np.float64).reshape(-1)
+    transposed = bool(node.attrs.get("transB", 0))
+    shift = np.zeros(original.shape[0] if transposed else original.shape[1], np.float64)
+    step = max(1, ROW_CHUNK_ELEMENTS // max(1, original.shape[1]))
+    for start in range(0, original.shape[0], step):
+        rows = slice(start, start + step)
+        sliced = params
+        if params.axis == 0:  # per output channel, along the rows
+            sliced = replace(params, scale=params.scale[rows], zero_point=params.zero_point[rows])
+        stored = dequantize_values(quantize_values(original[rows], sliced), sliced)
+        delta = stored.astype(np.float64) - original[rows]
+        if transposed:
+            shift[rows] = delta @ mean
+        else:
+            shift += mean[rows] @ delta
+    return shift
 
 
 def _groups(graph: Graph, layers: Sequence[str]) -> list[list[tuple[int, str]]]:
