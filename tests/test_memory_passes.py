@@ -25,9 +25,10 @@ from eightbit.improve import measure as measure_module
 from eightbit.improve.measure import OutputReference, compare, read_samples
 from eightbit.improve.presets import preset
 from eightbit.improve.weights import bias_correction as bias_module
+from eightbit.improve.weights import bias_shifts as shifts_module
 from eightbit.pipeline import quantize, stages
 from eightbit.pipeline.state import Settings, State
-from eightbit.plan import make_plan
+from eightbit.plan import make_plan, rebias
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
 
@@ -190,10 +191,31 @@ def test_a_big_gemms_shift_summed_by_rows_is_the_layers_run_on_the_mean(
     ranges = calibrate(model, data, CalibrationConfig(method="minmax"), normalized=True)
     plan = make_plan(graph, ranges, QuantConfig())
     means = {"x": data.mean(axis=0)}
-    in_session = bias_module._empirical_shifts(graph, graph, plan, ["fc"], means, None)
-    monkeypatch.setattr(bias_module, "SHIFT_SESSION_BYTES", 0)
-    monkeypatch.setattr(bias_module, "ROW_CHUNK_ELEMENTS", 7 * 40)
-    assert bias_module._by_rows(graph, graph, "fc")
-    by_rows = bias_module._empirical_shifts(graph, graph, plan, ["fc"], means, None)
+    in_session = shifts_module.empirical_shifts(graph, graph, plan, ["fc"], means, None)
+    monkeypatch.setattr(shifts_module, "SHIFT_SESSION_BYTES", 0)
+    monkeypatch.setattr(shifts_module, "ROW_CHUNK_ELEMENTS", 7 * 40)
+    assert shifts_module._by_rows(graph, graph, "fc")
+    by_rows = shifts_module.empirical_shifts(graph, graph, plan, ["fc"], means, None)
     assert np.abs(in_session["fc"]).max() > 0
     np.testing.assert_allclose(by_rows["fc"], in_session["fc"], rtol=1e-5, atol=1e-7)
+
+
+def test_a_correction_is_exported_from_biases_shifted_in_place_and_put_back() -> None:
+    # Catches: the biases left shifted in the model (every later step would read a
+    # corrected model as the planned one), or a QDQ model other than the copy's.
+    model = normalize(models.opset12_model())
+    graph = Graph(model)
+    ranges = calibrate(model, _data(), CalibrationConfig(), normalized=True)
+    plan = make_plan(graph, ranges, QuantConfig())
+    layers, _ = bias_module.corrected_layers(graph, plan)
+    shifts = {
+        name: np.linspace(-0.3, 0.3, graph.info(graph.node(name).outputs[0]).shape[1])  # type: ignore[index]
+        for name in layers
+    }
+    before = _digest(model)
+    copied = bias_module._apply(model, graph, shifts)
+    expected = to_qdq(copied, rebias(Graph(copied), plan))
+    made = bias_module._corrected_qdq(model, graph, shifts, plan)
+    assert _digest(model) == before
+    assert _digest(made) == _digest(expected)
+    assert _digest(made) != _digest(to_qdq(model, plan))

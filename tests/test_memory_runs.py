@@ -25,6 +25,7 @@ from eightbit.graph.run_size import activation_bytes, samples_per_run, weight_by
 from eightbit.graph.view import InitializerArrays
 from eightbit.improve.presets import preset
 from eightbit.improve.weights import bias_correction as bias_module
+from eightbit.improve.weights import bias_shifts as shifts_module
 from eightbit.pipeline import quantize
 from eightbit.pipeline.state import Settings, SpilledModel, State
 from eightbit.plan import make_plan
@@ -186,7 +187,7 @@ def test_weight_shift_reads_a_big_weight_once_and_writes_over_the_stored_one(
         return read(self, name)
 
     monkeypatch.setattr(InitializerArrays, "__getitem__", counted)
-    delta = bias_module._delta(graph, Graph(model), plan, node, np.float32)
+    delta = shifts_module.weight_delta(graph, Graph(model), plan, node, np.float32)
     assert reads == ["w"]
     assert np.abs(expected).max() > 0
     np.testing.assert_array_equal(delta, expected)

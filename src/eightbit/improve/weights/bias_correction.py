@@ -22,28 +22,28 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, Node
 from eightbit.graph.batchnorm import is_batchnorm
-from eightbit.graph.session import session_with_arrays
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.float_pass import SharedFloat, int8_outputs, output_shift, output_sqnr
 from eightbit.improve.measure import Compared, compare, count, read_samples
-from eightbit.ops import Contraction, OpSpec, lookup
+from eightbit.improve.weights.bias_shifts import empirical_shifts, layer_spec, weight_delta
+from eightbit.ops import Contraction, lookup
 from eightbit.ops.node_selection import clamp_bounds
 from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan, rebias
-from eightbit.quant import dequantize_values, quantize_values
-from eightbit.quant.values import ROW_CHUNK_ELEMENTS, by_rows
 from eightbit.steps import LayerGain, StepReport
 
 # 16 images give each channel thousands of positions to average over; more only costs time
@@ -160,7 +160,7 @@ def bias_correction(
 
     if weight_shifts:
         before = _before(shared, seen, inputs) or measured(to_qdq(model, plan), outputs, inputs)
-        shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
+        shifts = empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
         quantized = _corrected_qdq(model, graph, shifts, plan)
         after = measured(quantized, outputs, (), rank)
     else:
@@ -245,9 +245,54 @@ def _against_shared(
 def _corrected_qdq(
     model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray], plan: QuantPlan
 ) -> onnx.ModelProto:
-    """The QDQ model of ``model`` corrected by ``shifts``; the corrected float model is let go."""
+    """The QDQ model of ``model`` corrected by ``shifts``, made without a corrected copy of
+    the float model where every shifted layer has a bias of its own (``_shifted_in_place``);
+    else from one, let go at once."""
+    with _shifted_in_place(model, graph, shifts) as shifted:
+        if shifted:
+            return to_qdq(model, rebias(Graph(model), plan))
     corrected = _apply(model, graph, shifts)
     return to_qdq(corrected, rebias(Graph(corrected), plan))
+
+
+@contextmanager
+def _shifted_in_place(
+    model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray]
+) -> Iterator[bool]:
+    """``b ← b − shift`` written over ``model``'s own biases (the values ``_apply`` gives),
+    and the biases put back on leaving, whatever happens: the QDQ model of a correction is
+    then made without a copy of every weight (VGG-16: 528 MB, issue 20). Yields False, and
+    changes nothing, when a shifted layer's bias is absent, shared, or a graph output.
+    Nothing else reads ``model`` meanwhile: one thread, and the caller's views of it do
+    not read the biases inside the block."""
+    tensors = {tensor.name: tensor for tensor in model.graph.initializer}
+    readers = Counter(name for node in model.graph.node for name in set(node.input))
+    readers.update(value.name for value in model.graph.output)
+    edits = []
+    for name, shift in shifts.items():
+        node = graph.node(name)
+        spec = layer_spec(node)
+        assert spec.weight_port is not None and spec.bias_port is not None
+        bias = optional_input(node, spec.bias_port)
+        if bias is None or bias not in tensors or readers[bias] != 1:
+            yield False
+            return
+        weight = graph.info(node.inputs[spec.weight_port])
+        dtype = np.float32 if weight is None else weight.dtype
+        current = numpy_helper.to_array(tensors[bias]).astype(np.float64)
+        edits.append(
+            (tensors[bias], numpy_helper.from_array((current - shift).astype(dtype), bias))
+        )
+    saved = [(tensor, onnx.TensorProto()) for tensor, _ in edits]
+    for tensor, copy in saved:
+        copy.CopyFrom(tensor)
+    try:
+        for tensor, value in edits:
+            tensor.CopyFrom(value)
+        yield True
+    finally:
+        for tensor, copy in saved:
+            tensor.CopyFrom(copy)
 
 
 def corrected_layers(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[tuple[str, str], int]]:
@@ -289,165 +334,7 @@ def layer_output(graph: Graph, plan: QuantPlan, layer: str) -> str:
     return graph.node(folded if folded is not None else layer).outputs[0]
 
 
-# --- shifts ------------------------------------------------------------------------------
-
-
-def _delta(
-    graph: Graph, reference: Graph, plan: QuantPlan, node: Node, dtype: type = np.float64
-) -> np.ndarray:
-    """ΔW = (the weight as the int8 model stores it) − (the reference float weight), in
-    ``dtype`` (the difference itself is taken in float64, a slice of rows at a time).
-
-    A big layer's weight (VGG-16's first Gemm: 411 MB) is held twice at most: the float
-    weight is read once when the reference is the model itself, and a float32 ΔW is
-    written over the stored weight (issue 20).
-    """
-    port = _layer(node).weight_port
-    assert port is not None
-    weight = node.inputs[port]
-    params = plan.tensors[weight]
-    original = graph.initializers[weight]
-    stored = dequantize_values(quantize_values(original, params), params)
-    if reference.model is not graph.model:  # after learned rounding: the weights before it
-        original = np.asarray(reference.initializers[weight])
-
-    def difference(stored: np.ndarray, original: np.ndarray) -> np.ndarray:
-        wide = stored.astype(np.float64) - np.asarray(original, np.float64)
-        return wide.astype(dtype, copy=False)
-
-    if stored.dtype != dtype or stored.ndim == 0:
-        return by_rows(difference, stored, dtype, original)
-    step = max(1, ROW_CHUNK_ELEMENTS // max(1, stored.size // stored.shape[0]))
-    for start in range(0, stored.shape[0], step):  # row by row: each is read, then written
-        stop = start + step
-        stored[start:stop] = difference(stored[start:stop], original[start:stop])
-    return stored
-
-
-# The ΔW of the layers whose shifts one ONNX Runtime session computes, at most (a layer
-# larger than this gets a session of its own): every ΔW is a float copy of a weight.
-SHIFT_SESSION_BYTES = 64 * 2**20
-
-
-def _empirical_shifts(
-    graph: Graph,
-    reference: Graph,
-    plan: QuantPlan,
-    layers: Sequence[str],
-    means: Mapping[str, np.ndarray],
-    threads: int | None,
-) -> dict[str, np.ndarray]:
-    """(I.3.1) Each layer run on its mean input with weights ΔW, averaged over positions;
-    the layers in groups of about ``SHIFT_SESSION_BYTES`` of ΔW, one session each."""
-    shifts: dict[str, np.ndarray] = {}
-    apart = [name for name in layers if _by_rows(graph, reference, name)]
-    for name in apart:
-        shifts[name] = _matrix_shift_by_rows(graph, plan, graph.node(name), means)
-    rest = [name for name in layers if name not in apart]
-    for group in _groups(graph, rest) if rest else []:
-        shifts.update(_group_shifts(graph, reference, plan, group, means, threads))
-    return {name: shifts[name] for name in layers}
-
-
-def _by_rows(graph: Graph, reference: Graph, name: str) -> bool:
-    """(I.3.1) Whether ``name``'s shift is summed here a slice of rows at a time: a Gemm
-    whose ΔW alone passes ``SHIFT_SESSION_BYTES``, measured against its own weights (the
-    whole float32 ΔW, the float weight and ONNX Runtime's copy of ΔW are not all held)."""
-    node = graph.node(name)
-    spec = _layer(node)
-    if reference.model is not graph.model or node.op_type != "Gemm" or spec.weight_port is None:
-        return False
-    info = graph.info(node.inputs[spec.weight_port])
-    shape = () if info is None or info.shape is None else info.shape
-    return len(shape) == 2 and 4 * math.prod(shape) > SHIFT_SESSION_BYTES  # type: ignore[arg-type]
-
-
-def _matrix_shift_by_rows(
-    graph: Graph, plan: QuantPlan, node: Node, means: Mapping[str, np.ndarray]
-) -> np.ndarray:
-    """(I.3.1) A Gemm's ``ΔW · x̄`` in float64, ΔW made a slice of rows at a time from the
-    float weight (read once) and its rounding: ``x̄ ΔW`` (B is [K, N]) or ``ΔW x̄`` (transB)."""
-    weight = node.inputs[1]
-    params = plan.tensors[weight]
-    original = graph.initializers[weight]
-    mean = np.asarray(means[node.inputs[0]], np.float64).reshape(-1)
-    transposed = bool(node.attrs.get("transB", 0))
-    shift = np.zeros(original.shape[0] if transposed else original.shape[1], np.float64)
-    step = max(1, ROW_CHUNK_ELEMENTS // max(1, original.shape[1]))
-    for start in range(0, original.shape[0], step):
-        rows = slice(start, start + step)
-        sliced = params
-        if params.axis == 0:  # per output channel, along the rows
-            sliced = replace(params, scale=params.scale[rows], zero_point=params.zero_point[rows])
-        stored = dequantize_values(quantize_values(original[rows], sliced), sliced)
-        delta = stored.astype(np.float64) - original[rows]
-        if transposed:
-            shift[rows] = delta @ mean
-        else:
-            shift += mean[rows] @ delta
-    return shift
-
-
-def _groups(graph: Graph, layers: Sequence[str]) -> list[list[tuple[int, str]]]:
-    """``layers`` numbered in order and cut where a group's weights pass the bound."""
-    dims = {tensor.name: tensor.dims for tensor in graph.model.graph.initializer}
-    groups: list[list[tuple[int, str]]] = [[]]
-    size = 0
-    for index, name in enumerate(layers):
-        node = graph.node(name)
-        port = _layer(node).weight_port
-        assert port is not None
-        weight_bytes = 4 * math.prod(dims[node.inputs[port]])  # ΔW is float32
-        if groups[-1] and size + weight_bytes > SHIFT_SESSION_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append((index, name))
-        size += weight_bytes
-    return groups
-
-
-def _group_shifts(
-    graph: Graph,
-    reference: Graph,
-    plan: QuantPlan,
-    group: Sequence[tuple[int, str]],
-    means: Mapping[str, np.ndarray],
-    threads: int | None,
-) -> dict[str, np.ndarray]:
-    nodes, inputs, feeds = [], [], {}
-    deltas: dict[str, np.ndarray] = {}
-    for index, name in group:
-        node = graph.node(name)
-        delta = f"delta_{index}"
-        deltas[delta] = _delta(graph, reference, plan, node, np.float32)
-        feed = f"mean_{index}"
-        mean = np.asarray(means[node.inputs[0]], np.float32)[None]
-        feeds[feed] = mean
-        inputs.append(helper.make_tensor_value_info(feed, onnx.TensorProto.FLOAT, list(mean.shape)))
-        shifted = helper.make_node(
-            node.op_type, [feed, delta], [f"shift_{index}"], name=f"shift_{index}"
-        )
-        shifted.attribute.extend(helper.make_attribute(k, v) for k, v in node.attrs.items())
-        nodes.append(shifted)
-    outputs = [f"shift_{index}" for index, _ in group]
-    graph_proto = helper.make_graph(
-        nodes, "shifts", inputs, [helper.make_empty_tensor_value_info(o) for o in outputs]
-    )
-    model = helper.make_model(
-        graph_proto, opset_imports=list(graph.model.opset_import), ir_version=graph.model.ir_version
-    )
-    # The ΔW reach ONNX Runtime as the arrays themselves: no protobuf or file copy of a big
-    # layer's weights (issue 20). No graph optimization: a Conv whose input and weight are
-    # plain floats is all we run.
-    session = session_with_arrays(model, deltas, threads=threads, optimization="none")
-    del deltas
-    results = session.run(outputs, feeds)
-    del session
-    shifts = {}
-    for (_, name), value in zip(group, results, strict=True):
-        array = np.asarray(value, np.float64)
-        shifts[name] = array.mean(axis=tuple(a for a in range(array.ndim) if a != 1))
-    return shifts
+# --- shifts: eightbit.improve.weights.bias_shifts ------------------------------------
 
 
 def _analytic_shifts(
@@ -463,11 +350,10 @@ def _analytic_shifts(
     for name in layers:
         node = graph.node(name)
         expected = _expected_input(graph, node.inputs[0], statistics)
-        if expected is None or _layer(node).contraction not in _INTERIOR:
+        if expected is None or layer_spec(node).contraction not in _INTERIOR:
             missing += 1
             continue
-        delta = _delta(graph, reference, plan, node)
-        shifts[name] = _interior_shift(node, delta, expected)
+        shifts[name] = _interior_shift(node, weight_delta(graph, reference, plan, node), expected)
     return shifts, missing
 
 
@@ -516,7 +402,7 @@ def _pdf(x: np.ndarray) -> np.ndarray:
 
 def _interior_shift(node: Node, delta: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """Σ_{c,k} ΔW[o, c, k] · E[x_c] (Conv, grouped included) or Σ_k ΔW[k, n] · E[x_k] (Gemm)."""
-    spec = _layer(node)
+    spec = layer_spec(node)
     assert spec.weight_layout is not None
     layout = spec.weight_layout(node.attrs, delta.shape)
     assert layout is not None, f"{node.name!r}: a quantized layer reads its channels on axis 1"
@@ -542,7 +428,7 @@ def _apply(
     ``graph``: a view of ``model`` (or of a model with the same nodes)."""
     edit = ModelEdit(model)
     for name, shift in shifts.items():
-        spec = _layer(graph.node(name))
+        spec = layer_spec(graph.node(name))
         assert spec.weight_port is not None and spec.bias_port is not None
         bias = edit.value(name, spec.bias_port)
         # The weight's type from its declaration: a big weight is not converted to read it.
@@ -551,10 +437,3 @@ def _apply(
         current = np.zeros(shift.shape) if bias is None else bias.astype(np.float64)
         edit.set(name, spec.bias_port, (current - shift).astype(dtype), f"{name}_bias")
     return edit.model
-
-
-def _layer(node: Node) -> OpSpec:
-    """The spec of a layer ``corrected_layers`` chose."""
-    spec = lookup(node.op_type, node.domain)
-    assert spec is not None and spec.is_layer, f"{node.name!r} is not a quantized layer"
-    return spec
