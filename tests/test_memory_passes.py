@@ -193,7 +193,7 @@ def test_a_big_gemms_shift_summed_by_rows_is_the_layers_run_on_the_mean(
     means = {"x": data.mean(axis=0)}
     in_session = shifts_module.empirical_shifts(graph, graph, plan, ["fc"], means, None)
     monkeypatch.setattr(shifts_module, "SHIFT_SESSION_BYTES", 0)
-    monkeypatch.setattr(shifts_module, "ROW_CHUNK_ELEMENTS", 7 * 40)
+    monkeypatch.setattr(shifts_module, "SHIFT_ROW_ELEMENTS", 7 * 40)
     assert shifts_module._by_rows(graph, graph, "fc")
     by_rows = shifts_module.empirical_shifts(graph, graph, plan, ["fc"], means, None)
     assert np.abs(in_session["fc"]).max() > 0

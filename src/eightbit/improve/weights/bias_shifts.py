@@ -81,6 +81,11 @@ def empirical_shifts(
     return {name: shifts[name] for name in layers}
 
 
+# Weight elements per slice in ``_matrix_shift_by_rows``: its float32 and float64
+# temporaries (about 30 bytes an element) stay near 64 MB beside the float weight.
+SHIFT_ROW_ELEMENTS = 1 << 21
+
+
 def _by_rows(graph: Graph, reference: Graph, name: str) -> bool:
     """(I.3.1) Whether ``name``'s shift is summed here a slice of rows at a time: a Gemm
     whose ΔW alone passes ``SHIFT_SESSION_BYTES``, measured against its own weights (the
@@ -105,7 +110,7 @@ def _matrix_shift_by_rows(
     mean = np.asarray(means[node.inputs[0]], np.float64).reshape(-1)
     transposed = bool(node.attrs.get("transB", 0))
     shift = np.zeros(original.shape[0] if transposed else original.shape[1], np.float64)
-    step = max(1, ROW_CHUNK_ELEMENTS // max(1, original.shape[1]))
+    step = max(1, SHIFT_ROW_ELEMENTS // max(1, original.shape[1]))
     for start in range(0, original.shape[0], step):
         rows = slice(start, start + step)
         sliced = params
