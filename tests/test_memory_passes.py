@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from eightbit.analysis import quick_check as quick_check_module
 from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.calibrate import collect as collect_module
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
+from eightbit.graph.files import write_for_session
 from eightbit.improve import clipping_choice as clipping_module
 from eightbit.improve import float_pass
 from eightbit.improve import measure as measure_module
@@ -219,3 +222,31 @@ def test_a_correction_is_exported_from_biases_shifted_in_place_and_put_back() ->
     assert _digest(model) == before
     assert _digest(made) == _digest(expected)
     assert _digest(made) != _digest(to_qdq(model, plan))
+
+
+def test_a_float_model_checked_from_its_file_is_not_prepacked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Catches: the float weights of a big model's check packed into a copy beside the
+    # mapped file (C.9.3), or a small model's check losing its packed session.
+    model = normalize(models.opset12_model())
+    ranges = calibrate(model, _data(), CalibrationConfig(), normalized=True)
+    qdq = to_qdq(model, make_plan(Graph(model), ranges, QuantConfig()))
+    path = tmp_path / "float.onnx"
+    write_for_session(model, path)
+    made: list[bool] = []
+    make = quick_check_module.make_session
+
+    def recording(source: object, **kwargs: object) -> object:
+        made.append(bool(kwargs.get("prepack", True)))
+        return make(source, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quick_check_module, "make_session", recording)
+    batches = [{"input": _data(8)}]
+    in_memory = quick_check_module.quick_check(model, qdq, batches)
+    assert made == [True, True]
+    made.clear()
+    from_file = quick_check_module.quick_check(model, qdq, batches, float_file=path)
+    assert made == [False, True]  # the float session, then the int8 one
+    assert in_memory is not None and from_file is not None
+    assert from_file.outputs[0].sqnr_db == pytest.approx(in_memory.outputs[0].sqnr_db, abs=1e-3)

@@ -119,6 +119,7 @@ def make_session(
     optimization: Optimization = "all",
     lean: bool = False,
     weights: Mapping[str, TensorProto] | None = None,
+    prepack: bool = True,
 ) -> ort.InferenceSession:
     """A CPU ``InferenceSession`` running nodes one at a time on ``threads`` threads.
 
@@ -127,11 +128,16 @@ def make_session(
     sessions that expose many tensors while other work shares the cores (calibration): no
     memory pattern (it pre-plans one arena for every exposed output) and no thread spinning.
     ``weights``: the data of ``model``'s stubbed initializers (``stub_weights``), read from
-    the models that hold them as the session's file is written.
+    the models that hold them as the session's file is written. ``prepack=False``: the
+    kernels read their weights where they are, not from a packed copy: from a file with
+    external data, ONNX Runtime maps the weights in instead of holding a copy while it
+    packs (C.9.3; float sums in another order).
     """
     options = _session_options(threads, optimized_model_path, optimization)
     if lean:
         _make_lean(options)
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     if isinstance(model, ModelProto):
         if weights:
             return _open_through_file(model, options, weights=weights)
