@@ -18,7 +18,7 @@ from onnx import helper
 
 from eightbit.graph import Graph, Node
 from eightbit.graph.session import session_with_arrays
-from eightbit.ops import OpSpec, lookup
+from eightbit.ops import Contraction, OpSpec, lookup
 from eightbit.plan import QuantPlan
 from eightbit.quant import dequantize_values, quantize_values
 from eightbit.quant.values import ROW_CHUNK_ELEMENTS, by_rows
@@ -87,28 +87,38 @@ SHIFT_ROW_ELEMENTS = 1 << 21
 
 
 def _by_rows(graph: Graph, reference: Graph, name: str) -> bool:
-    """(I.3.1) Whether ``name``'s shift is summed here a slice of rows at a time: a Gemm
-    whose ΔW alone passes ``SHIFT_SESSION_BYTES``, measured against its own weights (the
-    whole float32 ΔW, the float weight and ONNX Runtime's copy of ΔW are not all held)."""
+    """(I.3.1) Whether ``name``'s shift is summed here a slice of rows at a time: a matrix
+    product with a bias (Gemm) whose 2-D ΔW alone passes ``SHIFT_SESSION_BYTES``, measured
+    against its own weights (the whole float32 ΔW, the float weight and ONNX Runtime's
+    copy of ΔW are not all held)."""
     node = graph.node(name)
     spec = layer_spec(node)
-    if reference.model is not graph.model or node.op_type != "Gemm" or spec.weight_port is None:
+    if reference.model is not graph.model or spec.contraction is not Contraction.MATRIX:
+        return False
+    if spec.weight_port is None or spec.weight_layout is None:
         return False
     info = graph.info(node.inputs[spec.weight_port])
     shape = () if info is None or info.shape is None else info.shape
-    return len(shape) == 2 and 4 * math.prod(shape) > SHIFT_SESSION_BYTES  # type: ignore[arg-type]
+    if len(shape) != 2 or spec.weight_layout(node.attrs, shape) is None:  # type: ignore[arg-type]
+        return False
+    return 4 * math.prod(shape) > SHIFT_SESSION_BYTES  # type: ignore[arg-type]
 
 
 def _matrix_shift_by_rows(
     graph: Graph, plan: QuantPlan, node: Node, means: Mapping[str, np.ndarray]
 ) -> np.ndarray:
     """(I.3.1) A Gemm's ``ΔW · x̄`` in float64, ΔW made a slice of rows at a time from the
-    float weight (read once) and its rounding: ``x̄ ΔW`` (B is [K, N]) or ``ΔW x̄`` (transB)."""
-    weight = node.inputs[1]
+    float weight (read once) and its rounding: ``x̄ ΔW`` (B is [K, N]) or ``ΔW x̄`` (its
+    layout's output axis first: transB)."""
+    spec = layer_spec(node)
+    assert spec.weight_port is not None and spec.weight_layout is not None  # _by_rows
+    weight = node.inputs[spec.weight_port]
     params = plan.tensors[weight]
     original = graph.initializers[weight]
     mean = np.asarray(means[node.inputs[0]], np.float64).reshape(-1)
-    transposed = bool(node.attrs.get("transB", 0))
+    layout = spec.weight_layout(node.attrs, tuple(original.shape))
+    assert layout is not None  # _by_rows
+    transposed = layout.out_axis == 0
     shift = np.zeros(original.shape[0] if transposed else original.shape[1], np.float64)
     step = max(1, SHIFT_ROW_ELEMENTS // max(1, original.shape[1]))
     for start in range(0, original.shape[0], step):
