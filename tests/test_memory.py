@@ -20,7 +20,7 @@ from eightbit.graph import session as session_module
 from eightbit.graph import with_outputs
 from eightbit.graph.files import load_model, save_model
 from eightbit.graph.session import exposing_session, make_session
-from eightbit.improve.weights import bias_correction as bias_module
+from eightbit.improve.weights import bias_shifts as shifts_module
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig, QuantParams, dequantize_values, quantize_values
 from eightbit.quant import values as values_module
@@ -123,7 +123,7 @@ def test_bias_shifts_in_one_session_per_layer_equal_one_session_for_all(
     model = models.conv_bn_relu()
     data = models.random_inputs(model, n=8)
     together = quantize(model, data, improve="default", check_samples=0)
-    monkeypatch.setattr(bias_module, "SHIFT_SESSION_BYTES", 0)
+    monkeypatch.setattr(shifts_module, "SHIFT_SESSION_BYTES", 0)
     apart = quantize(model, data, improve="default", check_samples=0)
     assert apart.model.SerializeToString() == together.model.SerializeToString()
 

@@ -23,7 +23,7 @@ from eightbit.graph.session import make_session, session_with_arrays
 from eightbit.improve import measure as measure_module
 from eightbit.improve._onnx import comparison_model
 from eightbit.improve.measure import compare
-from eightbit.improve.weights import bias_correction as bias_module
+from eightbit.improve.weights import bias_shifts as shifts_module
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
@@ -171,14 +171,14 @@ def test_bias_correction_hands_its_weight_shifts_over_as_arrays(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     handed: list[list[str]] = []
-    real = bias_module.session_with_arrays
+    real = shifts_module.session_with_arrays
 
     def spy(model: onnx.ModelProto, arrays: dict[str, np.ndarray], **kwargs: object) -> object:
         assert not any(t.name in arrays for t in model.graph.initializer)  # not in the proto
         handed.append(list(arrays))
         return real(model, arrays, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(bias_module, "session_with_arrays", spy)
+    monkeypatch.setattr(shifts_module, "session_with_arrays", spy)
     model = models.conv_bn_relu()
     data = models.random_inputs(model, n=8)
     result = quantize(model, data, improve="default", check_samples=0)

@@ -102,10 +102,11 @@ def quick_check(
     samples = sum(len(next(iter(batch.values()))) for batch in feeds_list)
     if samples == 0:
         return None
-    reference = float_model if float_file is None else float_file
-    return judged_batches(
-        float_model, batch_outputs(reference, int8_model, feeds_list, threads), samples
-    )
+    if float_file is None:
+        outputs = batch_outputs(float_model, int8_model, feeds_list, threads)
+    else:  # (C.9.3) its weights read where they are in the file, not prepacked
+        outputs = batch_outputs(float_file, int8_model, feeds_list, threads, float_prepack=False)
+    return judged_batches(float_model, outputs, samples)
 
 
 # Per batch: output name -> its float and int8 values.
@@ -117,13 +118,16 @@ def batch_outputs(
     int8_model: onnx.ModelProto,
     batches: Sequence[Mapping[str, np.ndarray]],
     threads: int | None,
+    *,
+    float_prepack: bool = True,
 ) -> list[BatchOutputs]:
     """Every output's float and int8 values on each of ``batches`` (``float_model``: the
     model, or its file). One session at a time: a large model's float and int8 weights are
-    not held by ONNX Runtime at once."""
+    not held by ONNX Runtime at once. ``float_prepack=False``: the float session leaves
+    its weights unpacked (§C.9.3)."""
     per_batch: list[dict[str, list[np.ndarray]]] = [{} for _ in batches]
-    for model in (float_model, int8_model):
-        session = make_session(model, threads=threads)
+    for model, prepack in ((float_model, float_prepack), (int8_model, True)):
+        session = make_session(model, threads=threads, prepack=prepack)
         names = [output.name for output in session.get_outputs()]
         for batch, values in zip(batches, per_batch, strict=True):
             for name, value in zip(names, session.run(names, dict(batch)), strict=True):

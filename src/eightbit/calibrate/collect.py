@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
 
 import numpy as np
 import onnx
@@ -34,6 +35,17 @@ Observer = HistogramObserver | MinMaxObserver
 Run = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
+class Tap(Protocol):
+    """What another step keeps of calibration's pass (``calibrate(tap=)``): ``tensors``
+    are exposed beside the observed ones, and each run's values are shown to it with the
+    index of the run's first sample, before they are dropped."""
+
+    @property
+    def tensors(self) -> Sequence[str]: ...
+
+    def __call__(self, values: Mapping[str, np.ndarray], first: int) -> None: ...
+
+
 def calibrate(
     model: str | os.PathLike[str] | onnx.ModelProto,
     data: DataLike,
@@ -44,6 +56,7 @@ def calibrate(
     image: ImageOptions | None = None,
     progress: bool = False,
     normalized: bool = False,
+    tap: Tap | None = None,
 ) -> Ranges:
     """Observe the float activations of ``model`` on ``data`` and select their ranges.
 
@@ -53,16 +66,19 @@ def calibrate(
     included). The model is normalized first (eightbit.graph.normalize) unless
     ``normalized`` says it already is, so tensor names refer to the normalized graph.
     ``threads`` is the thread count of ONNX Runtime and of the observers (None: ONNX
-    Runtime's own choice, and one observer thread per core).
+    Runtime's own choice, and one observer thread per core). ``tap``: a step that reads
+    the same pass (``Tap``) instead of running the model again (§C.10).
     """
     if not isinstance(config, CalibrationConfig):
         raise ConfigError(f"'config' must be a CalibrationConfig (got {type(config).__name__})")
     run, names, source, run_size = _prepare(
-        model, data, config, tensors, threads, image, normalized
+        model, data, config, tensors, threads, image, normalized, () if tap is None else tap.tensors
     )
     observers = {name: make_observer(config) for name in names}
     workers = threads or os.cpu_count() or 1
-    observe_all(source, run, observers, workers=workers, progress=progress, run_size=run_size)
+    observe_all(
+        source, run, observers, workers=workers, progress=progress, run_size=run_size, tap=tap
+    )
     if source.used == 0:
         raise DataError(_no_samples_message(source))
     require_variation(source)
@@ -85,6 +101,7 @@ def _prepare(
     threads: int | None,
     image: ImageOptions | None,
     normalized: bool,
+    tapped: Sequence[str] = (),
 ) -> tuple[Run, list[str], DataSource, int | None]:
     """The model as a function of one batch, the tensors it returns, the data, and the
     samples per run (§C.9).
@@ -108,8 +125,9 @@ def _prepare(
         skip_nonfinite=config.skip_nonfinite,
         limit=config.samples,
     )
-    run_size = _run_size(graph, names, config)
-    return model_runner(prepared, graph, names, threads), names, source, run_size
+    exposed = [*names, *(name for name in tapped if name not in names)]
+    run_size = _run_size(graph, exposed, config)
+    return model_runner(prepared, graph, exposed, threads), names, source, run_size
 
 
 def model_runner(
@@ -169,6 +187,7 @@ def observe_all(
     workers: int,
     progress: bool,
     run_size: int | None = None,
+    tap: Tap | None = None,
 ) -> None:
     """Run every batch, then fold it into the observers on ``workers`` threads (module doc).
 
@@ -184,6 +203,8 @@ def observe_all(
             for start, part in batch_slices(batch, run_size):
                 count = len(next(iter(part.values())))
                 values = run(part)
+                if tap is not None:
+                    tap(values, first - source.offset)
                 _observe(pool, observers, values, first, count, start)
                 del values  # release this run's activations before the next one allocates
                 first += count

@@ -16,10 +16,13 @@ from collections.abc import Sequence
 from eightbit.graph._proto import tensor_byte_size
 from eightbit.graph.view import Graph
 
-# Weights plus one run's activations (C.9.1).
+# Weights, twice, plus one run's activations (C.9.1).
 RUN_BYTES = 2**30
 # A model whose weights alone pass RUN_BYTES still gets this much for its activations.
-MIN_ACTIVATION_BYTES = 256 * 2**20
+MIN_ACTIVATION_BYTES = 128 * 2**20
+# While a run's activations are alive, the weights are held twice: by the model the
+# step reads (a proto, or arrays) and by ONNX Runtime's session (C.9.1).
+WEIGHT_COPIES = 2
 
 
 def activation_bytes(graph: Graph, tensors: Sequence[str] | None = None) -> int:
@@ -41,10 +44,10 @@ def weight_bytes(graph: Graph) -> int:
 
 def samples_per_run(graph: Graph, batch_size: int, tensors: Sequence[str] | None = None) -> int:
     """(C.9.1) The samples of a ``batch_size`` batch one run holds: as many as fit in what
-    ``RUN_BYTES`` leaves beside the weights (at least ``MIN_ACTIVATION_BYTES``), 1 to
-    ``batch_size``."""
+    ``RUN_BYTES`` leaves beside the weights' two copies (at least
+    ``MIN_ACTIVATION_BYTES``), 1 to ``batch_size``."""
     per_sample = activation_bytes(graph, tensors)
     if per_sample == 0:
         return batch_size
-    budget = max(RUN_BYTES - weight_bytes(graph), MIN_ACTIVATION_BYTES)
+    budget = max(RUN_BYTES - WEIGHT_COPIES * weight_bytes(graph), MIN_ACTIVATION_BYTES)
     return max(1, min(batch_size, budget // per_sample))

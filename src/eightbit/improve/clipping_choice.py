@@ -11,8 +11,9 @@ it cannot fit them the way a per-tensor choice does (§I.4.2).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import onnx
 
 from eightbit.analysis.floor import floor_metric
@@ -21,7 +22,8 @@ from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
-from eightbit.improve.measure import OutputReference, read_samples
+from eightbit.improve.float_pass import SharedFloat
+from eightbit.improve.measure import OutputReference, count, read_samples
 from eightbit.plan import make_plan
 from eightbit.quant import QuantConfig
 from eightbit.steps import StepReport
@@ -65,19 +67,50 @@ def choose_clipping(
     *,
     separate_joins: bool = False,
     threads: int | None = None,
+    shared: SharedFloat | None = None,
 ) -> tuple[Ranges, StepReport]:
     """``ranges``, or the observed extremes if the int8 model's first output is better with
-    them (``Scored.beats``) on the first calibration samples of ``data``."""
+    them (``Scored.beats``) on the first calibration samples of ``data``. ``shared``:
+    calibration's pass of ``model`` (§C.10), whose float output is then the reference."""
+    chosen, report, _ = choose_clipping_sharing(
+        model, ranges, data, config, separate_joins=separate_joins, threads=threads,
+        shared=shared,
+    )  # fmt: skip
+    return chosen, report
+
+
+def choose_clipping_sharing(
+    model: onnx.ModelProto,
+    ranges: Ranges,
+    data: DataLike,
+    config: QuantConfig,
+    *,
+    separate_joins: bool = False,
+    threads: int | None = None,
+    shared: SharedFloat | None = None,
+) -> tuple[Ranges, StepReport, SharedFloat | None]:
+    """``choose_clipping``, and ``shared`` with the chosen candidate's int8 output kept
+    (``SharedFloat.int8_before``) when the float reference was calibration's pass."""
     started = time.perf_counter()
     if ranges.method == "minmax":
-        return ranges, _report(started, None, None, "skipped: the ranges are the extremes already")
+        note = "skipped: the ranges are the extremes already"
+        return ranges, _report(started, None, None, note), shared
     graph = Graph(model)
-    reference = OutputReference(model, read_samples(data, graph, SAMPLES), threads)
+    batches = read_samples(data, graph, SAMPLES)
+    samples = count(batches)
+    computed = None
+    if shared is not None and shared.serves(model, samples):
+        computed = (shared.output_name, shared.output[:samples])
+    reference = OutputReference(model, batches, threads, computed=computed)
     probabilities = output_probabilities(graph).get(graph.outputs[0].name, ())
+
+    outputs: dict[int, np.ndarray] = {}
 
     def score(candidate: Ranges) -> Scored:
         plan = make_plan(graph, candidate, config, separate_joins=separate_joins)
         values = reference.outputs(to_qdq(model, plan))
+        if computed is not None:
+            outputs[id(candidate)] = values
         return Scored(
             floor_metric(reference.values, values, probabilities), reference.sqnr_of(values)
         )
@@ -90,12 +123,24 @@ def choose_clipping(
             f"observed extremes chosen over {ranges.method} ranges: output "
             f"{calibrated.describe()} -> {observed.describe()} on calibration samples"
         )
-        return extremes, _report(started, calibrated.sqnr_db, observed.sqnr_db, note)
+        report = _report(started, calibrated.sqnr_db, observed.sqnr_db, note)
+        return extremes, report, _kept(shared, extremes, outputs)
     note = (
         f"{ranges.method} ranges kept: output {calibrated.describe()}; observed extremes "
         f"{observed.describe()} on calibration samples"
     )
-    return ranges, _report(started, calibrated.sqnr_db, calibrated.sqnr_db, note)
+    report = _report(started, calibrated.sqnr_db, calibrated.sqnr_db, note)
+    return ranges, report, _kept(shared, ranges, outputs)
+
+
+def _kept(
+    shared: SharedFloat | None, chosen: Ranges, outputs: dict[int, np.ndarray]
+) -> SharedFloat | None:
+    """``shared`` with the int8 output of ``chosen``, when it was scored against it."""
+    values = outputs.get(id(chosen))
+    if shared is None or values is None:
+        return shared
+    return replace(shared, int8_ranges=chosen, int8_output=values)
 
 
 def _report(started: float, before: float | None, after: float | None, note: str) -> StepReport:

@@ -161,7 +161,9 @@ class OutputReference:
 
     ``batches``: a list, or any source that can be read again (each score reads it once
     more instead of holding every batch in memory). ``metric(float_output, int8_output)``:
-    a user score for ``measure``'s ``metric_drop``, from ``metric(f, f)``.
+    a user score for ``measure``'s ``metric_drop``, from ``metric(f, f)``. ``computed``:
+    the first output's name and its values on every batch, computed already (§C.10;
+    ``batches`` is then a list), so the float model is not run.
     """
 
     def __init__(
@@ -170,11 +172,18 @@ class OutputReference:
         batches: Iterable[Batch],
         threads: int | None,
         metric: Metric | None = None,
+        *,
+        computed: tuple[str, np.ndarray] | None = None,
     ) -> None:
         self.batches, self.threads, self.metric = batches, threads, metric
-        session = make_session(float_model, threads=threads)
-        self.name = session.get_outputs()[0].name
-        self.references = [np.asarray(session.run([self.name], b)[0]) for b in batches]
+        if computed is not None:  # (C.10) the first output (name, values), already computed
+            self.name, whole = computed
+            sizes = np.cumsum([len(next(iter(batch.values()))) for batch in batches])[:-1]
+            self.references = np.split(whole, sizes)
+        else:
+            session = make_session(float_model, threads=threads)
+            self.name = session.get_outputs()[0].name
+            self.references = [np.asarray(session.run([self.name], b)[0]) for b in batches]
         self.samples = sum(len(reference) for reference in self.references)
         self.float_score = float_score(self.references, metric)
 

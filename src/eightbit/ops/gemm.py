@@ -33,10 +33,18 @@ def _gemm_check(node: Node, graph: Graph) -> str | None:
         return "Gemm with beta != 1 is not quantized (the int32 bias is added unscaled)"
     weight = optional_input(node, 1)
     if bias is not None and weight is not None and weight in graph.initializers:
-        channels = graph.initializers[weight].shape[0 if attr(node, "transB", 0) else 1]
-        if np.asarray(graph.initializers[bias]).shape != (channels,):
+        # Shapes from the protos' dims: a big weight is not converted to read its shape.
+        channels = _shape(graph, weight)[0 if attr(node, "transB", 0) else 1]
+        if _shape(graph, bias) != (channels,):
             return f"Gemm bias C must have shape ({channels},) to be stored as int32 per channel"
     return None
+
+
+def _shape(graph: Graph, constant: str) -> tuple[int, ...]:
+    info = graph.info(constant)
+    if info is not None and info.shape is not None:
+        return tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+    return tuple(np.asarray(graph.initializers[constant]).shape)
 
 
 def _matmul_axis(node: Node, shape: tuple[int, ...]) -> int | PerTensor:

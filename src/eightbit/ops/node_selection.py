@@ -162,11 +162,14 @@ def _weight_and_bias_reason(graph: Graph, node: Node, spec: OpSpec) -> str | Non
             if role == "weight" and spec.weight_may_be_activation:
                 continue
             return f"{role} {constant!r} is not a constant"
-        values = graph.initializers[constant]
+        # Type and shape from the proto (a big weight is not converted to read them).
+        info = graph.info(constant)
+        values = graph.initializers[constant] if info is None or info.shape is None else info
         if values.dtype.kind != "f":
             return f"{role} {constant!r} is {values.dtype}, not float"
-        if role == "bias" and values.ndim != 1:
-            return f"bias {constant!r} must be 1-D (got shape {values.shape})"
+        shape = tuple(values.shape)  # type: ignore[arg-type]
+        if role == "bias" and len(shape) != 1:
+            return f"bias {constant!r} must be 1-D (got shape {shape})"
     return None
 
 

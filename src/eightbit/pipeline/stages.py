@@ -23,12 +23,22 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.centre import centre_activations
-from eightbit.improve.clipping_choice import choose_clipping
+from eightbit.improve.clipping_choice import SAMPLES as CLIPPING_SAMPLES
+from eightbit.improve.clipping_choice import choose_clipping_sharing
 from eightbit.improve.finetune import FinetuneOptions, finetune
+from eightbit.improve.float_pass import (
+    FloatTap,
+    SharedFloat,
+    layer_inputs,
+    shares_float_pass,
+)
 from eightbit.improve.outlier_channels import split_outlier_channels
 from eightbit.improve.refine import refine_ranges
 from eightbit.improve.smoothquant import smooth_quant
 from eightbit.improve.weights.adaround import AdaRoundOptions, adaround
+from eightbit.improve.weights.bias_correction import (
+    DEFAULT_SAMPLES as CORRECTION_SAMPLES,
+)
 from eightbit.improve.weights.bias_correction import batchnorm_statistics, bias_correction
 from eightbit.improve.weights.equalize import equalize
 from eightbit.improve.weights.reconstruct import reconstruct
@@ -143,6 +153,7 @@ class Calibrate:
         assert state.source is not None  # quantize refuses no data and no ranges
         if settings.ray is not None:
             return replace(state, ranges=_calibrate_on_ray(state, needed))
+        tap = _float_tap(state)
         ranges = calibrate(
             state.prepared,
             window(state.source, 0, state.calibrate_count),
@@ -151,8 +162,25 @@ class Calibrate:
             threads=settings.threads,
             progress=settings.progress,
             normalized=True,
+            tap=tap,
         )
-        return replace(state, ranges=ranges)
+        return replace(state, ranges=ranges, shared_float=None if tap is None else tap.result())
+
+
+def _float_tap(state: State) -> FloatTap | None:
+    """(C.10) On a big model, what the clipping choice and bias correction will read of
+    calibration's pass; None elsewhere (their own passes, as before)."""
+    improve = state.settings.improve
+    clipping = improve.choose_clipping
+    correction = improve.bias_correction is not False and _nearest_stage(state.settings)
+    correction = correction and not state.settings.learned
+    if not (clipping or correction) or not shares_float_pass(Graph(state.prepared)):
+        return None
+    samples = CLIPPING_SAMPLES if clipping else CORRECTION_SAMPLES
+    if not correction:
+        return FloatTap(state.prepared, samples)
+    inputs = layer_inputs(Graph(state.prepared))
+    return FloatTap(state.prepared, max(samples, CORRECTION_SAMPLES), inputs, CORRECTION_SAMPLES)
 
 
 def _calibrate_on_ray(state: State, needed: list[str]) -> Ranges:
@@ -176,15 +204,16 @@ class ChooseClipping:
             return state  # ranges from a file: the user chose them
         assert state.ranges is not None  # Calibrate ran
         settings = state.settings
-        ranges, report = choose_clipping(
+        ranges, report, shared = choose_clipping_sharing(
             state.prepared,
             state.ranges,
             state.samples,
             settings.config,
             separate_joins=settings.improve.separate_joins,
             threads=settings.threads,
+            shared=state.shared_float,
         )
-        return state.reported(report, ranges=ranges)
+        return state.reported(report, ranges=ranges, shared_float=shared)
 
 
 class RefineRanges:
@@ -271,10 +300,22 @@ class BiasCorrection:
             statistics=statistics,
             keep="always" if settings.improve.bias_correction else "if_better",
             threads=settings.threads,
+            shared=None if self.learned else _shared_for(state),
         )
         plan = rebias(Graph(corrected), state.plan)
         kept = report if self.learned or not settings.learned else None
-        return state.reported(kept, prepared=corrected, plan=plan)
+        # Calibration's pass has served its last step: its means are let go (§C.10).
+        return state.reported(kept, prepared=corrected, plan=plan, shared_float=None)
+
+
+def _shared_for(state: State) -> SharedFloat | None:
+    """Calibration's pass for bias correction (§C.10), with the clipping choice's int8
+    output only if the plan was made from the ranges it was scored with (a later step,
+    centring or refinement, makes new ranges)."""
+    shared = state.shared_float
+    if shared is None or shared.int8_ranges is state.ranges:
+        return shared
+    return replace(shared, int8_ranges=None, int8_output=None)
 
 
 @dataclass(frozen=True)

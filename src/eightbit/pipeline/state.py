@@ -21,6 +21,7 @@ from eightbit.calibrate.data import DataLike, DataSource
 from eightbit.graph import load_model, save_model
 from eightbit.graph.files import write_for_session
 from eightbit.graph.session import through_file
+from eightbit.improve.float_pass import SharedFloat
 from eightbit.improve.presets import ImproveConfig
 from eightbit.plan import QuantPlan, plan_path_for
 from eightbit.quant import QuantConfig
@@ -101,6 +102,8 @@ class State:
     held_back: DataSource | None = None
     check: QuickCheck | None = None
     reports: tuple[StepReport, ...] = ()
+    # What calibration's pass kept for the measuring steps of a big model (§C.10).
+    shared_float: SharedFloat | None = field(default=None, repr=False)
     # The data as given and its image options: a cluster's workers read their shards of it.
     data: DataLike | None = field(default=None, repr=False)
     image: ImageOptions | None = None
@@ -139,7 +142,7 @@ class State:
         return QuantizedModel(
             model=self.qdq,
             plan=replace(self.plan, steps=self.reports),
-            float_model=self.float_model,
+            float_source=self.float_source,
             ranges=self.ranges,
             check=self.check,
             calibration_samples=getattr(self.ranges, "samples", 0) or 0,
@@ -156,7 +159,9 @@ class QuantizedModel:
     """The result of ``quantize``: the QDQ model, its plan, and what was measured.
 
     ``float_model``: the original model, normalized: what the int8 model is checked
-    against. ``prepared_model``: the float model the QDQ model quantizes, after the
+    against (``float_source``: it, or the file where a big one waits, read back only when
+    ``float_model`` is read: each read loads it again, so keep the result; issue 20).
+    ``prepared_model``: the float model the QDQ model quantizes, after the
     improvement steps (equalized, learned-rounded, bias-corrected); ``ranges`` are its
     activation ranges. ``make_plan(Graph(prepared_model), ranges, config,
     separate_joins=...)`` (as the preset said, §Q13) and ``to_qdq`` rebuild the QDQ model,
@@ -165,11 +170,15 @@ class QuantizedModel:
 
     model: onnx.ModelProto
     plan: QuantPlan
-    float_model: onnx.ModelProto = field(repr=False)
+    float_source: onnx.ModelProto | SpilledModel = field(repr=False)
     ranges: Ranges | None = field(default=None, repr=False)
     check: QuickCheck | None = None
     calibration_samples: int = 0
     prepared_model: onnx.ModelProto | None = field(default=None, repr=False)
+
+    @property
+    def float_model(self) -> onnx.ModelProto:
+        return _in_memory(self.float_source)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the model (checked, atomically) and its plan beside it; returns the plan path."""

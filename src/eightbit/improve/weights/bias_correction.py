@@ -22,27 +22,28 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, Node
 from eightbit.graph.batchnorm import is_batchnorm
-from eightbit.graph.session import session_with_arrays
 from eightbit.improve._onnx import ModelEdit
-from eightbit.improve.measure import compare, count, read_samples
-from eightbit.ops import Contraction, OpSpec, lookup
+from eightbit.improve.float_pass import SharedFloat, int8_outputs, output_shift, output_sqnr
+from eightbit.improve.measure import Compared, compare, count, read_samples
+from eightbit.improve.weights.bias_shifts import empirical_shifts, layer_spec, weight_delta
+from eightbit.ops import Contraction, lookup
 from eightbit.ops.node_selection import clamp_bounds
 from eightbit.ops.spec import optional_input
 from eightbit.plan import QuantPlan, rebias
-from eightbit.quant import dequantize_values, quantize_values
-from eightbit.quant.values import ROW_CHUNK_ELEMENTS, by_rows
 from eightbit.steps import LayerGain, StepReport
 
 # 16 images give each channel thousands of positions to average over; more only costs time
@@ -94,6 +95,7 @@ def bias_correction(
     weight_shifts: bool = True,
     samples: int = DEFAULT_SAMPLES,
     threads: int | None = None,
+    shared: SharedFloat | None = None,
 ) -> tuple[onnx.ModelProto, StepReport]:
     """``model`` with corrected biases, and what the step did; plan it with ``rebias``.
 
@@ -105,6 +107,10 @@ def bias_correction(
     inputs unchanged when the first output's SQNR on the samples fell. ``weight_shifts``
     False: the weights' rounding was chosen (learned rounding, whose layer-wise objective
     already includes the mean): only the output layer is corrected (§I.3.4).
+    ``shared``: calibration's pass of ``model`` (§C.10): when it holds the samples' float
+    output and input means, only the int8 models run (no per-layer SQNRs then); with the
+    clipping choice's int8 output (``SharedFloat.int8_before``, which the caller keeps
+    only when ``plan`` was made from its ranges) the uncorrected model does not run again.
     """
     started = time.perf_counter()
     reference = reference or model
@@ -136,24 +142,38 @@ def bias_correction(
     rank = None if last is None else _rank(graph, graph.outputs[0].name)
     # The corrected models are made again at the end rather than held while the int8 ones
     # are measured: a big model's weights are then held once less (issue 20).
+    seen = count(batches)
+    if shared is not None and not (reference is model and shared.serves(model, seen, inputs)):
+        shared = None
+    if shared is not None:
+        notes.append("measured against calibration's float pass (§C.10): output SQNR only")
+
+    def measured(
+        quantized: onnx.ModelProto,
+        tensors: Mapping[str, str],
+        means: Sequence[str] = (),
+        output_rank: int | None = None,
+    ) -> Compared:
+        if shared is None:
+            return compare(reference, quantized, batches, tensors, means, threads, output_rank)
+        return _against_shared(shared, quantized, batches, means, output_rank, threads)
+
     if weight_shifts:
-        before = compare(reference, to_qdq(model, plan), batches, outputs, inputs, threads)
-        shifts = _empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
+        before = _before(shared, seen, inputs) or measured(to_qdq(model, plan), outputs, inputs)
+        shifts = empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
         quantized = _corrected_qdq(model, graph, shifts, plan)
-        after = compare(reference, quantized, batches, outputs, (), threads, output_rank=rank)
+        after = measured(quantized, outputs, (), rank)
     else:
         shifts = {}
         quantized = to_qdq(model, plan)
-        before = after = compare(
-            reference, quantized, batches, outputs, (), threads, output_rank=rank
-        )
+        before = after = measured(quantized, outputs, (), rank)
     del quantized
     chosen = shifts
     if last is not None and after.output_shift is not None:
         # (I.3.4) The output layer, corrected against the int8 network's own output.
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
         quantized = _corrected_qdq(model, graph, total, plan)
-        final = compare(reference, quantized, batches, {last: outputs[last]}, (), threads)
+        final = measured(quantized, {last: outputs[last]})
         del quantized
         if final.output_db > after.output_db:
             notes.append(f"output layer {last!r} also corrected against the int8 output")
@@ -162,7 +182,6 @@ def bias_correction(
                 after, output_db=final.output_db, layers={**after.layers, **final.layers}
             )
     kept = keep == "always" or after.output_db >= before.output_db
-    seen = count(batches)
     notes.insert(
         0,
         f"{len(shifts)} layer(s) corrected from {seen} calibration samples"
@@ -179,18 +198,101 @@ def bias_correction(
         seconds=time.perf_counter() - started,
         before_db=before.output_db,
         after_db=after.output_db if kept else before.output_db,
-        layers=tuple(LayerGain(n, before.layers[n], after.layers[n]) for n in layers),
+        layers=tuple(
+            LayerGain(n, before.layers[n], after.layers[n]) for n in layers if n in before.layers
+        ),
         notes=tuple(notes),
     )
     return (_apply(model, graph, chosen) if kept and chosen else model), report
 
 
+def _before(shared: SharedFloat | None, samples: int, means: Sequence[str]) -> Compared | None:
+    """(C.10) The uncorrected int8 model measured from the clipping choice's output of
+    it on the same samples (``SharedFloat.int8_before``), when there is one."""
+    if shared is None:
+        return None
+    values = shared.int8_before(shared.int8_ranges, samples)
+    if values is None:
+        return None
+    return Compared(
+        layers={},
+        output_db=output_sqnr(shared.output[:samples], values),
+        means={tensor: shared.means[tensor] for tensor in means},
+    )
+
+
+def _against_shared(
+    shared: SharedFloat,
+    quantized: onnx.ModelProto,
+    batches: Sequence[dict[str, np.ndarray]],
+    means: Sequence[str],
+    output_rank: int | None,
+    threads: int | None,
+) -> Compared:
+    """``compare`` of ``quantized`` with calibration's float pass (§C.10): the int8 model
+    alone runs; the output's SQNR and shift, and the float means the pass kept."""
+    reference = shared.output[: count(batches)]
+    values = int8_outputs(quantized, batches, shared.output_name, threads)
+    shift = output_shift(reference, values) if output_rank is not None else None
+    return Compared(
+        layers={},
+        output_db=output_sqnr(reference, values),
+        means={tensor: shared.means[tensor] for tensor in means},
+        output_shift=shift,
+    )
+
+
 def _corrected_qdq(
     model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray], plan: QuantPlan
 ) -> onnx.ModelProto:
-    """The QDQ model of ``model`` corrected by ``shifts``; the corrected float model is let go."""
+    """The QDQ model of ``model`` corrected by ``shifts``, made without a corrected copy of
+    the float model where every shifted layer has a bias of its own (``_shifted_in_place``);
+    else from one, let go at once."""
+    with _shifted_in_place(model, graph, shifts) as shifted:
+        if shifted:
+            return to_qdq(model, rebias(Graph(model), plan))
     corrected = _apply(model, graph, shifts)
     return to_qdq(corrected, rebias(Graph(corrected), plan))
+
+
+@contextmanager
+def _shifted_in_place(
+    model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray]
+) -> Iterator[bool]:
+    """``b ← b − shift`` written over ``model``'s own biases (the values ``_apply`` gives),
+    and the biases put back on leaving, whatever happens: the QDQ model of a correction is
+    then made without a copy of every weight (VGG-16: 528 MB, issue 20). Yields False, and
+    changes nothing, when a shifted layer's bias is absent, shared, or a graph output.
+    Nothing else reads ``model`` meanwhile: one thread, and the caller's views of it do
+    not read the biases inside the block."""
+    tensors = {tensor.name: tensor for tensor in model.graph.initializer}
+    readers = Counter(name for node in model.graph.node for name in set(node.input))
+    readers.update(value.name for value in model.graph.output)
+    edits = []
+    for name, shift in shifts.items():
+        node = graph.node(name)
+        spec = layer_spec(node)
+        assert spec.weight_port is not None and spec.bias_port is not None
+        bias = optional_input(node, spec.bias_port)
+        if bias is None or bias not in tensors or readers[bias] != 1:
+            yield False
+            return
+        weight = graph.info(node.inputs[spec.weight_port])
+        dtype = np.float32 if weight is None else weight.dtype
+        current = numpy_helper.to_array(tensors[bias]).astype(np.float64)
+        edits.append(
+            (tensors[bias], numpy_helper.from_array((current - shift).astype(dtype), bias))
+        )
+    saved = [(tensor, onnx.TensorProto()) for tensor, _ in edits]
+    for tensor, copy in saved:
+        copy.CopyFrom(tensor)
+    try:
+        for tensor, value in edits:
+            tensor.CopyFrom(value)
+        yield True
+    finally:
+        for tensor, copy in saved:
+            tensor.CopyFrom(copy)
 
 
 def corrected_layers(graph: Graph, plan: QuantPlan) -> tuple[list[str], dict[tuple[str, str], int]]:
@@ -232,122 +334,7 @@ def layer_output(graph: Graph, plan: QuantPlan, layer: str) -> str:
     return graph.node(folded if folded is not None else layer).outputs[0]
 
 
-# --- shifts ------------------------------------------------------------------------------
-
-
-def _delta(
-    graph: Graph, reference: Graph, plan: QuantPlan, node: Node, dtype: type = np.float64
-) -> np.ndarray:
-    """ΔW = (the weight as the int8 model stores it) − (the reference float weight), in
-    ``dtype`` (the difference itself is taken in float64, a slice of rows at a time).
-
-    A big layer's weight (VGG-16's first Gemm: 411 MB) is held twice at most: the float
-    weight is read once when the reference is the model itself, and a float32 ΔW is
-    written over the stored weight (issue 20).
-    """
-    port = _layer(node).weight_port
-    assert port is not None
-    weight = node.inputs[port]
-    params = plan.tensors[weight]
-    original = graph.initializers[weight]
-    stored = dequantize_values(quantize_values(original, params), params)
-    if reference.model is not graph.model:  # after learned rounding: the weights before it
-        original = np.asarray(reference.initializers[weight])
-
-    def difference(stored: np.ndarray, original: np.ndarray) -> np.ndarray:
-        wide = stored.astype(np.float64) - np.asarray(original, np.float64)
-        return wide.astype(dtype, copy=False)
-
-    if stored.dtype != dtype or stored.ndim == 0:
-        return by_rows(difference, stored, dtype, original)
-    step = max(1, ROW_CHUNK_ELEMENTS // max(1, stored.size // stored.shape[0]))
-    for start in range(0, stored.shape[0], step):  # row by row: each is read, then written
-        stop = start + step
-        stored[start:stop] = difference(stored[start:stop], original[start:stop])
-    return stored
-
-
-# The ΔW of the layers whose shifts one ONNX Runtime session computes, at most (a layer
-# larger than this gets a session of its own): every ΔW is a float copy of a weight.
-SHIFT_SESSION_BYTES = 64 * 2**20
-
-
-def _empirical_shifts(
-    graph: Graph,
-    reference: Graph,
-    plan: QuantPlan,
-    layers: Sequence[str],
-    means: Mapping[str, np.ndarray],
-    threads: int | None,
-) -> dict[str, np.ndarray]:
-    """(I.3.1) Each layer run on its mean input with weights ΔW, averaged over positions;
-    the layers in groups of about ``SHIFT_SESSION_BYTES`` of ΔW, one session each."""
-    shifts: dict[str, np.ndarray] = {}
-    for group in _groups(graph, layers):
-        shifts.update(_group_shifts(graph, reference, plan, group, means, threads))
-    return {name: shifts[name] for name in layers}
-
-
-def _groups(graph: Graph, layers: Sequence[str]) -> list[list[tuple[int, str]]]:
-    """``layers`` numbered in order and cut where a group's weights pass the bound."""
-    dims = {tensor.name: tensor.dims for tensor in graph.model.graph.initializer}
-    groups: list[list[tuple[int, str]]] = [[]]
-    size = 0
-    for index, name in enumerate(layers):
-        node = graph.node(name)
-        port = _layer(node).weight_port
-        assert port is not None
-        weight_bytes = 4 * math.prod(dims[node.inputs[port]])  # ΔW is float32
-        if groups[-1] and size + weight_bytes > SHIFT_SESSION_BYTES:
-            groups.append([])
-            size = 0
-        groups[-1].append((index, name))
-        size += weight_bytes
-    return groups
-
-
-def _group_shifts(
-    graph: Graph,
-    reference: Graph,
-    plan: QuantPlan,
-    group: Sequence[tuple[int, str]],
-    means: Mapping[str, np.ndarray],
-    threads: int | None,
-) -> dict[str, np.ndarray]:
-    nodes, inputs, feeds = [], [], {}
-    deltas: dict[str, np.ndarray] = {}
-    for index, name in group:
-        node = graph.node(name)
-        delta = f"delta_{index}"
-        deltas[delta] = _delta(graph, reference, plan, node, np.float32)
-        feed = f"mean_{index}"
-        mean = np.asarray(means[node.inputs[0]], np.float32)[None]
-        feeds[feed] = mean
-        inputs.append(helper.make_tensor_value_info(feed, onnx.TensorProto.FLOAT, list(mean.shape)))
-        shifted = helper.make_node(
-            node.op_type, [feed, delta], [f"shift_{index}"], name=f"shift_{index}"
-        )
-        shifted.attribute.extend(helper.make_attribute(k, v) for k, v in node.attrs.items())
-        nodes.append(shifted)
-    outputs = [f"shift_{index}" for index, _ in group]
-    graph_proto = helper.make_graph(
-        nodes, "shifts", inputs, [helper.make_empty_tensor_value_info(o) for o in outputs]
-    )
-    model = helper.make_model(
-        graph_proto, opset_imports=list(graph.model.opset_import), ir_version=graph.model.ir_version
-    )
-    # The ΔW reach ONNX Runtime as the arrays themselves: no protobuf or file copy of a big
-    # layer's weights (issue 20). No graph optimization: a Conv whose input and weight are
-    # plain floats is all we run.
-    session = session_with_arrays(model, deltas, threads=threads, optimization="none")
-    del deltas
-    results = session.run(outputs, feeds)
-    del session
-    shifts = {}
-    for (_, name), value in zip(group, results, strict=True):
-        array = np.asarray(value, np.float64)
-        shifts[name] = array.mean(axis=tuple(a for a in range(array.ndim) if a != 1))
-    return shifts
+# --- shifts: eightbit.improve.weights.bias_shifts ------------------------------------
 
 
 def _analytic_shifts(
@@ -363,11 +350,10 @@ def _analytic_shifts(
     for name in layers:
         node = graph.node(name)
         expected = _expected_input(graph, node.inputs[0], statistics)
-        if expected is None or _layer(node).contraction not in _INTERIOR:
+        if expected is None or layer_spec(node).contraction not in _INTERIOR:
             missing += 1
             continue
-        delta = _delta(graph, reference, plan, node)
-        shifts[name] = _interior_shift(node, delta, expected)
+        shifts[name] = _interior_shift(node, weight_delta(graph, reference, plan, node), expected)
     return shifts, missing
 
 
@@ -416,7 +402,7 @@ def _pdf(x: np.ndarray) -> np.ndarray:
 
 def _interior_shift(node: Node, delta: np.ndarray, expected: np.ndarray) -> np.ndarray:
     """Σ_{c,k} ΔW[o, c, k] · E[x_c] (Conv, grouped included) or Σ_k ΔW[k, n] · E[x_k] (Gemm)."""
-    spec = _layer(node)
+    spec = layer_spec(node)
     assert spec.weight_layout is not None
     layout = spec.weight_layout(node.attrs, delta.shape)
     assert layout is not None, f"{node.name!r}: a quantized layer reads its channels on axis 1"
@@ -442,18 +428,12 @@ def _apply(
     ``graph``: a view of ``model`` (or of a model with the same nodes)."""
     edit = ModelEdit(model)
     for name, shift in shifts.items():
-        spec = _layer(graph.node(name))
+        spec = layer_spec(graph.node(name))
         assert spec.weight_port is not None and spec.bias_port is not None
         bias = edit.value(name, spec.bias_port)
-        weight = edit.value(name, spec.weight_port)
+        # The weight's type from its declaration: a big weight is not converted to read it.
+        weight = graph.info(graph.node(name).inputs[spec.weight_port])
         dtype = np.float32 if weight is None else weight.dtype
         current = np.zeros(shift.shape) if bias is None else bias.astype(np.float64)
         edit.set(name, spec.bias_port, (current - shift).astype(dtype), f"{name}_bias")
     return edit.model
-
-
-def _layer(node: Node) -> OpSpec:
-    """The spec of a layer ``corrected_layers`` chose."""
-    spec = lookup(node.op_type, node.domain)
-    assert spec is not None and spec.is_layer, f"{node.name!r} is not a quantized layer"
-    return spec

@@ -161,6 +161,19 @@ class _Layout:
     bias_port: int
 
 
+def _shape(graph: Graph, constant: str) -> tuple[int, ...]:
+    """A constant's shape from its proto: a big weight is not converted to read it."""
+    info = graph.info(constant)
+    if info is not None and info.shape is not None:
+        return tuple(int(d) for d in info.shape)  # type: ignore[arg-type]
+    return tuple(graph.initializers[constant].shape)
+
+
+def _dtype(graph: Graph, constant: str) -> np.dtype:
+    info = graph.info(constant)
+    return info.dtype if info is not None else graph.initializers[constant].dtype
+
+
 def _weight_layout(graph: Graph, node: Node) -> _Layout | None:
     """The layout of a Conv or Gemm whose weight and bias are constants only it reads."""
     spec = _equalized_layer(graph, node)
@@ -171,7 +184,7 @@ def _weight_layout(graph: Graph, node: Node) -> _Layout | None:
     bias = optional_input(node, spec.bias_port)
     if weight not in graph.initializers:
         return None
-    layout = spec.weight_layout(node.attrs, tuple(graph.initializers[weight].shape))
+    layout = spec.weight_layout(node.attrs, _shape(graph, weight))
     if layout is None:
         return None
     for name in (weight, bias):
@@ -179,9 +192,9 @@ def _weight_layout(graph: Graph, node: Node) -> _Layout | None:
             continue
         if name not in graph.initializers or len(graph.consumers(name)) != 1:
             return None
-        if graph.initializers[name].dtype.kind != "f":
+        if _dtype(graph, name).kind != "f":
             return None
-    if bias is not None and graph.initializers[bias].ndim != 1:
+    if bias is not None and len(_shape(graph, bias)) != 1:
         return None
     return _Layout(
         weight,
@@ -236,10 +249,10 @@ def _pair_from(graph: Graph, first: Node, outputs: set[str]) -> Pair | str | Non
         return "the shape of the tensor between the layers is unknown"
     channels = info.shape[1] if len(info.shape) > 1 else None
     first_layout = _must(_weight_layout(graph, first))
-    first_weight = graph.initializers[first_layout.weight]
-    if not isinstance(channels, int) or first_weight.shape[first_layout.out_axis] != channels:
+    first_shape = _shape(graph, first_layout.weight)
+    if not isinstance(channels, int) or first_shape[first_layout.out_axis] != channels:
         return "the layers' channel counts do not match"
-    in_per_group = graph.initializers[layout.weight].shape[layout.in_axis]
+    in_per_group = _shape(graph, layout.weight)[layout.in_axis]
     if in_per_group * layout.groups != channels:
         return "the layers' channel counts do not match"
     return Pair(
