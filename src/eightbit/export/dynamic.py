@@ -4,9 +4,11 @@ Each matrix product with a constant 2-D weight becomes ONNX Runtime's run-time f
 ``DynamicQuantizeLinear`` of its input (uint8, scale and zero point from the input's own
 range, §D.1), ``MatMulInteger`` with the int8 per-column weight (§D.2), then the int32 sums
 scaled back to float (``Cast``, ``Mul`` by ``s_x · s_w``) and the bias added in float: the
-pattern ONNX Runtime fuses into one ``DynamicQuantizeMatMul`` kernel. Embedding tables are
-stored as int8 rows with one scale per row (``export.embedding``, §D.3). Everything else
-computes in float: there is no calibrated activation to keep.
+pattern ONNX Runtime fuses into one ``DynamicQuantizeMatMul`` kernel; or, with
+``row_scales`` and unless the config lists the product in ``tensor_scales`` (§D.9), the
+input quantized with one symmetric scale per row computed in the graph (§D.4). Embedding
+tables are stored as int8 rows with one scale per row (``export.embedding``, §D.3).
+Everything else computes in float: there is no calibrated activation to keep.
 """
 
 from __future__ import annotations
