@@ -44,7 +44,13 @@ def test_each_type_round_trips_through_json(value: object) -> None:
     # Field order is declaration order, so that a saved file reads like the dataclass
     # (QuantConfig leaves out its later fields at their defaults: plans keep their old bytes).
     assert list(data) == [name for name in to_dict(value) if name in data]
-    assert set(to_dict(value)) - set(data) <= {"target", "int16", "mode", "row_scales"}
+    assert set(to_dict(value)) - set(data) <= {
+        "target",
+        "int16",
+        "mode",
+        "row_scales",
+        "tensor_scales",
+    }
 
 
 def test_a_plan_written_by_the_old_code_loads_and_writes_back_the_same() -> None:

@@ -101,7 +101,7 @@ def test_quantize_without_data_in_dynamic_mode() -> None:
 def test_quantize_with_data_holds_samples_back_for_the_check() -> None:
     result = quantize(encoder(), {"ids": token_ids(40)}, DYNAMIC, check_samples=10)
     assert result.check is not None and result.check.samples == 10
-    assert [step.name for step in result.plan.steps] == ["outlier_channels"]
+    assert [step.name for step in result.plan.steps] == ["outlier_channels", "row_scales"]
 
 
 def test_cli_dynamic_without_data(tmp_path: Path) -> None:

@@ -4,9 +4,11 @@ Each matrix product with a constant 2-D weight becomes ONNX Runtime's run-time f
 ``DynamicQuantizeLinear`` of its input (uint8, scale and zero point from the input's own
 range, §D.1), ``MatMulInteger`` with the int8 per-column weight (§D.2), then the int32 sums
 scaled back to float (``Cast``, ``Mul`` by ``s_x · s_w``) and the bias added in float: the
-pattern ONNX Runtime fuses into one ``DynamicQuantizeMatMul`` kernel. Embedding tables are
-stored as int8 rows with one scale per row (``export.embedding``, §D.3). Everything else
-computes in float: there is no calibrated activation to keep.
+pattern ONNX Runtime fuses into one ``DynamicQuantizeMatMul`` kernel; or, with
+``row_scales`` and unless the config lists the product in ``tensor_scales`` (§D.9), the
+input quantized with one symmetric scale per row computed in the graph (§D.4). Embedding
+tables are stored as int8 rows with one scale per row (``export.embedding``, §D.3).
+Everything else computes in float: there is no calibrated activation to keep.
 """
 
 from __future__ import annotations
@@ -130,7 +132,8 @@ class _Writer:
         self.graph, self.plan, self.names = graph, plan, names
         self.constants: list[TensorProto] = []
         self.replaced: set[str] = set()
-        self.inputs: dict[str, _Quantized] = {}
+        # (input, per row?) -> its quantization, written once for all its readers
+        self.inputs: dict[tuple[str, bool], _Quantized] = {}
 
     def constant(self, base: str, value: np.ndarray) -> str:
         name = self.names(base)
@@ -160,11 +163,12 @@ class _Writer:
         times the column scales and the input's scale (eq. D.2), then the bias."""
         self.pending: list[onnx.NodeProto] = []
         config = self.plan.config
-        quantized = self.inputs.get(product.data)
+        rows = config.row_scales and product.node not in config.tensor_scales
+        quantized = self.inputs.get((product.data, rows))
         if quantized is None:
-            quantize = self._rows if config.row_scales else self._tensor
-            quantized = self.inputs[product.data] = quantize(product.data)
-        weight, zero, column_scale = self._weight(product)
+            quantize = self._rows if rows else self._tensor
+            quantized = self.inputs[(product.data, rows)] = quantize(product.data)
+        weight, zero, column_scale = self._weight(product, rows)
         base = product.node
         sums = self.node(
             "MatMulInteger", [quantized.codes, weight, quantized.zero_point, zero], base
@@ -172,7 +176,7 @@ class _Writer:
         widened = self.node("Cast", [sums], base, to=TensorProto.FLOAT)
         columns = self.constant(f"{base}_column_scale", column_scale)
         scaled = output if product.bias is None else self.names(f"{base}_product")
-        if config.row_scales:
+        if rows:
             # Column scales first, then the row's: ONNX Runtime would fuse Cast ->
             # Mul(Mul(row scale, column scales)) into MatMulIntegerToFloat, but its fused
             # kernel gave wrong sums for per-row scales in whole models (ORT 1.32: MiniLM at
@@ -193,16 +197,17 @@ class _Writer:
             )
         return self.pending
 
-    def _weight(self, product: DynamicWeight) -> tuple[str, str, np.ndarray]:
-        """The stored weight [K, N] and its zero points (names), and the column scales
-        divided by the input's levels (the input's scale is its magnitude, eq. D.4)."""
+    def _weight(self, product: DynamicWeight, rows: bool) -> tuple[str, str, np.ndarray]:
+        """The stored weight [K, N] and its zero points (names), and the column scales,
+        divided by the input's levels when the input has per-row scales (the row's scale is
+        its magnitude, eq. D.4)."""
         params = self.plan.tensors[product.weight]
         integers = quantize_values(self.graph.initializers[product.weight], params)
         if product.transposed:
             integers = integers.T  # MatMulInteger reads [K, N]
         columns = integers.shape[1]
         scale = np.broadcast_to(params.scale, (columns,)).astype(np.float32)
-        if self.plan.config.row_scales:
+        if rows:
             scale = (scale / np.float32(ROW_LEVELS)).astype(np.float32)
         stored = (integers.astype(np.int16) + WEIGHT_OFFSET).astype(np.uint8)
         self.replaced.add(product.weight)

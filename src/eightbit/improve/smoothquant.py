@@ -149,13 +149,20 @@ def smooth_quant(
     *,
     samples: int = SAMPLES,
     threads: int | None = None,
+    tails_only: bool = False,
 ) -> tuple[onnx.ModelProto, StepReport | None]:
     """A smoothed copy of the normalized float ``model`` and what was done; ``(model,
-    None)`` when it has no tensor to smooth (nothing is copied or reported)."""
+    None)`` when it has no tensor to smooth (nothing is copied or reported).
+
+    ``tails_only``: smooth only tensors whose producer's affine tail absorbs ``1/s``
+    (a LayerNorm's γ and β), never by a Mul written before the readers (dynamic mode,
+    §D.9: a Mul would be one more pass over the tensor at run time)."""
     started = time.perf_counter()
     config = config or QuantConfig()
     graph = Graph(model)
     groups = find_groups(graph)
+    if tails_only:
+        groups = [group for group in groups if group.tail is not None]
     if not groups:
         return model, None
     batches = read_samples(data, graph, samples)

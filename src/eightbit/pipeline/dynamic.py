@@ -16,6 +16,8 @@ from eightbit.export.dynamic import plan_dynamic, to_dynamic
 from eightbit.graph import Graph
 from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.outliers import keep_outliers_float
+from eightbit.improve.row_choice import choose_row_scales
+from eightbit.improve.smoothquant import smooth_quant
 from eightbit.pipeline.stages import Check, Step
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import QuantPlan
@@ -36,6 +38,42 @@ class OutlierChannels:
             state.prepared, state.samples, settings.config.exclude, settings.threads
         )
         return state.reported(report, prepared=model)
+
+
+class DynamicSmoothQuant:
+    """With calibration samples: LayerNorm outputs' outlier channels moved into the weights
+    of the products reading them (§D.9), so that one scale per tensor suits more inputs."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.config.row_scales
+
+    def run(self, state: State) -> State:
+        if state.samples is None:
+            return state
+        settings = state.settings
+        model, report = smooth_quant(
+            state.prepared, state.samples, settings.config, threads=settings.threads,
+            tails_only=True,
+        )  # fmt: skip
+        return state if report is None else state.reported(report, prepared=model)
+
+
+class RowScales:
+    """With calibration samples: per-row scales only for the inputs where they gain
+    (§D.9); the other products take ONNX Runtime's fused per-tensor form."""
+
+    def applies(self, settings: Settings) -> bool:
+        return settings.config.row_scales and not settings.config.tensor_scales
+
+    def run(self, state: State) -> State:
+        if state.samples is None:
+            return state  # no data: per-row scales everywhere (§D.4)
+        settings = state.settings
+        products, report = choose_row_scales(
+            state.prepared, state.samples, settings.config.exclude, settings.threads
+        )
+        config = replace(settings.config, tensor_scales=products)
+        return replace(state.reported(report), settings=replace(settings, config=config))
 
 
 class DynamicPlan:
@@ -98,4 +136,12 @@ class DynamicFallback:
 
 def dynamic_steps() -> tuple[Step, ...]:
     """Dynamic mode's steps, in order: the check judges the final model."""
-    return (OutlierChannels(), DynamicPlan(), DynamicExport(), DynamicFallback(), Check())
+    return (
+        DynamicSmoothQuant(),
+        OutlierChannels(),
+        RowScales(),
+        DynamicPlan(),
+        DynamicExport(),
+        DynamicFallback(),
+        Check(),
+    )

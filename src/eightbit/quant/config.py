@@ -48,6 +48,9 @@ class QuantConfig:
       held-back samples (§D.6); the plan records the mode that ran.
     - ``row_scales``: in dynamic mode, one activation scale per row (per token), computed
       in the graph (§D.4); False: one per tensor (``DynamicQuantizeLinear``, §D.1).
+    - ``tensor_scales``: in dynamic mode with ``row_scales``, the products (node names)
+      whose input takes one scale per tensor all the same: where per-row scales gain little,
+      ONNX Runtime's fused kernel is faster (§D.9; chosen on calibration data by default).
     """
 
     scheme: Scheme = "affine"
@@ -60,6 +63,7 @@ class QuantConfig:
     int16: tuple[str, ...] = ()
     mode: Mode = "auto"
     row_scales: bool = True
+    tensor_scales: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _one_of("scheme", self.scheme, SCHEMES)
@@ -80,6 +84,7 @@ class QuantConfig:
                 raise ConfigError(f"{name!r} must be True or False (got {getattr(self, name)!r})")
         object.__setattr__(self, "exclude", _names("exclude", self.exclude))
         object.__setattr__(self, "int16", _names("int16", self.int16))
+        object.__setattr__(self, "tensor_scales", _names("tensor_scales", self.tensor_scales))
         if self.op_types is not None:
             op_types = _names("op_types", self.op_types)
             if not op_types:
@@ -139,6 +144,7 @@ _LATER_FIELDS: dict[str, object] = {
     "int16": [],
     "mode": "static",
     "row_scales": True,
+    "tensor_scales": [],
 }
 
 
