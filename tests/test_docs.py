@@ -51,6 +51,8 @@ ALLOWED: dict[str, str] = {
     "QLinearAdd": "ONNX Runtime contrib op (com.microsoft)",
     "DynamicQuantizeMatMul": "ONNX Runtime contrib op (com.microsoft): its fusion (§D.1)",
     "MatMulIntegerToFloat": "ONNX Runtime contrib op (com.microsoft): its fusion (§D.4)",
+    "MatMulNBits": "ONNX Runtime contrib op (com.microsoft): block-quantized weights (§D.8)",
+    "accuracy_level": "an attribute of ONNX Runtime's MatMulNBits (§D.8)",
     "QLinearConcat": "ONNX Runtime contrib op (com.microsoft)",
     "QLinearMul": "ONNX Runtime contrib op (com.microsoft)",
     "MlasRequantizeOutput": "ONNX Runtime's MLAS requantization routine (§1.8)",
