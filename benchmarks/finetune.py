@@ -6,10 +6,8 @@ with the 128 calibration crops followed by up to 512 unlabeled crops of the pool
 data: eightbit's default preset and its ``finetune`` preset on the same data (the last 64
 crops are the quick check's, unseen by both), and NNCF's quantization-aware training
 (``nncf.torch``: ``nncf.quantize`` on the 128 calibration crops, then the same distillation
-loss, batch and step budget on the same crops) beside them; when NNCF cannot quantize the
-module its row says why (NNCF 3.4 with torch 2.13 fails in its graph builder: "Module
-[HookStorage] is missing the required forward function"). Times are wall clock on a
-shared machine.
+loss, batch and step budget on the same crops, then ``nncf.strip``, which needs ``torchao``)
+beside them; when NNCF fails its row says why. Times are wall clock on a shared machine.
 """
 
 from __future__ import annotations
@@ -190,17 +188,50 @@ def _nncf_qat(module: Any, calibration: np.ndarray, crops: np.ndarray, steps: in
 
 
 def _export(quantized: Any, path: Path) -> None:
-    """NNCF's model as QDQ ONNX (TorchScript exporter: its fake quantizers export as Q/DQ)."""
+    """NNCF's model as QDQ ONNX: ``nncf.strip`` first turns its own FakeQuantize modules
+    into torch's fake-quantize ops (which the TorchScript exporter writes as Q/DQ pairs;
+    without it the export keeps NNCF's op, which ONNX Runtime does not run), then the
+    exporter's Identity nodes are bypassed (ONNX Runtime's constant folding refuses a
+    model whose Identity nodes repeat an initializer: "Attempt to replace the existing
+    tensor")."""
+    import nncf
+    import onnx
     import torch
 
     example = torch.zeros(1, 3, models.IMAGE_SIZE, models.IMAGE_SIZE)
+    stripped = nncf.strip(quantized, example_input=example)
+    temporary = path.with_suffix(".tmp.onnx")
     torch.onnx.export(
-        quantized,
+        stripped,
         (example,),
-        str(path),
+        str(temporary),
         input_names=[models.INPUT_NAME],
         output_names=[models.OUTPUT_NAME],
         dynamic_axes={models.INPUT_NAME: {0: "N"}, models.OUTPUT_NAME: {0: "N"}},
         opset_version=models.OPSET,
         dynamo=False,
     )
+    model = onnx.load(str(temporary))
+    _bypass_identities(model.graph)
+    onnx.save(model, str(path))
+    temporary.unlink()
+
+
+def _bypass_identities(graph: Any) -> None:
+    """Every Identity node not writing a graph output removed, its readers reading its input."""
+    outputs = {value.name for value in graph.output}
+    renamed = {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "Identity" and node.output[0] not in outputs
+    }
+    kept = [
+        node for node in graph.node if node.output[0] not in renamed or node.op_type != "Identity"
+    ]
+    for node in kept:
+        for index, name in enumerate(node.input):
+            while name in renamed:
+                name = renamed[name]
+            node.input[index] = name
+    del graph.node[:]
+    graph.node.extend(kept)

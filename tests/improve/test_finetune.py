@@ -32,8 +32,9 @@ from eightbit.improve.finetune_net import FakeQuantNet  # noqa: E402 (needs torc
 from eightbit.improve.finetune_train import Schedule, train  # noqa: E402
 from tests.fixtures.threads import one_torch_thread  # noqa: E402, F401 (autouse)
 
-# Large steps: the tiny network moves within a few dozen batches.
-QUICK = FinetuneOptions(steps=40, batch=16, weight_lr=1e-3, scale_lr=1e-2, exponent_lr=0.2)
+# Large steps (a twentieth of a grid step for the weights): the tiny network moves within a few
+# dozen batches.
+QUICK = FinetuneOptions(steps=40, batch=16, weight_lr=0.05, scale_lr=1e-2, exponent_lr=0.2)
 
 
 def _images(n: int = 96, seed: int = 0) -> np.ndarray:
@@ -123,7 +124,7 @@ def test_power_of_two_scales_stay_powers_of_two() -> None:
     inputs = [_images(64, seed=1)]
     targets = [make_session(start.float_model).run(None, {"x": inputs[0]})[0]]
     # Exponent steps of 0.3 move the real exponent past .5 within the run.
-    schedule = Schedule(30, 16, 1e-3, 1e-2, 0.3, 10, 99, 0)
+    schedule = Schedule(30, 16, 0.05, 1e-2, 0.3, 10, 99, 0)
     train(net, inputs, targets, np.arange(48, 64), schedule, lambda text: None)
     raw = [float(s.raw.detach()) for s in net.learned_scales()]
     assert any(abs(r - round(r)) > 1e-3 for r in raw)  # the real exponents did move
@@ -142,7 +143,7 @@ def test_power_of_two_scales_stay_powers_of_two() -> None:
 def test_a_worse_model_is_never_returned() -> None:
     start = _post_training()
     # Steps this large wreck the weights: the step must hand back its start.
-    wrecked = FinetuneOptions(steps=20, batch=16, weight_lr=1.0, scale_lr=1.0, eval_every=5)
+    wrecked = FinetuneOptions(steps=20, batch=16, weight_lr=1e3, scale_lr=1.0, eval_every=5)
     result = _finetuned(start, wrecked)
     assert result.qdq is start.model and result.plan is start.plan
     assert result.report.after_db == result.report.before_db

@@ -317,7 +317,7 @@ def _config(
     "PyTorch) [preset].",
 )
 @click.option(
-    "--finetune-steps", type=int, help="Fine-tuning's batches at most (early stop) [300]."
+    "--finetune-steps", type=int, help="Fine-tuning's batches at most (early stop) [250]."
 )
 @click.option(
     "--max-drop",

@@ -103,7 +103,9 @@ class FakeQuantNet(torch.nn.Module):
         self._weight_scales = {
             name: self._weight_scale(name, axis) for name, axis in self.weight_axes.items()
         }
-        return self.net(*inputs)
+        # Channels last: the convolutions' two passes run about twice as fast on a CPU,
+        # with the same sums per output value (§T.5).
+        return self.net(*(_channels_last(x) for x in inputs))
 
     def learned_scales(self) -> list[LearnedScale]:
         """The activation scales (each once, shared ones too)."""
@@ -173,6 +175,12 @@ class FakeQuantNet(torch.nn.Module):
             scale = torch.from_numpy(bias.fixed_scale.astype(np.float32))
         stored = torch.clamp(round_ste(value / scale), -_INT32_LIMIT, _INT32_LIMIT)
         return stored * scale
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _scale_source(

@@ -123,9 +123,7 @@ def held_back_sqnr(
 def _groups(net: FakeQuantNet, schedule: Schedule) -> list[dict[str, object]]:
     """Adam's parameter groups: the weights, then each trainable scale with its own step
     (relative to its start for an affine scale; in exponent units for a power of two)."""
-    groups: list[dict[str, object]] = [
-        {"params": list(net.net.weights.values()), "lr": schedule.weight_lr}
-    ]
+    groups = _weight_groups(net, schedule.weight_lr)
     for learned in net.learned_scales():
         raw = learned.raw
         if not raw.requires_grad:
@@ -136,6 +134,25 @@ def _groups(net: FakeQuantNet, schedule: Schedule) -> list[dict[str, object]]:
             else schedule.scale_lr * float(raw.detach().abs().max())
         )
         groups.append({"params": [raw], "lr": lr})
+    return groups
+
+
+def _weight_groups(net: FakeQuantNet, rate: float) -> list[dict[str, object]]:
+    """One group per trainable weight or bias, its step ``rate`` times its grid step: the
+    mean over channels of max|W_c|/127 (for a bias, max|b|/127). Adam's step is about the
+    same for every value, so an absolute step would move the depthwise layers' small
+    weights by whole grid steps while it barely moves the large ones (§T.5)."""
+    groups: list[dict[str, object]] = []
+    for name in net.net.weight_names():
+        weights = net.net.parameter_of(name)
+        if not weights.requires_grad or weights.numel() == 0:
+            continue
+        magnitude = weights.detach().abs()
+        axis = net.weight_axes.get(name)
+        if axis is not None and magnitude.dim() > 1:
+            magnitude = magnitude.movedim(axis, 0).reshape(magnitude.shape[axis], -1).amax(1)
+        step = float(magnitude.max() if axis is None else magnitude.mean()) / 127
+        groups.append({"params": [weights], "lr": rate * max(step, 1e-12)})
     return groups
 
 

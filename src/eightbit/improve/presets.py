@@ -38,7 +38,7 @@ from eightbit.serialize import from_dict, to_dict
 from eightbit.validators import require_bool, require_int
 
 DEFAULT_ADAROUND_ITERS = 1000
-DEFAULT_FINETUNE_STEPS = 300  # improve.finetune reads it from here: one number
+DEFAULT_FINETUNE_STEPS = 250  # improve.finetune reads it from here: one number
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,10 @@ class OnnxModule(torch.nn.Module):
         # fine-tuning puts its fake quantization there (numerics §T.5). None: the graph as is.
         self.tensor_hook: Callable[[str, torch.Tensor], torch.Tensor] | None = None
 
+    def weight_names(self) -> list[str]:
+        """The initializers held as parameters (trainable), by their ONNX names."""
+        return [name for name, key in self._keys.items() if key in self.weights]
+
     def parameter_of(self, onnx_name: str) -> torch.Tensor:
         """The parameter (or buffer) that holds initializer ``onnx_name``."""
         key = self._keys[onnx_name]

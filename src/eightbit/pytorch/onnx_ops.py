@@ -54,11 +54,13 @@ def _gemm(a: Attributes, x: Any, w: Any, c: Any = None) -> Any:
 def _clip(a: Attributes, x: Any, low: Any = None, high: Any = None) -> Any:
     low = a.get("min") if low is None else low
     high = a.get("max") if high is None else high
-    if low is not None:
-        x = torch.maximum(x, torch.as_tensor(low, dtype=x.dtype))
-    if high is not None:
-        x = torch.minimum(x, torch.as_tensor(high, dtype=x.dtype))
-    return x
+    low = None if low is None else float(torch.as_tensor(low).detach())
+    high = None if high is None else float(torch.as_tensor(high).detach())
+    if low is not None and high is not None and low > high:
+        return torch.full_like(x, high)  # ONNX: every value becomes max
+    # One clamp by numbers, not a maximum then a minimum by tensors: its gradient is one
+    # mask (fine-tuning's ReLU6 layers, §T.5).
+    return torch.clamp(x, low, high)
 
 
 def _div(a: Attributes, x: Any, y: Any) -> Any:
