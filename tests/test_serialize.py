@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eightbit.errors import ConfigError
-from eightbit.improve.presets import PRESETS, ImproveConfig, preset
+from eightbit.improve.presets import DEFAULT_FINETUNE_STEPS, PRESETS, ImproveConfig, preset
 from eightbit.plan import NodeDecision, QuantPlan
 from eightbit.quant import QuantConfig, QuantParams
 from eightbit.serialize import check_fields, to_dict
@@ -77,7 +77,7 @@ def test_an_improve_config_written_by_the_old_code_loads_the_same() -> None:
         "outlier_channels": True,
         "centre": True,
         "finetune": False,
-        "finetune_steps": 300,
+        "finetune_steps": DEFAULT_FINETUNE_STEPS,
     }
     assert config.to_dict() == {**data, **added}
 

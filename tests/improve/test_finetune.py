@@ -24,6 +24,8 @@ from eightbit.improve.finetune import NO_TORCH, FinetuneOptions, finetune
 from eightbit.improve.presets import preset
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantConfig
+from tests.fixtures.finetune import images as _images
+from tests.fixtures.finetune import post_training as _post_training
 from tests.fixtures.targets import residual_net
 
 torch = pytest.importorskip("torch")
@@ -35,14 +37,6 @@ from tests.fixtures.threads import one_torch_thread  # noqa: E402, F401 (autouse
 # Large steps (a twentieth of a grid step for the weights): the tiny network moves within a few
 # dozen batches.
 QUICK = FinetuneOptions(steps=40, batch=16, weight_lr=0.05, scale_lr=1e-2, exponent_lr=0.2)
-
-
-def _images(n: int = 96, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, 3, 12, 12)).astype(np.float32)
-
-
-def _post_training(config: QuantConfig | None = None) -> eightbit.QuantizedModel:
-    return eightbit.quantize(residual_net(), {"x": _images()}, config, improve="fast")
 
 
 def _finetuned(start: eightbit.QuantizedModel, options: FinetuneOptions = QUICK):  # type: ignore[no-untyped-def]

@@ -63,9 +63,9 @@ def test_the_compiled_kernels_give_the_formula_bit_for_bit() -> None:
 def test_weight_rates_are_steps_in_grid_units() -> None:
     from eightbit.improve.finetune_net import FakeQuantNet
     from eightbit.improve.finetune_train import _weight_groups
-    from tests.improve.test_finetune import _post_training
+    from tests.fixtures.finetune import post_training
 
-    start = _post_training()
+    start = post_training()
     net = FakeQuantNet(start.prepared_model, start.plan, start.ranges)  # type: ignore[arg-type]
     groups = _weight_groups(net, 0.1)
     assert len(groups) == len(net.net.weight_names()) > 2
