@@ -32,7 +32,7 @@ def _output_db(model: onnx.ModelProto, x: np.ndarray, ranges: Ranges) -> float:
 
 def test_ranges_clipped_far_too_tight_give_way_to_the_observed_extremes() -> None:
     model, x, ranges = _calibrated("percentile", percentile=60.0)
-    chosen, report = choose_clipping(model, ranges, {"input": x}, QuantConfig())
+    chosen, report, _ = choose_clipping(model, ranges, {"input": x}, QuantConfig())
     assert chosen.method == "minmax"
     for name in ranges:
         assert (chosen[name].min, chosen[name].max) == (
@@ -50,7 +50,7 @@ def test_the_calibrated_ranges_stay_without_a_clear_gain() -> None:
     model, x, ranges = _calibrated("percentile", percentile=99.99)
     gain = _output_db(model, x, ranges.extremes()) - _output_db(model, x, ranges)
     assert gain < MARGIN_DB  # the premise: on plain normal data clipping costs nothing
-    chosen, report = choose_clipping(model, ranges, {"input": x}, QuantConfig())
+    chosen, report, _ = choose_clipping(model, ranges, {"input": x}, QuantConfig())
     assert chosen is ranges
     assert report.before_db == report.after_db
     assert "kept" in report.notes[0]
@@ -58,7 +58,7 @@ def test_the_calibrated_ranges_stay_without_a_clear_gain() -> None:
 
 def test_minmax_ranges_are_not_measured_again() -> None:
     model, x, ranges = _calibrated("minmax", percentile=99.99)
-    chosen, report = choose_clipping(model, ranges, {"input": x}, QuantConfig())
+    chosen, report, _ = choose_clipping(model, ranges, {"input": x}, QuantConfig())
     assert chosen is ranges
     assert report.before_db is None and "skipped" in report.notes[0]
 

@@ -68,29 +68,11 @@ def choose_clipping(
     separate_joins: bool = False,
     threads: int | None = None,
     shared: SharedFloat | None = None,
-) -> tuple[Ranges, StepReport]:
-    """``ranges``, or the observed extremes if the int8 model's first output is better with
-    them (``Scored.beats``) on the first calibration samples of ``data``. ``shared``:
-    calibration's pass of ``model`` (§C.10), whose float output is then the reference."""
-    chosen, report, _ = choose_clipping_sharing(
-        model, ranges, data, config, separate_joins=separate_joins, threads=threads,
-        shared=shared,
-    )  # fmt: skip
-    return chosen, report
-
-
-def choose_clipping_sharing(
-    model: onnx.ModelProto,
-    ranges: Ranges,
-    data: DataLike,
-    config: QuantConfig,
-    *,
-    separate_joins: bool = False,
-    threads: int | None = None,
-    shared: SharedFloat | None = None,
 ) -> tuple[Ranges, StepReport, SharedFloat | None]:
-    """``choose_clipping``, and ``shared`` with the chosen candidate's int8 output kept
-    (``SharedFloat.int8_before``) when the float reference was calibration's pass."""
+    """``ranges``, or the observed extremes if the int8 model's first output is better with
+    them (``Scored.beats``) on the first calibration samples of ``data``; its report; and
+    ``shared`` (calibration's pass of ``model``, §C.10, whose float output is then the
+    reference) with the chosen candidate's int8 output kept (``SharedFloat.int8_before``)."""
     started = time.perf_counter()
     if ranges.method == "minmax":
         note = "skipped: the ranges are the extremes already"

@@ -24,7 +24,7 @@ from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.centre import centre_activations
 from eightbit.improve.clipping_choice import SAMPLES as CLIPPING_SAMPLES
-from eightbit.improve.clipping_choice import choose_clipping_sharing
+from eightbit.improve.clipping_choice import choose_clipping
 from eightbit.improve.finetune import FinetuneOptions, finetune
 from eightbit.improve.float_pass import (
     FloatTap,
@@ -204,7 +204,7 @@ class ChooseClipping:
             return state  # ranges from a file: the user chose them
         assert state.ranges is not None  # Calibrate ran
         settings = state.settings
-        ranges, report, shared = choose_clipping_sharing(
+        ranges, report, shared = choose_clipping(
             state.prepared,
             state.ranges,
             state.samples,
