@@ -77,15 +77,12 @@ def safety_net(
         return promoted.qdq, promoted.plan, report, changed
     graph = Graph(net.float_model)
     metric = floor_of_first_output(graph)
-    judge = OutputReference(
-        net.float_model, open_data(samples, graph.inputs, batch_size=EVALUATION_BATCH), threads,
-        metric,
-    )  # fmt: skip
+    source = open_data(samples, graph.inputs, batch_size=EVALUATION_BATCH)
+    judge = OutputReference(net.float_model, source, threads, metric)
     holding = _floor_holds(judge, qdq, metric, missed[first])
     if holding is not None:
         report = replace(holding, seconds=time.perf_counter() - started)
         return qdq, plan, report, None
-    source = open_data(samples, graph.inputs, batch_size=16)
     timer = LatencyRatio(net.float_model, one_sample(source, graph))
     cap, what = latency_cap(timer, net.float_model, qdq, source)
     start = net, plan, qdq
