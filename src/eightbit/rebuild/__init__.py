@@ -5,29 +5,16 @@
 - ``promotion``: int16 promotion to a budget (§R.11).
 """
 
-from eightbit.rebuild.fallback import (
-    EVALUATION_BATCH,
-    Prepared,
-    run_fallback,
-    worst_slices_note,
-)
+from eightbit.rebuild.fallback import EVALUATION_BATCH, Prepared, run_fallback
 from eightbit.rebuild.net import cheap_tail, safety_net
-from eightbit.rebuild.promotion import (
-    Promoted,
-    promote_after_fallback,
-    promote_build,
-    run_promotion,
-)
+from eightbit.rebuild.promotion import promote_after_fallback, run_promotion
 
 __all__ = [
     "EVALUATION_BATCH",
     "Prepared",
-    "Promoted",
     "cheap_tail",
     "promote_after_fallback",
-    "promote_build",
     "run_fallback",
     "run_promotion",
     "safety_net",
-    "worst_slices_note",
 ]
