@@ -19,6 +19,7 @@ from eightbit.pipeline import quantize
 from eightbit.plan import QuantPlan
 from eightbit.quant import QuantConfig
 from tests.dynamic.encoder import encoder, token_ids
+from tests.fixtures.engine_trace import every_value, onnxruntime_values, outputs_of
 
 MIXED = QuantConfig(mode="dynamic", tensor_scales=("gemm",))
 
@@ -62,25 +63,12 @@ def test_engine_equals_onnxruntime_on_the_mixed_form() -> None:
     result = quantize(encoder(), None, MIXED)
     program = prepare(result)
     ids = token_ids(8)
-    values: dict[str, np.ndarray] = {**program.constants, "ids": ids}
-    for step in program.steps:
-        outputs = step.run(*[values[name] if name else None for name in step.inputs])
-        values.update(zip(step.outputs, outputs, strict=True))
-    integer = [
-        name
-        for step in program.steps
-        if step.kind in ("DynamicQuantize", "MatMulInteger")
-        for name in step.outputs
-    ]
+    values = every_value(program, {"ids": ids})
+    integer = outputs_of(program, ("DynamicQuantize", "MatMulInteger"))
     assert len(integer) == 5  # DynamicQuantizeLinear's three outputs, two products' sums
     per_row = [n.output[0] for n in result.model.graph.node if n.op_type == "QuantizeLinear"]
     assert len(per_row) == 1  # mm1's input, per row (a float step: QuantizeLinear)
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(result.model)
-    del exposed.graph.output[:]
-    names = ["pooled", *integer, *per_row]
-    exposed.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in names)
-    expected = dict(zip(names, make_session(exposed).run(names, {"ids": ids}), strict=True))
+    expected = onnxruntime_values(result.model, ["pooled", *integer, *per_row], {"ids": ids})
     for name in [*integer, *per_row]:
         assert values[name].dtype == expected[name].dtype, name
         assert np.array_equal(values[name], expected[name]), name

@@ -19,6 +19,7 @@ from eightbit.graph import make_session
 from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
 from tests.dynamic.encoder import encoder, token_ids
+from tests.fixtures.engine_trace import every_value, onnxruntime_values, outputs_of
 
 
 def _dql_model() -> onnx.ModelProto:
@@ -116,33 +117,15 @@ def test_engine_runs_the_dynamic_model_like_onnxruntime(row_scales: bool) -> Non
     program = prepare(result)
     ids = token_ids(8)
     ids[0, 0] = -3  # ONNX's index rule: from the end of the table
-    values: dict[str, np.ndarray] = {**program.constants, "ids": ids}
-    for step in program.steps:
-        outputs = step.run(*[values[name] if name else None for name in step.inputs])
-        values.update(zip(step.outputs, outputs, strict=True))
-    integer = [
-        name
-        for step in program.steps
-        if step.kind in ("DynamicQuantize", "MatMulInteger", "GatherRows")
-        for name in step.outputs
-    ]
+    values = every_value(program, {"ids": ids})
+    integer = outputs_of(program, ("DynamicQuantize", "MatMulInteger", "GatherRows"))
     assert len(integer) >= (7 if not row_scales else 3)
-    session = make_session(_exposing(result.model, integer))
-    names = [output.name for output in session.get_outputs()]
-    expected = dict(zip(names, session.run(None, {"ids": ids}), strict=True))
+    expected = onnxruntime_values(result.model, ["pooled", *integer], {"ids": ids})
     for name in integer:
         assert values[name].dtype == expected[name].dtype, name
         assert np.array_equal(values[name], expected[name]), name
     got = execute(program, {"ids": ids})["pooled"]
     assert np.allclose(got, expected["pooled"], rtol=1e-5, atol=1e-5)
-
-
-def _exposing(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    exposed = onnx.ModelProto()
-    exposed.CopyFrom(model)
-    del exposed.graph.output[:]
-    exposed.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in ["pooled", *names])
-    return exposed
 
 
 def test_codegen_refuses_the_float_islands_by_name() -> None:
