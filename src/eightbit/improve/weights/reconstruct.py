@@ -13,7 +13,7 @@ ONNX Runtime to read the rows.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,11 +21,14 @@ import onnx
 
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError
+from eightbit.export import to_qdq
 from eightbit.graph import Graph, exposing_session
+from eightbit.graph.subgraph import has_subgraphs
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import read_samples
 from eightbit.improve.progress import layer_progress
 from eightbit.improve.weights.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.weights.frontier import Frontier
 from eightbit.improve.weights.layerwise import (
     output_sqnr,
     quantized_reader,
@@ -96,14 +99,14 @@ def reconstruct(
     batches = _split(read_samples(data, graph, options.samples), _FLOAT_BATCH)
     layers, skipped = weight_layers(graph, plan)
     rows = _float_rows(graph, layers, batches, options, threads)
+    inputs = _QuantizedInputs(model, plan, layers, batches, threads)
     edit = ModelEdit(model)
     gains: list[LayerGain] = []
     kept_nearest: list[str] = []
     with layer_progress(len(layers), progress, "reconstructing") as advance:
         for layer in layers:
-            sums = _layer_sums(
-                edit.model, plan, layer, batches, rows[layer.node], graph, options.keep, threads
-            )
+            read = inputs.read(edit.model, layer)
+            sums = _layer_sums(layer, read, rows[layer.node], graph, options.keep)
             weight = np.asarray(graph.initializers[layer.weight], np.float32)
             params = plan.tensors[layer.weight]
             bound, largest = group_bounds(layer, weight, params)
@@ -135,6 +138,11 @@ def reconstruct(
         f"{options.rows_per_sample} rows per sample, {options.keep:.0%} of rows kept, "
         f"damping {options.damping:g}; output SQNR measured on those samples"
     ]
+    if inputs.frontier is not None:
+        notes.append(
+            "the quantized network carried forward layer by layer: at most "
+            f"{inputs.frontier.peak_bytes / 2**20:.1f} MiB of its activations held"
+        )
     if kept_nearest:
         notes.append(
             f"{len(kept_nearest)} layer(s) kept nearest rounding (not better on their rows): "
@@ -198,23 +206,48 @@ def _output_rows(
     return np.asarray(picked, np.float32).reshape(len(sample_index), layer.groups, -1)
 
 
+class _QuantizedInputs:
+    """Each layer's input as the QDQ network reconstructed so far computes it, per batch,
+    carried forward by a ``Frontier`` (§I.8.1). A quantized graph input is fake-quantized
+    by ``quantized_reader``, as is every input of a model with subgraphs (If, Loop), which
+    cannot be cut into pieces: there each layer runs the network from its inputs."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        plan: QuantPlan,
+        layers: Sequence[LayerShape],
+        batches: Sequence[Batch],
+        threads: int | None,
+    ) -> None:
+        self.plan, self.batches, self.threads = plan, batches, threads
+        self.graph_inputs = {value.name for value in model.graph.input}
+        order = [layer.input for layer in layers if layer.input not in self.graph_inputs]
+        self.frontier = None
+        if not has_subgraphs(model):
+            self.frontier = Frontier(to_qdq(model, plan), order, batches, threads)
+
+    def read(self, current: onnx.ModelProto, layer: LayerShape) -> Iterator[np.ndarray]:
+        if self.frontier is None or layer.input in self.graph_inputs:
+            reader = quantized_reader(current, self.plan, layer.input, self.threads)
+            return (reader(batch) for batch in self.batches)
+        return self.frontier.read(to_qdq(current, self.plan), layer.input)
+
+
 def _layer_sums(
-    current: onnx.ModelProto,
-    plan: QuantPlan,
     layer: LayerShape,
-    batches: Sequence[Batch],
+    quantized: Iterator[np.ndarray],
     rows: _Rows,
     graph: Graph,
     keep: float,
-    threads: int | None,
 ) -> LayerSums:
-    """The layer's normal equations over its kept rows (eqs. I.11, I.10)."""
+    """The layer's normal equations over its kept rows (eqs. I.11, I.10); ``quantized``
+    its input on each batch as the quantized network computes it."""
     weight = layer.canonical(np.asarray(graph.initializers[layer.weight], np.float32))
     bias = _bias(graph, layer)
-    read = quantized_reader(current, plan, layer.input, threads)
     sums = LayerSums.zeros(*weight.shape)
-    for batch, positions, targets in zip(batches, rows.positions, rows.targets, strict=True):
-        inputs = layer.rows(read(batch), positions).astype(np.float32)
+    for values, positions, targets in zip(quantized, rows.positions, rows.targets, strict=True):
+        inputs = layer.rows(values, positions).astype(np.float32)
         predicted = _apply(inputs, weight) + bias[None].astype(np.float32)
         if layer.clamp is not None:  # what the folded activation clips does not count
             miss = np.clip(predicted, *layer.clamp) - np.clip(targets, *layer.clamp)
