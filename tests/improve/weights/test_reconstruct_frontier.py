@@ -4,6 +4,8 @@ frontier that holds only what the layers still to come read."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import onnx
 import pytest
@@ -14,7 +16,8 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve.weights.frontier import Frontier
 from eightbit.improve.weights.layerwise import quantized_reader, weight_layers
-from eightbit.improve.weights.reconstruct import ReconstructOptions, reconstruct
+from eightbit.improve.weights.reconstruct import ReconstructOptions, reconstruct, width
+from eightbit.plan import QuantPlan
 from eightbit.quant import QuantConfig
 from tests.analysis.helpers import planned
 
@@ -40,15 +43,13 @@ def residual_cnn(seed: int = 0) -> onnx.ModelProto:
         bias = (0.1 * rng.standard_normal(size)).astype(np.float32)
         initializers.append(numpy_helper.from_array(bias, name))
     conv = helper.make_node
+    depthwise: dict[str, Any] = {"pads": [1] * 4, "group": 16}
     nodes = [
         conv("Conv", ["input", "w_stem", "b_stem"], ["stem"], "stem", pads=[1] * 4),
         conv("Relu", ["stem"], ["stem_r"], "stem_relu"),
         conv("Conv", ["stem_r", "w_expand", "b_expand"], ["expand"], "expand"),
         conv("Relu", ["expand"], ["expand_r"], "expand_relu"),
-        conv(
-            "Conv", ["expand_r", "w_depthwise", "b_depthwise"], ["dw"], "depthwise",
-            pads=[1] * 4, group=16,
-        ),  # fmt: skip
+        conv("Conv", ["expand_r", "w_depthwise", "b_depthwise"], ["dw"], "depthwise", **depthwise),
         conv("Relu", ["dw"], ["dw_r"], "depthwise_relu"),
         conv("Conv", ["dw_r", "w_project", "b_project"], ["project"], "project"),
         conv("Add", ["stem_r", "project"], ["block"], "residual"),
@@ -133,3 +134,24 @@ def test_frontier_reads_what_the_network_computes_and_keeps_only_what_is_still_r
     assert frontier.peak_bytes >= 24 * 8 * 10 * 10  # stem_r as int8, every sample
     with pytest.raises(ValueError, match="expected"):
         next(frontier.read(qdq, order[0]))
+
+
+def test_a_layer_wider_than_max_width_keeps_its_weights_and_is_reported() -> None:
+    # left reads 8 channels x 3x3 taps: 72 inputs per output channel; the rest read <= 27.
+    data = samples(24)
+    model, plan, _ = planned(residual_cnn(), data)
+    options = ReconstructOptions(samples=24, rows_per_sample=16, max_width=50)
+    result, report = reconstruct(model, plan, {"input": data}, options)
+    weights = {t.name: t for t in model.graph.initializer}
+    after = {t.name: t for t in result.graph.initializer}
+    assert after["w_left"] == weights["w_left"]
+    assert after["w_right"] != weights["w_right"]
+    assert "left" not in [gain.layer for gain in report.layers]
+    assert "left at nearest rounding: left (72 inputs per output channel, over 50)" in report.notes
+    assert width_of(model, plan) == {"stem": 27, "expand": 8, "depthwise": 9, "project": 16,
+                                     "left": 72, "right": 8, "fc": 12}  # fmt: skip
+
+
+def width_of(model: onnx.ModelProto, plan: QuantPlan) -> dict[str, int]:
+    layers, _ = weight_layers(Graph(model), plan)
+    return {layer.node: width(layer) for layer in layers}

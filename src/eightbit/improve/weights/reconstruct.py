@@ -12,6 +12,7 @@ ONNX Runtime to read the rows.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,10 +41,14 @@ from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
 from eightbit.validators import is_real, require_int, require_positive
 
-__all__ = ["ReconstructOptions", "reconstruct"]
+__all__ = ["MAX_WIDTH", "ReconstructOptions", "reconstruct", "width"]
 
 # Samples per float-network run: every layer's output of a batch is held at once.
 _FLOAT_BATCH = 8
+
+# The widest layer reconstructed, in inputs per output channel (§I.8.2): a 3x3 convolution
+# of 512 channels (ResNet's and VGG's widest) still is; CREPE's 128 x 64 taps are not.
+MAX_WIDTH = 4608
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,9 @@ class ReconstructOptions:
     - ``damping``: δ of eq. I.11, the pull toward the float weights, relative to the
       mean input energy (4: the plateau of δ = 4-16 on MobileNetV2, §I.8);
     - ``keep``: share of rows kept per group by eq. I.10 (1.0 keeps every row);
-    - ``seed``: the positions drawn, so a run repeats exactly.
+    - ``seed``: the positions drawn, so a run repeats exactly;
+    - ``max_width``: the most inputs per output channel (K) of a layer reconstructed; a
+      wider one keeps nearest rounding (§I.8.2: its O(K³) solve costs more than it gains).
     """
 
     samples: int = 128
@@ -63,9 +70,10 @@ class ReconstructOptions:
     damping: float = 4.0
     keep: float = 0.9
     seed: int = 0
+    max_width: int = MAX_WIDTH
 
     def __post_init__(self) -> None:
-        for name in ("samples", "rows_per_sample"):
+        for name in ("samples", "rows_per_sample", "max_width"):
             require_int(name, getattr(self, name), 1)
         require_positive("damping", self.damping)
         if not (is_real(self.keep) and 0.0 < self.keep <= 1.0):
@@ -97,8 +105,14 @@ def reconstruct(
     started = time.perf_counter()
     graph = Graph(model)
     batches = _split(read_samples(data, graph, options.samples), _FLOAT_BATCH)
-    layers, skipped = weight_layers(graph, plan)
-    rows = _float_rows(graph, layers, batches, options, threads)
+    every_layer, skipped = weight_layers(graph, plan)
+    rows = _float_rows(graph, every_layer, batches, options, threads)
+    layers = [layer for layer in every_layer if width(layer) <= options.max_width]
+    skipped += [
+        (layer.node, f"{width(layer)} inputs per output channel, over {options.max_width}")
+        for layer in every_layer
+        if width(layer) > options.max_width
+    ]
     inputs = _QuantizedInputs(model, plan, layers, batches, threads)
     edit = ModelEdit(model)
     gains: list[LayerGain] = []
@@ -192,6 +206,11 @@ def _float_rows(
             found[layer.node].positions.append(positions)
             found[layer.node].targets.append(_output_rows(layer, values[output], positions))
     return found
+
+
+def width(layer: LayerShape) -> int:
+    """K: the inputs of one output channel (a group's input channels times the taps)."""
+    return math.prod(layer.weight_shape) // (layer.groups * layer.channels)
 
 
 def _output_rows(
