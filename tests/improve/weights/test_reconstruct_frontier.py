@@ -155,3 +155,19 @@ def test_a_layer_wider_than_max_width_keeps_its_weights_and_is_reported() -> Non
 def width_of(model: onnx.ModelProto, plan: QuantPlan) -> dict[str, int]:
     layers, _ = weight_layers(Graph(model), plan)
     return {layer.node: width(layer) for layer in layers}
+
+
+def test_a_layer_of_many_groups_solves_on_one_blas_thread() -> None:
+    from threadpoolctl import threadpool_info
+
+    from eightbit.improve.weights.reconstruct_layer import blas_threads_for
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas_threads()
+    with blas_threads_for(32):
+        assert blas_threads() == {1}
+    with blas_threads_for(1):
+        assert blas_threads() == before
+    assert blas_threads() == before

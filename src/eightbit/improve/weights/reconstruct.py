@@ -35,7 +35,13 @@ from eightbit.improve.weights.layerwise import (
     quantized_reader,
     weight_layers,
 )
-from eightbit.improve.weights.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
+from eightbit.improve.weights.reconstruct_layer import (
+    LayerGrid,
+    LayerSums,
+    blas_threads_for,
+    solve_layer,
+    trimmed,
+)
 from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
@@ -132,7 +138,8 @@ def reconstruct(
                     np.int64
                 ),
             )
-            solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
+            with blas_threads_for(layer.groups):
+                solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
             node = graph.node(layer.node)
             spec = lookup(node.op_type, node.domain)
             assert spec is not None and spec.weight_port is not None  # layer_of found it
@@ -265,6 +272,20 @@ def _layer_sums(
     weight = layer.canonical(np.asarray(graph.initializers[layer.weight], np.float32))
     bias = _bias(graph, layer)
     sums = LayerSums.zeros(*weight.shape)
+    with blas_threads_for(layer.groups):
+        _add_rows(layer, quantized, rows, weight, bias, keep, sums)
+    return sums
+
+
+def _add_rows(
+    layer: LayerShape,
+    quantized: Iterator[np.ndarray],
+    rows: _Rows,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    keep: float,
+    sums: LayerSums,
+) -> None:
     for values, positions, targets in zip(quantized, rows.positions, rows.targets, strict=True):
         inputs = layer.rows(values, positions).astype(np.float32)
         predicted = _apply(inputs, weight) + bias[None].astype(np.float32)
@@ -273,7 +294,6 @@ def _layer_sums(
         else:
             miss = predicted - targets
         sums.add(inputs, targets, trimmed(miss, keep), with_bias=layer.bias is not None)
-    return sums
 
 
 def _apply(rows: np.ndarray, weight: np.ndarray) -> np.ndarray:
