@@ -12,8 +12,9 @@ ONNX Runtime to read the rows.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,26 +22,39 @@ import onnx
 
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError
+from eightbit.export import to_qdq
 from eightbit.graph import Graph, exposing_session
+from eightbit.graph.subgraph import has_subgraphs
 from eightbit.improve._onnx import ModelEdit
 from eightbit.improve.measure import read_samples
 from eightbit.improve.progress import layer_progress
 from eightbit.improve.weights.adaround_rows import LayerShape, group_bounds, stored_weights
+from eightbit.improve.weights.frontier import Frontier
 from eightbit.improve.weights.layerwise import (
     output_sqnr,
     quantized_reader,
     weight_layers,
 )
-from eightbit.improve.weights.reconstruct_layer import LayerGrid, LayerSums, solve_layer, trimmed
+from eightbit.improve.weights.reconstruct_layer import (
+    LayerGrid,
+    LayerSums,
+    blas_threads_for,
+    solve_layer,
+    trimmed,
+)
 from eightbit.ops import lookup
 from eightbit.plan import QuantPlan
 from eightbit.steps import LayerGain, StepReport
 from eightbit.validators import is_real, require_int, require_positive
 
-__all__ = ["ReconstructOptions", "reconstruct"]
+__all__ = ["MAX_WIDTH", "ReconstructOptions", "reconstruct", "width"]
 
 # Samples per float-network run: every layer's output of a batch is held at once.
 _FLOAT_BATCH = 8
+
+# The widest layer reconstructed, in inputs per output channel (§I.8.2): a 3x3 convolution
+# of 512 channels (ResNet's and VGG's widest) still is; CREPE's 128 x 64 taps are not.
+MAX_WIDTH = 4608
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,9 @@ class ReconstructOptions:
     - ``damping``: δ of eq. I.11, the pull toward the float weights, relative to the
       mean input energy (4: the plateau of δ = 4-16 on MobileNetV2, §I.8);
     - ``keep``: share of rows kept per group by eq. I.10 (1.0 keeps every row);
-    - ``seed``: the positions drawn, so a run repeats exactly.
+    - ``seed``: the positions drawn, so a run repeats exactly;
+    - ``max_width``: the most inputs per output channel (K) of a layer reconstructed; a
+      wider one keeps nearest rounding (§I.8.2: its O(K³) solve costs more than it gains).
     """
 
     samples: int = 128
@@ -60,9 +76,10 @@ class ReconstructOptions:
     damping: float = 4.0
     keep: float = 0.9
     seed: int = 0
+    max_width: int = MAX_WIDTH
 
     def __post_init__(self) -> None:
-        for name in ("samples", "rows_per_sample"):
+        for name in ("samples", "rows_per_sample", "max_width"):
             require_int(name, getattr(self, name), 1)
         require_positive("damping", self.damping)
         if not (is_real(self.keep) and 0.0 < self.keep <= 1.0):
@@ -94,16 +111,22 @@ def reconstruct(
     started = time.perf_counter()
     graph = Graph(model)
     batches = _split(read_samples(data, graph, options.samples), _FLOAT_BATCH)
-    layers, skipped = weight_layers(graph, plan)
-    rows = _float_rows(graph, layers, batches, options, threads)
+    every_layer, skipped = weight_layers(graph, plan)
+    rows = _float_rows(graph, every_layer, batches, options, threads)
+    layers = [layer for layer in every_layer if width(layer) <= options.max_width]
+    skipped += [
+        (layer.node, f"{width(layer)} inputs per output channel, over {options.max_width}")
+        for layer in every_layer
+        if width(layer) > options.max_width
+    ]
+    inputs = _QuantizedInputs(model, plan, layers, batches, threads)
     edit = ModelEdit(model)
     gains: list[LayerGain] = []
     kept_nearest: list[str] = []
     with layer_progress(len(layers), progress, "reconstructing") as advance:
         for layer in layers:
-            sums = _layer_sums(
-                edit.model, plan, layer, batches, rows[layer.node], graph, options.keep, threads
-            )
+            read = inputs.read(edit.model, layer)
+            sums = _layer_sums(layer, read, rows[layer.node], graph, options.keep)
             weight = np.asarray(graph.initializers[layer.weight], np.float32)
             params = plan.tensors[layer.weight]
             bound, largest = group_bounds(layer, weight, params)
@@ -115,7 +138,8 @@ def reconstruct(
                     np.int64
                 ),
             )
-            solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
+            with blas_threads_for(layer.groups):
+                solution = solve_layer(sums, canonical, _bias(graph, layer), grid, options.damping)
             node = graph.node(layer.node)
             spec = lookup(node.op_type, node.domain)
             assert spec is not None and spec.weight_port is not None  # layer_of found it
@@ -135,6 +159,11 @@ def reconstruct(
         f"{options.rows_per_sample} rows per sample, {options.keep:.0%} of rows kept, "
         f"damping {options.damping:g}; output SQNR measured on those samples"
     ]
+    if inputs.frontier is not None:
+        notes.append(
+            "the quantized network carried forward layer by layer: at most "
+            f"{inputs.frontier.peak_bytes / 2**20:.1f} MiB of its activations held"
+        )
     if kept_nearest:
         notes.append(
             f"{len(kept_nearest)} layer(s) kept nearest rounding (not better on their rows): "
@@ -186,6 +215,11 @@ def _float_rows(
     return found
 
 
+def width(layer: LayerShape) -> int:
+    """K: the inputs of one output channel (a group's input channels times the taps)."""
+    return math.prod(layer.weight_shape) // (layer.groups * layer.channels)
+
+
 def _output_rows(
     layer: LayerShape, output: np.ndarray, positions: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:
@@ -198,30 +232,68 @@ def _output_rows(
     return np.asarray(picked, np.float32).reshape(len(sample_index), layer.groups, -1)
 
 
+class _QuantizedInputs:
+    """Each layer's input as the QDQ network reconstructed so far computes it, per batch,
+    carried forward by a ``Frontier`` (§I.8.1). A quantized graph input is fake-quantized
+    by ``quantized_reader``, as is every input of a model with subgraphs (If, Loop), which
+    cannot be cut into pieces: there each layer runs the network from its inputs."""
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        plan: QuantPlan,
+        layers: Sequence[LayerShape],
+        batches: Sequence[Batch],
+        threads: int | None,
+    ) -> None:
+        self.plan, self.batches, self.threads = plan, batches, threads
+        self.graph_inputs = {value.name for value in model.graph.input}
+        order = [layer.input for layer in layers if layer.input not in self.graph_inputs]
+        self.frontier = None
+        if not has_subgraphs(model):
+            self.frontier = Frontier(to_qdq(model, plan), order, batches, threads)
+
+    def read(self, current: onnx.ModelProto, layer: LayerShape) -> Iterator[np.ndarray]:
+        if self.frontier is None or layer.input in self.graph_inputs:
+            reader = quantized_reader(current, self.plan, layer.input, self.threads)
+            return (reader(batch) for batch in self.batches)
+        return self.frontier.read(to_qdq(current, self.plan), layer.input)
+
+
 def _layer_sums(
-    current: onnx.ModelProto,
-    plan: QuantPlan,
     layer: LayerShape,
-    batches: Sequence[Batch],
+    quantized: Iterator[np.ndarray],
     rows: _Rows,
     graph: Graph,
     keep: float,
-    threads: int | None,
 ) -> LayerSums:
-    """The layer's normal equations over its kept rows (eqs. I.11, I.10)."""
+    """The layer's normal equations over its kept rows (eqs. I.11, I.10); ``quantized``
+    its input on each batch as the quantized network computes it."""
     weight = layer.canonical(np.asarray(graph.initializers[layer.weight], np.float32))
     bias = _bias(graph, layer)
-    read = quantized_reader(current, plan, layer.input, threads)
     sums = LayerSums.zeros(*weight.shape)
-    for batch, positions, targets in zip(batches, rows.positions, rows.targets, strict=True):
-        inputs = layer.rows(read(batch), positions).astype(np.float32)
+    with blas_threads_for(layer.groups):
+        _add_rows(layer, quantized, rows, weight, bias, keep, sums)
+    return sums
+
+
+def _add_rows(
+    layer: LayerShape,
+    quantized: Iterator[np.ndarray],
+    rows: _Rows,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    keep: float,
+    sums: LayerSums,
+) -> None:
+    for values, positions, targets in zip(quantized, rows.positions, rows.targets, strict=True):
+        inputs = layer.rows(values, positions).astype(np.float32)
         predicted = _apply(inputs, weight) + bias[None].astype(np.float32)
         if layer.clamp is not None:  # what the folded activation clips does not count
             miss = np.clip(predicted, *layer.clamp) - np.clip(targets, *layer.clamp)
         else:
             miss = predicted - targets
         sums.add(inputs, targets, trimmed(miss, keep), with_bias=layer.bias is not None)
-    return sums
 
 
 def _apply(rows: np.ndarray, weight: np.ndarray) -> np.ndarray:
