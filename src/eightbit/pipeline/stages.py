@@ -23,8 +23,7 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.centre import centre_activations
-from eightbit.improve.clipping_choice import SAMPLES as CLIPPING_SAMPLES
-from eightbit.improve.clipping_choice import choose_clipping
+from eightbit.improve.clipping_choice import choose_clipping, scoring_samples
 from eightbit.improve.finetune import FinetuneOptions, finetune
 from eightbit.improve.float_pass import (
     FloatTap,
@@ -174,12 +173,13 @@ def _float_tap(state: State) -> FloatTap | None:
     clipping = improve.choose_clipping
     correction = improve.bias_correction is not False and _nearest_stage(state.settings)
     correction = correction and not state.settings.learned
-    if not (clipping or correction) or not shares_float_pass(Graph(state.prepared)):
+    graph = Graph(state.prepared)
+    if not (clipping or correction) or not shares_float_pass(graph):
         return None
-    samples = CLIPPING_SAMPLES if clipping else CORRECTION_SAMPLES
+    samples = scoring_samples(graph) if clipping else CORRECTION_SAMPLES
     if not correction:
         return FloatTap(state.prepared, samples)
-    inputs = layer_inputs(Graph(state.prepared))
+    inputs = layer_inputs(graph)
     return FloatTap(state.prepared, max(samples, CORRECTION_SAMPLES), inputs, CORRECTION_SAMPLES)
 
 
