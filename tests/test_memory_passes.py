@@ -301,3 +301,35 @@ def test_a_big_models_clipping_choice_scores_on_bias_corrections_samples(
     # Its chosen candidate's output is still bias correction's "before" on its samples.
     assert shared is not None and shared.int8_before(shared.int8_ranges, 16) is not None
     assert report.notes and "calibration samples" in report.notes[0]
+
+
+@pytest.mark.parametrize("preset_name", ["fast", "default"])
+def test_a_big_models_check_reads_calibrations_float_outputs(
+    monkeypatch: pytest.MonkeyPatch, preset_name: str
+) -> None:
+    # Catches (C.10.3): the quick check of a big model opening a float session of its own
+    # (a file of the weights written and a session built), its float outputs taken from
+    # other samples than the held-back ones, or a small model's check changed.
+    model = models.opset12_model()
+    small = quantize(model, _data(), improve=preset_name)
+    assert small.check is not None
+    opened: list[bool] = []
+    make = quick_check_module.make_session
+
+    def recording(source: object, **kwargs: object) -> object:
+        quantized = isinstance(source, onnx.ModelProto) and any(
+            node.op_type == "QuantizeLinear" for node in source.graph.node
+        )
+        opened.append(quantized)
+        return make(source, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quick_check_module, "make_session", recording)
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # every model is "big"
+    monkeypatch.setattr(clipping_module, "BIG_MODEL_SAMPLES", clipping_module.SAMPLES)
+    big = quantize(model, _data(), improve=preset_name)
+    assert opened == [True]  # the int8 model's session only
+    assert big.check is not None and big.check.samples == small.check.samples == 8
+    assert _digest(big.model) == _digest(small.model)
+    for mine, theirs in zip(big.check.outputs, small.check.outputs, strict=True):
+        assert mine.sqnr_db == pytest.approx(theirs.sqnr_db, abs=1e-3)
+        assert mine.top1_agreement == theirs.top1_agreement
