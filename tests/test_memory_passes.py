@@ -73,6 +73,8 @@ def test_a_big_models_measuring_steps_run_no_float_pass_of_their_own(
     # (a float pass of their own each), and a small model's passes changed.
     model = models.opset12_model()
     passes = _float_passes(monkeypatch)
+    # Scored on as many samples as a big model's choice (C.10.2), to compare the numbers.
+    monkeypatch.setattr(clipping_module, "SAMPLES", clipping_module.BIG_MODEL_SAMPLES)
     small = quantize(model, _data())
     assert passes == ["reference", "comparison", "comparison"]  # before and after
     passes.clear()
@@ -250,3 +252,84 @@ def test_a_float_model_checked_from_its_file_is_not_prepacked(
     assert made == [False, True]  # the float session, then the int8 one
     assert in_memory is not None and from_file is not None
     assert from_file.outputs[0].sqnr_db == pytest.approx(in_memory.outputs[0].sqnr_db, abs=1e-3)
+
+
+def _int8_samples(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records, per int8 session the measuring steps open, the samples it runs."""
+    runs: list[int] = []
+    session = measure_module.make_session
+
+    class Counted:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+            runs.append(0)
+
+        def run(self, names: object, feeds: dict[str, np.ndarray]) -> object:
+            runs[-1] += len(next(iter(feeds.values())))
+            return self.inner.run(names, feeds)  # type: ignore[attr-defined]
+
+    def counted(model: object, **kwargs: object) -> object:
+        made = session(model, **kwargs)  # type: ignore[arg-type]
+        quantized = isinstance(model, onnx.ModelProto) and any(
+            node.op_type == "QuantizeLinear" for node in model.graph.node
+        )
+        return Counted(made) if quantized else made
+
+    monkeypatch.setattr(measure_module, "make_session", counted)
+    return runs
+
+
+def test_a_big_models_clipping_choice_scores_on_bias_corrections_samples(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Catches (C.10.2): a big model's two candidates scored on all 64 samples again (128
+    # int8 sample runs of VGG-16 instead of 32), or a small model's on fewer than 64.
+    model = normalize(models.opset12_model())
+    data = _data(80)
+    ranges = calibrate(model, data, CalibrationConfig(), normalized=True)
+    runs = _int8_samples(monkeypatch)
+    clipping_module.choose_clipping(model, ranges, data, QuantConfig())
+    assert runs == [clipping_module.SAMPLES] * 2 == [64, 64]
+    runs.clear()
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # every model is "big"
+    tap = float_pass.FloatTap(model, 16)
+    calibrate(model, data, CalibrationConfig(), normalized=True, tap=tap)
+    _, report, shared = clipping_module.choose_clipping(
+        model, ranges, data, QuantConfig(), shared=tap.result()
+    )
+    assert runs == [bias_module.DEFAULT_SAMPLES] * 2 == [16, 16]
+    # Its chosen candidate's output is still bias correction's "before" on its samples.
+    assert shared is not None and shared.int8_before(shared.int8_ranges, 16) is not None
+    assert report.notes and "calibration samples" in report.notes[0]
+
+
+@pytest.mark.parametrize("preset_name", ["fast", "default"])
+def test_a_big_models_check_reads_calibrations_float_outputs(
+    monkeypatch: pytest.MonkeyPatch, preset_name: str
+) -> None:
+    # Catches (C.10.3): the quick check of a big model opening a float session of its own
+    # (a file of the weights written and a session built), its float outputs taken from
+    # other samples than the held-back ones, or a small model's check changed.
+    model = models.opset12_model()
+    small = quantize(model, _data(), improve=preset_name)
+    assert small.check is not None
+    opened: list[bool] = []
+    make = quick_check_module.make_session
+
+    def recording(source: object, **kwargs: object) -> object:
+        quantized = isinstance(source, onnx.ModelProto) and any(
+            node.op_type == "QuantizeLinear" for node in source.graph.node
+        )
+        opened.append(quantized)
+        return make(source, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(quick_check_module, "make_session", recording)
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # every model is "big"
+    monkeypatch.setattr(clipping_module, "BIG_MODEL_SAMPLES", clipping_module.SAMPLES)
+    big = quantize(model, _data(), improve=preset_name)
+    assert opened == [True]  # the int8 model's session only
+    assert big.check is not None and big.check.samples == small.check.samples == 8
+    assert _digest(big.model) == _digest(small.model)
+    for mine, theirs in zip(big.check.outputs, small.check.outputs, strict=True):
+        assert mine.sqnr_db == pytest.approx(theirs.sqnr_db, abs=1e-3)
+        assert mine.top1_agreement == theirs.top1_agreement

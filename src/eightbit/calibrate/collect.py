@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -45,6 +45,9 @@ class Tap(Protocol):
 
     def __call__(self, values: Mapping[str, np.ndarray], first: int) -> None: ...
 
+    def held_back(self, values: Mapping[str, np.ndarray]) -> None:
+        """One run of ``calibrate(held_back=)``'s samples, in order (never observed)."""
+
 
 def calibrate(
     model: str | os.PathLike[str] | onnx.ModelProto,
@@ -57,6 +60,7 @@ def calibrate(
     progress: bool = False,
     normalized: bool = False,
     tap: Tap | None = None,
+    held_back: Iterable[Mapping[str, np.ndarray]] = (),
 ) -> Ranges:
     """Observe the float activations of ``model`` on ``data`` and select their ranges.
 
@@ -67,7 +71,9 @@ def calibrate(
     ``normalized`` says it already is, so tensor names refer to the normalized graph.
     ``threads`` is the thread count of ONNX Runtime and of the observers (None: ONNX
     Runtime's own choice, and one observer thread per core). ``tap``: a step that reads
-    the same pass (``Tap``) instead of running the model again (§C.10).
+    the same pass (``Tap``) instead of running the model again (§C.10); ``held_back``:
+    batches run through the same session after calibration's and shown only to
+    ``tap.held_back``, never observed (the quick check's float outputs, §C.10.3).
     """
     if not isinstance(config, CalibrationConfig):
         raise ConfigError(f"'config' must be a CalibrationConfig (got {type(config).__name__})")
@@ -82,6 +88,10 @@ def calibrate(
     if source.used == 0:
         raise DataError(_no_samples_message(source))
     require_variation(source)
+    if tap is not None:
+        for batch in held_back:
+            for _, part in batch_slices(dict(batch), run_size):
+                tap.held_back(run(part))
     return select_ranges(observers, config, samples=source.used, skipped=source.skipped)
 
 

@@ -22,7 +22,7 @@ from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
-from eightbit.improve.float_pass import SharedFloat
+from eightbit.improve.float_pass import SharedFloat, shares_float_pass
 from eightbit.improve.measure import OutputReference, count, read_samples
 from eightbit.plan import make_plan
 from eightbit.quant import QuantConfig
@@ -32,6 +32,9 @@ NAME = "clipping"
 # Samples the choice is measured on (read once, held in memory): a slice verdict needs
 # more of them than a whole-output SQNR does.
 SAMPLES = 64
+# (C.10.2) On a model past SHARED_PASS_BYTES each int8 sample run costs a fraction of a
+# second: the choice scores on bias correction's 16 samples, whose "before" it then is.
+BIG_MODEL_SAMPLES = 16
 # The observed extremes replace the calibrated ranges only when they gain at least this
 # much: below it, the difference is within what other samples would change.
 MARGIN_DB = 0.5
@@ -78,7 +81,7 @@ def choose_clipping(
         note = "skipped: the ranges are the extremes already"
         return ranges, _report(started, None, None, note), shared
     graph = Graph(model)
-    batches = read_samples(data, graph, SAMPLES)
+    batches = read_samples(data, graph, scoring_samples(graph))
     samples = count(batches)
     computed = None
     if shared is not None and shared.serves(model, samples):
@@ -113,6 +116,11 @@ def choose_clipping(
     )
     report = _report(started, calibrated.sqnr_db, calibrated.sqnr_db, note)
     return ranges, report, _kept(shared, ranges, outputs)
+
+
+def scoring_samples(graph: Graph) -> int:
+    """(C.10.2) The first calibration samples the candidates are scored on."""
+    return BIG_MODEL_SAMPLES if shares_float_pass(graph) else SAMPLES
 
 
 def _kept(

@@ -72,6 +72,9 @@ class SharedFloat:
     # "before" when its plan is made from them (§C.10).
     int8_ranges: object | None = field(default=None, repr=False)
     int8_output: np.ndarray | None = field(default=None, repr=False)
+    # (C.10.3) Every output of the model on the held-back samples, in order, when the
+    # quick check compares with it: calibration's session ran them after its own.
+    held_back: Mapping[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def serves(self, model: onnx.ModelProto, samples: int, tensors: Sequence[str] = ()) -> bool:
         """Whether this pass is ``model``'s on its first ``samples`` samples (and, for
@@ -92,7 +95,8 @@ class SharedFloat:
 
 class FloatTap:
     """``calibrate``'s ``Tap``: keeps the first output of the first ``output_samples``
-    samples and sums ``mean_tensors`` (float64) over the first ``mean_samples``."""
+    samples and sums ``mean_tensors`` (float64) over the first ``mean_samples``; with
+    ``check``, every output of the held-back samples (§C.10.3)."""
 
     def __init__(
         self,
@@ -100,12 +104,17 @@ class FloatTap:
         output_samples: int,
         mean_tensors: Sequence[str] = (),
         mean_samples: int = 0,
+        *,
+        check: bool = False,
     ) -> None:
         self.model, self.output_name = model, model.graph.output[0].name
         self.mean_tensors = list(mean_tensors) if mean_samples else []
-        self.tensors = list(dict.fromkeys([self.output_name, *self.mean_tensors]))
+        self.check_outputs = [output.name for output in model.graph.output] if check else []
+        names = [self.output_name, *self.mean_tensors, *self.check_outputs]
+        self.tensors = list(dict.fromkeys(names))
         self.output_samples, self.mean_samples = output_samples, mean_samples
         self._outputs: list[np.ndarray] = []
+        self._held_back: dict[str, list[np.ndarray]] = {name: [] for name in self.check_outputs}
         self._sums: dict[str, np.ndarray] = {}
         self._summed = 0
 
@@ -122,11 +131,16 @@ class FloatTap:
             self._sums[name] = part if previous is None else previous + part
         self._summed += summed
 
+    def held_back(self, values: Mapping[str, np.ndarray]) -> None:
+        for name, kept in self._held_back.items():
+            kept.append(np.array(values[name]))
+
     def result(self) -> SharedFloat:
         output = np.concatenate(self._outputs) if self._outputs else np.zeros((0,), np.float32)
         count = self._summed
         means = {name: total / count for name, total in self._sums.items()} if count else {}
-        return SharedFloat(self.model, self.output_name, output, means, count)
+        held_back = {name: np.concatenate(kept) for name, kept in self._held_back.items() if kept}
+        return SharedFloat(self.model, self.output_name, output, means, count, held_back=held_back)
 
 
 def int8_outputs(

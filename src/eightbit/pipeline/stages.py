@@ -23,8 +23,7 @@ from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.centre import centre_activations
-from eightbit.improve.clipping_choice import SAMPLES as CLIPPING_SAMPLES
-from eightbit.improve.clipping_choice import choose_clipping
+from eightbit.improve.clipping_choice import choose_clipping, scoring_samples
 from eightbit.improve.finetune import FinetuneOptions, finetune
 from eightbit.improve.float_pass import (
     FloatTap,
@@ -154,6 +153,7 @@ class Calibrate:
         if settings.ray is not None:
             return replace(state, ranges=_calibrate_on_ray(state, needed))
         tap = _float_tap(state)
+        held_back = _held_back(state) if tap is not None and tap.check_outputs else ()
         ranges = calibrate(
             state.prepared,
             window(state.source, 0, state.calibrate_count),
@@ -163,24 +163,48 @@ class Calibrate:
             progress=settings.progress,
             normalized=True,
             tap=tap,
+            held_back=held_back,
         )
-        return replace(state, ranges=ranges, shared_float=None if tap is None else tap.result())
+        shared = None if tap is None else tap.result()
+        check_float = shared.held_back if shared is not None and shared.held_back else None
+        return replace(state, ranges=ranges, shared_float=shared, check_float=check_float)
 
 
 def _float_tap(state: State) -> FloatTap | None:
-    """(C.10) On a big model, what the clipping choice and bias correction will read of
-    calibration's pass; None elsewhere (their own passes, as before)."""
+    """(C.10) On a big model, what the clipping choice, bias correction and the quick
+    check will read of calibration's pass; None elsewhere (their own passes, as before)."""
     improve = state.settings.improve
     clipping = improve.choose_clipping
     correction = improve.bias_correction is not False and _nearest_stage(state.settings)
     correction = correction and not state.settings.learned
-    if not (clipping or correction) or not shares_float_pass(Graph(state.prepared)):
+    graph = Graph(state.prepared)
+    check = _checks_calibrated_model(state)
+    if not (clipping or correction or check) or not shares_float_pass(graph):
         return None
-    samples = CLIPPING_SAMPLES if clipping else CORRECTION_SAMPLES
+    samples = scoring_samples(graph) if clipping else 0
     if not correction:
-        return FloatTap(state.prepared, samples)
-    inputs = layer_inputs(Graph(state.prepared))
-    return FloatTap(state.prepared, max(samples, CORRECTION_SAMPLES), inputs, CORRECTION_SAMPLES)
+        return FloatTap(state.prepared, samples, check=check)
+    inputs = layer_inputs(graph)
+    return FloatTap(
+        state.prepared, max(samples, CORRECTION_SAMPLES), inputs, CORRECTION_SAMPLES, check=check
+    )
+
+
+def _checks_calibrated_model(state: State) -> bool:
+    """(C.10.3) Whether the quick check compares with the very model calibration runs (so
+    that calibration's session can run its held-back samples too)."""
+    one_process = state.settings.ray is None and state.source is not None
+    return one_process and state.check_count > 0 and state.float_source is state.prepared
+
+
+def _held_back(state: State) -> DataSource:
+    """The quick check's samples, in its batches (``Check.run`` opens the same)."""
+    assert state.source is not None  # Calibrate.run checked
+    return open_data(
+        window(state.source, state.calibrate_count, state.check_count),
+        Graph(state.prepared).inputs,
+        batch_size=state.settings.calibration.batch_size,
+    )
 
 
 def _calibrate_on_ray(state: State, needed: list[str]) -> Ranges:
@@ -496,6 +520,7 @@ def _quick_check(
         return quick_check(
             float_model, state.qdq, held_back, settings.threads,
             float_file=source.path if isinstance(source, SpilledModel) else None,
+            float_outputs=state.check_float,
         )  # fmt: skip
     return quick_check_on_ray(
         state.float_model, state.qdq, state.data, ray=settings.ray,

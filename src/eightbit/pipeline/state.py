@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import onnx
 
 from eightbit.analysis.outputs import Metric
@@ -104,6 +106,8 @@ class State:
     reports: tuple[StepReport, ...] = ()
     # What calibration's pass kept for the measuring steps of a big model (§C.10).
     shared_float: SharedFloat | None = field(default=None, repr=False)
+    # (C.10.3) Every float output on the held-back samples, from calibration's session.
+    check_float: Mapping[str, np.ndarray] | None = field(default=None, repr=False)
     # The data as given and its image options: a cluster's workers read their shards of it.
     data: DataLike | None = field(default=None, repr=False)
     image: ImageOptions | None = None

@@ -130,7 +130,9 @@ def equalize(
     state = _State(graph, chosen, ranges)
     rounds = _equalize_rounds(state, chosen, config.per_channel)
     absorbed = _absorb(state, chosen, minima) if absorb and minima else 0
-    result = _write(model, state, chosen)
+    # Nothing scaled: the model itself, not a copy of its weights (VGG-16: 528 MB; and the
+    # quick check may then read calibration's pass of it, §C.10.3).
+    result = _write(model, state, chosen) if state.touched or state.clips else model
     notes.insert(0, _summary(chosen, rounds, absorbed))
     notes.extend(f"{n} pair(s) skipped: {reason}" for reason, n in sorted(skipped.items()))
     report = StepReport(
