@@ -56,7 +56,9 @@ class FinetuneOptions:
     """The schedule of §T.5: ``steps`` batches of ``batch`` samples at most (early stop after
     ``patience`` measurements every ``eval_every`` steps without a held-back gain); Adam's
     steps for the weights, affine scales (relative to their start) and pow2 exponents;
-    ``samples``: how many calibration samples to read (None: all)."""
+    ``samples``: how many calibration samples to read (None: all); ``warmup``: the fraction
+    of the steps the rates rise over; ``feature_weight``: λ of the intermediate features'
+    term (T.7), 0 for the outputs alone."""
 
     steps: int = DEFAULT_FINETUNE_STEPS
     batch: int = 16
@@ -67,13 +69,17 @@ class FinetuneOptions:
     patience: int = 5
     samples: int | None = None
     seed: int = 0
+    warmup: float = 0.1
+    feature_weight: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "patience"):
             require_int(name, getattr(self, name), 1)
         if self.samples is not None:
             require_int("samples", self.samples, 2)
-        for name in ("weight_lr", "scale_lr", "exponent_lr"):
+        if not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup <= 1:
+            raise ConfigError(f"'warmup' must be a number in [0, 1] (got {self.warmup!r})")
+        for name in ("weight_lr", "scale_lr", "exponent_lr", "feature_weight"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not value >= 0:
                 raise ConfigError(f"'{name}' must be a number >= 0 (got {value!r})")
@@ -159,16 +165,19 @@ def _train(
     options: FinetuneOptions,
     progress: bool,
 ) -> tuple[FakeQuantNet, Trained]:
-    from eightbit.improve.finetune_net import FakeQuantNet  # torch: only when the step runs
+    from eightbit.improve.finetune_features import FloatFeatures  # torch: only when it runs
+    from eightbit.improve.finetune_net import FakeQuantNet
     from eightbit.improve.finetune_train import Schedule, train
 
     net = FakeQuantNet(model, plan, ranges)
     schedule = Schedule(
         options.steps, options.batch, options.weight_lr, options.scale_lr,
         options.exponent_lr, options.eval_every, options.patience, options.seed,
+        options.warmup, options.feature_weight,
     )  # fmt: skip
+    features = FloatFeatures(model, net.feature_names()) if options.feature_weight else None
     with layer_progress(options.steps, progress, "fine-tuning") as advance:
-        summary = train(net, inputs, targets, held_back, schedule, advance)
+        summary = train(net, inputs, targets, held_back, schedule, advance, features)
     return net, summary
 
 

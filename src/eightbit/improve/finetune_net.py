@@ -97,6 +97,9 @@ class FakeQuantNet(torch.nn.Module):
                 elif stored.dtype != "int32":
                     self.weight_axes[name] = stored.axis
         self._weight_scales: dict[str, torch.Tensor] = {}
+        # Set to a dict to collect the on-grid values of ``captured_names`` (§T.7).
+        self.captured: dict[str, torch.Tensor] | None = None
+        self.captured_names: frozenset[str] = frozenset()
         self.net.tensor_hook = self._on_grid
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
@@ -106,6 +109,12 @@ class FakeQuantNet(torch.nn.Module):
         # Channels last: the convolutions' two passes run about twice as fast on a CPU,
         # with the same sums per output value (§T.5).
         return self.net(*(_channels_last(x) for x in inputs))
+
+    def feature_names(self) -> list[str]:
+        """The quantized activations inside the network (not its inputs or outputs): the
+        tensors whose float values feature distillation targets (§T.7)."""
+        ends = set(self.net.input_names) | set(self.net.output_names)
+        return [name for name in self.activations if name not in ends]
 
     def learned_scales(self) -> list[LearnedScale]:
         """The activation scales (each once, shared ones too)."""
@@ -146,7 +155,10 @@ class FakeQuantNet(torch.nn.Module):
         if name in self.activations:
             grid = self.activations[name]
             scale = self.scales[grid.scale_key]()
-            return fake_quantize(value, scale, grid.zero_point, grid.q_min, grid.q_max)
+            on_grid = fake_quantize(value, scale, grid.zero_point, grid.q_min, grid.q_max)
+            if self.captured is not None and name in self.captured_names:
+                self.captured[name] = on_grid
+            return on_grid
         if name in self._weight_scales:
             return fake_quantize(value, self._weight_scales[name], 0, -127, 127)
         if name in self.biases:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from eightbit.analysis.metrics import sqnr_from_sums
+from eightbit.improve.finetune_features import FloatFeatures, feature_loss
 from eightbit.improve.finetune_net import FakeQuantNet
 
 __all__ = ["Schedule", "Trained", "distillation_loss", "held_back_sqnr", "train"]
@@ -30,6 +31,8 @@ class Schedule:
     eval_every: int
     patience: int
     seed: int
+    warmup: float = 0.1  # the fraction of the steps the rates rise over
+    feature_weight: float = 0.0  # λ of (T.7); 0: the outputs alone (T.5)
 
 
 @dataclass(frozen=True)
@@ -53,18 +56,20 @@ def train(
     held_back: np.ndarray,
     schedule: Schedule,
     advance: Callable[[str], None],
+    features: FloatFeatures | None = None,
 ) -> Trained:
     """Train ``net`` on the samples not in ``held_back`` and leave it in its best state.
 
     ``targets``: the float model's outputs on every sample; ``held_back``: indices of the
     samples the SQNR is measured on (never trained on). ``advance(text)`` is called once
-    per step with the loss and the latest held-back SQNR.
+    per step with the loss and the latest held-back SQNR. ``features``: the float values
+    of the intermediate tensors, distilled with weight ``schedule.feature_weight`` (T.7).
     """
     rng = np.random.default_rng(schedule.seed)
     taught = np.setdiff1d(np.arange(len(inputs[0])), held_back)
     optimizer = torch.optim.Adam(_groups(net, schedule))
     # A short warm-up (Adam's first steps are its largest), then a cosine decay to zero.
-    warmup = max(1, schedule.steps // 10)
+    warmup = max(1, int(schedule.steps * schedule.warmup + 1e-9))
     rate = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: _rate(i, warmup, schedule.steps))
     start_db = best_db = held_back_sqnr(net, inputs, targets, held_back, schedule.batch)
     best_state, best_step, since_best, latest_db = _snapshot(net), 0, 0, best_db
@@ -74,7 +79,7 @@ def train(
         if len(order) < schedule.batch:  # whole passes over the samples, each shuffled
             order += rng.permutation(taught).tolist()
         chosen, order = np.array(order[: schedule.batch]), order[schedule.batch :]
-        loss = distillation_loss(_outputs(net, _rows(inputs, chosen)), _rows(targets, chosen))
+        loss = _loss(net, _rows(inputs, chosen), _rows(targets, chosen), schedule, features)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -92,6 +97,25 @@ def train(
             break
     net.load_state_dict(best_state)
     return Trained(step, start_db, best_db, best_step, step < schedule.steps)
+
+
+def _loss(
+    net: FakeQuantNet,
+    rows: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    schedule: Schedule,
+    features: FloatFeatures | None,
+) -> torch.Tensor:
+    """(T.5), plus λ times (T.7) when ``features`` are given and λ > 0."""
+    if features is None or schedule.feature_weight <= 0:
+        return distillation_loss(_outputs(net, rows), targets)
+    net.captured, net.captured_names = {}, features.names
+    try:
+        loss = distillation_loss(_outputs(net, rows), targets)
+        student = net.captured
+    finally:
+        net.captured = None
+    return loss + schedule.feature_weight * feature_loss(student, features(*rows))
 
 
 def distillation_loss(
