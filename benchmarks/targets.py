@@ -148,7 +148,10 @@ def _openvino_compiled(path: Path) -> Any:
     import openvino as ov
 
     core = ov.Core()
-    return core.compile_model(core.read_model(str(path)), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    # f32 where Q/DQ does not say int8: on a CPU with bf16 units OpenVINO's default is bf16,
+    # which would make the "fp32" side of the ratio a bf16 one.
+    config = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+    return core.compile_model(core.read_model(str(path)), "CPU", config)
 
 
 def _openvino_int8_layers(path: Path) -> str:
