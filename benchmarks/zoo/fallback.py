@@ -38,6 +38,7 @@ def largest() -> ZooModel:
 
 def _task(model: ZooModel, count: int, min_sqnr: float | None) -> Task:
     suffix = "plain" if min_sqnr is None else f"sqnr{min_sqnr:g}"
+    (ZOO_DIR / "quantized").mkdir(parents=True, exist_ok=True)  # when run alone
     return Task(
         "eightbit_quantize",
         str(model.build()),
