@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from eightbit.analysis.slices import output_parts
 from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
-from eightbit.analysis.slices import output_parts
 from eightbit.improve.clipping_choice import MARGIN_DB, Scored, choose_clipping, worst_part_db
 from eightbit.improve.measure import OutputReference, read_samples
 from eightbit.plan import activation_tensors_to_calibrate, make_plan

@@ -16,6 +16,7 @@ worst part (§I.10.1), and a percentile ten times milder is a third candidate.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +29,7 @@ from eightbit.analysis.metrics import sqnr_db
 from eightbit.analysis.slices import COLLAPSE_DB, Part, output_parts, output_probabilities
 from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
+from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve.float_pass import SharedFloat, shares_float_pass
@@ -165,20 +167,14 @@ def _challengers(ranges: Ranges, parts: Sequence[Part]) -> list[tuple[str, Range
     then the observed extremes."""
     found = []
     percentile = ranges.options.get("percentile")
-    if (
-        parts
-        and ranges.method == "percentile"
-        and percentile is not None
-        and _has_histograms(ranges)
-    ):
+    if parts and ranges.method == "percentile" and percentile is not None:
         milder = 100.0 - (100.0 - float(percentile)) * MILDER_CLIPPED_FRACTION
-        found.append((f"percentile {milder:g}", ranges.reselect("percentile", percentile=milder)))
+        # Ranges loaded without their histograms have nothing to reselect.
+        with contextlib.suppress(ConfigError):
+            milder_ranges = ranges.reselect("percentile", percentile=milder)
+            found.append((f"percentile {milder:g}", milder_ranges))
     found.append(("observed extremes", ranges.extremes()))
     return found
-
-
-def _has_histograms(ranges: Ranges) -> bool:
-    return all(ranges.histogram(name) is not None for name in ranges)
 
 
 def _label(ranges: Ranges) -> str:
