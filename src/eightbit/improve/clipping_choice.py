@@ -128,19 +128,19 @@ def choose_clipping(
 
     calibrated = score(ranges)
     chosen, best = ranges, calibrated
-    scores = []
+    scores: dict[int, str] = {}
     for label, candidate in _challengers(ranges, parts):
         scored = score(candidate)
-        scores.append(f"{label} {scored.describe()}")
+        scores[id(candidate)] = f"{label} {scored.describe()}"
         if scored.beats(best):
             chosen, best = candidate, scored
-    tried = "; ".join(scores)
+    others = "; ".join(text for key, text in scores.items() if key != id(chosen))
     if chosen is ranges:
-        note = f"{ranges.method} ranges kept: output {calibrated.describe()}; {tried}"
+        note = f"{ranges.method} ranges kept: output {calibrated.describe()}; {others}"
     else:
         note = (
             f"{_label(chosen)} chosen over {ranges.method} ranges: output "
-            f"{calibrated.describe()} -> {best.describe()}; tried {tried}"
+            f"{calibrated.describe()} -> {best.describe()}; also tried {others}"
         )
     report = _report(started, calibrated.sqnr_db, best.sqnr_db, note + " on calibration samples")
     return chosen, report, _kept(shared, chosen, outputs)
