@@ -20,7 +20,7 @@ from eightbit.analysis.slices import (
     slice_verdict,
 )
 from eightbit.graph import Graph, normalize
-from tests.fixtures.joins import BOXES, CLASSES, large_small_concat
+from tests.fixtures.joins import BOXES, CLASSES, large_small_concat, levels_head
 
 
 def _oracle(reference: np.ndarray, quantized: np.ndarray, axis: int) -> np.ndarray:
@@ -211,3 +211,34 @@ def test_a_softmax_written_as_elementary_ops_is_a_probability() -> None:
     assert output_probabilities(Graph(_written_softmax())) == {"p": (Probability(),)}
     # exp(d) / sum(exp(d)) only: another exponential over that sum may exceed 1
     assert output_probabilities(Graph(_written_softmax(same_exp=False))) == {}
+
+
+def test_output_parts_are_found_through_the_moves_of_a_levels_head() -> None:
+    """(A.9) The Concat of box and objectness is two Reshapes, a Concat of levels and a
+    Transpose away from the output: the levels are parts along axis 1, box and objectness
+    along axis 2."""
+    graph = Graph(normalize(levels_head()))
+    (parts,) = output_parts(graph).values()
+    assert [(p.axis, p.start, p.stop) for p in parts] == [
+        (1, 0, 64),
+        (1, 64, 80),
+        (2, 0, BOXES),
+        (2, BOXES, BOXES + 1),
+    ]
+    (spans,) = output_probabilities(graph).values()
+    assert spans == (Probability(2, BOXES, BOXES + 1),)
+
+
+def test_a_detector_output_is_judged_along_its_score_axis_alone() -> None:
+    """(A.9) Beside probability parts, the other axis holds anchor positions: a quiet
+    anchor's noisy box values are not the output's worst slice."""
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.5, 1.0, (20, 30, 5))
+    quantized = reference + rng.normal(0, 0.01, reference.shape)
+    reference[:, 7, :] *= 1e-2  # a quiet anchor: its error is as large as its values
+    spans = (Probability(2, 4, 5),)
+    verdict = slice_verdict(reference, quantized, probabilities=spans)
+    assert verdict is not None and verdict.worst_axis == 2
+    assert verdict.slices == 5 and not verdict.collapsed
+    whole = slice_verdict(reference, quantized)
+    assert whole is not None and whole.worst_axis == 1 and whole.collapsed == ((1, 7),)

@@ -6,13 +6,15 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from eightbit.analysis.slices import output_parts
 from eightbit.calibrate import CalibrationConfig, Ranges, calibrate
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
-from eightbit.improve.clipping_choice import MARGIN_DB, Scored, choose_clipping
+from eightbit.improve.clipping_choice import MARGIN_DB, Scored, choose_clipping, worst_part_db
 from eightbit.improve.measure import OutputReference, read_samples
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
+from tests.fixtures.joins import sparse_objects, sparse_score_head
 from tests.improve.helpers import conv_pair, inputs
 
 
@@ -78,3 +80,41 @@ def test_the_floor_decides_first_then_the_sqnr() -> None:
     # Within the margin on both: no change.
     assert not Scored(10.0, 20.0 + MARGIN_DB / 2).beats(Scored(10.0, 20.0))
     assert not Scored(6.0 + MARGIN_DB / 2, 20.0).beats(Scored(6.0, 20.0))
+
+
+def test_a_detector_head_gets_the_clipping_its_scores_need() -> None:
+    """(I.10.1) The box part rules the whole output's SQNR and prefers the calibrated
+    percentile; the score part loses its objects to it. The milder percentile keeps them,
+    the observed extremes would coarsen the boxes' grid for one outlier."""
+    model = normalize(sparse_score_head())
+    data = sparse_objects()
+    needed = activation_tensors_to_calibrate(Graph(model), QuantConfig())
+    config = CalibrationConfig(percentile=99.5)
+    ranges = calibrate(model, data, config, tensors=needed)
+    chosen, report, _ = choose_clipping(model, ranges, data, QuantConfig(), separate_joins=True)
+    assert chosen.method == "percentile"
+    assert chosen.options["percentile"] == 99.95
+    assert "percentile 99.95 chosen" in report.notes[0]
+    # The scores come back (the calibrated ranges clip every object), the boxes stay fine.
+    graph = Graph(model)
+    reference = OutputReference(model, read_samples(data, graph, 64), None)
+    parts = output_parts(graph)["out"]
+    scores = [part for part in parts if part.name == "scores"]
+
+    def scores_db(candidate: Ranges) -> float:
+        plan = make_plan(graph, candidate, QuantConfig(), separate_joins=True)
+        values = reference.outputs(to_qdq(model, plan))
+        db = worst_part_db(reference.values, values, scores)
+        assert db is not None
+        return db
+
+    assert scores_db(chosen) > scores_db(ranges) + 10.0
+    assert report.after_db is not None and report.after_db > 30.0
+
+
+def test_the_worst_part_decides_where_the_output_joins_parts() -> None:
+    # Level on the floor: the worst part's SQNR decides, not the whole output's.
+    assert Scored(10.0, 38.0, 18.0).beats(Scored(10.0, 41.0, 12.0))
+    assert not Scored(10.0, 41.0, 12.0).beats(Scored(10.0, 38.0, 18.0))
+    # Without parts, the whole output's SQNR as before.
+    assert Scored(10.0, 41.0).beats(Scored(10.0, 38.0))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eightbit.analysis.metrics import json_number, sqnr_from_sums
-from eightbit.ops import lookup
+from eightbit.ops.joined_axis import joining_concat
 from eightbit.ops.probability import is_probability
 from eightbit.serialize import to_dict
 
@@ -167,6 +167,14 @@ def judged_axes(ndim: int) -> tuple[int, ...]:
     return tuple(dict.fromkeys((1, ndim - 1)))
 
 
+def score_axes(probabilities: Sequence[Probability]) -> tuple[int, ...]:
+    """The axis along which an output joins probability parts with others (a detector's
+    scores beside its box coordinates, §A.9): its slices are the features of a detection,
+    and the output is judged along it alone; the other axis holds positions (anchors),
+    whose slices are quiet boxes, not features. Empty for any other output."""
+    return tuple(dict.fromkeys(p.axis for p in probabilities if p.axis is not None))
+
+
 class SliceSums:
     """Per-slice sums along every non-sample axis, accumulated over batches (eq. A.9)."""
 
@@ -260,7 +268,7 @@ class SliceSums:
         collapsed: list[tuple[int, int]] = []
         by_axis: list[tuple[int, tuple[float, ...]]] = []
         count = silent = 0
-        for axis in judged_axes(self.ndim):
+        for axis in score_axes(probabilities) or judged_axes(self.ndim):
             sqnrs = self._slice_sqnrs(axis)
             by_axis.append((axis, tuple(float(value) for value in sqnrs)))
             quiet = self._silent(axis, probabilities)
@@ -341,29 +349,40 @@ class SliceSums:
 
 
 def output_parts(graph: Graph) -> dict[str, tuple[Part, ...]]:
-    """Output name -> its parts, for each graph output a Concat produces directly.
+    """Output name -> its parts: along each axis but the samples' whose values a
+    Concat laid side by side, directly or through moves after it (``joining_concat``: a
+    detector head's box coordinates and scores, reshaped, joined by level and
+    transposed), one part per Concat input, named after it.
 
-    A part is one Concat input, named after it, along the Concat's axis; the sizes must be
-    static in the normalized model, else the output is judged by slices alone.
+    The sizes must be static in the normalized model, else that axis is judged by slices
+    alone.
     """
     found: dict[str, tuple[Part, ...]] = {}
     for info in graph.outputs:
-        producer = graph.producer(info.name)
-        spec = None if producer is None else lookup(producer.op_type, producer.domain)
-        if producer is None or spec is None or not spec.joins_along_axis or info.shape is None:
+        if info.shape is None:
             continue
-        axis = int(producer.attrs.get("axis", 0))
-        axis = axis + len(info.shape) if axis < 0 else axis
-        sizes = [_size_along(graph, name, axis) for name in producer.inputs]
-        if axis < 1 or any(size is None for size in sizes):
-            continue
-        parts, start = [], 0
-        for name, size in zip(producer.inputs, sizes, strict=True):
-            assert size is not None
-            parts.append(Part(name, axis, start, start + size))
-            start += size
-        found[info.name] = tuple(parts)
+        parts: list[Part] = []
+        for axis in range(1, len(info.shape)):
+            parts += _parts_along(graph, info.name, axis)
+        if parts:
+            found[info.name] = tuple(parts)
     return found
+
+
+def _parts_along(graph: Graph, output: str, axis: int) -> list[Part]:
+    joined = joining_concat(graph, output, axis)
+    if joined is None:
+        return []
+    concat, own_axis = joined
+    sizes = [_size_along(graph, name, own_axis) for name in concat.inputs]
+    if any(size is None for size in sizes):
+        return []
+    parts, start = [], 0
+    for name, size in zip(concat.inputs, sizes, strict=True):
+        assert size is not None
+        parts.append(Part(name, axis, start, start + size))
+        start += size
+    return parts
 
 
 def output_probabilities(graph: Graph) -> dict[str, tuple[Probability, ...]]:

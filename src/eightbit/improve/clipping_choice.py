@@ -1,25 +1,35 @@
 """One clipping policy for the whole model: the calibrated ranges or the observed extremes,
-whichever the output prefers (docs/numerics.md §I.10).
+whichever the output prefers (docs/numerics.md §I.10); for an output joined from parts
+(a detector's boxes and scores), a milder percentile too, judged on the worst part.
 
 Percentile and the other histogram methods clip the rare large values of every tensor. That
 is what a CNN wants, and what a transformer or a byte-level classifier does not: their large
 values are few but carry the signal, and clipping them in every layer compounds at the
 output. The choice is one bit for the whole model, measured on the calibration samples, so
 it cannot fit them the way a per-tensor choice does (§I.4.2).
+
+A detector's rare large activations are its objects: clipping them lowers the scores of
+exactly the detections, while the box coordinates, which rule the output's SQNR, prefer
+the clipped grid. Where the first output joins parts, each candidate is judged by its
+worst part (§I.10.1), and a percentile ten times milder is a third candidate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import onnx
 
 from eightbit.analysis.floor import floor_metric
-from eightbit.analysis.slices import COLLAPSE_DB, output_probabilities
+from eightbit.analysis.metrics import sqnr_db
+from eightbit.analysis.slices import COLLAPSE_DB, Part, output_parts, output_probabilities
 from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
+from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
 from eightbit.improve.float_pass import SharedFloat, shares_float_pass
@@ -38,28 +48,41 @@ BIG_MODEL_SAMPLES = 16
 # The observed extremes replace the calibrated ranges only when they gain at least this
 # much: below it, the difference is within what other samples would change.
 MARGIN_DB = 0.5
+# (I.10.1) The milder candidate keeps this fraction of the values the calibrated
+# percentile clips: 99.99 -> 99.999.
+MILDER_CLIPPED_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class Scored:
     """An int8 model's first output on the samples: its worst slice capped at the floor
-    (-inf for a collapse, §I.9) and its SQNR."""
+    (-inf for a collapse, §I.9), its SQNR, and the SQNR of its worst part where it joins
+    parts (None otherwise)."""
 
     floor_db: float
     sqnr_db: float
+    part_db: float | None = None
+
+    @property
+    def judged_db(self) -> float:
+        """The SQNR the choice reads after the floor (I.10.1): the worst part's, else the
+        whole output's."""
+        return self.sqnr_db if self.part_db is None else self.part_db
 
     def beats(self, other: Scored) -> bool:
-        """Better by the margin: on the floor first, then, level on it, on the SQNR (I.14).
-        A collapse counts as a worst slice of ``COLLAPSE_DB``: between two models that both
-        lose a slice on a few samples, or one barely keeps it, the output decides."""
+        """Better by the margin: on the floor first, then, level on it, on the SQNR of the
+        worst part or the whole output (I.14, I.10.1). A collapse counts as a worst slice
+        of ``COLLAPSE_DB``: between two models that both lose a slice on a few samples, or
+        one barely keeps it, the output decides."""
         mine, theirs = max(self.floor_db, COLLAPSE_DB), max(other.floor_db, COLLAPSE_DB)
         if mine > theirs + MARGIN_DB:
             return True
-        return abs(mine - theirs) <= MARGIN_DB and self.sqnr_db >= other.sqnr_db + MARGIN_DB
+        return abs(mine - theirs) <= MARGIN_DB and self.judged_db >= other.judged_db + MARGIN_DB
 
     def describe(self) -> str:
         floor = "collapsed" if self.floor_db == float("-inf") else f"{self.floor_db:.1f}"
-        return f"{self.sqnr_db:.2f} dB (worst slice to the floor {floor})"
+        part = "" if self.part_db is None else f", worst part {self.part_db:.2f} dB"
+        return f"{self.sqnr_db:.2f} dB (worst slice to the floor {floor}{part})"
 
 
 def choose_clipping(
@@ -88,6 +111,7 @@ def choose_clipping(
         computed = (shared.output_name, shared.output[:samples])
     reference = OutputReference(model, batches, threads, computed=computed)
     probabilities = output_probabilities(graph).get(graph.outputs[0].name, ())
+    parts = output_parts(graph).get(graph.outputs[0].name, ())
 
     outputs: dict[int, np.ndarray] = {}
 
@@ -97,25 +121,66 @@ def choose_clipping(
         if computed is not None:
             outputs[id(candidate)] = values
         return Scored(
-            floor_metric(reference.values, values, probabilities), reference.sqnr_of(values)
+            floor_metric(reference.values, values, probabilities),
+            reference.sqnr_of(values),
+            worst_part_db(reference.values, values, parts),
         )
 
     calibrated = score(ranges)
-    extremes = ranges.extremes()
-    observed = score(extremes)
-    if observed.beats(calibrated):
+    chosen, best = ranges, calibrated
+    scores: dict[int, str] = {}
+    for label, candidate in _challengers(ranges, parts):
+        scored = score(candidate)
+        scores[id(candidate)] = f"{label} {scored.describe()}"
+        if scored.beats(best):
+            chosen, best = candidate, scored
+    others = "; ".join(text for key, text in scores.items() if key != id(chosen))
+    if chosen is ranges:
+        note = f"{ranges.method} ranges kept: output {calibrated.describe()}; {others}"
+    else:
         note = (
-            f"observed extremes chosen over {ranges.method} ranges: output "
-            f"{calibrated.describe()} -> {observed.describe()} on calibration samples"
+            f"{_label(chosen)} chosen over {ranges.method} ranges: output "
+            f"{calibrated.describe()} -> {best.describe()}; also tried {others}"
         )
-        report = _report(started, calibrated.sqnr_db, observed.sqnr_db, note)
-        return extremes, report, _kept(shared, extremes, outputs)
-    note = (
-        f"{ranges.method} ranges kept: output {calibrated.describe()}; observed extremes "
-        f"{observed.describe()} on calibration samples"
-    )
-    report = _report(started, calibrated.sqnr_db, calibrated.sqnr_db, note)
-    return ranges, report, _kept(shared, ranges, outputs)
+    report = _report(started, calibrated.sqnr_db, best.sqnr_db, note + " on calibration samples")
+    return chosen, report, _kept(shared, chosen, outputs)
+
+
+def worst_part_db(
+    reference: np.ndarray, quantized: np.ndarray, parts: Sequence[Part]
+) -> float | None:
+    """(I.10.1) The lowest SQNR of the output's parts along their axes; None without parts."""
+    found = [
+        sqnr_db(
+            np.take(reference, range(p.start, p.stop), axis=p.axis),
+            np.take(quantized, range(p.start, p.stop), axis=p.axis),
+        )
+        for p in parts
+        if p.axis < reference.ndim and p.stop <= reference.shape[p.axis]
+    ]
+    return min(found) if found else None
+
+
+def _challengers(ranges: Ranges, parts: Sequence[Part]) -> list[tuple[str, Ranges]]:
+    """The candidates tried against the calibrated ranges, mildest clipping last: a
+    percentile that clips a tenth as many values where the output joins parts (I.10.1),
+    then the observed extremes."""
+    found = []
+    percentile = ranges.options.get("percentile")
+    if parts and ranges.method == "percentile" and percentile is not None:
+        milder = 100.0 - (100.0 - float(percentile)) * MILDER_CLIPPED_FRACTION
+        # Ranges loaded without their histograms have nothing to reselect.
+        with contextlib.suppress(ConfigError):
+            milder_ranges = ranges.reselect("percentile", percentile=milder)
+            found.append((f"percentile {milder:g}", milder_ranges))
+    found.append(("observed extremes", ranges.extremes()))
+    return found
+
+
+def _label(ranges: Ranges) -> str:
+    if ranges.method == "minmax":
+        return "observed extremes"
+    return f"{ranges.method} {ranges.options.get('percentile', '')}".strip()
 
 
 def scoring_samples(graph: Graph) -> int:

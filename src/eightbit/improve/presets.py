@@ -9,7 +9,8 @@ benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-pres
   protection against collapse (joins of different ranges stay int8, no safety net); the
   quick check still reports a collapse as an error.
 - ``default``: cross-layer equalization, the whole model's clipping choice (calibrated
-  ranges or the observed extremes, §I.10), then bias correction kept where it raised the
+  ranges or the observed extremes, §I.10; a milder percentile too where the output joins
+  parts, judged on the worst part, §I.10.1), then bias correction kept where it raised the
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
   Wide joins and probabilities after the last heavy op stay float (§Q13, §Q13.1), and the
   safety net (§I.9) runs the fallback when the quick check finds a collapse or a slice
