@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from eightbit.graph.session import EXACT_INT8_ENTRY
+from eightbit.graph.session import EXACT_INT8_ENTRY, default_int8_kernels_saturate
 
 LATENCY_RUNS = 50
 
@@ -60,7 +60,7 @@ def session(model: str | Path | Any, threads: int = 1, exact: bool = True) -> An
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
-    if exact:
+    if exact and default_int8_kernels_saturate():  # elsewhere it only slows int8 (§1.9)
         options.add_session_config_entry(*EXACT_INT8_ENTRY)
     source = str(model) if isinstance(model, str | Path) else model.SerializeToString()
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnxruntime as ort
 import pytest
 
-from eightbit.graph import make_session
+from eightbit.graph import make_session, session
 from eightbit.graph.session import (
     SATURATION_PROBE_INPUT,
     default_int8_kernels_saturate,
@@ -37,3 +37,21 @@ def test_on_a_saturating_cpu_only_the_default_session_differs() -> None:
     if not default_int8_kernels_saturate():
         pytest.skip("this CPU's default int8 kernels are exact (VNNI, or not x86)")
     assert _default_session_output() == 131
+
+
+def _entry(options: ort.SessionOptions, key: str) -> str | None:
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:  # ONNX Runtime's answer for a key that was never set
+        return None
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_sessions_ask_for_the_exact_kernels_only_where_the_default_saturates(
+    monkeypatch: pytest.MonkeyPatch, saturates: bool
+) -> None:
+    # Where the default kernels are exact (VNNI) the option changes no output but sends
+    # layers to slower kernels (§1.9), so latency measured here would not be a user's.
+    monkeypatch.setattr(session, "default_int8_kernels_saturate", lambda: saturates)
+    key, value = session.EXACT_INT8_ENTRY
+    assert _entry(session._session_options(1, None, "all"), key) == (value if saturates else None)

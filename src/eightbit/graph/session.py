@@ -50,7 +50,9 @@ _ORT_LOAD_ERRORS = (
 # On x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime's default u8 x s8
 # kernels add pairs of products in 16 bits with saturation, so an int8 model's outputs
 # depend on the CPU (docs/numerics.md §1.9). This session option makes those CPUs use the
-# exact u8 x u8 kernels; it changes nothing where the kernels are exact already.
+# exact u8 x u8 kernels. Where the default kernels are exact already (VNNI) it changes no
+# output but still routes layers to the slower u8 x u8 kernels, so it is set only where
+# the probe below finds saturation.
 EXACT_INT8_ENTRY = ("session.x64quantprecision", "1")
 
 
@@ -244,7 +246,8 @@ def _session_options(
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = _OPTIMIZATION_LEVELS[optimization]
     options.log_severity_level = 3  # errors only; warnings about unused initializers are noise
-    options.add_session_config_entry(*EXACT_INT8_ENTRY)
+    if default_int8_kernels_saturate():  # elsewhere the option only slows the kernels (§1.9)
+        options.add_session_config_entry(*EXACT_INT8_ENTRY)
     if optimized_model_path is not None:
         options.optimized_model_filepath = os.fspath(optimized_model_path)
     return options
