@@ -63,8 +63,9 @@ def _function_window(node: Node, tensor: str, functions: tuple[Match, ...]) -> W
             continue
         if match.kind == "HardSwish":
             return (HARD_SWISH_FLOOR, math.inf)
-        if match.kind == "HardSigmoid":
-            return _hard_sigmoid_window(float(match.params["alpha"]), 0.5)
+        alpha = match.params.get("alpha")
+        if match.kind == "HardSigmoid" and isinstance(alpha, float | int):
+            return _hard_sigmoid_window(float(alpha), 0.5)
     return None
 
 
