@@ -12,6 +12,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+import eightbit
+from eightbit.analysis import load_pair
+from eightbit.analysis.side_by_side import own_sqnrs
+from eightbit.calibrate import open_data
 from eightbit.graph import Graph, normalize
 from eightbit.ops.saturating_readers import HARD_SWISH_FLOOR, reader_windows
 from tests.ops.helpers import fast_int8_sqnr
@@ -90,3 +94,13 @@ def test_the_hard_swish_input_is_read_on_a_finer_grid() -> None:
     sqnr = fast_int8_sqnr(gated_model(hard_swish=True), _data(32, 1), _data(16, 2))
     # 37.5 dB; with the Conv output on its whole calibrated range: 35.3 dB (measured)
     assert sqnr > 36.4, sqnr
+
+
+def test_the_ranking_reads_a_saturated_tensor_within_its_window() -> None:
+    # The fallback and promotion rank by own SQNR: the saturation the window allows is no
+    # error, or the net spends its steps on tensors whose readers see no difference.
+    model = gated_model()
+    result = eightbit.quantize(model, _data(32, 1), improve="fast", check_samples=0)
+    pair = load_pair(model, result.model)
+    own = own_sqnrs(pair, open_data({"x": _data(16, 2)}, pair.float_graph.inputs, batch_size=16))
+    assert own["wide"] > 30.0, own
