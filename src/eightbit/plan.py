@@ -30,6 +30,7 @@ from eightbit.ops import OpSpec, PerTensor, lookup
 from eightbit.ops.joins import float_joins
 from eightbit.ops.max_readers import max_read_tensors
 from eightbit.ops.node_selection import Calibrated, SameAs, Source, clamp_bounds, select
+from eightbit.ops.saturating_readers import reader_windows
 from eightbit.ops.spec import optional_input
 from eightbit.quant import (
     QuantConfig,
@@ -247,10 +248,11 @@ def make_plan(
     _check_int16_names(config, selection.sources)
     tensors: dict[str, QuantParams] = {}
     max_read = max_read_tensors(graph)  # their top is not clipped (§Q15)
+    windows = reader_windows(graph)  # readers flat outside a window need no more (§Q18)
     for name, source in selection.sources.items():
         if isinstance(source, Calibrated):
             found = _range_of(ranges, source.tensor, keep_max=source.tensor in max_read)
-            lo, hi = clip_range(found, source.bounds)
+            lo, hi = clip_range(clip_range(found, source.bounds), windows.get(source.tensor))
             wide = name in config.int16 or source.tensor in config.int16  # §Q17
             tensors[name] = (int16_params if wide else activation_params)(lo, hi, config)
         elif isinstance(source, SameAs):

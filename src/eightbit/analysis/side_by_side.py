@@ -26,6 +26,7 @@ from eightbit.calibrate import DataSource
 from eightbit.calibrate.progress import sample_progress
 from eightbit.errors import DataError
 from eightbit.graph import make_session, with_outputs
+from eightbit.ops.saturating_readers import reader_windows
 
 
 @dataclass(frozen=True)
@@ -162,8 +163,10 @@ def own_sqnrs(
 ) -> dict[str, float]:
     """The own SQNR (eq. A.6) of every quantized activation, from one pass of the float model
     alone: the number ``measure`` reports as ``sqnr_own_db``, without its range counts and
-    without running the int8 model (a fallback ranks by it)."""
+    without running the int8 model (a fallback ranks by it). A tensor whose readers are flat
+    outside a window (§Q18) is compared within it: its saturation there is no error."""
     input_names = {info.name for info in pair.float_graph.inputs}
+    windows = reader_windows(pair.float_graph)
     watched = list(pair.qdq.activations)
     exposed = [a.name for a in watched if a.name not in input_names]
     session = make_session(
@@ -178,6 +181,8 @@ def own_sqnrs(
             values.update((name, batch[name]) for name in input_names)
             for activation in watched:
                 reference = np.asarray(values[activation.name], np.float64)
+                if activation.name in windows:
+                    reference = np.clip(reference, *windows[activation.name])
                 error = reference - fake_quantized(reference, activation.params, activation.name)
                 signal[activation.name] += float(np.sum(reference * reference))
                 noise[activation.name] += float(np.sum(error * error))

@@ -6,6 +6,10 @@ weight is constant and nobody else reads ``x``, the map moves into that node: ou
 ``c`` of the weight is scaled by ``s[c]`` and the bias becomes ``s·b + t``. Quantization then
 sees one weight with the BN's scaling already in it, which is what runs on the device.
 A BN after anything else (a ReLU, an Add, a graph input) stays and is reported.
+
+A constant bias added after a Conv or ConvTranspose (``Conv → Add(c)``, how Paddle2ONNX
+writes every convolution's bias) is the same map with ``s = 1``: ``fold_bias_adds`` moves
+``c`` into the bias, so the BN that may follow is straight after the linear node again.
 """
 
 from __future__ import annotations
@@ -112,6 +116,86 @@ def fold_batchnorms(model: ModelProto) -> list[str]:
     for index in reversed(removed):
         del graph.node[index]
     return folded
+
+
+def fold_bias_adds(model: ModelProto) -> list[str]:
+    """Fold every ``Conv/ConvTranspose → Add(constant per output channel)`` into the
+    producer's bias (in place); return the Adds' names.
+
+    The constant must broadcast along the output channels only (shape ``(C, 1, …)``,
+    ``(1, C, 1, …)`` or one value), and the producer's output must have no other reader.
+    """
+    graph = model.graph
+    weights = _Weights(graph)
+    producers = {name: node for node in graph.node for name in node.output if name}
+    readers = Counter(name for node in graph.node for name in set(node_reads(node)))
+    readers.update(value.name for value in graph.output)
+    folded: list[str] = []
+    removed: list[int] = []
+    for index, add in enumerate(graph.node):
+        found = _bias_add(add, producers, readers, weights)
+        if found is None:
+            continue
+        producer, shift = found
+        affine = PerChannelAffine(scale=np.ones_like(shift), shift=shift)
+        if _fold_into(producer, affine, weights, {}) is not None:
+            continue
+        producer.output[0] = add.output[0]
+        producers[add.output[0]] = producer
+        removed.append(index)
+        folded.append(add.name)
+    for index in reversed(removed):
+        del graph.node[index]
+    return folded
+
+
+def _bias_add(
+    add: NodeProto,
+    producers: dict[str, NodeProto],
+    readers: Counter[str],
+    weights: _Weights,
+) -> tuple[NodeProto, np.ndarray] | None:
+    """The Conv/ConvTranspose whose output ``add`` shifts by a per-channel constant, and
+    that constant (one value per output channel, float64); None when ``add`` is not one."""
+    if add.op_type != "Add" or add.domain not in DEFAULT_DOMAINS or len(add.input) != 2:
+        return None
+    for data, constant in (add.input, reversed(add.input)):
+        producer = producers.get(data)
+        value = weights.array(constant)
+        if producer is None or value is None or readers[data] != 1:
+            continue
+        if producer.op_type not in ("Conv", "ConvTranspose"):
+            continue
+        if producer.domain not in DEFAULT_DOMAINS:
+            continue
+        weight = weights.array(producer.input[1])
+        if weight is None:
+            continue
+        shift = _channel_values(value, weight.ndim, _output_channels(producer, weight))
+        if shift is not None:
+            return producer, shift
+    return None
+
+
+def _output_channels(producer: NodeProto, weight: np.ndarray) -> int:
+    """Conv weights are (M, C/g, k…); ConvTranspose weights are (C, M/g, k…) in g groups."""
+    if producer.op_type == "Conv":
+        return int(weight.shape[0])
+    group = next((attr.i for attr in producer.attribute if attr.name == "group"), 1)
+    return int(weight.shape[1]) * group
+
+
+def _channel_values(value: np.ndarray, rank: int, channels: int) -> np.ndarray | None:
+    """``value`` as one float64 per channel when it broadcasts along axis 1 of a rank-``rank``
+    tensor only (never along the batch or spatial axes); None otherwise."""
+    if value.ndim > rank:
+        return None
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if any(size != 1 for axis, size in enumerate(shape) if axis != 1):
+        return None
+    if shape[1] not in (1, channels):
+        return None
+    return np.broadcast_to(value.reshape(-1).astype(np.float64), (channels,)).copy()
 
 
 def _fold(

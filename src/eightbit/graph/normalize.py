@@ -26,7 +26,7 @@ from eightbit.graph._proto import (
     sort_nodes,
 )
 from eightbit.graph._skeleton import apply_to_skeleton
-from eightbit.graph.batchnorm import fold_batchnorms
+from eightbit.graph.batchnorm import fold_batchnorms, fold_bias_adds
 from eightbit.graph.cleanup import drop_stale_value_info, remove_dead, remove_passthrough
 from eightbit.graph.fold import FoldResult, fold_constants
 from eightbit.graph.pad import fold_zero_pads
@@ -54,8 +54,9 @@ def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> Model
     fold constants (Constant nodes and constant-only subexpressions become initializers);
     remove Identity and inference Dropout; upgrade to ``min_opset`` when below it; fold
     constant zero Pads into the Conv that reads them (graph/pad.py); drop dead nodes and
-    weights; infer shapes; fold BatchNormalization; infer shapes again; fuse functions
-    written as elementary ops into the op the opset has (graph/patterns.py).
+    weights; infer shapes; fold constant bias Adds after a Conv, then BatchNormalization;
+    infer shapes again; fuse functions written as elementary ops into the op the opset has
+    (graph/patterns.py).
     Raises ``ModelError`` when onnx's converter cannot upgrade the model.
     """
     work = ModelProto()
@@ -79,9 +80,13 @@ def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> Model
         log.info("folded %d zero Pad nodes into their Conv: %s", len(pads), ", ".join(pads))
     _report_dead(remove_dead(work))
     infer_shapes(work)
+    biases = fold_bias_adds(work)
+    if biases:
+        log.info("folded %d bias Add nodes into their Conv: %s", len(biases), ", ".join(biases))
     folded = fold_batchnorms(work)
     if folded:
         log.info("folded %d BatchNormalization nodes: %s", len(folded), ", ".join(folded))
+    if biases or folded:
         _report_dead(remove_dead(work))
         infer_shapes(work)
     fused = fuse_patterns(work)

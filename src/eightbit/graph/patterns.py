@@ -146,22 +146,34 @@ _OUTLIER_REASON = "outlier output channels computed apart, in float (a few colum
 _FLOAT_FUSED_OPS = frozenset({"LayerNormalization", "Gelu", "Softmax"})  # no int8 kernel here
 _FLOAT_UNIT = "kept in float as one unit, int8 only at its boundary"
 # Planning asks once per plan, and the fallback search plans many times: cache a few models.
-_ISLANDS: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+_MATCHES: dict[tuple[object, ...], tuple[Match, ...]] = {}
 _CACHED_MODELS = 4
 _SMALL_CONSTANT = 16  # elements: the constants a function's definition reads (eps, 0.5, 3)
 
 
 def _islands_cached(key: tuple[object, ...], graph: Graph) -> tuple[tuple[str, str], ...]:
-    if key not in _ISLANDS:
-        if len(_ISLANDS) >= _CACHED_MODELS:
-            _ISLANDS.pop(next(iter(_ISLANDS)))
-        _ISLANDS[key] = tuple(
-            (name, f"part of {match.describe()}: {_FLOAT_UNIT}")
-            for match in _search(graph)
-            if match.kind in ISLAND_KINDS
-            for name in match.nodes
-        )
-    return _ISLANDS[key]
+    return tuple(
+        (name, f"part of {match.describe()}: {_FLOAT_UNIT}")
+        for match in _matches_cached(key, graph)
+        if match.kind in ISLAND_KINDS
+        for name in match.nodes
+    )
+
+
+def recognized_functions(graph: Graph) -> tuple[Match, ...]:
+    """``find_patterns`` on a ``Graph``, cached like ``float_islands`` (planning asks once
+    per plan, and the fallback plans many times)."""
+    if not any(node.op_type in _ANCHORS for node in graph.nodes):
+        return ()
+    return _matches_cached(_key(graph), graph)
+
+
+def _matches_cached(key: tuple[object, ...], graph: Graph) -> tuple[Match, ...]:
+    if key not in _MATCHES:
+        if len(_MATCHES) >= _CACHED_MODELS:
+            _MATCHES.pop(next(iter(_MATCHES)))
+        _MATCHES[key] = _search(graph)
+    return _MATCHES[key]
 
 
 def _search(graph: Graph) -> tuple[Match, ...]:

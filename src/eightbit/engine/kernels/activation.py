@@ -35,8 +35,11 @@ def _sigmoid(x: np.ndarray, node: NodeToPrepare) -> np.ndarray:
 
 
 def _hard_sigmoid(x: np.ndarray, node: NodeToPrepare) -> np.ndarray:
-    alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
-    return np.clip(alpha * x + beta, 0.0, 1.0)
+    # In float32, as ONNX Runtime computes it: a linear map lands on Q_y's ties (x.5 steps)
+    # for some grids, and a float64 result rounds to the other side of one.
+    alpha = np.float32(node.attr("alpha", 0.2))
+    beta = np.float32(node.attr("beta", 0.5))
+    return np.clip(alpha * x.astype(np.float32) + beta, np.float32(0), np.float32(1))
 
 
 def _hard_swish(x: np.ndarray, node: NodeToPrepare) -> np.ndarray:
