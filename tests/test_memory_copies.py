@@ -6,7 +6,6 @@ that copies, or checks that the copy is gone.
 
 from __future__ import annotations
 
-import sys
 
 import numpy as np
 import onnx
@@ -25,6 +24,7 @@ from eightbit.improve._onnx import comparison_model
 from eightbit.improve.measure import compare
 from eightbit.improve.weights import bias_shifts as shifts_module
 from eightbit.pipeline import quantize
+from eightbit.pipeline.state import State
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
 
@@ -123,31 +123,33 @@ def test_a_big_comparison_shares_the_weights_of_its_two_models(
     np.testing.assert_array_equal(big.output_shift, small.output_shift)
 
 
-def test_quantize_lets_go_of_the_model_as_read_once_it_is_normalized(
+def test_quantize_normalizes_the_model_as_read_in_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # (C.11) The model as read is given up to normalization, so the steps' float model is
+    # that very object: a big model's weights are never held twice, even for a moment.
     seen: list[onnx.ModelProto] = []
-    references: list[int] = []
+    prepared: list[bool] = []
     real_start, real_steps = pipeline_module._start, pipeline_module.steps
 
-    def start(model: onnx.ModelProto, *args: object) -> object:
+    def start(model: onnx.ModelProto, *args: object, **kwargs: object) -> object:
         seen.append(model)
-        return real_start(model, *args)  # type: ignore[arg-type]
+        return real_start(model, *args, **kwargs)  # type: ignore[arg-type]
 
-    class Counting:
+    class Looking:
         def applies(self, settings: object) -> bool:
             return True
 
-        def run(self, state: object) -> object:
-            references.append(sys.getrefcount(seen[0]))
+        def run(self, state: State) -> State:
+            prepared.append(state.prepared is seen[0] and state.float_source is seen[0])
             return state
 
     monkeypatch.setattr(pipeline_module, "_start", start)
-    monkeypatch.setattr(pipeline_module, "steps", lambda: (Counting(), *real_steps()))
+    monkeypatch.setattr(pipeline_module, "steps", lambda: (Looking(), *real_steps()))
     model = models.conv_bn_relu()
     quantize(model, models.random_inputs(model, n=8), improve="fast", check_samples=0)
-    # Held by ``seen`` and by getrefcount's argument only: no step can reach it.
-    assert references == [2]
+    assert prepared == [True]
+    assert "BatchNormalization" not in [n.op_type for n in seen[0].graph.node]  # folded
 
 
 def test_a_session_reads_arrays_as_it_would_read_initializers() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -17,10 +17,12 @@ import onnx
 
 from eightbit.analysis.quick_check import QuickCheck, quick_check
 from eightbit.calibrate import DataSource, Ranges, calibrate, open_data
+from eightbit.calibrate.data import Batch
 from eightbit.distributed import RayScore, calibrate_on_ray, quick_check_on_ray
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
+from eightbit.graph.session import through_file
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.centre import centre_activations
 from eightbit.improve.clipping_choice import choose_clipping, scoring_samples
@@ -154,6 +156,10 @@ class Calibrate:
             return replace(state, ranges=_calibrate_on_ray(state, needed))
         tap = _float_tap(state)
         held_back = _held_back(state) if tap is not None and tap.check_outputs else ()
+        if through_file(state.prepared):
+            given = [state]
+            del state  # this frame must not keep the model alive (§C.11)
+            return _calibrate_from_disk(given.pop(), needed, tap, held_back)
         ranges = calibrate(
             state.prepared,
             window(state.source, 0, state.calibrate_count),
@@ -168,6 +174,42 @@ class Calibrate:
         shared = None if tap is None else tap.result()
         check_float = shared.held_back if shared is not None and shared.held_back else None
         return replace(state, ranges=ranges, shared_float=shared, check_float=check_float)
+
+
+def _calibrate_from_disk(
+    state: State, needed: list[str], tap: FloatTap | None, held_back: Iterable[Batch]
+) -> State:
+    """(C.11) Calibration of a big model whose weights wait on disk while its session
+    runs: ONNX Runtime's copy is then the only one in memory. The state given here is the
+    only holder of the model (the pipeline hands states over), so once it and the tap
+    hold the weightless skeleton instead, the proto is let go; the model is read back
+    (the same values) when the session is gone."""
+    assert state.source is not None  # Calibrate.run checked
+    settings = state.settings
+    spilled = SpilledModel.of(state.prepared)
+    skeleton = spilled.skeleton()
+    same = state.float_source is state.prepared
+    state = replace(state, prepared=skeleton, float_source=skeleton if same else state.float_source)
+    if tap is not None:
+        tap.model = skeleton
+    ranges = calibrate(
+        spilled.path,
+        window(state.source, 0, state.calibrate_count),
+        settings.calibration,
+        tensors=needed,
+        threads=settings.threads,
+        progress=settings.progress,
+        normalized=True,
+        tap=tap,
+        held_back=held_back,
+    )
+    model = spilled.load()
+    shared = None if tap is None else replace(tap.result(), model=model)
+    check_float = shared.held_back if shared is not None and shared.held_back else None
+    return replace(
+        state, prepared=model, float_source=model if same else state.float_source,
+        ranges=ranges, shared_float=shared, check_float=check_float,
+    )  # fmt: skip
 
 
 def _float_tap(state: State) -> FloatTap | None:
@@ -308,6 +350,11 @@ class BiasCorrection:
         assert state.plan is not None and planned is not None  # Plan ran
         settings = state.settings
         model = state.prepared if self.learned else planned
+        # (C.11) A big model's uncorrected weights wait on disk as the float model and the
+        # plan's source; the correction is then written into the model in memory, not a copy.
+        in_place = model is planned and model is state.prepared and through_file(model)
+        if in_place:
+            state = _spill_sources(state)
         statistics = None
         if state.samples is None:
             assert state.exported is not None  # _start keeps it when there are no samples
@@ -325,11 +372,20 @@ class BiasCorrection:
             keep="always" if settings.improve.bias_correction else "if_better",
             threads=settings.threads,
             shared=None if self.learned else _shared_for(state),
+            in_place=in_place,
         )
         plan = rebias(Graph(corrected), state.plan)
         kept = report if self.learned or not settings.learned else None
         # Calibration's pass has served its last step: its means are let go (§C.10).
         return state.reported(kept, prepared=corrected, plan=plan, shared_float=None)
+
+
+def _spill_sources(state: State) -> State:
+    """``state`` whose float model and planned model, where they are ``prepared``, read
+    from one copy of it on disk (``prepared`` stays in memory)."""
+    spilled = SpilledModel.of(state.prepared)
+    float_source = spilled if state.float_source is state.prepared else state.float_source
+    return replace(state, float_source=float_source, planned_source=spilled)
 
 
 def _shared_for(state: State) -> SharedFloat | None:

@@ -96,6 +96,7 @@ def bias_correction(
     samples: int = DEFAULT_SAMPLES,
     threads: int | None = None,
     shared: SharedFloat | None = None,
+    in_place: bool = False,
 ) -> tuple[onnx.ModelProto, StepReport]:
     """``model`` with corrected biases, and what the step did; plan it with ``rebias``.
 
@@ -111,6 +112,8 @@ def bias_correction(
     output and input means, only the int8 models run (no per-layer SQNRs then); with the
     clipping choice's int8 output (``SharedFloat.int8_before``, which the caller keeps
     only when ``plan`` was made from its ranges) the uncorrected model does not run again.
+    ``in_place``: the corrected biases are written into ``model`` itself rather than a copy
+    (a caller that keeps the uncorrected model elsewhere, on disk: §C.11).
     """
     started = time.perf_counter()
     reference = reference or model
@@ -203,7 +206,7 @@ def bias_correction(
         ),
         notes=tuple(notes),
     )
-    return (_apply(model, graph, chosen) if kept and chosen else model), report
+    return (_apply(model, graph, chosen, in_place) if kept and chosen else model), report
 
 
 def _before(shared: SharedFloat | None, samples: int, means: Sequence[str]) -> Compared | None:
@@ -421,12 +424,16 @@ def _interior_shift(node: Node, delta: np.ndarray, expected: np.ndarray) -> np.n
 
 
 def _apply(
-    model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray]
+    model: onnx.ModelProto,
+    graph: Graph,
+    shifts: Mapping[str, np.ndarray],
+    in_place: bool = False,
 ) -> onnx.ModelProto:
-    """``b ← b − shift`` for every shifted layer (a zero bias first where there is none).
+    """``b ← b − shift`` for every shifted layer (a zero bias first where there is none),
+    in a copy of ``model`` or (``in_place``) in ``model`` itself.
 
     ``graph``: a view of ``model`` (or of a model with the same nodes)."""
-    edit = ModelEdit(model)
+    edit = ModelEdit(model, copy=not in_place)
     for name, shift in shifts.items():
         spec = layer_spec(graph.node(name))
         assert spec.weight_port is not None and spec.bias_port is not None
