@@ -6,7 +6,6 @@ that copies, or checks that the copy is gone.
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import pytest

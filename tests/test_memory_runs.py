@@ -23,6 +23,7 @@ from eightbit.graph import run_size as run_size_module
 from eightbit.graph import session as session_module
 from eightbit.graph.run_size import activation_bytes, samples_per_run, weight_bytes
 from eightbit.graph.view import InitializerArrays
+from eightbit.improve import float_pass
 from eightbit.improve.presets import preset
 from eightbit.improve.weights import bias_correction as bias_module
 from eightbit.improve.weights import bias_shifts as shifts_module
@@ -265,3 +266,35 @@ def test_quantize_with_the_float_model_on_disk_makes_the_same_model(
     assert spilled.check.to_dict() == kept.check.to_dict()
     assert _weights(spilled.float_model) == _weights(kept.float_model)
     assert len(loads) == 1
+
+
+def test_a_big_model_is_let_go_of_while_calibration_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) While calibration's session runs, the float model it was given is held by
+    # nothing of ours (ONNX Runtime's copy of the weights is the only one in memory), and
+    # the session reads the weights from the model's file; afterwards the steps read it
+    # again, whole: the int8 model is the same as when it stayed in memory.
+    model, data = models.conv_bn_relu(), _data(40)
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # with calibration's tap
+    kept = quantize(model, data)
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
+    given: list[onnx.ModelProto] = []
+    holders: list[int] = []
+    spill, observe_all = SpilledModel.of.__func__, collect_module.observe_all  # type: ignore[attr-defined]
+
+    def spilled(cls: type[SpilledModel], model: onnx.ModelProto) -> SpilledModel:
+        if not given:
+            given.append(model)  # calibration's is the first model spilled
+        return spill(cls, model)
+
+    def observed(*args: object, **kwargs: object) -> None:
+        holders.append(sys.getrefcount(given[0]))
+        observe_all(*args, **kwargs)
+
+    monkeypatch.setattr(SpilledModel, "of", classmethod(spilled))
+    monkeypatch.setattr(collect_module, "observe_all", observed)
+    result = quantize(model, data)
+    # ``given`` and getrefcount's argument only: the state, the tap, the pipeline let go.
+    assert holders == [2]
+    assert result.model.SerializeToString() == kept.model.SerializeToString()

@@ -160,6 +160,7 @@ class Calibrate:
             given = [state]
             del state  # this frame must not keep the model alive (§C.11)
             return _calibrate_from_disk(given.pop(), needed, tap, held_back)
+        assert state.source is not None  # checked above (``del`` forgets it)
         ranges = calibrate(
             state.prepared,
             window(state.source, 0, state.calibrate_count),
@@ -184,7 +185,8 @@ def _calibrate_from_disk(
     only holder of the model (the pipeline hands states over), so once it and the tap
     hold the weightless skeleton instead, the proto is let go; the model is read back
     (the same values) when the session is gone."""
-    assert state.source is not None  # Calibrate.run checked
+    source = state.source
+    assert source is not None  # Calibrate.run checked
     settings = state.settings
     spilled = SpilledModel.of(state.prepared)
     skeleton = spilled.skeleton()
@@ -194,7 +196,7 @@ def _calibrate_from_disk(
         tap.model = skeleton
     ranges = calibrate(
         spilled.path,
-        window(state.source, 0, state.calibrate_count),
+        window(source, 0, state.calibrate_count),
         settings.calibration,
         tensors=needed,
         threads=settings.threads,
@@ -346,8 +348,8 @@ class BiasCorrection:
         return settings.learned if self.learned else _nearest_stage(settings)
 
     def run(self, state: State) -> State:
-        planned = state.planned  # read once (a big one may wait on disk)
-        assert state.plan is not None and planned is not None  # Plan ran
+        planned, plan = state.planned, state.plan  # read once (a big one may wait on disk)
+        assert plan is not None and planned is not None  # Plan ran
         settings = state.settings
         model = state.prepared if self.learned else planned
         # (C.11) A big model's uncorrected weights wait on disk as the float model and the
@@ -364,7 +366,7 @@ class BiasCorrection:
         # int8 output.
         corrected, report = bias_correction(
             model,
-            state.plan,
+            plan,
             state.samples,
             reference=planned,
             weight_shifts=not self.learned,
@@ -374,7 +376,7 @@ class BiasCorrection:
             shared=None if self.learned else _shared_for(state),
             in_place=in_place,
         )
-        plan = rebias(Graph(corrected), state.plan)
+        plan = rebias(Graph(corrected), plan)
         kept = report if self.learned or not settings.learned else None
         # Calibration's pass has served its last step: its means are let go (§C.10).
         return state.reported(kept, prepared=corrected, plan=plan, shared_float=None)
