@@ -298,3 +298,27 @@ def test_a_big_model_is_let_go_of_while_calibration_runs(
     # ``given`` and getrefcount's argument only: the state, the tap, the pipeline let go.
     assert holders == [2]
     assert result.model.SerializeToString() == kept.model.SerializeToString()
+
+
+def test_a_big_model_is_corrected_in_place_once_its_planned_form_is_on_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) Bias correction of a big model writes the corrected biases into the model it
+    # was given (its uncorrected form, the float model and the plan's source, waits on
+    # disk), not into a copy beside it; the int8 model and the float model are the same.
+    model, data = models.conv_bn_relu(), _data(40)
+    improve = replace(preset("default"), bias_correction=True)  # kept even if not better
+    kept = quantize(model, data, improve=improve)
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
+    applied: list[bool] = []
+    apply = bias_module._apply
+
+    def counted(*args: object, **kwargs: object) -> onnx.ModelProto:
+        applied.append(bool(args[3:] and args[3]))
+        return apply(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bias_module, "_apply", counted)
+    result = quantize(model, data, improve=improve)
+    assert applied == [True]
+    assert result.model.SerializeToString() == kept.model.SerializeToString()
+    assert _weights(result.float_model) == _weights(kept.float_model)
