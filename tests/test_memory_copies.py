@@ -6,6 +6,8 @@ that copies, or checks that the copy is gone.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -203,3 +205,20 @@ def test_the_comparison_measures_each_tensor_as_soon_as_both_models_made_it() ->
     last_of_models = max(i for i, name in enumerate(order) if not name.startswith("__eightbit"))
     assert first_measure < last_of_models  # not every tensor held until both models ran
     assert len(model.graph.node) >= 3
+
+
+def test_a_big_model_is_saved_one_initializer_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # (C.11) Past STREAM_ABOVE a single-file model is never serialized whole (a string
+    # the size of the int8 model beside it); the file holds the same bytes.
+    model = normalize(models.if_branches())
+    expected = model.SerializeToString()
+    monkeypatch.setattr(files_module, "STREAM_ABOVE", 0)
+
+    def whole(*args: object) -> None:
+        raise AssertionError("the model was serialized whole")
+
+    monkeypatch.setattr(files_module, "atomic_write_bytes", whole)
+    files_module.save_model(model, tmp_path / "model.onnx")
+    assert (tmp_path / "model.onnx").read_bytes() == expected
