@@ -251,9 +251,9 @@ def test_quantize_with_the_float_model_on_disk_makes_the_same_model(
     load = SpilledModel.load
 
     def counted(self: SpilledModel) -> onnx.ModelProto:
-        # Calibration reads back the model it let go of while its session ran (§C.11):
-        # that is the prepared model, not the float model waiting on disk.
-        if sys._getframe(1).f_code.co_name != "_calibrate_from_disk":
+        # Calibration and the check read back the model they let go of while their
+        # session ran (§C.11): the prepared and int8 models, not the float model on disk.
+        if sys._getframe(1).f_code.co_qualname not in ("_calibrate_from_disk", "Check.run"):
             loads.append(self)
         return load(self)
 
@@ -322,3 +322,33 @@ def test_a_big_model_is_corrected_in_place_once_its_planned_form_is_on_disk(
     assert applied == [True]
     assert result.model.SerializeToString() == kept.model.SerializeToString()
     assert _weights(result.float_model) == _weights(kept.float_model)
+
+
+def test_a_big_int8_model_is_let_go_of_while_its_check_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) The quick check runs a big int8 model from its file while nothing of ours
+    # holds the proto (ONNX Runtime's copy is the only one), then reads it back: the
+    # model and the check's figures are the same.
+    model, data = models.conv_bn_relu(), _data(40)
+    kept = quantize(model, data, improve="fast")
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
+    made: list[onnx.ModelProto] = []
+    holders: list[int] = []
+    export, check = stages.to_qdq, stages.quick_check
+
+    def exported(*args: object) -> onnx.ModelProto:
+        made.append(export(*args))  # type: ignore[arg-type]
+        return made[-1]
+
+    def checked(*args: object, **kwargs: object) -> object:
+        holders.append(sys.getrefcount(made[-1]))
+        return check(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stages, "to_qdq", exported)
+    monkeypatch.setattr(stages, "quick_check", checked)
+    result = quantize(model, data, improve="fast")
+    assert holders == [2]  # ``made`` and getrefcount's argument only
+    assert result.model.SerializeToString() == kept.model.SerializeToString()
+    assert result.check is not None and kept.check is not None
+    assert result.check.to_dict() == kept.check.to_dict()

@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import onnx
@@ -562,24 +563,37 @@ class Check:
             Graph(float_model).inputs,
             batch_size=state.settings.calibration.batch_size,
         )
+        if state.settings.ray is None and through_file(state.qdq):
+            # (C.11) The int8 model waits on disk while its session runs (ONNX Runtime's
+            # copy is then the only one in memory), and is read back after.
+            spilled = SpilledModel.of(state.qdq)
+            state = replace(state, qdq=None)
+            check = _quick_check(state, held_back, float_model, spilled.path)
+            return replace(state, held_back=held_back, check=check, qdq=spilled.load())
         check = _quick_check(state, held_back, float_model)
         return replace(state, held_back=held_back, check=check)
 
 
 def _quick_check(
-    state: State, held_back: DataSource, float_model: onnx.ModelProto
+    state: State,
+    held_back: DataSource,
+    float_model: onnx.ModelProto,
+    int8_file: Path | None = None,
 ) -> QuickCheck | None:
-    """The check of ``state.qdq`` on the held-back samples, on the cluster with ``--ray``.
-    ``float_model``: the float model, or its skeleton when it waits on disk."""
-    assert state.qdq is not None
+    """The check of ``state.qdq`` (or of the int8 model in ``int8_file``, here) on the
+    held-back samples, on the cluster with ``--ray``. ``float_model``: the float model,
+    or its skeleton when it waits on disk."""
     settings = state.settings
     source = state.float_source
     if settings.ray is None or state.data is None:
+        int8 = int8_file or state.qdq
+        assert int8 is not None  # Export ran
         return quick_check(
-            float_model, state.qdq, held_back, settings.threads,
+            float_model, int8, held_back, settings.threads,
             float_file=source.path if isinstance(source, SpilledModel) else None,
             float_outputs=state.check_float,
         )  # fmt: skip
+    assert state.qdq is not None  # Export ran
     return quick_check_on_ray(
         state.float_model, state.qdq, state.data, ray=settings.ray,
         batch_size=settings.calibration.batch_size, start=state.calibrate_count,
