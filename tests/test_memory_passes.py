@@ -8,8 +8,10 @@ own passes. The fixtures are small: the threshold is lowered to make them "big".
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -333,3 +335,43 @@ def test_a_big_models_check_reads_calibrations_float_outputs(
     for mine, theirs in zip(big.check.outputs, small.check.outputs, strict=True):
         assert mine.sqnr_db == pytest.approx(theirs.sqnr_db, abs=1e-3)
         assert mine.top1_agreement == theirs.top1_agreement
+
+
+class _Counted:
+    """A session that records, at its first run, how many references its model has."""
+
+    def __init__(self, session: Any, model: onnx.ModelProto, seen: list[int]) -> None:
+        self.session, self.model, self.seen = session, model, seen
+
+    def run(self, *args: Any) -> Any:
+        if self.model is not None:
+            self.seen.append(sys.getrefcount(self.model))  # this attribute, the argument
+            self.model = None
+        return self.session.run(*args)
+
+
+def test_the_measuring_steps_int8_models_are_let_go_of_while_their_sessions_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) On a big model the clipping choice's and bias correction's int8 models are
+    # held by nothing of ours once their session is open (ONNX Runtime's copy is then the
+    # only one in memory): each is made in the call that measures it and handed on.
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # read calibration's pass
+    seen: list[int] = []
+
+    def counting(make: Any) -> Any:
+        def made(model: onnx.ModelProto, **kwargs: object) -> object:
+            session = make(model, **kwargs)
+            if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
+                return session  # a float session: its model is the state's
+            return _Counted(session, model, seen)
+
+        return made
+
+    monkeypatch.setattr(measure_module, "make_session", counting(measure_module.make_session))
+    monkeypatch.setattr(float_pass, "make_session", counting(float_pass.make_session))
+    model = models.conv_bn_relu()
+    improve = replace(preset("default"), bias_correction=True)  # its int8 runs too
+    quantize(model, _data(), improve=improve, check_samples=0)
+    assert len(seen) >= 3  # the clipping choice's two candidates, bias correction's after
+    assert set(seen) == {2}

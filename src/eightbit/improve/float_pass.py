@@ -146,8 +146,11 @@ class FloatTap:
 def int8_outputs(
     model: onnx.ModelProto, batches: Sequence[Batch], name: str, threads: int | None
 ) -> np.ndarray:
-    """The output ``name`` of ``model`` on every batch, in order (one session, let go)."""
+    """The output ``name`` of ``model`` on every batch, in order (one session, let go).
+    A caller that hands ``model`` over (holds no reference) lets a big one go while its
+    session runs (§C.11)."""
     session = make_session(model, threads=threads)
+    del model
     values = [np.asarray(session.run([name], dict(batch))[0]) for batch in batches]
     del session
     return np.concatenate(values)
