@@ -23,6 +23,7 @@ from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.calibrate import collect as collect_module
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
+from eightbit.graph import session as session_module
 from eightbit.graph.files import write_for_session
 from eightbit.improve import clipping_choice as clipping_module
 from eightbit.improve import float_pass
@@ -337,41 +338,33 @@ def test_a_big_models_check_reads_calibrations_float_outputs(
         assert mine.top1_agreement == theirs.top1_agreement
 
 
-class _Counted:
-    """A session that records, at its first run, how many references its model has."""
-
-    def __init__(self, session: Any, model: onnx.ModelProto, seen: list[int]) -> None:
-        self.session, self.model, self.seen = session, model, seen
-
-    def run(self, *args: Any) -> Any:
-        if self.model is not None:
-            self.seen.append(sys.getrefcount(self.model))  # this attribute, the argument
-            self.model = None
-        return self.session.run(*args)
-
-
-def test_the_measuring_steps_int8_models_are_let_go_of_while_their_sessions_run(
+def test_the_measuring_steps_int8_models_are_let_go_of_before_their_sessions_open(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # (C.11) On a big model the clipping choice's and bias correction's int8 models are
-    # held by nothing of ours once their session is open (ONNX Runtime's copy is then the
-    # only one in memory): each is made in the call that measures it and handed on.
+    # held by nothing of ours when ONNX Runtime opens their session (its copy, and the
+    # packed weights it makes as it opens, are then the only ones): each is made in the
+    # call that measures it, handed on, written to the session's file and let go.
     monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # read calibration's pass
-    seen: list[int] = []
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # sessions from files
+    written: list[onnx.ModelProto] = []
+    holders: list[int] = []
+    write, open_ = session_module.write_for_session, session_module._open
 
-    def counting(make: Any) -> Any:
-        def made(model: onnx.ModelProto, **kwargs: object) -> object:
-            session = make(model, **kwargs)
-            if not any(node.op_type == "QuantizeLinear" for node in model.graph.node):
-                return session  # a float session: its model is the state's
-            return _Counted(session, model, seen)
+    def writing(model: onnx.ModelProto, *args: Any) -> None:
+        written.append(model)
+        write(model, *args)
 
-        return made
+    def opening(*args: Any) -> Any:
+        if written and any(n.op_type == "QuantizeLinear" for n in written[-1].graph.node):
+            holders.append(sys.getrefcount(written[-1]))  # ``written``, the argument
+        written.clear()
+        return open_(*args)
 
-    monkeypatch.setattr(measure_module, "make_session", counting(measure_module.make_session))
-    monkeypatch.setattr(float_pass, "make_session", counting(float_pass.make_session))
+    monkeypatch.setattr(session_module, "write_for_session", writing)
+    monkeypatch.setattr(session_module, "_open", opening)
     model = models.conv_bn_relu()
     improve = replace(preset("default"), bias_correction=True)  # its int8 runs too
     quantize(model, _data(), improve=improve, check_samples=0)
-    assert len(seen) >= 3  # the clipping choice's two candidates, bias correction's after
-    assert set(seen) == {2}
+    assert len(holders) >= 3  # the clipping choice's two candidates, bias correction's after
+    assert set(holders) == {2}

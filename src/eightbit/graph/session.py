@@ -150,6 +150,21 @@ def make_session(
     return _open(os.fspath(path), options, f"model file {str(path)!r}")
 
 
+def handed_session(model: ModelProto, *, threads: int | None = None) -> ort.InferenceSession:
+    """``make_session(model, threads=threads)`` for a caller that hands ``model`` over
+    (keeps no reference to it): a big one is written to the session's file and let go
+    before ONNX Runtime opens it, so its proto and ONNX Runtime's copy (with the packed
+    weights ONNX Runtime makes as it opens) are never held at once (§C.11)."""
+    if not through_file(model):
+        return make_session(model, threads=threads)
+    options = _session_options(threads, None, "all")
+    with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
+        path = Path(tmp) / "model.onnx"
+        write_for_session(model, path)
+        del model
+        return _open(os.fspath(path), options, "the model")
+
+
 def session_with_arrays(
     model: ModelProto,
     arrays: Mapping[str, np.ndarray],

@@ -27,7 +27,7 @@ from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, exposing_session, make_session
 from eightbit.graph.run_size import samples_per_run
-from eightbit.graph.session import through_file
+from eightbit.graph.session import handed_session, through_file
 from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
 from eightbit.improve.budget import Measured
 
@@ -196,8 +196,9 @@ class OutputReference:
         """The first output of ``quantized_model`` on every batch, in order. A caller that
         hands the model over (holds no reference) lets a big one go while its session
         runs (§C.11)."""
-        session = make_session(quantized_model, threads=self.threads)
+        given = [quantized_model]
         del quantized_model
+        session = handed_session(given.pop(), threads=self.threads)
         values = [np.asarray(session.run([self.name], batch)[0]) for batch in self.batches]
         return np.concatenate(values)
 
