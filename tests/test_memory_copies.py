@@ -6,7 +6,7 @@ that copies, or checks that the copy is gone.
 
 from __future__ import annotations
 
-import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -25,6 +25,7 @@ from eightbit.improve._onnx import comparison_model
 from eightbit.improve.measure import compare
 from eightbit.improve.weights import bias_shifts as shifts_module
 from eightbit.pipeline import quantize
+from eightbit.pipeline.state import State
 from eightbit.quant import QuantConfig
 from tests.fixtures import models
 
@@ -123,31 +124,33 @@ def test_a_big_comparison_shares_the_weights_of_its_two_models(
     np.testing.assert_array_equal(big.output_shift, small.output_shift)
 
 
-def test_quantize_lets_go_of_the_model_as_read_once_it_is_normalized(
+def test_quantize_normalizes_the_model_as_read_in_place(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # (C.11) The model as read is given up to normalization, so the steps' float model is
+    # that very object: a big model's weights are never held twice, even for a moment.
     seen: list[onnx.ModelProto] = []
-    references: list[int] = []
+    prepared: list[bool] = []
     real_start, real_steps = pipeline_module._start, pipeline_module.steps
 
-    def start(model: onnx.ModelProto, *args: object) -> object:
+    def start(model: onnx.ModelProto, *args: object, **kwargs: object) -> object:
         seen.append(model)
-        return real_start(model, *args)  # type: ignore[arg-type]
+        return real_start(model, *args, **kwargs)  # type: ignore[arg-type]
 
-    class Counting:
+    class Looking:
         def applies(self, settings: object) -> bool:
             return True
 
-        def run(self, state: object) -> object:
-            references.append(sys.getrefcount(seen[0]))
+        def run(self, state: State) -> State:
+            prepared.append(state.prepared is seen[0] and state.float_source is seen[0])
             return state
 
     monkeypatch.setattr(pipeline_module, "_start", start)
-    monkeypatch.setattr(pipeline_module, "steps", lambda: (Counting(), *real_steps()))
+    monkeypatch.setattr(pipeline_module, "steps", lambda: (Looking(), *real_steps()))
     model = models.conv_bn_relu()
     quantize(model, models.random_inputs(model, n=8), improve="fast", check_samples=0)
-    # Held by ``seen`` and by getrefcount's argument only: no step can reach it.
-    assert references == [2]
+    assert prepared == [True]
+    assert "BatchNormalization" not in [n.op_type for n in seen[0].graph.node]  # folded
 
 
 def test_a_session_reads_arrays_as_it_would_read_initializers() -> None:
@@ -202,3 +205,20 @@ def test_the_comparison_measures_each_tensor_as_soon_as_both_models_made_it() ->
     last_of_models = max(i for i, name in enumerate(order) if not name.startswith("__eightbit"))
     assert first_measure < last_of_models  # not every tensor held until both models ran
     assert len(model.graph.node) >= 3
+
+
+def test_a_big_model_is_saved_one_initializer_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # (C.11) Past STREAM_ABOVE a single-file model is never serialized whole (a string
+    # the size of the int8 model beside it); the file holds the same bytes.
+    model = normalize(models.if_branches())
+    expected = model.SerializeToString()
+    monkeypatch.setattr(files_module, "STREAM_ABOVE", 0)
+
+    def whole(*args: object) -> None:
+        raise AssertionError("the model was serialized whole")
+
+    monkeypatch.setattr(files_module, "atomic_write_bytes", whole)
+    files_module.save_model(model, tmp_path / "model.onnx")
+    assert (tmp_path / "model.onnx").read_bytes() == expected

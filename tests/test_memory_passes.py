@@ -8,8 +8,10 @@ own passes. The fixtures are small: the threshold is lowered to make them "big".
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,6 +23,7 @@ from eightbit.calibrate import CalibrationConfig, calibrate
 from eightbit.calibrate import collect as collect_module
 from eightbit.export import to_qdq
 from eightbit.graph import Graph, normalize
+from eightbit.graph import session as session_module
 from eightbit.graph.files import write_for_session
 from eightbit.improve import clipping_choice as clipping_module
 from eightbit.improve import float_pass
@@ -257,7 +260,7 @@ def test_a_float_model_checked_from_its_file_is_not_prepacked(
 def _int8_samples(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records, per int8 session the measuring steps open, the samples it runs."""
     runs: list[int] = []
-    session = measure_module.make_session
+    session = measure_module.handed_session
 
     class Counted:
         def __init__(self, inner: object) -> None:
@@ -275,7 +278,7 @@ def _int8_samples(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         )
         return Counted(made) if quantized else made
 
-    monkeypatch.setattr(measure_module, "make_session", counted)
+    monkeypatch.setattr(measure_module, "handed_session", counted)
     return runs
 
 
@@ -333,3 +336,35 @@ def test_a_big_models_check_reads_calibrations_float_outputs(
     for mine, theirs in zip(big.check.outputs, small.check.outputs, strict=True):
         assert mine.sqnr_db == pytest.approx(theirs.sqnr_db, abs=1e-3)
         assert mine.top1_agreement == theirs.top1_agreement
+
+
+def test_the_measuring_steps_int8_models_are_let_go_of_before_their_sessions_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) On a big model the clipping choice's and bias correction's int8 models are
+    # held by nothing of ours when ONNX Runtime opens their session (its copy, and the
+    # packed weights it makes as it opens, are then the only ones): each is made in the
+    # call that measures it, handed on, written to the session's file and let go.
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # read calibration's pass
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # sessions from files
+    written: list[onnx.ModelProto] = []
+    holders: list[int] = []
+    write, open_ = session_module.write_for_session, session_module._open
+
+    def writing(model: onnx.ModelProto, *args: Any) -> None:
+        written.append(model)
+        write(model, *args)
+
+    def opening(*args: Any) -> Any:
+        if written and any(n.op_type == "QuantizeLinear" for n in written[-1].graph.node):
+            holders.append(sys.getrefcount(written[-1]))  # ``written``, the argument
+        written.clear()
+        return open_(*args)
+
+    monkeypatch.setattr(session_module, "write_for_session", writing)
+    monkeypatch.setattr(session_module, "_open", opening)
+    model = models.conv_bn_relu()
+    improve = replace(preset("default"), bias_correction=True)  # its int8 runs too
+    quantize(model, _data(), improve=improve, check_samples=0)
+    assert len(holders) >= 3  # the clipping choice's two candidates, bias correction's after
+    assert set(holders) == {2}

@@ -23,6 +23,7 @@ from eightbit.graph import run_size as run_size_module
 from eightbit.graph import session as session_module
 from eightbit.graph.run_size import activation_bytes, samples_per_run, weight_bytes
 from eightbit.graph.view import InitializerArrays
+from eightbit.improve import float_pass
 from eightbit.improve.presets import preset
 from eightbit.improve.weights import bias_correction as bias_module
 from eightbit.improve.weights import bias_shifts as shifts_module
@@ -250,7 +251,10 @@ def test_quantize_with_the_float_model_on_disk_makes_the_same_model(
     load = SpilledModel.load
 
     def counted(self: SpilledModel) -> onnx.ModelProto:
-        loads.append(self)
+        # Calibration and the check read back the model they let go of while their
+        # session ran (§C.11): the prepared and int8 models, not the float model on disk.
+        if sys._getframe(1).f_code.co_qualname not in ("_calibrate_from_disk", "Check.run"):
+            loads.append(self)
         return load(self)
 
     monkeypatch.setattr(SpilledModel, "load", counted)
@@ -262,3 +266,89 @@ def test_quantize_with_the_float_model_on_disk_makes_the_same_model(
     assert spilled.check.to_dict() == kept.check.to_dict()
     assert _weights(spilled.float_model) == _weights(kept.float_model)
     assert len(loads) == 1
+
+
+def test_a_big_model_is_let_go_of_while_calibration_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) While calibration's session runs, the float model it was given is held by
+    # nothing of ours (ONNX Runtime's copy of the weights is the only one in memory), and
+    # the session reads the weights from the model's file; afterwards the steps read it
+    # again, whole: the int8 model is the same as when it stayed in memory.
+    model, data = models.conv_bn_relu(), _data(40)
+    monkeypatch.setattr(float_pass, "SHARED_PASS_BYTES", 0)  # with calibration's tap
+    kept = quantize(model, data)
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
+    given: list[onnx.ModelProto] = []
+    holders: list[int] = []
+    spill, observe_all = SpilledModel.of.__func__, collect_module.observe_all  # type: ignore[attr-defined]
+
+    def spilled(cls: type[SpilledModel], model: onnx.ModelProto) -> SpilledModel:
+        if not given:
+            given.append(model)  # calibration's is the first model spilled
+        return spill(cls, model)
+
+    def observed(*args: object, **kwargs: object) -> None:
+        holders.append(sys.getrefcount(given[0]))
+        observe_all(*args, **kwargs)
+
+    monkeypatch.setattr(SpilledModel, "of", classmethod(spilled))
+    monkeypatch.setattr(collect_module, "observe_all", observed)
+    result = quantize(model, data)
+    # ``given`` and getrefcount's argument only: the state, the tap, the pipeline let go.
+    assert holders == [2]
+    assert result.model.SerializeToString() == kept.model.SerializeToString()
+
+
+def test_a_big_model_is_corrected_in_place_once_its_planned_form_is_on_disk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) Bias correction of a big model writes the corrected biases into the model it
+    # was given (its uncorrected form, the float model and the plan's source, waits on
+    # disk), not into a copy beside it; the int8 model and the float model are the same.
+    model, data = models.conv_bn_relu(), _data(40)
+    improve = replace(preset("default"), bias_correction=True)  # kept even if not better
+    kept = quantize(model, data, improve=improve)
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
+    applied: list[bool] = []
+    apply = bias_module._apply
+
+    def counted(*args: object, **kwargs: object) -> onnx.ModelProto:
+        applied.append(bool(args[3:] and args[3]))
+        return apply(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bias_module, "_apply", counted)
+    result = quantize(model, data, improve=improve)
+    assert applied == [True]
+    assert result.model.SerializeToString() == kept.model.SerializeToString()
+    assert _weights(result.float_model) == _weights(kept.float_model)
+
+
+def test_a_big_int8_model_is_let_go_of_while_its_check_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (C.11) The quick check runs a big int8 model from its file while nothing of ours
+    # holds the proto (ONNX Runtime's copy is the only one), then reads it back: the
+    # model and the check's figures are the same.
+    model, data = models.conv_bn_relu(), _data(40)
+    kept = quantize(model, data, improve="fast")
+    monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
+    made: list[onnx.ModelProto] = []
+    holders: list[int] = []
+    export, check = stages.to_qdq, stages.quick_check
+
+    def exported(*args: object) -> onnx.ModelProto:
+        made.append(export(*args))  # type: ignore[arg-type]
+        return made[-1]
+
+    def checked(*args: object, **kwargs: object) -> object:
+        holders.append(sys.getrefcount(made[-1]))
+        return check(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stages, "to_qdq", exported)
+    monkeypatch.setattr(stages, "quick_check", checked)
+    result = quantize(model, data, improve="fast")
+    assert holders == [2]  # ``made`` and getrefcount's argument only
+    assert result.model.SerializeToString() == kept.model.SerializeToString()
+    assert result.check is not None and kept.check is not None
+    assert result.check.to_dict() == kept.check.to_dict()

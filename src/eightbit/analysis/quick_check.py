@@ -86,7 +86,7 @@ class QuickCheck:
 
 def quick_check(
     float_model: onnx.ModelProto,
-    int8_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto | str | os.PathLike[str],
     batches: Iterable[Mapping[str, np.ndarray]],
     threads: int | None = None,
     float_file: str | os.PathLike[str] | None = None,
@@ -96,7 +96,8 @@ def quick_check(
     float, on ``batches``. ``float_file``: the float model's file, when it is on disk: the
     session reads it there, and ``float_model`` may be its weightless skeleton.
     ``float_outputs``: every output of the float model on all of ``batches``, in order,
-    computed already (§C.10.3): the float model is not run."""
+    computed already (§C.10.3): the float model is not run. ``int8_model`` may be the int8
+    model's file (§C.11)."""
     # The batches are read twice (kept in a list if they can be read once).
     feeds_list = batches if iter(batches) is not batches else list(batches)
     # Runs of at most ``run_size`` samples (§C.9): each output row is the same.
@@ -123,7 +124,7 @@ BatchOutputs = dict[str, tuple[np.ndarray, np.ndarray]]
 
 def batch_outputs(
     float_model: onnx.ModelProto | str | os.PathLike[str],
-    int8_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto | str | os.PathLike[str],
     batches: Sequence[Mapping[str, np.ndarray]],
     threads: int | None,
     *,
@@ -146,7 +147,7 @@ def batch_outputs(
 
 def _beside_float(
     float_outputs: Mapping[str, np.ndarray],
-    int8_model: onnx.ModelProto,
+    int8_model: onnx.ModelProto | str | os.PathLike[str],
     batches: Sequence[Mapping[str, np.ndarray]],
     threads: int | None,
 ) -> list[BatchOutputs]:

@@ -13,6 +13,7 @@ import difflib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -120,8 +121,14 @@ def _prepare(
     return (the session holds its own copy), so they do not add to the memory in use
     while batches run.
     """
+    folder = None
     if normalized and isinstance(model, onnx.ModelProto):
         prepared = model  # loaded and checked by the caller, only read here: no copy
+    elif normalized:
+        # (C.11) A normalized model's file: its weights are never read here; ONNX Runtime
+        # reads them from beside it and holds the only copy in memory.
+        folder = Path(model).parent
+        prepared = onnx.load(os.fspath(model), load_external_data=False)
     else:
         loaded = load_model(model)
         prepared = loaded if normalized else normalize(loaded)
@@ -137,17 +144,23 @@ def _prepare(
     )
     exposed = [*names, *(name for name in tapped if name not in names)]
     run_size = _run_size(graph, exposed, config)
-    return model_runner(prepared, graph, exposed, threads), names, source, run_size
+    run = model_runner(prepared, graph, exposed, threads, folder)
+    return run, names, source, run_size
 
 
 def model_runner(
-    prepared: onnx.ModelProto, graph: Graph, names: Sequence[str], threads: int | None
+    prepared: onnx.ModelProto,
+    graph: Graph,
+    names: Sequence[str],
+    threads: int | None,
+    folder: Path | None = None,
 ) -> Run:
-    """The normalized model as a function of one batch, returning the tensors ``names``."""
+    """The normalized model as a function of one batch, returning the tensors ``names``
+    (``folder``: where the weights ``prepared`` refers to as external data are)."""
     input_names = {info.name for info in graph.inputs}
     computed = [name for name in names if name not in input_names]
     fed = [name for name in names if name in input_names]
-    session = exposing_session(prepared, computed, threads=threads, lean=True)
+    session = exposing_session(prepared, computed, threads=threads, lean=True, folder=folder)
 
     def run(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outputs = session.run(computed, batch) if computed else []

@@ -256,15 +256,20 @@ def copy_except(source: Any, target: Any, skipped: str) -> None:
 
     How a model is split from its weights without copying the weights.
     """
-    for field, value in source.ListFields():
-        if field.name == skipped:
-            continue
-        if _is_repeated(field):
-            getattr(target, field.name).extend(value)
-        elif field.type == field.TYPE_MESSAGE:
-            getattr(target, field.name).CopyFrom(value)
-        else:
-            setattr(target, field.name, value)
+    for field, _ in source.ListFields():
+        if field.name != skipped:
+            copy_field(source, target, field.name)
+
+
+def copy_field(source: Any, target: Any, name: str) -> None:
+    """Copy the field ``name`` of a proto message into ``target`` (set, or extended)."""
+    field, value = source.DESCRIPTOR.fields_by_name[name], getattr(source, name)
+    if _is_repeated(field):
+        getattr(target, name).extend(value)
+    elif field.type == field.TYPE_MESSAGE:
+        getattr(target, name).CopyFrom(value)
+    else:
+        setattr(target, name, value)
 
 
 def _is_repeated(field: Any) -> bool:

@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import onnx
 from google.protobuf.message import DecodeError, EncodeError
@@ -23,6 +23,7 @@ from eightbit.errors import ModelError
 from eightbit.graph._proto import (
     all_tensors,
     copy_except,
+    copy_field,
     one_line,
     tensor_byte_size,
     uses_external_data,
@@ -42,6 +43,9 @@ EXTERNAL_MIN_BYTES = 1024
 EXACT_SIZE_BELOW = 16 * 2**20
 # Offsets of tensors in the data file are multiples of this (cache lines, SIMD loads).
 DATA_ALIGNMENT = 64
+# Past this size a single-file model is written one initializer at a time
+# (``write_serialized``), not from one string of its whole serialization (§C.11).
+STREAM_ABOVE = 64 * 2**20
 
 
 def load_model(source: str | os.PathLike[str] | ModelProto, *, check: bool = True) -> ModelProto:
@@ -150,7 +154,11 @@ def save_model(
                 f"the model is {size / 2**30:.1f} GiB, over protobuf's 2 GiB limit for one "
                 "file; save it with external_data=True"
             )
-        atomic_write_bytes(destination, model.SerializeToString())
+        if size <= STREAM_ABOVE:
+            atomic_write_bytes(destination, model.SerializeToString())
+            return
+        with atomic_path(destination) as tmp, tmp.open("wb") as file:
+            write_serialized(model, file)
         return
     data_name = destination.name + ".data"
     # The data file is renamed into place first, so the model never points at a missing file.
@@ -162,6 +170,57 @@ def save_model(
             skeleton = _write_weights(model, data_file, data_name)
         model_tmp.write_bytes(skeleton.SerializeToString())
     log.info("saved %s with weights in %s", destination, data_name)
+
+
+def write_serialized(model: ModelProto, file: BinaryIO) -> None:
+    """Write ``model.SerializeToString()`` to ``file`` one initializer at a time (§C.11).
+
+    protobuf writes a message's fields in field-number order, so the model is the bytes of
+    its fields before ``graph``, the graph's tag and length, the graph's fields before
+    ``initializer``, each initializer as its own tag, length and bytes, then the rest:
+    the same bytes as one ``SerializeToString``, never more than one weight's copy at once.
+    """
+    graph = model.graph
+    head, tail = _split_at(model, "graph")
+    graph_head, graph_tail = _split_at(graph, "initializer")
+    sizes = [tensor.ByteSize() for tensor in graph.initializer]
+    graph_size = len(graph_head) + len(graph_tail)
+    graph_size += sum(1 + _varint_bytes(size) + size for size in sizes)
+    file.write(head)
+    file.write(bytes([_GRAPH_TAG]) + _varint(graph_size) + graph_head)
+    for tensor, size in zip(graph.initializer, sizes, strict=True):
+        file.write(bytes([_INITIALIZER_TAG]) + _varint(size))
+        file.write(tensor.SerializeToString())
+    file.write(graph_tail)
+    file.write(tail)
+
+
+# Length-delimited tags (wire type 2) of ModelProto.graph (7) and GraphProto.initializer (5).
+_GRAPH_TAG, _INITIALIZER_TAG = 7 << 3 | 2, 5 << 3 | 2
+
+
+def _split_at(message: Any, name: str) -> tuple[bytes, bytes]:
+    """The serialized fields of ``message`` numbered below and above its field ``name``."""
+    number = message.DESCRIPTOR.fields_by_name[name].number
+    below, above = type(message)(), type(message)()
+    for field, _ in message.ListFields():
+        if field.number != number:
+            part = below if field.number < number else above
+            copy_field(message, part, field.name)
+    return below.SerializeToString(), above.SerializeToString()
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _varint_bytes(value: int) -> int:
+    return len(_varint(value))
 
 
 def write_for_session(

@@ -47,8 +47,12 @@ _CONVERTER_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
-def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> ModelProto:
-    """A normalized copy of ``model`` with the same outputs; ``model`` itself is not changed.
+def normalize(
+    model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET, in_place: bool = False
+) -> ModelProto:
+    """A normalized copy of ``model`` with the same outputs; ``model`` itself is not changed
+    (``in_place``: ``model`` itself is normalized and returned, for a caller that gives it
+    up: a big model's weights are then not held twice, §C.11).
 
     In order: sort and name the nodes; treat inputs that have an initializer as constants;
     fold constants (Constant nodes and constant-only subexpressions become initializers);
@@ -59,8 +63,9 @@ def normalize(model: ModelProto, *, min_opset: int = PER_CHANNEL_OPSET) -> Model
     (graph/patterns.py).
     Raises ``ModelError`` when onnx's converter cannot upgrade the model.
     """
-    work = ModelProto()
-    work.CopyFrom(model)
+    work = model if in_place else ModelProto()
+    if not in_place:
+        work.CopyFrom(model)
     graph = work.graph
     sort_nodes(graph)
     _report("named %d unnamed or duplicate nodes", name_nodes(graph))

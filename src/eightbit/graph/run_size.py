@@ -13,7 +13,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from eightbit.graph._proto import tensor_byte_size
+from onnx import TensorProto
+
+from eightbit.graph._proto import np_dtype, tensor_byte_size, uses_external_data
 from eightbit.graph.view import Graph
 
 # Weights, twice, plus one run's activations (C.9.1).
@@ -39,7 +41,16 @@ def activation_bytes(graph: Graph, tensors: Sequence[str] | None = None) -> int:
 
 
 def weight_bytes(graph: Graph) -> int:
-    return sum(tensor_byte_size(tensor) for tensor in graph.model.graph.initializer)
+    """The bytes of the model's weights, those it keeps in a file (external data, §C.11)
+    counted from their shapes, as the session that reads them will hold them."""
+    return sum(_loaded_bytes(tensor) for tensor in graph.model.graph.initializer)
+
+
+def _loaded_bytes(tensor: TensorProto) -> int:
+    dtype = np_dtype(tensor.data_type)
+    if not uses_external_data(tensor) or dtype is None:
+        return tensor_byte_size(tensor)
+    return math.prod(tensor.dims) * dtype.itemsize
 
 
 def samples_per_run(graph: Graph, batch_size: int, tensors: Sequence[str] | None = None) -> int:

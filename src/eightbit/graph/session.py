@@ -152,6 +152,21 @@ def make_session(
     return _open(os.fspath(path), options, f"model file {str(path)!r}")
 
 
+def handed_session(model: ModelProto, *, threads: int | None = None) -> ort.InferenceSession:
+    """``make_session(model, threads=threads)`` for a caller that hands ``model`` over
+    (keeps no reference to it): a big one is written to the session's file and let go
+    before ONNX Runtime opens it, so its proto and ONNX Runtime's copy (with the packed
+    weights ONNX Runtime makes as it opens) are never held at once (§C.11)."""
+    if not through_file(model):
+        return make_session(model, threads=threads)
+    options = _session_options(threads, None, "all")
+    with tempfile.TemporaryDirectory(prefix="eightbit-", ignore_cleanup_errors=True) as tmp:
+        path = Path(tmp) / "model.onnx"
+        write_for_session(model, path)
+        del model
+        return _open(os.fspath(path), options, "the model")
+
+
 def session_with_arrays(
     model: ModelProto,
     arrays: Mapping[str, np.ndarray],
@@ -195,12 +210,21 @@ def exposing_session(
     threads: int | None = None,
     optimization: Optimization = "all",
     lean: bool = False,
+    folder: Path | None = None,
 ) -> ort.InferenceSession:
     """``make_session(with_outputs(model, names), ...)`` without the copy of the weights.
 
     A large model goes to ONNX Runtime through a file whose graph gets the new outputs as
     it is written, so the only copies of its weights are ``model``'s and ONNX Runtime's.
+    ``folder``: where the external data ``model`` refers to is (a model file read without
+    its weights, §C.11): the session's graph is written beside it, and ONNX Runtime's are
+    then the only copy of the weights in memory.
     """
+    if folder is not None:
+        options = _session_options(threads, None, optimization)
+        if lean:
+            _make_lean(options)
+        return _open_beside(model, folder, options, _exposed_outputs(model, names))
     if byte_size(model) <= SESSION_FILE_BYTES:
         exposed = with_outputs(model, names)
         return make_session(exposed, threads=threads, optimization=optimization, lean=lean)
@@ -222,6 +246,25 @@ def _open_through_file(
         path = Path(tmp) / "model.onnx"
         write_for_session(model, path, outputs, weights)
         return _open(os.fspath(path), options, "the model")
+
+
+def _open_beside(
+    skeleton: ModelProto,
+    folder: Path,
+    options: ort.SessionOptions,
+    outputs: Sequence[ValueInfoProto],
+) -> ort.InferenceSession:
+    """A session of ``skeleton`` (its weights external data in ``folder``) with ``outputs``
+    added, from a graph file written into ``folder`` and removed once the session is open."""
+    graph = ModelProto()
+    graph.CopyFrom(skeleton)  # weightless: a few hundred kB
+    graph.graph.output.extend(outputs)
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".onnx", delete=False) as file:
+        file.write(graph.SerializeToString())
+    try:
+        return _open(file.name, options, "the model")
+    finally:
+        Path(file.name).unlink(missing_ok=True)
 
 
 def _make_lean(options: ort.SessionOptions) -> None:

@@ -39,16 +39,19 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 class ModelEdit:
-    """A copy of a model whose node inputs are rewritten as constants.
+    """A copy of a model (or the model itself) whose node inputs are rewritten as constants.
 
     ``set`` overwrites an initializer read only by that node, and gives a shared or absent
     one a fresh initializer, so no other node sees the change (a weight shared by two
     nodes, or one Clip bound constant shared by every ReLU6 of the network).
     """
 
-    def __init__(self, model: onnx.ModelProto) -> None:
-        self.model = onnx.ModelProto()
-        self.model.CopyFrom(model)
+    def __init__(self, model: onnx.ModelProto, *, copy: bool = True) -> None:
+        # ``copy=False`` edits ``model`` itself (a caller that gave it up).
+        self.model = model
+        if copy:
+            self.model = onnx.ModelProto()
+            self.model.CopyFrom(model)
         graph = self.model.graph
         self._tensors = {tensor.name: tensor for tensor in graph.initializer}
         self._nodes = {node.name: node for node in graph.node}

@@ -24,8 +24,9 @@ import onnx
 
 from eightbit.analysis.metrics import sqnr_db
 from eightbit.calibrate.data import Batch
-from eightbit.graph import Graph, make_session
+from eightbit.graph import Graph
 from eightbit.graph.run_size import weight_bytes
+from eightbit.graph.session import handed_session
 from eightbit.ops import lookup
 from eightbit.ops.spec import optional_input
 
@@ -146,8 +147,12 @@ class FloatTap:
 def int8_outputs(
     model: onnx.ModelProto, batches: Sequence[Batch], name: str, threads: int | None
 ) -> np.ndarray:
-    """The output ``name`` of ``model`` on every batch, in order (one session, let go)."""
-    session = make_session(model, threads=threads)
+    """The output ``name`` of ``model`` on every batch, in order (one session, let go).
+    A caller that hands ``model`` over (holds no reference) lets a big one go while its
+    session runs (§C.11)."""
+    given = [model]
+    del model
+    session = handed_session(given.pop(), threads=threads)
     values = [np.asarray(session.run([name], dict(batch))[0]) for batch in batches]
     del session
     return np.concatenate(values)

@@ -27,7 +27,7 @@ from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, exposing_session, make_session
 from eightbit.graph.run_size import samples_per_run
-from eightbit.graph.session import through_file
+from eightbit.graph.session import handed_session, through_file
 from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
 from eightbit.improve.budget import Measured
 
@@ -193,8 +193,14 @@ class OutputReference:
         return np.concatenate(self.references)
 
     def outputs(self, quantized_model: onnx.ModelProto) -> np.ndarray:
-        """The first output of ``quantized_model`` on every batch, in order."""
-        return np.concatenate(list(self._outputs(quantized_model)))
+        """The first output of ``quantized_model`` on every batch, in order. A caller that
+        hands the model over (holds no reference) lets a big one go while its session
+        runs (§C.11)."""
+        given = [quantized_model]
+        del quantized_model
+        session = handed_session(given.pop(), threads=self.threads)
+        values = [np.asarray(session.run([self.name], batch)[0]) for batch in self.batches]
+        return np.concatenate(values)
 
     def sqnr(self, quantized_model: onnx.ModelProto) -> float:
         """Output SQNR of ``quantized_model`` (same first output name) on the batches;

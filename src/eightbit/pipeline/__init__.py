@@ -187,14 +187,18 @@ def quantize(
 
     def run(chosen: QuantConfig) -> QuantizedModel:
         concrete = dataclasses.replace(settings, config=chosen)
-        read = held[0] if evidence is not None else held.pop()
-        state = _start(read, data, ranges, image, check_samples, concrete)
+        owned = evidence is None  # no second run reads the model: it is given up
+        read = held.pop() if owned else held[0]
+        state = _start(read, data, ranges, image, check_samples, concrete, owned=owned)
         del read
-        state = dataclasses.replace(state, reports=reports)
+        # Each state is handed to its step, not kept here: a step may then let go of what
+        # the state held (a big model's weights while a session holds its own, §C.11).
+        handed = [dataclasses.replace(state, reports=reports)]
+        del state
         for step in dynamic_steps() if chosen.mode == "dynamic" else steps():
             if step.applies(concrete):
-                state = step.run(state)
-        return state.result()
+                handed.append(step.run(handed.pop()))
+        return handed.pop().result()
 
     if config.mode == "auto":
         return choose_mode(evidence, config, settings.improve, run)
@@ -221,12 +225,18 @@ def _start(
     image: ImageOptions | None,
     check_samples: int | None,
     settings: Settings,
+    *,
+    owned: bool = False,
 ) -> State:
-    """The state before any step: the model normalized, the data opened and split."""
+    """The state before any step: the model normalized, the data opened and split.
+
+    ``owned``: the caller gives ``exported`` up; it is then normalized in place unless it
+    is kept (bias correction without samples reads its BatchNormalization statistics)."""
     # int16 tensors need opset 21 (§Q17): the plan is made from the model at that opset, so
     # the export does not have to upgrade it (the converter adds nodes the plan never saw).
     opset = INT16_QDQ_OPSET if settings.config.int16 else PER_CHANNEL_OPSET
-    float_model = normalize(exported, min_opset=opset)
+    keeps = data is None or ranges is not None  # no samples: ``State.exported`` is kept
+    float_model = normalize(exported, min_opset=opset, in_place=owned and not keeps)
     calibration = settings.calibration
     source = None
     if data is not None:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Protocol
 
 import onnx
 
 from eightbit.analysis.quick_check import QuickCheck, quick_check
 from eightbit.calibrate import DataSource, Ranges, calibrate, open_data
+from eightbit.calibrate.data import Batch
 from eightbit.distributed import RayScore, calibrate_on_ray, quick_check_on_ray
 from eightbit.errors import ConfigError
 from eightbit.export import to_qdq
 from eightbit.graph import Graph
+from eightbit.graph.session import through_file
 from eightbit.graph.stem import space_to_depth_stems
 from eightbit.improve.centre import centre_activations
 from eightbit.improve.clipping_choice import choose_clipping, scoring_samples
@@ -154,6 +157,11 @@ class Calibrate:
             return replace(state, ranges=_calibrate_on_ray(state, needed))
         tap = _float_tap(state)
         held_back = _held_back(state) if tap is not None and tap.check_outputs else ()
+        if through_file(state.prepared):
+            given = [state]
+            del state  # this frame must not keep the model alive (§C.11)
+            return _calibrate_from_disk(given.pop(), needed, tap, held_back)
+        assert state.source is not None  # checked above (``del`` forgets it)
         ranges = calibrate(
             state.prepared,
             window(state.source, 0, state.calibrate_count),
@@ -168,6 +176,43 @@ class Calibrate:
         shared = None if tap is None else tap.result()
         check_float = shared.held_back if shared is not None and shared.held_back else None
         return replace(state, ranges=ranges, shared_float=shared, check_float=check_float)
+
+
+def _calibrate_from_disk(
+    state: State, needed: list[str], tap: FloatTap | None, held_back: Iterable[Batch]
+) -> State:
+    """(C.11) Calibration of a big model whose weights wait on disk while its session
+    runs: ONNX Runtime's copy is then the only one in memory. The state given here is the
+    only holder of the model (the pipeline hands states over), so once it and the tap
+    hold the weightless skeleton instead, the proto is let go; the model is read back
+    (the same values) when the session is gone."""
+    source = state.source
+    assert source is not None  # Calibrate.run checked
+    settings = state.settings
+    spilled = SpilledModel.of(state.prepared)
+    skeleton = spilled.skeleton()
+    same = state.float_source is state.prepared
+    state = replace(state, prepared=skeleton, float_source=skeleton if same else state.float_source)
+    if tap is not None:
+        tap.model = skeleton
+    ranges = calibrate(
+        spilled.path,
+        window(source, 0, state.calibrate_count),
+        settings.calibration,
+        tensors=needed,
+        threads=settings.threads,
+        progress=settings.progress,
+        normalized=True,
+        tap=tap,
+        held_back=held_back,
+    )
+    model = spilled.load()
+    shared = None if tap is None else replace(tap.result(), model=model)
+    check_float = shared.held_back if shared is not None and shared.held_back else None
+    return replace(
+        state, prepared=model, float_source=model if same else state.float_source,
+        ranges=ranges, shared_float=shared, check_float=check_float,
+    )  # fmt: skip
 
 
 def _float_tap(state: State) -> FloatTap | None:
@@ -304,10 +349,15 @@ class BiasCorrection:
         return settings.learned if self.learned else _nearest_stage(settings)
 
     def run(self, state: State) -> State:
-        planned = state.planned  # read once (a big one may wait on disk)
-        assert state.plan is not None and planned is not None  # Plan ran
+        planned, plan = state.planned, state.plan  # read once (a big one may wait on disk)
+        assert plan is not None and planned is not None  # Plan ran
         settings = state.settings
         model = state.prepared if self.learned else planned
+        # (C.11) A big model's uncorrected weights wait on disk as the float model and the
+        # plan's source; the correction is then written into the model in memory, not a copy.
+        in_place = model is planned and model is state.prepared and through_file(model)
+        if in_place:
+            state = _spill_sources(state)
         statistics = None
         if state.samples is None:
             assert state.exported is not None  # _start keeps it when there are no samples
@@ -317,7 +367,7 @@ class BiasCorrection:
         # int8 output.
         corrected, report = bias_correction(
             model,
-            state.plan,
+            plan,
             state.samples,
             reference=planned,
             weight_shifts=not self.learned,
@@ -325,11 +375,20 @@ class BiasCorrection:
             keep="always" if settings.improve.bias_correction else "if_better",
             threads=settings.threads,
             shared=None if self.learned else _shared_for(state),
+            in_place=in_place,
         )
-        plan = rebias(Graph(corrected), state.plan)
+        plan = rebias(Graph(corrected), plan)
         kept = report if self.learned or not settings.learned else None
         # Calibration's pass has served its last step: its means are let go (§C.10).
         return state.reported(kept, prepared=corrected, plan=plan, shared_float=None)
+
+
+def _spill_sources(state: State) -> State:
+    """``state`` whose float model and planned model, where they are ``prepared``, read
+    from one copy of it on disk (``prepared`` stays in memory)."""
+    spilled = SpilledModel.of(state.prepared)
+    float_source = spilled if state.float_source is state.prepared else state.float_source
+    return replace(state, float_source=float_source, planned_source=spilled)
 
 
 def _shared_for(state: State) -> SharedFloat | None:
@@ -504,24 +563,37 @@ class Check:
             Graph(float_model).inputs,
             batch_size=state.settings.calibration.batch_size,
         )
+        if state.settings.ray is None and through_file(state.qdq):
+            # (C.11) The int8 model waits on disk while its session runs (ONNX Runtime's
+            # copy is then the only one in memory), and is read back after.
+            spilled = SpilledModel.of(state.qdq)
+            state = replace(state, qdq=None)
+            check = _quick_check(state, held_back, float_model, spilled.path)
+            return replace(state, held_back=held_back, check=check, qdq=spilled.load())
         check = _quick_check(state, held_back, float_model)
         return replace(state, held_back=held_back, check=check)
 
 
 def _quick_check(
-    state: State, held_back: DataSource, float_model: onnx.ModelProto
+    state: State,
+    held_back: DataSource,
+    float_model: onnx.ModelProto,
+    int8_file: Path | None = None,
 ) -> QuickCheck | None:
-    """The check of ``state.qdq`` on the held-back samples, on the cluster with ``--ray``.
-    ``float_model``: the float model, or its skeleton when it waits on disk."""
-    assert state.qdq is not None
+    """The check of ``state.qdq`` (or of the int8 model in ``int8_file``, here) on the
+    held-back samples, on the cluster with ``--ray``. ``float_model``: the float model,
+    or its skeleton when it waits on disk."""
     settings = state.settings
     source = state.float_source
     if settings.ray is None or state.data is None:
+        int8 = int8_file or state.qdq
+        assert int8 is not None  # Export ran
         return quick_check(
-            float_model, state.qdq, held_back, settings.threads,
+            float_model, int8, held_back, settings.threads,
             float_file=source.path if isinstance(source, SpilledModel) else None,
             float_outputs=state.check_float,
         )  # fmt: skip
+    assert state.qdq is not None  # Export ran
     return quick_check_on_ray(
         state.float_model, state.qdq, state.data, ray=settings.ray,
         batch_size=settings.calibration.batch_size, start=state.calibrate_count,

@@ -96,6 +96,7 @@ def bias_correction(
     samples: int = DEFAULT_SAMPLES,
     threads: int | None = None,
     shared: SharedFloat | None = None,
+    in_place: bool = False,
 ) -> tuple[onnx.ModelProto, StepReport]:
     """``model`` with corrected biases, and what the step did; plan it with ``rebias``.
 
@@ -111,6 +112,8 @@ def bias_correction(
     output and input means, only the int8 models run (no per-layer SQNRs then); with the
     clipping choice's int8 output (``SharedFloat.int8_before``, which the caller keeps
     only when ``plan`` was made from its ranges) the uncorrected model does not run again.
+    ``in_place``: the corrected biases are written into ``model`` itself rather than a copy
+    (a caller that keeps the uncorrected model elsewhere, on disk: §C.11).
     """
     started = time.perf_counter()
     reference = reference or model
@@ -156,25 +159,25 @@ def bias_correction(
     ) -> Compared:
         if shared is None:
             return compare(reference, quantized, batches, tensors, means, threads, output_rank)
-        return _against_shared(shared, quantized, batches, means, output_rank, threads)
+        # (C.11) Handed on, not held here: the int8 proto goes while its session runs.
+        given = [quantized]
+        del quantized
+        return _against_shared(shared, given.pop(), batches, means, output_rank, threads)
 
+    # The int8 models are made in the calls that measure them, so that no frame here holds
+    # one while its session runs (§C.11).
     if weight_shifts:
         before = _before(shared, seen, inputs) or measured(to_qdq(model, plan), outputs, inputs)
         shifts = empirical_shifts(graph, Graph(reference), plan, layers, before.means, threads)
-        quantized = _corrected_qdq(model, graph, shifts, plan)
-        after = measured(quantized, outputs, (), rank)
+        after = measured(_corrected_qdq(model, graph, shifts, plan), outputs, (), rank)
     else:
         shifts = {}
-        quantized = to_qdq(model, plan)
-        before = after = measured(quantized, outputs, (), rank)
-    del quantized
+        before = after = measured(to_qdq(model, plan), outputs, (), rank)
     chosen = shifts
     if last is not None and after.output_shift is not None:
         # (I.3.4) The output layer, corrected against the int8 network's own output.
         total = {**shifts, last: shifts.get(last, 0.0) + after.output_shift}
-        quantized = _corrected_qdq(model, graph, total, plan)
-        final = measured(quantized, {last: outputs[last]})
-        del quantized
+        final = measured(_corrected_qdq(model, graph, total, plan), {last: outputs[last]})
         if final.output_db > after.output_db:
             notes.append(f"output layer {last!r} also corrected against the int8 output")
             chosen = total
@@ -203,7 +206,7 @@ def bias_correction(
         ),
         notes=tuple(notes),
     )
-    return (_apply(model, graph, chosen) if kept and chosen else model), report
+    return (_apply(model, graph, chosen, in_place) if kept and chosen else model), report
 
 
 def _before(shared: SharedFloat | None, samples: int, means: Sequence[str]) -> Compared | None:
@@ -232,7 +235,9 @@ def _against_shared(
     """``compare`` of ``quantized`` with calibration's float pass (§C.10): the int8 model
     alone runs; the output's SQNR and shift, and the float means the pass kept."""
     reference = shared.output[: count(batches)]
-    values = int8_outputs(quantized, batches, shared.output_name, threads)
+    given = [quantized]
+    del quantized  # (C.11) handed on: the int8 proto goes while its session runs
+    values = int8_outputs(given.pop(), batches, shared.output_name, threads)
     shift = output_shift(reference, values) if output_rank is not None else None
     return Compared(
         layers={},
@@ -421,12 +426,16 @@ def _interior_shift(node: Node, delta: np.ndarray, expected: np.ndarray) -> np.n
 
 
 def _apply(
-    model: onnx.ModelProto, graph: Graph, shifts: Mapping[str, np.ndarray]
+    model: onnx.ModelProto,
+    graph: Graph,
+    shifts: Mapping[str, np.ndarray],
+    in_place: bool = False,
 ) -> onnx.ModelProto:
-    """``b ← b − shift`` for every shifted layer (a zero bias first where there is none).
+    """``b ← b − shift`` for every shifted layer (a zero bias first where there is none),
+    in a copy of ``model`` or (``in_place``) in ``model`` itself.
 
     ``graph``: a view of ``model`` (or of a model with the same nodes)."""
-    edit = ModelEdit(model)
+    edit = ModelEdit(model, copy=not in_place)
     for name, shift in shifts.items():
         spec = layer_spec(graph.node(name))
         assert spec.weight_port is not None and spec.bias_port is not None
