@@ -2,7 +2,7 @@
 
 Each command runs in a fresh process and is measured as a user would see it: wall time from
 start to exit (interpreter start-up and imports included) and the process's peak resident
-set size (``wait4``'s ``ru_maxrss``). The tools:
+set size (``wait4``'s ``ru_maxrss``, taken by the launcher ``benchmarks.peak``). The tools:
 
 * ``eightbit quantize`` (the CLI), ``--preset fast`` and the default, on an .npy of
   ``CALIBRATION + CHECK`` samples: by default the last ``CHECK`` are held back for the
@@ -24,8 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,31 +55,36 @@ class Measured:
 
 
 def measure(command: list[str], timeout: float = TIMEOUT) -> Measured:
-    """Wall time and peak RSS of ``command`` run to its end in a fresh process."""
+    """Wall time and peak RSS of ``command`` run to its end in a fresh process, started from
+    a small launcher (``benchmarks.peak``) so that its peak is its own, not this process's."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = started + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid:
-            break
-        if time.perf_counter() > deadline:
-            process.kill()
-            pid, status, usage = os.wait4(process.pid, 0)
+    with tempfile.TemporaryDirectory() as folder:
+        figures_file = Path(folder) / "figures.json"
+        launched = [sys.executable, "-m", "benchmarks.peak", str(figures_file), "--", *command]
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            launched, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            start_new_session=True,  # a time-out stops the command with its launcher
+        )  # fmt: skip
+        try:
+            _, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
             return Measured(float("nan"), float("nan"), f"timed out after {timeout:.0f} s")
-        time.sleep(0.05)
-    seconds = time.perf_counter() - started
-    peak = usage.ru_maxrss / 1024  # KiB on Linux
-    cpu = usage.ru_utime + usage.ru_stime
-    code = os.waitstatus_to_exitcode(status)
-    if code != 0:
-        assert process.stderr is not None
-        tail = process.stderr.read().decode(errors="replace").strip().splitlines()[-2:]
-        return Measured(seconds, peak, f"exit {code}: {' | '.join(tail)}", cpu)
+        seconds = time.perf_counter() - started
+        if not figures_file.exists():
+            return Measured(seconds, float("nan"), f"launcher failed: {_tail(stderr)}")
+        figures = json.loads(figures_file.read_text(encoding="utf-8"))
+    peak = figures["peak_kib"] / 1024  # KiB on Linux
+    cpu = figures["cpu_seconds"]
+    if figures["code"] != 0:
+        return Measured(seconds, peak, f"exit {figures['code']}: {_tail(stderr)}", cpu)
     return Measured(seconds, peak, cpu_seconds=cpu)
+
+
+def _tail(stderr: bytes) -> str:
+    return " | ".join(stderr.decode(errors="replace").strip().splitlines()[-2:])
 
 
 def eightbit(model: Path, data: Path, preset: str) -> Measured:
