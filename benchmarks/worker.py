@@ -76,6 +76,13 @@ def _rss_mb() -> float:
 
 
 def _peak_rss_mb() -> float:
+    """This process's own peak: ``VmHWM`` belongs to the memory map made at ``exec``, while
+    ``ru_maxrss`` keeps the high-water mark of the process it was started from (the bench,
+    through ``vfork``; see ``benchmarks.peak``)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 

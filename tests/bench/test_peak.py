@@ -1,7 +1,8 @@
-"""The memory section's peak is the command's own, not the bench process's (benchmarks.peak)."""
+"""A measured command's peak is its own, not the bench process's (benchmarks.peak, worker)."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
@@ -19,3 +20,11 @@ def test_a_command_s_own_allocation_counts() -> None:
     code = "import numpy as np; a = np.ones(300 * 2**20 // 8); a += 1"
     measured = memory.measure([sys.executable, "-c", code])
     assert measured.error == "" and measured.peak_mb > 300, measured
+
+
+def test_a_worker_s_peak_is_its_own() -> None:
+    held = np.ones(400 * 2**20 // 8)
+    del held
+    code = "from benchmarks import worker; print(worker._peak_rss_mb())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and float(result.stdout) < 200, result
