@@ -169,7 +169,8 @@ def runs_table(runs: list[Measurement]) -> Table:
             table.notes.append(f"{m.tool} {m.method} {m.samples}: {r.error}")
     table.notes.append(
         f"each run {REPEATS} times in fresh processes; seconds = the fastest, peak RSS = the "
-        "largest ru_maxrss (interpreter, libraries, model, data); 'RSS before' = RSS when the "
+        "largest VmHWM, the worker's own peak (interpreter, libraries, model, data); 'RSS "
+        "before' = RSS when the "
         "timed call started"
     )
     return table

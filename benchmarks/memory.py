@@ -165,7 +165,8 @@ def run() -> list[Table]:
     table.notes += [
         f"eightbit reads {CALIBRATION + CHECK} samples: {CALIBRATION} calibrate, the last {CHECK} "
         f"are held back for its quick check (its default); ORT and NNCF read {CALIBRATION}.",
-        "Peak RSS: the process's maximum resident set (wait4 ru_maxrss), imports included; "
+        "Peak RSS: the process's maximum resident set (wait4 ru_maxrss, taken by a small "
+        "launcher so that the bench's own peak does not count), imports included; "
         "seconds: wall time of the whole command; CPU s: its user + system CPU time "
         "(wait4), less moved by other work on the machine than wall time. One run each, on a "
         "machine shared with other work: rerun on an idle machine for timing figures.",
