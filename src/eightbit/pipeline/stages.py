@@ -162,20 +162,34 @@ class Calibrate:
             del state  # this frame must not keep the model alive (§C.11)
             return _calibrate_from_disk(given.pop(), needed, tap, held_back)
         assert state.source is not None  # checked above (``del`` forgets it)
-        ranges = calibrate(
-            state.prepared,
-            window(state.source, 0, state.calibrate_count),
-            settings.calibration,
-            tensors=needed,
-            threads=settings.threads,
-            progress=settings.progress,
-            normalized=True,
-            tap=tap,
-            held_back=held_back,
-        )
+        ranges = _observe(state.prepared, state, state.source, needed, tap, held_back)
         shared = None if tap is None else tap.result()
         check_float = shared.held_back if shared is not None and shared.held_back else None
         return replace(state, ranges=ranges, shared_float=shared, check_float=check_float)
+
+
+def _observe(
+    model: onnx.ModelProto | Path,
+    state: State,
+    source: DataSource,
+    needed: list[str],
+    tap: FloatTap | None,
+    held_back: Iterable[Batch],
+) -> Ranges:
+    """Calibration proper: ``model`` (the normalized model or its file) run on the state's
+    calibration window of ``source``, observing ``needed``."""
+    settings = state.settings
+    return calibrate(
+        model,
+        window(source, 0, state.calibrate_count),
+        settings.calibration,
+        tensors=needed,
+        threads=settings.threads,
+        progress=settings.progress,
+        normalized=True,
+        tap=tap,
+        held_back=held_back,
+    )
 
 
 def _calibrate_from_disk(
@@ -188,24 +202,13 @@ def _calibrate_from_disk(
     (the same values) when the session is gone."""
     source = state.source
     assert source is not None  # Calibrate.run checked
-    settings = state.settings
     spilled = SpilledModel.of(state.prepared)
     skeleton = spilled.skeleton()
     same = state.float_source is state.prepared
     state = replace(state, prepared=skeleton, float_source=skeleton if same else state.float_source)
     if tap is not None:
         tap.model = skeleton
-    ranges = calibrate(
-        spilled.path,
-        window(source, 0, state.calibrate_count),
-        settings.calibration,
-        tensors=needed,
-        threads=settings.threads,
-        progress=settings.progress,
-        normalized=True,
-        tap=tap,
-        held_back=held_back,
-    )
+    ranges = _observe(spilled.path, state, source, needed, tap, held_back)
     model = spilled.load()
     shared = None if tap is None else replace(tap.result(), model=model)
     check_float = shared.held_back if shared is not None and shared.held_back else None
