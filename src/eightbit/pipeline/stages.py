@@ -156,7 +156,9 @@ class Calibrate:
         if settings.ray is not None:
             return replace(state, ranges=_calibrate_on_ray(state, needed))
         tap = _float_tap(state)
-        held_back = _held_back(state) if tap is not None and tap.check_outputs else ()
+        held_back = (
+            _held_back(state, state.prepared) if tap is not None and tap.check_outputs else ()
+        )
         if through_file(state.prepared):
             given = [state]
             del state  # this frame must not keep the model alive (§C.11)
@@ -245,12 +247,13 @@ def _checks_calibrated_model(state: State) -> bool:
     return one_process and state.check_count > 0 and state.float_source is state.prepared
 
 
-def _held_back(state: State) -> DataSource:
-    """The quick check's samples, in its batches (``Check.run`` opens the same)."""
-    assert state.source is not None  # Calibrate.run checked
+def _held_back(state: State, model: onnx.ModelProto) -> DataSource:
+    """The quick check's samples, fed to ``model``'s inputs in calibration's batches
+    (regrouped, so that a model with a fixed batch size gets whole batches)."""
+    assert state.source is not None  # the callers checked
     return open_data(
         window(state.source, state.calibrate_count, state.check_count),
-        Graph(state.prepared).inputs,
+        Graph(model).inputs,
         batch_size=state.settings.calibration.batch_size,
     )
 
@@ -560,12 +563,7 @@ class Check:
         # back into memory (issue 20).
         source = state.float_source
         float_model = source.skeleton() if isinstance(source, SpilledModel) else source
-        # Regrouped so that a model with a fixed batch size gets whole batches.
-        held_back = open_data(
-            window(state.source, state.calibrate_count, state.check_count),
-            Graph(float_model).inputs,
-            batch_size=state.settings.calibration.batch_size,
-        )
+        held_back = _held_back(state, float_model)
         if state.settings.ray is None and through_file(state.qdq):
             # (C.11) The int8 model waits on disk while its session runs (ONNX Runtime's
             # copy is then the only one in memory), and is read back after.
