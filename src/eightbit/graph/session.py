@@ -220,18 +220,15 @@ def exposing_session(
     its weights, §C.11): the session's graph is written beside it, and ONNX Runtime's are
     then the only copy of the weights in memory.
     """
-    if folder is not None:
-        options = _session_options(threads, None, optimization)
-        if lean:
-            _make_lean(options)
-        return _open_beside(model, folder, options, _exposed_outputs(model, names))
-    if byte_size(model) <= SESSION_FILE_BYTES:
+    if folder is None and byte_size(model) <= SESSION_FILE_BYTES:
         exposed = with_outputs(model, names)
         return make_session(exposed, threads=threads, optimization=optimization, lean=lean)
     outputs = _exposed_outputs(model, names)
     options = _session_options(threads, None, optimization)
     if lean:
         _make_lean(options)
+    if folder is not None:
+        return _open_beside(model, folder, options, outputs)
     return _open_through_file(model, options, outputs)
 
 
