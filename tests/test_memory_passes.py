@@ -260,7 +260,7 @@ def test_a_float_model_checked_from_its_file_is_not_prepacked(
 def _int8_samples(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records, per int8 session the measuring steps open, the samples it runs."""
     runs: list[int] = []
-    session = measure_module.handed_session
+    session = float_pass.handed_session
 
     class Counted:
         def __init__(self, inner: object) -> None:
@@ -278,7 +278,7 @@ def _int8_samples(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         )
         return Counted(made) if quantized else made
 
-    monkeypatch.setattr(measure_module, "handed_session", counted)
+    monkeypatch.setattr(float_pass, "handed_session", counted)
     return runs
 
 

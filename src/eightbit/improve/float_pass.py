@@ -16,7 +16,7 @@ give bias correction its per-layer SQNRs (the shared pass has only the output's)
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -145,7 +145,7 @@ class FloatTap:
 
 
 def int8_outputs(
-    model: onnx.ModelProto, batches: Sequence[Batch], name: str, threads: int | None
+    model: onnx.ModelProto, batches: Iterable[Batch], name: str, threads: int | None
 ) -> np.ndarray:
     """The output ``name`` of ``model`` on every batch, in order (one session, let go).
     A caller that hands ``model`` over (holds no reference) lets a big one go while its

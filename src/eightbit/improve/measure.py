@@ -27,9 +27,10 @@ from eightbit.calibrate.data import Batch, DataLike
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, exposing_session, make_session
 from eightbit.graph.run_size import samples_per_run
-from eightbit.graph.session import handed_session, through_file
+from eightbit.graph.session import through_file
 from eightbit.improve._onnx import Reduction, comparison_model, with_reductions
 from eightbit.improve.budget import Measured
+from eightbit.improve.float_pass import int8_outputs
 
 # Samples per ONNX Runtime run while measuring.
 BATCH = 16
@@ -198,9 +199,7 @@ class OutputReference:
         runs (§C.11)."""
         given = [quantized_model]
         del quantized_model
-        session = handed_session(given.pop(), threads=self.threads)
-        values = [np.asarray(session.run([self.name], batch)[0]) for batch in self.batches]
-        return np.concatenate(values)
+        return int8_outputs(given.pop(), self.batches, self.name, self.threads)
 
     def sqnr(self, quantized_model: onnx.ModelProto) -> float:
         """Output SQNR of ``quantized_model`` (same first output name) on the batches;
