@@ -25,8 +25,13 @@ import numpy as np
 import onnx
 
 from eightbit.analysis.floor import floor_metric
-from eightbit.analysis.metrics import sqnr_db
-from eightbit.analysis.slices import COLLAPSE_DB, Part, output_parts, output_probabilities
+from eightbit.analysis.slices import (
+    COLLAPSE_DB,
+    Part,
+    output_parts,
+    output_probabilities,
+    slice_verdict,
+)
 from eightbit.calibrate import Ranges
 from eightbit.calibrate.data import DataLike
 from eightbit.errors import ConfigError
@@ -127,19 +132,19 @@ def choose_clipping(
         )
 
     calibrated = score(ranges)
-    chosen, best = ranges, calibrated
-    scores: dict[int, str] = {}
+    chosen, best, chosen_label = ranges, calibrated, None
+    scores: dict[str, str] = {}
     for label, candidate in _challengers(ranges, parts):
         scored = score(candidate)
-        scores[id(candidate)] = f"{label} {scored.describe()}"
+        scores[label] = f"{label} {scored.describe()}"
         if scored.beats(best):
-            chosen, best = candidate, scored
-    others = "; ".join(text for key, text in scores.items() if key != id(chosen))
-    if chosen is ranges:
+            chosen, best, chosen_label = candidate, scored, label
+    others = "; ".join(text for label, text in scores.items() if label != chosen_label)
+    if chosen_label is None:
         note = f"{ranges.method} ranges kept: output {calibrated.describe()}; {others}"
     else:
         note = (
-            f"{_label(chosen)} chosen over {ranges.method} ranges: output "
+            f"{chosen_label} chosen over {ranges.method} ranges: output "
             f"{calibrated.describe()} -> {best.describe()}; also tried {others}"
         )
     report = _report(started, calibrated.sqnr_db, best.sqnr_db, note + " on calibration samples")
@@ -149,15 +154,10 @@ def choose_clipping(
 def worst_part_db(
     reference: np.ndarray, quantized: np.ndarray, parts: Sequence[Part]
 ) -> float | None:
-    """(I.10.1) The lowest SQNR of the output's parts along their axes; None without parts."""
-    found = [
-        sqnr_db(
-            np.take(reference, range(p.start, p.stop), axis=p.axis),
-            np.take(quantized, range(p.start, p.stop), axis=p.axis),
-        )
-        for p in parts
-        if p.axis < reference.ndim and p.stop <= reference.shape[p.axis]
-    ]
+    """(I.10.1) The lowest SQNR of the output's parts along their axes (the quick check's
+    part verdicts, §A.9); None without parts."""
+    verdict = slice_verdict(reference, quantized, parts) if parts else None
+    found = [part.sqnr_db for part in verdict.parts] if verdict is not None else []
     return min(found) if found else None
 
 
@@ -175,12 +175,6 @@ def _challengers(ranges: Ranges, parts: Sequence[Part]) -> list[tuple[str, Range
             found.append((f"percentile {milder:g}", milder_ranges))
     found.append(("observed extremes", ranges.extremes()))
     return found
-
-
-def _label(ranges: Ranges) -> str:
-    if ranges.method == "minmax":
-        return "observed extremes"
-    return f"{ranges.method} {ranges.options.get('percentile', '')}".strip()
 
 
 def scoring_samples(graph: Graph) -> int:
