@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from eightbit.analysis.metrics import json_number, sqnr_from_sums
-from eightbit.ops.joined_axis import joining_concat
+from eightbit.ops.joined_axis import joining_concat, static_size
 from eightbit.ops.probability import is_probability
 from eightbit.serialize import to_dict
 
@@ -374,7 +374,7 @@ def _parts_along(graph: Graph, output: str, axis: int) -> list[Part]:
     if joined is None:
         return []
     concat, own_axis = joined
-    sizes = [_size_along(graph, name, own_axis) for name in concat.inputs]
+    sizes = [static_size(graph, name, own_axis) for name in concat.inputs]
     if any(size is None for size in sizes):
         return []
     parts, start = [], 0
@@ -403,14 +403,6 @@ def output_probabilities(graph: Graph) -> dict[str, tuple[Probability, ...]]:
         if spans:
             found[info.name] = spans
     return found
-
-
-def _size_along(graph: Graph, tensor: str, axis: int) -> int | None:
-    info = graph.info(tensor)
-    if info is None or info.shape is None or axis >= len(info.shape):
-        return None
-    size = info.shape[axis]
-    return size if isinstance(size, int) and size >= 0 else None
 
 
 def slice_verdict(

@@ -45,7 +45,7 @@ def _axis(node: Node, tensor: str, graph: Graph) -> int | None:
 
 
 def _alike(graph: Graph, inputs: list[str] | tuple[str, ...], axis: int) -> bool:
-    sizes = {_dim(graph, name, axis) for name in inputs}
+    sizes = {static_size(graph, name, axis) for name in inputs}
     return len(sizes) == 1 and None not in sizes
 
 
@@ -60,7 +60,8 @@ def _keeps_leading(graph: Graph, node: Node, axis: int) -> bool:
     return lead[axis] is not None and lead == [_static(v) for v in after.shape[: axis + 1]]
 
 
-def _dim(graph: Graph, tensor: str, axis: int) -> int | None:
+def static_size(graph: Graph, tensor: str, axis: int) -> int | None:
+    """``tensor``'s size along ``axis`` where the normalized model knows it, else None."""
     info = graph.info(tensor)
     if info is None or info.shape is None or axis >= len(info.shape):
         return None
