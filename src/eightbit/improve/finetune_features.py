@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import onnx
 import torch
 
+from eightbit.improve.finetune_net import channels_last
 from eightbit.pytorch.convert import to_torch
 
 __all__ = ["FloatFeatures", "feature_loss"]
@@ -34,7 +35,7 @@ class FloatFeatures:
     def __call__(self, *inputs: torch.Tensor) -> dict[str, torch.Tensor]:
         self._captured = {}
         with torch.no_grad():
-            self.net(*(_channels_last(x) for x in inputs))
+            self.net(*(channels_last(x) for x in inputs))
         captured, self._captured = self._captured, {}
         return captured
 
@@ -57,9 +58,3 @@ def feature_loss(
         for name in shared
     ]
     return torch.stack(terms).mean()
-
-
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        return x
-    return x.contiguous(memory_format=torch.channels_last)

@@ -108,7 +108,7 @@ class FakeQuantNet(torch.nn.Module):
         }
         # Channels last: the convolutions' two passes run about twice as fast on a CPU,
         # with the same sums per output value (§T.5).
-        return self.net(*(_channels_last(x) for x in inputs))
+        return self.net(*(channels_last(x) for x in inputs))
 
     def feature_names(self) -> list[str]:
         """The quantized activations inside the network (not its inputs or outputs): the
@@ -189,7 +189,9 @@ class FakeQuantNet(torch.nn.Module):
         return stored * scale
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D tensor in channels-last memory order (the convolutions' faster layout); any
+    other value as it is."""
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         return x
     return x.contiguous(memory_format=torch.channels_last)
