@@ -24,7 +24,7 @@ from eightbit.calibrate.data import DataLike
 from eightbit.graph import FreshNames, Graph, graph_names
 from eightbit.improve._onnx import Reduction
 from eightbit.improve.measure import read_samples, run_reductions
-from eightbit.ops.embedding import DynamicWeight, dynamic_weight
+from eightbit.ops.embedding import DynamicWeight, dynamic_products, dynamic_weight
 from eightbit.steps import StepReport
 
 OUTLIER_RATIO = 6.0
@@ -41,7 +41,7 @@ def outlier_channels(
 ) -> dict[str, tuple[int, ...]]:
     """Product node -> its input's outlier channels, for every product with any (§D.5)."""
     graph = Graph(model)
-    products = _products(graph, exclude)
+    products = dynamic_products(graph, exclude)
     ranks = {p.data: _rank(graph, p.data) for p in products}
     reductions = [
         Reduction(data, "max_abs", axis=rank - 1, rank=rank)
@@ -182,11 +182,6 @@ def keep_outliers_float(
     )
     report = StepReport("outlier_channels", time.perf_counter() - started, None, None, (), (note,))
     return split, report
-
-
-def _products(graph: Graph, exclude: tuple[str, ...]) -> list[DynamicWeight]:
-    found = (dynamic_weight(node, graph) for node in graph.nodes if node.name not in exclude)
-    return [product for product in found if product is not None]
 
 
 def _rank(graph: Graph, name: str) -> int | None:

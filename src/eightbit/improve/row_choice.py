@@ -20,7 +20,7 @@ import onnx
 from eightbit.calibrate.data import DataLike
 from eightbit.graph import Graph
 from eightbit.improve.measure import channel_rows, read_samples
-from eightbit.ops.embedding import DynamicWeight, dynamic_weight
+from eightbit.ops.embedding import DynamicWeight, dynamic_products
 from eightbit.steps import StepReport
 
 # An input keeps per-row scales when one scale per tensor leaves its readers' outputs
@@ -45,10 +45,8 @@ def tensor_scale_products(
     read by products its readers' output SQNR (dB) with one scale per tensor and per row."""
     graph = Graph(model)
     readers: dict[str, list[DynamicWeight]] = defaultdict(list)
-    for node in graph.nodes:
-        product = dynamic_weight(node, graph) if node.name not in exclude else None
-        if product is not None:
-            readers[product.data].append(product)
+    for product in dynamic_products(graph, exclude):
+        readers[product.data].append(product)
     if not readers:
         return (), {}
     names = sorted(readers)

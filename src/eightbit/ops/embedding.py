@@ -62,6 +62,13 @@ class DynamicWeight:
     bias: str | None
 
 
+def dynamic_products(graph: Graph, exclude: tuple[str, ...] = ()) -> list[DynamicWeight]:
+    """Every int8 product of ``graph`` in dynamic mode (``dynamic_weight``), in node order,
+    but the nodes named in ``exclude``."""
+    found = (dynamic_weight(node, graph) for node in graph.nodes if node.name not in exclude)
+    return [product for product in found if product is not None]
+
+
 def dynamic_weight(node: Node, graph: Graph) -> DynamicWeight | None:
     """The int8 product of ``node`` in dynamic mode, or None when it stays float: a matrix
     layer (Gemm, MatMul) whose weight is a 2-D constant and whose checks pass."""
