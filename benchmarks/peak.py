@@ -16,6 +16,19 @@ import sys
 from pathlib import Path
 
 
+def vm_hwm_mb(pid: int | str = "self") -> float | None:
+    """A process's own peak resident set (``VmHWM``, MB), which belongs to the memory map
+    made at ``exec``; None where ``/proc`` does not tell."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    return None
+
+
 def main(argv: list[str]) -> int:
     out, separator, *command = argv
     assert separator == "--" and command, "usage: python -m benchmarks.peak OUT -- CMD..."

@@ -27,6 +27,7 @@ import numpy as np
 
 import eightbit
 from benchmarks import images, models
+from benchmarks.peak import vm_hwm_mb
 from benchmarks.report import Table
 from eightbit.analysis.validate import RunOptions, validate
 from eightbit.calibrate import CalibrationConfig, calibrate
@@ -72,13 +73,9 @@ def _worker_peak_mb() -> float:
             continue
         if not title.startswith("ray::") or title.split()[0].endswith("Agent"):
             continue
-        try:
-            status = Path(f"/proc/{process.pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peak = max(peak, int(line.split()[1]) / 1024)
+        own = vm_hwm_mb(process.pid)
+        if own is not None:
+            peak = max(peak, own)
     return peak
 
 

@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.peak import vm_hwm_mb
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "RESULT "
 KINDS = (
@@ -79,10 +81,9 @@ def _peak_rss_mb() -> float:
     """This process's own peak: ``VmHWM`` belongs to the memory map made at ``exec``, while
     ``ru_maxrss`` keeps the high-water mark of the process it was started from (the bench,
     through ``vfork``; see ``benchmarks.peak``)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
+    own = vm_hwm_mb()
+    if own is not None:
+        return own
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
