@@ -483,3 +483,14 @@ def test_a_list_of_data_files_names_the_bad_one(
     np.savez(wrong, input=np.zeros((3, 5, 8, 8), np.float32))  # 5 channels, not 3
     with pytest.raises(DataError, match=r"wrong\.npz"):
         calibrate(model, [*files, wrong], SAMPLED)
+
+
+def test_a_worker_imports_the_task_code_as_it_starts(ray_cluster: Any) -> None:
+    # A lambda is sent by value: running it imports nothing of eightbit's, so what the
+    # worker holds was imported by the setup hook as the worker started (warm_worker).
+    loaded = ray_cluster.remote(num_cpus=1)(
+        lambda: sorted(name for name in sys.modules if name.startswith("eightbit.distributed"))
+    )
+    modules = ray_cluster.get(loaded.remote())
+    for module in ("calibration", "check", "scoring", "validation"):
+        assert f"eightbit.distributed.{module}" in modules
