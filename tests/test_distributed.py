@@ -496,12 +496,11 @@ def test_a_worker_imports_the_task_code_as_it_starts(ray_cluster: Any) -> None:
         assert f"eightbit.distributed.{module}" in modules
 
 
-def test_a_worker_keeps_each_shards_float_outputs_apart(
+def test_the_scoring_tasks_measure_as_one_process(
     model_and_data: tuple[onnx.ModelProto, Path],
 ) -> None:
-    # The scoring tasks run here, as one worker process would run them: both groups of
-    # shards, then both again (from its cache), then another scorer's float model (its key);
-    # each time the measurement of one process.
+    # The scoring tasks run here, as one worker process would run them: each group's float
+    # outputs, both groups scored, twice; then another scorer's float model (its key).
     from eightbit.analysis.outputs import OutputTally
     from eightbit.calibrate import open_data
     from eightbit.distributed import scoring
@@ -516,22 +515,24 @@ def test_a_worker_keeps_each_shards_float_outputs_apart(
         path, inputs, batch_size=16, image=None, start=0, count=None, workers=2
     )
     groups = [shards[0::2], shards[1::2]]
+    settings = (16, None, label, None)
 
     def on_workers(key: str, float_model: onnx.ModelProto) -> Any:
+        model_bytes = float_model.SerializeToString()
         found: dict[int, Any] = {}
         for group in groups:
+            floats = scoring.shard_references(key, model_bytes, settings, group)
             found.update(
                 scoring.score_shards(
-                    key, float_model.SerializeToString(), (16, None, label, None), group,
-                    int8.SerializeToString(), False,
+                    key, model_bytes, settings, group, floats, int8.SerializeToString(), False
                 )
-            )  # fmt: skip
+            )
         tally = OutputTally(float_model.graph.output[0].name)
         for shard in shards:
             for batch in found[shard.index]:
                 tally.merge(batch)
         return measured(tally, None, None)
 
-    for key, float_model in (("a", model), ("a", model), ("b", int8), ("b", int8)):
+    for key, float_model in (("a", model), ("a", model), ("b", int8)):
         alone = OutputReference(float_model, open_data(path, inputs, batch_size=16), None)
         assert on_workers(key, float_model) == alone.measure(int8)

@@ -1,13 +1,13 @@
-"""The fallback's candidate scoring on Ray (§S.3): tasks on the cluster's workers, each
-worker process keeping the float model's outputs on the shards it has scored.
+"""The fallback's candidate scoring on Ray (§S.3): tasks on the cluster's workers, against
+the float model's outputs computed once per shard and kept in the object store.
 
 The fallback rebuilds a candidate model, then scores it; ``RayScore`` is the ``Score`` it
-takes. The shards are dealt into one group per CPU, and a candidate is scored by one task
-per group at once, each returning the tally of each batch alone; this process folds them in
-shard then batch order, so the measurement and the nodes the search returns are those of
-one process. A worker computes a shard's float outputs (as ``OutputReference`` does in one
-process) the first time it scores that shard and keeps them for the later candidates
-(``_FLOATS``); a task whose process dies is retried on another, which computes them again.
+takes. The shards are dealt into one group per CPU; one task per group computes the float
+outputs of its shards (as ``OutputReference`` does in one process) and leaves them in the
+object store, and a candidate is scored by one task per group at once, given those outputs,
+each returning the tally of each batch alone. This process folds them in shard then batch
+order, so the measurement and the nodes the search returns are those of one process. A task
+whose process dies is retried on another (Ray rebuilds lost float outputs from their task).
 
 The tasks run on the workers Ray started with the instance, their imports done as they
 started (``cluster.warm_worker``): the fallback starts no process of its own, and a worker
@@ -82,25 +82,28 @@ class RayScore:
         self._rank = remote(rank_sqnr)
         self._outputs = remote(check_outputs)
         self._references = remote(shard_references)
-        # The float model once in the object store, and the name of its outputs in the
-        # workers' caches: a retried task's new process computes them again.
+        # The float model once in the object store, and a name for it in the workers'
+        # caches (its proto and inputs, parsed once per process).
         self.float_model = (uuid.uuid4().hex, self.cluster.put(float_model.SerializeToString()))
         self.settings: Settings = (batch_size, image, label, threads)
         self.name = float_model.graph.output[0].name  # ONNX Runtime's first output
         self.rankings = 0
+        # Each group's float outputs, by shard index: computed once, read by every score.
+        self.references = [
+            self._references.remote(*self.float_model, self.settings, group)
+            for group in self.groups
+        ]
         self.float_score = None
         if metric is not None:
-            references = self._per_shard(
-                [self._references.remote(*self.float_model, self.settings, g) for g in self.groups]
-            )
+            references = self._per_shard(self.references)
             self.float_score = float_score([r for shard in references for r in shard], metric)
 
     def __call__(self, quantized_model: onnx.ModelProto) -> Measured:
         model_ref = self.cluster.put(quantized_model.SerializeToString())
         keep = self.metric is not None
         calls = [
-            self._score.remote(*self.float_model, self.settings, group, model_ref, keep)
-            for group in self.groups
+            self._score.remote(*self.float_model, self.settings, group, floats, model_ref, keep)
+            for group, floats in zip(self.groups, self.references, strict=True)
         ]
         tally = OutputTally(self.name, keep=keep)
         for batches in self._per_shard(calls):
@@ -167,9 +170,8 @@ class RayScore:
 
 
 # A worker process's state for the last scorer that used it (its key): the float model and
-# its inputs, each shard's float outputs, and the ranking's reference (its token).
+# its inputs, and the ranking's reference (its token).
 _MODEL: dict[str, tuple[onnx.ModelProto, list[TensorInfo]]] = {}
-_FLOATS: dict[int, list[np.ndarray]] = {}
 _RANKING: dict[int, OutputReference] = {}
 
 
@@ -177,53 +179,55 @@ def _float_model(key: str, model: bytes) -> tuple[onnx.ModelProto, list[TensorIn
     """The scorer ``key``'s float model and inputs; a new scorer drops the last one's state."""
     if key not in _MODEL:
         _MODEL.clear()
-        _FLOATS.clear()
         _RANKING.clear()
         proto = onnx.load_from_string(model)
         _MODEL[key] = (proto, list(Graph(proto).inputs))
     return _MODEL[key]
 
 
-def _shard_floats(
+def _sources(
     key: str, model: bytes, settings: Settings, shards: list[Shard]
-) -> list[tuple[Shard, DataSource, list[np.ndarray]]]:
-    """Each shard's data and float outputs (computed by one session on the first task that
-    reads the shard in this process, as ``OutputReference`` computes them)."""
-    batch_size, image, label, threads = settings
+) -> tuple[onnx.ModelProto, list[DataSource]]:
+    batch_size, image, label, _ = settings
     float_model, inputs = _float_model(key, model)
-    sources = [
+    return float_model, [
         open_shard(shard, inputs, batch_size=batch_size, image=image, label=label)
         for shard in shards
     ]
-    missing = [i for i, shard in enumerate(shards) if shard.index not in _FLOATS]
-    if missing:
-        session = make_session(float_model, threads=threads or 1)
-        name = session.get_outputs()[0].name
-        for i in missing:
-            outputs = [np.asarray(session.run([name], batch)[0]) for batch in sources[i]]
-            _FLOATS[shards[i].index] = outputs
-    return [(s, source, _FLOATS[s.index]) for s, source in zip(shards, sources, strict=True)]
 
 
 def shard_references(
     key: str, model: bytes, settings: Settings, shards: list[Shard]
 ) -> dict[int, list[np.ndarray]]:
-    """One task: the float outputs of each of ``shards``, by shard index."""
-    return {shard.index: floats for shard, _, floats in _shard_floats(key, model, settings, shards)}
+    """One task: the float outputs of each batch of each of ``shards``, by shard index (one
+    session, as ``OutputReference`` computes them)."""
+    float_model, sources = _sources(key, model, settings, shards)
+    session = make_session(float_model, threads=settings[3] or 1)
+    name = session.get_outputs()[0].name
+    return {
+        shard.index: [np.asarray(session.run([name], batch)[0]) for batch in source]
+        for shard, source in zip(shards, sources, strict=True)
+    }
 
 
 def score_shards(
-    key: str, model: bytes, settings: Settings, shards: list[Shard], candidate: bytes, keep: bool
+    key: str,
+    model: bytes,
+    settings: Settings,
+    shards: list[Shard],
+    references: dict[int, list[np.ndarray]],
+    candidate: bytes,
+    keep: bool,
 ) -> dict[int, list[OutputTally]]:
     """One task: per shard, the tally of each batch alone of ``candidate`` against the
-    float outputs."""
-    floats = _shard_floats(key, model, settings, shards)
-    name = _MODEL[key][0].graph.output[0].name
+    float outputs ``references`` (``shard_references``)."""
+    float_model, sources = _sources(key, model, settings, shards)
+    name = float_model.graph.output[0].name
     session = make_session(onnx.load_from_string(candidate), threads=settings[3] or 1)
     tallies = {}
-    for shard, source, references in floats:
+    for shard, source in zip(shards, sources, strict=True):
         batches = []
-        for reference, batch in zip(references, source, strict=True):
+        for reference, batch in zip(references[shard.index], source, strict=True):
             tally = OutputTally(name, keep=keep)
             tally.update(reference, np.asarray(session.run([name], batch)[0]))
             batches.append(tally)
