@@ -8,6 +8,8 @@ object store, and a candidate is scored by one task per group at once, given tho
 each returning the tally of each batch alone. This process folds them in shard then batch
 order, so the measurement and the nodes the search returns are those of one process. A task
 whose process dies is retried on another (Ray rebuilds lost float outputs from their task).
+A score task reads only the candidate and its shards (the inputs' names and types and the
+output's name come from here), so a worker holds no copy of the float model between tasks.
 
 The tasks run on the workers Ray started with the instance, their imports done as they
 started (``cluster.warm_worker``): the fallback starts no process of its own, and a worker
@@ -82,15 +84,17 @@ class RayScore:
         self._rank = remote(rank_sqnr)
         self._outputs = remote(check_outputs)
         self._references = remote(shard_references)
-        # The float model once in the object store, and a name for it in the workers'
-        # caches (its proto and inputs, parsed once per process).
-        self.float_model = (uuid.uuid4().hex, self.cluster.put(float_model.SerializeToString()))
+        # The float model once in the object store; the key names this scorer's ranking
+        # reference in the workers (``_RANKING``).
+        self.key = uuid.uuid4().hex
+        self.model_ref = self.cluster.put(float_model.SerializeToString())
         self.settings: Settings = (batch_size, image, label, threads)
         self.name = float_model.graph.output[0].name  # ONNX Runtime's first output
+        self.reader: Reader = (list(graph.inputs), self.name)
         self.rankings = 0
         # Each group's float outputs, by shard index: computed once, read by every score.
         self.references = [
-            self._references.remote(*self.float_model, self.settings, group)
+            self._references.remote(self.model_ref, self.settings, self.reader, group)
             for group in self.groups
         ]
         self.float_score = None
@@ -102,7 +106,7 @@ class RayScore:
         model_ref = self.cluster.put(quantized_model.SerializeToString())
         keep = self.metric is not None
         calls = [
-            self._score.remote(*self.float_model, self.settings, group, floats, model_ref, keep)
+            self._score.remote(self.settings, self.reader, group, floats, model_ref, keep)
             for group, floats in zip(self.groups, self.references, strict=True)
         ]
         tally = OutputTally(self.name, keep=keep)
@@ -125,7 +129,7 @@ class RayScore:
             for model in models:
                 bytes_ = model.SerializeToString()
                 task = self._rank.remote(
-                    *self.float_model, self.settings, token, batches_ref, bytes_
+                    self.key, [self.model_ref], self.settings, token, batches_ref, bytes_
                 )
                 pending.append(task)
                 if len(pending) >= 2 * len(self.groups):
@@ -144,7 +148,7 @@ class RayScore:
         model_ref = self.cluster.put(model.SerializeToString())
         parts = self._get(
             [
-                self._outputs.remote(*self.float_model, self.settings, model_ref, batches[i::n])
+                self._outputs.remote(self.model_ref, self.settings, model_ref, batches[i::n])
                 for i in range(n)
             ]
         )
@@ -153,7 +157,7 @@ class RayScore:
         return judged_batches(float_model, ordered, samples)
 
     def close(self) -> None:
-        """Nothing to stop: the workers drop this scorer's outputs when the next arrives."""
+        """Nothing to stop: a worker drops this scorer's ranking reference at the next."""
 
     def _per_shard(self, calls: list[Any]) -> list[Any]:
         """The groups' results (shard index -> value) in shard order."""
@@ -169,40 +173,29 @@ class RayScore:
             raise
 
 
-# A worker process's state for the last scorer that used it (its key): the float model and
-# its inputs, and the ranking's reference (its token).
-_MODEL: dict[str, tuple[onnx.ModelProto, list[TensorInfo]]] = {}
-_RANKING: dict[int, OutputReference] = {}
+# What a score task needs of the float model: its inputs and the name of its first output.
+Reader = tuple[list[TensorInfo], str]
+
+# A worker process's ranking reference (scorer key, ranking token): the float outputs of the
+# ranking's batches, computed by the first of its tasks there; the next ranking drops it.
+_RANKING: dict[tuple[str, int], OutputReference] = {}
 
 
-def _float_model(key: str, model: bytes) -> tuple[onnx.ModelProto, list[TensorInfo]]:
-    """The scorer ``key``'s float model and inputs; a new scorer drops the last one's state."""
-    if key not in _MODEL:
-        _MODEL.clear()
-        _RANKING.clear()
-        proto = onnx.load_from_string(model)
-        _MODEL[key] = (proto, list(Graph(proto).inputs))
-    return _MODEL[key]
-
-
-def _sources(
-    key: str, model: bytes, settings: Settings, shards: list[Shard]
-) -> tuple[onnx.ModelProto, list[DataSource]]:
+def _sources(settings: Settings, inputs: list[TensorInfo], shards: list[Shard]) -> list[DataSource]:
     batch_size, image, label, _ = settings
-    float_model, inputs = _float_model(key, model)
-    return float_model, [
+    return [
         open_shard(shard, inputs, batch_size=batch_size, image=image, label=label)
         for shard in shards
     ]
 
 
 def shard_references(
-    key: str, model: bytes, settings: Settings, shards: list[Shard]
+    model: bytes, settings: Settings, reader: Reader, shards: list[Shard]
 ) -> dict[int, list[np.ndarray]]:
     """One task: the float outputs of each batch of each of ``shards``, by shard index (one
     session, as ``OutputReference`` computes them)."""
-    float_model, sources = _sources(key, model, settings, shards)
-    session = make_session(float_model, threads=settings[3] or 1)
+    sources = _sources(settings, reader[0], shards)
+    session = make_session(onnx.load_from_string(model), threads=settings[3] or 1)
     name = session.get_outputs()[0].name
     return {
         shard.index: [np.asarray(session.run([name], batch)[0]) for batch in source]
@@ -211,9 +204,8 @@ def shard_references(
 
 
 def score_shards(
-    key: str,
-    model: bytes,
     settings: Settings,
+    reader: Reader,
     shards: list[Shard],
     references: dict[int, list[np.ndarray]],
     candidate: bytes,
@@ -221,8 +213,8 @@ def score_shards(
 ) -> dict[int, list[OutputTally]]:
     """One task: per shard, the tally of each batch alone of ``candidate`` against the
     float outputs ``references`` (``shard_references``)."""
-    float_model, sources = _sources(key, model, settings, shards)
-    name = float_model.graph.output[0].name
+    inputs, name = reader
+    sources = _sources(settings, inputs, shards)
     session = make_session(onnx.load_from_string(candidate), threads=settings[3] or 1)
     tallies = {}
     for shard, source in zip(shards, sources, strict=True):
@@ -236,20 +228,28 @@ def score_shards(
 
 
 def rank_sqnr(
-    key: str, model: bytes, settings: Settings, token: int, batches: list[Batch], candidate: bytes
+    key: str,
+    model: list[Any],
+    settings: Settings,
+    token: int,
+    batches: list[Batch],
+    candidate: bytes,
 ) -> float:
     """One task: ``OutputReference.sqnr`` of ``candidate`` on the ranking ``token``'s
-    ``batches`` (their float outputs computed once per process)."""
-    float_model, _ = _float_model(key, model)
-    if token not in _RANKING:
+    ``batches``. The float outputs are computed once per process: ``model`` holds the
+    float model's reference, fetched only then."""
+    if (key, token) not in _RANKING:
+        import ray
+
+        float_model = onnx.load_from_string(ray.get(model[0]))
         _RANKING.clear()
-        _RANKING[token] = OutputReference(float_model, batches, settings[3] or 1)
-    return _RANKING[token].sqnr(onnx.load_from_string(candidate))
+        _RANKING[key, token] = OutputReference(float_model, batches, settings[3] or 1)
+    return _RANKING[key, token].sqnr(onnx.load_from_string(candidate))
 
 
 def check_outputs(
-    key: str, model: bytes, settings: Settings, candidate: bytes, batches: list[Batch]
+    model: bytes, settings: Settings, candidate: bytes, batches: list[Batch]
 ) -> list[BatchOutputs]:
-    """One task: ``batch_outputs`` of the float model and ``candidate`` on ``batches``."""
-    float_model, _ = _float_model(key, model)
+    """One task: ``batch_outputs`` of the float ``model`` and ``candidate`` on ``batches``."""
+    float_model = onnx.load_from_string(model)
     return batch_outputs(float_model, onnx.load_from_string(candidate), batches, settings[3] or 1)
