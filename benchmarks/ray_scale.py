@@ -11,7 +11,8 @@ Three targets (issue 19), each on MobileNetV2 and the benchmark's ImageNet-style
   workers vs 1 (speedup >= 1.6x), the same nodes returned.
 
 Each configuration starts its own Ray instance (127.0.0.1, ``num_cpus`` = workers) so that the
-workers' peak memory is theirs alone; Ray's start-up (~8 s) is not counted.
+workers' peak memory is theirs alone; Ray's start-up (~8 s, the workers' imports of eightbit
+included) is not counted.
 """
 
 from __future__ import annotations
@@ -98,7 +99,8 @@ def validate_table(float_path: Path, pool: Path) -> Table:
         notes=[
             "targets: 2 workers >= 1.7x one process; 1 worker <= 10% over one process on one "
             "thread (a worker runs ONNX Runtime on one thread)",
-            "Ray start-up not counted; each task opens its sessions once per shard",
+            "Ray start-up not counted (the workers import eightbit's task code as they "
+            "start: cluster.warm_worker); each task opens its sessions once per shard",
         ],
     )
 

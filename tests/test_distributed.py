@@ -483,3 +483,79 @@ def test_a_list_of_data_files_names_the_bad_one(
     np.savez(wrong, input=np.zeros((3, 5, 8, 8), np.float32))  # 5 channels, not 3
     with pytest.raises(DataError, match=r"wrong\.npz"):
         calibrate(model, [*files, wrong], SAMPLED)
+
+
+def test_a_worker_imports_the_task_code_as_it_starts(ray_cluster: Any) -> None:
+    # A lambda is sent by value: running it imports nothing of eightbit's, so what the
+    # worker holds was imported by the setup hook as the worker started (warm_worker).
+    loaded = ray_cluster.remote(num_cpus=1)(
+        lambda: sorted(name for name in sys.modules if name.startswith("eightbit.distributed"))
+    )
+    modules = ray_cluster.get(loaded.remote())
+    for module in ("calibration", "check", "scoring", "validation"):
+        assert f"eightbit.distributed.{module}" in modules
+
+
+def test_the_scoring_tasks_measure_as_one_process(
+    model_and_data: tuple[onnx.ModelProto, Path],
+) -> None:
+    # The scoring tasks run here, as one worker process would run them: each group's float
+    # outputs, both groups scored, twice; then another float model.
+    from eightbit.analysis.outputs import OutputTally
+    from eightbit.calibrate import open_data
+    from eightbit.distributed import scoring
+    from eightbit.distributed.shards import plan_shards
+    from eightbit.graph import Graph
+    from eightbit.improve.measure import OutputReference, measured
+
+    model, path = model_and_data
+    int8 = eightbit.quantize(model, path).model
+    inputs = Graph(model).inputs
+    shards, label = plan_shards(
+        path, inputs, batch_size=16, image=None, start=0, count=None, workers=2
+    )
+    groups = [shards[0::2], shards[1::2]]
+    settings = (16, None, label, None)
+
+    def on_workers(float_model: onnx.ModelProto) -> Any:
+        reader = (list(Graph(float_model).inputs), float_model.graph.output[0].name)
+        found: dict[int, Any] = {}
+        for group in groups:
+            floats = scoring.shard_references(
+                float_model.SerializeToString(), settings, reader, group
+            )
+            found.update(
+                scoring.score_shards(
+                    settings, reader, group, floats, int8.SerializeToString(), False
+                )
+            )
+        tally = OutputTally(float_model.graph.output[0].name)
+        for shard in shards:
+            for batch in found[shard.index]:
+                tally.merge(batch)
+        return measured(tally, None, None)
+
+    for float_model in (model, model, int8):
+        alone = OutputReference(float_model, open_data(path, inputs, batch_size=16), None)
+        assert on_workers(float_model) == alone.measure(int8)
+
+
+def test_a_worker_ranks_against_its_scorers_own_reference(
+    ray_cluster: Any, model_and_data: tuple[onnx.ModelProto, Path]
+) -> None:
+    # rank_sqnr run here as a worker runs it: two scorers' first rankings (both token 1)
+    # one after the other in one process, each against its own float model.
+    from eightbit.calibrate import open_data
+    from eightbit.distributed import scoring
+    from eightbit.graph import Graph
+    from eightbit.improve.measure import local_sqnrs
+
+    model, path = model_and_data
+    int8 = eightbit.quantize(model, path).model
+    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=32)]
+    for key, float_model in (("a", model), ("b", int8), ("a", model)):
+        ref = ray_cluster.put(float_model.SerializeToString())
+        on_worker = scoring.rank_sqnr(
+            key, [ref], (16, None, "", None), 1, batches, int8.SerializeToString()
+        )
+        assert on_worker == local_sqnrs(None)(float_model, batches)([int8])[0]

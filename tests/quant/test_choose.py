@@ -159,3 +159,20 @@ def test_per_channel_input_parameters_are_refused_for_a_bias() -> None:
     w = weight_params(np.ones((2, 1)), 0, AFFINE_U8)
     with pytest.raises(ModelError, match="per-tensor"):
         bias_params(x, w)
+
+
+def test_the_bias_check_of_all_channels_is_the_check_of_each() -> None:
+    from eightbit.quant.choose import _bias_fits, _biases_fit
+
+    input_scale = 0.0123
+    scales = np.array([1e-9, 2e-7, 0.5, 0.0, 3e-4, 1e-9], np.float32)
+    products = [float(np.float32(input_scale) * scale) for scale in scales]
+    # Magnitudes at the limit of their channel, just past it, far below, and a zero scale.
+    magnitudes = np.array(
+        [products[0] * BIAS_LIMIT, np.nextafter(products[1] * BIAS_LIMIT, np.inf), 1.0, 1.0,
+         0.0, products[5] * BIAS_LIMIT * (1 + 1e-9)]
+    )  # fmt: skip
+    pairs = zip(magnitudes.tolist(), scales.tolist(), strict=True)
+    each = [_bias_fits(m, input_scale, s) for m, s in pairs]
+    assert _biases_fit(magnitudes, input_scale, scales).tolist() == each
+    assert each == [True, False, True, False, True, False]

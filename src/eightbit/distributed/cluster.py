@@ -61,6 +61,9 @@ def connect(address: str, *, cpus: int | None = None) -> types.ModuleType:
         "include_dashboard": False,
         "log_to_driver": False,
         "configure_logging": False,
+        # Workers import eightbit's task code as they start (Ray starts them with the
+        # instance, while this process still loads the model), not in their first task.
+        "runtime_env": {"worker_process_setup_hook": f"{__name__}.{warm_worker.__name__}"},
     }
     try:
         if address == LOCAL:
@@ -72,6 +75,16 @@ def connect(address: str, *, cpus: int | None = None) -> types.ModuleType:
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise ConfigError(f"cannot join the Ray cluster at {address!r}: {error}") from None
     return ray
+
+
+def warm_worker() -> None:
+    """Run by each Ray worker process as it starts: import what eightbit's tasks and actors
+    run (ONNX Runtime, the models' code), so that a worker started ahead of the work
+    (Ray starts one per CPU with the instance) does not import it in its first task."""
+    import eightbit.distributed.calibration
+    import eightbit.distributed.check
+    import eightbit.distributed.scoring
+    import eightbit.distributed.validation  # noqa: F401
 
 
 def worker_count(ray: types.ModuleType) -> int:

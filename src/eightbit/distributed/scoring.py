@@ -1,20 +1,28 @@
-"""The fallback's candidate scoring on Ray (§S.3): one actor per worker holds the float
-model's outputs on its shards; each candidate is scored on every shard at once.
+"""The fallback's candidate scoring on Ray (§S.3): tasks on the cluster's workers, against
+the float model's outputs computed once per shard and kept in the object store.
 
 The fallback rebuilds a candidate model, then scores it; ``RayScore`` is the ``Score`` it
-takes. Each actor computes the float outputs of its shards once (as ``OutputReference``
-does in one process), then, per candidate, returns the tally of each batch alone; this
-process folds them in batch order, so the measurement and the nodes the search returns are
-those of one process. An actor whose process dies is restarted (its float outputs
-computed again) and its call retried.
+takes. The shards are dealt into one group per CPU; one task per group computes the float
+outputs of its shards (as ``OutputReference`` does in one process) and leaves them in the
+object store, and a candidate is scored by one task per group at once, given those outputs,
+each returning the tally of each batch alone. This process folds them in shard then batch
+order, so the measurement and the nodes the search returns are those of one process. A task
+whose process dies is retried on another (Ray rebuilds lost float outputs from their task).
+A score task reads only the candidate and its shards (the inputs' names and types and the
+output's name come from here), so a worker holds no copy of the float model between tasks.
+
+The tasks run on the workers Ray started with the instance, their imports done as they
+started (``cluster.warm_worker``): the fallback starts no process of its own, and a worker
+is free for any task between two candidates.
 
 The ranking (§R.8, ``build``) scores one candidate per node on the same few batches:
-``RayScore.sqnrs_on`` sends those batches once and scores whole candidates on the actors
-in turn, several at once, each exactly as ``OutputReference.sqnr`` does in one process.
+``RayScore.sqnrs_on`` sends those batches once and scores whole candidates on the workers,
+several at once, each exactly as ``OutputReference.sqnr`` does in one process.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -29,14 +37,17 @@ from eightbit.analysis.quick_check import (
     batch_outputs,
     judged_batches,
 )
-from eightbit.calibrate import ImageOptions
+from eightbit.calibrate import DataSource, ImageOptions
 from eightbit.calibrate.data import Batch, DataLike
 from eightbit.distributed.cluster import TASK_RETRIES, connect, worker_count
 from eightbit.distributed.shards import Shard, open_shard, plan_shards
 from eightbit.errors import EightbitError
-from eightbit.graph import Graph, make_session
+from eightbit.graph import Graph, TensorInfo, make_session
 from eightbit.improve.budget import Measured
 from eightbit.improve.measure import OutputReference, Sqnrs, float_score, measured
+
+# How a worker reads the shards: batch size, image options, the data's label, threads.
+Settings = tuple[int, ImageOptions | None, str, int | None]
 
 
 class RayScore:
@@ -65,51 +76,63 @@ class RayScore:
             workers=workers,
         )  # fmt: skip
         self.samples = sum(shard.samples for shard in self.shards)
-        actor = self.cluster.remote(
-            num_cpus=1, max_restarts=TASK_RETRIES, max_task_retries=TASK_RETRIES
-        )(ShardScorer)
-        # Held for the actors' lifetime: a restarted actor reads its arguments again.
+        groups = [self.shards[index::workers] for index in range(workers)]
+        # In the object store once: in-memory data travels with its shards.
+        self.groups = [self.cluster.put(group) for group in groups if group]
+        remote = self.cluster.remote(num_cpus=1, max_retries=TASK_RETRIES)
+        self._score = remote(score_shards)
+        self._rank = remote(rank_sqnr)
+        self._outputs = remote(check_outputs)
+        self._references = remote(shard_references)
+        # The float model once in the object store; the key names this scorer's ranking
+        # reference in the workers (``_RANKING``).
+        self.key = uuid.uuid4().hex
         self.model_ref = self.cluster.put(float_model.SerializeToString())
-        settings = (batch_size, image, label, threads)
-        self.actors = [
-            actor.remote(self.model_ref, self.shards[index::workers], settings)
-            for index in range(min(workers, len(self.shards)))
-        ]
-        self.name = self._get([a.output_name.remote() for a in self.actors])[0]
+        self.settings: Settings = (batch_size, image, label, threads)
+        self.name = float_model.graph.output[0].name  # ONNX Runtime's first output
+        self.reader: Reader = (list(graph.inputs), self.name)
         self.rankings = 0
+        # Each group's float outputs, by shard index: computed once, read by every score.
+        self.references = [
+            self._references.remote(self.model_ref, self.settings, self.reader, group)
+            for group in self.groups
+        ]
         self.float_score = None
         if metric is not None:
-            references = self._in_shard_order(
-                self._get([a.references.remote() for a in self.actors])
-            )
+            references = self._per_shard(self.references)
             self.float_score = float_score([r for shard in references for r in shard], metric)
 
     def __call__(self, quantized_model: onnx.ModelProto) -> Measured:
         model_ref = self.cluster.put(quantized_model.SerializeToString())
         keep = self.metric is not None
-        calls = [actor.score.remote(model_ref, keep) for actor in self.actors]
+        calls = [
+            self._score.remote(self.settings, self.reader, group, floats, model_ref, keep)
+            for group, floats in zip(self.groups, self.references, strict=True)
+        ]
         tally = OutputTally(self.name, keep=keep)
-        for batches in self._in_shard_order(self._get(calls)):
+        for batches in self._per_shard(calls):
             for batch in batches:
                 tally.merge(batch)
         return measured(tally, self.metric, self.float_score)
 
     def sqnrs_on(self, float_model: onnx.ModelProto, batches: list[Batch]) -> Sqnrs:
-        """``SqnrsOn`` on the actors (which hold ``float_model`` already): candidate ``i``
-        goes to actor ``i mod n``, at most two waiting per actor, so the caller builds the
-        next candidates while the actors score."""
-        del float_model  # the actors' own
+        """``SqnrsOn`` on the workers (which hold ``float_model`` already): every candidate
+        one task, at most two waiting per CPU, so the caller builds the next candidates
+        while the workers score."""
+        del float_model  # the workers' own
         self.rankings += 1
         token, batches_ref = self.rankings, self.cluster.put(batches)
 
         def sqnrs(models: Iterable[onnx.ModelProto]) -> list[float]:
             pending: deque[Any] = deque()
             values: list[float] = []
-            for index, model in enumerate(models):
-                actor = self.actors[index % len(self.actors)]
+            for model in models:
                 bytes_ = model.SerializeToString()
-                pending.append(actor.rank_sqnr.remote(token, batches_ref, bytes_))
-                if len(pending) >= 2 * len(self.actors):
+                task = self._rank.remote(
+                    self.key, [self.model_ref], self.settings, token, batches_ref, bytes_
+                )
+                pending.append(task)
+                if len(pending) >= 2 * len(self.groups):
                     values.extend(self._get([pending.popleft()]))
             values.extend(self._get(list(pending)))
             return values
@@ -119,23 +142,26 @@ class RayScore:
     def quick_check(
         self, float_model: onnx.ModelProto, model: onnx.ModelProto, batches: list[Batch]
     ) -> QuickCheck | None:
-        """``quick_check`` of ``model`` on ``batches`` (``float_model``: the actors' own):
-        batch i on actor i mod n, judged here in batch order as one process judges."""
-        n = len(self.actors)
+        """``quick_check`` of ``model`` on ``batches`` (``float_model``: the workers' own):
+        batch i in task i mod n, judged here in batch order as one process judges."""
+        n = len(self.groups)
         model_ref = self.cluster.put(model.SerializeToString())
         parts = self._get(
-            [actor.outputs.remote(model_ref, batches[i::n]) for i, actor in enumerate(self.actors)]
+            [
+                self._outputs.remote(self.model_ref, self.settings, model_ref, batches[i::n])
+                for i in range(n)
+            ]
         )
         ordered = [parts[i % n][i // n] for i in range(len(batches))]
         samples = sum(len(next(iter(batch.values()))) for batch in batches)
         return judged_batches(float_model, ordered, samples)
 
     def close(self) -> None:
-        for actor in self.actors:
-            self.cluster.kill(actor)
+        """Nothing to stop: a worker drops this scorer's ranking reference at the next."""
 
-    def _in_shard_order(self, per_actor: list[dict[int, Any]]) -> list[Any]:
-        merged = {index: value for part in per_actor for index, value in part.items()}
+    def _per_shard(self, calls: list[Any]) -> list[Any]:
+        """The groups' results (shard index -> value) in shard order."""
+        merged = {index: value for part in self._get(calls) for index, value in part.items()}
         return [merged[shard.index] for shard in self.shards]
 
     def _get(self, refs: list[Any]) -> list[Any]:
@@ -147,58 +173,83 @@ class RayScore:
             raise
 
 
-class ShardScorer:
-    """An actor: the float outputs of its shards, and candidates scored against them."""
+# What a score task needs of the float model: its inputs and the name of its first output.
+Reader = tuple[list[TensorInfo], str]
 
-    def __init__(
-        self,
-        model_bytes: bytes,
-        shards: list[Shard],
-        settings: tuple[int, ImageOptions | None, str, int | None],
-    ) -> None:
-        batch_size, image, label, threads = settings
-        self.model = model = onnx.load_from_string(model_bytes)
-        inputs = Graph(model).inputs
-        self.threads = threads or 1
-        self.sources = {
-            shard.index: open_shard(shard, inputs, batch_size=batch_size, image=image, label=label)
-            for shard in shards
-        }
-        session = make_session(model, threads=self.threads)
-        self.name = session.get_outputs()[0].name
-        self.float_outputs = {
-            index: [np.asarray(session.run([self.name], batch)[0]) for batch in source]
-            for index, source in self.sources.items()
-        }
+# A worker process's ranking reference (scorer key, ranking token): the float outputs of the
+# ranking's batches, computed by the first of its tasks there; the next ranking drops it.
+_RANKING: dict[tuple[str, int], OutputReference] = {}
 
-        self.ranking: tuple[int, OutputReference] | None = None
 
-    def output_name(self) -> str:
-        return self.name
+def _sources(settings: Settings, inputs: list[TensorInfo], shards: list[Shard]) -> list[DataSource]:
+    batch_size, image, label, _ = settings
+    return [
+        open_shard(shard, inputs, batch_size=batch_size, image=image, label=label)
+        for shard in shards
+    ]
 
-    def references(self) -> dict[int, list[np.ndarray]]:
-        return self.float_outputs
 
-    def outputs(self, model: bytes, batches: list[Batch]) -> list[BatchOutputs]:
-        """``batch_outputs`` of the float model and ``model`` on ``batches``."""
-        return batch_outputs(self.model, onnx.load_from_string(model), batches, self.threads)
+def shard_references(
+    model: bytes, settings: Settings, reader: Reader, shards: list[Shard]
+) -> dict[int, list[np.ndarray]]:
+    """One task: the float outputs of each batch of each of ``shards``, by shard index (one
+    session, as ``OutputReference`` computes them)."""
+    sources = _sources(settings, reader[0], shards)
+    session = make_session(onnx.load_from_string(model), threads=settings[3] or 1)
+    name = session.get_outputs()[0].name
+    return {
+        shard.index: [np.asarray(session.run([name], batch)[0]) for batch in source]
+        for shard, source in zip(shards, sources, strict=True)
+    }
 
-    def rank_sqnr(self, token: int, batches: list[Batch], model: bytes) -> float:
-        """``OutputReference.sqnr`` of ``model`` on the ranking ``token``'s ``batches``
-        (their float outputs computed on the first call, again after a restart)."""
-        if self.ranking is None or self.ranking[0] != token:
-            self.ranking = (token, OutputReference(self.model, batches, self.threads))
-        return self.ranking[1].sqnr(onnx.load_from_string(model))
 
-    def score(self, model: bytes, keep: bool) -> dict[int, list[OutputTally]]:
-        """Per shard, the tally of each batch alone of ``model`` against the float outputs."""
-        session = make_session(onnx.load_from_string(model), threads=self.threads)
-        tallies = {}
-        for index, source in self.sources.items():
-            batches = []
-            for reference, batch in zip(self.float_outputs[index], source, strict=True):
-                tally = OutputTally(self.name, keep=keep)
-                tally.update(reference, np.asarray(session.run([self.name], batch)[0]))
-                batches.append(tally)
-            tallies[index] = batches
-        return tallies
+def score_shards(
+    settings: Settings,
+    reader: Reader,
+    shards: list[Shard],
+    references: dict[int, list[np.ndarray]],
+    candidate: bytes,
+    keep: bool,
+) -> dict[int, list[OutputTally]]:
+    """One task: per shard, the tally of each batch alone of ``candidate`` against the
+    float outputs ``references`` (``shard_references``)."""
+    inputs, name = reader
+    sources = _sources(settings, inputs, shards)
+    session = make_session(onnx.load_from_string(candidate), threads=settings[3] or 1)
+    tallies = {}
+    for shard, source in zip(shards, sources, strict=True):
+        batches = []
+        for reference, batch in zip(references[shard.index], source, strict=True):
+            tally = OutputTally(name, keep=keep)
+            tally.update(reference, np.asarray(session.run([name], batch)[0]))
+            batches.append(tally)
+        tallies[shard.index] = batches
+    return tallies
+
+
+def rank_sqnr(
+    key: str,
+    model: list[Any],
+    settings: Settings,
+    token: int,
+    batches: list[Batch],
+    candidate: bytes,
+) -> float:
+    """One task: ``OutputReference.sqnr`` of ``candidate`` on the ranking ``token``'s
+    ``batches``. The float outputs are computed once per process: ``model`` holds the
+    float model's reference, fetched only then."""
+    if (key, token) not in _RANKING:
+        import ray
+
+        float_model = onnx.load_from_string(ray.get(model[0]))
+        _RANKING.clear()
+        _RANKING[key, token] = OutputReference(float_model, batches, settings[3] or 1)
+    return _RANKING[key, token].sqnr(onnx.load_from_string(candidate))
+
+
+def check_outputs(
+    model: bytes, settings: Settings, candidate: bytes, batches: list[Batch]
+) -> list[BatchOutputs]:
+    """One task: ``batch_outputs`` of the float ``model`` and ``candidate`` on ``batches``."""
+    float_model = onnx.load_from_string(model)
+    return batch_outputs(float_model, onnx.load_from_string(candidate), batches, settings[3] or 1)

@@ -134,11 +134,15 @@ def fit_weight_to_bias(
         )
     pow2 = weight_params.fraction_lengths is not None
     input_scale = float(input_params.scale)
+    # Every channel checked at once (a fallback re-plans the whole model per rebuild); the
+    # loop below widens only the channels that do not fit, usually none.
+    short = np.flatnonzero(~_biases_fit(needed, input_scale, weight_params.scale.reshape(-1)))
+    if short.size == 0:
+        return weight_params, ()
     scales = [float(s) for s in weight_params.scale.reshape(-1)]
     widened = []
-    for channel, (magnitude, scale) in enumerate(zip(needed.tolist(), scales, strict=True)):
-        if _bias_fits(magnitude, input_scale, scale):
-            continue
+    for channel in short.tolist():
+        magnitude = float(needed[channel])
         target = magnitude / (input_scale * BIAS_LIMIT)
         candidate = float(np.float32(2.0 ** math.ceil(math.log2(target)) if pow2 else target))
         while not _bias_fits(magnitude, input_scale, candidate):
@@ -146,8 +150,6 @@ def fit_weight_to_bias(
             candidate = candidate * 2 if pow2 else float(np.nextafter(np.float32(candidate), 1e38))
         scales[channel] = candidate
         widened.append(channel)
-    if not widened:
-        return weight_params, ()
     fitted = QuantParams(
         np.array(scales, dtype=np.float32).reshape(weight_params.scale.shape),
         weight_params.zero_point,
@@ -166,6 +168,15 @@ def constant_params(values: npt.ArrayLike, config: QuantConfig) -> QuantParams:
     if array.size == 0:
         return activation_params(0.0, 0.0, config)
     return activation_params(float(array.min()), float(array.max()), config)
+
+
+def _biases_fit(
+    magnitudes: np.ndarray, input_scale: float, weight_scales: np.ndarray
+) -> np.ndarray:
+    """``_bias_fits`` of each channel: the same float32 product, the same float64 test."""
+    bias_scales = (np.float32(input_scale) * weight_scales.astype(np.float32)).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (bias_scales > 0) & (magnitudes / bias_scales <= BIAS_LIMIT)
 
 
 def _bias_fits(magnitude: float, input_scale: float, weight_scale: float) -> bool:
