@@ -67,19 +67,16 @@ class LayerSums:
         """Fold rows: ``inputs`` [M, G, K], ``outputs`` [M, G, C], ``keep`` [M, G] bool.
 
         ``with_bias=False`` (a layer without a bias input): the bias column reads zeros,
-        so the solution keeps the bias at its prior, zero. One call's products run in
-        float32 (the rows are float32 already) and are accumulated across calls in float64
-        (§I.8.3): the sums' share of the step halves, and the relative error of a product
-        of a batch's rows stays near float32's 1e-7, far under the damping of eq. I.11.
+        so the solution keeps the bias at its prior, zero.
         """
-        mask = np.ones(inputs.shape[:2], np.float32) if keep is None else keep.astype(np.float32)
-        one = np.full((*inputs.shape[:2], 1), 1.0 if with_bias else 0.0, np.float32)
-        rows = np.concatenate([inputs.astype(np.float32), one], axis=2) * mask[..., None]
-        targets = outputs.astype(np.float32) * mask[..., None]
-        grouped = np.ascontiguousarray(np.transpose(rows, (1, 2, 0)))  # [G, K+1, M]
+        mask = np.ones(inputs.shape[:2]) if keep is None else keep.astype(np.float64)
+        one = np.full((*inputs.shape[:2], 1), 1.0 if with_bias else 0.0)
+        extended = np.concatenate([inputs.astype(np.float64), one], axis=2) * mask[..., None]
+        targets = outputs.astype(np.float64) * mask[..., None]
+        grouped = np.ascontiguousarray(np.transpose(extended, (1, 2, 0)))  # [G, K+1, M]
         self.gram += np.matmul(grouped, np.transpose(grouped, (0, 2, 1)))
         self.cross += np.matmul(grouped, np.transpose(targets, (1, 0, 2)))
-        self.targets += np.sum(np.square(targets, dtype=np.float64), axis=(0, 2))
+        self.targets += np.sum(np.square(targets), axis=(0, 2))
 
     def error(self, weight: np.ndarray, bias: np.ndarray) -> float:
         """Σ over the rows of ‖x̂ Wᵀ + b − y‖² (eq. I.13), from the sums."""
