@@ -85,10 +85,14 @@ def test_one_shared_inverse_gives_the_solves_weights() -> None:
     weight, bias, inputs, targets = layer(3, groups=3, channels=16, width=40, rows=500, noise=0.3)
     sums, grid, damping = sums_of(inputs, targets), grid_for(weight), 4.0
     solved = least_squares(sums, weight, bias, damping)  # no inverse given: a solve
-    gram = sums.gram + np.eye(41)[None] * (
-        damping * np.mean(np.einsum("gkk->gk", sums.gram)[:, :40], axis=1)
-        + 1e-9 * max(float(np.max(np.einsum("gkk->gk", sums.gram))), 1.0)
-    )[:, None, None]
+    gram = (
+        sums.gram
+        + np.eye(41)[None]
+        * (
+            damping * np.mean(np.einsum("gkk->gk", sums.gram)[:, :40], axis=1)
+            + 1e-9 * max(float(np.max(np.einsum("gkk->gk", sums.gram))), 1.0)
+        )[:, None, None]
+    )
     q, new_bias = gptq_round(solved, gram, grid)
     solution = solve_layer(sums, weight, bias, grid, damping)
     assert solution.reconstructed
