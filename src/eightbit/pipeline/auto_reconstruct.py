@@ -36,7 +36,9 @@ class AutoReconstruct:
         return improve.reconstruct is None and not improve.adaround
 
     def run(self, state: State) -> State:
-        if state.samples is None or state.plan is None or state.planned is None:
+        # ``planned_source``, not ``planned``: a big planned model waits on disk and is
+        # read back only if the step runs (§C.11).
+        if state.samples is None or state.plan is None or state.planned_source is None:
             return state  # no calibration samples here: nothing to fit the weights to
         decision = _decision(state)
         if not decision.runs:  # recorded only when the output was poor (the user may ask)
@@ -54,8 +56,9 @@ class AutoReconstruct:
 
 
 def _decision(state: State) -> Decision:
-    assert state.plan is not None and state.planned is not None  # run checked
-    layers, _ = weight_layers(Graph(state.planned), state.plan)
+    assert state.plan is not None  # run checked
+    # The prepared model has the planned one's layers (bias correction changes biases only).
+    layers, _ = weight_layers(Graph(state.prepared), state.plan)
     options = ReconstructOptions()
     samples = min(state.calibrate_count or options.samples, options.samples)
     cost = arithmetic(layers, samples, options)
