@@ -27,6 +27,9 @@ EXPECTED_STEPS = {
     "accurate": ["equalize", "clipping", "refine_ranges", "reconstruct", "bias_correction"],
     "finetune": ["equalize", "clipping", "bias_correction", "finetune"],
 }
+# Steps a preset runs only when a rule holds (§I.8.3): the model of ``steps_run`` is
+# accurate enough that they do not; their description names them all the same.
+CONDITIONAL = {("default", "reconstruct")}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +53,8 @@ def test_every_preset_is_described_and_the_description_names_what_it_runs(
     assert set(PRESET_DESCRIPTIONS) == set(PRESETS) == set(EXPECTED_STEPS)
     for name, description in PRESET_DESCRIPTIONS.items():
         for step, words in STEP_WORDS.items():
-            assert (words in description) == (step in steps_run[name]), (name, step)
+            wanted = step in steps_run[name] or (name, step) in CONDITIONAL
+            assert (words in description) == wanted, (name, step)
         # The --preset help is built from the descriptions, not written a second time.
         assert f"{name} ({description})" in PRESET_HELP
 
@@ -102,7 +106,7 @@ def test_overrides_replace_only_given_fields() -> None:
         ({"adaround_iters": 0}, "'adaround_iters' must be an integer >= 1"),
         ({"max_drop": -0.1}, "'max_drop' must be a number >= 0"),
         ({"min_sqnr": float("nan")}, "'min_sqnr' must be a finite number"),
-        ({"reconstruct": "on"}, "'reconstruct' must be True or False"),
+        ({"reconstruct": "on"}, "'reconstruct' must be True, False or None"),
         ({"safety_net": 1}, "'safety_net' must be True or False"),
         ({"separate_joins": None}, "'separate_joins' must be True or False"),
         ({"adaround": True, "reconstruct": True}, "both choose the weights: enable one"),

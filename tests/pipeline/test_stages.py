@@ -50,13 +50,14 @@ FRAME = ["SpaceToDepthStem", "Equalize", "Calibrate", "ChooseClipping", "RefineR
         (
             preset("default"),
             ["Equalize", "SmoothQuant", "OutlierChannels", "Calibrate", "ChooseClipping", "Plan",
-             "BiasCorrection(nearest)", "Export(nearest)", "Int8Tables", "Check", "SafetyNet",
-             "Int8Tables"],
+             "BiasCorrection(nearest)", "Export(nearest)", "AutoReconstruct", "Int8Tables",
+             "Check", "SafetyNet", "Int8Tables"],
         ),
         (
             preset("default", min_sqnr=30.0),
             ["Equalize", "SmoothQuant", "OutlierChannels", "Calibrate", "ChooseClipping", "Plan",
-             "BiasCorrection(nearest)", "Export(nearest)", "Fallback", "Int8Tables", "Check"],
+             "BiasCorrection(nearest)", "Export(nearest)", "Fallback", "AutoReconstruct",
+             "Int8Tables", "Check"],
         ),
         # Learned weights without a fallback: the nearest model would be thrown away.
         (

@@ -308,7 +308,10 @@ def _config(
 @click.option(
     "--reconstruct/--no-reconstruct",
     default=None,
-    help="Layer-wise reconstruction of weights and biases (numpy; instead of --adaround).",
+    help=(
+        "Layer-wise reconstruction of weights and biases (numpy; instead of --adaround) "
+        "[preset: default when the output SQNR is under 20 dB and it is affordable]."
+    ),
 )
 @click.option(
     "--finetune/--no-finetune",

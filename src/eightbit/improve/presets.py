@@ -12,6 +12,9 @@ benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-pres
   ranges or the observed extremes, §I.10; a milder percentile too where the output joins
   parts, judged on the worst part, §I.10.1), then bias correction kept where it raised the
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
+  When the output SQNR on calibration samples is still under ``RECONSTRUCT_BELOW_DB`` (an
+  error a user sees) and the step's predicted arithmetic is affordable, the layer-wise
+  reconstruction of the weights runs too (§I.8.3; ``reconstruct=False`` turns it off).
   Wide joins and probabilities after the last heavy op stay float (§Q13, §Q13.1), and the
   safety net (§I.9) runs the fallback when the quick check finds a collapse or a slice
   under ``SAFETY_FLOOR_DB``.
@@ -53,7 +56,10 @@ class ImproveConfig:
     - ``adaround``: learned rounding of the weights, ``adaround_iters`` steps per layer.
     - ``reconstruct``: layer-wise reconstruction of weights and biases (least squares on
       the quantized network's inputs, GPTQ rounding; numpy only). It chooses the weights
-      as ``adaround`` does: at most one of the two.
+      as ``adaround`` does: at most one of the two. True always runs it, False never,
+      None when default's rule holds: the nearest model's output SQNR on calibration
+      samples under ``RECONSTRUCT_BELOW_DB`` and the step's predicted arithmetic within
+      ``RECONSTRUCT_TIME_SHARE`` times the time spent before it (§I.8.3).
     - ``bias_correction``: True always applies it, False never, None keeps it where it
       raised the output SQNR on calibration samples.
     - ``max_drop`` / ``min_sqnr``: the accuracy budget for returning layers to float
@@ -88,7 +94,7 @@ class ImproveConfig:
     refine_ranges: bool = False
     adaround: bool = False
     adaround_iters: int = DEFAULT_ADAROUND_ITERS
-    reconstruct: bool = False
+    reconstruct: bool | None = None
     bias_correction: bool | None = None
     max_drop: float | None = None
     min_sqnr: float | None = None
@@ -107,7 +113,6 @@ class ImproveConfig:
             "choose_clipping",
             "refine_ranges",
             "adaround",
-            "reconstruct",
             "separate_joins",
             "safety_net",
             "smooth_quant",
@@ -120,6 +125,11 @@ class ImproveConfig:
             raise ConfigError(
                 f"'bias_correction' must be True, False or None (where it helps) "
                 f"(got {self.bias_correction!r})"
+            )
+        if self.reconstruct is not None and not isinstance(self.reconstruct, bool):
+            raise ConfigError(
+                f"'reconstruct' must be True, False or None (when default's rule holds) "
+                f"(got {self.reconstruct!r})"
             )
         if self.adaround and self.reconstruct:
             raise ConfigError(
@@ -154,6 +164,7 @@ class ImproveConfig:
 PRESETS: Mapping[str, ImproveConfig] = {
     "fast": ImproveConfig(
         equalize=False,
+        reconstruct=False,
         choose_clipping=False,
         refine_ranges=False,
         bias_correction=False,
@@ -173,8 +184,10 @@ PRESETS: Mapping[str, ImproveConfig] = {
 PRESET_DESCRIPTIONS: Mapping[str, str] = {
     "fast": "no improvement step, joins kept int8, no safety net",
     "default": (
-        "equalization, the clipping choice, then bias correction where it helps; joins of "
-        "very different ranges kept float after the last heavy op; the safety net"
+        "equalization, the clipping choice, then bias correction where it helps; layer-wise "
+        "reconstruction of the weights when the output SQNR stays under 20 dB and it is "
+        "affordable; joins of very different ranges kept float after the last heavy op; the "
+        "safety net"
     ),
     "accurate": (
         "equalization, the clipping choice, range refinement, layer-wise reconstruction of "

@@ -31,6 +31,7 @@ from eightbit.graph.normalize import PER_CHANNEL_OPSET
 from eightbit.improve.finetune import require_torch_for_finetune
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
+from eightbit.pipeline.auto_reconstruct import AutoReconstruct
 from eightbit.pipeline.choice import choose_mode, model_evidence
 from eightbit.pipeline.dynamic import dynamic_steps
 from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
@@ -110,6 +111,7 @@ def steps() -> tuple[Step, ...]:
         BiasCorrection(learned=False),
         Export(learned=False),
         Fallback(),
+        AutoReconstruct(),
         LearnedWeights(),
         BiasCorrection(learned=True),
         Export(learned=True),
@@ -307,7 +309,7 @@ def _weights_for_promotion(config: QuantConfig, improve: ImproveConfig) -> Impro
     """On a target without float kernels, a budget is met by int16 promotion alone, which
     cannot reduce the int8 weights' own error (§R.11): there the weights are reconstructed
     (§I.8) too, unless the user chose how they are learned."""
-    learned = improve.adaround or improve.reconstruct or improve.finetune
+    learned = improve.adaround or improve.reconstruct is True or improve.finetune
     if improve.fallback and not config.profile.float_nodes and not learned:
         return dataclasses.replace(improve, reconstruct=True)
     return improve

@@ -508,7 +508,9 @@ class LearnedWeights:
         settings, improve = state.settings, state.settings.improve
         joins = improve.separate_joins
         plan = state.plan
-        if improve.fallback:  # its plan holds the nearest biases: plan the planned model again
+        # The nearest stage's plan holds its corrected biases (the fallback's, or default's
+        # before its reconstruction rule, §I.8.3): plan the planned model again.
+        if _nearest_stage(settings):
             plan = make_plan(Graph(planned), state.ranges, plan.config, separate_joins=joins)
         if improve.adaround:
             options = AdaRoundOptions(iterations=improve.adaround_iters)

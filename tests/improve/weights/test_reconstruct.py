@@ -79,6 +79,27 @@ def test_sums_give_the_row_error_of_the_oracle() -> None:
     assert sums.error(other, bias) == pytest.approx(row_error(inputs, targets, other, bias))
 
 
+def test_one_shared_inverse_gives_the_solves_weights() -> None:
+    """``solve_layer`` inverts the damped Gram once for the least squares and GPTQ (§I.8.3);
+    the oracle is the separate path: ``np.linalg.solve`` for eq. I.11, GPTQ's own inverse."""
+    weight, bias, inputs, targets = layer(3, groups=3, channels=16, width=40, rows=500, noise=0.3)
+    sums, grid, damping = sums_of(inputs, targets), grid_for(weight), 4.0
+    solved = least_squares(sums, weight, bias, damping)  # no inverse given: a solve
+    gram = (
+        sums.gram
+        + np.eye(41)[None]
+        * (
+            damping * np.mean(np.einsum("gkk->gk", sums.gram)[:, :40], axis=1)
+            + 1e-9 * max(float(np.max(np.einsum("gkk->gk", sums.gram))), 1.0)
+        )[:, None, None]
+    )
+    q, new_bias = gptq_round(solved, gram, grid)
+    solution = solve_layer(sums, weight, bias, grid, damping)
+    assert solution.reconstructed
+    np.testing.assert_array_equal(solution.q, q)
+    np.testing.assert_allclose(solution.bias, new_bias, rtol=1e-9, atol=1e-12)
+
+
 def test_least_squares_matches_numpy_lstsq_on_the_augmented_rows() -> None:
     weight, bias, inputs, targets = layer(1, groups=2, channels=3, width=5, rows=300, noise=0.2)
     damping = 0.05

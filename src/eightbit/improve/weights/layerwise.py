@@ -110,16 +110,22 @@ def output_sqnr(
     plan: QuantPlan,
     batches: Sequence[Batch],
     threads: int | None,
+    reference: Sequence[np.ndarray] | None = None,
 ) -> tuple[float, float]:
-    """SQNR of the first output, nearest rounding vs the step's weights, on its samples."""
+    """SQNR of the first output, nearest rounding vs the step's weights, on its samples.
+
+    ``reference``: the float model's first output on each batch, when the step has it
+    (the reconstruction's float pass reads it: one pass of the float model less)."""
     name = model.graph.output[0].name
-    sessions = [
-        make_session(candidate, threads=threads)
-        for candidate in (model, to_qdq(model, plan), to_qdq(rounded, plan))
-    ]
-    outputs: list[list[np.ndarray]] = [[], [], []]
+    candidates = [to_qdq(model, plan), to_qdq(rounded, plan)]
+    if reference is None:
+        candidates.insert(0, model)
+    sessions = [make_session(candidate, threads=threads) for candidate in candidates]
+    outputs: list[list[np.ndarray]] = [[] for _ in sessions]
     for batch in batches:
         for collected, session in zip(outputs, sessions, strict=True):
             collected.append(np.asarray(session.run([name], dict(batch))[0]))
-    reference, nearest, learned = (np.concatenate(values) for values in outputs)
-    return sqnr_db(reference, nearest), sqnr_db(reference, learned)
+    if reference is not None:
+        outputs.insert(0, list(reference))
+    floats, nearest, learned = (np.concatenate(values) for values in outputs)
+    return sqnr_db(floats, nearest), sqnr_db(floats, learned)

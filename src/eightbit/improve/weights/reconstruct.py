@@ -112,7 +112,7 @@ def reconstruct(
     graph = Graph(model)
     batches = _split(read_samples(data, graph, options.samples), _FLOAT_BATCH)
     every_layer, skipped = weight_layers(graph, plan)
-    rows = _float_rows(graph, every_layer, batches, options, threads)
+    rows, floats = _float_rows(graph, every_layer, batches, options, threads)
     layers = [layer for layer in every_layer if width(layer) <= options.max_width]
     skipped += [
         (layer.node, f"{width(layer)} inputs per output channel, over {options.max_width}")
@@ -153,7 +153,7 @@ def reconstruct(
                 kept_nearest.append(layer.node)
             advance(layer.node)
     samples = sum(_count(batch) for batch in batches)
-    before, after = output_sqnr(model, edit.model, plan, batches, threads)
+    before, after = output_sqnr(model, edit.model, plan, batches, threads, floats)
     notes = [
         f"{len(layers)} layer(s) reconstructed from {samples} sample(s), up to "
         f"{options.rows_per_sample} rows per sample, {options.keep:.0%} of rows kept, "
@@ -196,15 +196,19 @@ def _float_rows(
     batches: Sequence[Batch],
     options: ReconstructOptions,
     threads: int | None,
-) -> dict[str, _Rows]:
-    """One pass of the float network: each layer's positions and float outputs there."""
+) -> tuple[dict[str, _Rows], list[np.ndarray]]:
+    """One pass of the float network: each layer's positions and float outputs there, and
+    the model's first output on each batch (the report's reference)."""
     outputs = [graph.node(layer.node).outputs[0] for layer in layers]
     inputs = [layer.input for layer in layers]
-    wanted = list(dict.fromkeys(outputs + inputs))
+    first = graph.model.graph.output[0].name
+    wanted = list(dict.fromkeys([*outputs, *inputs, first]))
     session = exposing_session(graph.model, wanted, threads=threads, lean=True)
     found: dict[str, _Rows] = {layer.node: _Rows([], []) for layer in layers}
+    floats = []
     for index, batch in enumerate(batches):
         values = dict(zip(wanted, session.run(wanted, dict(batch)), strict=True))
+        floats.append(np.asarray(values[first]))
         for number, (layer, output) in enumerate(zip(layers, outputs, strict=True)):
             rng = np.random.default_rng([options.seed, number, index])
             positions = layer.sample_positions(
@@ -212,7 +216,7 @@ def _float_rows(
             )
             found[layer.node].positions.append(positions)
             found[layer.node].targets.append(_output_rows(layer, values[output], positions))
-    return found
+    return found, floats
 
 
 def width(layer: LayerShape) -> int:

@@ -116,18 +116,26 @@ def nearest(weight: np.ndarray, grid: LayerGrid) -> np.ndarray:
 
 
 def least_squares(
-    sums: LayerSums, weight: np.ndarray, bias: np.ndarray, damping: float
+    sums: LayerSums,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    damping: float,
+    inverse: np.ndarray | None = None,
 ) -> np.ndarray:
     """[W | b] of eq. I.11: argmin ‖X̂₁ Aᵀ − Y‖² + λ‖A − A_f‖², per group; [G, C, K+1].
 
     λ = damping · mean of the Gram diagonal over the weight inputs (a tiny floor keeps a
-    group whose inputs were all zero at its float weights).
+    group whose inputs were all zero at its float weights). ``inverse``: (H + λI)⁻¹ when
+    the caller has it (``solve_layer`` computes it once for this and ``gptq_round``; the
+    damping keeps H + λI well conditioned, so a product with it is as good as a solve).
     """
     width = weight.shape[2]
     prior = np.concatenate([weight, bias[..., None]], axis=2).astype(np.float64)
     damped = _damped(sums, damping, width)
     rhs = sums.cross + damped.lam[:, None, None] * np.transpose(prior, (0, 2, 1))
-    return np.transpose(np.linalg.solve(damped.gram, rhs), (0, 2, 1))
+    if inverse is None:
+        return np.transpose(np.linalg.solve(damped.gram, rhs), (0, 2, 1))
+    return np.transpose(np.matmul(inverse, rhs), (0, 2, 1))
 
 
 # Columns rounded between two updates of the columns after them (GPTQ's lazy batches).
@@ -135,7 +143,11 @@ GPTQ_BLOCK = 128
 
 
 def gptq_round(
-    target: np.ndarray, gram: np.ndarray, grid: LayerGrid, block: int = GPTQ_BLOCK
+    target: np.ndarray,
+    gram: np.ndarray,
+    grid: LayerGrid,
+    block: int = GPTQ_BLOCK,
+    inverse: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Integers and bias from the unrounded [W | b] ``target`` [G, C, K+1] (eq. I.12).
 
@@ -150,11 +162,12 @@ def gptq_round(
     errors in one matrix product. Column j's value when it is rounded is the same sum of
     the same terms either way (only the order of the additions differs), and one product
     per block instead of one pass over the remaining columns per column is what makes a
-    4 608-input layer take seconds rather than tens of them.
+    4 608-input layer take seconds rather than tens of them. ``inverse``: H⁻¹ when the
+    caller has it.
     """
     groups, channels, columns = target.shape
     width = columns - 1
-    inverse = np.linalg.inv(gram)
+    inverse = np.linalg.inv(gram) if inverse is None else inverse
     upper = np.transpose(np.linalg.cholesky(inverse), (0, 2, 1))  # H⁻¹ = UᵀU
     work = target.astype(np.float64).copy()
     q = np.zeros((groups, channels, width), np.int64)
@@ -184,9 +197,10 @@ def solve_layer(
     ``weight`` [G, C, K] and ``bias`` [G, C] are the float layer's (the prior of the
     damping, and the fallback).
     """
-    width = weight.shape[2]
-    target = least_squares(sums, weight, bias, damping)
-    q, new_bias = gptq_round(target, _damped(sums, damping, width).gram, grid)
+    damped = _damped(sums, damping, weight.shape[2]).gram
+    inverse = np.linalg.inv(damped)  # one inverse for both (§I.8.3)
+    target = least_squares(sums, weight, bias, damping, inverse)
+    q, new_bias = gptq_round(target, damped, grid, inverse=inverse)
     scale = grid.scale.astype(np.float64)
     nearest_q = nearest(weight, grid)
     nearest_error = sums.error(scale * nearest_q, bias.astype(np.float64))

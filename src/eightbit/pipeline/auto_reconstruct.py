@@ -1,0 +1,71 @@
+"""``default``'s layer-wise reconstruction, run when its rule holds (docs/numerics.md §I.8.3).
+
+With ``ImproveConfig.reconstruct`` left at None, the nearest-rounded model is made and
+judged first (bias correction, export, the fallback); then this step decides from its
+output SQNR on the calibration samples and the step's predicted arithmetic
+(``reconstruct_rule.decide``), and when the rule holds runs the learned stage just as
+``reconstruct=True`` does: the weights reconstructed on the final plan, the output layer's
+bias corrected, the model exported again. The plan records the step and why it ran, or
+why it did not when the output was under the quality level.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from eightbit.graph import Graph
+from eightbit.improve.weights.layerwise import weight_layers
+from eightbit.improve.weights.reconstruct import ReconstructOptions
+from eightbit.improve.weights.reconstruct_rule import (
+    Decision,
+    arithmetic,
+    decide,
+    flop_rate,
+    measured_sqnr,
+)
+from eightbit.pipeline.stages import BiasCorrection, Export, LearnedWeights
+from eightbit.pipeline.state import Settings, State
+
+
+class AutoReconstruct:
+    """Reconstruction when ``reconstruct`` is None (``default``) and the rule holds."""
+
+    def applies(self, settings: Settings) -> bool:
+        improve = settings.improve
+        return improve.reconstruct is None and not improve.adaround
+
+    def run(self, state: State) -> State:
+        # ``planned_source``, not ``planned``: a big planned model waits on disk and is
+        # read back only if the step runs (§C.11).
+        if state.samples is None or state.plan is None or state.planned_source is None:
+            return state  # no calibration samples here: nothing to fit the weights to
+        decision = _decision(state)
+        if not decision.runs:  # recorded only when the output was poor (the user may ask)
+            return state.reported(decision.report() if decision.poor else None)
+        state = LearnedWeights().run(state)
+        made = state.reports[-1]
+        note = f"run by default's rule (§I.8.3): {decision.reason}"
+        state = replace(
+            state, reports=(*state.reports[:-1], replace(made, notes=(*made.notes, note)))
+        )
+        correction = BiasCorrection(learned=True)
+        if correction.applies(_learned(state.settings)):
+            state = correction.run(state)
+        return Export(learned=True).run(state)
+
+
+def _decision(state: State) -> Decision:
+    assert state.plan is not None  # run checked
+    # The prepared model has the planned one's layers (bias correction changes biases only).
+    layers, _ = weight_layers(Graph(state.prepared), state.plan)
+    options = ReconstructOptions()
+    samples = min(state.calibrate_count or options.samples, options.samples)
+    cost = arithmetic(layers, samples, options)
+    spent = time.perf_counter() - state.started
+    return decide(measured_sqnr(state.reports), cost, flop_rate(), spent)
+
+
+def _learned(settings: Settings) -> Settings:
+    """``settings`` as with ``reconstruct=True``: what the learned stage's steps read."""
+    return replace(settings, improve=replace(settings.improve, reconstruct=True))

@@ -1,0 +1,88 @@
+"""Default's reconstruction rule (§I.8.3): it runs when, and only when, the output SQNR on
+calibration samples is under the quality level and the predicted arithmetic fits in the
+time budget; ``reconstruct=False`` and ``--preset fast`` never run it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+import eightbit
+from eightbit.improve.presets import ImproveConfig, preset
+from eightbit.improve.weights import reconstruct_rule
+from eightbit.improve.weights.reconstruct_rule import Cost, decide
+from eightbit.steps import StepReport
+from tests.fixtures import models
+
+RULE = "eightbit.improve.weights.reconstruct_rule"
+Case = tuple[onnx.ModelProto, dict[str, np.ndarray], float]
+
+
+@pytest.fixture(scope="module")
+def case() -> Case:
+    """A small CNN, its samples, and its output SQNR on them as default measures it."""
+    model = models.conv_bn_relu()
+    data = models.random_inputs(model, n=40, seed=1)
+    steps = eightbit.quantize(model, data).plan.steps
+    measured = reconstruct_rule.measured_sqnr(steps)
+    assert measured is not None
+    return model, data, measured
+
+
+def reconstruct_steps(case: Case, improve: ImproveConfig | str) -> list[StepReport]:
+    model, data, _ = case
+    steps = eightbit.quantize(model, data, improve=improve).plan.steps
+    return [step for step in steps if step.name == "reconstruct"]
+
+
+def test_runs_under_the_quality_level(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] + 1.0)
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_TIME_SHARE", 1e6)  # the time rule holds
+    (step,) = reconstruct_steps(case, "default")
+    assert step.seconds > 0 and step.after_db is not None and step.layers
+    assert any("default's rule" in note for note in step.notes)
+
+
+def test_does_not_run_at_or_over_the_quality_level(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] - 1.0)
+    assert reconstruct_steps(case, "default") == []
+
+
+def test_over_the_time_budget_it_is_recorded_as_skipped(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] + 1.0)
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_TIME_SHARE", 0.0)
+    (step,) = reconstruct_steps(case, "default")
+    assert step.seconds == 0.0 and not step.layers
+    assert step.notes[0].startswith("skipped: predicted")
+
+
+@pytest.mark.parametrize("improve", [preset("default", reconstruct=False), "fast"])
+def test_off_and_fast_never_run_it(
+    case: Case, improve: ImproveConfig | str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", 1000.0)
+    assert reconstruct_steps(case, improve) == []
+
+
+@pytest.mark.parametrize(
+    ("sqnr", "operations", "runs", "poor"),
+    [
+        (19.9, 2e10, True, True),  # poor; 20 s of rows and 20 s of arithmetic, budget 40 s
+        (20.0, 2e10, False, False),  # at the level: good enough
+        (19.9, 2.1e10, False, True),  # poor, but 41 s against 40 s
+        (None, 1e9, False, False),  # nothing measured
+    ],
+)
+def test_decide_at_its_boundaries(
+    sqnr: float | None, operations: float, runs: bool, poor: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_TIME_SHARE", 4.0)
+    rows = 20.0 / reconstruct_rule.ROW_SECONDS
+    decision = decide(sqnr, Cost(rows, operations), rate=1e9, spent=10.0)
+    assert (decision.runs, decision.poor) == (runs, poor)
+    assert decision.predicted_seconds == pytest.approx(20.0 + operations / 1e9)
