@@ -212,7 +212,8 @@ def code_index() -> CodeIndex:
     # The package, and the benchmarks, MCU checks and test models the docs name too.
     sources = [
         *PACKAGE.rglob("*.py"),
-        *(ROOT / "benchmarks").rglob("*.py"),
+        # not benchmarks/_work: the bench's downloads and the AIMET venv live there
+        *(p for p in (ROOT / "benchmarks").rglob("*.py") if "_work" not in p.parts),
         *(ROOT / "mcu").rglob("*.py"),
         *(ROOT / "tests" / "fixtures").rglob("*.py"),  # the test models numerics names
     ]
