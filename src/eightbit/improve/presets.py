@@ -58,8 +58,8 @@ class ImproveConfig:
       the quantized network's inputs, GPTQ rounding; numpy only). It chooses the weights
       as ``adaround`` does: at most one of the two. True always runs it, False never,
       None when default's rule holds: the nearest model's output SQNR on calibration
-      samples under ``RECONSTRUCT_BELOW_DB`` and the step's predicted arithmetic within
-      ``RECONSTRUCT_TIME_SHARE`` times the time spent before it (§I.8.3).
+      samples under ``RECONSTRUCT_BELOW_DB`` and the step's predicted work within
+      ``RECONSTRUCT_MAX_SECONDS`` on the reference machine (§I.8.3).
     - ``bias_correction``: True always applies it, False never, None keeps it where it
       raised the output SQNR on calibration samples.
     - ``max_drop`` / ``min_sqnr``: the accuracy budget for returning layers to float

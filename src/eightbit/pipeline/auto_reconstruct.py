@@ -11,7 +11,6 @@ why it did not when the output was under the quality level.
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 from eightbit.graph import Graph
@@ -21,7 +20,6 @@ from eightbit.improve.weights.reconstruct_rule import (
     Decision,
     arithmetic,
     decide,
-    flop_rate,
     measured_sqnr,
 )
 from eightbit.pipeline.stages import BiasCorrection, Export, LearnedWeights
@@ -61,9 +59,7 @@ def _decision(state: State) -> Decision:
     layers, _ = weight_layers(Graph(state.prepared), state.plan)
     options = ReconstructOptions()
     samples = min(state.calibrate_count or options.samples, options.samples)
-    cost = arithmetic(layers, samples, options)
-    spent = time.perf_counter() - state.started
-    return decide(measured_sqnr(state.reports), cost, flop_rate(), spent)
+    return decide(measured_sqnr(state.reports), arithmetic(layers, samples, options))
 
 
 def _learned(settings: Settings) -> Settings:

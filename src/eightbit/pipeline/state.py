@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -112,8 +111,6 @@ class State:
     # The data as given and its image options: a cluster's workers read their shards of it.
     data: DataLike | None = field(default=None, repr=False)
     image: ImageOptions | None = None
-    # When ``quantize`` started: default's reconstruction rule weighs the time spent (§I.8.3).
-    started: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
         # A big float model no step runs on any more (``prepared`` moved on from it) waits

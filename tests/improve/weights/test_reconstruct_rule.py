@@ -1,6 +1,6 @@
 """Default's reconstruction rule (§I.8.3): it runs when, and only when, the output SQNR on
-calibration samples is under the quality level and the predicted arithmetic fits in the
-time budget; ``reconstruct=False`` and ``--preset fast`` never run it."""
+calibration samples is under the quality level and the predicted work is within its
+bound; ``reconstruct=False`` and ``--preset fast`` never run it."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def reconstruct_steps(case: Case, improve: ImproveConfig | str) -> list[StepRepo
 
 def test_runs_under_the_quality_level(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] + 1.0)
-    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_TIME_SHARE", 1e6)  # the time rule holds
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_MAX_SECONDS", 1e6)  # the work bound holds
     (step,) = reconstruct_steps(case, "default")
     assert step.seconds > 0 and step.after_db is not None and step.layers
     assert any("default's rule" in note for note in step.notes)
@@ -51,11 +51,11 @@ def test_does_not_run_at_or_over_the_quality_level(
     assert reconstruct_steps(case, "default") == []
 
 
-def test_over_the_time_budget_it_is_recorded_as_skipped(
+def test_over_the_work_bound_it_is_recorded_as_skipped(
     case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] + 1.0)
-    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_TIME_SHARE", 0.0)
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_MAX_SECONDS", 0.0)
     (step,) = reconstruct_steps(case, "default")
     assert step.seconds == 0.0 and not step.layers
     assert step.notes[0].startswith("skipped: predicted")
@@ -72,7 +72,7 @@ def test_off_and_fast_never_run_it(
 @pytest.mark.parametrize(
     ("sqnr", "operations", "runs", "poor"),
     [
-        (19.9, 2e10, True, True),  # poor; 20 s of rows and 20 s of arithmetic, budget 40 s
+        (19.9, 2e10, True, True),  # poor; 20 s of rows and 20 s of arithmetic, bound 40 s
         (20.0, 2e10, False, False),  # at the level: good enough
         (19.9, 2.1e10, False, True),  # poor, but 41 s against 40 s
         (None, 1e9, False, False),  # nothing measured
@@ -81,8 +81,19 @@ def test_off_and_fast_never_run_it(
 def test_decide_at_its_boundaries(
     sqnr: float | None, operations: float, runs: bool, poor: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_TIME_SHARE", 4.0)
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_MAX_SECONDS", 40.0)
+    monkeypatch.setattr(f"{RULE}.REFERENCE_RATE", 1e9)
     rows = 20.0 / reconstruct_rule.ROW_SECONDS
-    decision = decide(sqnr, Cost(rows, operations), rate=1e9, spent=10.0)
+    decision = decide(sqnr, Cost(rows, operations))
     assert (decision.runs, decision.poor) == (runs, poor)
     assert decision.predicted_seconds == pytest.approx(20.0 + operations / 1e9)
+
+
+def test_the_decision_reads_no_clock(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same model and samples give the same decision however fast the machine: here
+    no time passes at all, which a rule weighing the seconds spent would refuse."""
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] + 1.0)
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_MAX_SECONDS", 1e6)
+    monkeypatch.setattr("time.perf_counter", lambda: 0.0)
+    (step,) = reconstruct_steps(case, "default")
+    assert any("default's rule" in note for note in step.notes)
