@@ -14,6 +14,8 @@ from eightbit.graph import Graph, normalize
 from eightbit.quant import QuantConfig
 
 WIDTH, TOKENS = 32, 5
+# ONNX Runtime's integer products and the index of their weight's zero point
+_WEIGHT_ZERO_POINT = {"MatMulInteger": 3, "DynamicQuantizeMatMul": 3, "MatMulIntegerToFloat": 5}
 
 
 def _residual_block() -> onnx.ModelProto:
@@ -72,3 +74,32 @@ def test_onnx_runtime_does_not_fuse_the_residual_add_into_skip_layer_norm(
     with_shapes.CopyFrom(written)
     with_shapes.graph.value_info.extend(model.graph.value_info)
     assert "SkipLayerNormalization" in _optimized_op_types(with_shapes, tmp_path)
+
+
+def test_products_reach_onnx_runtimes_u8_s8_kernels_with_exact_sums(tmp_path: Path) -> None:
+    """Both input forms (per tensor: DynamicQuantizeMatMul; per row: MatMulInteger) read
+    int8 weights with zero point 0 in ONNX Runtime's optimized graph (§D.2: its u8 × s8
+    kernels, not the slower u8 × u8 ones a uint8 weight forces), and the sums are those of
+    the float product to within the quantization error."""
+    model = normalize(_residual_block())
+    for config in (QuantConfig(mode="dynamic"), QuantConfig(mode="dynamic", row_scales=False)):
+        written = to_dynamic(model, plan_dynamic(Graph(model), config))
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        options.log_severity_level = 3
+        ort.InferenceSession(
+            written.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        optimized = onnx.load(options.optimized_model_filepath).graph
+        stored = {tensor.name: tensor for tensor in optimized.initializer}
+        products = [node for node in optimized.node if node.op_type in _WEIGHT_ZERO_POINT]
+        assert len(products) == 1, [node.op_type for node in optimized.node]
+        product = products[0]
+        weight, zero = product.input[1], product.input[_WEIGHT_ZERO_POINT[product.op_type]]
+        assert stored[weight].data_type == TensorProto.INT8
+        assert stored[zero].data_type == TensorProto.INT8
+        assert not numpy_helper.to_array(stored[zero]).any()
+        x = np.random.default_rng(1).normal(0, 1, (2, TOKENS, WIDTH)).astype(np.float32)
+        float_y = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
+        int8_y = ort.InferenceSession(written.SerializeToString()).run(None, {"x": x})[0]
+        assert np.abs(float_y - int8_y).max() < 0.1
