@@ -32,7 +32,7 @@ from eightbit.improve.finetune import require_torch_for_finetune
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
 from eightbit.pipeline.auto_reconstruct import AutoReconstruct
-from eightbit.pipeline.choice import choose_mode, model_evidence
+from eightbit.pipeline.choice import choose_mode, latency_timer, model_evidence
 from eightbit.pipeline.dynamic import dynamic_steps
 from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
 from eightbit.pipeline.stages import (
@@ -185,6 +185,7 @@ def quantize(
     # model's weights are not held twice through every step (issue 20).
     held = [exported]
     evidence = model_evidence(exported) if config.mode == "auto" else None
+    timer = None if evidence is None else latency_timer(exported, data, image)
     del exported
 
     def run(chosen: QuantConfig) -> QuantizedModel:
@@ -203,7 +204,7 @@ def quantize(
         return handed.pop().result()
 
     if config.mode == "auto":
-        return choose_mode(evidence, config, settings.improve, run)
+        return choose_mode(evidence, config, settings.improve, run, timer)
     return run(config)
 
 

@@ -45,7 +45,8 @@ class QuantConfig:
       calibration data; numerics §D). Dynamic mode runs on ONNX Runtime (target ``ort``)
       with the affine scheme. ``"auto"``, the default of the API and the CLI: static,
       unless the graph is a transformer and dynamic mode gives the better SQNR on the
-      held-back samples (§D.6); the plan records the mode that ran.
+      held-back samples at no more than 5% more latency (§D.6); the plan records the mode
+      that ran.
     - ``row_scales``: in dynamic mode, one activation scale per row (per token), computed
       in the graph (§D.4); False: one per tensor (``DynamicQuantizeLinear``, §D.1).
     - ``tensor_scales``: in dynamic mode with ``row_scales``, the products (node names)
