@@ -7,7 +7,9 @@ transformer is quantized in both modes (dynamic takes a fraction of static's tim
 the better of the two by the first output's SQNR on the same held-back samples is kept
 among those whose latency (both int8 models timed interleaved on one sample) is within
 ``LATENCY_TOLERANCE`` of the faster: dynamic mode leaves every Conv float, so a transformer
-behind a convolutional backbone (DETR) can be more accurate and much slower in it.
+behind a convolutional backbone (DETR) can be more accurate and much slower in it. A
+static model that misses the safety net's floor (``safety_net.missed_floor``) is no
+candidate for its speed: a broken model is not worth any latency.
 Whether the static model meets the budget (``min_sqnr`` if given, else
 ``AUTO_MIN_SQNR_DB``) is no evidence, since a few held-back samples can read it 5 dB high
 (a ViT-S: 28.2 dB there, 22.9 dB on 64 evaluation images). The plan records the choice in
@@ -33,6 +35,7 @@ from eightbit.improve.presets import ImproveConfig
 from eightbit.ops.attention import transformer_evidence
 from eightbit.pipeline.state import QuantizedModel
 from eightbit.quant import QuantConfig
+from eightbit.safety_net import missed_floor
 from eightbit.steps import StepReport
 
 # The budget the choice's note measures against when the user gave none: the output
@@ -83,7 +86,8 @@ def choose_mode(
         note = f"mode: static, kept because dynamic gave {shown} dB against {static_db:.1f} dB"
         return _noted(first, note, started, static_db, static_db)
     slower = _slower(timer, first, second)
-    if slower is not None:
+    missed = list(missed_floor(first.check).values())
+    if slower is not None and not missed:
         note = (
             f"mode: static ({static_db:.1f} dB), kept because dynamic mode's "
             f"{dynamic_db:.1f} dB ran {slower:.2f}x static's time (limit "
@@ -94,6 +98,8 @@ def choose_mode(
         f"mode: dynamic, chosen because static gave {static_db:.1f} dB against "
         f"{dynamic_db:.1f} dB (budget {budget:g} dB; {evidence})"
     )
+    if slower is not None:
+        note += f"; at {slower:.2f}x static's time, since static misses the floor: {missed[0]}"
     return _noted(second, note, started, static_db, dynamic_db)
 
 
