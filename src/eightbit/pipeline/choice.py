@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
+import numpy as np
 import onnx
 
 from eightbit.analysis.latency import interleaved_medians_ms
@@ -30,7 +31,6 @@ from eightbit.calibrate import ImageOptions, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph
-from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.presets import ImproveConfig
 from eightbit.ops.attention import transformer_evidence
 from eightbit.pipeline.state import QuantizedModel
@@ -120,15 +120,17 @@ def latency_timer(
     model: onnx.ModelProto, data: DataLike | None, image: ImageOptions | None
 ) -> Timer | None:
     """``choose_mode``'s timer on the first sample of ``data`` (the model's fixed batch if
-    it has one), or None without data."""
+    it has one), or None without data. The sample is read when the models are timed, after
+    both modes have read the data, so no step sees it read once more before its own."""
     if data is None:
         return None
-    graph = Graph(model)
-    fixed = [i.shape[0] for i in graph.inputs if i.shape and isinstance(i.shape[0], int)]
+    inputs = Graph(model).inputs  # not the model: a big one is let go of while timing
+    fixed = [i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int)]
     rows = max(fixed[0], 1) if fixed else 1
-    feed = one_sample(open_data(data, graph.inputs, batch_size=rows, image=image), graph)
 
     def timer(models: Sequence[onnx.ModelProto]) -> Sequence[float]:
+        batch = next(iter(open_data(data, inputs, batch_size=rows, image=image)))
+        feed = {name: np.ascontiguousarray(values[:rows]) for name, values in batch.items()}
         return interleaved_medians_ms(models, feed, runs=LATENCY_RUNS, warmup=LATENCY_WARMUP)
 
     return timer
