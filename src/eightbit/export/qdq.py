@@ -35,8 +35,9 @@ STUB_MIN_BYTES = 1024
 
 
 # What a ``QuantizedConstants`` holds at most by default (float bytes and integers): a
-# ResNet-50's weights in both forms, a small share of a big model's.
-CACHE_MAX_BYTES = 256 << 20
+# ResNet-18's weights in both forms; of a big model, only the first weights met (its
+# memory is the scarcer resource, issue 20).
+CACHE_MAX_BYTES = 64 << 20
 
 
 class QuantizedConstants:
