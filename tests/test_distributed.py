@@ -540,11 +540,12 @@ def test_the_scoring_tasks_measure_as_one_process(
         assert on_workers(float_model) == alone.measure(int8)
 
 
-def test_a_worker_ranks_against_its_scorers_own_reference(
-    ray_cluster: Any, model_and_data: tuple[onnx.ModelProto, Path]
+def test_the_ranking_tasks_score_as_one_process(
+    model_and_data: tuple[onnx.ModelProto, Path],
 ) -> None:
-    # rank_sqnr run here as a worker runs it: two scorers' first rankings (both token 1)
-    # one after the other in one process, each against its own float model.
+    # The ranking's tasks run here as the workers run them: the float outputs of 5 batches
+    # dealt over 2 and over 3 reference tasks (batch i in task i mod n), then a candidate
+    # scored against them; and with more tasks than batches.
     from eightbit.calibrate import open_data
     from eightbit.distributed import scoring
     from eightbit.graph import Graph
@@ -552,10 +553,14 @@ def test_a_worker_ranks_against_its_scorers_own_reference(
 
     model, path = model_and_data
     int8 = eightbit.quantize(model, path).model
-    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=32)]
-    for key, float_model in (("a", model), ("b", int8), ("a", model)):
-        ref = ray_cluster.put(float_model.SerializeToString())
-        on_worker = scoring.rank_sqnr(
-            key, [ref], (16, None, "", None), 1, batches, int8.SerializeToString()
-        )
-        assert on_worker == local_sqnrs(None)(float_model, batches)([int8])[0]
+    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=80)]
+    settings = (16, None, "", None)
+    name = model.graph.output[0].name
+    for count, tasks in ((5, 2), (5, 3), (2, 3)):
+        chosen = batches[:count]
+        parts = [
+            scoring.ranking_references(model.SerializeToString(), settings, chosen[i::tasks])
+            for i in range(min(tasks, count))
+        ]
+        on_workers = scoring.rank_sqnr(settings, name, chosen, int8.SerializeToString(), *parts)
+        assert on_workers == local_sqnrs(None)(model, chosen)([int8])[0]

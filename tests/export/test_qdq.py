@@ -16,6 +16,7 @@ from eightbit.graph import load_model, save_model
 from eightbit.quant import QuantConfig
 from tests.export.helpers import (
     make_model,
+    min_max_ranges,
     normal,
     optimized_op_types,
     output_scale,
@@ -290,3 +291,40 @@ def test_a_node_kept_in_float_stays_float_in_onnxruntime(excluded: str) -> None:
     np.testing.assert_allclose(
         run(kept.qdq, feeds, optimized=True), run_reference(kept.qdq, feeds), atol=1e-5
     )
+
+
+def test_a_cache_of_integer_weights_gives_the_same_bytes() -> None:
+    # What a fallback's rebuilds do: one cache over exports of the same weights (some with
+    # a node excluded; wider input ranges: the same biases with other scales), then a model
+    # whose weight has the same name and parameters but other values: neither may get the
+    # integers cached for the other.
+    from dataclasses import replace
+
+    from eightbit.export import QuantizedConstants
+    from eightbit.graph import Graph
+    from eightbit.plan import activation_tensors_to_calibrate, make_plan
+
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds)
+    normalized, plan = quantized.float_model, quantized.plan
+    names = activation_tensors_to_calibrate(Graph(normalized), plan.config)
+    ranges = min_max_ranges(normalized, names, feeds)
+    plans = [plan]
+    for excluded in (("dw",), ("fc", "conv")):
+        config = replace(plan.config, exclude=excluded)
+        plans.append(make_plan(Graph(normalized), ranges, config))
+    wider = {name: (2 * low, 2 * high) for name, (low, high) in ranges.items()}
+    plans.append(make_plan(Graph(normalized), wider, plan.config))
+    moved = onnx.ModelProto()
+    moved.CopyFrom(normalized)
+    weight = next(t for t in moved.graph.initializer if t.name == "w1")
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 0.75, "w1"))
+    cache = QuantizedConstants()
+    for model_, plan_ in [(normalized, p) for p in plans] + [(moved, plan), (normalized, plan)]:
+        cached = to_qdq(model_, plan_, cache=cache).SerializeToString()
+        assert cached == to_qdq(model_, plan_).SerializeToString()
+    assert cache.held > 0
+    full = QuantizedConstants(max_bytes=0)  # nothing fits: every weight quantized again
+    again = to_qdq(moved, plan, cache=full).SerializeToString()
+    assert again == to_qdq(moved, plan).SerializeToString()
+    assert full.held == 0 and not full.tensors

@@ -16,13 +16,13 @@ started (``cluster.warm_worker``): the fallback starts no process of its own, an
 is free for any task between two candidates.
 
 The ranking (§R.8, ``build``) scores one candidate per node on the same few batches:
-``RayScore.sqnrs_on`` sends those batches once and scores whole candidates on the workers,
+``RayScore.sqnrs_on`` sends those batches once, has their float outputs computed once, split
+into one task per CPU (``ranking_references``), and scores whole candidates on the workers,
 several at once, each exactly as ``OutputReference.sqnr`` does in one process.
 """
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -82,16 +82,13 @@ class RayScore:
         remote = self.cluster.remote(num_cpus=1, max_retries=TASK_RETRIES)
         self._score = remote(score_shards)
         self._rank = remote(rank_sqnr)
+        self._ranking_references = remote(ranking_references)
         self._outputs = remote(check_outputs)
         self._references = remote(shard_references)
-        # The float model once in the object store; the key names this scorer's ranking
-        # reference in the workers (``_RANKING``).
-        self.key = uuid.uuid4().hex
         self.model_ref = self.cluster.put(float_model.SerializeToString())
         self.settings: Settings = (batch_size, image, label, threads)
         self.name = float_model.graph.output[0].name  # ONNX Runtime's first output
         self.reader: Reader = (list(graph.inputs), self.name)
-        self.rankings = 0
         # Each group's float outputs, by shard index: computed once, read by every score.
         self.references = [
             self._references.remote(self.model_ref, self.settings, self.reader, group)
@@ -116,23 +113,26 @@ class RayScore:
         return measured(tally, self.metric, self.float_score)
 
     def sqnrs_on(self, float_model: onnx.ModelProto, batches: list[Batch]) -> Sqnrs:
-        """``SqnrsOn`` on the workers (which hold ``float_model`` already): every candidate
-        one task, at most two waiting per CPU, so the caller builds the next candidates
-        while the workers score."""
+        """``SqnrsOn`` on the workers: the float outputs on ``batches`` computed once, batch
+        i in task i mod n (n: one per group), then every candidate one task given them, at
+        most two waiting per CPU, so the caller builds the next candidates while the
+        workers score. ``float_model``: the one the workers have already."""
         del float_model  # the workers' own
-        self.rankings += 1
-        token, batches_ref = self.rankings, self.cluster.put(batches)
+        n = len(self.groups)
+        batches_ref = self.cluster.put(batches)
+        parts = [
+            self._ranking_references.remote(self.model_ref, self.settings, batches[i::n])
+            for i in range(min(n, len(batches)))
+        ]
 
         def sqnrs(models: Iterable[onnx.ModelProto]) -> list[float]:
             pending: deque[Any] = deque()
             values: list[float] = []
             for model in models:
                 bytes_ = model.SerializeToString()
-                task = self._rank.remote(
-                    self.key, [self.model_ref], self.settings, token, batches_ref, bytes_
-                )
+                task = self._rank.remote(self.settings, self.name, batches_ref, bytes_, *parts)
                 pending.append(task)
-                if len(pending) >= 2 * len(self.groups):
+                if len(pending) >= 2 * n:
                     values.extend(self._get([pending.popleft()]))
             values.extend(self._get(list(pending)))
             return values
@@ -157,7 +157,7 @@ class RayScore:
         return judged_batches(float_model, ordered, samples)
 
     def close(self) -> None:
-        """Nothing to stop: a worker drops this scorer's ranking reference at the next."""
+        """Nothing to stop: the workers keep nothing of this scorer between tasks."""
 
     def _per_shard(self, calls: list[Any]) -> list[Any]:
         """The groups' results (shard index -> value) in shard order."""
@@ -175,10 +175,6 @@ class RayScore:
 
 # What a score task needs of the float model: its inputs and the name of its first output.
 Reader = tuple[list[TensorInfo], str]
-
-# A worker process's ranking reference (scorer key, ranking token): the float outputs of the
-# ranking's batches, computed by the first of its tasks there; the next ranking drops it.
-_RANKING: dict[tuple[str, int], OutputReference] = {}
 
 
 def _sources(settings: Settings, inputs: list[TensorInfo], shards: list[Shard]) -> list[DataSource]:
@@ -227,24 +223,25 @@ def score_shards(
     return tallies
 
 
-def rank_sqnr(
-    key: str,
-    model: list[Any],
-    settings: Settings,
-    token: int,
-    batches: list[Batch],
-    candidate: bytes,
-) -> float:
-    """One task: ``OutputReference.sqnr`` of ``candidate`` on the ranking ``token``'s
-    ``batches``. The float outputs are computed once per process: ``model`` holds the
-    float model's reference, fetched only then."""
-    if (key, token) not in _RANKING:
-        import ray
+def ranking_references(model: bytes, settings: Settings, batches: list[Batch]) -> list[np.ndarray]:
+    """One task: the float ``model``'s first output on each of ``batches`` (one session, as
+    ``OutputReference`` computes them)."""
+    session = make_session(onnx.load_from_string(model), threads=settings[3] or 1)
+    name = session.get_outputs()[0].name
+    return [np.asarray(session.run([name], batch)[0]) for batch in batches]
 
-        float_model = onnx.load_from_string(ray.get(model[0]))
-        _RANKING.clear()
-        _RANKING[key, token] = OutputReference(float_model, batches, settings[3] or 1)
-    return _RANKING[key, token].sqnr(onnx.load_from_string(candidate))
+
+def rank_sqnr(
+    settings: Settings, name: str, batches: list[Batch], candidate: bytes, *parts: list[np.ndarray]
+) -> float:
+    """One task: ``OutputReference.sqnr`` of ``candidate`` on ``batches``, whose float
+    outputs ``parts`` hold, batch i in part i mod n (``ranking_references``)."""
+    n = len(parts)
+    outputs = np.concatenate([parts[i % n][i // n] for i in range(len(batches))])
+    # ``computed``: the float model is not run, so none is given (an empty proto).
+    computed = (name, outputs)
+    reference = OutputReference(onnx.ModelProto(), batches, settings[3] or 1, computed=computed)
+    return reference.sqnr(onnx.load_from_string(candidate))
 
 
 def check_outputs(

@@ -6,6 +6,6 @@ its int8 kernels (docs/numerics.md §Q10).
 
 from __future__ import annotations
 
-from eightbit.export.qdq import to_qdq
+from eightbit.export.qdq import QuantizedConstants, to_qdq
 
-__all__ = ["to_qdq"]
+__all__ = ["QuantizedConstants", "to_qdq"]

@@ -11,7 +11,7 @@ a float initializer with no Q/DQ (docs/targets.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import onnx
@@ -34,12 +34,67 @@ INT16_QDQ_OPSET = 21
 STUB_MIN_BYTES = 1024
 
 
-def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
+# What a ``QuantizedConstants`` holds at most by default (float bytes and integers): a
+# ResNet-18's weights in both forms; of a big model, only the first weights met (its
+# memory is the scarcer resource, issue 20).
+CACHE_MAX_BYTES = 64 << 20
+
+
+class QuantizedConstants:
+    """The integer initializers ``to_qdq`` wrote, each with the float bytes and parameters
+    it was quantized from, for the next export to copy instead of computing again.
+
+    A fallback rebuilds the model once per candidate (§R.10) and most of its weights are
+    quantized with the same parameters every time; the integers are a function of the
+    values and the parameters (eq. Q.1), so a copy is the same bytes. A copy is taken only
+    when the float bytes are equal (compared, not hashed: a byte comparison costs less than
+    a hash, and cannot collide). At most ``max_bytes`` are kept (the first ones met); a
+    tensor whose data is not in the model (external data) is quantized each time.
+    """
+
+    def __init__(self, max_bytes: int = CACHE_MAX_BYTES) -> None:
+        self.max_bytes, self.held = max_bytes, 0
+        self.tensors: dict[tuple[object, ...], list[tuple[bytes, onnx.TensorProto]]] = {}
+
+    def written(
+        self, source: onnx.TensorProto, params: QuantParams, write: Callable[[], onnx.TensorProto]
+    ) -> onnx.TensorProto:
+        """``write()`` (the integer initializer of ``source`` quantized with ``params``),
+        or what it returned for the same values and parameters (the caller copies it)."""
+        if not source.HasField("raw_data") or source.data_location == onnx.TensorProto.EXTERNAL:
+            return write()
+        key = _constant_key(source, params)
+        values = source.raw_data
+        for known, tensor in self.tensors.get(key, ()):
+            if known == values:
+                return tensor
+        tensor = write()
+        size = len(values) + len(tensor.raw_data)
+        if self.held + size <= self.max_bytes:
+            self.tensors.setdefault(key, []).append((values, tensor))
+            self.held += size
+        return tensor
+
+
+def _constant_key(source: onnx.TensorProto, params: QuantParams) -> tuple[object, ...]:
+    """The parameters and what of ``source`` is not its bytes."""
+    scale, zero_point = params.scale, params.zero_point
+    return (
+        source.name, source.data_type, tuple(source.dims), params.dtype, params.axis,
+        params.narrow_range, scale.shape, scale.tobytes(), zero_point.tobytes(),
+    )  # fmt: skip
+
+
+def to_qdq(
+    model: onnx.ModelProto, plan: QuantPlan, *, cache: QuantizedConstants | None = None
+) -> onnx.ModelProto:
     """A QDQ copy of ``model`` (normalized, opset >= 13) quantized as ``plan`` says.
 
     The tensor names of ``model`` keep their meaning: each quantized activation ``t`` is
     the DequantizeLinear output named ``t`` (its producer now writes ``t_prequant``), so
     graph outputs and value infos are unchanged. ``model`` itself is not modified.
+    ``cache``: integer weights of earlier exports to copy (a fallback's rebuilds); the
+    model is the same bytes with or without it.
     """
     opset = _default_opset(model)
     if opset < MIN_QDQ_OPSET:
@@ -51,10 +106,10 @@ def to_qdq(model: onnx.ModelProto, plan: QuantPlan) -> onnx.ModelProto:
         result = onnx.ModelProto()
         result.CopyFrom(model)
         upgrade_opset(result, INT16_QDQ_OPSET)  # 16x8 (§Q17); other models keep their opset
-        _QdqWriter(result.graph, plan).write()
+        _QdqWriter(result.graph, plan, cache=cache).write()
         return result
     result, weights = _copy_without_weights(model, plan)
-    _QdqWriter(result.graph, plan, weights).write()
+    _QdqWriter(result.graph, plan, weights, cache).write()
     return result
 
 
@@ -88,8 +143,10 @@ class _QdqWriter:
         graph: onnx.GraphProto,
         plan: QuantPlan,
         weights: dict[str, onnx.TensorProto] | None = None,
+        cache: QuantizedConstants | None = None,
     ) -> None:
         self.graph = graph
+        self.cache = cache
         self.plan = plan
         self.decisions = _decisions_for(graph, plan)
         self.initializers = {tensor.name: tensor for tensor in graph.initializer}
@@ -226,11 +283,16 @@ class _QdqWriter:
         if name in self.dequantized_constants:
             return self.dequantized_constants[name]
         params = self.plan.tensors[name]
-        values = numpy_helper.to_array(self.weights.get(name, self.initializers[name]))
+        source = self.weights.get(name, self.initializers[name])
+
+        def write() -> onnx.TensorProto:
+            return numpy_helper.from_array(quantize_values(numpy_helper.to_array(source), params))
+
         stored = self.names(f"{name}_quantized")
-        self.graph.initializer.append(
-            numpy_helper.from_array(quantize_values(values, params), stored)
-        )
+        integers = self.graph.initializer.add()
+        cache = self.cache
+        integers.CopyFrom(write() if cache is None else cache.written(source, params, write))
+        integers.name = stored
         scale, zero_point = self._params_initializers(name, params)
         output = self.names(f"{name}_dequantized")
         self.head.append(

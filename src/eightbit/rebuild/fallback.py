@@ -14,7 +14,7 @@ from eightbit.analysis.outputs import Metric
 from eightbit.analysis.quick_check import QuickCheck, quick_check
 from eightbit.calibrate import Ranges, open_data
 from eightbit.calibrate.data import Batch, DataLike
-from eightbit.export import to_qdq
+from eightbit.export import QuantizedConstants, to_qdq
 from eightbit.graph import Graph
 from eightbit.improve._onnx import restore_nodes
 from eightbit.improve.budget import Score
@@ -56,13 +56,19 @@ class Built:
     plan: QuantPlan
 
 
-def with_float(net: Prepared, excluded: frozenset[str], joins: bool) -> tuple[Prepared, Built]:
-    """``net`` with ``excluded`` back in float (planned constants), and its int8 model."""
+def with_float(
+    net: Prepared,
+    excluded: frozenset[str],
+    joins: bool,
+    cache: QuantizedConstants | None = None,
+) -> tuple[Prepared, Built]:
+    """``net`` with ``excluded`` back in float (planned constants), and its int8 model.
+    ``cache``: the integer weights of earlier rebuilds, copied where they recur (§R.10)."""
     restored = restore_nodes(net.prepared, net.planned, sorted(excluded))
     exclude = tuple(dict.fromkeys([*net.config.exclude, *sorted(excluded)]))
     kept = replace(net, prepared=restored, config=replace(net.config, exclude=exclude))
     plan = make_plan(Graph(restored), net.ranges, kept.config, separate_joins=joins)
-    return kept, Built(to_qdq(restored, plan), plan)
+    return kept, Built(to_qdq(restored, plan, cache=cache), plan)
 
 
 def run_fallback(
@@ -91,10 +97,12 @@ def run_fallback(
     ``max_steps``).
     """
 
+    constants = QuantizedConstants()  # the rebuilds' integer weights, while the step runs
+
     def build(excluded: frozenset[str]) -> Built:
         if not excluded:
             return Built(qdq, plan)
-        return with_float(net, excluded, improve.separate_joins)[1]
+        return with_float(net, excluded, improve.separate_joins, constants)[1]
 
     budget = improve.budget(metric)
     source = open_data(samples, Graph(net.float_model).inputs, batch_size=EVALUATION_BATCH)
