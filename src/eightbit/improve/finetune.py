@@ -63,7 +63,7 @@ class FinetuneOptions:
     steps: int = DEFAULT_FINETUNE_STEPS
     batch: int = 16
     weight_lr: float = 0.003
-    scale_lr: float = 1e-3
+    scale_lr: float = 1e-2
     exponent_lr: float = 1e-2
     eval_every: int = 10
     patience: int = 5
