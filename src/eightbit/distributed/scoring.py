@@ -44,7 +44,13 @@ from eightbit.distributed.shards import Shard, open_shard, plan_shards
 from eightbit.errors import EightbitError
 from eightbit.graph import Graph, TensorInfo, make_session
 from eightbit.improve.budget import Measured
-from eightbit.improve.measure import OutputReference, Sqnrs, float_score, measured
+from eightbit.improve.measure import (
+    OutputReference,
+    Sqnrs,
+    first_outputs,
+    float_score,
+    measured,
+)
 
 # How a worker reads the shards: batch size, image options, the data's label, threads.
 Settings = tuple[int, ImageOptions | None, str, int | None]
@@ -224,11 +230,9 @@ def score_shards(
 
 
 def ranking_references(model: bytes, settings: Settings, batches: list[Batch]) -> list[np.ndarray]:
-    """One task: the float ``model``'s first output on each of ``batches`` (one session, as
-    ``OutputReference`` computes them)."""
-    session = make_session(onnx.load_from_string(model), threads=settings[3] or 1)
-    name = session.get_outputs()[0].name
-    return [np.asarray(session.run([name], batch)[0]) for batch in batches]
+    """One task: the float ``model``'s first output on each of ``batches`` (``first_outputs``,
+    as ``OutputReference`` computes them)."""
+    return first_outputs(onnx.load_from_string(model), batches, settings[3] or 1)[1]
 
 
 def rank_sqnr(

@@ -182,9 +182,7 @@ class OutputReference:
             sizes = np.cumsum([len(next(iter(batch.values()))) for batch in batches])[:-1]
             self.references = np.split(whole, sizes)
         else:
-            session = make_session(float_model, threads=threads)
-            self.name = session.get_outputs()[0].name
-            self.references = [np.asarray(session.run([self.name], b)[0]) for b in batches]
+            self.name, self.references = first_outputs(float_model, batches, threads)
         self.samples = sum(len(reference) for reference in self.references)
         self.float_score = float_score(self.references, metric)
 
@@ -233,6 +231,16 @@ class OutputReference:
 # scores several candidates at once on a cluster, with the same numbers.
 Sqnrs = Callable[[Iterable[onnx.ModelProto]], list[float]]
 SqnrsOn = Callable[[onnx.ModelProto, list[Batch]], Sqnrs]
+
+
+def first_outputs(
+    float_model: onnx.ModelProto, batches: Iterable[Batch], threads: int | None
+) -> tuple[str, list[np.ndarray]]:
+    """The name of ``float_model``'s first output and its values on each batch (one
+    session): the reference of ``OutputReference`` and of the ranking on a cluster."""
+    session = make_session(float_model, threads=threads)
+    name = session.get_outputs()[0].name
+    return name, [np.asarray(session.run([name], batch)[0]) for batch in batches]
 
 
 def local_sqnrs(threads: int | None) -> SqnrsOn:

@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-import numpy as np
 import onnx
 
 from eightbit.analysis.latency import interleaved_medians_ms
@@ -31,6 +30,7 @@ from eightbit.calibrate import ImageOptions, open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.errors import ConfigError
 from eightbit.graph import Graph
+from eightbit.improve.fallback.cost import one_sample
 from eightbit.improve.presets import ImproveConfig
 from eightbit.ops.attention import transformer_evidence
 from eightbit.pipeline.state import QuantizedModel
@@ -125,12 +125,9 @@ def latency_timer(
     if data is None:
         return None
     inputs = Graph(model).inputs  # not the model: a big one is let go of while timing
-    fixed = [i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int)]
-    rows = max(fixed[0], 1) if fixed else 1
 
     def timer(models: Sequence[onnx.ModelProto]) -> Sequence[float]:
-        batch = next(iter(open_data(data, inputs, batch_size=rows, image=image)))
-        feed = {name: np.ascontiguousarray(values[:rows]) for name, values in batch.items()}
+        feed = one_sample(open_data(data, inputs, batch_size=1, image=image), inputs)
         return interleaved_medians_ms(models, feed, runs=LATENCY_RUNS, warmup=LATENCY_WARMUP)
 
     return timer

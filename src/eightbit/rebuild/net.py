@@ -83,7 +83,7 @@ def safety_net(
     if holding is not None:
         report = replace(holding, seconds=time.perf_counter() - started)
         return qdq, plan, report, None
-    timer = LatencyRatio(net.float_model, one_sample(source, graph))
+    timer = LatencyRatio(net.float_model, one_sample(source, graph.inputs))
     cap, what = latency_cap(timer, net.float_model, qdq, source)
     start = net, plan, qdq
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)

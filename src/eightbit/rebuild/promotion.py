@@ -104,7 +104,7 @@ def promote_after_fallback(
     timer = None
     if budget.max_latency is not None:
         graph = Graph(net.float_model)
-        feed = one_sample(open_data(samples, graph.inputs, batch_size=16), graph)
+        feed = one_sample(open_data(samples, graph.inputs, batch_size=16), graph.inputs)
         timer = LatencyRatio(net.float_model, feed)
     qdq, plan, report, notes, promoted = promotion_instead(
         start, floated, samples, threads, budget, timer, improve.separate_joins,
@@ -167,7 +167,7 @@ def run_promotion(
     net = replace(net, planned=at_int16_opset(net.planned))
     net = replace(net, prepared=at_int16_opset(net.prepared) if corrected else net.planned)
     candidates = promotion_candidates(plan, net.ranges, Graph(net.planned))
-    feed = one_sample(source, graph)
+    feed = one_sample(source, graph.inputs)
     facts = tensor_facts(net.prepared, candidates, feed, threads)
     parameters = memory_usage(graph, Graph(qdq)).int8_bytes
     _, arena = footprint(Graph(net.prepared), plan, facts, parameters)

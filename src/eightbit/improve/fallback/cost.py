@@ -11,7 +11,7 @@ import onnx
 from eightbit.analysis.latency import interleaved_medians_ms
 from eightbit.analysis.memory import memory_usage
 from eightbit.calibrate import DataSource
-from eightbit.graph import Graph
+from eightbit.graph import Graph, TensorInfo
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def fallback_cost(
     float_bytes = sum(layer.float_bytes for layer in usage_before.layers if layer.node in returned)
     timings: list[float | None] = [None, None, None]
     if latency_runs:
-        feed = one_sample(source, float_graph)
+        feed = one_sample(source, float_graph.inputs)
         timings = list(
             interleaved_medians_ms([before, after, float_model], feed, runs=latency_runs, warmup=2)
         )
@@ -75,9 +75,10 @@ def fallback_cost(
     )
 
 
-def one_sample(source: DataSource, graph: Graph) -> dict[str, np.ndarray]:
-    """One sample (or the model's fixed batch) of the data: latency is timed at batch 1."""
+def one_sample(source: DataSource, inputs: Sequence[TensorInfo]) -> dict[str, np.ndarray]:
+    """One sample (or the model's fixed batch) of the data: latency is timed at batch 1.
+    ``inputs``: the model's (``Graph.inputs``)."""
     batch = next(iter(source))
-    fixed = [i.shape[0] for i in graph.inputs if i.shape and isinstance(i.shape[0], int)]
+    fixed = [i.shape[0] for i in inputs if i.shape and isinstance(i.shape[0], int)]
     count = fixed[0] if fixed and fixed[0] > 0 else 1
     return {name: np.ascontiguousarray(values[:count]) for name, values in batch.items()}

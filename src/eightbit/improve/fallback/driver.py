@@ -129,7 +129,7 @@ def fallback(
     first = base if base is not None else calls(frozenset())
     first_measured = evaluate(first.model)
     if budget.max_latency is not None and latency is None:
-        latency = LatencyRatio(float_model, one_sample(source, graph))
+        latency = LatencyRatio(float_model, one_sample(source, graph.inputs))
     first_ratio = None if latency is None else latency(first.model)
     start = Probe(
         (), _Model(first, first_measured, first_ratio), slow=False,
