@@ -53,13 +53,24 @@ def cached_arrays(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Calibration and evaluation inputs of ``name``, generated once into _work/zoo."""
     calibration, evaluation = data_paths(name)
-    if not (calibration.exists() and evaluation.exists()):
+    recipe_path, recipe = ZOO_DIR / f"{name}_data.txt", data_recipe(make)
+    fresh = recipe_path.exists() and recipe_path.read_text() == recipe
+    if not (fresh and calibration.exists() and evaluation.exists()):
         ZOO_DIR.mkdir(parents=True, exist_ok=True)
         for path, array in zip((calibration, evaluation), make(), strict=True):
             tmp = path.with_name(path.name + ".tmp.npy")
             np.save(tmp, np.ascontiguousarray(array))
             tmp.replace(path)
+        recipe_path.write_text(recipe)
     return np.load(calibration), np.load(evaluation)
+
+
+def data_recipe(make: Callable[[], tuple[np.ndarray, np.ndarray]]) -> str:
+    """What generated a model's data: the function's name and its bound arguments, so that
+    a changed sample count regenerates the cached arrays instead of reusing stale ones."""
+    func = getattr(make, "func", make)
+    bound = (getattr(make, "args", ()), getattr(make, "keywords", {}))
+    return f"{func.__module__}.{func.__qualname__} {bound!r}"
 
 
 def data_paths(name: str) -> tuple[Path, Path]:

@@ -18,14 +18,21 @@ from benchmarks.zoo.export import export
 from benchmarks.zoo.spec import ZOO_DIR, package_file
 
 LITE_SIZE = 224
+POOL_CROPS = 2048  # the sample pool the calibration benchmark also uses
 
 
 def image_data(calibration: int, evaluation: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first crops of the bench's calibration and evaluation sets (ImageNet-normalized)."""
-    return (
-        np.asarray(images.calibration_set()[:calibration]),
-        np.asarray(images.evaluation_set()[:evaluation]),
-    )
+    """The first crops of the bench's calibration and evaluation sets (ImageNet-normalized);
+    beyond the evaluation set's crops, the crops of the bench's sample pool (another seed)."""
+    crops = np.asarray(images.evaluation_set()[:evaluation])
+    more = evaluation - len(crops)
+    if more > 0:
+        pool = np.load(images.sample_pool(POOL_CROPS), mmap_mode="r")
+        if more > len(pool):
+            most = len(crops) + len(pool)
+            raise ValueError(f"{evaluation} evaluation crops asked; at most {most}")
+        crops = np.concatenate([crops, np.asarray(pool[:more])])
+    return np.asarray(images.calibration_set()[:calibration]), crops
 
 
 def efficientnet_lite1() -> Path:

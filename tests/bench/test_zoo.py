@@ -265,3 +265,21 @@ def test_yolox_agreement_lets_one_int8_box_match_one_float_box() -> None:
     reference = np.stack([_yolox_raw([(0, 6.25, log_w, 0.9), (1, 10.25, log_w, 0.8)])])
     candidate = np.stack([_yolox_raw([(2, 6.75, log_w, 0.9)])])
     assert measures.yolox_detection_agreement(reference, candidate) == 0.5
+
+
+def _counted_data(calibration: int, evaluation: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((calibration, 2)), np.ones((evaluation, 2))
+
+
+def test_cached_zoo_data_is_regenerated_when_its_sample_count_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from functools import partial
+
+    from benchmarks.zoo import spec
+
+    monkeypatch.setattr(spec, "ZOO_DIR", tmp_path)
+    monkeypatch.setattr(spec, "data_paths", lambda name: (tmp_path / "c.npy", tmp_path / "e.npy"))
+    assert spec.cached_arrays("m", partial(_counted_data, 2, 3))[1].shape == (3, 2)
+    assert spec.cached_arrays("m", partial(_counted_data, 2, 5))[1].shape == (5, 2)
+    assert spec.cached_arrays("m", partial(_counted_data, 2, 5))[1].shape == (5, 2)
