@@ -21,7 +21,7 @@ from eightbit.improve.budget import Score
 from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference, SqnrsOn
 from eightbit.improve.presets import ImproveConfig
-from eightbit.plan import QuantPlan, make_plan
+from eightbit.plan import QuantPlan, WeightParamsCache, make_plan
 from eightbit.quant import QuantConfig
 from eightbit.steps import StepReport
 
@@ -61,13 +61,17 @@ def with_float(
     excluded: frozenset[str],
     joins: bool,
     cache: QuantizedConstants | None = None,
+    weights: WeightParamsCache | None = None,
 ) -> tuple[Prepared, Built]:
     """``net`` with ``excluded`` back in float (planned constants), and its int8 model.
-    ``cache``: the integer weights of earlier rebuilds, copied where they recur (§R.10)."""
+    ``cache``: the integer weights of earlier rebuilds, copied where they recur;
+    ``weights``: their weight and bias parameters, likewise (§R.10)."""
     restored = restore_nodes(net.prepared, net.planned, sorted(excluded))
     exclude = tuple(dict.fromkeys([*net.config.exclude, *sorted(excluded)]))
     kept = replace(net, prepared=restored, config=replace(net.config, exclude=exclude))
-    plan = make_plan(Graph(restored), net.ranges, kept.config, separate_joins=joins)
+    plan = make_plan(
+        Graph(restored), net.ranges, kept.config, separate_joins=joins, weights=weights
+    )
     return kept, Built(to_qdq(restored, plan, cache=cache), plan)
 
 
@@ -98,11 +102,12 @@ def run_fallback(
     """
 
     constants = QuantizedConstants()  # the rebuilds' integer weights, while the step runs
+    weights = WeightParamsCache()  # and their weight and bias parameters
 
     def build(excluded: frozenset[str]) -> Built:
         if not excluded:
             return Built(qdq, plan)
-        return with_float(net, excluded, improve.separate_joins, constants)[1]
+        return with_float(net, excluded, improve.separate_joins, constants, weights)[1]
 
     budget = improve.budget(metric)
     source = open_data(samples, Graph(net.float_model).inputs, batch_size=EVALUATION_BATCH)
