@@ -31,8 +31,9 @@ EVALUATION_BATCH = 16
 # The worst-slice note of a fallback runs the models on at most this many samples.
 SLICE_NOTE_SAMPLES = 64
 
-# A quick check of (float model, int8 model, batches): ``quick_check`` here, or on a cluster.
-Checker = Callable[[onnx.ModelProto, onnx.ModelProto, list[Batch]], QuickCheck | None]
+# Quick checks of (float model, int8 models, batches), one per int8 model: ``quick_check``
+# here, or on a cluster (where the float model runs once for all of them).
+Checker = Callable[[onnx.ModelProto, list[onnx.ModelProto], list[Batch]], list[QuickCheck | None]]
 
 
 @dataclass(frozen=True)
@@ -137,13 +138,17 @@ def worst_slices_note(
     graph = Graph(float_model)
     data = open_data(samples, graph.inputs, batch_size=16, limit=SLICE_NOTE_SAMPLES)
     batches = [dict(batch) for batch in data]
-    check = check or (lambda f, q, b: quick_check(f, q, b, threads))
-    first = _worst_slice(check(float_model, before, batches))
-    second = first if after is before else _worst_slice(check(float_model, after, batches))
+    check = check or (lambda f, models, b: [quick_check(f, q, b, threads) for q in models])
+    found = [_worst_slice(c) for c in check(float_model, _distinct(before, after), batches)]
+    first, second = found[0], found[-1]
     return (
         f"worst output slice (§A.9) on up to {SLICE_NOTE_SAMPLES} calibration samples: "
         f"before {first}; after {second}"
     )
+
+
+def _distinct(before: onnx.ModelProto, after: onnx.ModelProto) -> list[onnx.ModelProto]:
+    return [before] if after is before else [before, after]
 
 
 def _worst_slice(check: QuickCheck | None) -> str:
