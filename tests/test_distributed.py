@@ -564,3 +564,37 @@ def test_the_ranking_tasks_score_as_one_process(
         ]
         on_workers = scoring.rank_sqnr(settings, name, chosen, int8.SerializeToString(), *parts)
         assert on_workers == local_sqnrs(None)(model, chosen)([int8])[0]
+
+
+def test_the_check_tasks_judge_as_one_process(
+    model_and_data: tuple[onnx.ModelProto, Path],
+) -> None:
+    # The worst-slice checks' tasks run here as the workers run them: 5 batches dealt over
+    # 2 and over 3 tasks, each running the float model once for two int8 models, then
+    # judged in batch order: each check must be the one-process check of its own model.
+    from eightbit.analysis.quick_check import judged_batches, quick_check
+    from eightbit.calibrate import open_data
+    from eightbit.distributed import scoring
+    from eightbit.graph import Graph
+
+    model, path = model_and_data
+    int8 = eightbit.quantize(model, path).model
+    coarse = eightbit.quantize(model, path, QuantConfig(per_channel=False)).model
+    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=80)]
+    samples = sum(len(next(iter(batch.values()))) for batch in batches)
+    settings = (16, None, "", None)
+    candidates = [int8, coarse]
+    for tasks in (2, 3):
+        parts = [
+            scoring.check_outputs(
+                model.SerializeToString(),
+                settings,
+                batches[i::tasks],
+                *(c.SerializeToString() for c in candidates),
+            )
+            for i in range(tasks)
+        ]
+        for index, candidate in enumerate(candidates):
+            ordered = [parts[i % tasks][index][i // tasks] for i in range(len(batches))]
+            alone = quick_check(model, candidate, batches, None)
+            assert judged_batches(model, ordered, samples) == alone

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import numpy as np
 import onnx
 
 from eightbit._io import atomic_write_text
@@ -221,7 +222,12 @@ def activation_tensors_to_calibrate(graph: Graph, config: QuantConfig) -> list[s
 
 
 def make_plan(
-    graph: Graph, ranges: RangeLookup, config: QuantConfig, *, separate_joins: bool = False
+    graph: Graph,
+    ranges: RangeLookup,
+    config: QuantConfig,
+    *,
+    separate_joins: bool = False,
+    weights: WeightParamsCache | None = None,
 ) -> QuantPlan:
     """Decide every node and the parameters of every quantized tensor.
 
@@ -233,6 +239,8 @@ def make_plan(
     ConfigError for an unknown name in ``config.exclude`` or a model with nothing to
     quantize, and DataError for a missing range. A target without float kernels (``mcu``)
     skips the join rule and refuses a plan that keeps any node in float, naming each node.
+    ``weights``: the weight and bias parameters of earlier plans (a fallback's rebuilds),
+    reused where a node's constants and input parameters recur; the plan is the same.
     """
     selection = select(graph, config)
     if separate_joins and config.profile.float_nodes:
@@ -264,7 +272,7 @@ def make_plan(
     for node in graph.nodes:
         spec = lookup(node.op_type, node.domain)
         if selection.reasons[node.name] is None and spec is not None:
-            notes[node.name] = _weight_and_bias_params(graph, node, spec, config, tensors)
+            notes[node.name] = _weight_and_bias_params(graph, node, spec, config, tensors, weights)
 
     folded: dict[str, str] = {}  # dropped activation -> the producer it was folded into
     for producer_name, activation in selection.fused.items():
@@ -317,9 +325,15 @@ def rebias(graph: Graph, plan: QuantPlan) -> QuantPlan:
 
 
 def _weight_and_bias_params(
-    graph: Graph, node: Node, spec: OpSpec, config: QuantConfig, tensors: dict[str, QuantParams]
+    graph: Graph,
+    node: Node,
+    spec: OpSpec,
+    config: QuantConfig,
+    tensors: dict[str, QuantParams],
+    cache: WeightParamsCache | None = None,
 ) -> str | None:
-    """Add the node's weight and bias parameters to ``tensors``; return a note, if any."""
+    """Add the node's weight and bias parameters to ``tensors``; return a note, if any.
+    ``cache``: what earlier plans computed for the same constants and input parameters."""
     weight = None if spec.weight_port is None else optional_input(node, spec.weight_port)
     if weight is None or weight not in graph.initializers:
         return None  # no weight, or MatMul's second activation
@@ -332,16 +346,71 @@ def _weight_and_bias_params(
             notes.append(f"per-tensor weights: {found.reason}")
         else:
             axis = found
-    params = weight_params(values, axis, config, name=f"weight {weight!r}")
     bias = None if spec.bias_port is None else optional_input(node, spec.bias_port)
-    if bias is not None:
-        input_params = tensors[node.inputs[spec.data_ports(node)[0]]]
-        params, widened = fit_weight_to_bias(graph.initializers[bias], input_params, params)
-        if widened:
-            notes.append(f"weight scale widened on channel(s) {list(widened)} so the bias fits")
-        tensors[bias] = bias_params(input_params, params)
+    input_params = None if bias is None else tensors[node.inputs[spec.data_ports(node)[0]]]
+    bias_values = None if bias is None else graph.initializers[bias]
+
+    def compute() -> tuple[QuantParams, QuantParams | None, str | None]:
+        params = weight_params(values, axis, config, name=f"weight {weight!r}")
+        if bias_values is None or input_params is None:
+            return params, None, None
+        params, widened = fit_weight_to_bias(bias_values, input_params, params)
+        note = f"weight scale widened on channel(s) {list(widened)} so the bias fits"
+        return params, bias_params(input_params, params), note if widened else None
+
+    if cache is None:
+        params, bias_q, widened_note = compute()
+    else:
+        key = (weight, bias, axis, config.scheme, _params_key(input_params))
+        params, bias_q, widened_note = cache.get(key, (values, bias_values), compute)
+    if bias is not None and bias_q is not None:
+        tensors[bias] = bias_q
+    if widened_note is not None:
+        notes.append(widened_note)
     tensors[weight] = params
     return "; ".join(notes) or None
+
+
+def _params_key(params: QuantParams | None) -> tuple[object, ...] | None:
+    """What of ``params`` the weight and bias parameters depend on, as a dictionary key."""
+    if params is None:
+        return None
+    return (params.dtype, params.axis, params.scale.tobytes(), params.zero_point.tobytes())
+
+
+class WeightParamsCache:
+    """Weight and bias parameters ``make_plan`` chose, with the constants they came from.
+
+    A fallback plans the model once per rebuild (§R.10) and most weighted nodes keep their
+    weights, biases and input parameters from one rebuild to the next; the parameters are
+    a function of those (eq. Q.5-Q.7), so an entry is reused only when the weights' and
+    biases' bytes are equal (compared, not hashed, as ``QuantizedConstants`` does) and the
+    key (names, axis, scheme, input parameters) is the same. At most ``max_bytes`` of
+    constants are kept (the first met): a big model's weights are not held twice.
+    """
+
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes, self.held = max_bytes, 0
+        self.entries: dict[tuple[object, ...], list[tuple[tuple[bytes, ...], Any]]] = {}
+
+    def get(self, key: tuple[object, ...], constants: tuple[Any, ...], compute: Any) -> Any:
+        """``compute()``, or what it returned for ``key`` and the same ``constants``."""
+        data = tuple(b"" if c is None else _described(c) for c in constants)
+        for known, value in self.entries.get(key, ()):
+            if known == data:
+                return value
+        value = compute()
+        size = sum(len(part) for part in data)
+        if self.held + size <= self.max_bytes:
+            self.entries.setdefault(key, []).append((data, value))
+            self.held += size
+        return value
+
+
+def _described(values: Any) -> bytes:
+    """An array's type, shape and bytes: equal only for the same array."""
+    array = np.asarray(values)
+    return f"{array.dtype.str}{array.shape}".encode() + array.tobytes()
 
 
 def _range_of(ranges: RangeLookup, name: str, keep_max: bool = False) -> tuple[float, float]:

@@ -328,3 +328,32 @@ def test_a_cache_of_integer_weights_gives_the_same_bytes() -> None:
     again = to_qdq(moved, plan, cache=full).SerializeToString()
     assert again == to_qdq(moved, plan).SerializeToString()
     assert full.held == 0 and not full.tensors
+
+
+def test_a_cache_of_weight_parameters_gives_the_same_plans() -> None:
+    # make_plan's weight and bias parameters reused across a fallback's plans: nodes
+    # excluded, wider input ranges (the same biases, other input scales: other bias scales),
+    # a weight of the same name with other values; each plan must be the one made without.
+    from dataclasses import replace
+
+    from eightbit.graph import Graph
+    from eightbit.plan import WeightParamsCache, activation_tensors_to_calibrate, make_plan
+
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds)
+    normalized, plan = quantized.float_model, quantized.plan
+    names = activation_tensors_to_calibrate(Graph(normalized), plan.config)
+    ranges = min_max_ranges(normalized, names, feeds)
+    wider = {name: (2 * low, 2 * high) for name, (low, high) in ranges.items()}
+    moved = onnx.ModelProto()
+    moved.CopyFrom(normalized)
+    weight = next(t for t in moved.graph.initializer if t.name == "w1")
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 0.75, "w1"))
+    cases = [(normalized, ranges, plan.config)]
+    cases += [(normalized, ranges, replace(plan.config, exclude=e)) for e in (("dw",), ("fc",))]
+    cases += [(normalized, wider, plan.config), (moved, ranges, plan.config)]
+    cache = WeightParamsCache()
+    for model_, ranges_, config in cases + cases:
+        cached = make_plan(Graph(model_), ranges_, config, weights=cache).to_dict()
+        assert cached == make_plan(Graph(model_), ranges_, config).to_dict()
+    assert cache.held > 0

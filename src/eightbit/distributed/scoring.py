@@ -34,7 +34,6 @@ from eightbit.analysis.outputs import Metric, OutputTally
 from eightbit.analysis.quick_check import (
     BatchOutputs,
     QuickCheck,
-    batch_outputs,
     judged_batches,
 )
 from eightbit.calibrate import DataSource, ImageOptions
@@ -145,22 +144,27 @@ class RayScore:
 
         return sqnrs
 
-    def quick_check(
-        self, float_model: onnx.ModelProto, model: onnx.ModelProto, batches: list[Batch]
-    ) -> QuickCheck | None:
-        """``quick_check`` of ``model`` on ``batches`` (``float_model``: the workers' own):
-        batch i in task i mod n, judged here in batch order as one process judges."""
+    def quick_checks(
+        self, float_model: onnx.ModelProto, models: list[onnx.ModelProto], batches: list[Batch]
+    ) -> list[QuickCheck | None]:
+        """``quick_check`` of each of ``models`` on ``batches`` (``float_model``: the
+        workers' own): batch i in task i mod n, each task running the float model once for
+        every model, judged here in batch order as one process judges."""
         n = len(self.groups)
-        model_ref = self.cluster.put(model.SerializeToString())
+        candidates = [self.cluster.put(model.SerializeToString()) for model in models]
         parts = self._get(
             [
-                self._outputs.remote(self.model_ref, self.settings, model_ref, batches[i::n])
+                self._outputs.remote(self.model_ref, self.settings, batches[i::n], *candidates)
                 for i in range(n)
             ]
         )
-        ordered = [parts[i % n][i // n] for i in range(len(batches))]
         samples = sum(len(next(iter(batch.values()))) for batch in batches)
-        return judged_batches(float_model, ordered, samples)
+        return [
+            judged_batches(
+                float_model, [parts[i % n][c][i // n] for i in range(len(batches))], samples
+            )
+            for c in range(len(models))
+        ]
 
     def close(self) -> None:
         """Nothing to stop: the workers keep nothing of this scorer between tasks."""
@@ -249,8 +253,35 @@ def rank_sqnr(
 
 
 def check_outputs(
-    model: bytes, settings: Settings, candidate: bytes, batches: list[Batch]
-) -> list[BatchOutputs]:
-    """One task: ``batch_outputs`` of the float ``model`` and ``candidate`` on ``batches``."""
-    float_model = onnx.load_from_string(model)
-    return batch_outputs(float_model, onnx.load_from_string(candidate), batches, settings[3] or 1)
+    model: bytes, settings: Settings, batches: list[Batch], *candidates: bytes
+) -> list[list[BatchOutputs]]:
+    """One task: ``batch_outputs`` of the float ``model`` and each of ``candidates`` on
+    ``batches``, the float model run once for all of them."""
+    threads = settings[3] or 1
+    floats = _every_output(onnx.load_from_string(model), batches, threads)
+    checked = []
+    for candidate in candidates:
+        outputs = _every_output(onnx.load_from_string(candidate), batches, threads)
+        checked.append(
+            [
+                {name: (values[name], found[name]) for name in values}
+                for values, found in zip(floats, outputs, strict=True)
+            ]
+        )
+    return checked
+
+
+def _every_output(
+    model: onnx.ModelProto, batches: list[Batch], threads: int
+) -> list[dict[str, np.ndarray]]:
+    """Every output of ``model`` on each of ``batches`` (one session, as ``batch_outputs``
+    runs each model)."""
+    session = make_session(model, threads=threads)
+    names = [output.name for output in session.get_outputs()]
+    return [
+        {
+            name: np.asarray(value)
+            for name, value in zip(names, session.run(names, dict(batch)), strict=True)
+        }
+        for batch in batches
+    ]

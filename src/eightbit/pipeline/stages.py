@@ -440,7 +440,7 @@ class Fallback:
                 net, state.plan, state.qdq, state.samples, settings.improve,
                 settings.metric, settings.threads, settings.progress, score,
                 rank_sqnrs=None if score is None else score.sqnrs_on,
-                check=None if score is None else score.quick_check,
+                check=None if score is None else score.quick_checks,
             )  # fmt: skip
         finally:
             if score is not None:

@@ -21,7 +21,7 @@ from eightbit.improve.budget import Score
 from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.measure import OutputReference, SqnrsOn
 from eightbit.improve.presets import ImproveConfig
-from eightbit.plan import QuantPlan, make_plan
+from eightbit.plan import QuantPlan, WeightParamsCache, make_plan
 from eightbit.quant import QuantConfig
 from eightbit.steps import StepReport
 
@@ -31,8 +31,9 @@ EVALUATION_BATCH = 16
 # The worst-slice note of a fallback runs the models on at most this many samples.
 SLICE_NOTE_SAMPLES = 64
 
-# A quick check of (float model, int8 model, batches): ``quick_check`` here, or on a cluster.
-Checker = Callable[[onnx.ModelProto, onnx.ModelProto, list[Batch]], QuickCheck | None]
+# Quick checks of (float model, int8 models, batches), one per int8 model: ``quick_check``
+# here, or on a cluster (where the float model runs once for all of them).
+Checker = Callable[[onnx.ModelProto, list[onnx.ModelProto], list[Batch]], list[QuickCheck | None]]
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,17 @@ def with_float(
     excluded: frozenset[str],
     joins: bool,
     cache: QuantizedConstants | None = None,
+    weights: WeightParamsCache | None = None,
 ) -> tuple[Prepared, Built]:
     """``net`` with ``excluded`` back in float (planned constants), and its int8 model.
-    ``cache``: the integer weights of earlier rebuilds, copied where they recur (§R.10)."""
+    ``cache``: the integer weights of earlier rebuilds, copied where they recur;
+    ``weights``: their weight and bias parameters, likewise (§R.10)."""
     restored = restore_nodes(net.prepared, net.planned, sorted(excluded))
     exclude = tuple(dict.fromkeys([*net.config.exclude, *sorted(excluded)]))
     kept = replace(net, prepared=restored, config=replace(net.config, exclude=exclude))
-    plan = make_plan(Graph(restored), net.ranges, kept.config, separate_joins=joins)
+    plan = make_plan(
+        Graph(restored), net.ranges, kept.config, separate_joins=joins, weights=weights
+    )
     return kept, Built(to_qdq(restored, plan, cache=cache), plan)
 
 
@@ -98,11 +103,12 @@ def run_fallback(
     """
 
     constants = QuantizedConstants()  # the rebuilds' integer weights, while the step runs
+    weights = WeightParamsCache()  # and their weight and bias parameters
 
     def build(excluded: frozenset[str]) -> Built:
         if not excluded:
             return Built(qdq, plan)
-        return with_float(net, excluded, improve.separate_joins, constants)[1]
+        return with_float(net, excluded, improve.separate_joins, constants, weights)[1]
 
     budget = improve.budget(metric)
     source = open_data(samples, Graph(net.float_model).inputs, batch_size=EVALUATION_BATCH)
@@ -132,13 +138,17 @@ def worst_slices_note(
     graph = Graph(float_model)
     data = open_data(samples, graph.inputs, batch_size=16, limit=SLICE_NOTE_SAMPLES)
     batches = [dict(batch) for batch in data]
-    check = check or (lambda f, q, b: quick_check(f, q, b, threads))
-    first = _worst_slice(check(float_model, before, batches))
-    second = first if after is before else _worst_slice(check(float_model, after, batches))
+    check = check or (lambda f, models, b: [quick_check(f, q, b, threads) for q in models])
+    found = [_worst_slice(c) for c in check(float_model, _distinct(before, after), batches)]
+    first, second = found[0], found[-1]
     return (
         f"worst output slice (§A.9) on up to {SLICE_NOTE_SAMPLES} calibration samples: "
         f"before {first}; after {second}"
     )
+
+
+def _distinct(before: onnx.ModelProto, after: onnx.ModelProto) -> list[onnx.ModelProto]:
+    return [before] if after is before else [before, after]
 
 
 def _worst_slice(check: QuickCheck | None) -> str:
