@@ -361,7 +361,7 @@ def _weight_and_bias_params(
     if cache is None:
         params, bias_q, widened_note = compute()
     else:
-        key = (weight, bias, axis, config.scheme, _params_key(input_params))
+        key = (weight, bias, axis, config, _params_key(input_params))
         params, bias_q, widened_note = cache.get(key, (values, bias_values), compute)
     if bias is not None and bias_q is not None:
         tensors[bias] = bias_q
@@ -385,7 +385,7 @@ class WeightParamsCache:
     weights, biases and input parameters from one rebuild to the next; the parameters are
     a function of those (eq. Q.5-Q.7), so an entry is reused only when the weights' and
     biases' bytes are equal (compared, not hashed, as ``QuantizedConstants`` does) and the
-    key (names, axis, scheme, input parameters) is the same. At most ``max_bytes`` of
+    key (names, axis, the whole config, input parameters) is the same. At most ``max_bytes`` of
     constants are kept (the first met): a big model's weights are not held twice.
     """
 
