@@ -10,7 +10,6 @@ from types import ModuleType
 
 import numpy as np
 import pytest
-
 from benchmarks import aimet_qat, distill, worker
 
 PROBE = "torchvision_stub_probe"
