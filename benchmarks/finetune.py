@@ -7,11 +7,15 @@ data: eightbit's default preset and its ``finetune`` preset on the same data (th
 crops are the quick check's, unseen by both), and NNCF's quantization-aware training
 (``nncf.torch``: ``nncf.quantize`` on the 128 calibration crops, then the same distillation
 loss, batch and step budget on the same crops, then ``nncf.strip``, which needs ``torchao``)
-beside them; when NNCF fails its row says why. Times are wall clock on a shared machine.
+beside them, and AIMET's (aimet-torch in a venv of its own, ``benchmarks.aimet_qat``: BatchNorm
+folded, its per-channel simulation calibrated on the same 128 crops, then the same loss, batch,
+step budget, crops, seed and learning rate, exported as QDQ); when a baseline fails its row
+says why. Times are wall clock on a shared machine.
 """
 
 from __future__ import annotations
 
+import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,7 @@ import numpy as np
 
 from benchmarks import images, metrics, models
 from benchmarks.accuracy import EVAL_THREADS
+from benchmarks.distill import LEARNING_RATE
 from benchmarks.report import Table
 
 WORK = Path(__file__).resolve().parent / "_work"
@@ -28,6 +33,9 @@ POOL_CROPS = 512
 # The issue's goal for MobileNetV2, all 8-bit.
 AGREEMENT_GOAL, SQNR_GOAL, LATENCY_GOAL, MINUTES_GOAL = 0.95, 25.0, 0.6, 10.0
 THREADS = 2
+AIMET_SETTING = "QAT (aimet-torch)"
+AIMET_CROPS = WORK / "finetune_aimet_crops.npy"
+AIMET_TIMEOUT = 3600.0
 COLUMNS = [
     "tool",
     "setting",
@@ -58,14 +66,22 @@ def run() -> Table:
         _nncf_row(table, np.asarray(calibration), data, evaluation, reference)
     except Exception as error:  # a baseline's failure is a row, not a crash
         table.add("NNCF", "QAT", None, None, None, None, None, "", f"failed: {error}"[:120])
+    print("[finetune] AIMET QAT ...", flush=True)
+    error = _aimet_row(table, len(calibration), data[:-64], evaluation, reference)
+    if error:
+        table.add(
+            "AIMET", AIMET_SETTING, None, None, None, None, None, "", f"failed: {error}"[:120]
+        )
     table.notes.append(
         f"data: the 128 calibration crops then {POOL_CROPS} pool crops; eightbit holds the "
         "last 64 back for its quick check and 1/8 of the rest back from training (early "
         f"stop, never worse); {DEFAULT_FINETUNE_STEPS} steps of 16 at most, {THREADS} "
-        "threads; NNCF: the same steps, batch, loss and crops, its own fake quantizers "
-        "(BatchNorm frozen in eval mode); seconds: wall clock on a shared 2-core machine; CPU "
-        "seconds: every thread of the process (on 2 idle cores the wall clock is at least "
-        "half of it)"
+        "threads; NNCF and AIMET: the same steps, batch, loss, crops and Adam rate "
+        f"({LEARNING_RATE:g}), their own fake quantizers (NNCF: BatchNorm frozen in eval mode; "
+        "AIMET: BatchNorm folded; both train the weights and the quantizers' ranges); seconds: "
+        "wall clock on a shared 2-core machine (AIMET's with its interpreter's start and "
+        "imports); CPU seconds: every thread of the process (AIMET: of its worker process; on "
+        "2 idle cores the wall clock is at least half of it)"
     )
     table.notes.append(
         f"goal: >= {AGREEMENT_GOAL} agreement and >= {SQNR_GOAL} dB, all 8-bit, latency <= "
@@ -171,26 +187,56 @@ def _nncf_qat(module: Any, calibration: np.ndarray, crops: np.ndarray, steps: in
     import nncf
     import torch
 
+    from benchmarks import distill
+
     batches = [
         torch.from_numpy(calibration[i : i + 16].copy()) for i in range(0, len(calibration), 16)
     ]
     quantized = nncf.quantize(module, nncf.Dataset(batches), subset_size=len(calibration))
-    with torch.no_grad():
-        teacher = torch.cat(
-            [module(torch.from_numpy(crops[i : i + 32].copy())) for i in range(0, len(crops), 32)]
-        )
-    quantized.eval()  # BatchNorm frozen, as eightbit's folded one
-    optimizer = torch.optim.Adam(quantized.parameters(), lr=1e-5)
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        chosen = torch.from_numpy(rng.choice(len(crops), 16, replace=False))
-        output = quantized(torch.from_numpy(crops[chosen.numpy()].copy()))
-        target = teacher[chosen]
-        loss = torch.mean((output - target) ** 2) / torch.mean(target**2)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    distill.distill(quantized, distill.teacher_logits(module, crops), crops, steps)
     return quantized
+
+
+def _aimet_row(
+    table: Table,
+    calibration_count: int,
+    crops: np.ndarray,
+    evaluation: np.ndarray,
+    reference: np.ndarray,
+) -> str | None:
+    """AIMET's QAT through the worker under its venv's interpreter (``benchmarks.aimet_qat``);
+    None when its row is in the table, else why it is not."""
+    from benchmarks import aimet_qat, worker
+    from eightbit.improve.presets import DEFAULT_FINETUNE_STEPS
+
+    unavailable = aimet_qat.ensure_venv()
+    if unavailable:
+        return unavailable
+    np.save(AIMET_CROPS, crops)  # the calibration crops first, as the worker reads them
+    output = WORK / "mobilenet_v2_qat_branch_aimet_qat.onnx"
+    task = worker.Task(
+        kind="aimet_qat",
+        model=str(models.mobilenet_v2_weights_path()),
+        data=str(AIMET_CROPS),
+        samples=calibration_count,
+        output=str(output),
+        threads=THREADS,
+        steps=DEFAULT_FINETUNE_STEPS,
+    )
+    started, cpu_started = time.perf_counter(), _children_cpu_seconds()
+    result = worker.run_in_subprocess(task, AIMET_TIMEOUT, python=str(aimet_qat.PYTHON))
+    seconds, cpu = time.perf_counter() - started, _children_cpu_seconds() - cpu_started
+    if not result.ok:
+        return result.error
+    model = models.mobilenet_v2()
+    _add(table, "AIMET", AIMET_SETTING, output, model, evaluation, reference, (seconds, cpu), "")
+    return None
+
+
+def _children_cpu_seconds() -> float:
+    """CPU seconds of every finished child process (the worker runs in one)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _export(quantized: Any, path: Path) -> None:

@@ -37,6 +37,7 @@ KINDS = (
     "float_inference",
     "eightbit_default",
     "aimet_quantize",
+    "aimet_qat",
 )
 
 
@@ -54,6 +55,7 @@ class Task:
     preset: str = "default"  # eightbit's improvement steps (eightbit_quantize)
     min_sqnr: float | None = None  # eightbit's fallback budget (--min-sqnr), if any
     max_latency: float | None = None  # and its latency cap (--max-latency), if any
+    steps: int = 0  # training steps (aimet_qat)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -98,6 +100,8 @@ def _preimport(kind: str) -> None:
         modules.append("eightbit.calibrate")
     elif kind == "aimet_quantize":
         modules.append("aimet_onnx.quantsim")
+    elif kind == "aimet_qat":
+        modules.extend(["torch", "aimet_torch.quantsim"])
     for module in modules:
         with contextlib.suppress(ImportError):  # the task itself reports what is missing
             importlib.import_module(module)
@@ -150,6 +154,11 @@ def execute(task: Task) -> Result:
             from benchmarks.zoo import aimet
 
             aimet.quantize(model, output, batches)
+        elif task.kind == "aimet_qat":
+            assert output is not None
+            from benchmarks import aimet_qat
+
+            aimet_qat.qat(model, output, batches, task.steps, task.threads)
         elif task.kind == "ort_calibrate":
             baselines.ort_calibrate(model, batches, task.method)
         elif task.kind == "eightbit_calibrate":
