@@ -24,10 +24,10 @@ quantizers hold their ranges as parameters), exported as QDQ ONNX by
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from benchmarks import side_venv
 from benchmarks.feeds import NpyBatches
 from benchmarks.models import IMAGE_SIZE, INPUT_NAME, OPSET, OUTPUT_NAME, WORK_DIR
 
@@ -102,17 +102,7 @@ datasets = _submodule("datasets")
 
 def ensure_venv() -> str | None:
     """Create the venv when missing; return None when ready, else why it is not."""
-    if PYTHON.exists() and _importable():
-        return None
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
-        pip = [str(PYTHON), "-m", "pip", "install", "-q"]
-        for command in ([*pip, *DEPENDENCIES], [*pip, "--no-deps", REQUIREMENT]):
-            subprocess.run(command, check=True, timeout=1800, capture_output=True)
-        _write_stub()
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"could not install {REQUIREMENT} into {VENV}: {exc}"
-    return None if _importable() else f"{REQUIREMENT} installed but {IMPORTED} does not import"
+    return side_venv.ensure(VENV, REQUIREMENT, DEPENDENCIES, (REQUIREMENT,), IMPORTED, _write_stub)
 
 
 def _write_stub() -> None:
@@ -126,13 +116,6 @@ def _write_stub() -> None:
     package = Path(site) / "torchvision"
     package.mkdir(exist_ok=True)
     (package / "__init__.py").write_text(TORCHVISION_STUB)
-
-
-def _importable() -> bool:
-    done = subprocess.run(
-        [str(PYTHON), "-c", f"import {IMPORTED}"], capture_output=True, timeout=300
-    )
-    return done.returncode == 0
 
 
 def qat(weights: Path, output: Path, calibration: NpyBatches, steps: int, threads: int) -> None:

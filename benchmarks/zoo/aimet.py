@@ -10,10 +10,9 @@ activations, exported as QDQ ONNX.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
+from benchmarks import side_venv
 from benchmarks.feeds import NpyBatches
 from benchmarks.models import WORK_DIR
 
@@ -49,23 +48,9 @@ CONFIG = "common/quantsim_config/default_config_per_channel.json"
 
 def ensure_venv() -> str | None:
     """Create the AIMET venv when missing; return None when ready, else why it is not."""
-    if PYTHON.exists() and _importable():
-        return None
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True, timeout=300)
-        pip = [str(PYTHON), "-m", "pip", "install", "-q"]
-        for command in ([*pip, *DEPENDENCIES], [*pip, "--no-deps", *WITHOUT_DEPENDENCIES]):
-            subprocess.run(command, check=True, timeout=1800, capture_output=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"could not install {REQUIREMENT} into {VENV}: {exc}"
-    return None if _importable() else f"{REQUIREMENT} installed but aimet_onnx does not import"
-
-
-def _importable() -> bool:
-    done = subprocess.run(
-        [str(PYTHON), "-c", "import aimet_onnx.quantsim"], capture_output=True, timeout=300
+    return side_venv.ensure(
+        VENV, REQUIREMENT, DEPENDENCIES, WITHOUT_DEPENDENCIES, "aimet_onnx.quantsim"
     )
-    return done.returncode == 0
 
 
 def quantize(model: Path, output: Path, calibration: NpyBatches) -> None:

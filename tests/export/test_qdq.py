@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -293,6 +294,25 @@ def test_a_node_kept_in_float_stays_float_in_onnxruntime(excluded: str) -> None:
     )
 
 
+def _rebuild_variants() -> tuple[onnx.ModelProto, Any, dict, dict, onnx.ModelProto]:
+    """What a fallback's rebuilds meet: the normalized model, its plan, its min/max ranges,
+    ranges twice as wide, and a copy whose weight ``w1`` has the same name, other values."""
+    from eightbit.graph import Graph
+    from eightbit.plan import activation_tensors_to_calibrate
+
+    model, feeds = conv_depthwise_gemm_matmul()
+    quantized = quantize(model, feeds)
+    normalized, plan = quantized.float_model, quantized.plan
+    names = activation_tensors_to_calibrate(Graph(normalized), plan.config)
+    ranges = min_max_ranges(normalized, names, feeds)
+    wider = {name: (2 * low, 2 * high) for name, (low, high) in ranges.items()}
+    moved = onnx.ModelProto()
+    moved.CopyFrom(normalized)
+    weight = next(t for t in moved.graph.initializer if t.name == "w1")
+    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 0.75, "w1"))
+    return normalized, plan, ranges, wider, moved
+
+
 def test_a_cache_of_integer_weights_gives_the_same_bytes() -> None:
     # What a fallback's rebuilds do: one cache over exports of the same weights (some with
     # a node excluded; wider input ranges: the same biases with other scales), then a model
@@ -302,23 +322,14 @@ def test_a_cache_of_integer_weights_gives_the_same_bytes() -> None:
 
     from eightbit.export import QuantizedConstants
     from eightbit.graph import Graph
-    from eightbit.plan import activation_tensors_to_calibrate, make_plan
+    from eightbit.plan import make_plan
 
-    model, feeds = conv_depthwise_gemm_matmul()
-    quantized = quantize(model, feeds)
-    normalized, plan = quantized.float_model, quantized.plan
-    names = activation_tensors_to_calibrate(Graph(normalized), plan.config)
-    ranges = min_max_ranges(normalized, names, feeds)
+    normalized, plan, ranges, wider, moved = _rebuild_variants()
     plans = [plan]
     for excluded in (("dw",), ("fc", "conv")):
         config = replace(plan.config, exclude=excluded)
         plans.append(make_plan(Graph(normalized), ranges, config))
-    wider = {name: (2 * low, 2 * high) for name, (low, high) in ranges.items()}
     plans.append(make_plan(Graph(normalized), wider, plan.config))
-    moved = onnx.ModelProto()
-    moved.CopyFrom(normalized)
-    weight = next(t for t in moved.graph.initializer if t.name == "w1")
-    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 0.75, "w1"))
     cache = QuantizedConstants()
     for model_, plan_ in [(normalized, p) for p in plans] + [(moved, plan), (normalized, plan)]:
         cached = to_qdq(model_, plan_, cache=cache).SerializeToString()
@@ -337,18 +348,9 @@ def test_a_cache_of_weight_parameters_gives_the_same_plans() -> None:
     from dataclasses import replace
 
     from eightbit.graph import Graph
-    from eightbit.plan import WeightParamsCache, activation_tensors_to_calibrate, make_plan
+    from eightbit.plan import WeightParamsCache, make_plan
 
-    model, feeds = conv_depthwise_gemm_matmul()
-    quantized = quantize(model, feeds)
-    normalized, plan = quantized.float_model, quantized.plan
-    names = activation_tensors_to_calibrate(Graph(normalized), plan.config)
-    ranges = min_max_ranges(normalized, names, feeds)
-    wider = {name: (2 * low, 2 * high) for name, (low, high) in ranges.items()}
-    moved = onnx.ModelProto()
-    moved.CopyFrom(normalized)
-    weight = next(t for t in moved.graph.initializer if t.name == "w1")
-    weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) * 0.75, "w1"))
+    normalized, plan, ranges, wider, moved = _rebuild_variants()
     cases = [(normalized, ranges, plan.config)]
     cases += [(normalized, ranges, replace(plan.config, exclude=e)) for e in (("dw",), ("fc",))]
     cases += [(normalized, wider, plan.config), (moved, ranges, plan.config)]
