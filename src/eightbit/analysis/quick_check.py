@@ -134,15 +134,37 @@ def batch_outputs(
     model, or its file). One session at a time: a large model's float and int8 weights are
     not held by ONNX Runtime at once. ``float_prepack=False``: the float session leaves
     its weights unpacked (§C.9.3)."""
-    per_batch: list[dict[str, list[np.ndarray]]] = [{} for _ in batches]
-    for model, prepack in ((float_model, float_prepack), (int8_model, True)):
-        session = make_session(model, threads=threads, prepack=prepack)
-        names = [output.name for output in session.get_outputs()]
-        for batch, values in zip(batches, per_batch, strict=True):
-            for name, value in zip(names, session.run(names, dict(batch)), strict=True):
-                values.setdefault(name, []).append(np.asarray(value))
-        del session
-    return [{name: (f, q) for name, (f, q) in values.items()} for values in per_batch]
+    floats = every_output(float_model, batches, threads, prepack=float_prepack)
+    return paired_outputs(floats, every_output(int8_model, batches, threads))
+
+
+def every_output(
+    model: onnx.ModelProto | str | os.PathLike[str],
+    batches: Sequence[Mapping[str, np.ndarray]],
+    threads: int | None,
+    *,
+    prepack: bool = True,
+) -> list[dict[str, np.ndarray]]:
+    """Every output of ``model`` on each of ``batches``, from one session, let go on return."""
+    session = make_session(model, threads=threads, prepack=prepack)
+    names = [output.name for output in session.get_outputs()]
+    return [
+        {
+            name: np.asarray(value)
+            for name, value in zip(names, session.run(names, dict(batch)), strict=True)
+        }
+        for batch in batches
+    ]
+
+
+def paired_outputs(
+    floats: Sequence[Mapping[str, np.ndarray]], int8s: Sequence[Mapping[str, np.ndarray]]
+) -> list[BatchOutputs]:
+    """Per batch, each output's float and int8 values side by side."""
+    return [
+        {name: (values[name], found[name]) for name in values}
+        for values, found in zip(floats, int8s, strict=True)
+    ]
 
 
 def _beside_float(
@@ -152,22 +174,17 @@ def _beside_float(
     threads: int | None,
 ) -> list[BatchOutputs]:
     """``batch_outputs`` with the float values given: only the int8 model runs."""
-    session = make_session(int8_model, threads=threads)
-    names = [output.name for output in session.get_outputs()]
-    per_batch: list[BatchOutputs] = []
-    first = 0
-    for batch in batches:
-        count = len(next(iter(batch.values())))
-        values = session.run(names, dict(batch))
-        per_batch.append(
-            {
-                name: (float_outputs[name][first : first + count], np.asarray(value))
-                for name, value in zip(names, values, strict=True)
-            }
-        )
-        first += count
-    del session
-    return per_batch
+    counts = [len(next(iter(batch.values()))) for batch in batches]
+    ends = np.cumsum(counts)
+    floats = [
+        {name: values[end - count : end] for name, values in float_outputs.items()}
+        for count, end in zip(counts, ends, strict=True)
+    ]
+    int8s = every_output(int8_model, batches, threads)
+    return [
+        {name: (values[name], found[name]) for name in found}
+        for values, found in zip(floats, int8s, strict=True)
+    ]
 
 
 def judged_batches(

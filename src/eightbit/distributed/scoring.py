@@ -34,7 +34,9 @@ from eightbit.analysis.outputs import Metric, OutputTally
 from eightbit.analysis.quick_check import (
     BatchOutputs,
     QuickCheck,
+    every_output,
     judged_batches,
+    paired_outputs,
 )
 from eightbit.calibrate import DataSource, ImageOptions
 from eightbit.calibrate.data import Batch, DataLike
@@ -258,30 +260,8 @@ def check_outputs(
     """One task: ``batch_outputs`` of the float ``model`` and each of ``candidates`` on
     ``batches``, the float model run once for all of them."""
     threads = settings[3] or 1
-    floats = _every_output(onnx.load_from_string(model), batches, threads)
-    checked = []
-    for candidate in candidates:
-        outputs = _every_output(onnx.load_from_string(candidate), batches, threads)
-        checked.append(
-            [
-                {name: (values[name], found[name]) for name in values}
-                for values, found in zip(floats, outputs, strict=True)
-            ]
-        )
-    return checked
-
-
-def _every_output(
-    model: onnx.ModelProto, batches: list[Batch], threads: int
-) -> list[dict[str, np.ndarray]]:
-    """Every output of ``model`` on each of ``batches`` (one session, as ``batch_outputs``
-    runs each model)."""
-    session = make_session(model, threads=threads)
-    names = [output.name for output in session.get_outputs()]
+    floats = every_output(onnx.load_from_string(model), batches, threads)
     return [
-        {
-            name: np.asarray(value)
-            for name, value in zip(names, session.run(names, dict(batch)), strict=True)
-        }
-        for batch in batches
+        paired_outputs(floats, every_output(onnx.load_from_string(candidate), batches, threads))
+        for candidate in candidates
     ]
