@@ -26,7 +26,7 @@ from eightbit.improve.presets import PRESETS, preset
 from eightbit.ops.joins import JOIN_RATIO
 from eightbit.plan import activation_tensors_to_calibrate, make_plan
 from eightbit.quant import QuantConfig
-from eightbit.safety_net import SAFETY_FLOOR_DB
+from eightbit.safety_net import SAFETY_FLOOR_DB, LatencyCap
 from tests.fixtures import models
 from tests.fixtures.joins import BOXES, inputs, large_small_concat, sigmoid_head
 from tests.fixtures.models import run_onnxruntime
@@ -193,9 +193,9 @@ def test_the_safety_net_engages_when_the_floor_is_missed(
     caps: list[float] = []
     real = eightbit.rebuild.net.latency_cap
 
-    def generous(*args, **kwargs) -> tuple[float, str]:  # type: ignore[no-untyped-def]
-        caps.append(real(*args, **kwargs)[0])  # ONNX Runtime's own int8 runs and is timed
-        return 100.0, "100x (test)"  # a tiny model's timings are noise: let it choose freely
+    def generous(*args, **kwargs) -> LatencyCap:  # type: ignore[no-untyped-def]
+        caps.append(real(*args, **kwargs).ratio)  # ONNX Runtime's own int8 runs and is timed
+        return LatencyCap(100.0, "100x (test)")  # a tiny model's timings are noise: no cap
 
     monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", generous)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
@@ -210,6 +210,56 @@ def test_the_safety_net_engages_when_the_floor_is_missed(
     assert any(note.startswith("worst output slice") for note in step.notes)
     assert result.check is not None and not result.check.findings()
     assert result.check.outputs[0].worst_slice_sqnr_db >= SAFETY_FLOOR_DB
+
+
+class _TimedCap(LatencyCap):
+    """A generous cap whose recheck reports ``factor`` without timing anything."""
+
+    factor: float = 1.0
+
+    def paired_ratio(self, model, feed):  # type: ignore[no-untyped-def]
+        return self.factor
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.5])
+def test_the_safety_nets_model_is_rechecked_beside_the_caps_reference(
+    monkeypatch: pytest.MonkeyPatch, factor: float
+) -> None:
+    # The net repairs the collapse within a generous cap; timed beside the cap's reference,
+    # a model 1.5x slower than it is not kept: the model before the net is the result.
+    cap = _TimedCap(100.0, "100x (test)", reference=onnx.ModelProto())
+    object.__setattr__(cap, "factor", factor)
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: cap)
+    improve = replace(PRESETS["default"], separate_joins=False)
+    result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    assert result.check is not None
+    if factor == 1.0:
+        assert not result.plan.decision("head_concat").quantized
+        assert not result.check.findings()
+        assert not any(note.startswith("reverted") for note in step.notes)
+    else:
+        assert result.plan.decision("head_concat").quantized and result.check.findings()
+        assert step.notes[-1].startswith("reverted: timed beside the cap's reference")
+        assert "1.500x" in step.notes[-1] and step.after_db == step.before_db
+
+
+def test_the_recheck_times_the_nets_model_over_the_reference(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import eightbit.safety_net as safety_net
+
+    ours, theirs = onnx.ModelProto(), onnx.ModelProto()
+    ours.doc_string, theirs.doc_string = "ours", "theirs"
+    timed = {"ours": 12.0, "theirs": 10.0}
+    monkeypatch.setattr(
+        safety_net,
+        "interleaved_medians_ms",
+        lambda models, feed, runs, warmup: [timed[m.doc_string] for m in models],
+    )
+    cap = LatencyCap(0.5, "test", reference=theirs)
+    assert cap.paired_ratio(ours, {}) == pytest.approx(1.2)
+    assert LatencyCap(0.5, "test").paired_ratio(ours, {}) == 1.0  # no reference: no recheck
 
 
 def test_the_safety_net_stops_where_the_calibration_samples_hold_the_floor(
@@ -329,15 +379,17 @@ def test_the_cap_falls_back_to_eightbits_own_int8_when_onnx_runtime_fails(
     from eightbit.analysis.latency import LatencyRatio
 
     timer = LatencyRatio(fast_result.float_model, {name: v[:1] for name, v in DATA.items()})
-    cap, what = safety_net.latency_cap(timer, fast_result.float_model, fast_result.model, [DATA])
-    assert cap > 0 and "ONNX Runtime's own int8" in what
+    limit = safety_net.latency_cap(timer, fast_result.float_model, fast_result.model, [DATA])
+    assert limit.ratio > 0 and "ONNX Runtime's own int8" in limit.what
+    assert limit.reference is not None and limit.reference is not fast_result.model
 
     def broken(*args, **kwargs) -> onnx.ModelProto:  # type: ignore[no-untyped-def]
         raise RuntimeError("unsupported op")
 
     monkeypatch.setattr(safety_net, "ort_int8", broken)
-    cap, what = safety_net.latency_cap(timer, fast_result.float_model, fast_result.model, [DATA])
-    assert cap > 0 and "eightbit's int8 before the net" in what and "unsupported op" in what
+    limit = safety_net.latency_cap(timer, fast_result.float_model, fast_result.model, [DATA])
+    assert limit.ratio > 0 and "eightbit's int8 before the net" in limit.what
+    assert "unsupported op" in limit.what and limit.reference is fast_result.model
 
 
 def test_a_miss_on_an_output_the_budget_cannot_read_is_said_not_hidden(
@@ -359,7 +411,9 @@ def test_a_miss_on_an_output_the_budget_cannot_read_is_said_not_hidden(
 def test_without_a_tail_to_return_the_fallback_repairs_the_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(
+        eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(100.0, "100x (test)")
+    )
     monkeypatch.setattr(eightbit.rebuild.net, "cheap_tail", lambda plan, graph: [])
     improve = replace(PRESETS["default"], separate_joins=False)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
@@ -371,7 +425,9 @@ def test_without_a_tail_to_return_the_fallback_repairs_the_head(
 
 
 def test_the_net_never_passes_its_latency_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
+    monkeypatch.setattr(
+        eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(1e-6, "1e-06x (test)")
+    )
     improve = replace(PRESETS["default"], separate_joins=False)
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -386,7 +442,9 @@ def test_the_first_rung_leaves_value_preserving_ops_to_their_neighbours(
 ) -> None:
     # The Reshapes between the branches and the Concat have no calibrated range of their
     # own: named alone in the exclude list they would make planning fail.
-    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(
+        eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(100.0, "100x (test)")
+    )
     improve = replace(PRESETS["default"], separate_joins=False)
     result = eightbit.quantize(large_small_concat(flatten=True), DATA, improve=improve)
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
@@ -413,7 +471,9 @@ def test_a_net_model_that_loses_the_whole_output_is_reverted(
         return broken, plan, report, promoted
 
     monkeypatch.setattr(eightbit.pipeline.stages, "safety_net", net)
-    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(
+        eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(100.0, "100x (test)")
+    )
     result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
     (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
     assert step.notes[-1].startswith("reverted: the rebuilt model lost")

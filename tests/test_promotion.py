@@ -41,6 +41,7 @@ from eightbit.pipeline import quantize
 from eightbit.quant import QuantConfig
 from eightbit.rebuild import Prepared, run_promotion
 from eightbit.report import build_report
+from eightbit.safety_net import LatencyCap
 from tests.fixtures.joins import inputs, large_small_concat
 from tests.fixtures.promote import (
     WIDE_OFFSET,
@@ -192,7 +193,9 @@ def test_the_report_lists_each_promoted_tensor_and_its_cost(promoted, samples):
 
 
 def _no_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (100.0, "100x (test)"))
+    monkeypatch.setattr(
+        eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(100.0, "100x (test)")
+    )
 
 
 def test_the_net_promotes_where_float_cannot_reach_the_floor(samples, monkeypatch):
@@ -241,7 +244,9 @@ def test_the_opset_upgrade_leaves_no_unnamed_or_constant_node():
 def test_the_net_promotes_nothing_when_the_8_bit_model_is_already_over_the_cap(
     samples, monkeypatch
 ):
-    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: (1e-6, "1e-06x (test)"))
+    monkeypatch.setattr(
+        eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(1e-6, "1e-06x (test)")
+    )
     result = quantize(collapsing_net(), {"x": samples}, QuantConfig())
     (net,) = [step for step in result.plan.steps if step.name == "safety_net"]
     assert any("promoting tensors would only slow it" in note for note in net.notes)

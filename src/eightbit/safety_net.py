@@ -5,7 +5,8 @@ slice under ``SAFETY_FLOOR_DB``, ``quantize`` runs the accuracy-aware fallback b
 (``eightbit.improve.fallback.driver``), with the budget "the first output's worst slice reaches
 the floor, nothing collapsed" and a latency cap: the int8/float latency ratio of ONNX
 Runtime's own int8 of the same model (``quantize_static``), measured here, so the model
-stays no slower than what a user would get from ONNX Runtime.
+stays no slower than what a user would get from ONNX Runtime; a model the net changed is
+timed once more beside that reference, run for run, before it is kept (``paired_ratio``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +22,7 @@ import numpy as np
 import onnx
 
 from eightbit.analysis.floor import SAFETY_FLOOR_DB
-from eightbit.analysis.latency import LatencyRatio
+from eightbit.analysis.latency import LatencyRatio, interleaved_medians_ms
 
 if TYPE_CHECKING:
     from eightbit.analysis.quick_check import QuickCheck
@@ -34,6 +36,32 @@ CAP_CALIBRATION_SAMPLES = 16
 # The cap is ONNX Runtime's int8 latency ratio times this: two timings of the same graph
 # differ by a few per cent (§I.9), and the issue's own latency target allows 5%.
 CAP_TOLERANCE = 1.05
+# Runs of the recheck (§I.9): the net's model and the cap's reference, interleaved. Twice the
+# fallback's 30: it decides once, on two int8 models of close speed.
+RECHECK_RUNS = 60
+
+
+@dataclass(frozen=True)
+class LatencyCap:
+    """The net's latency cap: ``ratio``, the largest int8/float latency it may keep;
+    ``what``, how it was set; ``reference``, the int8 model it was measured on (ONNX
+    Runtime's, or eightbit's before the net), which the net's model is timed beside before
+    it is kept; None skips that recheck."""
+
+    ratio: float
+    what: str
+    reference: onnx.ModelProto | None = None
+
+    def paired_ratio(self, model: onnx.ModelProto, feed: Mapping[str, np.ndarray]) -> float:
+        """``model``'s latency over the reference's, their runs interleaved (one of each,
+        ``RECHECK_RUNS`` times): both int8, timed in the same moments, so the load of the
+        machine moves both. 1.0 without a reference."""
+        if self.reference is None:
+            return 1.0
+        ours, theirs = interleaved_medians_ms(
+            [model, self.reference], feed, runs=RECHECK_RUNS, warmup=3
+        )
+        return ours / theirs
 
 
 def missed_floor(check: QuickCheck | None) -> dict[str, str]:
@@ -58,8 +86,8 @@ def latency_cap(
     float_model: onnx.ModelProto,
     int8_model: onnx.ModelProto,
     calibration: Iterable[Mapping[str, np.ndarray]],
-) -> tuple[float, str]:
-    """The safety net's ``max_latency`` and what it is (§I.9).
+) -> LatencyCap:
+    """The safety net's ``max_latency``, what it is and what it was measured on (§I.9).
 
     ``CAP_TOLERANCE`` times the int8/float latency (``timer``, as the fallback times) of
     ONNX Runtime's own int8 of ``float_model``. Where ONNX Runtime's quantizer cannot
@@ -71,15 +99,17 @@ def latency_cap(
     except Exception as exc:  # a third-party quantizer: its failure only changes the cap
         ratio = timer(int8_model) * CAP_TOLERANCE
         why = f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
-        return ratio, (
+        what = (
             f"{ratio:.3f}x float: eightbit's int8 before the net + 5% (ONNX Runtime's "
             f"quantize_static failed on this model: {why})"
         )
+        return LatencyCap(ratio, what, int8_model)
     ratio = timer(reference) * CAP_TOLERANCE
-    return ratio, (
+    what = (
         f"{ratio:.3f}x float: ONNX Runtime's own int8 of this model (quantize_static, "
         "measured here) + 5%"
     )
+    return LatencyCap(ratio, what, reference)
 
 
 def ort_int8(

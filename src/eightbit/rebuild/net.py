@@ -29,7 +29,7 @@ from eightbit.ops.joins import tail_nodes
 from eightbit.plan import QuantPlan
 from eightbit.rebuild.fallback import EVALUATION_BATCH, Prepared, run_fallback, with_float
 from eightbit.rebuild.promotion import NET_PROMOTION, Promoted, promotion_instead, run_promotion
-from eightbit.safety_net import latency_cap
+from eightbit.safety_net import CAP_TOLERANCE, LatencyCap, latency_cap
 from eightbit.steps import StepReport
 
 # The safety net's search (§I.9): ranked by each activation's own SQNR (one pass, not one
@@ -84,7 +84,8 @@ def safety_net(
         report = replace(holding, seconds=time.perf_counter() - started)
         return qdq, plan, report, None
     timer = LatencyRatio(net.float_model, one_sample(source, graph.inputs))
-    cap, what = latency_cap(timer, net.float_model, qdq, source)
+    limit = latency_cap(timer, net.float_model, qdq, source)
+    cap = limit.ratio
     start = net, plan, qdq
     net, plan, qdq, tail_note = _tail_in_float(net, plan, qdq, improve, timer, cap)
     budget = replace(improve, max_drop=0.0, min_sqnr=None, max_latency=cap)
@@ -94,7 +95,7 @@ def safety_net(
         **NET_SEARCH,
     )  # fmt: skip
     notes = [
-        f"engaged: {missed[first]}; {_FLOOR_BUDGET}; latency cap {what}",
+        f"engaged: {missed[first]}; {_FLOOR_BUDGET}; latency cap {limit.what}",
         tail_note,
         *report.notes,
     ]
@@ -104,9 +105,31 @@ def safety_net(
             start, (qdq, plan, report), samples, threads, floor, timer, improve.separate_joins
         )
         notes += promotion_notes
+    slower = None if qdq is start[2] else _slower_than_cap(limit, qdq, timer.feed)
+    if slower is not None:  # the model before the net, as if it had returned nothing
+        notes.append(slower)
+        qdq, plan, changed = start[2], start[1], None
+        report = replace(report, after_db=report.before_db)
     seconds = time.perf_counter() - started
     report = replace(report, name="safety_net", seconds=seconds, notes=tuple(notes))
     return qdq, plan, report, changed
+
+
+def _slower_than_cap(
+    limit: LatencyCap, qdq: onnx.ModelProto, feed: Mapping[str, Any]
+) -> str | None:
+    """Why the net's model is not kept, or None: timed beside the cap's reference, run for
+    run, it must stay within ``CAP_TOLERANCE`` of it (§I.9). The cap itself compares ratios
+    to float timed at different moments, whose drift on a busy machine is as large as the
+    tolerance."""
+    paired = limit.paired_ratio(qdq, feed)
+    if paired <= CAP_TOLERANCE:
+        return None
+    return (
+        f"reverted: timed beside the cap's reference, run for run, the net's model takes "
+        f"{paired:.3f}x its time (more than {CAP_TOLERANCE:g}x); the model before the net "
+        "is kept"
+    )
 
 
 def _floor_holds(
