@@ -192,7 +192,8 @@ def _nncf_qat(module: Any, calibration: np.ndarray, crops: np.ndarray, steps: in
     batches = [
         torch.from_numpy(calibration[i : i + 16].copy()) for i in range(0, len(calibration), 16)
     ]
-    quantized = nncf.quantize(module, nncf.Dataset(batches), subset_size=len(calibration))
+    # subset_size counts dataset items, here batches of 16: every batch, all the crops.
+    quantized = nncf.quantize(module, nncf.Dataset(batches), subset_size=len(batches))
     distill.distill(quantized, distill.teacher_logits(module, crops), crops, steps)
     return quantized
 
