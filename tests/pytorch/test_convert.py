@@ -184,6 +184,16 @@ CASES: dict[str, tuple[list[onnx.NodeProto], dict[str, tuple[int, ...]], dict[st
     "reduce_mean": (
         [_node("ReduceMean", ["x", "a"], keepdims=0)], {"x": X}, {"a": np.array([1, 3], np.int64)},
     ),
+    "range_from_shape": (  # a detection head's anchor grid: 0.5, 1.5, ... along the width
+        [helper.make_node("Shape", ["x"], ["s"], name="shape"),
+         helper.make_node("Gather", ["s", "i"], ["w"], name="width"),
+         helper.make_node("Cast", ["w"], ["wf"], name="cast", to=TensorProto.FLOAT),
+         helper.make_node("Range", ["half", "wf", "one"], ["r"], name="range"),
+         _node("Add", ["x", "r"])],
+        {"x": X},
+        {"i": np.array(3, np.int64), "half": np.array(0.5, np.float32),
+         "one": np.array(1.0, np.float32)},
+    ),
 }  # fmt: skip
 OPSETS = {"reduce_mean": 18, "pad_reflect": 18, "pad_edge_axes": 18, "pad_constant": 18}
 

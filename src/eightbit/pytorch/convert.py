@@ -191,10 +191,11 @@ def _attribute(attribute: onnx.AttributeProto) -> Any:
 
 
 def _key(name: str, taken: set[str]) -> str:
-    """A parameter name torch accepts (no dots), unique among those handed out."""
+    """A parameter name torch accepts (no dots, not one of a module's own attributes such as
+    ``half`` or ``train``), unique among those handed out."""
     base = re.sub(r"\W", "_", name) or "weight"
     key, suffix = base, 0
-    while key in taken:
+    while key in taken or hasattr(torch.nn.ParameterDict, key):
         suffix += 1
         key = f"{base}_{suffix}"
     taken.add(key)

@@ -199,7 +199,7 @@ def _gather(a: Attributes, x: Any, indices: Any) -> Any:
     axis = a.get("axis", 0) % x.dim()
     index = indices.long() % x.shape[axis]
     out = x.index_select(axis, index.reshape(-1))
-    return out.reshape(*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :])
+    return out.reshape((*x.shape[:axis], *indices.shape, *x.shape[axis + 1 :]))  # () for a scalar
 
 
 def _constant(a: Attributes) -> Any:
@@ -231,6 +231,11 @@ def _constant_of_shape(a: Attributes, shape: Any) -> Any:
     value = a.get("value")
     fill = torch.from_numpy(np.array(value).reshape(-1)) if value is not None else torch.zeros(1)
     return fill.expand(ints(shape)).clone()
+
+
+def _range(a: Attributes, start: Any, limit: Any, delta: Any) -> Any:
+    # Scalars of one type (ONNX Range): anchor grids of detection heads, positions.
+    return torch.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
 
 def _variadic(op: Callable[[Any, Any], Any]) -> Kernel:
@@ -295,6 +300,7 @@ KERNELS: dict[str, Kernel] = {
     "Cast": _cast,
     "Expand": _expand,
     "ConstantOfShape": _constant_of_shape,
+    "Range": _range,
     **WINDOW_KERNELS,
 }
 
