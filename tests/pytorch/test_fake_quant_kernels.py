@@ -79,3 +79,20 @@ def test_weight_rates_are_steps_in_grid_units() -> None:
         else:
             step = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1).max(1).mean() / 127
         assert group["lr"] == pytest.approx(0.1 * step, rel=1e-6), name
+
+
+def test_the_compiled_kernels_see_detached_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Autograd is _FakeQuantize's: a requires_grad flag reaching torch.compile would make it
+    # compile each kernel again per flag (training vs judging passes) until its limit.
+    flags: list[list[bool]] = []
+
+    def recording(kernel):  # type: ignore[no-untyped-def]
+        return lambda *args: flags.append([a.requires_grad for a in args]) or kernel(*args)
+
+    monkeypatch.setattr(fake_quant_kernels, "_compiled", recording)
+    x = torch.randn(fake_quant_kernels.COMPILE_FROM, requires_grad=True)
+    scale = torch.tensor(0.05, requires_grad=True)
+    grid = torch.tensor([float(ZERO), Q_MIN, Q_MAX])
+    fake_quant_kernels.per_tensor_forward(x, scale, grid)
+    fake_quant_kernels.per_tensor_backward(x, scale, grid, torch.ones_like(x))
+    assert flags == [[False, False, False], [False, False, False, False]]

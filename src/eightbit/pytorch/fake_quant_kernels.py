@@ -66,7 +66,9 @@ def _run(kernel: Callable[..., Any], *args: torch.Tensor) -> Any:
     compiled = _compiled(kernel)
     if compiled is not None:
         try:
-            return compiled(*args)
+            # Detached: autograd is _FakeQuantize's, and a requires_grad flag that differs
+            # between calls (training vs judging passes) would make torch compile again.
+            return compiled(*(a.detach() for a in args))
         except Exception:  # no C++ compiler, say: same numbers from the eager kernel
             _BROKEN.add(kernel.__name__)
     return kernel(*args)
