@@ -361,7 +361,9 @@ def _weight_and_bias_params(
     if cache is None:
         params, bias_q, widened_note = compute()
     else:
-        key = (weight, bias, axis, config, _params_key(input_params))
+        # Without ``exclude``: a fallback's rebuilds differ in it (one excluded set each),
+        # and no weight or bias parameter reads it (eq. Q.5-Q.7).
+        key = (weight, bias, axis, replace(config, exclude=()), _params_key(input_params))
         params, bias_q, widened_note = cache.get(key, (values, bias_values), compute)
     if bias is not None and bias_q is not None:
         tensors[bias] = bias_q
