@@ -387,8 +387,9 @@ class WeightParamsCache:
     weights, biases and input parameters from one rebuild to the next; the parameters are
     a function of those (eq. Q.5-Q.7), so an entry is reused only when the weights' and
     biases' bytes are equal (compared, not hashed, as ``QuantizedConstants`` does) and the
-    key (names, axis, the whole config, input parameters) is the same. At most ``max_bytes`` of
-    constants are kept (the first met): a big model's weights are not held twice.
+    key (names, axis, the config but for its excluded nodes, input parameters) is the same.
+    At most ``max_bytes`` of constants are kept (the first met): a big model's weights are
+    not held twice.
     """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
