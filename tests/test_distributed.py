@@ -51,6 +51,15 @@ def ray_cluster() -> Iterator[Any]:
     ray.shutdown()
 
 
+@pytest.fixture(autouse=True)
+def own_arena(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The scoring tasks run here by some tests turn on the shared arena for this process
+    # (as on a worker); the other tests of the session keep their sessions' own arenas.
+    from eightbit.graph import session
+
+    monkeypatch.setitem(session._ARENA, "shared", False)
+
+
 @pytest.fixture(scope="module")
 def model_and_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[onnx.ModelProto, Path]:
     model = models.conv_bn_relu()
@@ -598,3 +607,31 @@ def test_the_check_tasks_judge_as_one_process(
             ordered = [parts[i % tasks][index][i // tasks] for i in range(len(batches))]
             alone = quick_check(model, candidate, batches, None)
             assert judged_batches(model, ordered, samples) == alone
+
+
+def test_the_scoring_tasks_open_their_sessions_on_one_shared_arena(
+    model_and_data: tuple[onnx.ModelProto, Path],
+) -> None:
+    # A worker opens a session per candidate: the ranking's tasks switch the process to
+    # ONNX Runtime's shared arena, so that the next session reuses the pages of the last
+    # (no fresh pages per task), with the same score.
+    from eightbit.calibrate import open_data
+    from eightbit.distributed import scoring
+    from eightbit.graph import Graph, make_session
+    from eightbit.graph.session import _ARENA, _ENV_ALLOCATORS
+    from eightbit.improve.measure import local_sqnrs
+
+    model, path = model_and_data
+    int8 = eightbit.quantize(model, path).model
+    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=32)]
+    alone = local_sqnrs(None)(model, batches)([int8])[0]
+    settings = (16, None, "", None)
+    assert not _ARENA["shared"]
+    parts = [scoring.ranking_references(model.SerializeToString(), settings, batches)]
+    assert _ARENA["shared"]
+    _ARENA["shared"] = False
+    name = model.graph.output[0].name
+    assert scoring.rank_sqnr(settings, name, batches, int8.SerializeToString(), *parts) == alone
+    assert _ARENA["shared"]
+    options = make_session(int8, threads=1).get_session_options()
+    assert options.get_session_config_entry(_ENV_ALLOCATORS[0]) == _ENV_ALLOCATORS[1]

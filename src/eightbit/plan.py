@@ -361,7 +361,9 @@ def _weight_and_bias_params(
     if cache is None:
         params, bias_q, widened_note = compute()
     else:
-        key = (weight, bias, axis, config, _params_key(input_params))
+        # Without ``exclude``: a fallback's rebuilds differ in it (one excluded set each),
+        # and no weight or bias parameter reads it (eq. Q.5-Q.7).
+        key = (weight, bias, axis, replace(config, exclude=()), _params_key(input_params))
         params, bias_q, widened_note = cache.get(key, (values, bias_values), compute)
     if bias is not None and bias_q is not None:
         tensors[bias] = bias_q
@@ -385,8 +387,9 @@ class WeightParamsCache:
     weights, biases and input parameters from one rebuild to the next; the parameters are
     a function of those (eq. Q.5-Q.7), so an entry is reused only when the weights' and
     biases' bytes are equal (compared, not hashed, as ``QuantizedConstants`` does) and the
-    key (names, axis, the whole config, input parameters) is the same. At most ``max_bytes`` of
-    constants are kept (the first met): a big model's weights are not held twice.
+    key (names, axis, the config but for its excluded nodes, input parameters) is the same.
+    At most ``max_bytes`` of constants are kept (the first met): a big model's weights are
+    not held twice.
     """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:

@@ -359,3 +359,23 @@ def test_a_cache_of_weight_parameters_gives_the_same_plans() -> None:
         cached = make_plan(Graph(model_), ranges_, config, weights=cache).to_dict()
         assert cached == make_plan(Graph(model_), ranges_, config).to_dict()
     assert cache.held > 0
+
+
+def test_rebuilds_that_exclude_other_nodes_reuse_the_weight_parameters() -> None:
+    # A fallback's rebuilds differ in the excluded nodes (one set each): a node whose
+    # constants and input parameters recur must get its cached parameters whatever else
+    # is excluded, not a fresh entry per excluded set.
+    from dataclasses import replace
+
+    from eightbit.graph import Graph
+    from eightbit.plan import WeightParamsCache, make_plan
+
+    normalized, plan, ranges, _, _ = _rebuild_variants()
+    cache = WeightParamsCache()
+    make_plan(Graph(normalized), ranges, plan.config, weights=cache)
+    held = cache.held
+    for excluded in (("head",), ("fc", "relu3")):
+        config = replace(plan.config, exclude=excluded)
+        cached = make_plan(Graph(normalized), ranges, config, weights=cache).to_dict()
+        assert cached == make_plan(Graph(normalized), ranges, config).to_dict()
+    assert held > 0 and cache.held == held

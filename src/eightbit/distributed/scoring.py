@@ -13,7 +13,9 @@ output's name come from here), so a worker holds no copy of the float model betw
 
 The tasks run on the workers Ray started with the instance, their imports done as they
 started (``cluster.warm_worker``): the fallback starts no process of its own, and a worker
-is free for any task between two candidates.
+is free for any task between two candidates. Each task opens its sessions on the worker's
+one shared arena (``share_arena``): a fresh session per candidate would otherwise fault in
+fresh pages for its activations in every task, on every worker.
 
 The ranking (§R.8, ``build``) scores one candidate per node on the same few batches:
 ``RayScore.sqnrs_on`` sends those batches once, has their float outputs computed once, split
@@ -44,6 +46,7 @@ from eightbit.distributed.cluster import TASK_RETRIES, connect, worker_count
 from eightbit.distributed.shards import Shard, open_shard, plan_shards
 from eightbit.errors import EightbitError
 from eightbit.graph import Graph, TensorInfo, make_session
+from eightbit.graph.session import share_arena
 from eightbit.improve.budget import Measured
 from eightbit.improve.measure import (
     OutputReference,
@@ -202,6 +205,7 @@ def shard_references(
 ) -> dict[int, list[np.ndarray]]:
     """One task: the float outputs of each batch of each of ``shards``, by shard index (one
     session, as ``OutputReference`` computes them)."""
+    share_arena()
     sources = _sources(settings, reader[0], shards)
     session = make_session(onnx.load_from_string(model), threads=settings[3] or 1)
     name = session.get_outputs()[0].name
@@ -221,6 +225,7 @@ def score_shards(
 ) -> dict[int, list[OutputTally]]:
     """One task: per shard, the tally of each batch alone of ``candidate`` against the
     float outputs ``references`` (``shard_references``)."""
+    share_arena()
     inputs, name = reader
     sources = _sources(settings, inputs, shards)
     session = make_session(onnx.load_from_string(candidate), threads=settings[3] or 1)
@@ -238,6 +243,7 @@ def score_shards(
 def ranking_references(model: bytes, settings: Settings, batches: list[Batch]) -> list[np.ndarray]:
     """One task: the float ``model``'s first output on each of ``batches`` (``first_outputs``,
     as ``OutputReference`` computes them)."""
+    share_arena()
     return first_outputs(onnx.load_from_string(model), batches, settings[3] or 1)[1]
 
 
@@ -246,6 +252,7 @@ def rank_sqnr(
 ) -> float:
     """One task: ``OutputReference.sqnr`` of ``candidate`` on ``batches``, whose float
     outputs ``parts`` hold, batch i in part i mod n (``ranking_references``)."""
+    share_arena()
     n = len(parts)
     outputs = np.concatenate([parts[i % n][i // n] for i in range(len(batches))])
     # ``computed``: the float model is not run, so none is given (an empty proto).
@@ -259,6 +266,7 @@ def check_outputs(
 ) -> list[list[BatchOutputs]]:
     """One task: ``batch_outputs`` of the float ``model`` and each of ``candidates`` on
     ``batches``, the float model run once for all of them."""
+    share_arena()
     threads = settings[3] or 1
     floats = every_output(onnx.load_from_string(model), batches, threads)
     return [

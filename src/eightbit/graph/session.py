@@ -269,6 +269,27 @@ def _make_lean(options: ort.SessionOptions) -> None:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
 
 
+# Whether this process's sessions take their memory from one arena they share (``share_arena``).
+_ARENA = {"registered": False, "shared": False}
+_ENV_ALLOCATORS = ("session.use_env_allocators", "1")
+
+
+def share_arena() -> None:
+    """From now on, every session this process opens takes its memory from one CPU arena
+    registered with ONNX Runtime's environment, kept between sessions. A process that opens
+    one session per task (a Ray worker scoring candidates) then reuses pages the last session
+    touched instead of faulting in fresh ones (~300 MB for MobileNetV2's float layers at a
+    batch of 16): where each session is its own arena, the memory goes back to the system
+    when the session ends. The arena holds the largest a session needed; outputs unchanged."""
+    if not _ARENA["registered"]:
+        info = ort.OrtMemoryInfo(
+            "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+        )
+        ort.create_and_register_allocator(info, None)
+        _ARENA["registered"] = True
+    _ARENA["shared"] = True
+
+
 def _session_options(
     threads: int | None,
     optimized_model_path: str | os.PathLike[str] | None,
@@ -290,6 +311,8 @@ def _session_options(
         options.add_session_config_entry(*EXACT_INT8_ENTRY)
     if optimized_model_path is not None:
         options.optimized_model_filepath = os.fspath(optimized_model_path)
+    if _ARENA["shared"]:
+        options.add_session_config_entry(*_ENV_ALLOCATORS)
     return options
 
 
