@@ -244,6 +244,42 @@ def test_the_safety_nets_model_is_rechecked_beside_the_caps_reference(
         assert "1.500x" in step.notes[-1] and step.after_db == step.before_db
 
 
+@pytest.mark.parametrize(
+    ("after", "kept"),
+    [((25.4, 0.2), False), ((27.9, 0.2), True), ((25.4, 0.0), True)],
+)
+def test_a_partial_repair_is_kept_only_if_it_costs_no_output_sqnr(
+    after: tuple[float, float], kept: bool
+) -> None:
+    # Before the net: 27.4 dB on the calibration samples. A model that still misses the
+    # floor (metric drop > 0) and loses SQNR is reverted; one that gains, or that holds the
+    # floor, is kept (eq. I.9b).
+    from eightbit.improve.budget import Measured
+
+    sqnr, drop = after
+    judge = lambda model: Measured(sqnr_db=sqnr, agreement=None, metric_drop=drop)  # noqa: E731
+    why = eightbit.rebuild.net._partial_and_worse(
+        judge, onnx.ModelProto(), lambda f, q: 0.0, start_sqnr=27.4
+    )
+    assert (why is None) == kept
+    if not kept:
+        assert why is not None and why.startswith("reverted: the floor is still missed")
+        assert "loses 2.00 dB of output SQNR" in why
+
+
+def test_a_partial_repair_that_costs_the_output_is_reverted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The wiring of eq. I.9b: its verdict (planted) reverts the net's model.
+    monkeypatch.setattr(eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(100.0, "x"))
+    monkeypatch.setattr(eightbit.rebuild.net, "_partial_and_worse", lambda *args: "reverted: P")
+    improve = replace(PRESETS["default"], separate_joins=False)
+    result = eightbit.quantize(large_small_concat(), DATA, improve=improve)
+    (step,) = [s for s in result.plan.steps if s.name == "safety_net"]
+    assert step.notes[-1] == "reverted: P" and step.after_db == step.before_db
+    assert result.plan.decision("head_concat").quantized
+
+
 def test_the_recheck_times_the_nets_model_over_the_reference(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -94,6 +94,7 @@ def safety_net(
         net, plan, qdq, samples, budget, metric, threads, False, score=judge, latency=timer,
         **NET_SEARCH,
     )  # fmt: skip
+    start_sqnr = report.before_db  # the model before the net, on the calibration samples
     notes = [
         f"engaged: {missed[first]}; {_FLOOR_BUDGET}; latency cap {limit.what}",
         tail_note,
@@ -105,14 +106,35 @@ def safety_net(
             start, (qdq, plan, report), samples, threads, floor, timer, improve.separate_joins
         )
         notes += promotion_notes
-    slower = None if qdq is start[2] else _slower_than_cap(limit, qdq, timer.feed)
-    if slower is not None:  # the model before the net, as if it had returned nothing
-        notes.append(slower)
+    worse = None if qdq is start[2] else _partial_and_worse(judge, qdq, metric, start_sqnr)
+    slower = None if qdq is start[2] or worse else _slower_than_cap(limit, qdq, timer.feed)
+    if worse or slower:  # the model before the net, as if it had returned nothing
+        notes.append(worse or slower or "")
         qdq, plan, changed = start[2], start[1], None
         report = replace(report, after_db=report.before_db)
     seconds = time.perf_counter() - started
     report = replace(report, name="safety_net", seconds=seconds, notes=tuple(notes))
     return qdq, plan, report, changed
+
+
+def _partial_and_worse(
+    judge: OutputReference, qdq: onnx.ModelProto, metric: Metric, start_sqnr: float | None
+) -> str | None:
+    """Why the net's model is not kept, or None: a net that still misses the floor may keep
+    a partial repair only if it costs the output no SQNR on the calibration samples (§I.9,
+    eq. I.9b). The floor reads the worst slice alone, and a few samples' worst slice can be
+    bought with noise everywhere else."""
+    measured = judge(qdq)
+    if measured.meets(Budget(max_drop=0.0, metric=metric)):
+        return None
+    if start_sqnr is None or not measured.sqnr_db < start_sqnr:
+        return None
+    return (
+        f"reverted: the floor is still missed ({measured.describe()}) and the net's model "
+        f"loses {start_sqnr - measured.sqnr_db:.2f} dB of output SQNR on the calibration "
+        "samples (a partial repair may not cost the whole output); the model before the net "
+        "is kept"
+    )
 
 
 def _slower_than_cap(
