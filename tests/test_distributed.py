@@ -549,20 +549,30 @@ def test_the_scoring_tasks_measure_as_one_process(
         assert on_workers(float_model) == alone.measure(int8)
 
 
+def _int8_and_batches(
+    model: onnx.ModelProto, path: Path, limit: int
+) -> tuple[onnx.ModelProto, list[dict[str, np.ndarray]]]:
+    """eightbit's int8 model of ``model`` and the first ``limit`` samples of ``path`` in
+    batches of 16, as the scoring tasks receive them."""
+    from eightbit.calibrate import open_data
+    from eightbit.graph import Graph
+
+    int8 = eightbit.quantize(model, path).model
+    batches = open_data(path, Graph(model).inputs, batch_size=16, limit=limit)
+    return int8, [dict(b) for b in batches]
+
+
 def test_the_ranking_tasks_score_as_one_process(
     model_and_data: tuple[onnx.ModelProto, Path],
 ) -> None:
     # The ranking's tasks run here as the workers run them: the float outputs of 5 batches
     # dealt over 2 and over 3 reference tasks (batch i in task i mod n), then a candidate
     # scored against them; and with more tasks than batches.
-    from eightbit.calibrate import open_data
     from eightbit.distributed import scoring
-    from eightbit.graph import Graph
     from eightbit.improve.measure import local_sqnrs
 
     model, path = model_and_data
-    int8 = eightbit.quantize(model, path).model
-    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=80)]
+    int8, batches = _int8_and_batches(model, path, limit=80)
     settings = (16, None, "", None)
     name = model.graph.output[0].name
     for count, tasks in ((5, 2), (5, 3), (2, 3)):
@@ -615,15 +625,13 @@ def test_the_scoring_tasks_open_their_sessions_on_one_shared_arena(
     # A worker opens a session per candidate: the ranking's tasks switch the process to
     # ONNX Runtime's shared arena, so that the next session reuses the pages of the last
     # (no fresh pages per task), with the same score.
-    from eightbit.calibrate import open_data
     from eightbit.distributed import scoring
-    from eightbit.graph import Graph, make_session
+    from eightbit.graph import make_session
     from eightbit.graph.session import _ARENA, _ENV_ALLOCATORS
     from eightbit.improve.measure import local_sqnrs
 
     model, path = model_and_data
-    int8 = eightbit.quantize(model, path).model
-    batches = [dict(b) for b in open_data(path, Graph(model).inputs, batch_size=16, limit=32)]
+    int8, batches = _int8_and_batches(model, path, limit=32)
     alone = local_sqnrs(None)(model, batches)([int8])[0]
     settings = (16, None, "", None)
     assert not _ARENA["shared"]
