@@ -12,7 +12,7 @@ PACKAGE = SOURCE / "eightbit"
 # docs/design.md, "Layers, bottom to top". Top-level modules count as packages.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "__version__"),
-    ("_io", "validators", "serialize"),
+    ("_io", "_memo", "validators", "serialize"),
     ("fixed", "graph", "steps"),
     ("ops", "calibrate"),
     ("quant", "pytorch"),

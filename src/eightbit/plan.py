@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from eightbit._io import atomic_write_text
+from eightbit._memo import ConstantsMemo
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, Node
 from eightbit.ops import OpSpec, PerTensor, lookup
@@ -380,34 +381,24 @@ def _params_key(params: QuantParams | None) -> tuple[object, ...] | None:
     return (params.dtype, params.axis, params.scale.tobytes(), params.zero_point.tobytes())
 
 
-class WeightParamsCache:
+class WeightParamsCache(ConstantsMemo[Any]):
     """Weight and bias parameters ``make_plan`` chose, with the constants they came from.
 
     A fallback plans the model once per rebuild (§R.10) and most weighted nodes keep their
     weights, biases and input parameters from one rebuild to the next; the parameters are
     a function of those (eq. Q.5-Q.7), so an entry is reused only when the weights' and
-    biases' bytes are equal (compared, not hashed, as ``QuantizedConstants`` does) and the
-    key (names, axis, the config but for its excluded nodes, input parameters) is the same.
-    At most ``max_bytes`` of constants are kept (the first met): a big model's weights are
-    not held twice.
+    biases' bytes are equal (``ConstantsMemo``) and the key (names, axis, the config but for
+    its excluded nodes, input parameters) is the same. At most ``max_bytes`` of constants
+    are kept (the first met): a big model's weights are not held twice.
     """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
-        self.max_bytes, self.held = max_bytes, 0
-        self.entries: dict[tuple[object, ...], list[tuple[tuple[bytes, ...], Any]]] = {}
+        super().__init__(max_bytes)
 
     def get(self, key: tuple[object, ...], constants: tuple[Any, ...], compute: Any) -> Any:
         """``compute()``, or what it returned for ``key`` and the same ``constants``."""
         data = tuple(b"" if c is None else _described(c) for c in constants)
-        for known, value in self.entries.get(key, ()):
-            if known == data:
-                return value
-        value = compute()
-        size = sum(len(part) for part in data)
-        if self.held + size <= self.max_bytes:
-            self.entries.setdefault(key, []).append((data, value))
-            self.held += size
-        return value
+        return self.cached(key, data, compute, lambda _: sum(len(part) for part in data))
 
 
 def _described(values: Any) -> bytes:

@@ -338,7 +338,7 @@ def test_a_cache_of_integer_weights_gives_the_same_bytes() -> None:
     full = QuantizedConstants(max_bytes=0)  # nothing fits: every weight quantized again
     again = to_qdq(moved, plan, cache=full).SerializeToString()
     assert again == to_qdq(moved, plan).SerializeToString()
-    assert full.held == 0 and not full.tensors
+    assert full.held == 0 and not full.entries
 
 
 def test_a_cache_of_weight_parameters_gives_the_same_plans() -> None:

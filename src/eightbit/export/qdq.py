@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from eightbit._memo import ConstantsMemo
 from eightbit.errors import ModelError
 from eightbit.graph import FreshNames, graph_names
 from eightbit.graph._proto import copy_except, tensor_byte_size
@@ -40,21 +41,20 @@ STUB_MIN_BYTES = 1024
 CACHE_MAX_BYTES = 64 << 20
 
 
-class QuantizedConstants:
+class QuantizedConstants(ConstantsMemo[onnx.TensorProto]):
     """The integer initializers ``to_qdq`` wrote, each with the float bytes and parameters
     it was quantized from, for the next export to copy instead of computing again.
 
     A fallback rebuilds the model once per candidate (§R.10) and most of its weights are
     quantized with the same parameters every time; the integers are a function of the
     values and the parameters (eq. Q.1), so a copy is the same bytes. A copy is taken only
-    when the float bytes are equal (compared, not hashed: a byte comparison costs less than
-    a hash, and cannot collide). At most ``max_bytes`` are kept (the first ones met); a
-    tensor whose data is not in the model (external data) is quantized each time.
+    when the float bytes are equal (``ConstantsMemo``). At most ``max_bytes`` are kept (the
+    first ones met); a tensor whose data is not in the model (external data) is quantized
+    each time.
     """
 
     def __init__(self, max_bytes: int = CACHE_MAX_BYTES) -> None:
-        self.max_bytes, self.held = max_bytes, 0
-        self.tensors: dict[tuple[object, ...], list[tuple[bytes, onnx.TensorProto]]] = {}
+        super().__init__(max_bytes)
 
     def written(
         self, source: onnx.TensorProto, params: QuantParams, write: Callable[[], onnx.TensorProto]
@@ -63,17 +63,10 @@ class QuantizedConstants:
         or what it returned for the same values and parameters (the caller copies it)."""
         if not source.HasField("raw_data") or source.data_location == onnx.TensorProto.EXTERNAL:
             return write()
-        key = _constant_key(source, params)
         values = source.raw_data
-        for known, tensor in self.tensors.get(key, ()):
-            if known == values:
-                return tensor
-        tensor = write()
-        size = len(values) + len(tensor.raw_data)
-        if self.held + size <= self.max_bytes:
-            self.tensors.setdefault(key, []).append((values, tensor))
-            self.held += size
-        return tensor
+        return self.cached(
+            _constant_key(source, params), values, write, lambda t: len(values) + len(t.raw_data)
+        )
 
 
 def _constant_key(source: onnx.TensorProto, params: QuantParams) -> tuple[object, ...]:
