@@ -106,10 +106,13 @@ def safety_net(
             start, (qdq, plan, report), samples, threads, floor, timer, improve.separate_joins
         )
         notes += promotion_notes
-    worse = None if qdq is start[2] else _partial_and_worse(judge, qdq, metric, start_sqnr)
-    slower = None if qdq is start[2] or worse else _slower_than_cap(limit, qdq, timer.feed)
-    if worse or slower:  # the model before the net, as if it had returned nothing
-        notes.append(worse or slower or "")
+    reverted = None
+    if qdq is not start[2]:  # the accuracy rule first: a model it reverts is not timed
+        reverted = _partial_and_worse(judge, qdq, metric, start_sqnr) or _slower_than_cap(
+            limit, qdq, timer.feed
+        )
+    if reverted is not None:  # the model before the net, as if it had returned nothing
+        notes.append(reverted)
         qdq, plan, changed = start[2], start[1], None
         report = replace(report, after_db=report.before_db)
     seconds = time.perf_counter() - started
