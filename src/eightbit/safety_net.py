@@ -11,6 +11,7 @@ timed once more beside that reference, run for run, before it is kept (``paired_
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -120,8 +121,7 @@ def ort_int8(
     ``CAP_CALIBRATION_SAMPLES`` samples, ``rows`` per feed."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    with tempfile.TemporaryDirectory(prefix="eightbit-cap-") as tmp:
+    with _quiet_quantizer(), tempfile.TemporaryDirectory(prefix="eightbit-cap-") as tmp:
         source, target = Path(tmp) / "float.onnx", Path(tmp) / "ort_int8.onnx"
         onnx.save(float_model, source)
         quantize_static(
@@ -134,6 +134,28 @@ def ort_int8(
             weight_type=QuantType.QInt8,
         )
         return onnx.load(str(target))
+
+
+@contextlib.contextmanager
+def _quiet_quantizer() -> Iterator[None]:
+    """ONNX Runtime's quantizer, silenced while it runs and only then: it logs its progress
+    on the root logger, and its calibration sessions (its own options, not ``make_session``'s)
+    warn on every sample where a model's declared output shape differs from what it computes.
+    Neither is the user's business, and the user's root logger level is theirs."""
+    import onnxruntime as ort
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    ort.set_default_logger_severity(3)  # errors only
+    try:
+        yield
+    finally:
+        ort.set_default_logger_severity(_ORT_DEFAULT_SEVERITY)  # ONNX Runtime has no getter
+        root.setLevel(level)
+
+
+_ORT_DEFAULT_SEVERITY = 2  # warnings
 
 
 class _Reader:
