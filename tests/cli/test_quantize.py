@@ -205,3 +205,21 @@ def test_a_cpu_whose_default_int8_kernels_saturate_gets_a_note(
     _, raw = _run(*base, "-o", str(tmp_path / "b.onnx"), "--json")
     assert ("session.x64quantprecision=1" in text) == saturates
     assert (json.loads(raw)["runtime_note"] is not None) == saturates
+
+
+def test_the_summary_counts_shape_arithmetic_in_one_row(tmp_path: Path) -> None:
+    model = models.shape_arithmetic()
+    model_path, data_path = tmp_path / "model.onnx", tmp_path / "data.npz"
+    save_model(model, model_path)
+    np.savez(data_path, **models.random_inputs(model, n=32, seed=3))
+    args = ["quantize", str(model_path), "-d", str(data_path), "--preset", "fast"]
+    code, text = _run(*args, "-o", str(tmp_path / "int8.onnx"), "--json")
+    assert code == 0, text
+    integer = [row["node"] for row in json.loads(text)["fallbacks"] if row["integer_outputs"]]
+    assert integer == ["shape", "batch", "batch_1d", "target"]
+    wide = {"COLUMNS": "200"}  # one table row per line
+    result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "again.onnx")], env=wide)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "4 node(s)" in text and "integer outputs only (shape and index arithmetic)" in text
+    assert "batch_1d" not in text  # counted, not listed

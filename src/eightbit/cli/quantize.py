@@ -23,7 +23,8 @@ from eightbit.cli.options import (
     ray_option,
     require_ray,
 )
-from eightbit.errors import ConfigError
+from eightbit.errors import ConfigError, ModelError
+from eightbit.graph import Graph
 from eightbit.improve.presets import PRESET_DESCRIPTIONS, PRESETS, preset
 from eightbit.pipeline import QuantizedModel, quantize, save_quantized
 from eightbit.pipeline.choice import mode_note
@@ -49,8 +50,18 @@ def _summary(
     result: QuantizedModel, source: str, output: str, plan_path: Path, seconds: float
 ) -> dict[str, Any]:
     before, after = model_bytes(source), model_bytes(output)
+    decisions = result.plan.fallbacks()
+    integer = _integer_outputs(
+        result.prepared_model or result.float_model, [d.name for d in decisions]
+    )
     fallbacks = [
-        {"node": d.name, "op_type": d.op_type, "reason": d.reason} for d in result.plan.fallbacks()
+        {
+            "node": d.name,
+            "op_type": d.op_type,
+            "reason": d.reason,
+            "integer_outputs": d.name in integer,
+        }
+        for d in decisions
     ]
     fused = sum(1 for d in result.plan.nodes if d.fused_into is not None)
     return {
@@ -79,6 +90,21 @@ def _summary(
     }
 
 
+def _integer_outputs(model: onnx.ModelProto, names: list[str]) -> set[str]:
+    """The nodes among ``names`` whose every output is typed and not float: shape and index
+    arithmetic, with nothing to quantize (the printed summary counts them in one row)."""
+    graph = Graph(model)
+    found = set()
+    for name in names:
+        try:
+            outputs = [graph.info(tensor) for tensor in graph.node(name).outputs if tensor]
+        except ModelError:  # a node the preparation replaced: listed as it is
+            continue
+        if outputs and all(info is not None and not info.is_float for info in outputs):
+            found.add(name)
+    return found
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -105,8 +131,17 @@ def _print_summary(summary: dict[str, Any]) -> None:
         table = Table(title="kept in float", title_justify="left")
         for column in ("node", "op type", "reason"):
             table.add_column(column)
+        integer = [row for row in summary["fallbacks"] if row["integer_outputs"]]
         for row in summary["fallbacks"]:
-            table.add_row(row["node"], row["op_type"], row["reason"] or "")
+            if not row["integer_outputs"]:
+                table.add_row(row["node"], row["op_type"], row["reason"] or "")
+        if integer:
+            table.add_row(
+                f"{len(integer)} node(s)",
+                ", ".join(sorted({row["op_type"] for row in integer})),
+                "integer outputs only (shape and index arithmetic): nothing to quantize; "
+                "--json lists each",
+            )
         console.print(table)
     if summary["steps"]:
         table = Table(title="improvement steps", title_justify="left")
