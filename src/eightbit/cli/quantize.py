@@ -51,9 +51,8 @@ def _summary(
 ) -> dict[str, Any]:
     before, after = model_bytes(source), model_bytes(output)
     decisions = result.plan.fallbacks()
-    integer = _integer_outputs(
-        result.prepared_model or result.float_model, [d.name for d in decisions]
-    )
+    # The int8 model's own types: a big float model would be read again from its spill file.
+    integer = _integer_outputs(result.model, [d.name for d in decisions])
     fallbacks = [
         {
             "node": d.name,
