@@ -61,6 +61,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     with_nan[3, 0, 0, 0] = np.nan
     np.save(ws / "nan.npy", with_nan)
     np.save(ws / "empty.npy", images[:0])
+    np.save(ws / "scalar.npy", np.array(16000))  # a sample rate, as for a model's scalar input
     np.save(ws / "wrong_shape.npy", images[:, :, :20, :20])
     np.savez(ws / "wrong_name.npz", pixels=images)
     (ws / "corrupt_images" / "0").mkdir(parents=True)

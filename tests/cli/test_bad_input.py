@@ -83,6 +83,7 @@ CASES = [
     Case("NaN: calibrate offers --skip-nonfinite", CALIBRATE + "nan.npy", "--skip-nonfinite"),
     Case("d10 zero samples: run", RUN + "empty.npy", "no samples"),
     Case("zero samples: quantize", QUANTIZE + "empty.npy", "sample"),
+    Case("a scalar: quantize", QUANTIZE + "scalar.npy", "make that input a constant"),
     Case("d8 constant data: quantize", QUANTIZE + "constant.npy", "identical"),
     Case("d8 constant data: calibrate", CALIBRATE + "constant.npy", "identical"),
     Case("d11 float64 beyond float32: quantize", QUANTIZE + "huge.npy", "float32's range"),

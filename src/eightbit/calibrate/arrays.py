@@ -46,7 +46,11 @@ class ArrayStream:
                 f"{label} holds Python objects (saved with pickle); save numeric arrays instead"
             )
         if len(shape) == 0:
-            raise DataError(f"{label} is a scalar; data needs a first axis of samples")
+            raise DataError(
+                f"{label} is a scalar; data needs a first axis of samples (for a model input "
+                "that takes one fixed scalar, such as a sample rate, make that input a "
+                "constant of the model)"
+            )
         self.shape: tuple[int, ...] = tuple(shape)
         self.dtype: np.dtype = dtype
         self.rows = shape[0]
