@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from eightbit.cli import main
 from eightbit.graph import Graph, normalize, save_model
+from eightbit.improve.presets import preset
 from eightbit.ops.attention import transformer_evidence
 from eightbit.pipeline import choice, quantize
 from eightbit.quant import QuantConfig
@@ -197,3 +198,44 @@ def test_a_transformer_behind_a_conv_backbone_stays_static() -> None:
     (step,) = [s for s in result.plan.steps if s.name == "mode"]
     assert "kept because dynamic mode's" in step.notes[0], step.notes[0]
     assert result.plan.config.mode == "static"
+
+
+def _planted_net(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The safety net replaced by one that records its call and returns nothing."""
+    import eightbit.pipeline.stages as stages
+    from eightbit.steps import StepReport
+
+    calls: list[str] = []
+
+    def net(_net, plan, qdq, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append("net")
+        return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=("planted",)), None
+
+    monkeypatch.setattr(stages, "safety_net", net)
+    return calls
+
+
+WITH_NET = preset("fast", safety_net=True)
+
+
+def test_a_dynamic_model_far_better_than_static_is_chosen_without_statics_net(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Static misses the floor on the planted outlier channel and dynamic mode is over
+    20 dB better: static's safety net is not run (§D.6, eq. D.6a)."""
+    calls = _planted_net(monkeypatch)
+    result = quantize(encoder(outlier=40.0), {"ids": token_ids(80)}, AUTO, improve=WITH_NET)
+    assert result.plan.config.mode == "dynamic" and calls == []
+    (step,) = [s for s in result.plan.steps if s.name == "mode"]
+    assert "static's safety net was not run" in step.notes[0]
+
+
+def test_statics_net_runs_when_dynamic_is_not_far_better(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = _planted_net(monkeypatch)
+    monkeypatch.setattr(choice, "NET_REACH_DB", 1000.0)
+    result = quantize(encoder(outlier=40.0), {"ids": token_ids(80)}, AUTO, improve=WITH_NET)
+    assert calls == ["net"] and result.plan.config.mode == "dynamic"
+    (step,) = [s for s in result.plan.steps if s.name == "mode"]
+    assert "static's safety net was not run" not in step.notes[0]

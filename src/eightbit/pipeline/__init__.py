@@ -188,24 +188,46 @@ def quantize(
     timer = None if evidence is None else latency_timer(exported, data, image)
     del exported
 
-    def run(chosen: QuantConfig) -> QuantizedModel:
+    def run(chosen: QuantConfig) -> Staged:
         concrete = dataclasses.replace(settings, config=chosen)
         owned = evidence is None  # no second run reads the model: it is given up
         read = held.pop() if owned else held[0]
         state = _start(read, data, ranges, image, check_samples, concrete, owned=owned)
         del read
-        # Each state is handed to its step, not kept here: a step may then let go of what
-        # the state held (a big model's weights while a session holds its own, §C.11).
-        handed = [dataclasses.replace(state, reports=reports)]
+        every = dynamic_steps() if chosen.mode == "dynamic" else steps()
+        net = next((i for i, step in enumerate(every) if isinstance(step, SafetyNet)), len(every))
+        staged = Staged(dataclasses.replace(state, reports=reports), concrete, every[net:])
         del state
-        for step in dynamic_steps() if chosen.mode == "dynamic" else steps():
-            if step.applies(concrete):
-                handed.append(step.run(handed.pop()))
-        return handed.pop().result()
+        staged.advance(every[:net])
+        return staged
 
     if config.mode == "auto":
         return choose_mode(evidence, config, settings.improve, run, timer)
-    return run(config)
+    return run(config).finish()
+
+
+class Staged:
+    """One quantize run, stopped before its safety net (§D.6): ``before_net`` is the model
+    the net would judge, ``finish`` runs the net and the steps after it."""
+
+    def __init__(self, state: State, settings: Settings, rest: tuple[Step, ...]) -> None:
+        self._handed = [state]
+        self.settings, self.rest = settings, rest
+
+    def advance(self, steps: tuple[Step, ...]) -> None:
+        # Each state is handed to its step, not kept here: a step may then let go of what
+        # the state held (a big model's weights while a session holds its own, §C.11).
+        for step in steps:
+            if step.applies(self.settings):
+                self._handed.append(step.run(self._handed.pop()))
+
+    def before_net(self) -> QuantizedModel:
+        return self._handed[0].result()
+
+    def finish(self) -> QuantizedModel:
+        self.advance(self.rest)
+        self.rest = ()
+        return self._handed.pop().result()
 
 
 def _front_end(

@@ -22,6 +22,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 import onnx
 
@@ -46,6 +47,10 @@ MODE_STEP = "mode"
 # one's time: the issue's latency target allows 5%, and two timings of one graph differ by
 # a few per cent (the safety net's CAP_TOLERANCE).
 LATENCY_TOLERANCE = 1.05
+# Dynamic mode is chosen without running static's safety net when it is this much better
+# than static before the net (eq. D.6a): the net returns at most a few nodes to float, and
+# the output SQNR it bought was under 1 dB on every model measured (RESULTS.md).
+NET_REACH_DB = 10.0
 # Interleaved runs of each int8 model on one sample: both see the same load of the machine.
 LATENCY_RUNS = 10
 LATENCY_WARMUP = 2
@@ -54,33 +59,51 @@ LATENCY_WARMUP = 2
 Timer = Callable[[Sequence[onnx.ModelProto]], Sequence[float]]
 
 
+class StagedRun(Protocol):
+    """A quantize run stopped before its safety net (``pipeline.Staged``)."""
+
+    def before_net(self) -> QuantizedModel: ...
+
+    def finish(self) -> QuantizedModel: ...
+
+
 def choose_mode(
     evidence: str | None,
     config: QuantConfig,
     improve: ImproveConfig,
-    run: Callable[[QuantConfig], QuantizedModel],
+    run: Callable[[QuantConfig], StagedRun],
     timer: Timer | None = None,
 ) -> QuantizedModel:
     """The quantized model of ``config`` with its mode chosen (``config.mode == "auto"``);
     ``evidence``: ``model_evidence`` of the model; ``run(config)`` quantizes with a
-    concrete mode (reading the model itself, so that a model run once is let go of);
-    ``timer``: the two int8 models' latencies (None: the choice is by SQNR alone)."""
+    concrete mode up to the safety net (reading the model itself, so that a model run once
+    is let go of); ``timer``: the two int8 models' latencies (None: the choice is by SQNR
+    alone)."""
     static = replace(config, mode="static")
     if evidence is None or not _can_run_dynamic(config):
-        return run(static)
+        return run(static).finish()
     started = time.perf_counter()
-    first = run(static)
+    staged = run(static)
     budget = improve.min_sqnr if improve.min_sqnr is not None else AUTO_MIN_SQNR_DB
-    static_db = _sqnr(first)
-    if static_db is None:
+    before = staged.before_net()
+    before_db = _sqnr(before)
+    if before_db is None:  # no check: the net has nothing to engage on
         note = f"mode: static ({evidence}; no held-back samples to judge it on)"
-        return _noted(first, note, started, None, None)
+        return _noted(staged.finish(), note, started, None, None)
     try:
-        second = run(replace(config, mode="dynamic"))
+        second = run(replace(config, mode="dynamic")).finish()
     except ConfigError as refused:  # e.g. nothing for dynamic mode to quantize
+        first = staged.finish()
+        static_db = _or(_sqnr(first), before_db)
         note = f"mode: static ({static_db:.1f} dB); dynamic mode refused: {refused}"
         return _noted(first, note, started, static_db, static_db)
     dynamic_db = _sqnr(second)
+    beyond = _beyond_the_net(before, second, improve)
+    if beyond is not None:
+        return _noted(second, beyond, started, before_db, dynamic_db)
+    del before
+    first = staged.finish()
+    static_db = _or(_sqnr(first), before_db)
     if dynamic_db is None or dynamic_db <= static_db:
         shown = "-" if dynamic_db is None else f"{dynamic_db:.1f}"
         note = f"mode: static, kept because dynamic gave {shown} dB against {static_db:.1f} dB"
@@ -101,6 +124,27 @@ def choose_mode(
     if slower is not None:
         note += f"; at {slower:.2f}x static's time, since static misses the floor: {missed[0]}"
     return _noted(second, note, started, static_db, dynamic_db)
+
+
+def _beyond_the_net(
+    static: QuantizedModel, dynamic: QuantizedModel, improve: ImproveConfig
+) -> str | None:
+    """The note of a dynamic model chosen without running static's safety net, or None
+    (§D.6, eq. D.6a): the net would engage (static misses the floor), dynamic holds the
+    floor, and it is ``NET_REACH_DB`` or more better than static, more than the net's few
+    nodes back in float have moved any output."""
+    missed = list(missed_floor(static.check).values())
+    static_db, dynamic_db = _sqnr(static), _sqnr(dynamic)
+    if not missed or missed_floor(dynamic.check) or static_db is None or dynamic_db is None:
+        return None
+    if not improve.safety_net or improve.fallback or dynamic_db < static_db + NET_REACH_DB:
+        return None
+    return (
+        f"mode: dynamic, chosen because static gave {static_db:.1f} dB against "
+        f"{dynamic_db:.1f} dB and misses the floor ({missed[0]}); static's safety net was "
+        f"not run: dynamic is {NET_REACH_DB:g} dB or more better, beyond what the net's "
+        "few nodes back in float move"
+    )
 
 
 def dynamic_too_slow(static_ms: float, dynamic_ms: float) -> bool:
@@ -159,6 +203,10 @@ def _sqnr(result: QuantizedModel) -> float | None:
         return None
     value = result.check.outputs[0].sqnr_db
     return value if not math.isnan(value) else None
+
+
+def _or(value: float | None, otherwise: float) -> float:
+    return otherwise if value is None else value
 
 
 def _noted(
