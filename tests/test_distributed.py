@@ -174,7 +174,7 @@ def test_quick_check_on_ray_is_the_one_of_one_process(
     model_and_data: tuple[onnx.ModelProto, Path],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from eightbit.pipeline import stages
+    from eightbit.pipeline import judging
 
     model, path = model_and_data
     config = CalibrationConfig(batch_size=7)  # 30 held back: shards of whole batches of 7
@@ -183,7 +183,7 @@ def test_quick_check_on_ray_is_the_one_of_one_process(
     def here(*args: object) -> None:
         raise AssertionError("the quick check ran in this process")
 
-    monkeypatch.setattr(stages, "quick_check", here)
+    monkeypatch.setattr(judging, "quick_check", here)
     on_ray = eightbit.quantize(model, path, calibration=config, improve="fast", ray="local")
     assert alone.check is not None and on_ray.check is not None
     assert alone.check.samples == 30

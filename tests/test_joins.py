@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import eightbit
 import eightbit.pipeline
+import eightbit.pipeline.judging
 import eightbit.rebuild.net
 from eightbit.analysis.slices import slice_verdict
 from eightbit.cli import main
@@ -346,7 +347,7 @@ def test_no_safety_net_flag_turns_it_off(tmp_path: Path, monkeypatch: pytest.Mon
     # Every check misses the floor here; only the flag keeps the net from running.
     planted = {"logits": "planted"}  # conv_bn_relu's only output
     monkeypatch.setattr(eightbit.pipeline, "missed_floor", lambda check: planted)
-    monkeypatch.setattr(eightbit.pipeline.stages, "safety_net", ran)
+    monkeypatch.setattr(eightbit.pipeline.judging, "safety_net", ran)
     model = models.conv_bn_relu()
     model_path, data_path = tmp_path / "m.onnx", tmp_path / "d.npz"
     save_model(model, model_path)
@@ -500,13 +501,13 @@ def test_a_net_model_that_loses_the_whole_output_is_reverted(
         array = numpy_helper.to_array(tensor)
         if tensor.data_type == TensorProto.INT8 and array.ndim > 1:  # the weights, scrambled
             tensor.CopyFrom(numpy_helper.from_array(array[::-1, ::-1].copy(), tensor.name))
-    real = eightbit.pipeline.stages.safety_net
+    real = eightbit.pipeline.judging.safety_net
 
     def net(*args, **kwargs):  # type: ignore[no-untyped-def]
         _, plan, report, promoted = real(*args, **kwargs)
         return broken, plan, report, promoted
 
-    monkeypatch.setattr(eightbit.pipeline.stages, "safety_net", net)
+    monkeypatch.setattr(eightbit.pipeline.judging, "safety_net", net)
     monkeypatch.setattr(
         eightbit.rebuild.net, "latency_cap", lambda *args: LatencyCap(100.0, "100x (test)")
     )

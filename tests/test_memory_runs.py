@@ -27,7 +27,7 @@ from eightbit.improve import float_pass
 from eightbit.improve.presets import preset
 from eightbit.improve.weights import bias_correction as bias_module
 from eightbit.improve.weights import bias_shifts as shifts_module
-from eightbit.pipeline import quantize, stages
+from eightbit.pipeline import judging, quantize, stages
 from eightbit.pipeline.state import Settings, SpilledModel, State
 from eightbit.plan import make_plan
 from eightbit.quant import QuantConfig, dequantize_values, quantize_values
@@ -335,7 +335,7 @@ def test_a_big_int8_model_is_let_go_of_while_its_check_runs(
     monkeypatch.setattr(session_module, "SESSION_FILE_BYTES", 0)  # every model is "big"
     made: list[onnx.ModelProto] = []
     holders: list[int] = []
-    export, check = stages.to_qdq, stages.quick_check
+    export, check = stages.to_qdq, judging.quick_check
 
     def exported(*args: object) -> onnx.ModelProto:
         made.append(export(*args))  # type: ignore[arg-type]
@@ -346,7 +346,7 @@ def test_a_big_int8_model_is_let_go_of_while_its_check_runs(
         return check(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(stages, "to_qdq", exported)
-    monkeypatch.setattr(stages, "quick_check", checked)
+    monkeypatch.setattr(judging, "quick_check", checked)
     result = quantize(model, data, improve="fast")
     assert holders == [2]  # ``made`` and getrefcount's argument only
     assert result.model.SerializeToString() == kept.model.SerializeToString()

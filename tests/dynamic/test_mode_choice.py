@@ -202,7 +202,7 @@ def test_a_transformer_behind_a_conv_backbone_stays_static() -> None:
 
 def _planted_net(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The safety net replaced by one that records its call and returns nothing."""
-    import eightbit.pipeline.stages as stages
+    import eightbit.pipeline.judging as judging
     from eightbit.steps import StepReport
 
     calls: list[str] = []
@@ -211,7 +211,7 @@ def _planted_net(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         calls.append("net")
         return qdq, plan, StepReport("safety_net", 0.0, None, None, notes=("planted",)), None
 
-    monkeypatch.setattr(stages, "safety_net", net)
+    monkeypatch.setattr(judging, "safety_net", net)
     return calls
 
 

@@ -10,13 +10,13 @@ from eightbit.calibrate import CalibrationConfig
 from eightbit.graph import normalize
 from eightbit.improve.presets import ImproveConfig, preset
 from eightbit.pipeline import steps
+from eightbit.pipeline.judging import SafetyNet
 from eightbit.pipeline.stages import (
     BiasCorrection,
     Equalize,
     Export,
     Fallback,
     LearnedWeights,
-    SafetyNet,
     SpaceToDepthStem,
 )
 from eightbit.pipeline.state import Settings, State

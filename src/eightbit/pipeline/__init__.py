@@ -35,11 +35,11 @@ from eightbit.pipeline.auto_reconstruct import AutoReconstruct
 from eightbit.pipeline.choice import choose_mode, latency_timer, model_evidence
 from eightbit.pipeline.dynamic import dynamic_steps
 from eightbit.pipeline.holdout import CHECK_SHARE, DEFAULT_CHECK_SAMPLES, split, window
+from eightbit.pipeline.judging import Check, SafetyNet
 from eightbit.pipeline.stages import (
     BiasCorrection,
     Calibrate,
     Centre,
-    Check,
     ChooseClipping,
     Equalize,
     Export,
@@ -49,7 +49,6 @@ from eightbit.pipeline.stages import (
     OutlierChannels,
     Plan,
     RefineRanges,
-    SafetyNet,
     SmoothQuant,
     SpaceToDepthStem,
     Step,

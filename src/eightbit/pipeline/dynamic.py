@@ -18,7 +18,8 @@ from eightbit.improve.fallback.driver import fallback
 from eightbit.improve.outliers import keep_outliers_float
 from eightbit.improve.row_choice import choose_row_scales
 from eightbit.improve.smoothquant import smooth_quant
-from eightbit.pipeline.stages import Check, Step
+from eightbit.pipeline.judging import Check
+from eightbit.pipeline.stages import Step
 from eightbit.pipeline.state import Settings, State
 from eightbit.plan import QuantPlan
 from eightbit.rebuild import EVALUATION_BATCH
