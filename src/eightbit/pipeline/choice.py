@@ -94,7 +94,7 @@ def choose_mode(
         second = run(replace(config, mode="dynamic")).finish()
     except ConfigError as refused:  # e.g. nothing for dynamic mode to quantize
         first = staged.finish()
-        static_db = _or(_sqnr(first), before_db)
+        static_db = _or_else(_sqnr(first), before_db)
         note = f"mode: static ({static_db:.1f} dB); dynamic mode refused: {refused}"
         return _noted(first, note, started, static_db, static_db)
     dynamic_db = _sqnr(second)
@@ -103,7 +103,7 @@ def choose_mode(
         return _noted(second, beyond, started, before_db, dynamic_db)
     del before
     first = staged.finish()
-    static_db = _or(_sqnr(first), before_db)
+    static_db = _or_else(_sqnr(first), before_db)
     if dynamic_db is None or dynamic_db <= static_db:
         shown = "-" if dynamic_db is None else f"{dynamic_db:.1f}"
         note = f"mode: static, kept because dynamic gave {shown} dB against {static_db:.1f} dB"
@@ -205,7 +205,7 @@ def _sqnr(result: QuantizedModel) -> float | None:
     return value if not math.isnan(value) else None
 
 
-def _or(value: float | None, otherwise: float) -> float:
+def _or_else(value: float | None, otherwise: float) -> float:
     return otherwise if value is None else value
 
 
