@@ -223,3 +223,27 @@ def test_the_summary_counts_shape_arithmetic_in_one_row(tmp_path: Path) -> None:
     text = result.output
     assert "4 node(s)" in text and "integer outputs only (shape and index arithmetic)" in text
     assert "batch_1d" not in text  # counted, not listed
+
+
+def test_a_step_with_many_notes_shows_its_first_and_last_ones(
+    model_and_data: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from eightbit.cli.quantize import _print_summary
+
+    model_path, data_path = model_and_data
+    out = tmp_path / "int8.onnx"
+    code, text = _run("quantize", str(model_path), "-d", str(data_path), "-o", str(out), "--json")
+    assert code == 0, text
+    summary = json.loads(text)
+    notes = [f"note{i:02d}" for i in range(30)]  # a net's promotion rung names each tensor
+    summary["steps"] = [{"name": "safety_net", "seconds": 1.0, "before_db": None,
+                         "after_db": None, "notes": notes}]  # fmt: skip
+    monkeypatch.setenv("COLUMNS", "1000")  # one table row per line
+    _print_summary(summary)
+    printed = capsys.readouterr().out
+    assert all(note in printed for note in [*notes[:8], *notes[-3:]])  # the verdict is last
+    assert "... 19 more (the plan and --json list all) ..." in printed
+    assert "note08" not in printed and "note26" not in printed

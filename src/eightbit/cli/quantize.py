@@ -104,6 +104,20 @@ def _integer_outputs(model: onnx.ModelProto, names: list[str]) -> set[str]:
     return found
 
 
+# A step's notes printed in the summary table, the first ones and the last ones (where the
+# safety net says what it kept); the plan and --json keep every one (the net's promotion
+# rung names each tensor it promoted: 56 on PP-OCRv6's recognizer).
+FIRST_NOTES, LAST_NOTES = 8, 3
+
+
+def _shown_notes(notes: list[str]) -> str:
+    if len(notes) <= FIRST_NOTES + LAST_NOTES + 1:
+        return "; ".join(notes)
+    hidden = len(notes) - FIRST_NOTES - LAST_NOTES
+    middle = f"... {hidden} more (the plan and --json list all) ..."
+    return "; ".join([*notes[:FIRST_NOTES], middle, *notes[-LAST_NOTES:]])
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -151,7 +165,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 step["name"],
                 f"{step['seconds']:.1f}",
                 _before_after(step["before_db"], step["after_db"]),
-                "; ".join(step["notes"]),
+                _shown_notes(step["notes"]),
             )
         console.print(table)
     if summary["runtime_note"]:
