@@ -84,6 +84,11 @@ CASES = [
     Case("d10 zero samples: run", RUN + "empty.npy", "no samples"),
     Case("zero samples: quantize", QUANTIZE + "empty.npy", "sample"),
     Case("a scalar: quantize", QUANTIZE + "scalar.npy", "make that input a constant"),
+    Case(
+        "an int8 model: quantize",
+        f"quantize {Q} -o {{out}}/q5.onnx --preset fast -d {D}",
+        "is quantized already",
+    ),
     Case("d8 constant data: quantize", QUANTIZE + "constant.npy", "identical"),
     Case("d8 constant data: calibrate", CALIBRATE + "constant.npy", "identical"),
     Case("d11 float64 beyond float32: quantize", QUANTIZE + "huge.npy", "float32's range"),
