@@ -89,6 +89,11 @@ CASES = [
         f"quantize {Q} -o {{out}}/q5.onnx --preset fast -d {D}",
         "is quantized already",
     ),
+    Case(
+        "an int8 model: calibrate",
+        f"calibrate {Q} -o {{out}}/r5.json -d {D}",
+        "is quantized already",
+    ),
     Case("d8 constant data: quantize", QUANTIZE + "constant.npy", "identical"),
     Case("d8 constant data: calibrate", CALIBRATE + "constant.npy", "identical"),
     Case("d11 float64 beyond float32: quantize", QUANTIZE + "huge.npy", "float32's range"),

@@ -21,6 +21,7 @@ from eightbit.cli.options import (
     require_ray,
 )
 from eightbit.graph import Graph, load_model, normalize
+from eightbit.graph.quantized import refuse_quantized
 from eightbit.plan import activation_tensors_to_calibrate
 from eightbit.quant import QuantConfig
 
@@ -147,7 +148,9 @@ def calibrate(
     )
     image = image_options(image_values)
     started = time.perf_counter()
-    prepared = normalize(load_model(model))
+    loaded = load_model(model)
+    refuse_quantized(loaded, f"model file {str(model)!r}")  # its ranges would fit no float model
+    prepared = normalize(loaded)
     tensors = (
         None if all_tensors else activation_tensors_to_calibrate(Graph(prepared), QuantConfig())
     )
