@@ -105,7 +105,9 @@ def test_default_steps_are_recorded_and_the_check_uses_the_original_model() -> N
     model = normalize(conv_pair("Clip", depthwise=True, spread=20.0))
     data = {"input": inputs(model, n=40)}
     result = eightbit.quantize(model, data)
-    assert [step.name for step in result.plan.steps] == ["equalize", "clipping", "bias_correction"]
+    names = [step.name for step in result.plan.steps]
+    # Its output is under 40 dB: default's rule reconstructs the weights (§I.8.3).
+    assert names == ["equalize", "clipping", "bias_correction", "reconstruct"]
     assert result.plan.steps[0].notes[0].startswith("1 pair(s) equalized")
     # The QDQ model quantizes the prepared (equalized) model; the check compares it with
     # the original, which keeps its tensor names.
@@ -153,7 +155,8 @@ def test_fallback_is_wired_and_restores_float_constants() -> None:
     model = normalize(conv_pair("Relu", spread=20.0))
     data = {"input": inputs(model, n=40)}
     # An SQNR no int8 model reaches: every node goes back to float, one at a time.
-    result = eightbit.quantize(model, data, improve=ImproveConfig(min_sqnr=200.0))
+    improve = ImproveConfig(min_sqnr=200.0, reconstruct=False)  # the nearest weights
+    result = eightbit.quantize(model, data, improve=improve)
     assert [step.name for step in result.plan.steps][-1] == "fallback"
     report = result.plan.steps[-1]
     assert report.layers and "budget not met" in report.notes[0]
@@ -171,7 +174,7 @@ def test_fallback_latency_cap_is_wired() -> None:
     model = normalize(conv_pair("Relu", spread=20.0))
     data = {"input": inputs(model, n=40)}
     # No model runs in a millionth of the float latency: nothing may be returned.
-    improve = ImproveConfig(min_sqnr=200.0, max_latency=1e-6)
+    improve = ImproveConfig(min_sqnr=200.0, max_latency=1e-6, reconstruct=False)
     result = eightbit.quantize(model, data, improve=improve, check_samples=0)
     report = result.plan.steps[-1]
     assert report.name == "fallback" and report.layers == ()

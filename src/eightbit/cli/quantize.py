@@ -359,8 +359,8 @@ def _config(
     default=None,
     help=(
         "Layer-wise reconstruction of weights and biases (numpy; instead of --adaround) "
-        "[preset: default when the output SQNR is under 20 dB and it is predicted to take "
-        "at most 5 minutes]."
+        "[preset: default when the output SQNR is under 40 dB and it is predicted to take "
+        "at most 5 minutes, less the better the output]."
     ),
 )
 @click.option(

@@ -13,9 +13,9 @@ benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-pres
   parts, judged on the worst part, §I.10.1), then bias correction kept where it raised the
   output SQNR on calibration samples. Both cost one or two passes over a few dozen samples.
   When the output SQNR on calibration samples is still under ``RECONSTRUCT_BELOW_DB`` (an
-  error a user sees) and the step's predicted work is within ``RECONSTRUCT_MAX_SECONDS``,
-  the layer-wise reconstruction of the weights runs too (§I.8.3; ``reconstruct=False``
-  turns it off).
+  error the step can reduce) and the step's predicted work is within
+  ``RECONSTRUCT_MAX_SECONDS``, the layer-wise reconstruction of the weights runs too, kept
+  when it does not lower that SQNR (§I.8.3; ``reconstruct=False`` turns it off).
   Wide joins and probabilities after the last heavy op stay float (§Q13, §Q13.1), and the
   safety net (§I.9) runs the fallback when the quick check finds a collapse or a slice
   under ``SAFETY_FLOOR_DB``.
@@ -186,9 +186,9 @@ PRESET_DESCRIPTIONS: Mapping[str, str] = {
     "fast": "no improvement step, joins kept int8, no safety net",
     "default": (
         "equalization, the clipping choice, then bias correction where it helps; layer-wise "
-        "reconstruction of the weights when the output SQNR stays under 20 dB and it is "
-        "predicted to take at most 5 minutes; joins of very different ranges kept float "
-        "after the last heavy op; the safety net"
+        "reconstruction of the weights when the output SQNR stays under 40 dB and it is "
+        "predicted to take at most 5 minutes (less, the better the output); joins of very "
+        "different ranges kept float after the last heavy op; the safety net"
     ),
     "accurate": (
         "equalization, the clipping choice, range refinement, layer-wise reconstruction of "

@@ -5,8 +5,9 @@ judged first (bias correction, export, the fallback); then this step decides fro
 output SQNR on the calibration samples and the step's predicted arithmetic
 (``reconstruct_rule.decide``), and when the rule holds runs the learned stage just as
 ``reconstruct=True`` does: the weights reconstructed on the final plan, the output layer's
-bias corrected, the model exported again. The plan records the step and why it ran, or
-why it did not when the output was under the quality level.
+bias corrected, the model exported again; unless the reconstruction lowered the output
+SQNR on its samples, when the nearest model stays (eq. I.22). The plan records the step
+and why it ran, or why it did not when the output was under the quality level.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from eightbit.improve.weights.reconstruct_rule import (
 )
 from eightbit.pipeline.stages import BiasCorrection, Export, LearnedWeights
 from eightbit.pipeline.state import Settings, State
+from eightbit.steps import StepReport
 
 
 class AutoReconstruct:
@@ -41,9 +43,13 @@ class AutoReconstruct:
         decision = _decision(state)
         if not decision.runs:  # recorded only when the output was poor (the user may ask)
             return state.reported(decision.report() if decision.poor else None)
+        nearest = state
         state = LearnedWeights().run(state)
         made = state.reports[-1]
         note = f"run by default's rule (§I.8.3): {decision.reason}"
+        if _lowered(made):  # eq. I.22: the nearest model stays
+            kept = "not kept: it lowered the output SQNR on those samples; nearest rounding kept"
+            return nearest.reported(replace(made, notes=(*made.notes, note, kept)))
         state = replace(
             state, reports=(*state.reports[:-1], replace(made, notes=(*made.notes, note)))
         )
@@ -60,6 +66,12 @@ def _decision(state: State) -> Decision:
     options = ReconstructOptions()
     samples = min(state.calibrate_count or options.samples, options.samples)
     return decide(measured_sqnr(state.reports), arithmetic(layers, samples, options))
+
+
+def _lowered(report: StepReport) -> bool:
+    """Whether the step's output SQNR on its samples fell (eq. I.22)."""
+    gain = report.gain_db
+    return gain is not None and gain < 0.0
 
 
 def _learned(settings: Settings) -> Settings:

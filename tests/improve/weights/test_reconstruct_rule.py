@@ -1,30 +1,37 @@
 """Default's reconstruction rule (§I.8.3): it runs when, and only when, the output SQNR on
 calibration samples is under the quality level and the predicted work is within its
-bound; ``reconstruct=False`` and ``--preset fast`` never run it."""
+bound; its result is kept unless it lowered that SQNR (eq. I.22); ``reconstruct=False``
+and ``--preset fast`` never run it."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 
 import eightbit
 from eightbit.improve.presets import ImproveConfig, preset
 from eightbit.improve.weights import reconstruct_rule
 from eightbit.improve.weights.reconstruct_rule import Cost, decide
+from eightbit.pipeline import stages
 from eightbit.steps import StepReport
 from tests.fixtures import models
 
 RULE = "eightbit.improve.weights.reconstruct_rule"
+NEAREST = preset("default", reconstruct=False)
 Case = tuple[onnx.ModelProto, dict[str, np.ndarray], float]
 
 
 @pytest.fixture(scope="module")
 def case() -> Case:
-    """A small CNN, its samples, and its output SQNR on them as default measures it."""
+    """A small CNN, its samples, and its output SQNR on them as default measures it before
+    the rule (the nearest model's)."""
     model = models.conv_bn_relu()
     data = models.random_inputs(model, n=40, seed=1)
-    steps = eightbit.quantize(model, data).plan.steps
+    steps = eightbit.quantize(model, data, improve=NEAREST).plan.steps
     measured = reconstruct_rule.measured_sqnr(steps)
     assert measured is not None
     return model, data, measured
@@ -72,9 +79,12 @@ def test_off_and_fast_never_run_it(
 @pytest.mark.parametrize(
     ("sqnr", "operations", "runs", "poor"),
     [
-        (19.9, 2e10, True, True),  # poor; 20 s of rows and 20 s of arithmetic, bound 40 s
-        (20.0, 2e10, False, False),  # at the level: good enough
-        (19.9, 2.1e10, False, True),  # poor, but 41 s against 40 s
+        (19.9, 2e10, True, True),  # full bound; 20 s of rows and 20 s of arithmetic, bound 40 s
+        (19.9, 2.1e10, False, True),  # 41 s against 40 s
+        (30.0, 0.0, True, True),  # 10 dB over the full bound's level: 20 s against 20 s
+        (30.0, 1e9, False, True),  # 21 s against 20 s
+        (39.9, 0.0, False, True),  # 20 s against 10 s
+        (40.0, 0.0, False, False),  # at the level: good enough
         (None, 1e9, False, False),  # nothing measured
     ],
 )
@@ -82,6 +92,9 @@ def test_decide_at_its_boundaries(
     sqnr: float | None, operations: float, runs: bool, poor: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(f"{RULE}.RECONSTRUCT_MAX_SECONDS", 40.0)
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", 40.0)
+    monkeypatch.setattr(f"{RULE}.FULL_BUDGET_BELOW_DB", 20.0)
+    monkeypatch.setattr(f"{RULE}.BUDGET_HALVES_EVERY_DB", 10.0)
     monkeypatch.setattr(f"{RULE}.REFERENCE_RATE", 1e9)
     rows = 20.0 / reconstruct_rule.ROW_SECONDS
     decision = decide(sqnr, Cost(rows, operations))
@@ -97,3 +110,31 @@ def test_the_decision_reads_no_clock(case: Case, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("time.perf_counter", lambda: 0.0)
     (step,) = reconstruct_steps(case, "default")
     assert any("default's rule" in note for note in step.notes)
+
+
+def test_a_reconstruction_that_lowers_the_output_is_not_kept(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Eq. I.22: a reconstruction whose output SQNR on its samples fell leaves the nearest
+    model, byte for byte, with a note saying so."""
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] + 1.0)
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_MAX_SECONDS", 1e6)
+    real = stages.reconstruct
+
+    def worse(*args: object, **kwargs: object) -> tuple[onnx.ModelProto, StepReport]:
+        model, report = real(*args, **kwargs)
+        spoiled = onnx.ModelProto()
+        spoiled.CopyFrom(model)
+        weight = spoiled.graph.initializer[0]  # any constant: the model now differs
+        values = numpy_helper.to_array(weight)
+        weight.CopyFrom(numpy_helper.from_array(values * 2 + 1, weight.name))
+        assert report.before_db is not None
+        return spoiled, replace(report, after_db=report.before_db - 3.0)
+
+    monkeypatch.setattr(stages, "reconstruct", worse)
+    model, data, _ = case
+    result = eightbit.quantize(model, data)
+    (step,) = [step for step in result.plan.steps if step.name == "reconstruct"]
+    assert step.notes[-1].startswith("not kept")
+    nearest = eightbit.quantize(model, data, improve=NEAREST)
+    assert result.model.SerializeToString() == nearest.model.SerializeToString()
