@@ -15,7 +15,7 @@ from onnx import numpy_helper
 import eightbit
 from eightbit.improve.presets import ImproveConfig, preset
 from eightbit.improve.weights import reconstruct_rule
-from eightbit.improve.weights.reconstruct_rule import Cost, decide
+from eightbit.improve.weights.reconstruct_rule import ROW_SECONDS, Cost, decide
 from eightbit.pipeline import stages
 from eightbit.steps import StepReport
 from tests.fixtures import models
@@ -86,20 +86,25 @@ def test_off_and_fast_never_run_it(
         (39.9, 0.0, False, True),  # 20 s against 10 s
         (40.0, 0.0, False, False),  # at the level: good enough
         (None, 1e9, False, False),  # nothing measured
+        (19.9, None, False, True),  # no layer it can reconstruct: no rows, no arithmetic
     ],
 )
 def test_decide_at_its_boundaries(
-    sqnr: float | None, operations: float, runs: bool, poor: bool, monkeypatch: pytest.MonkeyPatch
+    sqnr: float | None,
+    operations: float | None,
+    runs: bool,
+    poor: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(f"{RULE}.RECONSTRUCT_MAX_SECONDS", 40.0)
     monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", 40.0)
     monkeypatch.setattr(f"{RULE}.FULL_BUDGET_BELOW_DB", 20.0)
     monkeypatch.setattr(f"{RULE}.BUDGET_HALVES_EVERY_DB", 10.0)
     monkeypatch.setattr(f"{RULE}.REFERENCE_RATE", 1e9)
-    rows = 20.0 / reconstruct_rule.ROW_SECONDS
-    decision = decide(sqnr, Cost(rows, operations))
+    cost = Cost(0.0, 0.0) if operations is None else Cost(20.0 / ROW_SECONDS, operations)
+    decision = decide(sqnr, cost)
     assert (decision.runs, decision.poor) == (runs, poor)
-    assert decision.predicted_seconds == pytest.approx(20.0 + operations / 1e9)
+    assert decision.predicted_seconds == pytest.approx(cost.seconds())
 
 
 def test_the_decision_reads_no_clock(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:

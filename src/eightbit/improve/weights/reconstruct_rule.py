@@ -119,6 +119,8 @@ def decide(sqnr_db: float | None, cost: Cost) -> Decision:
     if sqnr_db >= RECONSTRUCT_BELOW_DB:
         why = f"output SQNR {sqnr_db:.1f} dB on the calibration samples, at least "
         return Decision(False, f"{why}{RECONSTRUCT_BELOW_DB:g} dB", predicted)
+    if cost.rows == 0:  # every layer over ``max_width`` (or none): passes for nothing
+        return Decision(False, "no layer it can reconstruct (§I.8.2)", predicted, poor=True)
     bound = work_bound(sqnr_db)
     within = f"{bound:.0f} s on the reference machine for an output of {sqnr_db:.1f} dB (§I.8.3)"
     if predicted > bound:
