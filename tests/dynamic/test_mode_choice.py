@@ -239,3 +239,47 @@ def test_statics_net_runs_when_dynamic_is_not_far_better(
     assert calls == ["net"] and result.plan.config.mode == "dynamic"
     (step,) = [s for s in result.plan.steps if s.name == "mode"]
     assert "static's safety net was not run" not in step.notes[0]
+
+
+def _decisions(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Default's reconstruction rule made to want the step on any model; returns the list
+    its decisions (runs or not) are appended to."""
+    from eightbit.improve.weights import reconstruct_rule
+    from eightbit.pipeline import auto_reconstruct
+
+    monkeypatch.setattr(reconstruct_rule, "RECONSTRUCT_BELOW_DB", 1000.0)
+    monkeypatch.setattr(reconstruct_rule, "RECONSTRUCT_MAX_SECONDS", 1e9)
+    decided: list[bool] = []
+    real = auto_reconstruct.decide
+
+    def decide(*args, **kwargs):  # type: ignore[no-untyped-def]
+        decision = real(*args, **kwargs)
+        decided.append(decision.runs)
+        return decision
+
+    monkeypatch.setattr(auto_reconstruct, "decide", decide)
+    return decided
+
+
+RECONSTRUCTING = preset("default")
+
+
+def test_statics_reconstruction_is_not_run_when_dynamic_is_out_of_its_reach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dynamic mode runs first and leads static by over 20 dB on the planted outlier
+    channel: static's run does not reconstruct its weights (eq. I.23)."""
+    decided = _decisions(monkeypatch)
+    result = quantize(encoder(outlier=40.0), {"ids": token_ids(80)}, AUTO, improve=RECONSTRUCTING)
+    assert result.plan.config.mode == "dynamic" and decided == [False]
+
+
+def test_statics_reconstruction_runs_when_dynamic_is_within_its_reach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from eightbit.improve.weights import reconstruct_rule
+
+    decided = _decisions(monkeypatch)
+    monkeypatch.setattr(reconstruct_rule, "OUT_OF_REACH_DB", 1000.0)
+    quantize(encoder(outlier=40.0), {"ids": token_ids(80)}, AUTO, improve=RECONSTRUCTING)
+    assert decided == [True]

@@ -188,8 +188,8 @@ def quantize(
     timer = None if evidence is None else latency_timer(exported, data, image)
     del exported
 
-    def run(chosen: QuantConfig) -> Staged:
-        concrete = dataclasses.replace(settings, config=chosen)
+    def run(chosen: QuantConfig, rival_db: float | None = None) -> Staged:
+        concrete = dataclasses.replace(settings, config=chosen, rival_db=rival_db)
         owned = evidence is None  # no second run reads the model: it is given up
         read = held.pop() if owned else held[0]
         state = _start(read, data, ranges, image, check_samples, concrete, owned=owned)

@@ -65,7 +65,8 @@ def _decision(state: State) -> Decision:
     layers, _ = weight_layers(Graph(state.prepared), state.plan)
     options = ReconstructOptions()
     samples = min(state.calibrate_count or options.samples, options.samples)
-    return decide(measured_sqnr(state.reports), arithmetic(layers, samples, options))
+    cost = arithmetic(layers, samples, options)
+    return decide(measured_sqnr(state.reports), cost, state.settings.rival_db)
 
 
 def _lowered(report: StepReport) -> bool:

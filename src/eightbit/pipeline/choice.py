@@ -71,31 +71,38 @@ def choose_mode(
     evidence: str | None,
     config: QuantConfig,
     improve: ImproveConfig,
-    run: Callable[[QuantConfig], StagedRun],
+    run: Callable[[QuantConfig, float | None], StagedRun],
     timer: Timer | None = None,
 ) -> QuantizedModel:
     """The quantized model of ``config`` with its mode chosen (``config.mode == "auto"``);
-    ``evidence``: ``model_evidence`` of the model; ``run(config)`` quantizes with a
-    concrete mode up to the safety net (reading the model itself, so that a model run once
-    is let go of); ``timer``: the two int8 models' latencies (None: the choice is by SQNR
-    alone)."""
+    ``evidence``: ``model_evidence`` of the model; ``run(config, rival_db)`` quantizes with
+    a concrete mode up to the safety net (reading the model itself, so that a model run once
+    is let go of), ``rival_db`` the other mode's SQNR, if known (``Settings.rival_db``);
+    ``timer``: the two int8 models' latencies (None: the choice is by SQNR alone).
+
+    Dynamic mode runs first: it takes a fraction of static's time, and its SQNR tells
+    static's run whether reconstructing the weights could still matter (eq. I.23)."""
     static = replace(config, mode="static")
     if evidence is None or not _can_run_dynamic(config):
-        return run(static).finish()
+        return run(static, None).finish()
     started = time.perf_counter()
-    staged = run(static)
+    second: QuantizedModel | None = None
+    refusal: ConfigError | None = None
+    try:
+        second = run(replace(config, mode="dynamic"), None).finish()
+    except ConfigError as refused:  # e.g. nothing for dynamic mode to quantize
+        refusal = refused
+    staged = run(static, None if second is None else _sqnr(second))
     budget = improve.min_sqnr if improve.min_sqnr is not None else AUTO_MIN_SQNR_DB
     before = staged.before_net()
     before_db = _sqnr(before)
     if before_db is None:  # no check: the net has nothing to engage on
         note = f"mode: static ({evidence}; no held-back samples to judge it on)"
         return _noted(staged.finish(), note, started, None, None)
-    try:
-        second = run(replace(config, mode="dynamic")).finish()
-    except ConfigError as refused:  # e.g. nothing for dynamic mode to quantize
+    if second is None:
         first = staged.finish()
         static_db = _or_else(_sqnr(first), before_db)
-        note = f"mode: static ({static_db:.1f} dB); dynamic mode refused: {refused}"
+        note = f"mode: static ({static_db:.1f} dB); dynamic mode refused: {refusal}"
         return _noted(first, note, started, static_db, static_db)
     dynamic_db = _sqnr(second)
     beyond = _beyond_the_net(before, second, improve)

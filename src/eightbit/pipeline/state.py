@@ -42,6 +42,9 @@ class Settings:
     progress: bool = False
     # A Ray cluster ("local" or an address) for calibration and the fallback's scoring.
     ray: str | None = None
+    # Auto mode's dynamic model's output SQNR on the held-back samples, while its static
+    # model is made (§D.6): default's reconstruction rule reads it (eq. I.23).
+    rival_db: float | None = None
 
     @property
     def learned(self) -> bool:

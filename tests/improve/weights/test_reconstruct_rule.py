@@ -143,3 +143,13 @@ def test_a_reconstruction_that_lowers_the_output_is_not_kept(
     assert step.notes[-1].startswith("not kept")
     nearest = eightbit.quantize(model, data, improve=NEAREST)
     assert result.model.SerializeToString() == nearest.model.SerializeToString()
+
+
+@pytest.mark.parametrize(("lead", "runs"), [(2.9, True), (3.0, False)])
+def test_a_rival_mode_out_of_reach_stops_it(lead: float, runs: bool) -> None:
+    """Eq. I.23: auto mode's dynamic model leading static's nearest one by
+    ``OUT_OF_REACH_DB`` or more: the step could not change the choice, so it does not run."""
+    level = reconstruct_rule.OUT_OF_REACH_DB
+    decision = decide(20.0, Cost(1.0, 0.0), rival_db=20.0 + lead * level / 3.0)
+    assert (decision.runs, decision.poor) == (runs, True)
+    assert runs or decision.reason.startswith("dynamic mode reached")

@@ -22,6 +22,7 @@ from eightbit.steps import StepReport
 __all__ = [
     "BUDGET_HALVES_EVERY_DB",
     "FULL_BUDGET_BELOW_DB",
+    "OUT_OF_REACH_DB",
     "RECONSTRUCT_BELOW_DB",
     "RECONSTRUCT_MAX_SECONDS",
     "REFERENCE_RATE",
@@ -49,6 +50,11 @@ FULL_BUDGET_BELOW_DB = 20.0
 # at 30 dB, 75 s at 40): the better the output already is, the less time the step may
 # take. A smooth bound, so that no SQNR level splits a family in two (§I.8.3).
 BUDGET_HALVES_EVERY_DB = 10.0
+
+# Eq. I.23: in auto mode (§D.6) static's reconstruction is not run when dynamic mode's model
+# already leads static's nearest one by this much: the step gained 1.0 dB (MiniLM) and
+# 1.5 dB (ViT-S) on the zoo's transformers in static mode, so it cannot change the choice.
+OUT_OF_REACH_DB = 3.0
 
 # Eq. I.20's cost of one row of one layer (reading it through the QDQ network, im2col, the
 # float layer's miss, trimming, the sums): 0.026-0.032 s per layer and sample of 128 rows
@@ -110,15 +116,22 @@ def arithmetic(layers: Sequence[LayerShape], samples: int, options: ReconstructO
     return Cost(rows=float(rows * len(kept)), operations=float(operations))
 
 
-def decide(sqnr_db: float | None, cost: Cost) -> Decision:
-    """Eqs. I.20-I.21: run when the output SQNR is under ``RECONSTRUCT_BELOW_DB`` and the
-    predicted seconds are within the bound for that SQNR (``work_bound``)."""
+def decide(sqnr_db: float | None, cost: Cost, rival_db: float | None = None) -> Decision:
+    """Eqs. I.20-I.23: run when the output SQNR is under ``RECONSTRUCT_BELOW_DB``, the
+    predicted seconds are within the bound for that SQNR (``work_bound``), and ``rival_db``
+    (auto mode's dynamic model, if known) leads by less than ``OUT_OF_REACH_DB``."""
     predicted = cost.seconds()
     if sqnr_db is None:
         return Decision(False, "no output SQNR was measured on the calibration samples", predicted)
     if sqnr_db >= RECONSTRUCT_BELOW_DB:
         why = f"output SQNR {sqnr_db:.1f} dB on the calibration samples, at least "
         return Decision(False, f"{why}{RECONSTRUCT_BELOW_DB:g} dB", predicted)
+    if rival_db is not None and rival_db - sqnr_db >= OUT_OF_REACH_DB:
+        why = (
+            f"dynamic mode reached {rival_db:.1f} dB, {rival_db - sqnr_db:.1f} dB over this "
+            f"model's {sqnr_db:.1f} dB: more than the step gains on a transformer (§I.8.3)"
+        )
+        return Decision(False, why, predicted, poor=True)
     if cost.rows == 0:  # every layer over ``max_width`` (or none): passes for nothing
         return Decision(False, "no layer it can reconstruct (§I.8.2)", predicted, poor=True)
     bound = work_bound(sqnr_db)
