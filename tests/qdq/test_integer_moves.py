@@ -87,3 +87,17 @@ def test_the_integer_engine_runs_the_rewritten_stem_as_onnx_runtime_does(kernel,
     expected = _ort(result.model, inputs)
     got = run_engine(result, inputs, strict_integer=True)
     np.testing.assert_array_equal(next(iter(got.values())), expected)
+
+
+def test_an_int16_tensor_is_not_moved_as_integers(inputs):
+    """ONNX Runtime has no SpaceToDepth on int16: a stem whose input is promoted to int16
+    keeps DQ → SpaceToDepth → Q and loads (the fallback's int16 promotion on MobileNetV2
+    failed to load before)."""
+    model = stem_model(size=SIZE)
+    data = np.random.default_rng(3).standard_normal((24, 3, *SIZE)).astype(np.float32)
+    config = QuantConfig(space_to_depth_stem=True, int16=("x",))
+    qdq = eightbit.quantize(model, data, config, check_samples=0, improve="fast").model
+    graph = Graph(qdq)
+    (move,) = [n for n in graph.nodes if n.op_type == "SpaceToDepth"]
+    assert graph.producer(move.inputs[0]).op_type == "DequantizeLinear"
+    assert _ort(qdq, inputs).shape[0] == len(inputs)

@@ -6,7 +6,8 @@ SpaceToDepth, DepthToSpace and Pad: ``DQ → SpaceToDepth → Q`` would dequanti
 floats and quantize again (docs/numerics.md §Q11, §Q12). A pure move with the same
 parameters in and out commutes with quantization, so the export writes
 ``stored → SpaceToDepth → DQ`` instead (``collapse``), which ONNX Runtime runs on
-uint8/int8 directly. ``expand`` restores the standard placement for readers that expect
+uint8/int8 directly. An int16 tensor (§Q17) keeps the standard placement: ONNX Runtime has
+no kernel for those moves on int16. ``expand`` restores the standard placement for readers that expect
 it (the integer engine): the two forms are the same function, exactly.
 """
 
@@ -45,6 +46,8 @@ def collapse(graph: onnx.GraphProto, named: Collection[str] = ()) -> None:
         quantize = after[0]
         if not is_quantize(quantize) or not _same_params(before, quantize, constants):
             continue
+        if not _eight_bit(quantize, constants):
+            continue  # ONNX Runtime has no SpaceToDepth/DepthToSpace/Pad kernel on int16
         port = _fill_value_port(node)
         value = node.input[port] if port is not None and len(node.input) > port else ""
         if value and value not in constants:
@@ -187,6 +190,15 @@ def _dequantizes(nodes: list[onnx.NodeProto], constants: Collection[str]) -> boo
         and all(name in constants for name in node.input[1:])
         for node in nodes
     )
+
+
+def _eight_bit(quantize: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
+    """Whether ``quantize`` stores uint8 or int8 (its zero point's type; none: uint8)."""
+    if len(quantize.input) < 3 or not quantize.input[2]:
+        return True
+    zero_point = constants.get(quantize.input[2])
+    eight = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
+    return zero_point is not None and zero_point.data_type in eight
 
 
 def _same_params(
