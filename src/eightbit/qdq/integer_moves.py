@@ -6,9 +6,9 @@ SpaceToDepth, DepthToSpace and Pad: ``DQ → SpaceToDepth → Q`` would dequanti
 floats and quantize again (docs/numerics.md §Q11, §Q12). A pure move with the same
 parameters in and out commutes with quantization, so the export writes
 ``stored → SpaceToDepth → DQ`` instead (``collapse``), which ONNX Runtime runs on
-uint8/int8 directly. An int16 tensor (§Q17) keeps the standard placement: ONNX Runtime has
-no kernel for those moves on int16. ``expand`` restores the standard placement for readers that expect
-it (the integer engine): the two forms are the same function, exactly.
+uint8/int8 directly. An int16 tensor (§Q17) keeps the standard placement: ONNX Runtime
+has no kernel for those moves on int16. ``expand`` restores the standard placement for
+readers that expect it (the integer engine): the two forms are the same function, exactly.
 """
 
 from __future__ import annotations
