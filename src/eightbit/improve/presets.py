@@ -22,8 +22,8 @@ benchmarks/RESULTS.md#improvement-steps-on-mobilenetv2-400-evaluation-crops-pres
 - ``accurate``: equalization, the clipping choice, per-tensor range refinement, layer-wise
   reconstruction of the weights (§I.8, numpy only), then bias correction of the output
   layer; the slowest preset.
-- ``finetune``: the default, then quantization-aware fine-tuning by distillation (§T.5,
-  ``--finetune``, needs PyTorch; static mode only).
+- ``finetune``: the default without its reconstruction rule, then quantization-aware
+  fine-tuning by distillation (§T.5, ``--finetune``, needs PyTorch; static mode only).
 
 ``--max-drop``/``--min-sqnr`` (accuracy-aware fallback) combine with any preset.
 ``--adaround`` (learned rounding, needs PyTorch) replaces the reconstruction where asked;

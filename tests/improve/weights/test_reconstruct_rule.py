@@ -153,3 +153,17 @@ def test_a_rival_mode_out_of_reach_stops_it(lead: float, runs: bool) -> None:
     decision = decide(20.0, Cost(1.0, 0.0), rival_db=20.0 + lead * level / 3.0)
     assert (decision.runs, decision.poor) == (runs, True)
     assert runs or decision.reason.startswith("dynamic mode reached")
+
+
+def test_fine_tuning_starts_from_nearest_rounding() -> None:
+    """Fine-tuning learns the weights itself: default's rule leaves them to it (§I.8.3)."""
+    from eightbit.calibrate import CalibrationConfig
+    from eightbit.pipeline.auto_reconstruct import AutoReconstruct
+    from eightbit.pipeline.state import Settings
+    from eightbit.quant import QuantConfig
+
+    def settings(improve: ImproveConfig) -> Settings:
+        return Settings(QuantConfig(), improve, CalibrationConfig())
+
+    assert AutoReconstruct().applies(settings(preset("default")))
+    assert not AutoReconstruct().applies(settings(preset("finetune")))
