@@ -92,7 +92,8 @@ def choose_mode(
         second = run(replace(config, mode="dynamic"), None).finish()
     except ConfigError as refused:  # e.g. nothing for dynamic mode to quantize
         refusal = refused
-    staged = run(static, None if second is None else _sqnr(second))
+    dynamic_db = None if second is None else _sqnr(second)
+    staged = run(static, dynamic_db)
     budget = improve.min_sqnr if improve.min_sqnr is not None else AUTO_MIN_SQNR_DB
     before = staged.before_net()
     before_db = _sqnr(before)
@@ -104,7 +105,6 @@ def choose_mode(
         static_db = _or_else(_sqnr(first), before_db)
         note = f"mode: static ({static_db:.1f} dB); dynamic mode refused: {refusal}"
         return _noted(first, note, started, static_db, static_db)
-    dynamic_db = _sqnr(second)
     beyond = _beyond_the_net(before, second, improve)
     if beyond is not None:
         return _noted(second, beyond, started, before_db, dynamic_db)

@@ -13,10 +13,14 @@ import pytest
 from onnx import numpy_helper
 
 import eightbit
+from eightbit.calibrate import CalibrationConfig
 from eightbit.improve.presets import ImproveConfig, preset
 from eightbit.improve.weights import reconstruct_rule
 from eightbit.improve.weights.reconstruct_rule import ROW_SECONDS, Cost, decide
 from eightbit.pipeline import stages
+from eightbit.pipeline.auto_reconstruct import AutoReconstruct
+from eightbit.pipeline.state import Settings
+from eightbit.quant import QuantConfig
 from eightbit.steps import StepReport
 from tests.fixtures import models
 
@@ -157,10 +161,6 @@ def test_a_rival_mode_out_of_reach_stops_it(lead: float, runs: bool) -> None:
 
 def test_fine_tuning_starts_from_nearest_rounding() -> None:
     """Fine-tuning learns the weights itself: default's rule leaves them to it (§I.8.3)."""
-    from eightbit.calibrate import CalibrationConfig
-    from eightbit.pipeline.auto_reconstruct import AutoReconstruct
-    from eightbit.pipeline.state import Settings
-    from eightbit.quant import QuantConfig
 
     def settings(improve: ImproveConfig) -> Settings:
         return Settings(QuantConfig(), improve, CalibrationConfig())
