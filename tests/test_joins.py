@@ -405,7 +405,8 @@ def test_validate_and_the_report_flag_the_collapse(fast_result: eightbit.Quantiz
     assert "collapsed" in failure
     assert check_thresholds(result) == ()
     report = build_report(fast_result.float_model, fast_result.model, DATA)
-    assert [f.output for f in report.findings] == ["out"]
+    # The report also times the models: a warning that int8 is slower may come beside it.
+    assert [f.output for f in report.findings if f.level == "error"] == ["out"]
     assert report.notes[0].startswith("ERROR: int8 collapsed")
 
 

@@ -1,4 +1,5 @@
-"""``LatencyRatio`` (docs/numerics.md §A.7): the timed model's median over the float one's."""
+"""``LatencyRatio`` (docs/numerics.md §A.7): the timed model's median over the float one's;
+``slower_finding``: the warning when int8 is the slower."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from eightbit.analysis.latency import LatencyRatio
+from eightbit.analysis.latency import SLOWER_THAN_FLOAT, Latency, LatencyRatio, slower_finding
 from eightbit.errors import ConfigError
 
 WIDTH = 256
@@ -49,3 +50,17 @@ def test_a_model_with_far_more_work_than_the_float_one_has_a_ratio_above_one() -
 def test_runs_are_checked_when_the_ratio_is_made(runs: int, warmup: int) -> None:
     with pytest.raises(ConfigError, match="'runs' must be >= 1 and 'warmup' >= 0"):
         LatencyRatio(_chain(0), {"x": np.ones((8, WIDTH), np.float32)}, runs=runs, warmup=warmup)
+
+
+@pytest.mark.parametrize(
+    ("int8_ms", "warned"),
+    [(0.079, True), (SLOWER_THAN_FLOAT + 0.01, True), (SLOWER_THAN_FLOAT, False), (0.5, False)],
+)
+def test_int8_slower_than_float_is_a_warning(int8_ms: float, warned: bool) -> None:
+    float_ms = 0.055 if int8_ms == 0.079 else 1.0
+    finding = slower_finding(Latency(float_ms=float_ms, int8_ms=int8_ms, runs=20))
+    assert (finding is not None) == warned
+    if finding is not None:
+        assert finding.level == "warning" and finding.output == ""
+        ratio = f"{int8_ms / float_ms:.2f}x"
+        assert ratio in finding.message and finding.line().startswith("WARNING: int8 runs slower")

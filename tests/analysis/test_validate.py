@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from eightbit.analysis import (
     dynamic_ranges,
     validate,
 )
+from eightbit.analysis.latency import Latency
 from eightbit.analysis.metrics import accuracy, sqnr_db
 from eightbit.errors import ConfigError
 from tests.analysis.helpers import classifier, images, quantize
@@ -65,6 +67,18 @@ def test_thresholds(quantized) -> None:  # type: ignore[no-untyped-def]
         check_thresholds(result, min_agreement=99.0)
     with pytest.raises(ConfigError, match="finite"):
         check_thresholds(result, min_sqnr=math.nan)
+
+
+def test_int8_slower_than_float_is_a_warning_not_a_failure(quantized) -> None:  # type: ignore[no-untyped-def]
+    result = validate(quantized.float_model, quantized.qdq, {"input": DATA}, layers=False)
+    slower = replace(result, latency=Latency(float_ms=0.05, int8_ms=0.08, runs=20))
+    (finding,) = slower.findings()
+    assert finding.level == "warning" and "1.60x" in finding.message
+    assert slower.to_dict()["findings"] == [finding.to_dict()]
+    sqnr = result.outputs[0].sqnr_db
+    assert check_thresholds(slower, min_sqnr=sqnr - 1) == ()
+    faster = replace(result, latency=Latency(float_ms=0.08, int8_ms=0.05, runs=20))
+    assert faster.findings() == ()
 
 
 def test_dynamic_ranges_cover_every_8_bit_tensor(quantized) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from click.testing import CliRunner, Result
 from PIL import Image
 
+from eightbit.analysis.latency import Latency
 from eightbit.cli import _Group
 from eightbit.cli.validate import validate_command
 from eightbit.graph import save_model
@@ -124,3 +126,16 @@ def test_a_cpu_whose_default_int8_kernels_saturate_gets_a_note(
     text, payload = run(*args), json.loads(run(*args, "--json").stdout)
     assert ("session.x64quantprecision=1" in text.stdout) == saturates
     assert (payload["runtime_note"] is not None) == saturates
+
+
+def test_int8_slower_than_float_is_printed_as_a_warning(
+    files: Files, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slower = Latency(float_ms=0.055, int8_ms=0.079, runs=2)
+    module = sys.modules["eightbit.analysis.validate"]  # the package names its function so
+    monkeypatch.setattr(module, "measure_latency", lambda *a, **k: slower)
+    args = (files.float_model, files.int8_model, "--data", files.data, "--no-layers")
+    result = run(*args, "--latency-runs", "2", "--min-sqnr", "0")
+    assert result.exit_code == 0, result.output  # a warning fails no threshold
+    assert "WARNING: int8 runs slower than float here: 1.44x" in result.stdout
+    assert "ERROR" not in result.stdout

@@ -11,8 +11,13 @@ from typing import Any
 import numpy as np
 import onnx
 
+from eightbit.analysis.slices import WARNING, Finding
 from eightbit.errors import ConfigError
 from eightbit.graph import make_session
+
+# int8 is reported slower than float past this ratio of the two medians (A.7): under it the
+# medians of two timings of one model differ by this much on a shared machine.
+SLOWER_THAN_FLOAT = 1.05
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,22 @@ class Latency:
             "speedup": self.speedup,
             "runs": self.runs,
         }
+
+
+def slower_finding(latency: Latency) -> Finding | None:
+    """(A.7) A warning when the int8 model runs slower than the float one; None otherwise.
+    Its ``output`` is empty: it concerns the whole model."""
+    if latency.float_ms <= 0 or latency.int8_ms <= SLOWER_THAN_FLOAT * latency.float_ms:
+        return None
+    return Finding(
+        WARNING,
+        "",
+        f"int8 runs slower than float here: {latency.int8_ms / latency.float_ms:.2f}x its "
+        f"time ({latency.int8_ms:.3f} against {latency.float_ms:.3f} ms, batch 1, 1 thread): "
+        "it saves memory on this model, not time (small layers spend more on quantizing and "
+        "requantizing than int8 arithmetic saves; nodes left in float, or without int8 "
+        "kernels on this CPU, add their own cost)",
+    )
 
 
 def median_run_ms(

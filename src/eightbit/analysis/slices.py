@@ -137,9 +137,15 @@ class SliceVerdict:
         }
 
 
+# A finding's levels: an error fails the thresholds (§A.8); a warning is only shown.
+ERROR = "error"
+WARNING = "warning"
+
+
 @dataclass(frozen=True)
 class Finding:
-    """Something a user must see about the int8 model: ``level`` "error" or "warning"."""
+    """Something a user must see about the int8 model: ``level`` ``ERROR`` or ``WARNING``;
+    ``output``: the output it concerns (empty: the whole model)."""
 
     level: str
     output: str
@@ -148,11 +154,15 @@ class Finding:
     def to_dict(self) -> dict[str, str]:
         return to_dict(self)
 
+    def line(self) -> str:
+        """The finding as printed: its level, then its message."""
+        return f"{self.level.upper()}: {self.message}"
+
 
 def collapse_finding(output: str, verdict: SliceVerdict) -> Finding:
     """The error-level finding of an output with collapsed slices or parts (§A.9)."""
     return Finding(
-        "error",
+        ERROR,
         output,
         f"int8 collapsed {verdict.describe_collapse()} of output {output!r}: their int8 "
         "values carry no signal (constant while the float values vary, or SQNR <= 0 dB)",

@@ -15,14 +15,14 @@ from typing import Any
 import numpy as np
 
 from eightbit.analysis.labels import LabelsLike, load_labels
-from eightbit.analysis.latency import Latency, measure_latency
+from eightbit.analysis.latency import Latency, measure_latency, slower_finding
 from eightbit.analysis.layers import LayerAnalysis, TensorReport, WhatIf, rank, weight_report
 from eightbit.analysis.memory import MemoryUsage, memory_usage
 from eightbit.analysis.models import DataLike, ModelLike, ModelPair, load_pair
 from eightbit.analysis.outputs import Metric, OutputMetrics, named_metrics
 from eightbit.analysis.ranges import DynamicRange
 from eightbit.analysis.side_by_side import Measurement, measure, measure_variants
-from eightbit.analysis.slices import Finding, collapse_finding
+from eightbit.analysis.slices import ERROR, Finding, collapse_finding
 from eightbit.analysis.variants import with_fake_quant, without_quantization
 from eightbit.calibrate import DataSource, ImageOptions, open_data
 from eightbit.errors import ConfigError
@@ -49,12 +49,15 @@ class ValidationResult:
         )
 
     def findings(self) -> tuple[Finding, ...]:
-        """Error-level findings: every output with a collapsed slice or part (§A.9)."""
-        return tuple(
+        """Errors: every output with a collapsed slice or part (§A.9); then a warning when
+        the int8 model was timed slower than the float one (§A.7)."""
+        collapses = tuple(
             collapse_finding(metrics.name, metrics.slices)
             for metrics in self.outputs
             if metrics.collapsed and metrics.slices is not None
         )
+        slower = None if self.latency is None else slower_finding(self.latency)
+        return collapses if slower is None else (*collapses, slower)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -237,10 +240,11 @@ def check_thresholds(
     min_sqnr: float | None = None,
 ) -> tuple[str, ...]:
     """One line per output that misses a threshold (§A.8), and, when any threshold is
-    given, per output with a collapsed slice or part (§A.9); empty when all are met."""
+    given, per output with a collapsed slice or part (§A.9; warnings are not failures);
+    empty when all are met."""
     failures = []
     if min_agreement is not None or min_sqnr is not None:
-        failures += [finding.message for finding in result.findings()]
+        failures += [f.message for f in result.findings() if f.level == ERROR]
     if min_agreement is not None:
         if not 0.0 <= min_agreement <= 1.0:
             raise ConfigError(

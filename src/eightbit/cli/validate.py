@@ -22,6 +22,7 @@ from eightbit.analysis import (
     check_thresholds,
 )
 from eightbit.analysis.models import load_pair
+from eightbit.analysis.slices import ERROR
 from eightbit.analysis.validate import IN_PROCESS, Passes, validate_pair
 from eightbit.cli.options import (
     DATA_HELP,
@@ -194,7 +195,8 @@ def print_result(result: ValidationResult, failures: tuple[str, ...], *, thresho
     if note:
         console.print(f"note: {note}", markup=False)
     for finding in result.findings():
-        console.print(f"ERROR: {finding.message}", markup=False, style="bold red")
+        style = "bold red" if finding.level == ERROR else "yellow"
+        console.print(finding.line(), markup=False, style=style)
     for failure in failures:
         console.print(f"FAILED: {failure}", markup=False, style="bold red")
     if thresholds and not failures:

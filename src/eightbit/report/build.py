@@ -259,7 +259,7 @@ def _what_if_rows(result: ValidationResult) -> tuple[WhatIfRow, ...]:
 
 
 def _notes(pair: ModelPair, result: ValidationResult) -> tuple[str, ...]:
-    notes = [f"ERROR: {finding.message}" for finding in result.findings()]
+    notes = [finding.line() for finding in result.findings()]
     if pair.plan is None:
         notes.append(
             "No plan beside the int8 model: fallback reasons and decisions are not shown "

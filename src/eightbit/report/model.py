@@ -149,7 +149,7 @@ class ReportData:
     decisions: tuple[Decision, ...]
     what_if: tuple[WhatIfRow, ...]
     notes: tuple[str, ...]
-    findings: tuple[Finding, ...] = ()  # error-level: collapsed output slices (§A.9)
+    findings: tuple[Finding, ...] = ()  # collapsed output slices (§A.9), int8 slower (§A.7)
 
     @property
     def worst(self) -> tuple[LayerRow, ...]:
