@@ -21,6 +21,7 @@ from eightbit.improve.weights.reconstruct_rule import (
     Decision,
     arithmetic,
     decide,
+    declined,
     measured_sqnr,
 )
 from eightbit.pipeline.stages import BiasCorrection, Export, LearnedWeights
@@ -63,12 +64,15 @@ class AutoReconstruct:
 
 def _decision(state: State) -> Decision:
     assert state.plan is not None  # run checked
+    sqnr, rival = measured_sqnr(state.reports), state.settings.rival_db
+    no = declined(sqnr, rival)  # before the layers are counted: a big model's graph
+    if no is not None:
+        return no
     # The prepared model has the planned one's layers (bias correction changes biases only).
     layers, _ = weight_layers(Graph(state.prepared), state.plan)
     options = ReconstructOptions()
     samples = min(state.calibrate_count or options.samples, options.samples)
-    cost = arithmetic(layers, samples, options)
-    return decide(measured_sqnr(state.reports), cost, state.settings.rival_db)
+    return decide(sqnr, arithmetic(layers, samples, options), rival)
 
 
 def _lowered(report: StepReport) -> bool:

@@ -62,6 +62,17 @@ def test_does_not_run_at_or_over_the_quality_level(
     assert reconstruct_steps(case, "default") == []
 
 
+def test_a_good_output_is_declined_before_the_layers_are_counted(
+    case: Case, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def counted(*_: object) -> None:
+        raise AssertionError("the layers were counted for an output over the level")
+
+    monkeypatch.setattr(f"{RULE}.RECONSTRUCT_BELOW_DB", case[2] - 1.0)
+    monkeypatch.setattr("eightbit.pipeline.auto_reconstruct.weight_layers", counted)
+    assert reconstruct_steps(case, "default") == []
+
+
 def test_over_the_work_bound_it_is_recorded_as_skipped(
     case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:

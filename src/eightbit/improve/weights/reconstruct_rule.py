@@ -31,6 +31,7 @@ __all__ = [
     "Decision",
     "arithmetic",
     "decide",
+    "declined",
     "measured_sqnr",
     "work_bound",
 ]
@@ -121,17 +122,10 @@ def decide(sqnr_db: float | None, cost: Cost, rival_db: float | None = None) -> 
     predicted seconds are within the bound for that SQNR (``work_bound``), and ``rival_db``
     (auto mode's dynamic model, if known) leads by less than ``OUT_OF_REACH_DB``."""
     predicted = cost.seconds()
-    if sqnr_db is None:
-        return Decision(False, "no output SQNR was measured on the calibration samples", predicted)
-    if sqnr_db >= RECONSTRUCT_BELOW_DB:
-        why = f"output SQNR {sqnr_db:.1f} dB on the calibration samples, at least "
-        return Decision(False, f"{why}{RECONSTRUCT_BELOW_DB:g} dB", predicted)
-    if rival_db is not None and rival_db - sqnr_db >= OUT_OF_REACH_DB:
-        why = (
-            f"dynamic mode reached {rival_db:.1f} dB, {rival_db - sqnr_db:.1f} dB over this "
-            f"model's {sqnr_db:.1f} dB: more than the step gains on a transformer (§I.8.3)"
-        )
-        return Decision(False, why, predicted, poor=True)
+    no = declined(sqnr_db, rival_db, predicted)
+    if no is not None:
+        return no
+    assert sqnr_db is not None  # ``declined`` answers when it is None
     if cost.rows == 0:  # every layer over ``max_width`` (or none): passes for nothing
         return Decision(False, "no layer it can reconstruct (§I.8.2)", predicted, poor=True)
     bound = work_bound(sqnr_db)
@@ -144,6 +138,26 @@ def decide(sqnr_db: float | None, cost: Cost, rival_db: float | None = None) -> 
         f"the reference machine (§I.8.3)"
     )
     return Decision(True, why, predicted, poor=True)
+
+
+def declined(
+    sqnr_db: float | None, rival_db: float | None = None, predicted: float = math.nan
+) -> Decision | None:
+    """Eqs. I.21 and I.23 alone: the decision when the output's SQNR already says no (no
+    SQNR, at least ``RECONSTRUCT_BELOW_DB``, or a rival out of reach), else None; so the
+    caller need not count the step's layers (``predicted``: their cost, when counted)."""
+    if sqnr_db is None:
+        return Decision(False, "no output SQNR was measured on the calibration samples", predicted)
+    if sqnr_db >= RECONSTRUCT_BELOW_DB:
+        why = f"output SQNR {sqnr_db:.1f} dB on the calibration samples, at least "
+        return Decision(False, f"{why}{RECONSTRUCT_BELOW_DB:g} dB", predicted)
+    if rival_db is not None and rival_db - sqnr_db >= OUT_OF_REACH_DB:
+        why = (
+            f"dynamic mode reached {rival_db:.1f} dB, {rival_db - sqnr_db:.1f} dB over this "
+            f"model's {sqnr_db:.1f} dB: more than the step gains on a transformer (§I.8.3)"
+        )
+        return Decision(False, why, predicted, poor=True)
+    return None
 
 
 def work_bound(sqnr_db: float) -> float:
