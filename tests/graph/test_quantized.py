@@ -1,5 +1,6 @@
-"""A quantized model given to quantize is refused in one line; a float model whose weights
-are stored as int8 behind a DequantizeLinear is not (graph.quantized)."""
+"""A quantized model given to quantize (or to the calibrate API) is refused in one line; a
+float model whose weights are stored as int8 behind a DequantizeLinear is not
+(graph.quantized)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from eightbit.calibrate import calibrate
 from eightbit.errors import ModelError
 from eightbit.graph.quantized import quantized_nodes
 from eightbit.pipeline import quantize
@@ -20,6 +22,15 @@ def test_an_int8_model_given_to_quantize_is_refused_naming_its_nodes() -> None:
     assert quantized_nodes(int8)["QuantizeLinear"] > 0
     with pytest.raises(ModelError, match=r"the model is quantized already \(\d+ QuantizeLinear"):
         quantize(int8, data, improve="fast")
+
+
+def test_the_calibrate_api_refuses_an_int8_model_as_the_cli_does() -> None:
+    model = models.conv_bn_relu()
+    data = models.random_inputs(model, n=24, seed=3)
+    int8 = quantize(model, data, improve="fast").model
+    with pytest.raises(ModelError, match=r"the model is quantized already"):
+        calibrate(int8, data)
+    assert calibrate(model, data).tensors  # a float model still calibrates
 
 
 def test_a_float_model_with_int8_stored_weights_is_quantized() -> None:
