@@ -250,14 +250,21 @@ def _decisions(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     monkeypatch.setattr(reconstruct_rule, "RECONSTRUCT_BELOW_DB", 1000.0)
     monkeypatch.setattr(reconstruct_rule, "RECONSTRUCT_MAX_SECONDS", 1e9)
     decided: list[bool] = []
-    real = auto_reconstruct.decide
+    real_decide, real_declined = auto_reconstruct.decide, auto_reconstruct.declined
 
     def decide(*args, **kwargs):  # type: ignore[no-untyped-def]
-        decision = real(*args, **kwargs)
+        decision = real_decide(*args, **kwargs)
         decided.append(decision.runs)
         return decision
 
+    def declined(*args, **kwargs):  # type: ignore[no-untyped-def]
+        decision = real_declined(*args, **kwargs)  # the SQNR's answer, before the layers
+        if decision is not None:
+            decided.append(decision.runs)
+        return decision
+
     monkeypatch.setattr(auto_reconstruct, "decide", decide)
+    monkeypatch.setattr(auto_reconstruct, "declined", declined)
     return decided
 
 
