@@ -17,6 +17,7 @@ from eightbit.analysis.slices import (
     judged_axes,
     output_parts,
     output_probabilities,
+    output_spatial_axes,
     slice_verdict,
 )
 from eightbit.graph import Graph, normalize
@@ -242,3 +243,62 @@ def test_a_detector_output_is_judged_along_its_score_axis_alone() -> None:
     assert verdict.slices == 5 and not verdict.collapsed
     whole = slice_verdict(reference, quantized)
     assert whole is not None and whole.worst_axis == 1 and whole.collapsed == ((1, 7),)
+
+
+def _probability_map(channels_last: bool = False) -> onnx.ModelProto:
+    """x [N, 3, 8, 12] -> Conv (2 maps) -> Mul by a constant -> Sigmoid: a detector's
+    probability map [N, 2, 8, 12]; ``channels_last``: then Transposed to [N, 8, 12, 2]."""
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.standard_normal((2, 3, 3, 3)).astype(np.float32), "w")
+    scale = numpy_helper.from_array(np.array(0.5, np.float32), "k")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["k", "c"], ["s"]),
+        helper.make_node("Sigmoid", ["s"], ["p" if not channels_last else "q"]),
+    ]
+    shape = ["N", 2, 8, 12]
+    if channels_last:
+        nodes.append(helper.make_node("Transpose", ["q"], ["p"], perm=[0, 2, 3, 1]))
+        shape = ["N", 8, 12, 2]
+    graph = helper.make_graph(
+        nodes,
+        "probability_map",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3, 8, 12])],
+        [helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, shape)],
+        [weight, scale],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_map_written_by_a_convolution_has_spatial_axes() -> None:
+    assert output_spatial_axes(Graph(normalize(_probability_map()))) == {"p": (2, 3)}
+    # Moved to channels last, the layout is no longer the convolution's: judged as before.
+    assert output_spatial_axes(Graph(normalize(_probability_map(channels_last=True)))) == {}
+    assert output_spatial_axes(Graph(normalize(large_small_concat()))) == {}
+
+
+def test_a_maps_rows_and_columns_are_not_judged() -> None:
+    """(A.9) A text detector's map whose last column holds almost no text: judged along
+    its width, that column would be the worst slice; judged by channel, it is not."""
+    rng = np.random.default_rng(3)
+    reference = rng.uniform(0.2, 1.0, size=(4, 2, 8, 12))
+    reference[..., -1] = 1e-3  # a stripe of background
+    quantized = reference + rng.normal(0, 0.01, size=reference.shape)
+    by_width = slice_verdict(reference, quantized)
+    by_channel = slice_verdict(reference, quantized, spatial=(2, 3))
+    assert by_width is not None and by_channel is not None
+    assert by_width.worst_axis == 3 and by_width.worst_index == 11
+    assert by_channel.worst_axis == 1 and by_channel.slices == 2
+    assert by_channel.worst_sqnr_db == pytest.approx(_oracle(reference, quantized, 1).min())
+
+
+def test_the_quick_check_judges_a_map_by_its_channels() -> None:
+    import eightbit
+
+    model = _probability_map()
+    data = {"x": np.random.default_rng(1).standard_normal((40, 3, 8, 12)).astype(np.float32)}
+    check = eightbit.quantize(model, data, improve="fast").check
+    assert check is not None
+    (output,) = check.outputs
+    assert output.slices is not None and output.slices.worst_axis == 1
+    assert output.slices.slices == 2  # the two maps, no row or column

@@ -15,12 +15,16 @@ __all__ = ["SAFETY_FLOOR_DB", "floor_metric"]
 
 
 def floor_metric(
-    reference: np.ndarray, quantized: np.ndarray, probabilities: Sequence[Probability] = ()
+    reference: np.ndarray,
+    quantized: np.ndarray,
+    probabilities: Sequence[Probability] = (),
+    spatial: Sequence[int] = (),
 ) -> float:
     """The worst slice's SQNR, capped at the floor (so the float model scores the floor and
     a drop of 0 means "at the floor or above"); -inf for a collapse. Silent probability
-    slices (A.11) are not judged."""
-    verdict = slice_verdict(reference, quantized, probabilities=probabilities)
+    slices (A.11) and slices along ``spatial`` axes (a map's rows and columns) are not
+    judged."""
+    verdict = slice_verdict(reference, quantized, probabilities=probabilities, spatial=spatial)
     if verdict is None:  # no axis but the samples: the whole output is its only slice
         return min(sqnr_db(reference, quantized), SAFETY_FLOOR_DB)
     if verdict.has_collapse:

@@ -104,12 +104,14 @@ class OutputTally:
         keep: bool = False,
         parts: tuple[Part, ...] = (),
         probabilities: tuple[Probability, ...] = (),
+        spatial: tuple[int, ...] = (),
     ) -> None:
         self.name = name
         self.errors = ErrorSums()
         self.slice_sums = SliceSums()
         self.parts = parts
         self.probabilities = probabilities
+        self.spatial = spatial
         self.samples = 0
         self.classes: int | None = None
         self.top1 = self.top5 = self.float_correct = self.int8_correct = 0
@@ -167,7 +169,7 @@ class OutputTally:
             float_accuracy=self.float_correct / self.samples if self.labelled else None,
             int8_accuracy=self.int8_correct / self.samples if self.labelled else None,
             custom=self._custom(metrics or {}),
-            slices=self.slice_sums.verdict(self.parts, self.probabilities),
+            slices=self.slice_sums.verdict(self.parts, self.probabilities, self.spatial),
         )
 
     def _custom(self, metrics: Mapping[str, Metric]) -> dict[str, float]:

@@ -20,6 +20,7 @@ from eightbit.analysis.slices import (
     collapse_finding,
     output_parts,
     output_probabilities,
+    output_spatial_axes,
     slice_verdict,
 )
 from eightbit.calibrate.collect import batch_slices
@@ -213,15 +214,17 @@ def judged(
     held-back samples in order), wherever they were computed."""
     graph = Graph(float_model)
     parts, probabilities = output_parts(graph), output_probabilities(graph)
+    spatial = output_spatial_axes(graph)
     checks = []
     for name, (ref, out) in outputs.items():
+        layout = (parts.get(name, ()), probabilities.get(name, ()), spatial.get(name, ()))
         classes = ref.ndim == 2 and ref.shape[1] > 1 and np.issubdtype(ref.dtype, np.floating)
         checks.append(
             OutputCheck(
                 name=name,
                 sqnr_db=sqnr_db(ref, out),
                 top1_agreement=topk_agreement(ref, out, 1) if classes else None,
-                slices=slice_verdict(ref, out, parts.get(name, ()), probabilities.get(name, ())),
+                slices=slice_verdict(ref, out, *layout),
             )
         )
     return QuickCheck(samples=samples, outputs=tuple(checks))

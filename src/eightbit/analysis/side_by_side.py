@@ -21,7 +21,7 @@ from eightbit.analysis.metrics import sqnr_from_sums
 from eightbit.analysis.models import ModelPair
 from eightbit.analysis.outputs import Metric, OutputMetrics, OutputTally
 from eightbit.analysis.ranges import fake_quantized
-from eightbit.analysis.slices import output_parts, output_probabilities
+from eightbit.analysis.slices import output_parts, output_probabilities, output_spatial_axes
 from eightbit.calibrate import DataSource
 from eightbit.calibrate.progress import sample_progress
 from eightbit.errors import DataError
@@ -101,12 +101,14 @@ def empty_tallies(pair: ModelPair, *, activations: bool, keep: bool) -> Tallies:
     """The tallies a ``SideBySide`` pass fills (also made without its sessions)."""
     parts = output_parts(pair.float_graph)
     probabilities = output_probabilities(pair.float_graph)
+    spatial = output_spatial_axes(pair.float_graph)
     outputs = {
         info.name: OutputTally(
             info.name,
             keep=keep,
             parts=parts.get(info.name, ()),
             probabilities=probabilities.get(info.name, ()),
+            spatial=spatial.get(info.name, ()),
         )
         for info in pair.float_graph.outputs
     }

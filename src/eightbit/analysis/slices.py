@@ -21,6 +21,7 @@ import numpy as np
 from eightbit.analysis.metrics import json_number, sqnr_from_sums
 from eightbit.ops.joined_axis import joining_concat, static_size
 from eightbit.ops.probability import is_probability
+from eightbit.ops.spatial import spatial_axes
 from eightbit.serialize import to_dict
 
 if TYPE_CHECKING:
@@ -268,17 +269,22 @@ class SliceSums:
             store[position] = pick(store[position], value)
 
     def verdict(
-        self, parts: Sequence[Part] = (), probabilities: Sequence[Probability] = ()
+        self,
+        parts: Sequence[Part] = (),
+        probabilities: Sequence[Probability] = (),
+        spatial: Sequence[int] = (),
     ) -> SliceVerdict | None:
         """The worst slice, collapsed slices and part verdicts, silent probability slices
-        left out (A.11); None before any batch."""
+        left out (A.11), and no slice along a ``spatial`` axis (a map's rows and columns,
+        ``output_spatial_axes``); None before any batch."""
         if self.varying or self.ndim is None or self.ndim < 2 or not self.signal:
             return None
         worst: tuple[float, int | None, int | None] = (math.inf, None, None)
         collapsed: list[tuple[int, int]] = []
         by_axis: list[tuple[int, tuple[float, ...]]] = []
         count = silent = 0
-        for axis in score_axes(probabilities) or judged_axes(self.ndim):
+        axes = score_axes(probabilities) or judged_axes(self.ndim)
+        for axis in (a for a in axes if a not in spatial):
             sqnrs = self._slice_sqnrs(axis)
             by_axis.append((axis, tuple(float(value) for value in sqnrs)))
             quiet = self._silent(axis, probabilities)
@@ -420,8 +426,16 @@ def slice_verdict(
     quantized: np.ndarray,
     parts: Sequence[Part] = (),
     probabilities: Sequence[Probability] = (),
+    spatial: Sequence[int] = (),
 ) -> SliceVerdict | None:
     """``SliceSums`` over whole arrays (samples on axis 0)."""
     sums = SliceSums()
     sums.update(reference, quantized)
-    return sums.verdict(parts, probabilities)
+    return sums.verdict(parts, probabilities, spatial)
+
+
+def output_spatial_axes(graph: Graph) -> dict[str, tuple[int, ...]]:
+    """Output name -> its spatial axes, for the outputs a convolution, pool or resize
+    writes (``ops.spatial``): their slices along those axes are not judged (§A.9)."""
+    found = {info.name: spatial_axes(graph, info.name) for info in graph.outputs}
+    return {name: axes for name, axes in found.items() if axes}

@@ -30,6 +30,7 @@ from eightbit.analysis.slices import (
     Part,
     output_parts,
     output_probabilities,
+    output_spatial_axes,
     slice_verdict,
 )
 from eightbit.calibrate import Ranges
@@ -117,6 +118,7 @@ def choose_clipping(
     reference = OutputReference(model, batches, threads, computed=computed)
     probabilities = output_probabilities(graph).get(graph.outputs[0].name, ())
     parts = output_parts(graph).get(graph.outputs[0].name, ())
+    spatial = output_spatial_axes(graph).get(graph.outputs[0].name, ())
 
     outputs: dict[int, np.ndarray] = {}
 
@@ -126,7 +128,7 @@ def choose_clipping(
         if computed is not None:
             outputs[id(candidate)] = values
         return Scored(
-            floor_metric(reference.values, values, probabilities),
+            floor_metric(reference.values, values, probabilities, spatial),
             reference.sqnr_of(values),
             worst_part_db(reference.values, values, parts),
         )

@@ -16,7 +16,7 @@ import onnx
 from eightbit.analysis.floor import SAFETY_FLOOR_DB, floor_metric
 from eightbit.analysis.latency import LatencyRatio
 from eightbit.analysis.outputs import Metric
-from eightbit.analysis.slices import output_probabilities
+from eightbit.analysis.slices import output_probabilities, output_spatial_axes
 from eightbit.calibrate import open_data
 from eightbit.calibrate.data import DataLike
 from eightbit.graph import Graph
@@ -183,9 +183,11 @@ _FLOOR_BUDGET = (
 
 def floor_of_first_output(graph: Graph) -> Metric:
     """``floor_metric`` for the float ``graph``'s first output, its silent probability
-    slices left out (A.11)."""
-    spans = output_probabilities(graph).get(graph.outputs[0].name, ())
-    return partial(floor_metric, probabilities=spans)
+    slices (A.11) and its spatial axes (§A.9) left out."""
+    first = graph.outputs[0].name
+    spans = output_probabilities(graph).get(first, ())
+    spatial = output_spatial_axes(graph).get(first, ())
+    return partial(floor_metric, probabilities=spans, spatial=spatial)
 
 
 def _promotion_rung(
