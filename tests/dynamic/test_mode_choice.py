@@ -43,6 +43,23 @@ def test_a_transformer_under_the_budget_takes_dynamic_mode() -> None:
     assert step.after_db > step.before_db + 20
 
 
+def test_with_no_sample_held_back_dynamic_mode_is_not_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``check_samples=0``: nothing to judge the modes on, so static is kept (as before)
+    without making a dynamic model only to drop it."""
+
+    def made() -> None:
+        raise AssertionError("a dynamic model was made with nothing to judge it on")
+
+    monkeypatch.setattr("eightbit.pipeline.dynamic_steps", made)
+    data = {"ids": token_ids(80)}
+    result = quantize(encoder(outlier=40.0), data, AUTO, improve="fast", check_samples=0)
+    assert result.plan.config.mode == "static"
+    (step,) = [s for s in result.plan.steps if s.name == "mode"]
+    assert "no held-back samples to judge it on" in step.notes[0]
+
+
 def test_a_transformer_is_quantized_in_both_modes_and_the_better_kept() -> None:
     # Static meets the budget here (31.9 dB on the held-back samples), which proves little
     # on a few samples: dynamic mode is tried all the same and the better one kept.

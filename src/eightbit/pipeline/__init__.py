@@ -202,7 +202,8 @@ def quantize(
         return staged
 
     if config.mode == "auto":
-        return choose_mode(evidence, config, settings.improve, run, timer)
+        held_back = check_samples != 0  # an explicit 0: nothing to judge the modes on
+        return choose_mode(evidence, config, settings.improve, run, timer, held_back=held_back)
     return run(config).finish()
 
 

@@ -73,12 +73,16 @@ def choose_mode(
     improve: ImproveConfig,
     run: Callable[[QuantConfig, float | None], StagedRun],
     timer: Timer | None = None,
+    *,
+    held_back: bool = True,
 ) -> QuantizedModel:
     """The quantized model of ``config`` with its mode chosen (``config.mode == "auto"``);
     ``evidence``: ``model_evidence`` of the model; ``run(config, rival_db)`` quantizes with
     a concrete mode up to the safety net (reading the model itself, so that a model run once
     is let go of), ``rival_db`` the other mode's SQNR, if known (``Settings.rival_db``);
-    ``timer``: the two int8 models' latencies (None: the choice is by SQNR alone).
+    ``timer``: the two int8 models' latencies (None: the choice is by SQNR alone);
+    ``held_back``: False when no sample will be held back to judge on (``check_samples=0``):
+    static is kept, and dynamic is not made only to be dropped.
 
     Dynamic mode runs first: it takes a fraction of static's time, and its SQNR tells
     static's run whether reconstructing the weights could still matter (eq. I.23)."""
@@ -86,6 +90,8 @@ def choose_mode(
     if evidence is None or not _can_run_dynamic(config):
         return run(static, None).finish()
     started = time.perf_counter()
+    if not held_back:
+        return _noted(run(static, None).finish(), _unjudged(evidence), started, None, None)
     second: QuantizedModel | None = None
     refusal: ConfigError | None = None
     try:
@@ -98,8 +104,7 @@ def choose_mode(
     before = staged.before_net()
     before_db = _sqnr(before)
     if before_db is None:  # no check: the net has nothing to engage on
-        note = f"mode: static ({evidence}; no held-back samples to judge it on)"
-        return _noted(staged.finish(), note, started, None, None)
+        return _noted(staged.finish(), _unjudged(evidence), started, None, None)
     if second is None:
         first = staged.finish()
         static_db = _or_else(_sqnr(first), before_db)
@@ -210,6 +215,10 @@ def _sqnr(result: QuantizedModel) -> float | None:
         return None
     value = result.check.outputs[0].sqnr_db
     return value if not math.isnan(value) else None
+
+
+def _unjudged(evidence: str) -> str:
+    return f"mode: static ({evidence}; no held-back samples to judge it on)"
 
 
 def _or_else(value: float | None, otherwise: float) -> float:
