@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from eightbit.calibrate import calibrate
+from eightbit.distributed.calibration import calibrate_on_ray
 from eightbit.errors import ModelError
 from eightbit.graph.quantized import quantized_nodes
 from eightbit.pipeline import quantize
@@ -30,6 +31,9 @@ def test_the_calibrate_api_refuses_an_int8_model_as_the_cli_does() -> None:
     int8 = quantize(model, data, improve="fast").model
     with pytest.raises(ModelError, match=r"the model is quantized already"):
         calibrate(int8, data)
+    # Its cluster form too, before it joins any cluster.
+    with pytest.raises(ModelError, match=r"the model is quantized already"):
+        calibrate_on_ray(int8, data, ray="local")
     assert calibrate(model, data).tensors  # a float model still calibrates
 
 

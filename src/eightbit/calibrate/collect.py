@@ -28,8 +28,8 @@ from eightbit.calibrate.progress import sample_progress
 from eightbit.calibrate.ranges import Ranges, TensorRange
 from eightbit.calibrate.sources import open_data
 from eightbit.errors import ConfigError, DataError
-from eightbit.graph import Graph, exposing_session, load_model, normalize
-from eightbit.graph.quantized import refuse_quantized
+from eightbit.graph import Graph, exposing_session, normalize
+from eightbit.graph.quantized import load_float_model
 from eightbit.graph.run_size import samples_per_run
 
 Observer = HistogramObserver | MinMaxObserver
@@ -131,11 +131,7 @@ def _prepare(
         folder = Path(model).parent
         prepared = onnx.load(os.fspath(model), load_external_data=False)
     else:
-        loaded = load_model(model)
-        # Its ranges would fit no float model (the library refuses as the CLI does).
-        label = "the model" if isinstance(model, onnx.ModelProto) else f"model file {str(model)!r}"
-        refuse_quantized(loaded, label)
-        prepared = normalize(loaded)
+        prepared = normalize(load_float_model(model))
     graph = Graph(prepared)
     names = requested_tensors(graph, tensors)
     source = open_data(

@@ -20,8 +20,8 @@ from eightbit.cli.options import (
     ray_option,
     require_ray,
 )
-from eightbit.graph import Graph, load_model, normalize
-from eightbit.graph.quantized import refuse_quantized
+from eightbit.graph import Graph, normalize
+from eightbit.graph.quantized import load_float_model
 from eightbit.plan import activation_tensors_to_calibrate
 from eightbit.quant import QuantConfig
 
@@ -148,9 +148,7 @@ def calibrate(
     )
     image = image_options(image_values)
     started = time.perf_counter()
-    loaded = load_model(model)
-    refuse_quantized(loaded, f"model file {str(model)!r}")  # its ranges would fit no float model
-    prepared = normalize(loaded)
+    prepared = normalize(load_float_model(model))
     tensors = (
         None if all_tensors else activation_tensors_to_calibrate(Graph(prepared), QuantConfig())
     )

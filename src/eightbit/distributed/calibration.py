@@ -32,6 +32,7 @@ from eightbit.distributed.cluster import connect, prepared_once, run_in_order, w
 from eightbit.distributed.shards import Shard, open_shard, plan_shards
 from eightbit.errors import ConfigError, DataError
 from eightbit.graph import Graph, load_model, normalize
+from eightbit.graph.quantized import load_float_model
 
 if TYPE_CHECKING:
     import onnx
@@ -70,8 +71,7 @@ def calibrate_on_ray(
     (default 1: each task holds one CPU of the cluster).
     """
     _check(config)
-    loaded = load_model(model)
-    prepared = loaded if normalized else normalize(loaded)
+    prepared = load_model(model) if normalized else normalize(load_float_model(model))
     graph = Graph(prepared)
     names = requested_tensors(graph, tensors)
     if config.samples is not None:

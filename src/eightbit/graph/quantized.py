@@ -3,11 +3,13 @@ of quantizing a quantizer's output again (a few nodes more int8, nothing saved).
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 
 import onnx
 
 from eightbit.errors import ModelError
+from eightbit.graph.files import load_model
 
 # Nodes that compute on integers or quantize activations as the model runs: a model holding
 # any is a quantizer's output. A DequantizeLinear of a constant alone is not: a float model
@@ -59,3 +61,12 @@ def refuse_quantized(model: onnx.ModelProto, label: str) -> None:
         f"{label} is quantized already ({listed}); eightbit quantizes float models: give it "
         "the float model this one was made from"
     )
+
+
+def load_float_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    """``load_model(model)``, refused in one line when it is quantized already (its ranges,
+    its plan, would fit no float model): what ``quantize`` and ``calibrate`` read."""
+    loaded = load_model(model)
+    label = "the model" if isinstance(model, onnx.ModelProto) else f"model file {str(model)!r}"
+    refuse_quantized(loaded, label)
+    return loaded

@@ -26,9 +26,9 @@ from eightbit.calibrate import CalibrationConfig, ImageOptions, Ranges, open_dat
 from eightbit.calibrate.data import DataLike
 from eightbit.errors import ConfigError
 from eightbit.export.qdq import INT16_QDQ_OPSET
-from eightbit.graph import Graph, load_model, normalize
+from eightbit.graph import Graph, normalize
 from eightbit.graph.normalize import PER_CHANNEL_OPSET
-from eightbit.graph.quantized import refuse_quantized
+from eightbit.graph.quantized import load_float_model
 from eightbit.improve.finetune import require_torch_for_finetune
 from eightbit.improve.presets import PRESETS, ImproveConfig, preset
 from eightbit.improve.weights.adaround import require_torch
@@ -240,9 +240,7 @@ def _front_end(
         return made.model, made.data, (made.report,)
     if example_inputs is not None:
         raise ConfigError("example_inputs is for a PyTorch model; this model is ONNX")
-    exported = load_model(model)
-    label = "the model" if isinstance(model, onnx.ModelProto) else f"model file {str(model)!r}"
-    refuse_quantized(exported, label)
+    exported = load_float_model(model)
     return exported, torch_data_for(exported, data) if is_torch_data(data) else data, ()
 
 
