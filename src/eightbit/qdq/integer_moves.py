@@ -193,9 +193,8 @@ def _dequantizes(nodes: list[onnx.NodeProto], constants: Collection[str]) -> boo
 
 
 def _eight_bit(quantize: onnx.NodeProto, constants: dict[str, onnx.TensorProto]) -> bool:
-    """Whether ``quantize`` stores uint8 or int8 (its zero point's type; none: uint8)."""
-    if len(quantize.input) < 3 or not quantize.input[2]:
-        return True
+    """Whether ``quantize`` stores uint8 or int8: its zero point's type (``_same_params``
+    passes only Qs with one; a zero point computed at run time is not taken for 8-bit)."""
     zero_point = constants.get(quantize.input[2])
     eight = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
     return zero_point is not None and zero_point.data_type in eight
