@@ -40,7 +40,8 @@ def test_affine_zero_is_exact_and_the_range_is_covered(
     assert params.dtype == config.activations
     assert quantize_values(0.0, params) == z and dequantize_values(z, params) == 0.0
     # The representable interval reaches the widened range to within half a step (eq. Q.4),
-    # give or take the float32 rounding of the scale (2^-24 of it, over the whole range).
+    # give or take the float32 rounding of the scale: at most 2^-24 of it, so 2^-24 of the
+    # range over its steps; the bound allows 2^-23 (the ideal scale's own rounding below).
     lo_w, hi_w = Fraction(min(lo, 0.0)), Fraction(max(hi, 0.0))
     rounding = (hi_w - lo_w) * Fraction(1, 2**23)
     if hi_w > lo_w:
